@@ -1,0 +1,81 @@
+"""``memtop`` and its sub-commands.
+
+Each sub-command lives in its own module under :mod:`tt_memtop.commands` with two functions,
+``add_arguments(parser)`` and ``run(args) -> int``; this file only wires them to argparse.
+``memtop`` with no sub-command is the monitor itself (:mod:`tt_memtop.commands.top`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+
+DEFAULT_SOCKET = "/tmp/tt_allocation_server.sock"
+SOCKET_ENV = "TT_MEMTOP_SOCKET"
+
+#: sub-command -> one-line help. Order is the order of ``memtop --help``.
+COMMANDS: dict[str, str] = {
+    "serve": "run the allocation server (drop-in for allocation_server_poc) with a subscription feed",
+    "demo": "run the built-in demo: in-process server + simulated TT-Metal workload, in the monitor",
+    "simulate": "drive any allocation server with a simulated TT-Metal workload",
+    "replay": "replay a server log or a recording in the monitor (pause, step, seek, speed)",
+    "analyze": "print the trace-phase timeline of a recording or a server log",
+    "report": "leak / lifecycle report of a server log or a recording",
+    "dump": "ask a live server for DUMP_REMAINING",
+    "bench": "run the benchmarks and print figures",
+}
+
+
+def default_socket() -> str:
+    return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+
+
+def add_socket_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", default=default_socket(), metavar="PATH",
+                        help=f"allocation server socket (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memtop",
+        description="htop for Tenstorrent accelerator memory (DRAM / L1 / L1_SMALL / TRACE per device).",
+    )
+    parser.add_argument("--version", action="version", version=f"memtop {__version__}")
+    top = importlib.import_module(".commands.top", __package__)
+    top.add_arguments(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as exc:  # a command not built yet must not break the others
+            if exc.name and exc.name.endswith(f"commands.{name}"):
+                continue
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    parser.set_defaults(_run=top.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `memtop --ndjson | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

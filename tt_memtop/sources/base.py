@@ -1,0 +1,77 @@
+"""The one interface every data source implements, and the updates it emits.
+
+A source (our server's subscription, polling the original server, following or replaying a log,
+replaying a recording, the built-in demo) is an object with a ``description`` and an async
+``run(emit)`` that calls ``emit(update)`` for each :data:`Update` until it is cancelled or its
+data ends. ``emit`` is a plain, cheap, synchronous callback: consumers (the UI, the one-shot
+printer) fold updates into a :class:`~tt_memtop.core.model.MonitorState` and draw at their own
+pace. The UI never cares which source it has.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..core.devices import Inventory
+from ..core.events import Event
+from ..core.registry import Buffer
+
+
+class Capability(str, Enum):
+    """What a source can deliver; panes that need a missing one say why they are empty."""
+
+    EVENTS = "events"  # per-buffer alloc/free events (feed, buffers, processes, details)
+    TOTALS = "totals"  # per-device totals (bars)
+    SEEK = "seek"  # pause / step / seek / speed (replays)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The full live state at sequence number ``seq``: replaces whatever the consumer had."""
+
+    buffers: list[Buffer]
+    seq: int
+    ts_ns: int
+    inventory: Inventory | None = None
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """Events in order. ``seq`` gap-free when the source is our server's subscription."""
+
+    events: list[Event]
+
+
+@dataclass(slots=True)
+class TotalsSample:
+    """Polled per-device totals: device -> (dram, l1, l1_small, trace, cb, kernel), as the wire has them."""
+
+    ts_ns: int
+    totals: dict[int, tuple[int, int, int, int, int, int]]
+    inventory: Inventory | None = None
+
+
+@dataclass(slots=True)
+class Status:
+    """Connection / playback state for the header, and what the source can deliver."""
+
+    state: str  # "connecting" | "connected" | "disconnected" | "ended" | "error" | "paused" | "playing"
+    message: str = ""
+    capabilities: frozenset[Capability] = field(default_factory=frozenset)
+
+
+Update = Snapshot | EventBatch | TotalsSample | Status
+Emit = Callable[[Update], None]
+
+
+class Source(ABC):
+    """A producer of :data:`Update` s."""
+
+    description: str = "source"
+
+    @abstractmethod
+    async def run(self, emit: Emit) -> None:
+        """Emit updates until cancelled, or until the data ends (then emit ``Status("ended")`` and return)."""
