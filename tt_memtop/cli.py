@@ -26,7 +26,6 @@ COMMANDS: dict[str, str] = {
     "analyze": "print the trace-phase timeline of a recording or a server log",
     "report": "leak / lifecycle report of a server log or a recording",
     "dump": "ask a live server for DUMP_REMAINING",
-    "bench": "run the benchmarks and print figures",
 }
 
 
