@@ -56,6 +56,8 @@ class MsgType(IntEnum):
     DUMP_KERNELS = 12
     # --- tt-memtop extensions: values the original servers and clients never send. ---
     SUBSCRIBE = 64
+    DUMP_REPORT = 65  # DUMP_REMAINING whose report text is sent back (docs/EXTENSION.md)
+    HELLO = 66  # "do you speak the extension?" - answered with a HELLO record only
 
 
 ORIGINAL_TYPES = frozenset(range(1, 13))

@@ -1,0 +1,64 @@
+"""Sustained ingest rate of `memtop serve`, in messages per second.
+
+Runs the server as its own process (log to a file, or --quiet), then 1 and 4 producer processes
+(benchmarks/producer.py: pre-packed 144-byte ALLOC/FREE messages, sent in 1 MiB chunks, then a
+QUERY round trip so that the clock stops only when the server has applied everything).
+
+    python benchmarks/bench_server.py [--messages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _start_server(sock: str, log_path: str | None) -> subprocess.Popen:
+    args = [sys.executable, "-m", "tt_memtop", "serve", "--socket", sock, "--devices", "4"]
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    if not log_path:
+        args.append("--quiet")
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    while not os.path.exists(sock):
+        if proc.poll() is not None:
+            raise SystemExit("server failed to start")
+        time.sleep(0.05)
+    return proc
+
+
+def _run(sock: str, producers: int, per_producer: int) -> float:
+    procs = [subprocess.Popen([sys.executable, str(HERE / "producer.py"), sock, str(per_producer)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(producers)]
+    times = [float(p.communicate()[0].split()[1]) for p in procs]
+    return producers * per_producer / max(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=400_000, help="messages per run, split among producers")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="mtbench", dir="/tmp")
+    print(f"{'log':<14}{'producers':>10}{'messages':>12}{'msg/s':>12}")
+    for log_on in (True, False):
+        for producers in (1, 4):
+            sock = os.path.join(tmp, "b.sock")
+            log_path = os.path.join(tmp, "server.log") if log_on else None
+            server = _start_server(sock, log_path)
+            try:
+                rate = _run(sock, producers, args.messages // producers)
+            finally:
+                server.terminate()
+                server.wait(10)
+            label = "to file" if log_on else "off (--quiet)"
+            print(f"{label:<14}{producers:>10}{args.messages:>12}{rate:>12,.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

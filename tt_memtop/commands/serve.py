@@ -1,0 +1,62 @@
+"""``memtop serve``: run the allocation server in the foreground (a drop-in for allocation_server_poc)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+import anyio
+
+from ..cli import add_socket_argument
+from ..core.devices import ARCHS, Inventory
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_socket_argument(parser)
+    parser.add_argument("--devices", type=int, default=8, metavar="N",
+                        help="devices to report in DEVICE_INFO replies (default 8; no hardware is probed)")
+    parser.add_argument("--arch", default="wormhole_b0", choices=sorted(ARCHS), help="their architecture")
+    parser.add_argument("--protocol", default="auto", choices=["auto", "72", "112", "128", "144", "648"],
+                        help="message layout clients speak (default: detect per connection)")
+    parser.add_argument("--log-format", default="hex", choices=["hex", "decimal"],
+                        help="buffer ids in the log: hex (S4+, default) or decimal (S1-S3)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-allocation log lines")
+    parser.add_argument("--record", metavar="FILE", help="record every event to FILE (see docs/RECORDING.md)")
+    parser.add_argument("--no-extensions", action="store_true",
+                        help="behave exactly like the original: no subscription, unknown types ignored")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..server.server import AllocationServer, ServerConfig, SocketInUseError, prepare_socket_path
+
+    if not 0 <= args.devices <= 256:
+        print("memtop serve: --devices must be between 0 and 256", file=sys.stderr)
+        return 2
+    config = ServerConfig(socket_path=args.socket, inventory=Inventory.uniform(args.devices, args.arch),
+                          layout=args.protocol, log_format=args.log_format, quiet=args.quiet, record=args.record,
+                          extensions=not args.no_extensions)
+    server = AllocationServer(config, log=sys.stdout, err=sys.stderr)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            await tg.start(server.serve)
+
+    try:
+        prepare_socket_path(args.socket)  # refuse a live server before printing anything
+        anyio.run(main)
+    except (OSError, SocketInUseError, ExceptionGroup) as exc:
+        while isinstance(exc, ExceptionGroup):  # errors raised inside the task group arrive wrapped
+            exc = exc.exceptions[0]
+        if not isinstance(exc, (OSError, SocketInUseError)):
+            raise
+        print(f"memtop serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

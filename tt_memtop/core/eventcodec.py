@@ -1,0 +1,229 @@
+"""Compact binary records for events, buffers, inventories and snapshots (little-endian, versioned).
+
+Pure. One encoding serves two carriers (both documented in docs/EXTENSION.md):
+
+* the subscription stream: ``u32 length`` + record;
+* the recording file: ``u32 length`` + ``u32 crc32`` + record.
+
+A *record* is one :class:`RecordKind` byte followed by its body. Bodies are built from the fixed
+structs below plus length-prefixed UTF-8 strings; decoding never trusts a length beyond the
+buffer (it raises :class:`CodecError`).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from .devices import DeviceInfo, Inventory
+from .events import Event, EventKind
+from .protocol import Arch
+from .registry import Buffer
+
+#: Bumped whenever a body layout changes. Readers refuse versions they do not know.
+CODEC_VERSION = 1
+#: Magic of the subscription hello and of the recording header.
+MAGIC = b"TTMEMTOP"
+
+
+class RecordKind(IntEnum):
+    HELLO = 1  # magic(8) + u16 codec version + u16 flags
+    SNAPSHOT = 2  # see encode_snapshot
+    EVENTS = 3  # u32 count + count event records
+    RESYNC = 4  # u64 events dropped + UTF-8 reason; a SNAPSHOT follows
+    REPORT = 5  # UTF-8 text (the DUMP_REMAINING report)
+    HEADER = 6  # recording header, see tt_memtop.recording
+
+
+class CodecError(ValueError):
+    """Bytes that are not a well-formed record."""
+
+
+# seq, ts_ns, kind, pid, device, buffer_type, buffer_id, size, ref_count, len(name), len(trace), len(text)
+EVENT = struct.Struct("<QqBiiBQQIHHH")
+# device, buffer_id, buffer_type, size, owner_pid, ref_count, alloc_ts_ns, alloc_seq, len(name), len(trace)
+BUFFER = struct.Struct("<iQBQiIqQHH")
+# device_id, arch, num_dram_channels, dram_size_per_channel, l1_size_per_core, total_dram, total_l1, available
+DEVICE = struct.Struct("<iBIQIQQB")
+# device, num_buffers, bytes by BufferType (7)
+TOTALS = struct.Struct("<iI7Q")
+HELLO = struct.Struct("<8sHH")
+U16 = struct.Struct("<H")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+SNAP_HEAD = struct.Struct("<Qq")  # seq, ts_ns
+
+_MAX_STR = 0xFFFF
+_EVENT_KINDS = {int(k): k for k in EventKind}
+
+
+def _b(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return raw[:_MAX_STR] if len(raw) > _MAX_STR else raw
+
+
+def _s(buf, off: int, n: int) -> str:
+    if off + n > len(buf):
+        raise CodecError("string runs past the end of the record")
+    return bytes(buf[off:off + n]).decode("utf-8", "replace")
+
+
+def _unpack(st: struct.Struct, buf, off: int) -> tuple:
+    if off + st.size > len(buf):
+        raise CodecError(f"record truncated: need {st.size} bytes at offset {off}, have {len(buf) - off}")
+    return st.unpack_from(buf, off)
+
+
+# ------------------------------------------------------------------------------------------------ events
+def encode_event(ev: Event) -> bytes:
+    if not (ev.name or ev.stack_trace or ev.text):
+        return EVENT.pack(ev.seq, ev.ts_ns, ev.kind, ev.pid, ev.device, ev.buffer_type, ev.buffer_id, ev.size,
+                          ev.ref_count, 0, 0, 0)
+    n, t, x = _b(ev.name), _b(ev.stack_trace), _b(ev.text)
+    return EVENT.pack(ev.seq, ev.ts_ns, ev.kind, ev.pid, ev.device, ev.buffer_type, ev.buffer_id, ev.size,
+                      ev.ref_count, len(n), len(t), len(x)) + n + t + x
+
+
+def decode_event(buf, off: int = 0) -> tuple[Event, int]:
+    """Decode one event at ``off``; returns (event, offset after it)."""
+    seq, ts, kind, pid, dev, bt, bid, size, refs, ln, lt, lx = _unpack(EVENT, buf, off)
+    off += EVENT.size
+    name = trace = text = ""
+    if ln or lt or lx:
+        name = _s(buf, off, ln)
+        trace = _s(buf, off + ln, lt)
+        text = _s(buf, off + ln + lt, lx)
+        off += ln + lt + lx
+    k = _EVENT_KINDS.get(kind)
+    if k is None:
+        raise CodecError(f"unknown event kind {kind}")
+    return Event(k, seq=seq, ts_ns=ts, pid=pid, device=dev, buffer_type=bt, buffer_id=bid, size=size,
+                 ref_count=refs, name=name, stack_trace=trace, text=text), off
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """An EVENTS record (kind byte included)."""
+    return bytes((RecordKind.EVENTS,)) + U32.pack(len(events)) + b"".join(map(encode_event, events))
+
+
+def decode_events_body(buf, off: int = 0) -> list[Event]:
+    (count,) = _unpack(U32, buf, off)
+    off += 4
+    out = []
+    for _ in range(count):
+        ev, off = decode_event(buf, off)
+        out.append(ev)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ buffers
+def encode_buffer(b: Buffer) -> bytes:
+    n, t = _b(b.name), _b(b.stack_trace)
+    return BUFFER.pack(b.device, b.buffer_id, b.buffer_type, b.size, b.owner_pid, b.ref_count, b.alloc_ts_ns,
+                       b.alloc_seq, len(n), len(t)) + n + t
+
+
+def decode_buffer(buf, off: int = 0) -> tuple[Buffer, int]:
+    dev, bid, bt, size, pid, refs, ts, seq, ln, lt = _unpack(BUFFER, buf, off)
+    off += BUFFER.size
+    name = _s(buf, off, ln) if ln else ""
+    trace = _s(buf, off + ln, lt) if lt else ""
+    return Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace), off + ln + lt
+
+
+# ------------------------------------------------------------------------------------------------ inventory
+def encode_inventory(inv: Inventory | None) -> bytes:
+    devs = inv.devices if inv is not None else ()
+    return U16.pack(len(devs)) + b"".join(
+        DEVICE.pack(d.device_id, int(d.arch), d.num_dram_channels, d.dram_size_per_channel, d.l1_size_per_core,
+                    d.total_dram, d.total_l1, int(d.available)) for d in devs)
+
+
+def decode_inventory(buf, off: int = 0) -> tuple[Inventory, int]:
+    (n,) = _unpack(U16, buf, off)
+    off += 2
+    devs = []
+    for _ in range(n):
+        did, arch, ch, per, l1, tot_d, tot_l1, avail = _unpack(DEVICE, buf, off)
+        off += DEVICE.size
+        try:
+            a = Arch(arch)
+        except ValueError:
+            a = Arch.INVALID
+        devs.append(DeviceInfo(did, a, ch, per, l1, tot_d, tot_l1, bool(avail)))
+    return Inventory(tuple(devs)), off
+
+
+# ------------------------------------------------------------------------------------------------ snapshot
+@dataclass(slots=True)
+class SnapshotRecord:
+    """Everything a subscriber needs to start: live entries, totals and inventory as of ``seq``."""
+
+    seq: int
+    ts_ns: int
+    inventory: Inventory
+    totals: dict[int, tuple[int, list[int]]] = field(default_factory=dict)  # device -> (num_buffers, bytes by type)
+    buffers: list[Buffer] = field(default_factory=list)
+
+
+def encode_snapshot(snap: SnapshotRecord) -> bytes:
+    """SNAPSHOT record: seq, ts, inventory, u16 n + totals per device, u32 n + buffers."""
+    parts = [bytes((RecordKind.SNAPSHOT,)), SNAP_HEAD.pack(snap.seq, snap.ts_ns), encode_inventory(snap.inventory),
+             U16.pack(len(snap.totals))]
+    parts += [TOTALS.pack(dev, n, *t) for dev, (n, t) in sorted(snap.totals.items())]
+    parts.append(U32.pack(len(snap.buffers)))
+    parts += [encode_buffer(b) for b in snap.buffers]
+    return b"".join(parts)
+
+
+def decode_snapshot_body(buf, off: int = 0) -> SnapshotRecord:
+    seq, ts = _unpack(SNAP_HEAD, buf, off)
+    inv, off = decode_inventory(buf, off + SNAP_HEAD.size)
+    (nt,) = _unpack(U16, buf, off)
+    off += 2
+    totals = {}
+    for _ in range(nt):
+        dev, n, *t = _unpack(TOTALS, buf, off)
+        off += TOTALS.size
+        totals[dev] = (n, list(t))
+    (nb,) = _unpack(U32, buf, off)
+    off += 4
+    buffers = []
+    for _ in range(nb):
+        b, off = decode_buffer(buf, off)
+        buffers.append(b)
+    return SnapshotRecord(seq, ts, inv, totals, buffers)
+
+
+# ------------------------------------------------------------------------------------------------ small records
+def encode_hello(flags: int = 0) -> bytes:
+    return bytes((RecordKind.HELLO,)) + HELLO.pack(MAGIC, CODEC_VERSION, flags)
+
+
+def decode_hello_body(buf, off: int = 0) -> tuple[int, int]:
+    """Returns (codec version, flags); raises CodecError on a wrong magic or an unknown version."""
+    magic, version, flags = _unpack(HELLO, buf, off)
+    if magic != MAGIC:
+        raise CodecError(f"bad magic {magic!r}")
+    if version != CODEC_VERSION:
+        raise CodecError(f"unsupported codec version {version} (this build reads {CODEC_VERSION})")
+    return version, flags
+
+
+def encode_resync(dropped: int, reason: str) -> bytes:
+    return bytes((RecordKind.RESYNC,)) + U64.pack(dropped) + reason.encode("utf-8")
+
+
+def decode_resync_body(buf, off: int = 0) -> tuple[int, str]:
+    (dropped,) = _unpack(U64, buf, off)
+    return dropped, bytes(buf[off + 8:]).decode("utf-8", "replace")
+
+
+def encode_report(text: str) -> bytes:
+    return bytes((RecordKind.REPORT,)) + text.encode("utf-8")
+
+
+def frame(record: bytes) -> bytes:
+    """Stream framing: u32 length + record."""
+    return U32.pack(len(record)) + record

@@ -1,0 +1,147 @@
+"""Recordings: every event a server produced, with its receive timestamp, in an append-only file.
+
+Format (docs/RECORDING.md): ``b"TTMEMREC"`` + u16 format version, then records, each
+``u32 length`` + ``u32 crc32(record)`` + record, where a record is an
+:mod:`~tt_memtop.core.eventcodec` record (kind byte + body). The first record is a HEADER
+(codec version, wall-clock and monotonic start times, socket path, inventory); the others are
+EVENTS batches. A crash can only tear the last record: readers stop there, silently, and report
+how many bytes they skipped.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .core import eventcodec as codec
+from .core.devices import Inventory
+from .core.events import Event
+
+__all__ = ["FILE_MAGIC", "RecordingError", "RecordingHeader", "RecordingReader", "RecordingWriter",
+           "read_header", "read_recording"]
+
+FILE_MAGIC = b"TTMEMREC"
+FORMAT_VERSION = 1
+_FILE_HEAD = struct.Struct("<8sH")
+_REC_HEAD = struct.Struct("<II")  # length, crc32
+_HEADER_BODY = struct.Struct("<Hqq")  # codec version, wall ns, monotonic ns
+
+
+class RecordingError(ValueError):
+    """Not a recording, or one of a version this build cannot read."""
+
+
+@dataclass(slots=True)
+class RecordingHeader:
+    codec_version: int
+    started_wall_ns: int
+    started_mono_ns: int
+    socket_path: str
+    inventory: Inventory
+
+
+class RecordingWriter:
+    """Append events to ``path`` (created or truncated). Buffered: call :meth:`flush` now and then."""
+
+    def __init__(self, path: str, inventory: Inventory | None = None, *, socket_path: str = "",
+                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.path = path
+        self._f = open(path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
+        self._f.write(_FILE_HEAD.pack(FILE_MAGIC, FORMAT_VERSION))
+        sp = socket_path.encode("utf-8")[:0xFFFF]
+        body = (bytes((codec.RecordKind.HEADER,)) + _HEADER_BODY.pack(codec.CODEC_VERSION, time.time_ns(), clock())
+                + codec.U16.pack(len(sp)) + sp + codec.encode_inventory(inventory))
+        self._write(body)
+        self.flush()
+        self.events = 0
+
+    def _write(self, record: bytes) -> None:
+        self._f.write(_REC_HEAD.pack(len(record), zlib.crc32(record)) + record)
+
+    def write_events(self, events: list[Event]) -> None:
+        if events and not self._f.closed:
+            self._write(codec.encode_events(events))
+            self.events += len(events)
+
+    def flush(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class RecordingReader:
+    """Iterate a recording's events. ``header`` is read on construction; ``torn_bytes`` after iteration."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            self._data = f.read()
+        self.torn_bytes = 0
+        if len(self._data) < _FILE_HEAD.size:
+            raise RecordingError(f"{path}: too short to be a tt-memtop recording")
+        magic, version = _FILE_HEAD.unpack_from(self._data)
+        if magic != FILE_MAGIC:
+            raise RecordingError(f"{path}: not a tt-memtop recording (bad magic)")
+        if version != FORMAT_VERSION:
+            raise RecordingError(f"{path}: recording format {version} is not supported (this build reads "
+                                 f"{FORMAT_VERSION})")
+        records = self._records()
+        first = next(records, None)
+        if first is None or first[0] != codec.RecordKind.HEADER:
+            raise RecordingError(f"{path}: the header record is missing or damaged")
+        self.header = self._parse_header(first[1])
+        self._rest = records
+
+    def _records(self) -> Iterator[tuple[int, memoryview]]:
+        data = memoryview(self._data)
+        off = _FILE_HEAD.size
+        while off < len(data):
+            if off + _REC_HEAD.size > len(data):
+                break
+            n, crc = _REC_HEAD.unpack_from(data, off)
+            rec = data[off + _REC_HEAD.size: off + _REC_HEAD.size + n]
+            if n == 0 or len(rec) < n or zlib.crc32(rec) != crc:
+                break
+            off += _REC_HEAD.size + n
+            yield rec[0], rec[1:]
+        self.torn_bytes = len(data) - off
+
+    def _parse_header(self, body: memoryview) -> RecordingHeader:
+        cv, wall, mono = _HEADER_BODY.unpack_from(body)
+        if cv != codec.CODEC_VERSION:
+            raise RecordingError(f"{self.path}: event codec {cv} is not supported")
+        off = _HEADER_BODY.size
+        (n,) = codec.U16.unpack_from(body, off)
+        sp = bytes(body[off + 2: off + 2 + n]).decode("utf-8", "replace")
+        inv, _ = codec.decode_inventory(body, off + 2 + n)
+        return RecordingHeader(cv, wall, mono, sp, inv)
+
+    def __iter__(self) -> Iterator[Event]:
+        for kind, body in self._rest:
+            if kind == codec.RecordKind.EVENTS:
+                try:
+                    events = codec.decode_events_body(body)
+                except codec.CodecError:
+                    return
+                yield from events
+
+
+def read_header(path: str) -> RecordingHeader:
+    return RecordingReader(path).header
+
+
+def read_recording(path: str) -> Iterator[Event]:
+    """Every event of the recording at ``path``, in order (a torn last record is skipped)."""
+    return iter(RecordingReader(path))

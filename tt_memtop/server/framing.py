@@ -1,0 +1,242 @@
+"""Per-connection frame reader: bytes in, whole ``AllocMessage`` s and bad-frame reports out.
+
+A pure state machine (no sockets, no clock): the connection handler feeds every chunk it reads
+with :meth:`FrameReader.feed`, tells it when the peer has gone quiet (:meth:`on_idle`) or closed
+(:meth:`on_eof`), and acts on the :class:`FrameResult`. Nothing here raises on any input.
+
+Why this exists: the wire has no length prefix, magic or version (PROTOCOL.md §1). The
+originals ``recv`` one struct at a time and process short reads with stale tail bytes; we always
+assemble whole frames.
+
+**Layout detection (``layout="auto"``).** Candidates are tried smallest first (72, 112, 128,
+144, 648). Candidate *L* is accepted when more than *L* bytes are buffered and a *plausible
+header* (known type byte, zero pad bytes: :func:`protocol.header_plausible`) starts at *L* and at
+every further multiple of *L* present in the buffer. It is rejected when one of those positions
+is not plausible; then the next size is tried. This works because real clients ``memset`` their
+structs, so the tail of a request is mostly zero: in a 144-byte stream the bytes at offsets 72,
+112 and 128 are zero counters, i.e. type byte 0, which no message has. While the smallest
+candidate not yet rejected is at least as long as the buffer, we wait. When exactly *L* bytes
+are buffered and the peer goes quiet (the caller calls :meth:`on_idle` after a short idle
+period) or closes (:meth:`on_eof`), *L* is accepted: a lone 72-byte DUMP request on its own
+connection therefore works, as does a TT-Metal client that sends one 144-byte ALLOC and pauses.
+The layout, once chosen, holds for the life of the connection.
+
+Limits of the heuristic: a request whose tail is not zero where a smaller frame would begin
+(e.g. a v648 ``buffer_name`` starting with a byte that is a known type followed by three NULs)
+can make a smaller layout look right until a later frame contradicts it; a message split by the
+sender across a pause longer than the idle period, with exactly *L'* < *L* bytes sent first,
+would be taken for an *L'* frame. Neither happens with the public clients (blocking whole-struct
+``send``). Pass an explicit layout to rule both out.
+
+**Forced layout.** Frames are exactly that size, with two exceptions for a lone message of
+another known size alone in the buffer: at EOF any type (the ``dump_remaining_buffers.py`` trick:
+a 72-byte DUMP against a 144-byte server), and when idle only our extension types (≥ 64), so a
+monitor can subscribe whatever the server's ``--protocol``.
+
+**Garbage.** At a frame start that is not a plausible header (or a whole frame whose pad bytes are
+not zero) we report a :class:`BadFrame` with :func:`protocol.validate`'s reason, then scan forward
+to the next plausible header. After ``max_bad_bytes`` consecutive bad bytes without a valid frame
+the result carries ``close`` with a message saying why; the caller should drop the connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..core.protocol import LAYOUT_SIZES, AllocMessage, Layout, decode, header_plausible, validate
+
+__all__ = ["BadFrame", "FrameReader", "FrameResult", "parse_layout"]
+
+#: Type bytes from which tt-memtop extension messages start.
+EXTENSION_MIN_TYPE = 64
+DEFAULT_MAX_BAD_BYTES = 4096
+_REJECTED = -1
+
+
+def parse_layout(value: Layout | int | str | None) -> Layout | None:
+    """``"auto"`` / None -> None (detect), else a :class:`Layout` (accepts 72, "144", Layout.V112...)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    return Layout(int(value))
+
+
+@dataclass(slots=True)
+class BadFrame:
+    """``nbytes`` bytes starting at stream offset ``offset`` were discarded because of ``reason``."""
+
+    reason: str
+    nbytes: int
+    offset: int
+
+
+@dataclass(slots=True)
+class FrameResult:
+    messages: list[AllocMessage] = field(default_factory=list)
+    bad: list[BadFrame] = field(default_factory=list)
+    #: set when the connection should be closed; says why
+    close: str | None = None
+
+
+def _header_reason(buf: bytearray, pos: int) -> str:
+    """Why the bytes at ``pos`` are not a header, in :func:`validate`'s words."""
+    pads = (bytes(buf[pos + 1:pos + 4]), bytes(buf[pos + 17:pos + 20]))
+    return validate(AllocMessage(type=buf[pos], pads=pads)) or "not a message header"
+
+
+class FrameReader:
+    """Reassembles fixed-size frames for one connection; see the module docstring for the rules."""
+
+    def __init__(self, layout: Layout | int | str | None = "auto", *, max_bad_bytes: int = DEFAULT_MAX_BAD_BYTES,
+                 candidates: tuple[int, ...] = LAYOUT_SIZES) -> None:
+        self.layout: Layout | None = parse_layout(layout)
+        self.forced = self.layout is not None
+        self.max_bad_bytes = max_bad_bytes
+        self.candidates = tuple(sorted(candidates))
+        self._buf = bytearray()
+        self._base = 0  # stream offset of _buf[0]
+        self._bad_run = 0  # consecutive bad bytes since the last valid frame
+        self._closed: str | None = None
+        self.frames = 0
+        self.bad_bytes = 0
+
+    # ------------------------------------------------------------------ public
+    @property
+    def pending(self) -> int:
+        """Bytes buffered but not yet part of a whole frame."""
+        return len(self._buf)
+
+    @property
+    def wants_idle(self) -> bool:
+        """Would :meth:`on_idle` possibly decide something? (the caller then reads with a timeout)"""
+        if not self._buf or self._closed:
+            return False
+        return self.layout is None or len(self._buf) < self.layout
+
+    def feed(self, data: bytes | bytearray | memoryview) -> FrameResult:
+        if self._closed:
+            return FrameResult(close=self._closed)
+        self._buf += data
+        return self._run(None)
+
+    def on_idle(self) -> FrameResult:
+        """The peer sent nothing for a while: a lone complete message may now be taken as such."""
+        if self._closed:
+            return FrameResult(close=self._closed)
+        return self._run("idle")
+
+    def on_eof(self) -> FrameResult:
+        """The peer closed: take what is whole, report the rest as truncated."""
+        if self._closed:
+            return FrameResult(close=self._closed)
+        res = self._run("eof")
+        if self._buf and not res.close:
+            expected = f"{int(self.layout)}-byte" if self.layout is not None else "complete"
+            res.bad.append(BadFrame(f"truncated message: {len(self._buf)} bytes at end of stream "
+                                    f"(expected a {expected} message)", len(self._buf), self._base))
+            self._consume(len(self._buf))
+        return res
+
+    # ------------------------------------------------------------------ internals
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._base += n
+
+    def _run(self, why: str | None) -> FrameResult:
+        res = FrameResult()
+        buf = self._buf
+        pos = 0
+        try:
+            while pos < len(buf):
+                if not header_plausible(buf, pos):
+                    pos = self._skip(pos, _header_reason(buf, pos), res)
+                    if res.close:
+                        break
+                    continue
+                layout = self.layout
+                if layout is None:
+                    size = self._detect(pos, why)
+                    if size is None:
+                        break
+                    if size == _REJECTED:
+                        pos = self._skip(pos, "no known layout fits: no plausible next header at "
+                                              f"{'/'.join(map(str, self.candidates))} bytes", res)
+                        if res.close:
+                            break
+                        continue
+                    layout = self.layout = Layout(size)
+                avail = len(buf) - pos
+                if avail < layout:
+                    lone = self._lone_other_size(pos, why)
+                    if lone is not None:
+                        pos = self._take(pos, lone, res)
+                    break
+                pos = self._take_run(pos, layout, res)
+        except Exception as exc:  # defensive: a framing bug must never kill the server
+            res.close = f"internal framing error ({type(exc).__name__}: {exc}); closing connection"
+            self._closed = res.close
+            pos = len(buf)
+        self._consume(pos)
+        return res
+
+    def _detect(self, pos: int, why: str | None) -> int | None:
+        buf = self._buf
+        avail = len(buf) - pos
+        for size in self.candidates:
+            if avail > size:
+                if all(header_plausible(buf, off) for off in range(pos + size, len(buf), size)):
+                    return size
+                continue  # rejected: try the next size
+            if avail == size and why is not None:
+                return size
+            return None  # wait for more bytes
+        return _REJECTED
+
+    def _lone_other_size(self, pos: int, why: str | None) -> Layout | None:
+        """A forced-layout connection holding exactly one message of another known size (see docstring)."""
+        avail = len(self._buf) - pos
+        if why is None or not self.forced or avail not in LAYOUT_SIZES:
+            return None
+        if why == "eof" or self._buf[pos] >= EXTENSION_MIN_TYPE:
+            return Layout(avail)
+        return None
+
+    def _take(self, pos: int, layout: Layout, res: FrameResult) -> int:
+        """Decode one whole frame at ``pos`` (header already plausible). Returns the new position."""
+        msg = decode(self._buf, layout, pos)
+        if any(p.strip(b"\0") for p in msg.pads):
+            # The header looked right but the frame is not: drop the whole frame, then rescan.
+            return self._skip(pos, validate(msg) or "non-zero padding", res, min_skip=int(layout))
+        res.messages.append(msg)
+        self.frames += 1
+        self._bad_run = 0
+        return pos + layout
+
+    def _take_run(self, pos: int, layout: Layout, res: FrameResult) -> int:
+        """Decode every whole frame from ``pos`` on, stopping at the first implausible header."""
+        buf = self._buf
+        end = len(buf) - layout
+        while pos <= end:
+            if not header_plausible(buf, pos):
+                return pos
+            n = len(res.messages)
+            pos = self._take(pos, layout, res)
+            if len(res.messages) == n:  # bad padding: skipped; re-check from the new position
+                return pos
+        return pos
+
+    def _skip(self, pos: int, reason: str, res: FrameResult, min_skip: int = 1) -> int:
+        """Discard bytes from ``pos`` to the next plausible header (or the end). Returns the new position."""
+        buf = self._buf
+        nxt = min(pos + min_skip, len(buf))
+        while nxt < len(buf) and not header_plausible(buf, nxt):
+            nxt += 1
+        n = nxt - pos
+        res.bad.append(BadFrame(reason, n, self._base + pos))
+        self.bad_bytes += n
+        self._bad_run += n
+        if self._bad_run >= self.max_bad_bytes:
+            res.close = (f"too many consecutive invalid bytes ({self._bad_run}) without a valid message - "
+                         f"closing connection (likely protocol mismatch; last reason: {reason})")
+            self._closed = res.close
+            return len(buf)
+        return nxt

@@ -1,0 +1,486 @@
+"""The allocation server: a drop-in for ``allocation_server_poc`` plus a subscription feed.
+
+Semantics, replies and log lines follow PROTOCOL.md §3–§5; the extension (SUBSCRIBE,
+DUMP_REPORT, HELLO) is specified in docs/EXTENSION.md. Design points:
+
+* **Producers never wait on monitors.** Each connection's handler decodes a whole chunk of
+  frames, applies it to the registry and hands the resulting events to every subscriber's
+  bounded queue synchronously (no await on the ingest path except the socket read and, for
+  QUERY-style requests, the reply). A subscriber whose queue overflows is told RESYNC and gets a
+  fresh snapshot when its writer catches up.
+* **One event loop, one registry.** All state changes happen on the loop thread, so a snapshot
+  taken between two awaits is consistent, and sequence numbers are gap-free.
+* **Never crash on input.** Bad frames and invalid messages are counted, logged once per kind and
+  published as BAD_FRAME events; the connection is dropped only after many consecutive bad bytes.
+
+Deliberate differences from the original (documented in docs/EXTENSION.md): no 8-device limit;
+``kill(pid, 0)`` failing with EPERM means *alive* (the original wipes a live process of another
+user); whole frames are always assembled (no stale tails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+import anyio
+import anyio.abc
+
+from ..core import eventcodec as codec
+from ..core import logformat as lf
+from ..core.devices import Inventory
+from ..core.events import Event, EventKind
+from ..core.protocol import AllocMessage, Layout, MsgType, encode, validate
+from ..core.registry import Registry
+from .framing import FrameReader, parse_layout
+
+__all__ = ["AllocationServer", "ServerConfig", "ServerStats", "SocketInUseError", "pid_alive"]
+
+_RECV_SIZE = 1 << 18
+_STATE_TYPES = frozenset({MsgType.ALLOC, MsgType.FREE, MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LOAD,
+                          MsgType.KERNEL_UNLOAD})
+_EXTENSION_TYPES = frozenset({MsgType.SUBSCRIBE, MsgType.DUMP_REPORT, MsgType.HELLO})
+#: Most events put in one EVENTS record on the subscription stream.
+_MAX_EVENTS_PER_RECORD = 8192
+
+
+class SocketInUseError(RuntimeError):
+    """Another server answers on the socket path (or the path is not a socket): we refuse to replace it."""
+
+
+def pid_alive(pid: int) -> bool:
+    """``kill(pid, 0)``: dead only if the process does not exist (EPERM means alive, unlike the original)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class ServerConfig:
+    socket_path: str = "/tmp/tt_allocation_server.sock"
+    inventory: Inventory = field(default_factory=Inventory)
+    layout: Layout | int | str = "auto"
+    log_format: lf.IdFormat = "hex"
+    quiet: bool = False
+    record: str | None = None
+    cleanup_interval_s: float = 5.0
+    stats_interval_s: float = 10.0
+    extensions: bool = True
+    #: print the device-detection block at start-up (S2+); False gives S1's banner
+    detection_banner: bool = True
+    #: how long a connection of unknown layout may stay quiet before a lone frame is accepted
+    detect_idle_s: float = 0.05
+    #: events a subscriber may have queued before it is resynchronised
+    subscriber_queue: int = 262_144
+    max_bad_bytes: int = 4096
+
+
+@dataclass
+class ServerStats:
+    connections: int = 0
+    messages: int = 0
+    bad_frames: int = 0
+    bad_bytes: int = 0
+    invalid_messages: int = 0
+    subscribers: int = 0
+    resyncs: int = 0
+
+
+class _Subscriber:
+    """A monitor's bounded queue. ``push`` is synchronous and O(len(events)); it never blocks."""
+
+    __slots__ = ("limit", "queue", "overflow", "dropped", "wake")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queue: list[Event] = []
+        self.overflow = False
+        self.dropped = 0
+        self.wake = anyio.Event()
+
+    def push(self, events: list[Event]) -> None:
+        if self.overflow:
+            self.dropped += len(events)
+        elif len(self.queue) + len(events) > self.limit:
+            self.overflow = True
+            self.dropped += len(self.queue) + len(events)
+            self.queue = []
+        else:
+            self.queue.extend(events)
+        self.wake.set()
+
+
+class _Conn:
+    __slots__ = ("cid", "reader")
+
+    def __init__(self, cid: int, reader: FrameReader) -> None:
+        self.cid = cid
+        self.reader = reader
+
+
+class AllocationServer:
+    """Serve the allocation protocol on a Unix socket until cancelled. See the module docstring."""
+
+    def __init__(self, config: ServerConfig, log: TextIO | None = None, err: TextIO | None = None,
+                 is_alive: Callable[[int], bool] = pid_alive, clock: Callable[[], int] = time.monotonic_ns) -> None:
+        self.config = config
+        self.registry = Registry()
+        self.stats = ServerStats()
+        self._log = log if log is not None else sys.stdout
+        self._err = err if err is not None else self._log
+        self._is_alive = is_alive
+        self._clock = clock
+        self._layout = parse_layout(config.layout)
+        self._id_format = config.log_format
+        self._subs: set[_Subscriber] = set()
+        self._logged_kinds: set[str] = set()
+        self._next_cid = 0
+        self._recorder = None
+        self._socket_ino: int | None = None
+
+    # ================================================================== lifecycle
+    async def serve(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bind, report started, serve until cancelled; on the way out print stats and unlink."""
+        path = self.config.socket_path
+        prepare_socket_path(path)
+        listener = await anyio.create_unix_listener(path)
+        with contextlib.suppress(OSError):
+            self._socket_ino = os.stat(path).st_ino
+        try:
+            if self.config.record:
+                from ..recording import RecordingWriter
+
+                self._recorder = RecordingWriter(self.config.record, self.config.inventory, socket_path=path,
+                                                 clock=self._clock)
+            self._out(lf.start_banner(path, self.config.inventory if self.config.detection_banner else None))
+            self._out([lf.CLEANUP_STARTED])
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._every, self.config.cleanup_interval_s, self.run_cleanup)
+                tg.start_soon(self._every, self.config.stats_interval_s, self._print_stats)
+                if self._recorder is not None:
+                    tg.start_soon(self._every, 0.2, self._recorder.flush)
+                task_status.started(self)
+                await listener.serve(self._handle_connection, task_group=tg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._print_stats()
+        st = self.stats
+        if st.bad_frames or st.invalid_messages:
+            self._out([f"⚠️  Rejected {st.invalid_messages} invalid messages and {st.bad_frames} bad frames "
+                       f"({st.bad_bytes} bytes); the first of each kind is logged above"], err=True)
+        self._out([lf.CLEANUP_STOPPED])
+        path = self.config.socket_path
+        with contextlib.suppress(OSError):
+            if self._socket_ino is None or os.stat(path).st_ino == self._socket_ino:
+                os.unlink(path)
+        if self._recorder is not None:
+            self._recorder.close()
+            self._recorder = None
+        self._out(lf.stop_banner())
+
+    async def _every(self, interval: float, fn: Callable[[], object]) -> None:
+        if interval <= 0:
+            return
+        while True:
+            await anyio.sleep(interval)
+            fn()
+
+    # ================================================================== output
+    def _out(self, lines: list[str], err: bool = False) -> None:
+        if not lines:
+            return
+        stream = self._err if err else self._log
+        try:
+            stream.write("\n".join(lines) + "\n")
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken log must not take the server down
+            pass
+
+    def _once(self, kind: str, lines: list[str]) -> None:
+        """Log ``lines`` the first time ``kind`` happens; later occurrences are only counted."""
+        if kind in self._logged_kinds:
+            return
+        self._logged_kinds.add(kind)
+        self._out(lines + ["   (further occurrences of this kind are counted, not logged)"], err=True)
+
+    def _print_stats(self) -> None:
+        self._out(lf.stats_block(self.registry))
+
+    # ================================================================== events
+    def _publish(self, events: list[Event]) -> None:
+        if not events:
+            return
+        for sub in self._subs:
+            sub.push(events)
+        if self._recorder is not None:
+            self._recorder.write_events(events)
+
+    def run_cleanup(self) -> list[Event]:
+        """Remove the entries of dead owner PIDs; log the block and publish the events."""
+        reg = self.registry
+        dead = [p for p in reg.pids() if not self._is_alive(p)]
+        if not dead:
+            return []
+        events = reg.cleanup(dead, self._clock())
+        self._out(lf.cleanup_block(events))
+        self._publish(events)
+        return events
+
+    def dump_lines(self) -> list[str]:
+        """Cleanup, then the DUMP_REMAINING report, as the original prints it (request line to completion)."""
+        lines = [lf.DUMP_REQUEST]
+        events = self.registry.cleanup([p for p in self.registry.pids() if not self._is_alive(p)], self._clock())
+        lines += lf.cleanup_block(events)
+        lines += lf.dump_report(self.registry)
+        lines.append(lf.DUMP_COMPLETE)
+        events.append(self.registry.note(Event(EventKind.DUMP, ts_ns=self._clock(), text="DUMP_REMAINING")))
+        self._publish(events)
+        return lines
+
+    # ================================================================== connections
+    async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
+        self._next_cid += 1
+        self.stats.connections += 1
+        conn = _Conn(self._next_cid, FrameReader(self._layout, max_bad_bytes=self.config.max_bad_bytes))
+        reader = conn.reader
+        idle = self.config.detect_idle_s
+        idle_tried = False
+        try:
+            async with stream:
+                while True:
+                    eof = False
+                    data = b""
+                    try:
+                        if reader.wants_idle and not idle_tried:
+                            with anyio.move_on_after(idle):
+                                data = await stream.receive(_RECV_SIZE)
+                            if not data:
+                                idle_tried = True
+                        else:
+                            data = await stream.receive(_RECV_SIZE)
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                        eof = True
+                    if eof:
+                        res = reader.on_eof()
+                    elif data:
+                        idle_tried = False
+                        res = reader.feed(data)
+                    else:
+                        res = reader.on_idle()
+                    reply, ext = self._ingest(conn, res)
+                    if reply:
+                        await stream.send(reply)
+                    if ext is not None and not eof:
+                        await self._serve_subscriber(stream, conn)
+                        return
+                    if res.close:
+                        self._once("close", [f"⚠️  Connection {conn.cid}: {res.close}"])
+                        return
+                    if eof:
+                        return
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError, OSError):
+            return
+
+    def _ingest(self, conn: _Conn, res) -> tuple[bytes, MsgType | None]:
+        """Apply one chunk of frames. Returns (reply bytes, SUBSCRIBE if the connection subscribed)."""
+        ts = self._clock()
+        reg = self.registry
+        events: list[Event] = []
+        lines: list[str] | None = None if self.config.quiet else []
+        replies: list[bytes] = []
+        subscribe = None
+        for bad in res.bad:
+            self.stats.bad_frames += 1
+            self.stats.bad_bytes += bad.nbytes
+            events.append(reg.note(Event(EventKind.BAD_FRAME, ts_ns=ts, size=bad.nbytes,
+                                         text=f"connection {conn.cid}: {bad.reason}")))
+            self._once("bad:" + _kind(bad.reason), [f"⚠️  Bad frame on connection {conn.cid}: {bad.reason} "
+                                                    f"({bad.nbytes} bytes skipped at offset {bad.offset})"])
+        layout = conn.reader.layout or Layout.V72
+        ext_on = self.config.extensions
+        idf = self._id_format
+        for m in res.messages:
+            t = m.type
+            self.stats.messages += 1
+            if t in _STATE_TYPES:
+                reason = validate(m)
+                if reason is not None:
+                    self._invalid(m, reason, ts, events)
+                    continue
+                ev = reg.apply(m, ts)
+                events.append(ev)
+                if lines is not None:
+                    line = lf.event_line(ev, idf, reg)
+                    if line is not None:
+                        lines.append(line)
+            elif t == MsgType.QUERY:
+                replies.append(self._response(m, layout))
+            elif t == MsgType.DEVICE_INFO_QUERY:
+                replies.append(self._device_info(m, layout))
+            elif t == MsgType.DUMP_REMAINING or (t == MsgType.DUMP_REPORT and ext_on):
+                self._flush(lines, events)
+                report = self.dump_lines()
+                self._out(report)
+                if t == MsgType.DUMP_REPORT:
+                    replies.append(codec.frame(codec.encode_hello()) + codec.frame(
+                        codec.encode_report("\n".join(report) + "\n")))
+            elif t == MsgType.DUMP_KERNELS:
+                self._flush(lines, events)
+                self._out(lf.dump_kernels(reg, ts))
+                self._publish([reg.note(Event(EventKind.DUMP, ts_ns=ts, text="DUMP_KERNELS"))])
+            elif t == MsgType.HELLO and ext_on:
+                replies.append(codec.frame(codec.encode_hello()))
+            elif t == MsgType.SUBSCRIBE and ext_on:
+                subscribe = MsgType.SUBSCRIBE
+                break  # the rest of this connection is a subscription stream
+            else:
+                self._once(f"type:{t}", [lf.unknown_type_line(t)])
+        self._flush(lines, events)
+        return b"".join(replies), subscribe
+
+    def _flush(self, lines: list[str] | None, events: list[Event]) -> None:
+        """Write pending per-event lines and publish pending events (keeps log and stream in order)."""
+        if lines:
+            self._out(lines)
+            lines.clear()
+        if events:
+            self._publish(events)
+            events.clear()
+
+    def _invalid(self, m: AllocMessage, reason: str, ts: int, events: list[Event]) -> None:
+        self.stats.invalid_messages += 1
+        events.append(self.registry.note(Event(EventKind.BAD_FRAME, ts_ns=ts, pid=m.process_id, device=m.device_id,
+                                               buffer_type=m.buffer_type & 0xFF, buffer_id=m.buffer_id,
+                                               text=f"invalid {MsgType(m.type).name}: {reason}")))
+        if reason.startswith("device_id"):
+            kind, line = "device", lf.invalid_device_line(m.device_id)
+        elif reason.startswith("absurd size"):
+            kind, line = "size", lf.invalid_size_line(m.size)
+        elif reason.startswith("bad buffer_type"):
+            kind, line = "btype", lf.invalid_buffer_type_line(m.buffer_type, m.buffer_id, m.device_id)
+        else:
+            kind, line = _kind(reason), f"⚠️  Invalid message ({reason}) - ignoring message"
+        self._once("invalid:" + kind, [line])
+
+    # ================================================================== replies
+    def _response(self, m: AllocMessage, layout: Layout) -> bytes:
+        dram, l1, l1s, trace, cb, kern = self.registry.wire_totals(m.device_id)
+        return encode(AllocMessage(type=MsgType.RESPONSE, device_id=m.device_id, dram_allocated=dram,
+                                   l1_allocated=l1, l1_small_allocated=l1s, trace_allocated=trace, cb_allocated=cb,
+                                   kernel_allocated=kern), layout)
+
+    def _device_info(self, m: AllocMessage, layout: Layout) -> bytes:
+        inv = self.config.inventory
+        r = AllocMessage(type=MsgType.DEVICE_INFO_RESPONSE, device_id=m.device_id)
+        if m.device_id == -1:
+            r.num_devices = len(inv)
+            r.is_available = int(len(inv) > 0)
+        else:
+            d = inv.get(m.device_id)
+            if d is not None:
+                r.is_available = int(d.available)
+                r.arch_type = int(d.arch)
+                r.num_dram_channels = d.num_dram_channels
+                r.dram_size_per_channel = d.dram_size_per_channel
+                r.l1_size_per_core = d.l1_size_per_core
+                r.total_dram_size = d.total_dram
+                r.total_l1_size = d.total_l1
+        return encode(r, layout)
+
+    # ================================================================== subscription
+    def _snapshot_record(self) -> bytes:
+        reg = self.registry
+        totals = {d: (reg.device_count(d), reg.device_totals(d)) for d in reg.devices()}
+        return codec.encode_snapshot(codec.SnapshotRecord(reg.seq, self._clock(), self.config.inventory, totals,
+                                                          reg.snapshot()))
+
+    async def _serve_subscriber(self, stream: anyio.abc.ByteStream, conn: _Conn) -> None:
+        sub = _Subscriber(self.config.subscriber_queue)
+        # Register and snapshot with no await in between: the snapshot is exactly the state before
+        # the first queued event.
+        self._subs.add(sub)
+        first = codec.frame(codec.encode_hello()) + codec.frame(self._snapshot_record())
+        self.stats.subscribers += 1
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._drain_input, stream, tg.cancel_scope)
+                await stream.send(first)
+                while True:
+                    await sub.wake.wait()
+                    sub.wake = anyio.Event()
+                    if sub.overflow:
+                        dropped, sub.dropped, sub.overflow, sub.queue = sub.dropped, 0, False, []
+                        self.stats.resyncs += 1
+                        out = codec.frame(codec.encode_resync(dropped, "subscriber queue overflow")) + codec.frame(
+                            self._snapshot_record())
+                    else:
+                        batch, sub.queue = sub.queue, []
+                        if not batch:
+                            continue
+                        out = b"".join(codec.frame(codec.encode_events(batch[i:i + _MAX_EVENTS_PER_RECORD]))
+                                       for i in range(0, len(batch), _MAX_EVENTS_PER_RECORD))
+                    await stream.send(out)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError, OSError):
+            pass
+        finally:
+            self._subs.discard(sub)
+            self.stats.subscribers -= 1
+
+    async def _drain_input(self, stream: anyio.abc.ByteStream, scope: anyio.CancelScope) -> None:
+        """A subscriber's further input is ignored; its EOF ends the subscription."""
+        try:
+            while await stream.receive(65536):
+                pass
+        except Exception:  # EndOfStream, broken pipe...: the monitor has gone
+            pass
+        scope.cancel()
+
+
+def _kind(reason: str) -> str:
+    """A reason with its numbers blanked: what "once per kind" logging keys on."""
+    return re.sub(r"\d+", "N", reason)
+
+
+def prepare_socket_path(path: str) -> None:
+    """Remove a stale socket file; refuse (SocketInUseError) a live one or a non-socket file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketInUseError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except OSError as exc:
+        raise SocketInUseError(f"cannot tell whether a server is listening on {path} ({exc}); "
+                               f"refusing to replace it") from exc
+    finally:
+        probe.close()
+    raise SocketInUseError(f"another allocation server is already listening on {path}; "
+                           f"stop it first or choose another --socket")
