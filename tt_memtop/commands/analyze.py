@@ -1,0 +1,111 @@
+"""``memtop analyze FILE``: the trace-phase timeline of a recording or of an original server log.
+
+The file type is sniffed: a recording (``memtop serve --record``) starts with its magic bytes;
+anything else is read as allocation-server stdout (every known version, see
+:mod:`tt_memtop.core.logparse`).
+
+A log has no timestamps. Its events are therefore placed on a nominal clock, in log order, at
+``--event-rate`` events per second (default: 250 per device seen in the log, as a mesh op sends
+one message per device). The phase *sequence* stays
+right because the inference looks at what is allocated and freed, and how long buffers live
+relative to the traffic around them; durations are only nominal, a process looks idle only
+while others keep the log going, and a capture cannot be widened back to where its run began (that needs
+the pause before it), so it spans only the TRACE allocations.
+
+A recording made from ``memtop simulate --speed X`` runs X times faster than the workload;
+``--speed X`` scales it back before inference (the thresholds are in workload time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+
+from ..core.events import Event
+from ..core.phases import Segment, analyze
+
+#: Nominal events per second per device for logs: a mesh op sends one message per device.
+NOMINAL_RATE_PER_DEVICE = 250.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="a recording (memtop serve --record) or a server log")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of segments")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="X",
+                        help="the recording ran X times faster than real (memtop simulate --speed X)")
+    parser.add_argument("--event-rate", type=float, default=None, metavar="N",
+                        help="logs only: nominal events per second (default 250 per device)")
+
+
+def is_recording(path: str) -> bool:
+    from ..recording import FILE_MAGIC
+
+    with open(path, "rb") as f:
+        return f.read(len(FILE_MAGIC)) == FILE_MAGIC
+
+
+def log_events(path: str, event_rate: float | None = None) -> list[Event]:
+    """Events of a server log, stamped on a nominal clock (see the module docstring)."""
+    from ..core.logparse import LogParser
+
+    parser = LogParser()
+    with open(path, "rb") as f:
+        events = parser.feed(raw.rstrip(b"\r\n") for raw in f)
+    if event_rate is None:
+        event_rate = NOMINAL_RATE_PER_DEVICE * max(1, len({ev.device for ev in events}))
+    step = 1e9 / event_rate
+    for i, ev in enumerate(events):
+        ev.ts_ns = int(i * step)
+    return events
+
+
+def file_events(path: str, speed: float = 1.0, event_rate: float | None = None) -> Iterator[Event]:
+    if is_recording(path):
+        from ..recording import read_recording
+
+        events: Iterable[Event] = read_recording(path)
+    else:
+        events = log_events(path, event_rate)
+    for ev in events:
+        if speed != 1.0:
+            ev.ts_ns = int(ev.ts_ns * speed)
+        yield ev
+
+
+def timeline(segments: list[Segment]) -> list[dict]:
+    """Segments as JSON-ready dicts, times in seconds from the first one."""
+    t0 = min((s.start_ns for s in segments), default=0)
+    return [{"pid": s.pid, "devices": list(s.devices), "phase": s.phase.value,
+             "start_s": round((s.start_ns - t0) / 1e9, 6), "end_s": round((s.end_ns - t0) / 1e9, 6)}
+            for s in segments]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.speed <= 0 or (args.event_rate is not None and args.event_rate <= 0):
+        print("memtop analyze: --speed and --event-rate must be positive", file=sys.stderr)
+        return 2
+    try:
+        rows = timeline(analyze(file_events(args.file, args.speed, args.event_rate)))
+    except OSError as exc:
+        print(f"memtop analyze: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(rows, sys.stdout)
+        print()
+        return 0
+    if not rows:
+        print("no allocation events")
+        return 0
+    print(f"{'PID':>8}  {'start s':>9}  {'end s':>9}  {'dur s':>8}  {'phase':<9}  devices")
+    for r in rows:
+        print(f"{r['pid']:>8}  {r['start_s']:9.3f}  {r['end_s']:9.3f}  {r['end_s'] - r['start_s']:8.3f}  "
+              f"{r['phase']:<9}  {_devices(r['devices'])}")
+    return 0
+
+
+def _devices(devs: list[int]) -> str:
+    if len(devs) > 2 and devs == list(range(devs[0], devs[-1] + 1)):
+        return f"{devs[0]}-{devs[-1]}"
+    return ",".join(map(str, devs))

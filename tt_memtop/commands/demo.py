@@ -1,0 +1,32 @@
+"""``memtop demo``: the monitor on a built-in simulated workload (no TT-Metal or server needed)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..sim.scenarios import SCENARIOS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="llama-t3k", choices=sorted(SCENARIOS), help="workload (default llama-t3k)")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="X", help="time scale: 2 runs twice as fast")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same workload)")
+    parser.add_argument("--once", action="store_true", help="play the scenario once instead of looping")
+    parser.add_argument("--protocol", default="144", choices=["72", "112", "128", "144", "648"],
+                        help="message layout the simulated processes send (default 144)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sources.demo import DemoSource
+    from . import top
+
+    if args.speed <= 0:
+        print("memtop demo: --speed must be positive", file=sys.stderr)
+        return 2
+    run_monitor = getattr(top, "run_monitor", None)
+    if run_monitor is None:
+        print("memtop demo: the monitor is not available in this build", file=sys.stderr)
+        return 1
+    source = DemoSource(args.scenario, args.speed, loop=not args.once, seed=args.seed, layout=int(args.protocol))
+    return run_monitor(args, source)

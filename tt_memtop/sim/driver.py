@@ -1,0 +1,104 @@
+"""Run a scenario against an allocation server: one real child process per simulated TT-Metal process.
+
+Works with any server that listens on the socket: ours, or an original C++ ``allocation_server_poc``
+(choose the ``layout`` it was built for; its 8-device limit drops the Galaxy scenario's higher
+devices). Children are ``python -m tt_memtop.sim.worker``; they share a start time so the slots
+keep their relative timing. When a leaking child has exited, the driver sends DUMP_REMAINING (as
+``dump_remaining_buffers.py`` does): servers run their dead-PID cleanup first, so the cleanup
+shows at once instead of at the server's next 3–5 s check. Cancelling the run kills the children.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+from ..core.protocol import AllocMessage, Layout, MsgType, encode
+from .scenarios import Scenario, build
+
+#: Head start given to the children to import and connect before scenario time zero.
+STARTUP_S = 0.5
+
+
+@dataclass(slots=True)
+class RunResult:
+    scenario: Scenario
+    pids: dict[int, int] = field(default_factory=dict)  # slot -> real PID
+    returncodes: dict[int, int] = field(default_factory=dict)  # slot -> exit status
+    elapsed_s: float = 0.0
+
+
+def worker_command(socket_path: str, name: str, slot: int, *, seed: int, layout: Layout, speed: float,
+                   start_at: float) -> list[str]:
+    return [sys.executable, "-m", "tt_memtop.sim.worker", "--socket", socket_path, "--scenario", name,
+            "--slot", str(slot), "--seed", str(seed), "--protocol", str(int(layout)), "--speed", repr(speed),
+            "--start-at", repr(start_at)]
+
+
+def request_dump(socket_path: str, layout: Layout) -> None:
+    """Send one DUMP_REMAINING on its own connection (runs the server's dead-PID cleanup)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(socket_path)
+        sock.sendall(encode(AllocMessage(type=MsgType.DUMP_REMAINING), layout))
+
+
+async def run_scenario(socket_path: str, name: str, *, seed: int = 0, layout: Layout | int = Layout.V144,
+                       speed: float = 1.0, dump_after_leak: bool = True,
+                       log: Callable[[str], None] | None = None) -> RunResult:
+    """Play scenario ``name`` against the server at ``socket_path``; return when every child has exited."""
+    layout = Layout(layout)
+    if speed <= 0:
+        raise ValueError("speed must be positive")
+    say = log or (lambda _line: None)
+    scenario = build(name, seed)
+    result = RunResult(scenario)
+    started = time.monotonic()
+    start_at = started + STARTUP_S
+    procs: dict[int, anyio.abc.Process] = {}
+    try:
+        for script in scenario.processes:
+            cmd = worker_command(socket_path, name, script.slot, seed=seed, layout=layout, speed=speed,
+                                 start_at=start_at)
+            proc = await anyio.open_process(cmd, stdin=None, stdout=None, stderr=None)
+            procs[script.slot] = proc
+            result.pids[script.slot] = proc.pid
+            say(f"slot {script.slot}: pid {proc.pid} on devices {_span(script.devices)}, "
+                f"{len(script.messages):,} messages over {script.exit_s:.1f} s"
+                f"{' (exits without freeing)' if script.leaks else ''}")
+        async with anyio.create_task_group() as tg:
+            for script in scenario.processes:
+                tg.start_soon(_await_child, procs[script.slot], script.slot, script.leaks, socket_path, layout,
+                              dump_after_leak, result, say)
+    finally:
+        with anyio.CancelScope(shield=True):
+            for proc in procs.values():
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+    result.elapsed_s = time.monotonic() - started
+    return result
+
+
+async def _await_child(proc: anyio.abc.Process, slot: int, leaks: bool, socket_path: str, layout: Layout,
+                       dump_after_leak: bool, result: RunResult, say: Callable[[str], None]) -> None:
+    code = await proc.wait()
+    result.returncodes[slot] = code
+    say(f"slot {slot}: pid {proc.pid} exited with status {code}")
+    if leaks and dump_after_leak:
+        await anyio.sleep(0.2)  # let the server read what the dead process had already sent
+        try:
+            request_dump(socket_path, layout)
+        except OSError as exc:
+            say(f"could not request DUMP_REMAINING: {exc}")
+
+
+def _span(devices: tuple[int, ...]) -> str:
+    if len(devices) > 1 and devices == tuple(range(devices[0], devices[-1] + 1)):
+        return f"{devices[0]}-{devices[-1]}"
+    return ",".join(map(str, devices))

@@ -1,0 +1,77 @@
+"""Source: the built-in demo — our server in-process on a private socket, driven by simulated processes.
+
+Why: ``memtop`` with no TT-Metal at hand should still show something true to life. Everything
+goes through the real machinery: the worker children speak the wire protocol to an
+:class:`~tt_memtop.server.server.AllocationServer` on a temporary socket, and what the monitor
+sees is that server's subscription (a :class:`~tt_memtop.sources.subscribe.SubscribeSource`).
+Dead-PID cleanup is checked every half second so a leaking process is cleaned up promptly.
+Cancelling the source kills the children and removes the socket and its directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import anyio
+
+from ..core.devices import Inventory
+from ..core.protocol import Layout
+from ..sim.scenarios import build
+from .base import Emit, Source, Status, Update
+from .subscribe import SubscribeSource
+
+__all__ = ["DemoSource"]
+
+
+class DemoSource(Source):
+    """Play ``scenario`` at ``speed`` against an in-process server; repeat it while ``loop``."""
+
+    def __init__(self, scenario: str = "llama-t3k", speed: float = 1.0, loop: bool = True, devices: int | None = None,
+                 *, arch: str = "wormhole_b0", seed: int = 0, layout: Layout | int = Layout.V144,
+                 cleanup_interval_s: float = 0.5) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.scenario = scenario
+        self.speed = speed
+        self.loop = loop
+        self.devices = devices if devices is not None else build(scenario, seed).num_devices
+        self.arch = arch
+        self.seed = seed
+        self.layout = Layout(layout)
+        self.cleanup_interval_s = cleanup_interval_s
+        self.description = f"demo: {scenario} at {speed:g}x"
+        self.runs = 0  # completed plays of the scenario
+
+    async def run(self, emit: Emit) -> None:
+        from ..server.server import AllocationServer, ServerConfig
+        from ..sim.driver import run_scenario
+
+        tmpdir = tempfile.mkdtemp(prefix="memtop-demo-")
+        path = os.path.join(tmpdir, "alloc.sock")
+        config = ServerConfig(socket_path=path, inventory=Inventory.uniform(self.devices, self.arch), quiet=True,
+                              cleanup_interval_s=self.cleanup_interval_s, stats_interval_s=3600.0)
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - the server's log, closed below
+
+        def relay(update: Update) -> None:
+            if isinstance(update, Status) and update.state == "connected":
+                update = Status("connected", f"{self.description} (server on {path})", update.capabilities)
+            emit(update)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(AllocationServer(config, log=devnull).serve)
+                tg.start_soon(SubscribeSource(path, reconnect=False).run, relay)
+                while True:
+                    await run_scenario(path, self.scenario, seed=self.seed, layout=self.layout, speed=self.speed)
+                    self.runs += 1
+                    if not self.loop:
+                        break
+                    await anyio.sleep(1.0)
+                await anyio.sleep(max(0.3, 2 * self.cleanup_interval_s))  # let the last events reach the monitor
+                emit(Status("ended", f"{self.description}: scenario finished"))
+                tg.cancel_scope.cancel()
+        finally:
+            devnull.close()
+            shutil.rmtree(tmpdir, ignore_errors=True)
