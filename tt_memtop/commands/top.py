@@ -1,8 +1,14 @@
-"""``memtop`` (no sub-command): the live monitor, or one-shot output for scripts."""
+"""``memtop`` (no sub-command): the live monitor, or one-shot output for scripts.
+
+``run`` picks a source (``open_source``), falls back to offering the built-in demo when no server
+answers, and sends non-TTY / ``--once`` / ``--json`` / ``--ndjson`` runs to the one-shot printer.
+``run_monitor`` runs the TUI on any Source; ``memtop demo`` and ``memtop replay`` call it too.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..cli import add_socket_argument
 
@@ -25,5 +31,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
 
 
+def _say(msg: str) -> None:
+    print(f"memtop: {msg}", file=sys.stderr)
+
+
+def run_monitor(args: argparse.Namespace, source) -> int:
+    """Run the TUI on ``source`` with the filters, theme and refresh period from ``args``."""
+    from ..ui.app import MemtopApp
+    from ..ui.filters import ViewFilter
+
+    try:
+        view_filter = ViewFilter.from_args(getattr(args, "device", None), getattr(args, "type", None),
+                                           getattr(args, "pid", None))
+    except ValueError as exc:
+        _say(f"bad filter: {exc}")
+        return 2
+    interval = getattr(args, "interval", 0.5) or 0.5
+    app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None),
+                    sample_period=max(0.1, interval))
+    app.run()
+    return int(app.return_code or 0)
+
+
+def _oneshot(args: argparse.Namespace) -> int:
+    try:
+        from ..output.oneshot import run_oneshot
+    except ImportError:
+        _say("one-shot output (--once / --json / --ndjson, or a non-terminal stdout) is not available in this build")
+        return 2
+    return int(run_oneshot(args) or 0)
+
+
+def _demo_source():
+    try:
+        from ..sources.demo import DemoSource
+    except ImportError:
+        return None
+    return DemoSource()
+
+
+def _ask_demo() -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        answer = input("Start the built-in demo instead (simulated TT-Metal workload)? [Y/n] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("", "y", "yes")
+
+
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("memtop: the monitor is not built yet")
+    if args.once or args.json or args.ndjson or not sys.stdout.isatty():
+        return _oneshot(args)
+    try:
+        from ..sources.open import open_source
+    except ImportError:
+        open_source = None
+    source = None
+    if open_source is not None:
+        try:
+            source = open_source(args)
+        except (OSError, ValueError) as exc:
+            _say(str(exc))
+            return 1
+    if source is not None:
+        return run_monitor(args, source)
+    where = args.follow or args.socket
+    _say(f"no allocation server answers at {where}.")
+    if args.no_demo:
+        _say("start one with `memtop serve` (or the original allocation_server_poc), then run memtop again.")
+        return 1
+    demo = _demo_source()
+    if demo is None:
+        _say("the built-in demo is not available in this build either; start a server with `memtop serve`.")
+        return 1
+    if not _ask_demo():
+        _say("start a server with `memtop serve`, or try `memtop demo`.")
+        return 1
+    return run_monitor(args, demo)

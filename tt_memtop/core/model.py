@@ -3,11 +3,22 @@
 The UI and the one-shot printers both hold one of these and read it when they draw. Event
 sources fill the mirror registry and the feed; the poll source fills ``polled``. Totals for the
 bars come from whichever is authoritative (:meth:`device_wire_totals`).
+
+Besides the registry, the state keeps what only a monitor needs, all of it bounded:
+
+* ``feed`` — the last events, with ``feed_phases`` alongside (the phase of the event's process at
+  the moment it was folded, so the feed can say "this happened during trace capture");
+* ``history`` — per buffer id, its last :data:`HISTORY_PER_ID` events (allocs/frees at that
+  address on any device, with the phase then), for the most recently touched
+  :data:`HISTORY_IDS` ids;
+* ``exited`` — PIDs whose buffers a dead-process cleanup removed.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
+from typing import NamedTuple
 
 from ..sources.base import Capability, EventBatch, Snapshot, Status, TotalsSample, Update
 from .devices import Inventory
@@ -15,12 +26,43 @@ from .events import Event, EventKind
 from .registry import Registry
 
 FEED_LIMIT = 100_000
+HISTORY_PER_ID = 16
+HISTORY_IDS = 20_000
+
+_ALLOC = EventKind.ALLOC
+_BUFFER_KINDS = frozenset({EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
+                           EventKind.FREE_UNKNOWN, EventKind.CLEANUP})
+
+
+class HistoryEntry(NamedTuple):
+    """One past event at a buffer id, and the owner's trace phase when it happened ("" if unknown)."""
+
+    event: Event
+    phase: str
+
+
+def _name(ph) -> str:
+    """A Phase enum (or a state holding one, or a string) as its display name."""
+    ph = getattr(ph, "phase", ph)
+    return str(getattr(ph, "value", ph) or "") if ph is not None else ""
+
+
+def _phase_name(phases, pid: int) -> str:
+    try:
+        return _name(phases.current(pid))
+    except Exception:  # a tracker that does not know the pid yet
+        return ""
 
 
 class MonitorState:
-    def __init__(self, feed_limit: int = FEED_LIMIT) -> None:
+    def __init__(self, feed_limit: int = FEED_LIMIT, phases=None, history_ids: int = HISTORY_IDS,
+                 history_per_id: int = HISTORY_PER_ID) -> None:
         self.registry = Registry()
         self.feed: deque[Event] = deque(maxlen=feed_limit)
+        self.feed_phases: deque[str] = deque(maxlen=feed_limit)
+        self.history: dict[int, list[HistoryEntry]] = {}
+        self.history_ids = history_ids
+        self.history_per_id = history_per_id
         self.inventory = Inventory()
         self.polled: dict[int, tuple[int, int, int, int, int, int]] = {}
         self.polled_ts_ns = 0
@@ -29,8 +71,10 @@ class MonitorState:
         self.events_total = 0  # events folded since start
         self.gaps = 0  # sequence gaps seen (should stay 0 on our server's subscription)
         self.bad_frames = 0
+        self.first_ts_ns = 0  # earliest timestamp seen: the origin of relative times on screen
         self.last_ts_ns = 0
-        self.phases = None  # a PhaseTracker when phase inference is available
+        self.exited: set[int] = set()
+        self.phases = phases  # a PhaseTracker when phase inference is available
 
     def apply(self, update: Update) -> None:
         if isinstance(update, EventBatch):
@@ -39,11 +83,11 @@ class MonitorState:
             self.registry.load_snapshot(update.buffers, update.seq)
             if update.inventory is not None:
                 self.inventory = update.inventory
-            self.last_ts_ns = max(self.last_ts_ns, update.ts_ns)
+            self._saw_ts(update.ts_ns)
         elif isinstance(update, TotalsSample):
             self.polled = dict(update.totals)
             self.polled_ts_ns = update.ts_ns
-            self.last_ts_ns = max(self.last_ts_ns, update.ts_ns)
+            self._saw_ts(update.ts_ns)
             if update.inventory is not None:
                 self.inventory = update.inventory
             if self.phases is not None and hasattr(self.phases, "observe_totals"):
@@ -54,23 +98,70 @@ class MonitorState:
             if update.capabilities:
                 self.capabilities = update.capabilities
 
+    def _saw_ts(self, ts_ns: int) -> None:
+        if ts_ns:
+            if not self.first_ts_ns or ts_ns < self.first_ts_ns:
+                self.first_ts_ns = ts_ns
+            if ts_ns > self.last_ts_ns:
+                self.last_ts_ns = ts_ns
+
     def apply_events(self, events: list[Event]) -> None:
+        if not events:
+            return
         reg = self.registry
         feed = self.feed
+        feed_phases = self.feed_phases
         phases = self.phases
+        history = self.history
+        per_id = self.history_per_id
+        buffer_kinds = _BUFFER_KINDS
+        # A tracker's full state (with its evidence text) is too dear to build per event at 100k+ ev/s:
+        # use its cheap per-pid lookup when it has one, else ask once per PID per call.
+        quick = getattr(phases, "phase_of", None) if phases is not None else None
+        cache: dict[int, str] = {}
+        phase = ""
         for ev in events:
             if ev.seq and reg.seq and ev.seq != reg.seq + 1 and ev.seq > reg.seq:
                 self.gaps += 1
             reg.apply_event(ev)
-            feed.append(ev)
-            if ev.kind == EventKind.BAD_FRAME:
-                self.bad_frames += 1
+            kind = ev.kind
             if phases is not None:
                 phases.observe(ev)
-        if events:
-            self.events_total += len(events)
-            self.last_ts_ns = max(self.last_ts_ns, events[-1].ts_ns)
+                if quick is not None:
+                    phase = _name(quick(ev.pid))
+                else:
+                    phase = cache.get(ev.pid)
+                    if phase is None:
+                        phase = cache[ev.pid] = _phase_name(phases, ev.pid)
+            feed.append(ev)
+            feed_phases.append(phase)
+            if kind in buffer_kinds:
+                h = history.pop(ev.buffer_id, None)  # re-insert: dict order doubles as LRU order
+                if h is None:
+                    history[ev.buffer_id] = [HistoryEntry(ev, phase)]
+                else:
+                    h.append(HistoryEntry(ev, phase))
+                    if len(h) > per_id:
+                        del h[0]
+                    history[ev.buffer_id] = h
+            elif kind == EventKind.BAD_FRAME:
+                self.bad_frames += 1
+            elif kind == EventKind.PROCESS_EXIT:
+                self.exited.add(ev.pid)
+        excess = len(history) - self.history_ids
+        if excess > 0:
+            for key in list(islice(history, excess)):
+                del history[key]
+        self.events_total += len(events)
+        self._saw_ts(events[0].ts_ns)
+        self._saw_ts(events[-1].ts_ns)
 
+    def tick(self, now_ns: int) -> None:
+        """Let time-based phase rules run (the caller owns the clock)."""
+        if self.phases is not None and hasattr(self.phases, "tick"):
+            self.phases.tick(now_ns)
+
+    # ------------------------------------------------------------------ queries
     @property
     def has_events(self) -> bool:
         return Capability.EVENTS in self.capabilities or len(self.registry) > 0 or self.events_total > 0
@@ -87,3 +178,27 @@ class MonitorState:
         if self.has_events or device not in self.polled:
             return self.registry.wire_totals(device)
         return self.polled[device]
+
+    def buffer_history(self, buffer_id: int) -> list[HistoryEntry]:
+        """Past events at ``buffer_id`` (any device), oldest first; empty if none kept."""
+        return list(self.history.get(buffer_id, ()))
+
+    def alloc_phase(self, device: int, buffer_id: int) -> str:
+        """The owner's phase when the live buffer (device, buffer_id) was allocated, if still in history."""
+        for entry in reversed(self.history.get(buffer_id, ())):
+            ev = entry.event
+            if ev.device == device and ev.kind == _ALLOC:
+                return entry.phase
+        return ""
+
+    def phase_of(self, pid: int) -> str:
+        """The current phase of ``pid`` ("" when unknown or no tracker)."""
+        return _phase_name(self.phases, pid) if self.phases is not None else ""
+
+    def device_phase(self, device: int) -> str:
+        if self.phases is None or not hasattr(self.phases, "device_phase"):
+            return ""
+        try:
+            return _name(self.phases.device_phase(device))
+        except Exception:
+            return ""

@@ -1,0 +1,515 @@
+"""The memtop Textual app: any Source in, htop-style panes out.
+
+Data path: ``source.run(emit)`` runs as an asyncio worker; ``emit`` folds each update into the
+:class:`MonitorState` at once (cheap, no widget work). A fixed timer (``fps``, 10–30 Hz) draws
+frames from the state: the header every tick, the visible pane when its data changed. Pausing
+stops the drawing, never the ingestion. Ranking a million buffers happens in a thread worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
+
+from ..core.model import MonitorState
+from ..sources.base import Capability, EventBatch, Source, Status, Update
+from .bindings import KEYS, app_bindings
+from .buffer_query import SORT_ORDER as BUFFER_SORTS
+from .buffer_query import Window, compute_window
+from .filters import ViewFilter
+from .format import parse_id
+from .procinfo import ProcInfo
+from .screens.details import DetailsScreen, details_renderable, find_buffers
+from .screens.filters import FilterScreen
+from .screens.help import HelpScreen
+from .screens.prompt import PromptScreen
+from .screens.sort_menu import SortScreen
+from .themes import DEFAULT_THEME, THEME_ALIASES, THEMES, stylesheet_paths
+from .widgets.buffers_pane import BuffersPane
+from .widgets.device_pane import DevicePane, DeviceRow
+from .widgets.event_feed import EventFeed
+from .widgets.header_bar import HeaderBar, HeaderInfo
+from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
+from .widgets.processes_pane import ProcessesPane, process_rows
+
+SLICE_S = 0.008  # longest stretch of folding between two chances to draw
+CHUNK = 512  # events folded at a time from a big batch
+PANES = ("devices", "feed", "buffers", "processes")
+PANE_TITLES = {"devices": "1 Devices", "feed": "2 Events", "buffers": "3 Buffers", "processes": "4 Processes"}
+
+
+def new_state(phases: bool = True) -> MonitorState:
+    """A MonitorState with trace-phase inference when the phases module is available."""
+    tracker = None
+    if phases:
+        try:
+            from ..core.phases import PhaseTracker
+        except ImportError:  # phase inference not built: everything else still works
+            PhaseTracker = None  # noqa: N806
+        if PhaseTracker is not None:
+            tracker = PhaseTracker()
+    return MonitorState(phases=tracker)
+
+
+class KeyCommands(Provider):
+    """Every action of the binding table, searchable in the command palette."""
+
+    def _commands(self):
+        for k in KEYS:
+            if k.action:
+                yield f"{k.short or k.description} ({k.label or k.keys})", k.action, k.description
+
+    async def discover(self) -> Hits:
+        for title, action, help_text in self._commands():
+            yield DiscoveryHit(title, self._runner(action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, action, help_text in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), self._runner(action), help=help_text)
+
+    def _runner(self, action: str):
+        async def run() -> None:
+            await self.app.run_action(action)
+        return run
+
+
+class MemtopApp(App[int]):
+    """``clock`` (monotonic seconds) drives what is shown (uptime, rate); it is injectable so tests and
+    snapshots have no wall-clock text. Refresh scheduling always uses the real monotonic clock."""
+
+    TITLE = "memtop"
+    CSS_PATH = stylesheet_paths()
+    BINDINGS = app_bindings()
+    COMMANDS = App.COMMANDS | {KeyCommands}
+
+    def __init__(self, source: Source, *, view_filter: ViewFilter | None = None, theme: str | None = None,
+                 clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
+                 local: bool | None = None, state: MonitorState | None = None, buffer_limit: int = 500,
+                 pane: str = "feed") -> None:
+        super().__init__()
+        self.source = source
+        self.state = state if state is not None else new_state()
+        self.view_filter = view_filter or ViewFilter()
+        self.clock = clock
+        self.fps = max(10.0, min(30.0, fps))
+        self.sample_period = sample_period
+        self.buffer_limit = buffer_limit
+        self.initial_theme = THEME_ALIASES.get(theme or "", theme) or DEFAULT_THEME
+        if local is None:
+            local = bool(getattr(source, "local", True))
+        self.procs = ProcInfo(local, clock)
+        self.pane = pane
+        self.paused = False
+        self.paused_at_events = 0
+        self.buffer_sort, self.buffer_invert, self.group = "size", False, False
+        self.process_sort, self.process_invert = "total", False
+        self.drilled_from: tuple[str, ViewFilter] | None = None
+        self.frames = 0  # frames drawn (benchmarks read it)
+        self.last_frame_events = 0  # state.events_total when the last frame was drawn
+        self.ingest_error: str | None = None
+        self._pending: deque[Update] = deque()
+        self._pending_events = 0  # events emitted but not folded yet (the backlog)
+        self._wake = anyio.Event()
+        self._started = clock()
+        self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
+        self._last_sample = -1e9
+        self._dev_seen = (-1, -1, None)
+        self._buf_due = 0.0
+        self._buf_busy = False
+        self._buf_snapshot: list | None = None
+        self._buf_dirty = True
+        self._proc_due = 0.0
+        self._proc_rows: list = []
+        self._window: Window | None = None
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield HeaderBar(id="header")
+        yield DevicePane(id="devices")
+        yield Tabs(*[Tab(PANE_TITLES[p], id=f"tab-{p}") for p in PANES], active=f"tab-{self.pane}", id="pane-tabs")
+        with ContentSwitcher(initial="feed", id="panes"):
+            yield EventFeed(limit=self.state.feed.maxlen or 100_000, id="feed")
+            yield BuffersPane(id="buffers")
+            yield ProcessesPane(id="processes")
+        yield Input(placeholder="filter: id (hex/dec), type, PID, name — Enter keeps it, Esc clears", id="search")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        # The main screen's widgets, kept: queries on the app would search a modal when one is open.
+        self.w_header = self.query_one(HeaderBar)
+        self.w_devices = self.query_one(DevicePane)
+        self.w_feed = self.query_one(EventFeed)
+        self.w_buffers = self.query_one(BuffersPane)
+        self.w_processes = self.query_one(ProcessesPane)
+        self.w_tabs = self.query_one(Tabs)
+        self.w_switcher = self.query_one(ContentSwitcher)
+        self.w_search = self.query_one("#search", Input)
+        for theme in THEMES:
+            self.register_theme(theme)
+        try:
+            self.theme = self.initial_theme
+        except Exception:
+            self.notify(f"unknown theme {self.initial_theme!r}; using {DEFAULT_THEME}", severity="warning")
+            self.theme = DEFAULT_THEME
+        self.show_pane(self.pane)
+        self.run_worker(self._ingest(), name="ingest", group="ingest", exit_on_error=False)
+        self.set_interval(1 / self.fps, self._tick)
+        self._tick()
+
+    # ------------------------------------------------------------------ ingestion (never draws)
+    def emit(self, update: Update) -> None:
+        """The source's callback: queue only. Folding happens in :meth:`_fold`, in time slices."""
+        self._pending.append(update)
+        self._pending_events += len(update.events) if isinstance(update, EventBatch) else 0
+        self._wake.set()
+
+    async def _ingest(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._fold)
+                await self.source.run(self.emit)
+                while self._pending:  # the data ended: fold what is left, then stop folding
+                    await anyio.sleep(0.01)
+                tg.cancel_scope.cancel()
+        except Exception as exc:  # a source failing must not take the UI down: say it in the header
+            self.ingest_error = f"{type(exc).__name__}: {exc}"
+            self.state.apply(Status("error", self.ingest_error))
+
+    async def _fold(self) -> None:
+        """Fold queued updates into the state, yielding every ``SLICE_S`` so frames keep their rate
+        even when a source delivers more than this process can fold (then the header shows the backlog)."""
+        pending = self._pending
+        apply = self.state.apply
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            deadline = time.perf_counter() + SLICE_S
+            while pending:
+                update = pending[0]
+                if isinstance(update, EventBatch) and len(update.events) > CHUNK:
+                    chunk = update.events[:CHUNK]
+                    del update.events[:CHUNK]
+                    apply(EventBatch(chunk))
+                    self._pending_events -= CHUNK
+                else:
+                    pending.popleft()
+                    apply(update)
+                    if isinstance(update, EventBatch):
+                        self._pending_events -= len(update.events)
+                if time.perf_counter() >= deadline:
+                    await anyio.sleep(0)
+                    deadline = time.perf_counter() + SLICE_S
+
+    # ------------------------------------------------------------------ drawing (fixed rate)
+    def _tick(self) -> None:
+        st = self.state
+        self._rate_samples.append((self.clock(), st.events_total))
+        if st.last_ts_ns:
+            st.tick(st.last_ts_ns)
+        self._draw_header()
+        if self.paused:
+            return
+        now = time.monotonic()
+        sample = now - self._last_sample >= self.sample_period
+        if sample:
+            self._last_sample = now
+        self._draw_devices(sample)
+        if self.pane == "feed":
+            self.w_feed.pull(st, self.view_filter)
+        elif self.pane == "buffers":
+            self._maybe_query_buffers(now)
+        elif self.pane == "processes" and now >= self._proc_due:
+            self._proc_due = now + self.sample_period
+            self._proc_rows = process_rows(st, self.view_filter, self.procs)
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert)
+        self.frames += 1
+        self.last_frame_events = st.events_total
+
+    def _rate(self) -> float:
+        """Events per second over the last ~2 s of ticks."""
+        s = self._rate_samples
+        if len(s) < 2:
+            return 0.0
+        t1, n1 = s[-1]
+        t0, n0 = next(((t, n) for t, n in s if t1 - t <= 2.0), s[0])
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _draw_header(self) -> None:
+        st = self.state
+        now = self.clock()
+        desc = getattr(self.source, "description", type(self.source).__name__)
+        msg = st.status.message
+        if st.capabilities and Capability.EVENTS not in st.capabilities:
+            msg = (msg + "; " if msg else "") + "totals only: no event feed from this source"
+        self.w_header.show(HeaderInfo(
+            source=desc, state=st.status.state, message=msg, rate=self._rate(), uptime=now - self._started,
+            filters=self.view_filter.describe(), paused=self.paused,
+            new_while_paused=st.events_total - self.paused_at_events if self.paused else 0, gaps=st.gaps,
+            backlog=self._pending_events))
+
+    def _draw_devices(self, sample: bool) -> None:
+        st = self.state
+        key = (st.events_total, st.polled_ts_ns, self.view_filter)
+        if key == self._dev_seen and not sample:
+            return
+        self._dev_seen = key
+        f = self.view_filter
+        reg = st.registry
+        rows = []
+        for d in st.devices():
+            if not f.device_ok(d):
+                continue
+            if f.pids:
+                tot = [0] * 7
+                for pid in f.pids:
+                    for t, v in enumerate(reg.pid_device_totals(pid).get(d, ())):
+                        tot[t] += v
+            elif st.has_events or d not in st.polled:
+                tot = reg.device_totals(d)
+            else:
+                w = st.polled[d]
+                tot = [w[0], w[1], 0, w[2], w[3], w[4], w[5]]
+            info = st.inventory.get(d)
+            rows.append(DeviceRow(d, info.arch_name if info else "?", tot, info.total_dram if info else 0,
+                                  info.total_l1 if info else 0, phase=st.device_phase(d),
+                                  buffers=reg.device_count(d)))
+        types = f.types or frozenset(range(7))
+        self.w_devices.update_frame(rows, types, sample)
+
+    # ------------------------------------------------------------------ buffers: ranked off the render path
+    def _maybe_query_buffers(self, now: float, force: bool = False) -> None:
+        if self._buf_busy or (not force and now < self._buf_due):
+            return
+        if not self.paused or self._buf_snapshot is None:
+            self._buf_snapshot = list(self.state.registry.buffers())
+        self._buf_due = now + self.sample_period
+        self._buf_busy = True
+        self._rank_buffers(self._buf_snapshot, self.view_filter, self.buffer_sort, self.buffer_invert, self.group)
+
+    @work(thread=True, exclusive=True, group="rank", exit_on_error=False)
+    def _rank_buffers(self, snapshot, view_filter, sort, invert, group) -> None:
+        try:
+            window = compute_window(snapshot, view_filter, sort, invert, group, self.buffer_limit,
+                                    self.procs.name if view_filter.text else None)
+            self.call_from_thread(self._show_buffers, window, sort, invert, group)
+        finally:
+            self._buf_busy = False
+
+    def _show_buffers(self, window: Window, sort: str, invert: bool, group: bool) -> None:
+        self._window = window
+        self.w_buffers.show(window, sort, invert, group, self.state.last_ts_ns, self.procs.name)
+
+    def refresh_now(self) -> None:
+        """Redraw the current pane from the current (or, paused, the frozen) data right away."""
+        now = time.monotonic()
+        if self.pane == "buffers":
+            self._buf_busy = False
+            self._maybe_query_buffers(now, force=True)
+        elif self.pane == "processes":
+            if not self.paused:
+                self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert)
+        elif self.pane == "feed" and not self.paused:
+            self.w_feed.pull(self.state, self.view_filter)
+        if not self.paused:
+            self._dev_seen = (-1, -1, None)
+            self._draw_devices(False)
+        self._draw_header()
+
+    # ------------------------------------------------------------------ panes
+    def show_pane(self, pane: str) -> None:
+        self.pane = pane
+        self.set_class(pane == "devices", "-devices-only")
+        self.w_devices.expanded = pane == "devices"
+        tabs = self.w_tabs
+        if tabs.active != f"tab-{pane}":
+            tabs.active = f"tab-{pane}"
+        if pane != "devices":
+            self.w_switcher.current = pane
+            w = {"feed": self.w_feed, "buffers": self.w_buffers, "processes": self.w_processes}[pane]
+            (w.table if hasattr(w, "table") else w).focus()
+        else:
+            self.w_devices.focus()
+        self.refresh_now()
+
+    @on(Tabs.TabActivated, "#pane-tabs")
+    def _tab_clicked(self, event: Tabs.TabActivated) -> None:
+        pane = event.tab.id.removeprefix("tab-") if event.tab and event.tab.id else "feed"
+        if pane != self.pane and self.is_running:
+            self.show_pane(pane)
+
+    def action_show_pane(self, pane: str) -> None:
+        self.show_pane(pane)
+
+    # ------------------------------------------------------------------ pause / follow / group
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if self.paused:
+            self.paused_at_events = self.state.events_total
+        self.refresh_now()
+
+    def action_toggle_follow(self) -> None:
+        feed = self.w_feed
+        feed.follow = not feed.follow
+        self.notify(f"follow {'on' if feed.follow else 'off'}", timeout=1.5)
+
+    def action_toggle_group(self) -> None:
+        self.group = not self.group
+        if self.pane != "buffers":
+            self.show_pane("buffers")
+        else:
+            self.refresh_now()
+
+    # ------------------------------------------------------------------ sorting
+    def _sort_choices(self) -> tuple[tuple[str, ...], str] | None:
+        if self.pane == "processes":
+            return PROCESS_SORTS, self.process_sort
+        if self.pane == "buffers":
+            return BUFFER_SORTS, self.buffer_sort
+        return None
+
+    def _set_sort(self, sort: str) -> None:
+        if self.pane == "processes":
+            self.process_sort = sort
+        else:
+            self.buffer_sort = sort
+        self.refresh_now()
+
+    def action_sort_step(self, step: int) -> None:
+        choice = self._sort_choices()
+        if choice is None:
+            self.notify("sorting applies to the Buffers (3) and Processes (4) panes", timeout=2)
+            return
+        order, cur = choice
+        self._set_sort(order[(order.index(cur) + step) % len(order)])
+
+    def action_sort_menu(self) -> None:
+        choice = self._sort_choices()
+        if choice is None:
+            self.notify("sorting applies to the Buffers (3) and Processes (4) panes", timeout=2)
+            return
+
+        def chosen(sort: str | None) -> None:
+            if sort:
+                self._set_sort(sort)
+        self.push_screen(SortScreen(*choice), chosen)
+
+    def action_invert_sort(self) -> None:
+        if self.pane == "processes":
+            self.process_invert = not self.process_invert
+        else:
+            self.buffer_invert = not self.buffer_invert
+        self.refresh_now()
+
+    # ------------------------------------------------------------------ filters
+    def set_filter(self, view_filter: ViewFilter) -> None:
+        if view_filter != self.view_filter:
+            self.view_filter = view_filter
+            self.refresh_now()
+
+    def action_filter_menu(self, focus: str = "devices") -> None:
+        def chosen(result: ViewFilter | None) -> None:
+            if result is not None:
+                self.set_filter(result)
+        self.push_screen(FilterScreen(self.view_filter, focus), chosen)
+
+    def action_clear_filters(self) -> None:
+        self.drilled_from = None
+        search = self.w_search
+        search.value = ""
+        search.remove_class("-visible")
+        self.set_filter(ViewFilter())
+
+    def action_search(self) -> None:
+        search = self.w_search
+        search.add_class("-visible")
+        search.focus()
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        self.set_filter(self.view_filter.with_(text=event.value.strip()))
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            self.w_search.remove_class("-visible")
+        self.show_pane(self.pane)
+
+    def action_back(self) -> None:
+        search = self.w_search
+        if search.has_focus or self.view_filter.text:
+            search.value = ""
+            search.remove_class("-visible")
+            self.set_filter(self.view_filter.with_(text=""))
+            self.show_pane(self.pane)
+            return
+        if self.drilled_from is not None:
+            pane, previous = self.drilled_from
+            self.drilled_from = None
+            self.set_filter(previous)
+            self.show_pane(pane)
+
+    # ------------------------------------------------------------------ drill-down and details
+    @on(DataTable.RowSelected, "#buffers-table")
+    def _buffer_selected(self, event: DataTable.RowSelected) -> None:
+        self.open_details_for_key(event.row_key.value)
+
+    @on(DataTable.RowSelected, "#processes-table")
+    def _process_selected(self, event: DataTable.RowSelected) -> None:
+        self.drill_into_pid(int(event.row_key.value))
+
+    def action_drill(self) -> None:
+        if self.pane == "buffers":
+            key = self.w_buffers.table.cursor_key
+            if key:
+                self.open_details_for_key(key)
+        elif self.pane == "processes":
+            key = self.w_processes.table.cursor_key
+            if key:
+                self.drill_into_pid(int(key))
+
+    def drill_into_pid(self, pid: int) -> None:
+        self.drilled_from = ("processes", self.view_filter)
+        self.view_filter = self.view_filter.with_(pids=frozenset({pid}))
+        self.show_pane("buffers")
+
+    def open_details_for_key(self, key: str) -> None:
+        parts = key.split(":")
+        if parts[0] == "g":  # g:type:id:pid:size
+            btype, bid = int(parts[1]), int(parts[2])
+        else:  # device:type:id
+            btype, bid = int(parts[1]), int(parts[2])
+        self.open_details(bid, btype)
+
+    def open_details(self, buffer_id: int, buffer_type: int | None = None) -> None:
+        found = find_buffers(self.state, buffer_id, buffer_type)
+        if buffer_type is None and found:
+            found = [b for b in found if b.buffer_type == found[0].buffer_type]
+        body = details_renderable(self.state, buffer_id, found, self.procs, self.state.last_ts_ns)
+        self.push_screen(DetailsScreen(body, f"buffer {buffer_id:#x}"))
+
+    def action_jump(self) -> None:
+        def chosen(text: str | None) -> None:
+            if not text:
+                return
+            try:
+                bid = parse_id(text)
+            except ValueError:
+                self.notify(f"not a buffer id: {text!r} (hex 0x… or decimal)", severity="error")
+                return
+            self.open_details(bid)
+        self.push_screen(PromptScreen("Jump to buffer id (hex like 0x3e363c80, or decimal)",
+                                      placeholder="0x3e363c80"), chosen)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())

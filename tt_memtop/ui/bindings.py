@@ -1,0 +1,58 @@
+"""The one key table. It feeds the App's bindings, the Footer, the help screen and the command palette,
+so a key documented is a key that works (and vice versa).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    keys: str  # Textual key names, comma-separated; the first one is shown
+    action: str  # App action ("" = handled by the focused widget, listed for help only)
+    description: str
+    group: str
+    show: bool = False  # in the Footer
+    label: str = ""  # how help spells the keys
+    short: str = ""  # Footer / palette wording, if shorter than the description
+
+
+KEYS: tuple[Key, ...] = (
+    Key("1", "show_pane('devices')", "Devices pane (all devices, full bars)", "Panes", label="1"),
+    Key("2", "show_pane('feed')", "Event feed", "Panes", label="2"),
+    Key("3", "show_pane('buffers')", "Live buffers", "Panes", label="3"),
+    Key("4", "show_pane('processes')", "Processes", "Panes", label="4"),
+    Key("enter", "drill", "Drill in: buffer details / a process's buffers", "Panes", label="Enter"),
+    Key("escape", "back", "Back: close, clear the text filter, leave a drill-down", "Panes", label="Esc"),
+    Key("p,space", "toggle_pause", "Pause drawing (ingestion goes on)", "View", show=True, label="p / Space", short="Pause"),
+    Key("f", "toggle_follow", "Follow the newest event in the feed", "View", label="f"),
+    Key("g", "toggle_group", "Group buffers with one id on several devices", "View", label="g"),
+    Key("j", "jump", "Jump to a buffer by id (hex or decimal)", "View", show=True, label="j", short="Jump to id"),
+    Key("f6", "sort_menu", "Sort by…", "Sort", show=True, label="F6", short="Sort"),
+    Key("less_than_sign", "sort_step(-1)", "Sort by the previous column", "Sort", label="<"),
+    Key("greater_than_sign", "sort_step(1)", "Sort by the next column", "Sort", label=">"),
+    Key("I", "invert_sort", "Invert the sort order", "Sort", label="I"),
+    Key("slash,f3", "search", "Live text filter (id, type, PID, name)", "Filter", show=True, label="/ or F3", short="Search"),
+    Key("backslash,f4", "filter_menu", "Filters: devices, types, PIDs", "Filter", show=True, label="\\ or F4", short="Filter"),
+    Key("d", "filter_menu('devices')", "Filter devices (e.g. 0,3 or 0-3)", "Filter", label="d"),
+    Key("t", "filter_menu('types')", "Toggle buffer types", "Filter", label="t"),
+    Key("c", "clear_filters", "Clear every filter", "Filter", label="c"),
+    Key("f1,question_mark", "help", "This help", "General", show=True, label="F1 or ?", short="Help"),
+    Key("q,f10", "quit", "Quit", "General", show=True, label="q or F10"),
+)
+
+
+def app_bindings() -> list[Binding]:
+    return [Binding(k.keys, k.action, k.short or k.description, show=k.show,
+                    key_display=k.label.split(" ")[0] if k.label else None)
+            for k in KEYS if k.action]
+
+
+def help_rows() -> list[tuple[str, str, str]]:
+    """(group, keys as shown, description) in table order; plus the palette, which Textual binds."""
+    rows = [(k.group, k.label or k.keys, k.description) for k in KEYS]
+    rows.append(("General", "Ctrl+P", "Command palette (every action above, searchable)"))
+    return rows

@@ -1,0 +1,95 @@
+"""Number and label formatting shared by every pane, so the same quantity always reads the same."""
+
+from __future__ import annotations
+
+from ..core.events import EventKind
+from ..core.protocol import BufferType
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+SPARK = "▁▂▃▄▅▆▇█"
+
+TYPE_NAMES = {int(t): t.name for t in BufferType}
+#: short labels for narrow columns
+TYPE_SHORT = {0: "DRAM", 1: "L1", 2: "SYS", 3: "L1S", 4: "TRACE", 5: "CB", 6: "KERN"}
+KIND_LABELS = {
+    EventKind.ALLOC: "alloc", EventKind.REF_INC: "ref+", EventKind.REF_DEC: "ref-", EventKind.FREE: "free",
+    EventKind.FREE_UNKNOWN: "free?", EventKind.CLEANUP: "cleanup", EventKind.PROCESS_EXIT: "exit",
+    EventKind.BAD_FRAME: "bad", EventKind.DUMP: "dump", EventKind.TOTALS: "totals",
+}
+
+
+def human(n: int | float, signed: bool = False) -> str:
+    """Binary units, 3 significant digits: 12.0 GiB, 171.6 MiB, 256 B."""
+    sign = ""
+    if signed:
+        sign = "+" if n > 0 else "-" if n < 0 else "±"
+    n = abs(n)
+    i = 0
+    while n >= 1024 and i < len(_UNITS) - 1:
+        n /= 1024
+        i += 1
+    if i == 0:
+        return f"{sign}{int(n)} B"
+    return f"{sign}{n:.1f} {_UNITS[i]}" if n < 100 else f"{sign}{n:.0f} {_UNITS[i]}"
+
+
+def type_name(t: int) -> str:
+    return TYPE_NAMES.get(t, str(t))
+
+
+def buffer_id_text(buffer_id: int) -> str:
+    return f"{buffer_id:#x}"
+
+
+def parse_id(text: str) -> int:
+    """A buffer id typed by a user: ``0x3e363c80``, ``3e363c80`` (has a-f) or ``1043741824``."""
+    s = text.strip().lower().replace("_", "")
+    if s.startswith("0x"):
+        return int(s, 16)
+    if any(c in "abcdef" for c in s):
+        return int(s, 16)
+    return int(s, 10)
+
+
+def elapsed(ns: int) -> str:
+    """Relative time ``HH:MM:SS.mmm`` (no wall clock: snapshots stay reproducible)."""
+    if ns < 0:
+        ns = 0
+    ms = ns // 1_000_000
+    s, ms = divmod(ms, 1000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def sparkline(values, width: int) -> str:
+    """The last ``width`` values as block characters, scaled to their own min..max."""
+    vals = list(values)[-width:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    if hi == lo:
+        return (SPARK[0] if hi == 0 else SPARK[3]) * len(vals)
+    span = hi - lo
+    top = len(SPARK) - 1
+    return "".join(SPARK[round((v - lo) * top / span)] for v in vals)
+
+
+def level(fraction: float) -> str:
+    """Threshold name used for colours: ok, warn (≥75 %), crit (≥90 %)."""
+    if fraction >= 0.90:
+        return "crit"
+    if fraction >= 0.75:
+        return "warn"
+    return "ok"

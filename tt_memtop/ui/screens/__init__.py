@@ -1,0 +1,1 @@
+"""Modal screens: help, buffer details, filters, jump-to-id, sort menu."""

@@ -1,0 +1,108 @@
+"""Everything about one buffer id: where it lives, who owns it, its phase and its history.
+
+Lists truncate; this screen shows everything (full name, full stack trace, every kept event).
+"""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from ...core.model import MonitorState
+from ...core.registry import Buffer
+from ..format import KIND_LABELS, duration, elapsed, human, type_name
+from ..procinfo import ProcInfo
+from ..widgets.buffers_pane import devices_text
+
+
+def find_buffers(state: MonitorState, buffer_id: int, buffer_type: int | None = None) -> list[Buffer]:
+    """Live entries with this id on any device (of one type when given), by device."""
+    reg = state.registry
+    found = []
+    spaces = (0, 5, 6) if buffer_type is None else (buffer_type,)
+    for d in reg.devices():
+        for t in spaces:
+            b = reg.get(d, buffer_id, t)
+            if b is not None and (buffer_type is None or b.buffer_type == buffer_type):
+                found.append(b)
+    return found
+
+
+def details_renderable(state: MonitorState, buffer_id: int, buffers: list[Buffer], procs: ProcInfo,
+                       now_ns: int) -> Group:
+    origin = state.first_ts_ns
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("buffer id", f"{buffer_id:#x}  ({buffer_id})")
+    if buffers:
+        b = buffers[0]
+        devs = tuple(x.device for x in buffers)
+        grid.add_row("devices", f"{devices_text(devs)}  ({len(devs)} device{'s' if len(devs) != 1 else ''})")
+        grid.add_row("type", type_name(b.buffer_type))
+        sizes = {x.size for x in buffers}
+        total = sum(x.size for x in buffers)
+        size_txt = " / ".join(f"{human(s)} ({s:,} B)" for s in sorted(sizes))
+        grid.add_row("size", size_txt + (f" per device, {human(total)} in all" if len(buffers) > 1 else ""))
+        owners = sorted({x.owner_pid for x in buffers})
+        for pid in owners:
+            name = procs.name(pid)
+            cmd = procs.cmdline(pid)
+            alive = "exited" if pid in state.exited else {True: "alive", False: "dead", None: ""}[procs.alive(pid)]
+            desc = " ".join(x for x in (name and f"{name}", alive and f"[{alive}]") if x)
+            grid.add_row("owner", f"PID {pid} {desc}".rstrip())
+            if cmd:
+                grid.add_row("", Text(cmd, style="dim"))
+        refs = sorted({x.ref_count for x in buffers})
+        grid.add_row("ref count", ", ".join(str(r) for r in refs))
+        ts = min(x.alloc_ts_ns for x in buffers)
+        if ts:
+            age = duration((now_ns - ts) / 1e9) if now_ns >= ts else "—"
+            grid.add_row("allocated", f"at {elapsed(ts - origin)}  (age {age})")
+        phase = state.alloc_phase(b.device, buffer_id)
+        grid.add_row("phase at alloc", phase or "unknown")
+        now_phase = state.phase_of(b.owner_pid)
+        if now_phase:
+            grid.add_row("phase now", now_phase)
+        if b.name:
+            grid.add_row("name", b.name)
+        if b.stack_trace:
+            grid.add_row("stack trace", Text(b.stack_trace))
+    else:
+        grid.add_row("state", Text("not live (freed, or never seen)", style="yellow"))
+    hist = state.buffer_history(buffer_id)
+    parts: list = [grid, Text("")]
+    if hist:
+        t = Table(title=f"history of {buffer_id:#x} (last {len(hist)} events, all devices)", title_justify="left",
+                  expand=False, box=None, header_style="bold")
+        for col in ("time", "event", "dev", "type", "size", "pid", "refs", "phase"):
+            t.add_column(col, justify="right" if col in ("size", "dev", "pid", "refs") else "left")
+        for ev, ph in hist:
+            t.add_row(elapsed(ev.ts_ns - origin) if ev.ts_ns else "—", KIND_LABELS.get(ev.kind, ev.kind.name),
+                      str(ev.device), type_name(ev.buffer_type), human(ev.size), str(ev.pid), str(ev.ref_count),
+                      ph or "—")
+        parts.append(t)
+    else:
+        parts.append(Text("no history kept for this id", style="dim"))
+    return Group(*parts)
+
+
+class DetailsScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q", "dismiss", "Back")]
+
+    def __init__(self, renderable: Group, title: str) -> None:
+        super().__init__()
+        self.renderable = renderable
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="details-box", classes="modal-box") as box:
+            box.border_title = self.title_text
+            box.border_subtitle = "Esc: back"
+            yield Static(self.renderable, id="details-body")

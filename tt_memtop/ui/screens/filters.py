@@ -1,0 +1,67 @@
+"""Devices, buffer types and PIDs in one dialog (the text filter lives on `/`)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, SelectionList
+
+from ..filters import ViewFilter, parse_int_set
+from ..format import TYPE_NAMES
+
+
+class FilterScreen(ModalScreen[ViewFilter | None]):
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: ViewFilter, focus: str = "devices") -> None:
+        super().__init__()
+        self.current = current
+        self.focus_on = focus
+
+    def compose(self) -> ComposeResult:
+        f = self.current
+        with Vertical(classes="modal-box filter-box"):
+            yield Label("Devices (e.g. 0,3 or 0-3; empty = all)")
+            yield Input(",".join(str(d) for d in sorted(f.devices)), id="devices")
+            yield Label("Buffer types (Space toggles)")
+            yield SelectionList[int](*[(name, t, (not f.types) or t in f.types) for t, name in TYPE_NAMES.items()],
+                                     id="types")
+            yield Label("PIDs (empty = all)")
+            yield Input(",".join(str(p) for p in sorted(f.pids)), id="pids")
+            yield Label("", id="filter-error", classes="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Apply", variant="primary", id="apply")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one(f"#{self.focus_on}").focus()
+
+    def _result(self) -> ViewFilter | None:
+        try:
+            devices = parse_int_set(self.query_one("#devices", Input).value)
+            pids = parse_int_set(self.query_one("#pids", Input).value)
+        except ValueError as exc:
+            self.query_one("#filter-error", Label).update(f"not a list of numbers: {exc}")
+            return None
+        chosen = frozenset(self.query_one("#types", SelectionList).selected)
+        types = frozenset() if chosen == frozenset(TYPE_NAMES) else chosen
+        return self.current.with_(devices=devices, types=types, pids=pids)
+
+    def on_input_submitted(self) -> None:
+        self._apply()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "apply":
+            self._apply()
+        else:
+            self.dismiss(None)
+
+    def _apply(self) -> None:
+        result = self._result()
+        if result is not None:
+            self.dismiss(result)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,1 @@
+"""One widget per module; each reads a frame of the model on the app's tick, never per event."""

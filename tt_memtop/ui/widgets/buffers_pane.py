@@ -1,0 +1,66 @@
+"""Live buffers: a sortable, filterable, optionally grouped top-N window over every live buffer.
+
+The ranking itself (:func:`~tt_memtop.ui.buffer_query.compute_window`) runs in a worker thread
+on a copy of the registry's list, at most a few times a second; this pane only shows the result.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from ..buffer_query import Window
+from ..format import duration, human, type_name
+from .ranked_table import RankedTable
+
+COLUMNS = (("rank", "#", 4), ("id", "buffer id", 12), ("dev", "dev", 5), ("type", "type", 8), ("size", "size", 9),
+           ("total", "total", 9), ("pid", "pid", 8), ("proc", "process", 12), ("refs", "refs", 4), ("age", "age", 7),
+           ("name", "name", None))
+
+
+def devices_text(devs: tuple[int, ...]) -> str:
+    """(0,1,2,3,5) -> "0-3,5": a T3K-wide TRACE buffer reads "0-7"."""
+    out: list[str] = []
+    start = prev = None
+    for d in devs:
+        if start is None:
+            start = prev = d
+        elif d == prev + 1:
+            prev = d
+        else:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = d
+    if start is not None:
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ",".join(out)
+
+
+class BuffersPane(Vertical):
+    """A status line saying what is shown (of how many, sorted how), then the table."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="buffers-status", classes="pane-status")
+        yield RankedTable(COLUMNS, id="buffers-table")
+
+    @property
+    def table(self) -> RankedTable:
+        return self.query_one(RankedTable)
+
+    def show(self, window: Window, sort: str, invert: bool, group: bool, now_ns: int, pname) -> None:
+        what = "groups" if group else "buffers"
+        arrow = "↑" if invert else "↓"
+        status = Text()
+        status.append(f"{window.live:,} live buffers", "bold")
+        status.append(f" · {window.matched:,} {what} match · showing top {len(window.rows):,} by {sort} {arrow}")
+        if group:
+            status.append(" · grouped by id across devices")
+        self.query_one("#buffers-status", Static).update(status)
+        rows = []
+        for r in window.rows:
+            age = duration((now_ns - r.alloc_ts_ns) / 1e9) if r.alloc_ts_ns and now_ns >= r.alloc_ts_ns else "—"
+            rows.append((r.key, (f"{r.buffer_id:#x}", devices_text(r.devices), type_name(r.buffer_type),
+                                 human(r.size), human(r.total), str(r.owner_pid), pname(r.owner_pid)[:16],
+                                 str(r.ref_count), age, r.name[:24])))
+        self.table.apply_rows(rows)

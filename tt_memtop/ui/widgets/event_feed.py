@@ -1,0 +1,153 @@
+"""The event feed: every alloc / free / ref change / cleanup, newest at the bottom.
+
+A Line-API ScrollView over a bounded list of (event, phase) rows: only visible lines are drawn,
+whatever the feed length. New events are pulled from the model's feed once per tick
+(:meth:`pull`), filtered once, appended; a filter change rebuilds from the model's feed.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Size
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from ...core.events import Event, EventKind
+from ...core.model import MonitorState
+from ..filters import ViewFilter
+from ..format import KIND_LABELS, elapsed, human, type_name
+
+_BUFFERLESS = frozenset({EventKind.PROCESS_EXIT, EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS})
+_KIND_CLASS = {
+    EventKind.ALLOC: "alloc", EventKind.REF_INC: "ref", EventKind.REF_DEC: "ref", EventKind.FREE: "free",
+    EventKind.FREE_UNKNOWN: "warn", EventKind.CLEANUP: "warn", EventKind.PROCESS_EXIT: "warn",
+    EventKind.BAD_FRAME: "warn",
+}
+HEADER = f"{'time':<12} {'pid':>8} {'dev':>3} {'event':<7} {'type':<8} {'size':>10} {'buffer id':<12} phase"
+
+
+def event_passes(f: ViewFilter, ev: Event) -> bool:
+    """The feed's use of the shared filter: device/type filters hide process-level events too."""
+    if ev.kind in _BUFFERLESS:
+        if f.devices or f.types:
+            return False
+        if f.pids and ev.pid not in f.pids:
+            return False
+        return not f.text or f.text.lower() in f"{ev.pid} {ev.text}".lower()
+    return f.matches(ev.device, ev.buffer_type, ev.pid, ev.buffer_id, ev.name)
+
+
+class EventFeed(ScrollView, can_focus=True):
+    """Newest at the bottom; ``follow`` keeps the newest in view (off when the user scrolls up)."""
+
+    COMPONENT_CLASSES = {"eventfeed--header", "eventfeed--time", "eventfeed--alloc", "eventfeed--free",
+                         "eventfeed--ref", "eventfeed--warn", "eventfeed--phase", "eventfeed--dim"}
+    follow: reactive[bool] = reactive(True)
+
+    def __init__(self, limit: int = 100_000, **kw) -> None:
+        super().__init__(**kw)
+        self.limit = limit
+        self.rows: list[tuple[Event, str]] = []
+        self.origin_ns = 0
+        self._seen = 0  # model.events_total at the last pull
+        self._filter = ViewFilter()
+
+    # ------------------------------------------------------------------ data in
+    def pull(self, state: MonitorState, view_filter: ViewFilter) -> None:
+        """Append the events folded since the last pull (or rebuild when the filter changed)."""
+        self.origin_ns = state.first_ts_ns
+        fresh = state.events_total - self._seen
+        if view_filter != self._filter:
+            self._filter = view_filter
+            self.rows = []
+            fresh = len(state.feed)
+        self._seen = state.events_total
+        if fresh <= 0:
+            return
+        fresh = min(fresh, len(state.feed))
+        evs = list(islice(reversed(state.feed), fresh))[::-1]
+        phs = list(islice(reversed(state.feed_phases), fresh))[::-1]
+        if len(phs) < len(evs):
+            phs = [""] * (len(evs) - len(phs)) + phs
+        f = self._filter
+        if f.active:
+            self.rows.extend((e, p) for e, p in zip(evs, phs, strict=True) if event_passes(f, e))
+        else:
+            self.rows.extend(zip(evs, phs, strict=True))
+        if len(self.rows) > self.limit * 1.25:
+            del self.rows[: len(self.rows) - self.limit]
+        self._resize()
+
+    def _resize(self) -> None:
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self.rows) + 1)
+        if self.follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self.scroll_end(animate=False, x_axis=False)
+
+    def _on_mouse_scroll_up(self, event) -> None:
+        self.follow = False
+
+    def action_scroll_up(self) -> None:
+        self.follow = False
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self.follow = False
+        super().action_page_up()
+
+    def action_scroll_home(self) -> None:
+        self.follow = False
+        super().action_scroll_home()
+
+    # ------------------------------------------------------------------ drawing
+    def _style(self, name: str) -> Style:
+        try:
+            return self.get_component_rich_style(f"eventfeed--{name}", partial=True)
+        except KeyError:  # drawn before the stylesheet reached us
+            return Style()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        if y == 0:  # sticky column header
+            return Strip([Segment(HEADER, self._style("header"))]).adjust_cell_length(width, base).apply_style(base)
+        idx = y - 1 + int(self.scroll_offset.y)
+        if idx >= len(self.rows) or idx < 0:
+            if not self.rows and y == 1:
+                return Strip([Segment("no events yet", self._style("dim"))]).adjust_cell_length(width, base)
+            return Strip.blank(width, base)
+        ev, phase = self.rows[idx]
+        return Strip(self._row_segments(ev, phase)).adjust_cell_length(width, base).apply_style(base)
+
+    def _row_segments(self, ev: Event, phase: str) -> list[Segment]:
+        kind_style = self._style(_KIND_CLASS.get(ev.kind, "dim"))
+        t = elapsed(ev.ts_ns - self.origin_ns) if ev.ts_ns else "—"
+        label = KIND_LABELS.get(ev.kind, ev.kind.name.lower())
+        if ev.kind in _BUFFERLESS:
+            if ev.kind == EventKind.PROCESS_EXIT:
+                text = f"process exited: {ev.ref_count} buffers, {human(ev.size)} cleaned up"
+            else:
+                text = ev.text
+            return [Segment(f"{t:<12} ", self._style("time")), Segment(f"{ev.pid:>8}     ", None),
+                    Segment(f"{label:<7} ", kind_style), Segment(text, self._style("dim"))]
+        extra = ""
+        if ev.kind in (EventKind.REF_INC, EventKind.REF_DEC):
+            extra = f" refs={ev.ref_count}"
+        if ev.name:
+            extra += f" {ev.name}"
+        return [
+            Segment(f"{t:<12} ", self._style("time")),
+            Segment(f"{ev.pid:>8} {ev.device:>3} ", None),
+            Segment(f"{label:<7} ", kind_style),
+            Segment(f"{type_name(ev.buffer_type)[:8]:<8} {human(ev.size):>10} {ev.buffer_id:<#12x} ", None),
+            Segment(f"{phase or '—':<9}", self._style("phase")),
+            Segment(extra, self._style("dim")),
+        ]

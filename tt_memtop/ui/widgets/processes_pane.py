@@ -1,0 +1,97 @@
+"""Per-process usage by type and device, with liveness, name and trace phase. Enter drills in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from ...core.model import MonitorState
+from ..filters import ViewFilter
+from ..format import human
+from ..procinfo import ProcInfo
+from .buffers_pane import devices_text
+from .ranked_table import RankedTable
+
+COLUMNS = (("rank", "#", 3), ("pid", "pid", 8), ("name", "process", 14), ("state", "state", 6),
+           ("phase", "phase", 8), ("dram", "DRAM", 9), ("l1", "L1", 9), ("l1s", "L1_SMALL", 9), ("trace", "TRACE", 9),
+           ("cbk", "CB+KERN", 9), ("total", "total", 9), ("devs", "devices", 8), ("n", "buffers", 9))
+SORT_ORDER = ("total", "dram", "l1", "trace", "pid", "buffers")
+
+
+@dataclass(slots=True)
+class ProcRow:
+    pid: int
+    name: str
+    state: str
+    phase: str
+    by_type: list[int]
+    devices: tuple[int, ...]
+    count: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_type)
+
+
+def process_rows(state: MonitorState, f: ViewFilter, procs: ProcInfo) -> list[ProcRow]:
+    """One row per PID owning live memory (memtop's own PID excluded), restricted by the filter."""
+    reg = state.registry
+    rows: list[ProcRow] = []
+    for pid in reg.pids():
+        if pid == procs.own_pid or (f.pids and pid not in f.pids):
+            continue
+        per_dev = reg.pid_device_totals(pid)
+        by_type = [0] * 7
+        devs = []
+        for d, tot in per_dev.items():
+            if not f.device_ok(d):
+                continue
+            add = [v if f.type_ok(t) else 0 for t, v in enumerate(tot)]
+            if any(add):
+                devs.append(d)
+                by_type = [a + b for a, b in zip(by_type, add, strict=True)]
+        if (f.devices or f.types) and not any(by_type):
+            continue
+        name = procs.name(pid)
+        if f.text and f.text.lower() not in f"{pid} {name}".lower():
+            continue
+        alive = procs.alive(pid)
+        if pid in state.exited:
+            st = "exited"
+        else:
+            st = {True: "alive", False: "dead", None: "—"}[alive]
+        rows.append(ProcRow(pid, name, st, state.phase_of(pid), by_type, tuple(sorted(devs)), reg.pid_count(pid)))
+    return rows
+
+
+def sort_rows(rows: list[ProcRow], sort: str, invert: bool) -> list[ProcRow]:
+    key = {"total": lambda r: r.total, "dram": lambda r: r.by_type[0], "l1": lambda r: r.by_type[1],
+           "trace": lambda r: r.by_type[4], "pid": lambda r: -r.pid, "buffers": lambda r: r.count}[sort]
+    return sorted(rows, key=lambda r: (key(r), -r.pid), reverse=not invert)
+
+
+class ProcessesPane(Vertical):
+    def compose(self) -> ComposeResult:
+        yield Static("", id="processes-status", classes="pane-status")
+        yield RankedTable(COLUMNS, id="processes-table")
+
+    @property
+    def table(self) -> RankedTable:
+        return self.query_one(RankedTable)
+
+    def show(self, rows: list[ProcRow], sort: str, invert: bool) -> None:
+        status = Text()
+        status.append(f"{len(rows)} process{'es' if len(rows) != 1 else ''}", "bold")
+        status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
+        self.query_one("#processes-status", Static).update(status)
+        out = []
+        for r in sort_rows(rows, sort, invert):
+            t = r.by_type
+            out.append((str(r.pid), (str(r.pid), r.name[:14] or "—", r.state, r.phase or "—", human(t[0]),
+                                     human(t[1]), human(t[2] + t[3]), human(t[4]), human(t[5] + t[6]),
+                                     human(r.total), devices_text(r.devices), f"{r.count:,}")))
+        self.table.apply_rows(out)

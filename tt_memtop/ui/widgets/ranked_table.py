@@ -1,0 +1,64 @@
+"""A DataTable that shows a ranked window and updates it in place by row key.
+
+Rows that stay keep their identity (and the cursor stays on the same buffer or process);
+only changed cells are rewritten; order comes from a rank column. Never clear-and-refill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowDoesNotExist
+
+
+class RankedTable(DataTable):
+    """``columns``: (key, label, width or None) triples; the first column is the rank ("#")."""
+
+    def __init__(self, columns: Sequence[tuple[str, str, int | None]], **kw) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kw)
+        self._column_spec = list(columns)
+        self._cells: dict[str, tuple] = {}
+
+    def on_mount(self) -> None:
+        for key, label, width in self._column_spec:
+            self.add_column(label, key=key, width=width)
+
+    @property
+    def cursor_key(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:
+            return None
+
+    def apply_rows(self, rows: Sequence[tuple[str, tuple]]) -> None:
+        """``rows``: (key, cells without the rank) in display order."""
+        keep = self.cursor_key
+        new = {key: (i + 1, *cells) for i, (key, cells) in enumerate(rows)}
+        for key in [k for k in self._cells if k not in new]:
+            self.remove_row(key)
+            del self._cells[key]
+        col_keys = [c[0] for c in self._column_spec]
+        moved = False
+        for key, cells in new.items():
+            old = self._cells.get(key)
+            if old is None:
+                self.add_row(*cells, key=key)
+                moved = True
+            elif old != cells:
+                for ck, a, b in zip(col_keys, old, cells, strict=True):
+                    if a != b:
+                        self.update_cell(key, ck, b)
+                moved = moved or old[0] != cells[0]
+            self._cells[key] = cells
+        if moved:
+            self.sort(col_keys[0])
+        if keep is not None and keep in new:
+            try:
+                row = self.get_row_index(keep)
+            except RowDoesNotExist:
+                return
+            if row != self.cursor_row:
+                self.move_cursor(row=row, animate=False, scroll=False)
