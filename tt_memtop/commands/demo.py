@@ -6,11 +6,14 @@ import argparse
 import sys
 
 from ..sim.scenarios import SCENARIOS
+from ..sources.demo import DEMO_SPEED, DemoSource
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="llama-t3k", choices=sorted(SCENARIOS), help="workload (default llama-t3k)")
-    parser.add_argument("--speed", type=float, default=1.0, metavar="X", help="time scale: 2 runs twice as fast")
+    parser.add_argument("--speed", type=float, default=DEMO_SPEED, metavar="X",
+                        help=f"time scale of the scenario's compressed timeline: 1 plays a Llama lifecycle in "
+                             f"~7.5 s (default {DEMO_SPEED:g}: a ~30 s cycle)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same workload)")
     parser.add_argument("--once", action="store_true", help="play the scenario once instead of looping")
     parser.add_argument("--protocol", default="144", choices=["72", "112", "128", "144", "648"],
@@ -18,7 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..sources.demo import DemoSource
     from . import top
 
     if args.speed <= 0:

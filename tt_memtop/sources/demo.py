@@ -22,13 +22,17 @@ from ..sim.scenarios import build
 from .base import Emit, Source, Status, Update
 from .subscribe import SubscribeSource
 
-__all__ = ["DemoSource"]
+__all__ = ["DEMO_SPEED", "DemoSource"]
+
+#: The scenarios' timelines are compressed (a Llama lifecycle in ~7.5 s, so tests run fast); the demo
+#: plays them at a quarter of that pace by default, which gives a ~30 s cycle a person can follow.
+DEMO_SPEED = 0.25
 
 
 class DemoSource(Source):
     """Play ``scenario`` at ``speed`` against an in-process server; repeat it while ``loop``."""
 
-    def __init__(self, scenario: str = "llama-t3k", speed: float = 1.0, loop: bool = True, devices: int | None = None,
+    def __init__(self, scenario: str = "llama-t3k", speed: float = DEMO_SPEED, loop: bool = True, devices: int | None = None,
                  *, arch: str = "wormhole_b0", seed: int = 0, layout: Layout | int = Layout.V144,
                  cleanup_interval_s: float = 0.5) -> None:
         if speed <= 0:
@@ -56,7 +60,7 @@ class DemoSource(Source):
 
         def relay(update: Update) -> None:
             if isinstance(update, Status) and update.state == "connected":
-                update = Status("connected", f"{self.description} (server on {path})", update.capabilities)
+                update = Status("connected", f"in-process server on {path}", update.capabilities)
             emit(update)
 
         try:

@@ -42,12 +42,14 @@ class HeaderBar(Static):
         if info == self._last:
             return
         self._last = info
-        t = Text(no_wrap=False, overflow="ellipsis")
+        # One line: what matters most first; the source's free-text message last, cut if it won't fit.
+        t = Text(no_wrap=True, overflow="ellipsis")
         t.append(" memtop ", "bold reverse")
+        if info.paused:
+            t.append(" ")
+            t.append(f" PAUSED — {info.new_while_paused:,} new events ", "bold reverse yellow")
         t.append(f" {info.source} ")
         t.append(f"● {info.state}", _STATE_STYLE.get(info.state, ""))
-        if info.message:
-            t.append(f" ({info.message})", "dim")
         rate = f"{info.rate / 1000:.1f}k" if info.rate >= 1000 else f"{info.rate:.0f}"
         t.append(f" │ {rate} ev/s │ up {duration(info.uptime)}")
         if info.backlog > 10_000:
@@ -57,7 +59,6 @@ class HeaderBar(Static):
         if info.filters:
             t.append(" │ filter: ", "bold")
             t.append(info.filters, "bold yellow")
-        if info.paused:
-            t.append(" ")
-            t.append(f" PAUSED — {info.new_while_paused:,} new events ", "bold reverse yellow")
+        if info.message:
+            t.append(f" │ {info.message}", "dim")
         self.update(t)
