@@ -1,0 +1,44 @@
+"""``memtop replay FILE [--speed X] [--rate LINES_PER_S]``: play a server log or a recording in the monitor.
+
+Logs have no timestamps and play at ``--rate`` lines per second; recordings play with their own
+timestamps. ``--speed`` scales both. With ``--once`` / ``--json`` (or a non-terminal stdout) the
+final state is printed instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..sources.logfile import DEFAULT_RATE, ReplaySource
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="allocation-server stdout (any version) or a memtop recording")
+    parser.add_argument("--speed", type=float, default=1.0, metavar="X", help="playback speed factor (default 1)")
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="LINES_PER_S",
+                        help=f"logs only: lines per second at speed 1 (default {DEFAULT_RATE:g})")
+    parser.add_argument("--paused", action="store_true", help="start paused")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--once", action="store_true", help="print the final state as a table and exit")
+    out.add_argument("--json", action="store_true", help="print the final state as JSON and exit")
+    parser.add_argument("--device", metavar="LIST", help="only these devices, e.g. 0,3 or 0-3")
+    parser.add_argument("--type", metavar="LIST", help="only these buffer types, e.g. TRACE,L1")
+    parser.add_argument("--pid", metavar="LIST", help="only these PIDs")
+    parser.add_argument("--theme", default=None, help="Textual theme")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        source = ReplaySource(args.file, args.speed, rate=args.rate, paused=args.paused)
+    except OSError as exc:
+        print(f"memtop replay: {exc}", file=sys.stderr)
+        return 1
+    if args.once or args.json or not sys.stdout.isatty():
+        from ..output.oneshot import run_oneshot
+
+        args.ndjson = False
+        return run_oneshot(args, source)
+    from .top import run_monitor
+
+    return run_monitor(args, source)

@@ -1,0 +1,315 @@
+"""One-shot output for scripts: ``--once`` (a table), ``--json`` (one document), ``--ndjson`` (a line per interval).
+
+Why: a monitor must be usable from scripts and pipes; a non-TTY stdout gets this instead of a
+broken TUI. Works for every source: the state is folded into a :class:`MonitorState` exactly as
+the UI does, and :func:`build_document` turns it into one schema-versioned dict that both the
+table and the JSON are rendered from, so they never disagree.
+
+JSON schema (``schema_version`` 1)::
+
+    {"schema_version": 1, "generated_at": ISO-8601 UTC,
+     "source": {"kind", "description", "status", "message", "capabilities": [...], "per_buffer": bool},
+     "filters": {"devices": [...], "types": [...], "pids": [...]},
+     "devices": [{"device", "arch", "buffers" (null when only totals are known),
+                  "bytes": {"DRAM", "L1", "SYSTEM_MEMORY"?, "L1_SMALL", "TRACE", "CB", "KERNEL"},
+                  "total" (DRAM+L1+SYSTEM_MEMORY+L1_SMALL+TRACE, as the server's statistics),
+                  "capacity": {"DRAM", "L1"} | null, "used_fraction": {"DRAM", "L1"} | null}],
+     "processes": [{"pid", "buffers", "bytes": {...}, "total", "devices": [...], "phase"?: {...}}],
+     "phases": [{"pid", "phase", "since_ns", "devices", "evidence"}]   (when phase inference is available)}
+
+``SYSTEM_MEMORY`` appears only with per-buffer data; polled totals (the original's QUERY) count
+it inside ``L1_SMALL``. ``used_fraction`` counts TRACE in DRAM and L1_SMALL/CB/KERNEL in L1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import TextIO
+
+import anyio
+
+from ..core.model import MonitorState
+from ..core.protocol import BufferType
+from ..sources.base import Snapshot, Source, Status, TotalsSample
+from ..ui.filters import ViewFilter
+
+__all__ = ["SCHEMA_VERSION", "build_document", "render_table", "run_oneshot", "run_oneshot_async",
+           "stdout_is_tty"]
+
+SCHEMA_VERSION = 1
+TYPE_KEYS = [t.name for t in BufferType]  # index = BufferType value
+#: Columns of the table, as in realtime_monitor.py (plus CB/KERNEL when non-zero).
+TABLE_TYPES = ("DRAM", "L1", "L1_SMALL", "TRACE")
+_MB = 1024 * 1024
+_IN_TOTAL = ("DRAM", "L1", "SYSTEM_MEMORY", "L1_SMALL", "TRACE")
+_IN_DRAM = ("DRAM", "TRACE")
+_IN_L1 = ("L1", "SYSTEM_MEMORY", "L1_SMALL", "CB", "KERNEL")
+SETTLE_TIMEOUT_S = 10.0
+
+
+def stdout_is_tty(stream: TextIO | None = None) -> bool:
+    """Should ``memtop`` start the TUI? Not when stdout is a pipe or a file (one-shot output instead)."""
+    stream = stream or sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _source_kind(source: Source | None) -> str:
+    name = type(source).__name__ if source is not None else ""
+    return {"SubscribeSource": "subscribe", "PollSource": "poll", "FollowLogSource": "log",
+            "FollowWithPolling": "log+poll", "ReplaySource": "replay"}.get(name, name.lower() or "none")
+
+
+def _sums(filt: ViewFilter, state: MonitorState) -> tuple[dict[int, list[int]], dict[int, int], dict[int, list]]:
+    """Per-device and per-PID bytes by type (and counts) from the live buffers, filters applied."""
+    dev: dict[int, list[int]] = {}
+    count: dict[int, int] = {}
+    pid: dict[int, list] = {}  # pid -> [bytes by type, count, devices]
+    for b in state.registry.buffers():
+        if not filt.matches(b.device, b.buffer_type, b.owner_pid, b.buffer_id):
+            continue
+        dev.setdefault(b.device, [0] * len(TYPE_KEYS))[b.buffer_type] += b.size
+        if b.buffer_type < BufferType.CB:
+            count[b.device] = count.get(b.device, 0) + 1
+        p = pid.setdefault(b.owner_pid, [[0] * len(TYPE_KEYS), 0, set()])
+        p[0][b.buffer_type] += b.size
+        p[1] += 1
+        p[2].add(b.device)
+    return dev, count, pid
+
+
+def _bytes(by_type: list[int], filt: ViewFilter, polled: bool) -> dict[str, int]:
+    out = {}
+    for i, key in enumerate(TYPE_KEYS):
+        if polled and key == "SYSTEM_MEMORY":
+            continue
+        if filt.type_ok(i) or (polled and key == "L1_SMALL" and filt.type_ok(int(BufferType.SYSTEM_MEMORY))):
+            out[key] = by_type[i]
+    return out
+
+
+def _phase(ps) -> dict:
+    return {"pid": ps.pid, "phase": str(ps.phase), "since_ns": ps.since_ns, "devices": list(ps.devices),
+            "evidence": ps.evidence}
+
+
+def build_document(state: MonitorState, source: Source | None = None, filt: ViewFilter | None = None,
+                   now: dt.datetime | None = None) -> dict:
+    """The state as one JSON-ready dict (see the module docstring for the schema)."""
+    filt = filt or ViewFilter()
+    now = now or dt.datetime.now(dt.UTC)
+    per_buffer = state.has_events
+    dev_sums, counts, pid_sums = _sums(filt, state) if per_buffer else ({}, {}, {})
+    devices = []
+    for d in state.devices():
+        if not filt.device_ok(d):
+            continue
+        if per_buffer:
+            by_type = dev_sums.get(d, [0] * len(TYPE_KEYS))
+            buffers = counts.get(d, 0)
+        else:
+            w = state.polled.get(d, (0,) * 6)
+            by_type = [w[0], w[1], 0, w[2], w[3], w[4], w[5]]
+            buffers = None
+        b = _bytes(by_type, filt, not per_buffer)
+        info = state.inventory.get(d)
+        cap = None
+        used = None
+        if info is not None and (info.total_dram or info.total_l1):
+            cap = {"DRAM": info.total_dram, "L1": info.total_l1}
+            used = {"DRAM": sum(b.get(k, 0) for k in _IN_DRAM) / info.total_dram if info.total_dram else None,
+                    "L1": sum(b.get(k, 0) for k in _IN_L1) / info.total_l1 if info.total_l1 else None}
+        devices.append({"device": d, "arch": info.arch_name if info is not None and info.available else None,
+                        "buffers": buffers, "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL),
+                        "capacity": cap, "used_fraction": used})
+    phases = getattr(state, "phases", None)
+    phase_by_pid = {}
+    if phases is not None:
+        try:
+            phase_by_pid = {pid: _phase(ps) for pid, ps in phases.processes().items()}
+        except Exception:  # phase inference is optional; never let it break the output
+            phase_by_pid = {}
+    processes = []
+    for pid, (by_type, n, devs) in pid_sums.items():
+        b = _bytes(by_type, filt, False)
+        entry = {"pid": pid, "buffers": n, "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL),
+                 "devices": sorted(devs)}
+        if pid in phase_by_pid:
+            entry["phase"] = phase_by_pid[pid]
+        processes.append(entry)
+    processes.sort(key=lambda p: (-p["total"], p["pid"]))
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "source": {"kind": _source_kind(source), "description": getattr(source, "description", ""),
+                   "status": state.status.state, "message": state.status.message,
+                   "capabilities": sorted(c.value for c in state.capabilities), "per_buffer": per_buffer},
+        "filters": {"devices": sorted(filt.devices), "types": [TYPE_KEYS[t] for t in sorted(filt.types)],
+                    "pids": sorted(filt.pids)},
+        "devices": devices,
+        "processes": processes,
+    }
+    if phases is not None:
+        doc["phases"] = [p for p in phase_by_pid.values() if not filt.pids or p["pid"] in filt.pids]
+    return doc
+
+
+def _mb(n: int) -> str:
+    return f"{n / _MB:.2f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def render_table(doc: dict) -> str:
+    """``--once``: a table per device like realtime_monitor.py / ``nvitop -1``, then the processes."""
+    src = doc["source"]
+    lines = [f"memtop · {src['description'] or src['kind']} · {doc['generated_at']}"]
+    if not src["per_buffer"] and src["message"]:
+        lines.append(f"note: {src['message']}")
+    devs = doc["devices"]
+    shown = [t for t in ("DRAM", "L1", "L1_SMALL", "TRACE", "CB", "KERNEL")
+             if any(t in d["bytes"] for d in devs) and (t in TABLE_TYPES or any(d["bytes"].get(t) for d in devs))]
+    sys_mem = any(d["bytes"].get("SYSTEM_MEMORY") for d in devs)
+    has_cap = any(d["capacity"] for d in devs)
+    head = ["Device", "Arch", "Buffers", *[f"{t} MB" for t in shown], "Total MB"]
+    if has_cap:
+        head += ["DRAM used", "L1 used"]
+    rows = []
+    for d in devs:
+        b = d["bytes"]
+        cells = [str(d["device"]), d["arch"] or "-", "-" if d["buffers"] is None else str(d["buffers"])]
+        for t in shown:
+            v = b.get(t, 0) + (b.get("SYSTEM_MEMORY", 0) if t == "L1_SMALL" else 0)
+            cells.append(_mb(v))
+        cells.append(_mb(d["total"]))
+        if has_cap:
+            u = d["used_fraction"] or {}
+            cells += [_pct(u.get("DRAM")), _pct(u.get("L1"))]
+        rows.append(cells)
+    if not rows:
+        lines.append("no devices to show")
+    else:
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+        def fmt(row: list[str]) -> str:  # numbers right-aligned, the arch name left-aligned
+            return "  ".join(c.ljust(w) if i == 1 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+        lines += [fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)]
+        if sys_mem:
+            lines.append("(L1_SMALL includes SYSTEM_MEMORY, as the server's QUERY counts it)")
+    procs = doc["processes"]
+    if procs:
+        lines += ["", f"{'PID':>8}  {'Buffers':>7}  {'Total MB':>9}  Devices  Phase"]
+        for p in procs:
+            phase = p.get("phase", {}).get("phase", "")
+            lines.append(f"{p['pid']:>8}  {p['buffers']:>7}  {_mb(p['total']):>9}  "
+                         f"{','.join(map(str, p['devices'])):<7}  {phase}")
+    return "\n".join(lines)
+
+
+def _new_state() -> MonitorState:
+    state = MonitorState()
+    try:
+        from ..core.phases import PhaseTracker
+    except ImportError:
+        return state
+    state.phases = PhaseTracker()
+    return state
+
+
+def _settles(update, source: Source) -> bool:
+    """Has ``source`` delivered a complete picture? (first sample / snapshot / caught-up log / end)."""
+    if isinstance(update, (TotalsSample, Snapshot)):
+        return not getattr(source, "ready_on_connect", False)
+    if isinstance(update, Status):
+        return update.state == "ended" or (update.state == "connected" and getattr(source, "ready_on_connect", False))
+    return False
+
+
+async def run_oneshot_async(args: argparse.Namespace, source: Source | None = None, out: TextIO | None = None) -> int:
+    """Print ``--once`` / ``--json`` (one shot) or ``--ndjson`` (every ``--interval``) for ``source``."""
+    out = out or sys.stdout
+    try:
+        filt = ViewFilter.from_args(getattr(args, "device", None), getattr(args, "type", None),
+                                    getattr(args, "pid", None))
+    except ValueError as exc:
+        print(f"memtop: bad filter: {exc}", file=sys.stderr)
+        return 2
+    if source is None:
+        from ..sources.open import open_source_async
+
+        source = await open_source_async(args)
+        if source is None:
+            where = getattr(args, "follow", None) or args.socket
+            print(f"memtop: no allocation server answers at {where} (start one with `memtop serve`)", file=sys.stderr)
+            return 1
+    if hasattr(source, "hold_at_end"):  # a replay: jump to the end and report the final state
+        source.hold_at_end = False
+        source.seek(1.0)
+    state = _new_state()
+    settled = anyio.Event()
+    failed: list[Status] = []
+
+    def emit(update) -> None:
+        state.apply(update)
+        if isinstance(update, Status) and update.state in ("disconnected", "error") and not settled.is_set():
+            failed.append(update)
+            settled.set()
+        elif _settles(update, source):
+            settled.set()
+
+    ndjson = getattr(args, "ndjson", False)
+    interval = max(0.05, getattr(args, "interval", 0.5) or 0.5)
+    async with anyio.create_task_group() as tg:
+
+        async def drive() -> None:
+            await source.run(emit)
+            settled.set()
+
+        tg.start_soon(drive)
+        with anyio.move_on_after(SETTLE_TIMEOUT_S):
+            await settled.wait()
+        if not settled.is_set():
+            tg.cancel_scope.cancel()
+            print(f"memtop: gave up after {SETTLE_TIMEOUT_S:g} s: {state.status.message or 'no data'}", file=sys.stderr)
+            return 1
+        if failed and not state.has_events and not state.polled:
+            tg.cancel_scope.cancel()
+            print(f"memtop: {failed[0].message}", file=sys.stderr)
+            return 1
+        if filt.pids and not state.has_events:
+            print("memtop: note: --pid needs per-buffer events, which this source does not give "
+                  "(totals are per device)", file=sys.stderr)
+        if not ndjson:
+            doc = build_document(state, source, filt)
+            out.write((json.dumps(doc, indent=2) if getattr(args, "json", False) else render_table(doc)) + "\n")
+            out.flush()
+            tg.cancel_scope.cancel()
+            return 0
+        try:
+            while True:
+                if state.phases is not None and state.last_ts_ns:
+                    state.phases.tick(state.last_ts_ns)
+                out.write(json.dumps(build_document(state, source, filt), separators=(",", ":")) + "\n")
+                out.flush()
+                if state.status.state == "ended":
+                    break
+                await anyio.sleep(interval)
+        finally:
+            tg.cancel_scope.cancel()
+    return 0
+
+
+def run_oneshot(args: argparse.Namespace, source: Source | None = None) -> int:
+    """Synchronous entry point used by ``memtop`` (commands/top.py) and ``memtop replay``."""
+    try:
+        return anyio.run(run_oneshot_async, args, source)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,572 @@
+"""Sources over files: follow a live server log, or replay a log / recording with pause, seek and speed.
+
+Why: the original server prints every event to stdout but never pushes them to a monitor; its
+log file is therefore the only per-buffer feed it offers. :class:`FollowLogSource` tails it
+(rebuilding the state from the file's beginning first); :class:`ReplaySource` plays a finished
+log or a tt-memtop recording back for post-mortems.
+
+Memory stays bounded on multi-million-line logs: files are streamed in 1 MiB chunks, and seeking
+uses a sparse index of checkpoints (file offset + parser state) that is thinned out as it
+grows, so going back re-reads at most one checkpoint interval.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import anyio
+
+from ..core.devices import Inventory
+from ..core.events import Event
+from ..core.logparse import LogParser
+from ..core.registry import Registry
+from .base import Capability, Emit, EventBatch, Snapshot, Source, Status
+
+__all__ = ["DEFAULT_RATE", "FollowLogSource", "ReplaySource", "is_recording", "open_log", "read_line_chunks"]
+
+CHUNK = 1 << 20
+#: Lines per second when replaying a log (logs carry no timestamps).
+DEFAULT_RATE = 5000.0
+LOG_CAPS = frozenset({Capability.EVENTS, Capability.TOTALS})
+REPLAY_CAPS = frozenset({Capability.EVENTS, Capability.TOTALS, Capability.SEEK})
+
+
+def read_line_chunks(f: BinaryIO, chunk_size: int = CHUNK) -> Iterator[tuple[list[bytes], int]]:
+    """Yield (complete lines, file offset just past them) from ``f``'s current position.
+
+    A final line without a newline is yielded too (a finished file); followers use
+    :class:`_Tail` instead, which keeps it until its newline arrives.
+    """
+    rest = b""
+    offset = f.tell()
+    while chunk := f.read(chunk_size):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        offset += len(chunk)
+        if lines:
+            yield [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines], offset - len(rest)
+    if rest:
+        yield [rest[:-1] if rest.endswith(b"\r") else rest], offset
+
+
+def open_log(path: str) -> BinaryIO:
+    """A log for reading; ``.gz`` logs are decompressed on the fly (seekable, slowly)."""
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+
+
+def is_recording(path: str) -> bool:
+    """A tt-memtop recording (magic bytes) rather than a text log?"""
+    from ..recording import FILE_MAGIC
+
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(FILE_MAGIC)) == FILE_MAGIC
+    except OSError:
+        return False
+
+
+def _stamp(events: list[Event], ts_ns: int) -> None:
+    for ev in events:
+        ev.ts_ns = ts_ns
+
+
+# ---------------------------------------------------------------------------------------- follow
+class _Tail:
+    """Incremental reader of a growing file that survives truncation and rotation."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.f: BinaryIO | None = None
+        self.ino: tuple[int, int] | None = None
+        self.partial = b""
+
+    def open(self) -> bool:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - kept open while following
+        except OSError:
+            return False
+        st = os.fstat(f.fileno())
+        self.close()
+        self.f, self.ino, self.partial = f, (st.st_dev, st.st_ino), b""
+        return True
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+    def read(self, limit: int = CHUNK) -> list[bytes]:
+        """Complete lines appended since the last call (at most about ``limit`` bytes)."""
+        assert self.f is not None
+        data = self.f.read(limit)
+        if not data:
+            return []
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()  # an unfinished last line waits for its newline
+        return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+
+    def check(self) -> str | None:
+        """'rotated', 'truncated', 'gone' or None, comparing the path with the open file."""
+        assert self.f is not None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return "gone"
+        if (st.st_dev, st.st_ino) != self.ino:
+            return "rotated"
+        if st.st_size < self.f.tell():
+            return "truncated"
+        return None
+
+
+class FollowLogSource(Source):
+    """Tail a live allocation-server log: rebuild the state from its beginning, then follow it.
+
+    Truncation (``> log`` or logrotate's copytruncate) continues from the new start; rotation
+    (the path now names a new file) drains the old file and moves to the new one. The parser's
+    state carries over in both cases: a restarted server announces itself with its start
+    banner, which resets the state. Limitation: truncation is noticed when the file is shorter
+    than what was read, at the next idle poll; a file truncated and then rewritten past that
+    point within one poll interval is read on from the old offset (``tail -F`` has the same
+    blind spot).
+    """
+
+    def __init__(self, path: str, *, poll_interval: float = 0.25, clock=time.time_ns) -> None:
+        self.path = path
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.parser = LogParser()
+        self.description = f"log {path}"
+        self.ready_on_connect = True  # its "connected" Status means: caught up with the file
+        self._inventory: Inventory | None = None
+
+    def _emit_lines(self, emit: Emit, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        events = self.parser.feed(lines)
+        self.parser.take_records()  # records are for reports; a live view only needs events
+        if events:
+            _stamp(events, self.clock())
+            emit(EventBatch(events))
+        inv = self.parser.inventory
+        if inv.devices and inv != self._inventory:
+            self._inventory = inv
+            emit(Snapshot(self.parser.live_buffers(), self.parser.seq, self.clock(), inv))
+
+    async def run(self, emit: Emit) -> None:
+        tail = _Tail(self.path)
+        emit(Status("connecting", f"waiting for {self.path}"))
+        while not tail.open():
+            await anyio.sleep(self.poll_interval)
+        try:
+            emit(Status("connecting", f"reading {self.path} from its beginning"))
+            while lines := tail.read():
+                self._emit_lines(emit, lines)
+                await anyio.sleep(0)
+            st = self.parser.stats
+            odd = f", {st.unknown + st.malformed:,} not recognised" if st.unknown + st.malformed else ""
+            emit(Status("connected", f"following {self.path} ({st.lines:,} lines read{odd})", LOG_CAPS))
+            while True:
+                lines = tail.read()
+                if lines:
+                    self._emit_lines(emit, lines)
+                    await anyio.sleep(0)
+                    continue
+                change = tail.check()
+                if change == "truncated":
+                    tail.f.seek(0)
+                    tail.partial = b""
+                    emit(Status("connected", f"{self.path} was truncated; following it from its start", LOG_CAPS))
+                elif change == "rotated":
+                    while lines := tail.read():  # whatever was written before the switch
+                        self._emit_lines(emit, lines)
+                    if tail.partial:  # the old file is finished: its last line will get no newline
+                        self._emit_lines(emit, [tail.partial])
+                    if tail.open():
+                        emit(Status("connected", f"{self.path} was rotated; following the new file", LOG_CAPS))
+                elif change == "gone":
+                    emit(Status("disconnected", f"{self.path} disappeared; waiting for it to come back", LOG_CAPS))
+                    while not os.path.exists(self.path):
+                        await anyio.sleep(self.poll_interval)
+                    if tail.open():
+                        emit(Status("connected", f"following the new {self.path}", LOG_CAPS))
+                    continue
+                await anyio.sleep(self.poll_interval)
+        finally:
+            tail.close()
+
+
+# ---------------------------------------------------------------------------------------- replay timelines
+class _Checkpoints:
+    """A sparse, bounded index of (position, state). Thinned by half when full, so the spacing doubles."""
+
+    def __init__(self, interval: int, limit: int = 64) -> None:
+        self.interval = interval
+        self.limit = limit
+        self.items: list[tuple[int, object]] = []
+
+    def due(self, pos: int) -> bool:
+        last = self.items[-1][0] if self.items else 0
+        return pos - last >= self.interval
+
+    def add(self, pos: int, state: object) -> None:
+        if self.items and self.items[-1][0] >= pos:
+            return
+        self.items.append((pos, state))
+        if len(self.items) > self.limit:
+            self.items = self.items[1::2]
+            self.interval *= 2
+
+    def best(self, pos: int) -> tuple[int, object] | None:
+        best = None
+        for item in self.items:
+            if item[0] <= pos:
+                best = item
+            else:
+                break
+        return best
+
+
+class _LogTimeline:
+    """A text log as a timeline of lines; position unit = line, time = line / rate."""
+
+    unit = "lines"
+
+    def __init__(self, path: str, rate: float, checkpoint_every: int = 20_000) -> None:
+        self.path = path
+        self.rate = rate
+        self.total = self._count_lines(path)
+        self.f: BinaryIO = open_log(path)
+        self.parser = LogParser()
+        self._pending: list[bytes] = []
+        self._pending_at = 0
+        self._offset = 0  # file offset just past the pending lines
+        self._chunks = read_line_chunks(self.f)  # one generator per read position: it holds the partial line
+        self.ckpt = _Checkpoints(checkpoint_every)
+
+    @staticmethod
+    def _count_lines(path: str) -> int:
+        n = 0
+        last = b"\n"
+        with open_log(path) as f:
+            while chunk := f.read(CHUNK):
+                n += chunk.count(b"\n")
+                last = chunk[-1:]
+        return n + (last != b"\n")
+
+    def close(self) -> None:
+        self.f.close()
+
+    @property
+    def pos(self) -> int:
+        return self.parser.line
+
+    @property
+    def duration_s(self) -> float:
+        return self.total / self.rate
+
+    def time_of(self, pos: float) -> float:
+        return pos / self.rate
+
+    def pos_of(self, seconds: float) -> int:
+        return int(seconds * self.rate)
+
+    def inventory(self) -> Inventory | None:
+        inv = self.parser.inventory
+        return inv if inv.devices else None
+
+    def _fill(self) -> bool:
+        if self._pending_at < len(self._pending):
+            return True
+        if self.ckpt.due(self.pos):  # only at chunk boundaries: the file offset is exact there
+            self.ckpt.add(self.pos, (self._offset, self.parser.clone()))
+        for lines, offset in self._chunks:
+            self._pending, self._pending_at, self._offset = lines, 0, offset
+            return True
+        return False
+
+    def read(self, n: int) -> list[Event]:
+        """The events of the next ``n`` lines."""
+        out: list[Event] = []
+        while n > 0 and self._fill():
+            take = self._pending[self._pending_at:self._pending_at + n]
+            self._pending_at += len(take)
+            n -= len(take)
+            out += self.parser.feed(take)
+            self.parser.take_records()
+        return out
+
+    def seek(self, pos: int) -> None:
+        pos = max(0, min(pos, self.total))
+        best = self.ckpt.best(pos)
+        if pos < self.pos or (best is not None and best[0] > self.pos):
+            if best is None:
+                self.parser, offset = LogParser(), 0
+            else:
+                offset, parser = best[1]
+                self.parser = parser.clone()
+            self.f.seek(offset)
+            self._pending, self._pending_at, self._offset = [], 0, offset
+            self._chunks = read_line_chunks(self.f)
+        while self.pos < pos:
+            if not self.read(min(pos - self.pos, 65536)) and not self._fill():
+                break
+
+    def state(self) -> tuple[list, int]:
+        return self.parser.live_buffers(), self.parser.seq
+
+
+class _RecordingTimeline:
+    """A tt-memtop recording as a timeline of events; time = the events' own timestamps."""
+
+    unit = "events"
+
+    def __init__(self, path: str, checkpoint_every: int = 20_000) -> None:
+        from ..recording import RecordingReader
+
+        self.path = path
+        self._reader_cls = RecordingReader
+        reader = RecordingReader(path)
+        self.header = reader.header
+        self.total = 0
+        self.t0 = self.t1 = None
+        for ev in reader:  # one pass for the length and the time span
+            if self.t0 is None:
+                self.t0 = ev.ts_ns
+            self.t1 = ev.ts_ns
+            self.total += 1
+        self.t0 = self.t0 or 0
+        self.t1 = self.t1 or self.t0
+        self.ckpt = _Checkpoints(checkpoint_every)
+        self._restart()
+
+    def _restart(self, skip: int = 0) -> None:
+        self._it = iter(self._reader_cls(self.path))
+        for _ in range(skip):
+            next(self._it, None)
+        self.pos = skip
+        self.registry = Registry()
+        self._peek: Event | None = None
+        self.last_ts = self.t0
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def duration_s(self) -> float:
+        return (self.t1 - self.t0) / 1e9
+
+    def time_of(self, pos: float) -> float:
+        """Log time of the current position: the last delivered event's timestamp."""
+        return (self.last_ts - self.t0) / 1e9
+
+    def inventory(self) -> Inventory | None:
+        inv = self.header.inventory
+        return inv if inv.devices else None
+
+    def _next(self) -> Event | None:
+        if self._peek is None:
+            self._peek = next(self._it, None)
+        return self._peek
+
+    def _take(self) -> Event:
+        ev, self._peek = self._peek, None
+        if self.ckpt.due(self.pos):
+            self.ckpt.add(self.pos, (self.registry.snapshot(), self.registry.seq, self.last_ts))
+        self.registry.apply_event(ev)
+        self.pos += 1
+        self.last_ts = ev.ts_ns
+        return ev
+
+    def read(self, n: int) -> list[Event]:
+        out = []
+        while n > 0 and self._next() is not None:
+            out.append(self._take())
+            n -= 1
+        return out
+
+    def read_until(self, seconds: float) -> list[Event]:
+        limit = self.t0 + int(seconds * 1e9)
+        out = []
+        while (ev := self._next()) is not None and ev.ts_ns <= limit:
+            out.append(self._take())
+        return out
+
+    def seek(self, pos: int) -> None:
+        pos = max(0, min(pos, self.total))
+        if pos < self.pos:
+            best = self.ckpt.best(pos)
+            if best is None:
+                self._restart()
+            else:
+                self._restart(best[0])
+                buffers, seq, self.last_ts = best[1]
+                self.registry.load_snapshot(buffers, seq)
+        self.read(pos - self.pos)
+
+    def seek_time(self, seconds: float) -> None:
+        limit = self.t0 + int(seconds * 1e9)
+        if (ev := self._next()) is not None and ev.ts_ns > limit or self.pos >= self.total:
+            self.seek(0)
+        self.read_until(seconds)
+
+    def state(self) -> tuple[list, int]:
+        return self.registry.snapshot(), self.registry.seq
+
+
+# ---------------------------------------------------------------------------------------- replay
+class ReplaySource(Source):
+    """Replay a server log or a recording, with the controls a player needs.
+
+    Logs have no timestamps: they play at ``rate`` lines per second (log time = line / rate).
+    Recordings play with their own timestamps. ``speed`` scales both. The control methods are
+    meant to be called from the UI's event loop while :meth:`run` is running; after a seek the
+    new state is sent as a :class:`Snapshot`, then playback continues from there.
+    """
+
+    def __init__(self, path: str, speed: float = 1.0, *, rate: float = DEFAULT_RATE, paused: bool = False,
+                 tick: float = 0.05, hold_at_end: bool = True, checkpoint_every: int = 20_000) -> None:
+        self.path = path
+        self.speed = speed
+        self.rate = rate
+        self.tick = tick
+        self.hold_at_end = hold_at_end
+        self.recording = is_recording(path)
+        self.timeline = (_RecordingTimeline(path, checkpoint_every) if self.recording
+                         else _LogTimeline(path, rate, checkpoint_every))
+        self.paused = paused
+        self.description = f"replay of {'recording' if self.recording else 'log'} {path}"
+        self._clock_s = 0.0  # playback position in log time (seconds)
+        self._ops: list[tuple[str, float]] = []
+        self._wake: anyio.Event | None = None
+
+    # ------------------------------------------------------------------ controls
+    def _push(self, op: str, arg: float = 0.0) -> None:
+        self._ops.append((op, arg))
+        if self._wake is not None:
+            self._wake.set()
+
+    def pause(self) -> None:
+        self._push("pause")
+
+    def resume(self) -> None:
+        self._push("resume")
+
+    def toggle(self) -> None:
+        self._push("resume" if self.paused else "pause")
+
+    def step(self, n: int = 1) -> None:
+        """Pause and advance ``n`` lines (logs) or events (recordings)."""
+        self._push("step", n)
+
+    def seek(self, fraction: float | None = None, *, seconds: float | None = None) -> None:
+        """Jump to a fraction of the file (0..1) or to a time in seconds of log time."""
+        if seconds is None:
+            seconds = max(0.0, min(1.0, fraction or 0.0)) * self.duration_s
+        self._push("seek", max(0.0, seconds))
+
+    def set_speed(self, speed: float) -> None:
+        self.speed = max(0.01, float(speed))
+        self._push("noop")
+
+    @property
+    def duration_s(self) -> float:
+        return self.timeline.duration_s
+
+    @property
+    def position_s(self) -> float:
+        return self._clock_s
+
+    @property
+    def fraction(self) -> float:
+        return self.timeline.pos / self.timeline.total if self.timeline.total else 1.0
+
+    @property
+    def at_end(self) -> bool:
+        return self.timeline.pos >= self.timeline.total
+
+    # ------------------------------------------------------------------ playback
+    def _status(self, emit: Emit, state: str | None = None) -> None:
+        tl = self.timeline
+        state = state or ("ended" if self.at_end else "paused" if self.paused else "playing")
+        emit(Status(state, f"{self.description}: {tl.pos:,}/{tl.total:,} {tl.unit}, "
+                           f"{self._clock_s:.1f}/{self.duration_s:.1f} s at {self.speed:g}x", REPLAY_CAPS))
+
+    def _batch(self, emit: Emit, events: list[Event]) -> None:
+        if not events:
+            return
+        if not self.recording:
+            _stamp(events, int(self._clock_s * 1e9))
+        emit(EventBatch(events))
+
+    def _snapshot(self, emit: Emit) -> None:
+        buffers, seq = self.timeline.state()
+        ts = int(self._clock_s * 1e9)
+        emit(Snapshot(buffers, seq, ts, self.timeline.inventory()))
+
+    def _advance(self, emit: Emit, dt: float) -> None:
+        tl = self.timeline
+        self._clock_s = min(self.duration_s, self._clock_s + dt * self.speed)
+        if self.recording:
+            events = tl.read_until(self._clock_s)
+        else:
+            events = tl.read(max(0, tl.pos_of(self._clock_s) - tl.pos))
+        self._batch(emit, events)
+
+    def _apply_ops(self, emit: Emit) -> None:
+        ops, self._ops = self._ops, []
+        tl = self.timeline
+        for op, arg in ops:
+            if op == "pause":
+                self.paused = True
+            elif op == "resume":
+                self.paused = False
+            elif op == "step":
+                self.paused = True
+                self._batch(emit, tl.read(int(arg)))
+                self._clock_s = tl.time_of(tl.pos)
+            elif op == "seek":
+                if self.recording:
+                    tl.seek_time(arg)
+                else:
+                    tl.seek(tl.pos_of(arg))
+                self._clock_s = min(arg, self.duration_s)
+                self._snapshot(emit)
+        if ops:
+            self._status(emit)
+
+    async def run(self, emit: Emit) -> None:
+        self._wake = anyio.Event()
+        inv = self.timeline.inventory()
+        if inv is not None:
+            emit(Snapshot([], 0, 0, inv))
+        self._status(emit)
+        last = time.monotonic()
+        announced_inventory = inv is not None
+        ended = False
+        try:
+            while True:
+                self._apply_ops(emit)
+                now = time.monotonic()
+                if not self.paused and not self.at_end:
+                    self._advance(emit, now - last)
+                    if not announced_inventory and (inv := self.timeline.inventory()) is not None:
+                        announced_inventory = True
+                        self._snapshot(emit)
+                last = now
+                if self.at_end and not ended:
+                    ended = True
+                    self._status(emit, "ended")
+                    if not self.hold_at_end:
+                        return
+                elif not self.at_end:
+                    ended = False
+                with anyio.move_on_after(self.tick):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            self.timeline.close()
