@@ -54,58 +54,29 @@ def run_monitor(args: argparse.Namespace, source) -> int:
 
 
 def _oneshot(args: argparse.Namespace) -> int:
-    try:
-        from ..output.oneshot import run_oneshot
-    except ImportError:
-        _say("one-shot output (--once / --json / --ndjson, or a non-terminal stdout) is not available in this build")
-        return 2
+    from ..output.oneshot import run_oneshot
+
     return int(run_oneshot(args) or 0)
-
-
-def _demo_source():
-    try:
-        from ..sources.demo import DemoSource
-    except ImportError:
-        return None
-    return DemoSource()
-
-
-def _ask_demo() -> bool:
-    if not sys.stdin.isatty():
-        return False
-    try:
-        answer = input("Start the built-in demo instead (simulated TT-Metal workload)? [Y/n] ")
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("", "y", "yes")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.once or args.json or args.ndjson or not sys.stdout.isatty():
         return _oneshot(args)
+    from ..sources.demo import DemoSource
+    from ..sources.open import open_source
+
     try:
-        from ..sources.open import open_source
-    except ImportError:
-        open_source = None
-    source = None
-    if open_source is not None:
-        try:
-            source = open_source(args)
-        except (OSError, ValueError) as exc:
-            _say(str(exc))
-            return 1
+        source = open_source(args)
+    except (OSError, ValueError) as exc:
+        _say(str(exc))
+        return 1
     if source is not None:
         return run_monitor(args, source)
     where = args.follow or args.socket
-    _say(f"no allocation server answers at {where}.")
     if args.no_demo:
+        _say(f"no allocation server answers at {where}.")
         _say("start one with `memtop serve` (or the original allocation_server_poc), then run memtop again.")
         return 1
-    demo = _demo_source()
-    if demo is None:
-        _say("the built-in demo is not available in this build either; start a server with `memtop serve`.")
-        return 1
-    if not _ask_demo():
-        _say("start a server with `memtop serve`, or try `memtop demo`.")
-        return 1
-    return run_monitor(args, demo)
+    # Nothing to monitor: show the product working on a simulated workload rather than an empty screen.
+    # The header says DEMO and why, so nobody mistakes it for their hardware.
+    return run_monitor(args, DemoSource(reason=f"no server at {where}"))

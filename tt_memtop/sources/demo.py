@@ -34,7 +34,7 @@ class DemoSource(Source):
 
     def __init__(self, scenario: str = "llama-t3k", speed: float = DEMO_SPEED, loop: bool = True, devices: int | None = None,
                  *, arch: str = "wormhole_b0", seed: int = 0, layout: Layout | int = Layout.V144,
-                 cleanup_interval_s: float = 0.5) -> None:
+                 cleanup_interval_s: float = 0.5, reason: str = "") -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.scenario = scenario
@@ -45,7 +45,7 @@ class DemoSource(Source):
         self.seed = seed
         self.layout = Layout(layout)
         self.cleanup_interval_s = cleanup_interval_s
-        self.description = f"demo: {scenario} at {speed:g}x"
+        self.description = f"DEMO {scenario} at {speed:g}x" + (f" ({reason})" if reason else "")
         self.runs = 0  # completed plays of the scenario
 
     async def run(self, emit: Emit) -> None:
