@@ -141,7 +141,7 @@ def test_cb_and_kernel_lines():
 def test_detection_block():
     assert lf.start_banner("/s", Inventory.uniform(1)) == [
         "🔍 Device detection (using TT-Metal APIs):", "   Device 0: Wormhole_B0 (12GB DRAM, 171MB L1)",
-        "   Total: 1 PCIe device(s) detected", "🚀 Allocation Server started", "   Listening on: /s",
+        "   Total: 1 device(s) detected", "🚀 Allocation Server started", "   Listening on: /s",
         "   Press Ctrl+C to stop"]
-    assert lf.detection_block(Inventory())[1:] == ["   No PCIe devices detected",
+    assert lf.detection_block(Inventory())[1:] == ["   No devices detected",
                                                    "   Server will track allocations anyway"]

@@ -200,14 +200,18 @@ def dump_kernels(registry: Registry, now_ns: int) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- start / stop (§5.11)
 def detection_block(inventory: Inventory) -> list[str]:
-    """S2-style device detection lines (our inventory is configured, not probed)."""
+    """S3/S4-style device detection lines (our inventory is configured, not probed).
+
+    S4 (the hex-id server our default log format follows) counts with GetNumAvailableDevices and
+    prints "No devices detected" / "Total: N device(s) detected"; only S2 said "PCIe" there.
+    """
     lines = ["🔍 Device detection (using TT-Metal APIs):"]
     if not inventory.devices:
-        return lines + ["   No PCIe devices detected", "   Server will track allocations anyway"]
+        return lines + ["   No devices detected", "   Server will track allocations anyway"]
     for d in inventory.devices:
         lines.append(f"   Device {d.device_id}: {d.arch_name} ({d.total_dram // 1024**3}GB DRAM, "
                      f"{d.total_l1 // 1024**2}MB L1)")
-    lines.append(f"   Total: {len(inventory.devices)} PCIe device(s) detected")
+    lines.append(f"   Total: {len(inventory.devices)} device(s) detected")
     return lines
 
 

@@ -48,6 +48,14 @@ _RECV_SIZE = 1 << 18
 _STATE_TYPES = frozenset({MsgType.ALLOC, MsgType.FREE, MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LOAD,
                           MsgType.KERNEL_UNLOAD})
 _EXTENSION_TYPES = frozenset({MsgType.SUBSCRIBE, MsgType.DUMP_REPORT, MsgType.HELLO})
+#: Types 8-12 exist only in the 128/144-byte (S5-era) protocol. The servers that speak 72/112 bytes
+#: (S1-S4; the 648-byte note extends the 72-byte struct) log them as "Unknown message type: N" and
+#: change nothing, so a v72/v112/v648 connection gets the same (checked against S1 and S4).
+_S5_ONLY_TYPES = frozenset({MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LOAD, MsgType.KERNEL_UNLOAD,
+                            MsgType.DUMP_KERNELS})
+_PRE_S5_LAYOUTS = frozenset({Layout.V72, Layout.V112, Layout.V648})
+#: protocol.validate's reason for a type byte no version knows
+_UNKNOWN_TYPE = re.compile(r"unknown message type (\d+)")
 #: Most events put in one EVENTS record on the subscription stream.
 _MAX_EVENTS_PER_RECORD = 8192
 
@@ -309,23 +317,30 @@ class AllocationServer:
         lines: list[str] | None = None if self.config.quiet else []
         replies: list[bytes] = []
         subscribe = None
+        layout = conn.reader.layout or Layout.V72
         for bad in res.bad:
             self.stats.bad_frames += 1
             self.stats.bad_bytes += bad.nbytes
             events.append(reg.note(Event(EventKind.BAD_FRAME, ts_ns=ts, size=bad.nbytes,
                                          text=f"connection {conn.cid}: {bad.reason}")))
+            unknown = _UNKNOWN_TYPE.fullmatch(bad.reason)
+            if unknown and bad.nbytes == layout:  # one whole frame of an unknown type: the original's line
+                self._once(f"type:{unknown[1]}", [lf.unknown_type_line(int(unknown[1]))])
+                continue
             self._once("bad:" + _kind(bad.reason), [f"⚠️  Bad frame on connection {conn.cid}: {bad.reason} "
                                                     f"({bad.nbytes} bytes skipped at offset {bad.offset})"])
-        layout = conn.reader.layout or Layout.V72
+        pre_s5 = layout in _PRE_S5_LAYOUTS
         ext_on = self.config.extensions
         idf = self._id_format
         for m in res.messages:
             t = m.type
             self.stats.messages += 1
-            if t in _STATE_TYPES:
+            if pre_s5 and t in _S5_ONLY_TYPES:
+                self._once(f"type:{t}", [lf.unknown_type_line(t)])
+            elif t in _STATE_TYPES:
                 reason = validate(m)
                 if reason is not None:
-                    self._invalid(m, reason, ts, events)
+                    self._invalid(m, reason, ts, events, pre_s5)
                     continue
                 ev = reg.apply(m, ts)
                 events.append(ev)
@@ -367,7 +382,7 @@ class AllocationServer:
             self._publish(events)
             events.clear()
 
-    def _invalid(self, m: AllocMessage, reason: str, ts: int, events: list[Event]) -> None:
+    def _invalid(self, m: AllocMessage, reason: str, ts: int, events: list[Event], pre_s5: bool = False) -> None:
         self.stats.invalid_messages += 1
         events.append(self.registry.note(Event(EventKind.BAD_FRAME, ts_ns=ts, pid=m.process_id, device=m.device_id,
                                                buffer_type=m.buffer_type & 0xFF, buffer_id=m.buffer_id,
@@ -377,7 +392,9 @@ class AllocationServer:
         elif reason.startswith("absurd size"):
             kind, line = "size", lf.invalid_size_line(m.size)
         elif reason.startswith("bad buffer_type"):
-            kind, line = "btype", lf.invalid_buffer_type_line(m.buffer_type, m.buffer_id, m.device_id)
+            # S1-S4 (72/112-byte servers) print the sender's PID; S5 does not
+            kind, line = "btype", lf.invalid_buffer_type_line(m.buffer_type, m.buffer_id, m.device_id,
+                                                              m.process_id if pre_s5 else None)
         else:
             kind, line = _kind(reason), f"⚠️  Invalid message ({reason}) - ignoring message"
         self._once("invalid:" + kind, [line])
