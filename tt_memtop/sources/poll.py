@@ -5,15 +5,17 @@ Polling gives the bars and their deltas; panes that need per-buffer events stay 
 Status says how to fill them (run ``memtop serve``, or add ``--follow LOG``).
 
 Layout detection (``layout="auto"``). The wire has no length or version field, and an original
-server only understands requests of its own compile-time size. On a *fresh connection each*,
-with a short timeout, we send DEVICE_INFO_QUERY(-1) as a 144-, 128-, 112- then 72-byte struct
-and take the first well-formed reply (type DEVICE_INFO_RESPONSE echoing device -1). The reply's
-*length* names the server's layout, which matters because a mismatched request is not simply
-ignored: a 112-byte server reads a 144-byte request as one 112-byte message (and answers it with
-112 bytes) plus a 32-byte stray; S5 (144) answers a short 128-byte read with 144 bytes. A
-72-byte server (S1 / enhanced) knows no DEVICE_INFO at all, so if nothing answers we send a
-72-byte QUERY(0) and accept a 72-byte RESPONSE. Costs: the probes can leave one "Unknown message
-type" line in an old server's log; worst case about five timeouts before giving up.
+server only understands requests of its own compile-time size. First, on a fresh connection, a
+lone 72-byte QUERY(0): every original (S1–S5) reads it with a single ``recv`` as one message of
+its own size and answers with a RESPONSE of its own size, so the reply's *length* names the
+layout, and no version logs anything for it. (``memtop serve`` in ``auto`` answers in 72 bytes,
+which is right for that connection; ``memtop serve --protocol N`` waits for a full N-byte frame
+and times out.) If that gets no well-formed reply, DEVICE_INFO_QUERY(-1) is sent as a 144-, 128-
+then 112-byte struct, each on a fresh connection, and the first well-formed reply wins. A
+mismatched request is not simply ignored: a 112-byte server reads a 144-byte request as one
+112-byte message plus a 32-byte stray, which is why every probe gets its own connection. Costs:
+at most four short timeouts before giving up; the fallback probes can leave "Unknown message
+type" lines in an old server's log.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import time
 import anyio
 
 from ..client import AllocationClient
-from ..core.devices import DeviceInfo, Inventory
-from ..core.protocol import LAYOUT_SIZES, AllocMessage, Arch, Layout, MsgType, decode, encode
+from ..core.devices import Inventory
+from ..core.protocol import LAYOUT_SIZES, AllocMessage, Layout, MsgType, decode, encode
 from .base import Capability, Emit, Source, Status, TotalsSample
 
 __all__ = ["PROBE_ORDER", "PollSource", "detect_layout", "totals_only_message"]
 
-PROBE_ORDER = (Layout.V144, Layout.V128, Layout.V112, Layout.V72)
+PROBE_ORDER = (Layout.V144, Layout.V128, Layout.V112)
 #: Devices queried when the server cannot say how many it has (S1, or no hardware detected).
 FALLBACK_DEVICES = range(8)
 CAPS = frozenset({Capability.TOTALS})
@@ -68,13 +70,16 @@ def _reply_layout(reply: bytes, want_type: int, want_device: int) -> Layout | No
 
 async def detect_layout(path: str, timeout: float = 0.3) -> Layout | None:
     """The layout the server at ``path`` speaks, or None if nothing answers. Raises OSError if unreachable."""
+    reply = await _exchange(path, encode(AllocMessage(MsgType.QUERY, device_id=0), Layout.V72), timeout)
+    found = _reply_layout(reply, MsgType.RESPONSE, 0)
+    if found is not None:
+        return found
     for lay in PROBE_ORDER:
         reply = await _exchange(path, encode(AllocMessage(MsgType.DEVICE_INFO_QUERY, device_id=-1), lay), timeout)
         found = _reply_layout(reply, MsgType.DEVICE_INFO_RESPONSE, -1)
         if found is not None:
             return found
-    reply = await _exchange(path, encode(AllocMessage(MsgType.QUERY, device_id=0), Layout.V72), timeout)
-    return _reply_layout(reply, MsgType.RESPONSE, 0)
+    return None
 
 
 class PollSource(Source):
@@ -97,22 +102,22 @@ class PollSource(Source):
 
     async def _inventory(self, client: AllocationClient) -> Inventory | None:
         if client.layout == Layout.V72:
-            return None  # v72 servers have no DEVICE_INFO
-        head = await client.device_info(-1, self.reply_timeout)
-        devs = []
-        for i in range(head.num_devices):
-            r = await client.device_info(i, self.reply_timeout)
+            # S1 (72 bytes) knows no DEVICE_INFO and never answers (one "Unknown message type: 6" in its
+            # log); `memtop serve` answers on any layout. Ask once, briefly.
             try:
-                arch = Arch(r.arch_type)
-            except ValueError:
-                arch = Arch.INVALID
-            devs.append(DeviceInfo(i, arch, r.num_dram_channels, r.dram_size_per_channel, r.l1_size_per_core,
-                                   r.total_dram_size, r.total_l1_size, bool(r.is_available)))
-        return Inventory(tuple(devs)) if devs else None
+                inv = await client.inventory(self.probe_timeout)
+            except TimeoutError:
+                return None
+        else:
+            inv = await client.inventory(self.reply_timeout)
+        return inv if len(inv) else None
 
     async def sample(self, client: AllocationClient) -> TotalsSample:
         """One round of QUERYs."""
-        devices = range(len(self.inventory)) if self.inventory else FALLBACK_DEVICES
+        # An original server's device count can be short of what TT-Metal uses (S2 counts only PCIe
+        # chips: 4 on a T3K that allocates on 0-7), so always ask at least the fallback range.
+        known = len(self.inventory) if self.inventory else 0
+        devices = range(max(known, len(FALLBACK_DEVICES)))
         totals = {}
         for d in devices:
             r = await client.query(d, self.reply_timeout)
@@ -120,7 +125,7 @@ class PollSource(Source):
                  r.kernel_allocated)
             if any(t):
                 self._seen.add(d)
-            if self.inventory or d in self._seen:
+            if d < known or d in self._seen:
                 totals[d] = t
         return TotalsSample(self.clock(), totals, self.inventory)
 
