@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import gc
 import random
 import resource
 import sys
@@ -89,8 +90,34 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class GcTimer:
+    """Time spent in cyclic garbage collections, per generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.total = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self.longest = 0.0
+        self._t0 = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            dt = time.perf_counter() - self._t0
+            g = info["generation"]
+            self.total[g] += dt
+            self.count[g] += 1
+            self.longest = max(self.longest, dt)
+
+    def __str__(self) -> str:
+        per = "  ".join(f"gen{g} {self.count[g]}x {self.total[g] * 1000:.0f} ms" for g in range(3))
+        return f"GC pauses: {per}; longest {self.longest * 1000:.0f} ms"
+
+
 async def main(args) -> int:
     src = ChurnSource(args.rate, args.seconds, args.live)
+    gct = GcTimer()
     state = new_state(phases=not args.no_phases)
     app = MemtopApp(src, state=state, fps=args.fps, pane=args.pane)
     frames: list[tuple[float, int]] = []
@@ -132,6 +159,7 @@ async def main(args) -> int:
     print(f"event-to-screen lag ms: p50 {pct(0.5):.0f}  p90 {pct(0.9):.0f}  p99 {pct(0.99):.0f}  max {pct(1.0):.0f}"
           f" (target < 100)")
     print(f"RSS {rss:.0f} MB (target < 400)")
+    print(gct)
     return 0
 
 

@@ -30,6 +30,8 @@ HISTORY_PER_ID = 16
 HISTORY_IDS = 20_000
 
 _ALLOC = EventKind.ALLOC
+_BAD_FRAME = EventKind.BAD_FRAME
+_PROCESS_EXIT = EventKind.PROCESS_EXIT
 _BUFFER_KINDS = frozenset({EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
                            EventKind.FREE_UNKNOWN, EventKind.CLEANUP})
 
@@ -49,7 +51,8 @@ def _name(ph) -> str:
 
 def _phase_name(phases, pid: int) -> str:
     try:
-        return _name(phases.current(pid))
+        quick = getattr(phases, "phase", None)  # PhaseTracker.phase: no evidence text to build
+        return _name(quick(pid) if quick is not None else phases.current(pid))
     except Exception:  # a tracker that does not know the pid yet
         return ""
 
@@ -60,7 +63,8 @@ class MonitorState:
         self.registry = Registry()
         self.feed: deque[Event] = deque(maxlen=feed_limit)
         self.feed_phases: deque[str] = deque(maxlen=feed_limit)
-        self.history: dict[int, list[HistoryEntry]] = {}
+        # buffer id -> its last (event, phase) pairs, oldest first; read through buffer_history()
+        self.history: dict[int, list[tuple[Event, str]]] = {}
         self.history_ids = history_ids
         self.history_per_id = history_per_id
         self.inventory = Inventory()
@@ -75,6 +79,7 @@ class MonitorState:
         self.last_ts_ns = 0
         self.exited: set[int] = set()
         self.phases = phases  # a PhaseTracker when phase inference is available
+        self._phase_names: dict[object, str] = {}  # tracker's phase value -> display name
 
     def apply(self, update: Update) -> None:
         if isinstance(update, EventBatch):
@@ -106,52 +111,70 @@ class MonitorState:
                 self.last_ts_ns = ts_ns
 
     def apply_events(self, events: list[Event]) -> None:
+        """Fold a batch of events: registry, phases, feed, history. The hot path of every monitor.
+
+        Per event this does only what must be per event (the registry, the tracker, the feed, the
+        history of the buffer id); counters, timestamps and the history's size bound are settled
+        once per batch.
+        """
         if not events:
             return
-        reg = self.registry
-        feed = self.feed
-        feed_phases = self.feed_phases
+        apply_event = self.registry.apply_event
+        feed_append = self.feed.append
+        phases_append = self.feed_phases.append
         phases = self.phases
         history = self.history
         per_id = self.history_per_id
         buffer_kinds = _BUFFER_KINDS
-        # A tracker's full state (with its evidence text) is too dear to build per event at 100k+ ev/s:
-        # use its cheap per-pid lookup when it has one, else ask once per PID per call.
-        quick = getattr(phases, "phase_of", None) if phases is not None else None
+        observe = phases.observe if phases is not None else None
+        # The tracker's cheap per-pid lookup (PhaseTracker.phase), named through a small cache;
+        # a tracker without one is asked for its full state once per PID per batch.
+        quick = getattr(phases, "phase", None) if phases is not None else None
+        names = self._phase_names
         cache: dict[int, str] = {}
         phase = ""
+        gaps = 0
+        last_seq = self.registry.seq
         for ev in events:
-            if ev.seq and reg.seq and ev.seq != reg.seq + 1 and ev.seq > reg.seq:
-                self.gaps += 1
-            reg.apply_event(ev)
+            seq = ev.seq
+            if seq:
+                if last_seq and seq > last_seq + 1:
+                    gaps += 1
+                last_seq = seq
+            apply_event(ev)
             kind = ev.kind
-            if phases is not None:
-                phases.observe(ev)
+            if observe is not None:
+                observe(ev)
                 if quick is not None:
-                    phase = _name(quick(ev.pid))
+                    ph = quick(ev.pid)
+                    phase = names.get(ph)
+                    if phase is None:
+                        phase = names[ph] = _name(ph)
                 else:
                     phase = cache.get(ev.pid)
                     if phase is None:
                         phase = cache[ev.pid] = _phase_name(phases, ev.pid)
-            feed.append(ev)
-            feed_phases.append(phase)
+            feed_append(ev)
+            phases_append(phase)
             if kind in buffer_kinds:
-                h = history.pop(ev.buffer_id, None)  # re-insert: dict order doubles as LRU order
+                bid = ev.buffer_id
+                h = history.pop(bid, None)  # re-insert: dict order doubles as LRU order
                 if h is None:
-                    history[ev.buffer_id] = [HistoryEntry(ev, phase)]
+                    history[bid] = [(ev, phase)]
                 else:
-                    h.append(HistoryEntry(ev, phase))
+                    h.append((ev, phase))
                     if len(h) > per_id:
                         del h[0]
-                    history[ev.buffer_id] = h
-            elif kind == EventKind.BAD_FRAME:
+                    history[bid] = h
+            elif kind == _BAD_FRAME:
                 self.bad_frames += 1
-            elif kind == EventKind.PROCESS_EXIT:
+            elif kind == _PROCESS_EXIT:
                 self.exited.add(ev.pid)
         excess = len(history) - self.history_ids
         if excess > 0:
             for key in list(islice(history, excess)):
                 del history[key]
+        self.gaps += gaps
         self.events_total += len(events)
         self._saw_ts(events[0].ts_ns)
         self._saw_ts(events[-1].ts_ns)
@@ -181,14 +204,13 @@ class MonitorState:
 
     def buffer_history(self, buffer_id: int) -> list[HistoryEntry]:
         """Past events at ``buffer_id`` (any device), oldest first; empty if none kept."""
-        return list(self.history.get(buffer_id, ()))
+        return [HistoryEntry(ev, phase) for ev, phase in self.history.get(buffer_id, ())]
 
     def alloc_phase(self, device: int, buffer_id: int) -> str:
         """The owner's phase when the live buffer (device, buffer_id) was allocated, if still in history."""
-        for entry in reversed(self.history.get(buffer_id, ())):
-            ev = entry.event
+        for ev, phase in reversed(self.history.get(buffer_id, ())):
             if ev.device == device and ev.kind == _ALLOC:
-                return entry.phase
+                return phase
         return ""
 
     def phase_of(self, pid: int) -> str:
@@ -199,6 +221,7 @@ class MonitorState:
         if self.phases is None or not hasattr(self.phases, "device_phase"):
             return ""
         try:
-            return _name(self.phases.device_phase(device))
+            quick = getattr(self.phases, "device_phase_only", None)  # no evidence text to build
+            return _name(quick(device) if quick is not None else self.phases.device_phase(device))
         except Exception:
             return ""

@@ -52,6 +52,11 @@ _DRAM = int(BufferType.DRAM)
 #: CBs and kernels (144-byte clients only) live as long as the program cache: they are no evidence
 #: of a phase, so the inference is the same whatever the clients' message layout.
 _PROGRAM_TYPES = frozenset({int(BufferType.CB), int(BufferType.KERNEL)})
+_CB = int(BufferType.CB)
+_KERNEL = int(BufferType.KERNEL)
+_EV_ALLOC, _EV_FREE, _EV_CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
+_EV_EXIT = EventKind.PROCESS_EXIT
+_IGNORED = frozenset({EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS})
 
 
 class Phase(StrEnum):
@@ -171,9 +176,9 @@ class _Window:
 class _Proc:
     """Everything the tracker knows about one PID."""
 
-    __slots__ = ("pid", "phase", "since", "seg_devices", "closed", "live", "dev_live", "trace", "capture_mesh",
-                 "capture_devs", "last_busy", "last_trace_alloc", "gap_end", "hints", "window", "allocs",
-                 "exit_note")
+    __slots__ = ("pid", "phase", "since", "seg_devices", "closed", "live", "live_dram", "dev_live", "trace",
+                 "capture_mesh", "capture_devs", "last_busy", "last_trace_alloc", "gap_end", "hints", "window",
+                 "allocs", "exit_note")
 
     def __init__(self, pid: int, phase: Phase, ts: int, cfg: PhaseConfig) -> None:
         self.pid = pid
@@ -181,7 +186,8 @@ class _Proc:
         self.since = ts
         self.seg_devices: set[int] = set()
         self.closed: list[Segment] = []
-        self.live: dict[tuple[int, int, int], tuple[int, int, int]] = {}  # key -> (alloc ts, size, type)
+        self.live: dict[int | tuple[int, int, int], tuple[int, int, int]] = {}  # _live_key -> (alloc ts, size, type)
+        self.live_dram = 0  # bytes of the live DRAM entries (for the evidence text)
         self.dev_live: Counter[int] = Counter()  # device -> live non-TRACE entries
         self.trace: dict[tuple[int, int], int] = {}  # (device, buffer_id) -> size of resident TRACE buffers
         self.capture_mesh: frozenset[int] = frozenset()
@@ -191,7 +197,7 @@ class _Proc:
         self.gap_end: int | None = None  # first busy event after the last pause >= capture_gap_s
         self.hints: dict[int, int] = {}  # capture segment start -> where its capture run began
         self.window = _Window(int(cfg.window_s * _NS))
-        self.allocs: deque[int] = deque()  # ALLOC timestamps within evidence_window_s
+        self.allocs: deque[int] = deque()  # ALLOC timestamps within evidence_window_s (of the latest ALLOC)
         self.exit_note = ""
 
     def mesh_width(self) -> int:
@@ -201,10 +207,21 @@ class _Proc:
         devs = set(self.dev_live) | {d for d, _ in self.trace}
         return tuple(sorted(devs or self.seg_devices))
 
+    def on_device(self, device: int) -> bool:
+        """``device in self.devices()``, without building the tuple."""
+        if self.dev_live or self.trace:
+            return device in self.dev_live or any(d == device for d, _ in self.trace)
+        return device in self.seg_devices
 
-def _space(buffer_type: int) -> int:
-    """Buffers, CBs and kernels live in separate id spaces (as in the registry)."""
-    return buffer_type if buffer_type in (BufferType.CB, BufferType.KERNEL) else 0
+
+def _live_key(device: int, buffer_id: int, buffer_type: int) -> int | tuple[int, int, int]:
+    """Key of a live entry: buffers, CBs and kernels live in separate id spaces (as in the registry).
+
+    One int (``buffer_id``, device and space packed: smaller and faster than a tuple, as in the
+    registry's keys); the tuple for a device outside 0..255, so that keys stay one-to-one.
+    """
+    space = 1 if buffer_type == _CB else 2 if buffer_type == _KERNEL else 0
+    return buffer_id << 10 | device << 2 | space if 0 <= device < 256 else (device, buffer_id, space)
 
 
 def _mib(n: int) -> str:
@@ -219,31 +236,32 @@ class PhaseTracker:
         self._procs: dict[int, _Proc] = {}
         self._polled: dict[int, _PolledDevice] = {}
         self._now = 0
+        self._small: dict[tuple[int, int], tuple[int, int, int]] = {}  # live values of I/O-sized entries
 
     # ------------------------------------------------------------------ input
     def observe(self, ev: Event) -> None:
         """Fold one event in. Events must come in server order (non-decreasing ``ts_ns``)."""
         kind = ev.kind
-        if kind in (EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS):
+        if kind in _IGNORED:
             return
         ts = ev.ts_ns
         if ts > self._now:
             self._now = ts
         proc = self._procs.get(ev.pid)
-        if proc is None or (proc.phase is Phase.EXITED and kind == EventKind.ALLOC):
-            proc = self._new_proc(ev.pid, ts, Phase.LOADING if kind == EventKind.ALLOC else Phase.IDLE)
+        if proc is None or (proc.phase is Phase.EXITED and kind == _EV_ALLOC):
+            proc = self._new_proc(ev.pid, ts, Phase.LOADING if kind == _EV_ALLOC else Phase.IDLE)
         else:
             self._check_quiet(proc, ts)
-        if kind != EventKind.PROCESS_EXIT:
+        if kind != _EV_EXIT:
             proc.seg_devices.add(ev.device)
-        if kind == EventKind.ALLOC:
+        if kind == _EV_ALLOC:
             self._on_alloc(proc, ev)
-        elif kind == EventKind.FREE:
+        elif kind == _EV_FREE:
             self._on_free(proc, ev)
-        elif kind == EventKind.CLEANUP:
+        elif kind == _EV_CLEANUP:
             self._drop(proc, ev)
             self._enter(proc, Phase.EXITED, ts)
-        elif kind == EventKind.PROCESS_EXIT:
+        elif kind == _EV_EXIT:
             proc.exit_note = f"process died; the server removed {ev.ref_count} buffers ({_mib(ev.size)})"
             self._enter(proc, Phase.EXITED, ts)
 
@@ -271,7 +289,7 @@ class PhaseTracker:
         return PhaseState(pid, proc.phase, proc.devices(), proc.since, self._evidence(proc))
 
     def phase(self, pid: int) -> Phase:
-        """Just the phase of ``pid`` (cheap: no evidence text)."""
+        """Just the phase of ``pid`` (cheap: no evidence text). Use it per event or per frame."""
         proc = self._procs.get(pid)
         return proc.phase if proc is not None else Phase.IDLE
 
@@ -280,15 +298,27 @@ class PhaseTracker:
 
     def device_phase(self, device: int) -> PhaseState | None:
         """The phase of the most recently busy live process on ``device``; else the polled guess."""
-        best: _Proc | None = None
-        for proc in self._procs.values():
-            if proc.phase is not Phase.EXITED and device in proc.devices():
-                if best is None or proc.last_busy > best.last_busy:
-                    best = proc
+        best = self._device_proc(device)
         if best is not None:
             return self.current(best.pid)
         polled = self._polled.get(device)
         return polled.state() if polled is not None else None
+
+    def device_phase_only(self, device: int) -> Phase | None:
+        """Just the phase of :meth:`device_phase` (cheap: no evidence text)."""
+        best = self._device_proc(device)
+        if best is not None:
+            return best.phase
+        polled = self._polled.get(device)
+        return polled.phase if polled is not None else None
+
+    def _device_proc(self, device: int) -> _Proc | None:
+        best: _Proc | None = None
+        for proc in self._procs.values():
+            if proc.phase is not Phase.EXITED and proc.on_device(device):
+                if best is None or proc.last_busy > best.last_busy:
+                    best = proc
+        return best
 
     def segments(self, relabel_capture: bool = False) -> list[Segment]:
         """Every segment so far, open ones ending now, ordered by start then pid.
@@ -318,8 +348,27 @@ class PhaseTracker:
     def _on_alloc(self, proc: _Proc, ev: Event) -> None:
         cfg = self.config
         ts, size, btype, dev = ev.ts_ns, ev.size, ev.buffer_type, ev.device
-        proc.live[(dev, ev.buffer_id, _space(btype))] = (ts, size, btype)
-        proc.allocs.append(ts)
+        key = _live_key(dev, ev.buffer_id, btype)
+        old = proc.live.get(key)
+        if old is not None and old[2] == _DRAM:  # an overwritten entry (CB/KERNEL re-ALLOC) leaves no bytes
+            proc.live_dram -= old[1]
+        if size <= cfg.io_max_bytes:
+            # I/O trickle never counts as evidence (see _on_free), so its alloc time is not needed:
+            # one shared (0, size, type) tuple per size and type instead of one per buffer.
+            value = self._small.get((size, btype))
+            if value is None:
+                value = self._small[(size, btype)] = (0, size, btype)
+        else:
+            value = (ts, size, btype)
+        proc.live[key] = value
+        if btype == _DRAM:
+            proc.live_dram += size
+        allocs = proc.allocs
+        allocs.append(ts)
+        # keep only what the evidence text can count, so the deque stays small between queries
+        horizon = ts - int(cfg.evidence_window_s * _NS)
+        while allocs[0] < horizon:
+            allocs.popleft()
         if btype == _TRACE:
             proc.trace[(dev, ev.buffer_id)] = size
             self._busy(proc, ts)
@@ -373,9 +422,11 @@ class PhaseTracker:
             self._enter(proc, Phase.EXITED, ts)
 
     def _drop(self, proc: _Proc, ev: Event) -> tuple[int, int, int] | None:
-        got = proc.live.pop((ev.device, ev.buffer_id, _space(ev.buffer_type)), None)
+        got = proc.live.pop(_live_key(ev.device, ev.buffer_id, ev.buffer_type), None)
         if got is None:
             return None
+        if got[2] == _DRAM:
+            proc.live_dram -= got[1]
         if got[2] == _TRACE:
             proc.trace.pop((ev.device, ev.buffer_id), None)
         else:
@@ -474,8 +525,7 @@ class PhaseTracker:
         if phase is Phase.TEARDOWN:
             return f"{counts[_LONG_FREE]} long-lived buffers freed {window}, {len(proc.live)} left"
         if phase is Phase.LOADING:
-            dram = sum(size for _, size, t in proc.live.values() if t == _DRAM)
-            return f"DRAM {_mib(dram)} in {len(proc.live)} live buffers, {recent}"
+            return f"DRAM {_mib(proc.live_dram)} in {len(proc.live)} live buffers, {recent}"
         if phase is Phase.RELEASED:
             return f"TRACE freed, {len(proc.live)} buffers left, {recent}"
         return f"no busy allocation for {(self._now - proc.last_busy) / _NS:.1f} s"

@@ -36,6 +36,8 @@ NTYPES = len(BufferType)
 _CB = int(BufferType.CB)
 _KERNEL = int(BufferType.KERNEL)
 _KERNEL_NAMES = {int(k): k.name.title() for k in KernelType}
+_ALLOC, _REF_INC, _REF_DEC, _FREE = EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE
+_FREE_UNKNOWN, _CLEANUP = EventKind.FREE_UNKNOWN, EventKind.CLEANUP
 
 
 class Buffer:
@@ -72,25 +74,51 @@ class Buffer:
                 f"size={self.size}, pid={self.owner_pid}, refs={self.ref_count})")
 
 
-class Registry:
-    """Live buffers and per-device / per-process totals, driven by messages or by events."""
+def _key(device: int, buffer_id: int) -> int | tuple[int, int]:
+    """The dict key of (device, buffer_id) within one id space: one int, ``buffer_id << 8 | device``.
+
+    An int is half the size of a tuple, hashes faster and is not tracked by the GC. It is unique
+    for any ``buffer_id`` (even negative) as long as ``0 <= device < 256`` (``MAX_DEVICES``); any
+    other device falls back to the tuple, so the mapping stays one-to-one whatever the input.
+    """
+    return buffer_id << 8 | device if 0 <= device < 256 else (device, buffer_id)
+
+
+#: Index of the live-entry count after the NTYPES byte totals in a (pid, device) usage list.
+_N = NTYPES
+
+
+class _DeviceUsage:
+    """What one device holds: bytes by type, live buffers (CB/KERNEL excluded), and the same by owner PID."""
+
+    __slots__ = ("totals", "count", "by_pid")
 
     def __init__(self) -> None:
-        # One address space per kind of entry: buffers, CBs and kernels may share ids.
-        self._buffers: dict[tuple[int, int], Buffer] = {}
-        self._cbs: dict[tuple[int, int], Buffer] = {}
-        self._kernels: dict[tuple[int, int], Buffer] = {}
-        self._dev_totals: dict[int, list[int]] = {}  # device -> bytes by BufferType
-        self._dev_counts: dict[int, int] = {}  # device -> live buffers (CB/KERNEL excluded, as num_buffers)
-        self._pid_totals: dict[int, list[int]] = {}  # pid -> bytes by BufferType
-        self._pid_dev_totals: dict[tuple[int, int], list[int]] = {}  # (pid, device) -> bytes by BufferType
-        self._pid_counts: dict[int, int] = {}  # pid -> live entries
+        self.totals = [0] * NTYPES
+        self.count = 0
+        # pid -> bytes by BufferType, then live entries at [_N]. A PID is listed while it owns an entry here.
+        self.by_pid: dict[int, list[int]] = {}
+
+
+class Registry:
+    """Live buffers and per-device / per-process totals, driven by messages or by events.
+
+    Bookkeeping per change is two dict look-ups (device, then owner PID within it); per-process
+    figures (:meth:`pids`, :meth:`pid_totals`, :meth:`pid_count`) are summed over devices on demand.
+    """
+
+    def __init__(self) -> None:
+        # One address space per kind of entry: buffers, CBs and kernels may share ids. Keys: _key().
+        self._buffers: dict[int | tuple[int, int], Buffer] = {}
+        self._cbs: dict[int | tuple[int, int], Buffer] = {}
+        self._kernels: dict[int | tuple[int, int], Buffer] = {}
+        self._usage: dict[int, _DeviceUsage] = {}  # every device that has ever held something
         self.seq = 0  # sequence number of the last event produced or applied
         self.unknown_frees = 0
         self.messages = 0
 
     # ------------------------------------------------------------------ queries
-    def _space(self, buffer_type: int) -> dict[tuple[int, int], Buffer]:
+    def _space(self, buffer_type: int) -> dict[int | tuple[int, int], Buffer]:
         if buffer_type == _CB:
             return self._cbs
         if buffer_type == _KERNEL:
@@ -98,13 +126,18 @@ class Registry:
         return self._buffers
 
     def get(self, device: int, buffer_id: int, buffer_type: int = 0) -> Buffer | None:
-        return self._space(buffer_type).get((device, buffer_id))
+        return self._space(buffer_type).get(_key(device, buffer_id))
 
     def buffers(self) -> Iterator[Buffer]:
         """Every live entry: buffers, then CBs, then kernels."""
         yield from self._buffers.values()
         yield from self._cbs.values()
         yield from self._kernels.values()
+
+    def buffer_list(self) -> list[Buffer]:
+        """The live entries of :meth:`buffers` as a new list (of the same objects, not copies): a
+        consistent view that a worker thread can scan while the registry keeps changing."""
+        return [*self._buffers.values(), *self._cbs.values(), *self._kernels.values()]
 
     def __len__(self) -> int:
         return len(self._buffers) + len(self._cbs) + len(self._kernels)
@@ -116,76 +149,85 @@ class Registry:
 
     def devices(self) -> list[int]:
         """Devices that have ever held something, ascending."""
-        return sorted(self._dev_totals)
+        return sorted(self._usage)
 
     def device_totals(self, device: int) -> list[int]:
         """Bytes by :class:`BufferType` (7 entries; SYSTEM_MEMORY apart from L1_SMALL). A copy."""
-        return list(self._dev_totals.get(device, (0,) * NTYPES))
+        u = self._usage.get(device)
+        return list(u.totals) if u is not None else [0] * NTYPES
 
     def device_count(self, device: int) -> int:
-        return self._dev_counts.get(device, 0)
+        u = self._usage.get(device)
+        return u.count if u is not None else 0
 
     def wire_totals(self, device: int) -> tuple[int, int, int, int, int, int]:
         """(dram, l1, l1_small, trace, cb, kernel) as a RESPONSE carries them: SYSTEM_MEMORY in l1_small."""
-        t = self._dev_totals.get(device)
-        if t is None:
+        u = self._usage.get(device)
+        if u is None:
             return (0, 0, 0, 0, 0, 0)
+        t = u.totals
         return (t[0], t[1], t[2] + t[3], t[4], t[5], t[6])
 
     def pids(self) -> list[int]:
         """PIDs that own at least one live entry."""
-        return sorted(p for p, n in self._pid_counts.items() if n > 0)
+        return sorted({p for u in self._usage.values() for p in u.by_pid})
 
     def pid_totals(self, pid: int) -> list[int]:
-        return list(self._pid_totals.get(pid, (0,) * NTYPES))
+        out = [0] * NTYPES
+        for u in self._usage.values():
+            t = u.by_pid.get(pid)
+            if t is not None:
+                for i in range(NTYPES):
+                    out[i] += t[i]
+        return out
 
     def pid_device_totals(self, pid: int) -> dict[int, list[int]]:
-        return {d: list(t) for (p, d), t in self._pid_dev_totals.items() if p == pid and any(t)}
+        out = {}
+        for d, u in self._usage.items():
+            t = u.by_pid.get(pid)
+            if t is not None and any(t[:_N]):
+                out[d] = t[:_N]
+        return out
 
     def pid_count(self, pid: int) -> int:
-        return self._pid_counts.get(pid, 0)
+        return sum(u.by_pid[pid][_N] for u in self._usage.values() if pid in u.by_pid)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _add(self, b: Buffer, sign: int) -> None:
-        size = b.size * sign
+    def _account(self, b: Buffer, sign: int) -> None:
+        """Add (sign +1) or take away (-1) ``b`` in the device and (pid, device) totals."""
         t = b.buffer_type
-        dt = self._dev_totals.get(b.device)
-        if dt is None:
-            dt = self._dev_totals[b.device] = [0] * NTYPES
-            self._dev_counts[b.device] = 0
-        dt[t] += size
+        size = b.size if sign > 0 else -b.size
+        u = self._usage.get(b.device)
+        if u is None:
+            u = self._usage[b.device] = _DeviceUsage()
+        u.totals[t] += size
         if t != _CB and t != _KERNEL:
-            self._dev_counts[b.device] += sign
-        pt = self._pid_totals.get(b.owner_pid)
+            u.count += sign
+        pt = u.by_pid.get(b.owner_pid)
         if pt is None:
-            pt = self._pid_totals[b.owner_pid] = [0] * NTYPES
+            pt = u.by_pid[b.owner_pid] = [0] * (NTYPES + 1)
         pt[t] += size
-        key = (b.owner_pid, b.device)
-        pdt = self._pid_dev_totals.get(key)
-        if pdt is None:
-            pdt = self._pid_dev_totals[key] = [0] * NTYPES
-        pdt[t] += size
-        n = self._pid_counts.get(b.owner_pid, 0) + sign
-        if n:
-            self._pid_counts[b.owner_pid] = n
-        else:
-            self._pid_counts.pop(b.owner_pid, None)
-            self._pid_totals.pop(b.owner_pid, None)
-            for k in [k for k in self._pid_dev_totals if k[0] == b.owner_pid]:
-                del self._pid_dev_totals[k]
+        pt[_N] += sign
+        if not pt[_N]:
+            del u.by_pid[b.owner_pid]
 
-    def _insert(self, b: Buffer) -> None:
-        space = self._space(b.buffer_type)
-        key = (b.device, b.buffer_id)
+    def _put(self, space: dict, key: int | tuple[int, int], b: Buffer) -> None:
+        """Store ``b`` under ``key`` (its _key) in ``space`` (its id space), replacing any entry there."""
         old = space.get(key)
         if old is not None:
-            self._add(old, -1)
+            self._account(old, -1)
         space[key] = b
-        self._add(b, +1)
+        self._account(b, +1)
+
+    def _drop(self, space: dict, key: int | tuple[int, int], b: Buffer) -> None:
+        del space[key]
+        self._account(b, -1)
+
+    def _insert(self, b: Buffer) -> None:
+        self._put(self._space(b.buffer_type), _key(b.device, b.buffer_id), b)
 
     def _remove(self, b: Buffer) -> None:
-        del self._space(b.buffer_type)[(b.device, b.buffer_id)]
-        self._add(b, -1)
+        self._drop(self._space(b.buffer_type), _key(b.device, b.buffer_id), b)
 
     def _stamp(self, ev: Event) -> Event:
         self.seq += 1
@@ -213,35 +255,37 @@ class Registry:
         return None
 
     def _alloc(self, msg: AllocMessage, ts_ns: int, btype: int, name: str, trace: str) -> Event:
-        key = (msg.device_id, msg.buffer_id)
+        key = _key(msg.device_id, msg.buffer_id)
         space = self._space(btype)
         b = space.get(key)
         if b is not None and btype != _CB and btype != _KERNEL:
             b.ref_count += 1
-            return self._stamp(Event(EventKind.REF_INC, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
+            return self._stamp(Event(_REF_INC, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
                                      buffer_type=b.buffer_type, buffer_id=msg.buffer_id, size=msg.size,
                                      ref_count=b.ref_count))
-        ev = self._stamp(Event(EventKind.ALLOC, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
+        ev = self._stamp(Event(_ALLOC, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
                                buffer_type=btype, buffer_id=msg.buffer_id, size=msg.size, ref_count=1,
                                name=name, stack_trace=trace))
-        self._insert(Buffer(msg.device_id, msg.buffer_id, btype, msg.size, msg.process_id, 1, ts_ns, ev.seq,
-                            name, trace))
+        self._put(space, key, Buffer(msg.device_id, msg.buffer_id, btype, msg.size, msg.process_id, 1, ts_ns,
+                                     ev.seq, name, trace))
         return ev
 
     def _free(self, msg: AllocMessage, ts_ns: int, space_type: int) -> Event:
-        b = self._space(space_type).get((msg.device_id, msg.buffer_id))
+        space = self._space(space_type)
+        key = _key(msg.device_id, msg.buffer_id)
+        b = space.get(key)
         if b is None:
             self.unknown_frees += 1
-            return self._stamp(Event(EventKind.FREE_UNKNOWN, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
+            return self._stamp(Event(_FREE_UNKNOWN, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
                                      buffer_type=space_type, buffer_id=msg.buffer_id, size=msg.size))
         if space_type == 0:
             b.ref_count -= 1
             if b.ref_count > 0:
-                return self._stamp(Event(EventKind.REF_DEC, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
+                return self._stamp(Event(_REF_DEC, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
                                          buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size,
                                          ref_count=b.ref_count))
-        self._remove(b)
-        return self._stamp(Event(EventKind.FREE, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
+        self._drop(space, key, b)
+        return self._stamp(Event(_FREE, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
                                  buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size, ref_count=0,
                                  name=b.name))
 
@@ -276,18 +320,21 @@ class Registry:
         if ev.seq:
             self.seq = ev.seq
         k = ev.kind
-        if k == EventKind.ALLOC:
-            self._insert(Buffer(ev.device, ev.buffer_id, ev.buffer_type, ev.size, ev.pid, 1, ev.ts_ns, ev.seq,
-                                ev.name, ev.stack_trace))
-        elif k == EventKind.REF_INC or k == EventKind.REF_DEC:
-            b = self._space(ev.buffer_type).get((ev.device, ev.buffer_id))
+        if k == _ALLOC or k == _FREE or k == _CLEANUP or k == _REF_INC or k == _REF_DEC:
+            t = ev.buffer_type
+            space = self._cbs if t == _CB else self._kernels if t == _KERNEL else self._buffers  # = _space(t)
+            key = _key(ev.device, ev.buffer_id)
+            if k == _ALLOC:
+                self._put(space, key, Buffer(ev.device, ev.buffer_id, t, ev.size, ev.pid, 1, ev.ts_ns, ev.seq,
+                                             ev.name, ev.stack_trace))
+                return
+            b = space.get(key)
             if b is not None:
-                b.ref_count = ev.ref_count
-        elif k == EventKind.FREE or k == EventKind.CLEANUP:
-            b = self._space(ev.buffer_type).get((ev.device, ev.buffer_id))
-            if b is not None:
-                self._remove(b)
-        elif k == EventKind.FREE_UNKNOWN:
+                if k == _FREE or k == _CLEANUP:
+                    self._drop(space, key, b)
+                else:
+                    b.ref_count = ev.ref_count
+        elif k == _FREE_UNKNOWN:
             self.unknown_frees += 1
 
     def load_snapshot(self, buffers: Iterable[Buffer], seq: int) -> None:
@@ -306,15 +353,22 @@ class Registry:
         dev: dict[int, list[int]] = {}
         cnt: dict[int, int] = {}
         pid: dict[int, list[int]] = {}
+        pd: dict[tuple[int, int], list[int]] = {}
         for b in self.buffers():
             dev.setdefault(b.device, [0] * NTYPES)[b.buffer_type] += b.size
             if b.buffer_type not in (_CB, _KERNEL):
                 cnt[b.device] = cnt.get(b.device, 0) + 1
             pid.setdefault(b.owner_pid, [0] * NTYPES)[b.buffer_type] += b.size
+            pd.setdefault((b.owner_pid, b.device), [0] * NTYPES + [0])[b.buffer_type] += b.size
+            pd[b.owner_pid, b.device][_N] += 1
             assert b.ref_count >= 1, b
-        for d, t in self._dev_totals.items():
-            assert t == dev.get(d, [0] * NTYPES), (d, t, dev.get(d))
-            assert all(x >= 0 for x in t), (d, t)
-            assert self._dev_counts[d] == cnt.get(d, 0), (d, self._dev_counts[d], cnt.get(d))
-        assert set(dev) <= set(self._dev_totals)
-        assert {p: t for p, t in self._pid_totals.items()} == pid, (self._pid_totals, pid)
+        for d, u in self._usage.items():
+            assert u.totals == dev.get(d, [0] * NTYPES), (d, u.totals, dev.get(d))
+            assert all(x >= 0 for x in u.totals), (d, u.totals)
+            assert u.count == cnt.get(d, 0), (d, u.count, cnt.get(d))
+            for p, t in u.by_pid.items():
+                assert t[_N] > 0 and all(x >= 0 for x in t), (d, p, t)
+        assert set(dev) <= set(self._usage)
+        assert {p: self.pid_totals(p) for p in self.pids()} == pid, ([self.pid_totals(p) for p in self.pids()], pid)
+        assert sum(self.pid_count(p) for p in self.pids()) == len(self)
+        assert {(p, d): t for d, u in self._usage.items() for p, t in u.by_pid.items()} == pd

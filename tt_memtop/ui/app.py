@@ -4,10 +4,17 @@ Data path: ``source.run(emit)`` runs as an asyncio worker; ``emit`` folds each u
 :class:`MonitorState` at once (cheap, no widget work). A fixed timer (``fps``, 10–30 Hz) draws
 frames from the state: the header every tick, the visible pane when its data changed. Pausing
 stops the drawing, never the ingestion. Ranking a million buffers happens in a thread worker.
+
+Replays: a source with ``Capability.SEEK`` in its ``capabilities`` is a *player* (pause, step,
+seek, speed; see :class:`~tt_memtop.sources.logfile.ReplaySource`). Then ``p`` / Space pause the
+playback rather than the drawing, the replay keys of the binding table are enabled, and the
+header shows the playback. A seek arrives as a ``Snapshot(reset=True)``: the state is rebuilt
+from it (a fresh MonitorState: feed, histories and phases of the old position are dropped).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,8 +26,8 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
 
 from ..core.model import MonitorState
-from ..sources.base import Capability, EventBatch, Source, Status, Update
-from .bindings import KEYS, app_bindings
+from ..sources.base import Capability, EventBatch, Snapshot, Source, Status, Update
+from .bindings import KEYS, app_bindings, key_active
 from .buffer_query import SORT_ORDER as BUFFER_SORTS
 from .buffer_query import Window, compute_window
 from .filters import ViewFilter
@@ -35,14 +42,23 @@ from .themes import DEFAULT_THEME, THEME_ALIASES, THEMES, stylesheet_paths
 from .widgets.buffers_pane import BuffersPane
 from .widgets.device_pane import DevicePane, DeviceRow
 from .widgets.event_feed import EventFeed
-from .widgets.header_bar import HeaderBar, HeaderInfo
+from .widgets.header_bar import HeaderBar, HeaderInfo, Playback, clock
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
 from .widgets.processes_pane import ProcessesPane, process_rows
 
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
 CHUNK = 512  # events folded at a time from a big batch
+RANK_SPACING = 4.0  # a buffers ranking that took t s is not repeated for RANK_SPACING * t s
+#: Collector thresholds while the app runs. The state holds millions of long-lived, acyclic objects
+#: (a Buffer per live buffer, the feed's Events): with the defaults (700, 10, 10) the collector
+#: rescans all of them every few seconds, a 300+ ms freeze of ingestion and drawing each time. Young
+#: generations are still collected often (cycles made by the UI go quickly); full collections are rare.
+GC_THRESHOLDS = (10_000, 10, 1_000)
 PANES = ("devices", "feed", "buffers", "processes")
 PANE_TITLES = {"devices": "1 Devices", "feed": "2 Events", "buffers": "3 Buffers", "processes": "4 Processes"}
+REPLAY_ACTIONS = frozenset({"play_pause", "step", "seek", "seek_to", "speed"})
+SEEK_STEP = 0.05  # [ / ]: this fraction of the duration
+SPEEDS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 def new_state(phases: bool = True) -> MonitorState:
@@ -62,8 +78,9 @@ class KeyCommands(Provider):
     """Every action of the binding table, searchable in the command palette."""
 
     def _commands(self):
+        replay = getattr(self.app, "player", None) is not None
         for k in KEYS:
-            if k.action:
+            if k.action and key_active(k, replay):
                 yield f"{k.short or k.description} ({k.label or k.keys})", k.action, k.description
 
     async def discover(self) -> Hits:
@@ -95,9 +112,12 @@ class MemtopApp(App[int]):
     def __init__(self, source: Source, *, view_filter: ViewFilter | None = None, theme: str | None = None,
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
                  local: bool | None = None, state: MonitorState | None = None, buffer_limit: int = 500,
-                 pane: str = "feed") -> None:
+                 pane: str = "feed", step_events: int = 1) -> None:
         super().__init__()
         self.source = source
+        #: the source as a player (a replay), or None
+        self.player = source if Capability.SEEK in getattr(source, "capabilities", frozenset()) else None
+        self.step_events = max(1, step_events)
         self.state = state if state is not None else new_state()
         self.view_filter = view_filter or ViewFilter()
         self.clock = clock
@@ -145,6 +165,8 @@ class MemtopApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         # The main screen's widgets, kept: queries on the app would search a modal when one is open.
         self.w_header = self.query_one(HeaderBar)
         self.w_devices = self.query_one(DevicePane)
@@ -166,6 +188,9 @@ class MemtopApp(App[int]):
         self.set_interval(1 / self.fps, self._tick)
         self._tick()
 
+    def on_unmount(self) -> None:
+        gc.set_threshold(*self._gc_thresholds)
+
     # ------------------------------------------------------------------ ingestion (never draws)
     def emit(self, update: Update) -> None:
         """The source's callback: queue only. Folding happens in :meth:`_fold`, in time slices."""
@@ -185,6 +210,34 @@ class MemtopApp(App[int]):
             self.ingest_error = f"{type(exc).__name__}: {exc}"
             self.state.apply(Status("error", self.ingest_error))
 
+    def _reset_state(self) -> None:
+        """A replay moved in time: start over from an empty state of the same kind (the reset Snapshot
+        that follows fills it). Counters restart, so the widgets that track them restart too."""
+        old = self.state
+        phases = None
+        if old.phases is not None:
+            try:
+                phases = type(old.phases)()
+            except TypeError:  # a tracker that needs arguments: keep the new state without phases
+                phases = None
+        self.state = type(old)(feed_limit=old.feed.maxlen or 100_000, phases=phases)
+        self.state.inventory = old.inventory
+        self.state.status = old.status
+        self.state.capabilities = old.capabilities
+        self.paused_at_events = 0
+        self.last_frame_events = 0
+        self._rate_samples.clear()
+        self._dev_seen = (-1, -1, None)
+        self._buf_snapshot = None
+        self._buf_due = 0.0
+        self._proc_due = 0.0
+        note = ""
+        if self.player is not None:
+            p = self.player
+            note = (f"moved to {clock(p.position_s, p.duration_s < 10)} ({p.position:,}/{p.length:,} {p.unit}): "
+                    "the state is rebuilt there; events from here on")
+        self.w_feed.reset(note)
+
     async def _fold(self) -> None:
         """Fold queued updates into the state, yielding every ``SLICE_S`` so frames keep their rate
         even when a source delivers more than this process can fold (then the header shows the backlog)."""
@@ -203,6 +256,9 @@ class MemtopApp(App[int]):
                     self._pending_events -= CHUNK
                 else:
                     pending.popleft()
+                    if isinstance(update, Snapshot) and update.reset:
+                        self._reset_state()
+                        apply = self.state.apply
                     apply(update)
                     if isinstance(update, EventBatch):
                         self._pending_events -= len(update.events)
@@ -225,7 +281,7 @@ class MemtopApp(App[int]):
             self._last_sample = now
         self._draw_devices(sample)
         if self.pane == "feed":
-            self.w_feed.pull(st, self.view_filter)
+            self.w_feed.pull(st, self.view_filter, self._origin_ns())
         elif self.pane == "buffers":
             self._maybe_query_buffers(now)
         elif self.pane == "processes" and now >= self._proc_due:
@@ -244,18 +300,36 @@ class MemtopApp(App[int]):
         t0, n0 = next(((t, n) for t, n in s if t1 - t <= 2.0), s[0])
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def _origin_ns(self) -> int | None:
+        """Feed times count from here: a replay's file start (so they match the header's position),
+        else the first timestamp seen."""
+        return self.player.origin_ns if self.player is not None else None
+
+    def playback(self) -> Playback | None:
+        """The player's position for the header (None unless replaying, or when the source failed)."""
+        p = self.player
+        if p is None or self.ingest_error:
+            return None
+        state = "ended" if p.at_end else "paused" if p.paused else "playing"
+        return Playback(state, round(p.position_s, 3), p.duration_s, p.position, p.length, p.unit, p.speed)
+
     def _draw_header(self) -> None:
         st = self.state
         now = self.clock()
         desc = getattr(self.source, "description", type(self.source).__name__)
         msg = st.status.message
+        playback = self.playback()
+        if playback is not None:
+            desc = getattr(self.source, "short_description", desc)
+            if st.status.state in ("playing", "paused", "ended", "connecting"):
+                msg = ""  # the player's own status line: the header's playback segment says it all
         if st.capabilities and Capability.EVENTS not in st.capabilities:
             msg = (msg + "; " if msg else "") + "totals only: no event feed from this source"
         self.w_header.show(HeaderInfo(
             source=desc, state=st.status.state, message=msg, rate=self._rate(), uptime=now - self._started,
             filters=self.view_filter.describe(), paused=self.paused,
             new_while_paused=st.events_total - self.paused_at_events if self.paused else 0, gaps=st.gaps,
-            backlog=self._pending_events))
+            backlog=self._pending_events, playback=playback))
 
     def _draw_devices(self, sample: bool) -> None:
         st = self.state
@@ -288,19 +362,36 @@ class MemtopApp(App[int]):
 
     # ------------------------------------------------------------------ buffers: ranked off the render path
     def _maybe_query_buffers(self, now: float, force: bool = False) -> None:
+        """Rank the live buffers in a worker thread, at most every ``sample_period``.
+
+        The worker gets a list of references (:meth:`Registry.buffer_list`, no Buffer is copied),
+        kept only while paused (the frozen view is re-ranked on sort / filter changes). Ranking a
+        million buffers holds the GIL for a few hundred ms, time the fold then lacks: the next
+        ranking waits ``RANK_SPACING`` times as long as the last one took, so ranking never takes
+        more than about 1 / (1 + RANK_SPACING) of the process, whatever the registry's size.
+        """
         if self._buf_busy or (not force and now < self._buf_due):
             return
-        if not self.paused or self._buf_snapshot is None:
-            self._buf_snapshot = list(self.state.registry.buffers())
+        if not self.paused:
+            self._buf_snapshot = None  # don't keep a million references (and freed buffers) alive
+            snapshot = self.state.registry.buffer_list()
+        else:
+            if self._buf_snapshot is None:
+                self._buf_snapshot = self.state.registry.buffer_list()
+            snapshot = self._buf_snapshot
         self._buf_due = now + self.sample_period
         self._buf_busy = True
-        self._rank_buffers(self._buf_snapshot, self.view_filter, self.buffer_sort, self.buffer_invert, self.group)
+        self._rank_buffers(snapshot, self.view_filter, self.buffer_sort, self.buffer_invert, self.group)
 
     @work(thread=True, exclusive=True, group="rank", exit_on_error=False)
     def _rank_buffers(self, snapshot, view_filter, sort, invert, group) -> None:
         try:
+            t0 = time.monotonic()
             window = compute_window(snapshot, view_filter, sort, invert, group, self.buffer_limit,
                                     self.procs.name if view_filter.text else None)
+            del snapshot  # the worker's reference: the list can go as soon as it is ranked
+            t1 = time.monotonic()
+            self._buf_due = max(self._buf_due, t1 + RANK_SPACING * (t1 - t0))
             self.call_from_thread(self._show_buffers, window, sort, invert, group)
         finally:
             self._buf_busy = False
@@ -320,7 +411,7 @@ class MemtopApp(App[int]):
                 self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
             self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert)
         elif self.pane == "feed" and not self.paused:
-            self.w_feed.pull(self.state, self.view_filter)
+            self.w_feed.pull(self.state, self.view_filter, self._origin_ns())
         if not self.paused:
             self._dev_seen = (-1, -1, None)
             self._draw_devices(False)
@@ -350,6 +441,42 @@ class MemtopApp(App[int]):
 
     def action_show_pane(self, pane: str) -> None:
         self.show_pane(pane)
+
+    # ------------------------------------------------------------------ replay (player sources only)
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Replay keys exist only with a player; the view pause only without one (see bindings.py)."""
+        if action in REPLAY_ACTIONS:
+            return self.player is not None
+        if action == "toggle_pause":
+            return self.player is None
+        return True
+
+    def action_play_pause(self) -> None:
+        if self.player is not None:
+            self.player.toggle()
+
+    def action_step(self) -> None:
+        if self.player is not None:
+            self.player.step_events(self.step_events)
+
+    def action_seek(self, direction: int) -> None:
+        if self.player is not None:
+            self.player.skip(direction * SEEK_STEP * self.player.duration_s)
+
+    def action_seek_to(self, fraction: float) -> None:
+        if self.player is not None:
+            self.player.seek(float(fraction))
+
+    def action_speed(self, direction: int) -> None:
+        p = self.player
+        if p is None:
+            return
+        if direction > 0:
+            speed = next((s for s in SPEEDS if s > p.speed * 1.001), SPEEDS[-1])
+        else:
+            speed = next((s for s in reversed(SPEEDS) if s < p.speed / 1.001), SPEEDS[0])
+        p.set_speed(speed)
+        self._draw_header()
 
     # ------------------------------------------------------------------ pause / follow / group
     def action_toggle_pause(self) -> None:
@@ -512,4 +639,4 @@ class MemtopApp(App[int]):
                                       placeholder="0x3e363c80"), chosen)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(replay=self.player is not None))
