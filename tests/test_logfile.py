@@ -218,3 +218,50 @@ async def test_replay_recording_seek_back(recording):
         src.step(3)
         await until(lambda: len(state.registry) == 14, "stepped")
         tg.cancel_scope.cancel()
+
+
+async def test_replay_seeks_send_reset_snapshots_skips_add_up_and_steps_count_events(recording):
+    state = MonitorState()
+    snaps: list[Snapshot] = []
+    batches: list[int] = []
+
+    def emit(u):
+        state.apply(u)
+        if isinstance(u, Snapshot):
+            snaps.append(u)
+        elif hasattr(u, "events"):
+            batches.append(len(u.events))
+
+    src = ReplaySource(str(SESSION_LOG), rate=10.0, paused=True, tick=0.01)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(src.run, emit)
+        await until(lambda: state.status.state == "paused", "paused")
+        src.skip(2.0)
+        src.skip(1.0)  # queued together: 3 s = 30 lines
+        await until(lambda: src.position == 30, "skipped")
+        assert snaps[-1].reset and src.position_s == 3.0
+        src.step_events(2)  # line 31 ("Removed 2 buffers") brings 2 cleanups and the process exit: 2 now
+        await until(lambda: sum(batches) == 2, "stepped")
+        assert src.paused and batches == [2] and src.position == 31
+        src.step_events(1)  # the exit, from the same line
+        await until(lambda: sum(batches) == 3, "stepped again")
+        assert src.position == 31 and 8216 in state.exited
+        src.step_events(1)  # 50+ lines without events (the dump's table) are passed over, up to its DUMP
+        await until(lambda: sum(batches) == 4, "stepped over lines without events")
+        assert batches == [2, 1, 1] and src.position == 85
+        src.seek(1.0)
+        await until(lambda: src.at_end, "end")
+        src.toggle()  # at the end: play again from the start
+        await until(lambda: not src.paused and snaps[-1].reset and snaps[-1].buffers == [], "restarted")
+        tg.cancel_scope.cancel()
+
+    path, _ = recording
+    state = MonitorState()
+    src = ReplaySource(path, paused=True, tick=0.01)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(src.run, state.apply)
+        src.seek(1.0)
+        await until(lambda: len(state.registry) == 25, "end")
+        src.seek(0.0)  # the very start, before the first event
+        await until(lambda: src.position == 0 and len(state.registry) == 0, "start")
+        tg.cancel_scope.cancel()

@@ -5,16 +5,18 @@ Format (docs/RECORDING.md): ``b"TTMEMREC"`` + u16 format version, then records, 
 :mod:`~tt_memtop.core.eventcodec` record (kind byte + body). The first record is a HEADER
 (codec version, wall-clock and monotonic start times, socket path, inventory); the others are
 EVENTS batches. A crash can only tear the last record: readers stop there, silently, and report
-how many bytes they skipped.
+how many bytes they skipped. Readers stream: a recording of any length is read in bounded memory.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .core import eventcodec as codec
 from .core.devices import Inventory
@@ -28,6 +30,7 @@ FORMAT_VERSION = 1
 _FILE_HEAD = struct.Struct("<8sH")
 _REC_HEAD = struct.Struct("<II")  # length, crc32
 _HEADER_BODY = struct.Struct("<Hqq")  # codec version, wall ns, monotonic ns
+READ_CHUNK = 1 << 20  # readers stream the file in pieces of this size
 
 
 class RecordingError(ValueError):
@@ -82,41 +85,59 @@ class RecordingWriter:
 
 
 class RecordingReader:
-    """Iterate a recording's events. ``header`` is read on construction; ``torn_bytes`` after iteration."""
+    """Iterate a recording's events, streaming: memory stays bounded by one record plus the read buffer.
 
-    def __init__(self, path: str) -> None:
+    ``header`` is read on construction; the file is opened again by each iteration (a reader can be
+    iterated more than once), read in ``chunk_size`` pieces and closed when the iteration ends.
+    ``torn_bytes`` (after an iteration): bytes after the last good record (a torn or corrupt tail,
+    skipped, not an error).
+    """
+
+    def __init__(self, path: str, *, chunk_size: int = READ_CHUNK) -> None:
         self.path = path
-        with open(path, "rb") as f:
-            self._data = f.read()
+        self.chunk_size = chunk_size
         self.torn_bytes = 0
-        if len(self._data) < _FILE_HEAD.size:
-            raise RecordingError(f"{path}: too short to be a tt-memtop recording")
-        magic, version = _FILE_HEAD.unpack_from(self._data)
-        if magic != FILE_MAGIC:
-            raise RecordingError(f"{path}: not a tt-memtop recording (bad magic)")
-        if version != FORMAT_VERSION:
-            raise RecordingError(f"{path}: recording format {version} is not supported (this build reads "
-                                 f"{FORMAT_VERSION})")
-        records = self._records()
-        first = next(records, None)
-        if first is None or first[0] != codec.RecordKind.HEADER:
-            raise RecordingError(f"{path}: the header record is missing or damaged")
-        self.header = self._parse_header(first[1])
-        self._rest = records
+        with open(path, "rb", buffering=chunk_size) as f:
+            head = f.read(_FILE_HEAD.size)
+            if len(head) < _FILE_HEAD.size:
+                raise RecordingError(f"{path}: too short to be a tt-memtop recording")
+            magic, version = _FILE_HEAD.unpack(head)
+            if magic != FILE_MAGIC:
+                raise RecordingError(f"{path}: not a tt-memtop recording (bad magic)")
+            if version != FORMAT_VERSION:
+                raise RecordingError(f"{path}: recording format {version} is not supported (this build reads "
+                                     f"{FORMAT_VERSION})")
+            first = next(self._records(f), None)
+            if first is None or first[0] != codec.RecordKind.HEADER:
+                raise RecordingError(f"{path}: the header record is missing or damaged")
+            self.header = self._parse_header(first[1])
+            self._data_offset = f.tell()  # the first EVENTS record
 
-    def _records(self) -> Iterator[tuple[int, memoryview]]:
-        data = memoryview(self._data)
-        off = _FILE_HEAD.size
-        while off < len(data):
-            if off + _REC_HEAD.size > len(data):
+    def _records(self, f: BinaryIO) -> Iterator[tuple[int, memoryview]]:
+        """(kind, body) of each intact record from ``f``'s position; sets ``torn_bytes`` when it stops.
+
+        A record is trusted only when its whole length is in the file and its CRC matches; a length
+        that runs past the end of the file is never read (a corrupt length cannot make us buffer the
+        file).
+        """
+        size = os.fstat(f.fileno()).st_size
+        off = f.tell()
+        while True:
+            head = f.read(_REC_HEAD.size)
+            if len(head) < _REC_HEAD.size:
                 break
-            n, crc = _REC_HEAD.unpack_from(data, off)
-            rec = data[off + _REC_HEAD.size: off + _REC_HEAD.size + n]
-            if n == 0 or len(rec) < n or zlib.crc32(rec) != crc:
+            n, crc = _REC_HEAD.unpack(head)
+            if n == 0 or off + _REC_HEAD.size + n > size:
+                size = os.fstat(f.fileno()).st_size  # a recording still being written may have grown
+                if n == 0 or off + _REC_HEAD.size + n > size:
+                    break
+            rec = f.read(n)
+            if len(rec) < n or zlib.crc32(rec) != crc:
                 break
             off += _REC_HEAD.size + n
-            yield rec[0], rec[1:]
-        self.torn_bytes = len(data) - off
+            view = memoryview(rec)
+            yield view[0], view[1:]
+        self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - off)
 
     def _parse_header(self, body: memoryview) -> RecordingHeader:
         cv, wall, mono = _HEADER_BODY.unpack_from(body)
@@ -128,14 +149,23 @@ class RecordingReader:
         inv, _ = codec.decode_inventory(body, off + 2 + n)
         return RecordingHeader(cv, wall, mono, sp, inv)
 
+    def batches(self) -> Iterator[list[Event]]:
+        """The events, one list per EVENTS record, read lazily from the file."""
+        with open(self.path, "rb", buffering=self.chunk_size) as f:
+            f.seek(self._data_offset)
+            for kind, body in self._records(f):
+                if kind == codec.RecordKind.EVENTS:
+                    try:
+                        events = codec.decode_events_body(body)
+                    except codec.CodecError:  # an intact CRC over an undecodable body: stop as at a torn tail
+                        self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - f.tell() + _REC_HEAD.size
+                                              + len(body) + 1)
+                        return
+                    yield events
+
     def __iter__(self) -> Iterator[Event]:
-        for kind, body in self._rest:
-            if kind == codec.RecordKind.EVENTS:
-                try:
-                    events = codec.decode_events_body(body)
-                except codec.CodecError:
-                    return
-                yield from events
+        for events in self.batches():
+            yield from events
 
 
 def read_header(path: str) -> RecordingHeader:

@@ -1,8 +1,10 @@
-"""``memtop replay FILE [--speed X] [--rate LINES_PER_S]``: play a server log or a recording in the monitor.
+"""``memtop replay FILE [--speed X] [--rate LINES_PER_S] [--step N]``: play a server log or a recording in the monitor.
 
-Logs have no timestamps and play at ``--rate`` lines per second; recordings play with their own
-timestamps. ``--speed`` scales both. With ``--once`` / ``--json`` (or a non-terminal stdout) the
-final state is printed instead.
+Logs have no timestamps and play at ``--rate`` lines per second (by default 5000, lowered for a
+short log so that it lasts at least 10 s); recordings play with their own timestamps. ``--speed``
+scales both. In the monitor: p / Space pause and resume, ``.`` steps ``--step`` events, ``[`` / ``]``
+seek 5 %, ``{`` / ``}`` jump to the start / end, ``-`` / ``+`` halve / double the speed. With
+``--once`` / ``--json`` (or a non-terminal stdout) the final state is printed instead.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import sys
 
 from ..sources.logfile import DEFAULT_RATE, ReplaySource
 
+#: a log without --rate plays for at least this long at speed 1 (short logs are slowed down)
+MIN_DURATION_S = 10.0
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="allocation-server stdout (any version) or a memtop recording")
     parser.add_argument("--speed", type=float, default=1.0, metavar="X", help="playback speed factor (default 1)")
-    parser.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="LINES_PER_S",
-                        help=f"logs only: lines per second at speed 1 (default {DEFAULT_RATE:g})")
+    parser.add_argument("--rate", type=float, default=None, metavar="LINES_PER_S",
+                        help=f"logs only: lines per second at speed 1 (default {DEFAULT_RATE:g}, or slower for a "
+                             f"log that would play in under {MIN_DURATION_S:g} s)")
+    parser.add_argument("--step", type=int, default=1, metavar="N", help="events per step ('.' key; default 1)")
     parser.add_argument("--paused", action="store_true", help="start paused")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--once", action="store_true", help="print the final state as a table and exit")
@@ -30,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        source = ReplaySource(args.file, args.speed, rate=args.rate, paused=args.paused)
+        source = ReplaySource(args.file, args.speed, rate=args.rate or DEFAULT_RATE, paused=args.paused,
+                              min_duration_s=0.0 if args.rate else MIN_DURATION_S)
     except OSError as exc:
         print(f"memtop replay: {exc}", file=sys.stderr)
         return 1
@@ -41,4 +49,4 @@ def run(args: argparse.Namespace) -> int:
         return run_oneshot(args, source)
     from .top import run_monitor
 
-    return run_monitor(args, source)
+    return run_monitor(args, source, step_events=args.step)

@@ -35,7 +35,7 @@ def _say(msg: str) -> None:
     print(f"memtop: {msg}", file=sys.stderr)
 
 
-def run_monitor(args: argparse.Namespace, source) -> int:
+def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
     """Run the TUI on ``source`` with the filters, theme and refresh period from ``args``."""
     from ..ui.app import MemtopApp
     from ..ui.filters import ViewFilter
@@ -48,7 +48,7 @@ def run_monitor(args: argparse.Namespace, source) -> int:
         return 2
     interval = getattr(args, "interval", 0.5) or 0.5
     app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None),
-                    sample_period=max(0.1, interval))
+                    sample_period=max(0.1, interval), **app_kw)
     app.run()
     return int(app.return_code or 0)
 

@@ -30,12 +30,18 @@ class Capability(str, Enum):
 
 @dataclass(slots=True)
 class Snapshot:
-    """The full live state at sequence number ``seq``: replaces whatever the consumer had."""
+    """The full live state at sequence number ``seq``: replaces whatever the consumer had.
+
+    ``reset``: the source moved in time (a replay's seek), so everything derived from earlier
+    events (the feed, buffer histories, phases, counters) belongs to another timeline and must be
+    dropped too, not just the registry.
+    """
 
     buffers: list[Buffer]
     seq: int
     ts_ns: int
     inventory: Inventory | None = None
+    reset: bool = False
 
 
 @dataclass(slots=True)
@@ -71,6 +77,9 @@ class Source(ABC):
     """A producer of :data:`Update` s."""
 
     description: str = "source"
+    #: What is known before :meth:`run` starts; a source with ``Capability.SEEK`` here is a player
+    #: (pause/resume/step/seek/set_speed, see :class:`~tt_memtop.sources.logfile.ReplaySource`).
+    capabilities: frozenset[Capability] = frozenset()
 
     @abstractmethod
     async def run(self, emit: Emit) -> None:

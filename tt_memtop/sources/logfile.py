@@ -300,6 +300,16 @@ class _LogTimeline:
             self.parser.take_records()
         return out
 
+    def read_events(self, n: int) -> list[Event]:
+        """Lines up to and including the one that completes ``n`` events (lines without one are passed).
+        Each event is stamped with its own line's log time."""
+        out: list[Event] = []
+        while len(out) < n and self._fill():
+            evs = self.read(1)
+            _stamp(evs, int(self.time_of(self.pos) * 1e9))
+            out += evs
+        return out
+
     def seek(self, pos: int) -> None:
         pos = max(0, min(pos, self.total))
         best = self.ckpt.best(pos)
@@ -389,6 +399,9 @@ class _RecordingTimeline:
             n -= 1
         return out
 
+    def read_events(self, n: int) -> list[Event]:
+        return self.read(n)
+
     def read_until(self, seconds: float) -> list[Event]:
         limit = self.t0 + int(seconds * 1e9)
         out = []
@@ -409,6 +422,9 @@ class _RecordingTimeline:
         self.read(pos - self.pos)
 
     def seek_time(self, seconds: float) -> None:
+        if seconds <= 0:  # the very start: before the first event, even when others share its timestamp
+            self.seek(0)
+            return
         limit = self.t0 + int(seconds * 1e9)
         if (ev := self._next()) is not None and ev.ts_ns > limit or self.pos >= self.total:
             self.seek(0)
@@ -425,11 +441,20 @@ class ReplaySource(Source):
     Logs have no timestamps: they play at ``rate`` lines per second (log time = line / rate).
     Recordings play with their own timestamps. ``speed`` scales both. The control methods are
     meant to be called from the UI's event loop while :meth:`run` is running; after a seek the
-    new state is sent as a :class:`Snapshot`, then playback continues from there.
+    new state is sent as a :class:`Snapshot` with ``reset=True`` (consumers drop their feed and
+    history: they belong to another point in time), then playback continues from there.
+
+    ``min_duration_s`` (logs): when the whole log would play in less than this at ``rate``, the
+    rate is lowered so that it lasts that long (a 200-line log at 5000 lines/s is over before
+    it is drawn).
     """
 
+    capabilities = REPLAY_CAPS
+    local = False  # recorded PIDs belong to another time (or machine): never look them up in /proc
+
     def __init__(self, path: str, speed: float = 1.0, *, rate: float = DEFAULT_RATE, paused: bool = False,
-                 tick: float = 0.05, hold_at_end: bool = True, checkpoint_every: int = 20_000) -> None:
+                 tick: float = 0.05, hold_at_end: bool = True, checkpoint_every: int = 20_000,
+                 min_duration_s: float = 0.0) -> None:
         self.path = path
         self.speed = speed
         self.rate = rate
@@ -438,10 +463,14 @@ class ReplaySource(Source):
         self.recording = is_recording(path)
         self.timeline = (_RecordingTimeline(path, checkpoint_every) if self.recording
                          else _LogTimeline(path, rate, checkpoint_every))
+        if not self.recording and min_duration_s > 0 and self.timeline.total / rate < min_duration_s:
+            self.rate = self.timeline.rate = max(1.0, self.timeline.total / min_duration_s)
         self.paused = paused
         self.description = f"replay of {'recording' if self.recording else 'log'} {path}"
+        self.short_description = f"{'recording' if self.recording else 'log'} {os.path.basename(path)}"
         self._clock_s = 0.0  # playback position in log time (seconds)
         self._ops: list[tuple[str, float]] = []
+        self._carry: list[Event] = []  # read but not sent: a step of N events ended inside a line's events
         self._wake: anyio.Event | None = None
 
     # ------------------------------------------------------------------ controls
@@ -457,17 +486,26 @@ class ReplaySource(Source):
         self._push("resume")
 
     def toggle(self) -> None:
-        self._push("resume" if self.paused else "pause")
+        """Pause or resume; at the end, play again from the start (as a media player does)."""
+        self._push("toggle")
 
     def step(self, n: int = 1) -> None:
         """Pause and advance ``n`` lines (logs) or events (recordings)."""
         self._push("step", n)
+
+    def step_events(self, n: int = 1) -> None:
+        """Pause and advance by ``n`` events (a log's lines without an event are passed over)."""
+        self._push("step_events", n)
 
     def seek(self, fraction: float | None = None, *, seconds: float | None = None) -> None:
         """Jump to a fraction of the file (0..1) or to a time in seconds of log time."""
         if seconds is None:
             seconds = max(0.0, min(1.0, fraction or 0.0)) * self.duration_s
         self._push("seek", max(0.0, seconds))
+
+    def skip(self, seconds: float) -> None:
+        """Seek relative to the current position (negative: back). Queued skips add up."""
+        self._push("skip", seconds)
 
     def set_speed(self, speed: float) -> None:
         self.speed = max(0.01, float(speed))
@@ -487,7 +525,25 @@ class ReplaySource(Source):
 
     @property
     def at_end(self) -> bool:
-        return self.timeline.pos >= self.timeline.total
+        return self.timeline.pos >= self.timeline.total and not self._carry
+
+    @property
+    def position(self) -> int:
+        """Lines (logs) or events (recordings) played so far; see :attr:`length` and :attr:`unit`."""
+        return self.timeline.pos
+
+    @property
+    def length(self) -> int:
+        return self.timeline.total
+
+    @property
+    def unit(self) -> str:
+        return self.timeline.unit
+
+    @property
+    def origin_ns(self) -> int:
+        """The timestamp of the file's start: events' ``ts_ns`` minus this is log time."""
+        return self.timeline.t0 if self.recording else 0
 
     # ------------------------------------------------------------------ playback
     def _status(self, emit: Emit, state: str | None = None) -> None:
@@ -496,17 +552,28 @@ class ReplaySource(Source):
         emit(Status(state, f"{self.description}: {tl.pos:,}/{tl.total:,} {tl.unit}, "
                            f"{self._clock_s:.1f}/{self.duration_s:.1f} s at {self.speed:g}x", REPLAY_CAPS))
 
-    def _batch(self, emit: Emit, events: list[Event]) -> None:
+    def _batch(self, emit: Emit, events: list[Event], stamped: bool = False) -> None:
         if not events:
             return
-        if not self.recording:
+        if not self.recording and not stamped:
             _stamp(events, int(self._clock_s * 1e9))
         emit(EventBatch(events))
 
-    def _snapshot(self, emit: Emit) -> None:
+    def _snapshot(self, emit: Emit, reset: bool = False) -> None:
         buffers, seq = self.timeline.state()
-        ts = int(self._clock_s * 1e9)
-        emit(Snapshot(buffers, seq, ts, self.timeline.inventory()))
+        ts = self.origin_ns + int(self._clock_s * 1e9)
+        emit(Snapshot(buffers, seq, ts, self.timeline.inventory(), reset=reset))
+
+    def _seek_to(self, emit: Emit, seconds: float) -> None:
+        tl = self.timeline
+        seconds = max(0.0, min(seconds, self.duration_s))
+        if self.recording:
+            tl.seek_time(seconds)
+        else:
+            tl.seek(tl.pos_of(seconds))
+        self._clock_s = seconds
+        self._carry = []
+        self._snapshot(emit, reset=True)
 
     def _advance(self, emit: Emit, dt: float) -> None:
         tl = self.timeline
@@ -515,6 +582,8 @@ class ReplaySource(Source):
             events = tl.read_until(self._clock_s)
         else:
             events = tl.read(max(0, tl.pos_of(self._clock_s) - tl.pos))
+        if self._carry:
+            events, self._carry = self._carry + events, []
         self._batch(emit, events)
 
     def _apply_ops(self, emit: Emit) -> None:
@@ -525,17 +594,28 @@ class ReplaySource(Source):
                 self.paused = True
             elif op == "resume":
                 self.paused = False
+            elif op == "toggle":
+                if self.at_end:
+                    self._seek_to(emit, 0.0)
+                    self.paused = False
+                else:
+                    self.paused = not self.paused
             elif op == "step":
                 self.paused = True
-                self._batch(emit, tl.read(int(arg)))
+                events, self._carry = self._carry + tl.read(int(arg)), []
                 self._clock_s = tl.time_of(tl.pos)
+                self._batch(emit, events)
+            elif op == "step_events":  # exactly n: a line with several events may leave some for later
+                self.paused = True
+                n = int(arg)
+                events = self._carry + tl.read_events(max(0, n - len(self._carry)))
+                events, self._carry = events[:n], events[n:]
+                self._clock_s = tl.time_of(tl.pos)
+                self._batch(emit, events, stamped=True)
             elif op == "seek":
-                if self.recording:
-                    tl.seek_time(arg)
-                else:
-                    tl.seek(tl.pos_of(arg))
-                self._clock_s = min(arg, self.duration_s)
-                self._snapshot(emit)
+                self._seek_to(emit, arg)
+            elif op == "skip":
+                self._seek_to(emit, self._clock_s + arg)
         if ops:
             self._status(emit)
 

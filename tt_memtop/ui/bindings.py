@@ -1,5 +1,12 @@
 """The one key table. It feeds the App's bindings, the Footer, the help screen and the command palette,
 so a key documented is a key that works (and vice versa).
+
+Some keys belong to one mode: ``mode="replay"`` keys exist only when the source is a player (a
+replay: it can pause, step, seek, change speed), ``mode="live"`` keys only when it is not. The App's
+``check_action`` enforces it, which also hides them from the Footer; help and the palette list a
+mode's keys only. ``p`` / Space is the one key with a meaning per mode: live, it freezes the view
+while ingestion goes on (nothing can be paused upstream); in a replay it pauses the playback
+itself, as in any media player, so nothing is missed and the view needs no freezing.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ class Key:
     show: bool = False  # in the Footer
     label: str = ""  # how help spells the keys
     short: str = ""  # Footer / palette wording, if shorter than the description
+    mode: str = ""  # "" = always; "live" / "replay" = only when the source is not / is a player
 
 
 KEYS: tuple[Key, ...] = (
@@ -27,10 +35,25 @@ KEYS: tuple[Key, ...] = (
     Key("4", "show_pane('processes')", "Processes", "Panes", label="4"),
     Key("enter", "drill", "Drill in: buffer details / a process's buffers", "Panes", label="Enter"),
     Key("escape", "back", "Back: close, clear the text filter, leave a drill-down", "Panes", label="Esc"),
-    Key("p,space", "toggle_pause", "Pause drawing (ingestion goes on)", "View", show=True, label="p / Space", short="Pause"),
+    Key("p,space", "toggle_pause", "Pause drawing (ingestion goes on)", "View", show=True, label="p / Space",
+        short="Pause", mode="live"),
     Key("f", "toggle_follow", "Follow the newest event in the feed", "View", label="f"),
     Key("g", "toggle_group", "Group buffers with one id on several devices", "View", label="g"),
     Key("j", "jump", "Jump to a buffer by id (hex or decimal)", "View", show=True, label="j", short="Jump to id"),
+    Key("p,space", "play_pause", "Pause / resume the playback (at the end: play again from the start)", "Replay",
+        show=True, label="p / Space", short="Play/Pause", mode="replay"),
+    Key("full_stop", "step", "Step: pause, then play the next event(s) (--step N, default 1)", "Replay", show=True,
+        label=".", short="Step", mode="replay"),
+    Key("left_square_bracket", "seek(-1)", "Seek back 5 % of the duration", "Replay", label="[", short="Back 5 %",
+        mode="replay"),
+    Key("right_square_bracket", "seek(1)", "Seek forward 5 % of the duration", "Replay", show=True, label="]",
+        short="Seek +5 %", mode="replay"),
+    Key("left_curly_bracket", "seek_to(0)", "Jump to the start", "Replay", label="{", short="To start", mode="replay"),
+    Key("right_curly_bracket", "seek_to(1)", "Jump to the end (the final state)", "Replay", label="}",
+        short="To end", mode="replay"),
+    Key("minus", "speed(-1)", "Slower: halve the playback speed", "Replay", label="-", short="Slower", mode="replay"),
+    Key("plus,equals_sign", "speed(1)", "Faster: double the playback speed", "Replay", show=True, label="+",
+        short="Faster", mode="replay"),
     Key("f6", "sort_menu", "Sort by…", "Sort", show=True, label="F6", short="Sort"),
     Key("less_than_sign", "sort_step(-1)", "Sort by the previous column", "Sort", label="<"),
     Key("greater_than_sign", "sort_step(1)", "Sort by the next column", "Sort", label=">"),
@@ -51,8 +74,14 @@ def app_bindings() -> list[Binding]:
             for k in KEYS if k.action]
 
 
-def help_rows() -> list[tuple[str, str, str]]:
-    """(group, keys as shown, description) in table order; plus the palette, which Textual binds."""
-    rows = [(k.group, k.label or k.keys, k.description) for k in KEYS]
+def key_active(k: Key, replay: bool | None) -> bool:
+    """Is ``k`` in use for a player source (``replay=True``), another source (False), or either (None)?"""
+    return replay is None or not k.mode or k.mode == ("replay" if replay else "live")
+
+
+def help_rows(replay: bool | None = None) -> list[tuple[str, str, str]]:
+    """(group, keys as shown, description) in table order; plus the palette, which Textual binds.
+    ``replay``: only the keys of that mode (None: every key)."""
+    rows = [(k.group, k.label or k.keys, k.description) for k in KEYS if key_active(k, replay)]
     rows.append(("General", "Ctrl+P", "Command palette (every action above, searchable)"))
     return rows

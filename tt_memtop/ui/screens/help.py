@@ -12,12 +12,12 @@ from textual.widgets import Static
 from ..bindings import help_rows
 
 
-def help_table() -> Table:
+def help_table(replay: bool | None = None) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     group = None
-    for g, keys, desc in help_rows():
+    for g, keys, desc in help_rows(replay):
         if g != group:
             if group is not None:
                 table.add_row("", "")
@@ -30,7 +30,11 @@ def help_table() -> Table:
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,f1,question_mark", "dismiss", "Close")]
 
+    def __init__(self, replay: bool | None = None) -> None:
+        super().__init__()
+        self.replay = replay
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box", classes="modal-box"):
             yield Static("[b]memtop — keys[/b]   (Esc closes; the mouse works too: click tabs, rows, scroll)")
-            yield Static(help_table())
+            yield Static(help_table(self.replay))

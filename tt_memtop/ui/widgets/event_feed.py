@@ -55,11 +55,20 @@ class EventFeed(ScrollView, can_focus=True):
         self.origin_ns = 0
         self._seen = 0  # model.events_total at the last pull
         self._filter = ViewFilter()
+        self.empty_text = "no events yet"
 
     # ------------------------------------------------------------------ data in
-    def pull(self, state: MonitorState, view_filter: ViewFilter) -> None:
-        """Append the events folded since the last pull (or rebuild when the filter changed)."""
-        self.origin_ns = state.first_ts_ns
+    def reset(self, note: str = "") -> None:
+        """Forget every row: the model started over (a replay seeked). ``note`` replaces "no events yet"."""
+        self.rows = []
+        self._seen = 0
+        self.empty_text = note or "no events yet"
+        self._resize()
+
+    def pull(self, state: MonitorState, view_filter: ViewFilter, origin_ns: int | None = None) -> None:
+        """Append the events folded since the last pull (or rebuild when the filter changed).
+        Times are shown relative to ``origin_ns`` (default: the first timestamp the model saw)."""
+        self.origin_ns = state.first_ts_ns if origin_ns is None else origin_ns
         fresh = state.events_total - self._seen
         if view_filter != self._filter:
             self._filter = view_filter
@@ -122,7 +131,7 @@ class EventFeed(ScrollView, can_focus=True):
         idx = y - 1 + int(self.scroll_offset.y)
         if idx >= len(self.rows) or idx < 0:
             if not self.rows and y == 1:
-                return Strip([Segment("no events yet", self._style("dim"))]).adjust_cell_length(width, base)
+                return Strip([Segment(self.empty_text, self._style("dim"))]).adjust_cell_length(width, base)
             return Strip.blank(width, base)
         ev, phase = self.rows[idx]
         return Strip(self._row_segments(ev, phase)).adjust_cell_length(width, base).apply_style(base)

@@ -1,4 +1,5 @@
-"""The top line: which source, its connection state, event rate, uptime, filters, PAUSED.
+"""The top line: which source, its connection state (or, replaying, the playback: state, position /
+duration, speed), event rate, uptime, filters, PAUSED.
 
 Textual's own Header shows a wall clock; this one shows only what the data says, so snapshots
 stay reproducible (uptime comes from the app's injected clock).
@@ -17,6 +18,44 @@ _STATE_STYLE = {"connected": "green", "playing": "green", "connecting": "yellow"
                 "error": "red", "ended": "blue", "paused": "yellow"}
 
 
+@dataclass(frozen=True, slots=True)
+class Playback:
+    """Where a replay is: ``state`` is "playing", "paused" or "ended"; positions in log time."""
+
+    state: str
+    position_s: float
+    duration_s: float
+    position: int  # lines (logs) or events (recordings) played
+    length: int
+    unit: str
+    speed: float
+
+
+_PLAYBACK_LOOK = {"playing": ("▶ playing", "bold green"), "paused": ("⏸ paused", "bold yellow"),
+                  "ended": ("■ ended", "bold blue")}
+
+
+def clock(seconds: float, precise: bool) -> str:
+    """Log time as M:SS.s (H:MM:SS past an hour); ``precise`` adds milliseconds (short replays)."""
+    if seconds >= 3600:
+        h, rest = divmod(int(seconds), 3600)
+        return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:06.3f}" if precise else f"{int(m)}:{s:04.1f}"
+
+
+def playback_text(p: Playback) -> Text:
+    label, style = _PLAYBACK_LOOK.get(p.state, (p.state, ""))
+    precise = p.duration_s < 10
+    pct = 100 * p.position / p.length if p.length else 100.0
+    t = Text()
+    t.append(f" {label} ", f"reverse {style}")
+    t.append(f" {clock(p.position_s, precise)} / {clock(p.duration_s, precise)} ({pct:.0f} %)", "bold")
+    t.append(f" · {p.position:,}/{p.length:,} {p.unit} · ")
+    t.append(f"{p.speed:g}x", "bold")
+    return t
+
+
 @dataclass(slots=True)
 class HeaderInfo:
     source: str
@@ -29,6 +68,7 @@ class HeaderInfo:
     new_while_paused: int
     gaps: int = 0
     backlog: int = 0  # events received but not folded yet
+    playback: Playback | None = None  # a replay: shown instead of the connection state
 
 
 class HeaderBar(Static):
@@ -48,8 +88,13 @@ class HeaderBar(Static):
         if info.paused:
             t.append(" ")
             t.append(f" PAUSED — {info.new_while_paused:,} new events ", "bold reverse yellow")
-        t.append(f" {info.source} ")
-        t.append(f"● {info.state}", _STATE_STYLE.get(info.state, ""))
+        if info.playback is not None:
+            t.append(" ")
+            t.append_text(playback_text(info.playback))
+            t.append(f" │ {info.source}")
+        else:
+            t.append(f" {info.source} ")
+            t.append(f"● {info.state}", _STATE_STYLE.get(info.state, ""))
         rate = f"{info.rate / 1000:.1f}k" if info.rate >= 1000 else f"{info.rate:.0f}"
         t.append(f" │ {rate} ev/s │ up {duration(info.uptime)}")
         if info.backlog > 10_000:
