@@ -45,7 +45,7 @@ class SubscribeSource(Source):
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.reconnect = reconnect
-        self.description = f"subscription to {socket_path}"
+        self.description = f"memtop serve at {socket_path}"
 
     async def run(self, emit: Emit) -> None:
         path = self.socket_path
@@ -58,7 +58,7 @@ class SubscribeSource(Source):
                     if not connected:
                         connected = True
                         delay = self.backoff_initial
-                        emit(Status("connected", f"subscribed to {path}", CAPABILITIES))
+                        emit(Status("connected", "", CAPABILITIES))  # the description already names the path
                     if isinstance(item, Resync):
                         emit(Status("connected", f"monitor fell behind: {item.dropped} events skipped, "
                                                  f"state reloaded from a fresh snapshot", CAPABILITIES))
