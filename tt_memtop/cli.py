@@ -38,6 +38,15 @@ def add_socket_argument(parser: argparse.ArgumentParser) -> None:
                         help=f"allocation server socket (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})")
 
 
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    """Filters and theme: every command that shows the monitor takes them."""
+    parser.add_argument("--device", metavar="LIST", help="only these devices, e.g. 0,3 or 0-3")
+    parser.add_argument("--type", metavar="LIST", help="only these buffer types, e.g. TRACE,L1")
+    parser.add_argument("--pid", metavar="LIST", help="only these PIDs")
+    parser.add_argument("--theme", default=None,
+                        help="Textual theme (memtop-dark, memtop-light, memtop-contrast, or any built-in)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memtop",

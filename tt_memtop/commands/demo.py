@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import add_view_arguments
 from ..sim.scenarios import SCENARIOS
 from ..sources.demo import DEMO_SPEED, DemoSource
 
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="play the scenario once instead of looping")
     parser.add_argument("--protocol", default="144", choices=["72", "112", "128", "144", "648"],
                         help="message layout the simulated processes send (default 144)")
+    add_view_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import add_view_arguments
 from ..sources.logfile import DEFAULT_RATE, ReplaySource
 
 #: a log without --rate plays for at least this long at speed 1 (short logs are slowed down)
@@ -29,10 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--once", action="store_true", help="print the final state as a table and exit")
     out.add_argument("--json", action="store_true", help="print the final state as JSON and exit")
-    parser.add_argument("--device", metavar="LIST", help="only these devices, e.g. 0,3 or 0-3")
-    parser.add_argument("--type", metavar="LIST", help="only these buffer types, e.g. TRACE,L1")
-    parser.add_argument("--pid", metavar="LIST", help="only these PIDs")
-    parser.add_argument("--theme", default=None, help="Textual theme")
+    add_view_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import add_socket_argument
+from ..cli import add_socket_argument, add_view_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,10 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--once", action="store_true", help="print one table per device and exit")
     out.add_argument("--json", action="store_true", help="print one JSON document and exit")
     out.add_argument("--ndjson", action="store_true", help="print one JSON line every --interval seconds")
-    parser.add_argument("--device", metavar="LIST", help="only these devices, e.g. 0,3 or 0-3")
-    parser.add_argument("--type", metavar="LIST", help="only these buffer types, e.g. TRACE,L1")
-    parser.add_argument("--pid", metavar="LIST", help="only these PIDs")
-    parser.add_argument("--theme", default=None, help="Textual theme (e.g. memtop-dark, memtop-light, memtop-contrast)")
+    add_view_arguments(parser)
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
 
 
