@@ -1,28 +1,45 @@
 """SVG snapshots of the main screen (1 and 8 devices) and the buffer details screen.
 
-Driven by the deterministic event list in ``ui_fakes`` (no server, no wall clock: the app's clock is
-fixed, times on screen are relative to the first event), at a fixed terminal size.
+Driven by committed recordings (tests/data/recordings/, made by its make.py from the built-in
+scenarios and cut mid trace-replay), with trace-phase inference on, the app's clock fixed and
+times on screen relative to the first event, at a fixed terminal size: same files, same pixels.
 Regenerate after an intended visual change with ``pytest tests/test_ui_snapshots.py --snapshot-update``.
 """
 
 from __future__ import annotations
 
-import anyio
-from ui_fakes import TRACE_ADDR, FakeSource, llama_events
+import gzip
+import shutil
+from pathlib import Path
 
-from tt_memtop.core.model import MonitorState
-from tt_memtop.ui.app import MemtopApp
+import anyio
+import pytest
+from ui_fakes import TRACE_ADDR, FakeSource
+
+from tt_memtop.recording import read_recording
+from tt_memtop.ui.app import MemtopApp, new_state
 from tt_memtop.ui.widgets.device_pane import DevicePane
 from tt_memtop.ui.widgets.event_feed import EventFeed
 
 SIZE = (140, 40)
+RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
 
 
-def make_app(devices: int) -> tuple[MemtopApp, int]:
-    events = llama_events(devices)
+@pytest.fixture
+def recording(tmp_path):
+    def load(name: str) -> list:
+        path = tmp_path / f"{name}.rec"
+        with gzip.open(RECORDINGS / f"{name}.rec.gz", "rb") as src, path.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return list(read_recording(str(path)))
+    return load
+
+
+def make_app(events: list, devices: int) -> tuple[MemtopApp, int]:
     # sample_period: Δ and sparklines would depend on when frames fall; one sample keeps them reproducible
-    app = MemtopApp(FakeSource(devices, [events]), clock=lambda: 0.0, state=MonitorState(), sample_period=1e9)
-    return app, len(events)
+    batches = [events[i:i + 512] for i in range(0, len(events), 512)]
+    app = MemtopApp(FakeSource(devices, batches), clock=lambda: 0.0, state=new_state(), sample_period=1e9)
+    return app, min(len(events), app.state.feed.maxlen)
 
 
 def settled(app: MemtopApp, n: int):
@@ -34,18 +51,18 @@ def settled(app: MemtopApp, n: int):
     return run_before
 
 
-def test_main_screen_one_device(snap_compare):
-    app, n = make_app(1)
+def test_main_screen_one_device(snap_compare, recording):
+    app, n = make_app(recording("cnn_1dev"), 1)
     assert snap_compare(app, terminal_size=SIZE, run_before=settled(app, n))
 
 
-def test_main_screen_eight_devices(snap_compare):
-    app, n = make_app(8)
+def test_main_screen_eight_devices(snap_compare, recording):
+    app, n = make_app(recording("llama_8dev"), 8)
     assert snap_compare(app, terminal_size=SIZE, run_before=settled(app, n))
 
 
-def test_details_screen(snap_compare):
-    app, n = make_app(8)
+def test_details_screen(snap_compare, recording):
+    app, n = make_app(recording("llama_8dev"), 8)
     wait = settled(app, n)
 
     async def run_before(pilot) -> None:

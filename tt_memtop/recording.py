@@ -50,12 +50,12 @@ class RecordingWriter:
     """Append events to ``path`` (created or truncated). Buffered: call :meth:`flush` now and then."""
 
     def __init__(self, path: str, inventory: Inventory | None = None, *, socket_path: str = "",
-                 clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], int] = time.time_ns) -> None:
         self.path = path
         self._f = open(path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
         self._f.write(_FILE_HEAD.pack(FILE_MAGIC, FORMAT_VERSION))
         sp = socket_path.encode("utf-8")[:0xFFFF]
-        body = (bytes((codec.RecordKind.HEADER,)) + _HEADER_BODY.pack(codec.CODEC_VERSION, time.time_ns(), clock())
+        body = (bytes((codec.RecordKind.HEADER,)) + _HEADER_BODY.pack(codec.CODEC_VERSION, wall_clock(), clock())
                 + codec.U16.pack(len(sp)) + sp + codec.encode_inventory(inventory))
         self._write(body)
         self.flush()
