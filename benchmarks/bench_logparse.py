@@ -72,11 +72,11 @@ def generate(n_lines: int, workload: str, seed: int = 1) -> list[str]:
     return out
 
 
-def bench(path: str) -> tuple[int, int, float]:
-    """Read the file in 1 MiB chunks and parse it, as the log sources do."""
+def bench(path: str) -> tuple[int, int, float, float]:
+    """Read the file in 1 MiB chunks and parse it, as the log sources do: (lines, events, wall s, CPU s)."""
     parser = LogParser()
     events = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with open(path, "rb") as f:
         rest = b""
         while chunk := f.read(1 << 20):
@@ -86,7 +86,7 @@ def bench(path: str) -> tuple[int, int, float]:
         if rest:
             events += len(parser.feed([rest]))
     parser.finish()
-    return parser.stats.lines, events, time.perf_counter() - t0
+    return parser.stats.lines, events, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -101,13 +101,15 @@ def main() -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     try:
-        best = None
+        best = best_cpu = float("inf")
         for _ in range(args.repeat):
-            n, events, dt = bench(path)
-            best = dt if best is None else min(best, dt)
+            n, events, dt, cpu = bench(path)
+            best, best_cpu = min(best, dt), min(best_cpu, cpu)
         rate = n / best
+        # CPU time as well: on a shared machine the wall time also counts other processes' turns
         print(f"{args.workload}: {n:,} lines, {events:,} events, best of {args.repeat}: {best:.3f} s "
-              f"-> {rate:,.0f} lines/s ({rate / 1e6:.2f}x the 1 M lines/s goal)")
+              f"-> {rate:,.0f} lines/s ({rate / 1e6:.2f}x the 1 M lines/s goal; "
+              f"CPU {best_cpu:.3f} s -> {n / best_cpu / 1e6:.2f}x)")
     finally:
         if not args.keep:
             os.unlink(path)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from session_72byte import EXCERPTS, SESSION_LOG
 
 from tt_memtop.core import logformat as lf
+from tt_memtop.core import logparse as lp
 from tt_memtop.core.devices import Inventory
 from tt_memtop.core.events import EventKind
 from tt_memtop.core.logparse import (
@@ -314,3 +315,120 @@ def test_fuzz_never_raises(chunks, seed):
     rebuild(events)
     s = parser.stats
     assert s.lines == len(lines) == s.event_lines + s.known + s.blank + s.unknown + s.malformed
+
+
+# ---------------------------------------------------------------------------------------- fast path == general path
+_FIELD_VARIANTS = {
+    "pid": ["1", "919068", "-1", "0", "x", "", "08"],
+    "size": ["4096", "0", "12503040", "-4", "4k", ""],
+    "type": ["DRAM", "L1", "SYSTEM_MEMORY", "L1_SMALL", "TRACE", "CB", "KERNEL", "BOGUS", "dram", ""],
+    "dev": ["0", "3", "7", "8", "-1", "12", "x", ""],
+    "id": ["0x10", "0x3e363c80", "0", "455294688", "0x0", "007", "0X10", "0xAB", "0x", "0x_1", "-5", "1_0", " 1", ""],
+    "rc": ["", "", "", "1", "2", "0", "07", "-1", "x"],
+}
+
+
+def _random_hot_line(rnd: random.Random) -> bytes:
+    """An alloc / free / unknown-free line, mostly well-formed, sometimes with one odd field or a torn end."""
+    f = {k: (v[0] if k == "rc" else rnd.choice(v[:3])) for k, v in _FIELD_VARIANTS.items()}
+    f["rc"] = rnd.choice(["", "", "2", "1"])
+    if rnd.random() < 0.3:  # one field from the odd end of its list
+        k = rnd.choice(list(_FIELD_VARIANTS))
+        f[k] = rnd.choice(_FIELD_VARIANTS[k])
+    shape = rnd.randrange(5)
+    if shape <= 1:
+        rc = f", ref_count={f['rc']}" if f["rc"] else ""
+        line = f"✓ [PID {f['pid']}] Allocated {f['size']} bytes of {f['type']} on device {f['dev']} (buffer_id={f['id']}{rc})"
+    elif shape <= 3:
+        rest = f"ref_count={f['rc']} remaining" if f["rc"] else "FINAL"
+        line = f"✗ [PID {f['pid']}] Freed buffer {f['id']} on device {f['dev']} ({f['size']} bytes, {rest})"
+    else:
+        line = f"⚠ [PID {f['pid']}] Deallocation for unknown buffer {f['id']} on device {f['dev']} (allocated before tracking started)"
+    raw = line.encode()
+    r = rnd.random()
+    if r < 0.03:
+        raw = raw[:rnd.randrange(len(raw))]
+    elif r < 0.06:
+        raw += rnd.choice([b" ", b")", b"\r", b"x"])
+    elif r < 0.08:
+        raw = b"Line 1234: " + raw
+    elif r < 0.10:
+        i = rnd.randrange(len(raw))
+        raw = raw[:i] + rnd.choice([b"=", b"v", b" on device ", b" (buffer_id=", b"\xff"]) + raw[i:]
+    return raw
+
+
+def _random_log(rnd: random.Random, n: int) -> list[bytes]:
+    pool = [_random_hot_line(rnd) for _ in range(max(1, n // 4))]  # lines repeat, as in a real log
+    other = [b"", *(ln.encode() for ln in lf.stats_block(Registry())), b"   PID 1 is dead, removing its buffers...",
+             "🚀 Allocation Server started".encode(), b"garbage"]
+    out = []
+    for _ in range(n):
+        r = rnd.random()
+        out.append(rnd.choice(pool) if r < 0.6 else _random_hot_line(rnd) if r < 0.97 else rnd.choice(other))
+    return out
+
+
+def _parse_with(lines: list[bytes], *, fast: bool, hot: bool | None, chunk: int = 37):
+    parser = LogParser()
+    parser.FAST_PATH = fast
+    parser.ADAPT_LINES = 50  # decide often, so both ways of the line cache are exercised
+    events = []
+    for i in range(0, len(lines), chunk):
+        if hot is not None:  # force the line cache on or off for alloc / free lines
+            parser._hot_on, parser._hot_retry = hot, 0 if hot else 1 << 60
+        events += parser.feed(lines[i:i + chunk])
+    parser.finish()
+    return parser, events
+
+
+def _outcome(parser: LogParser, events) -> tuple:
+    s = parser.stats.as_dict()
+    return ([tuple(getattr(ev, k) for k in ev.__slots__) for ev in events], s, sorted(parser._live.items()),
+            [repr(r) for r in parser.take_records()])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 400))
+def test_fast_path_gives_the_same_result_as_classify(seed, n):
+    lines = _random_log(random.Random(seed), n)
+    want = _outcome(*_parse_with(lines, fast=False, hot=None))
+    for hot in (None, True, False):
+        assert _outcome(*_parse_with(lines, fast=True, hot=hot)) == want
+
+
+def test_fast_path_halves_match_the_full_line_regex():
+    """Both halves valid <=> the whole line is that kind, with the same fields (classify() is the reference)."""
+    rnd = random.Random(7)
+    shapes = ((lp._CHECK_3RD, lp._A_SPLIT, lp._alloc_head, lp._alloc_tail, lp.K_ALLOC),
+              (lp._CROSS_3RD, lp._F_SPLIT, lp._free_head, lp._free_tail, lp.K_FREE))
+    for _ in range(3000):
+        raw = _random_hot_line(rnd)
+        whole = lp.classify(raw)
+        for glyph_3rd, split, head_of, tail_of, kind in shapes:
+            head, _, tail = raw.partition(split)
+            h, t = head_of(head), tail_of(tail)
+            if h and t:
+                assert whole[0] == kind, raw
+                if kind == lp.K_ALLOC:
+                    assert whole == (kind, h[0], h[3], h[2], t[0], h[1], t[1]), raw
+                else:
+                    assert whole == (kind, h[0], t[0], 0, h[1], t[1], t[2]), raw
+            elif raw[2:3] == glyph_3rd:
+                assert whole[0] != kind, raw
+
+
+def test_fast_path_on_a_generated_model_log_matches_classify():
+    """The benchmark's own generator (both workloads, small): identical events, stats and shadow state."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "bench_logparse", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_logparse.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for workload in ("model", "unique"):
+        lines = [ln.encode() for ln in bench.generate(6000, workload)]
+        want = _outcome(*_parse_with(lines, fast=False, hot=None, chunk=1000))
+        got = _outcome(*_parse_with(lines, fast=True, hot=None, chunk=1000))
+        assert got == want
+        assert want[1]["unknown"] == want[1]["malformed"] == 0

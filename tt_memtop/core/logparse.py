@@ -26,10 +26,11 @@ back. Formats are those of PROTOCOL.md §5 (S1–S5, the enhanced server, the 64
 * anything else is counted (``unknown``, or ``malformed`` when it starts like an event line
   but does not parse) and a few samples are kept. A bad line never raises.
 
-Speed: the hot lines are matched by one compiled ``bytes`` regex each, picked by the
-leading glyph's first bytes, and the classification of each distinct line is cached (a
-model run repeats the same lines every iteration). ``benchmarks/bench_logparse.py``
-measures it.
+Speed (``benchmarks/bench_logparse.py``): alloc / free lines (> 95 % of a log) take a fast
+path that cuts each line at one byte into two halves that repeat even when the line does not
+(the buffer id sits in one half), each distinct half being parsed once by its part of the
+full-line regex; lines that repeat whole are also served from a line cache while that pays.
+Every other line goes through :func:`classify`. See :meth:`LogParser._feed`.
 """
 
 from __future__ import annotations
@@ -252,15 +253,68 @@ K_ALLOC, K_FREE, K_UNKNOWN_FREE, K_BLANK = 1, 2, 3, 4
  K_DF_BUFFER, K_DF_COUNTS, K_UNKNOWN, K_MALFORMED) = range(10, 48)
 
 _ID = rb"(0x[0-9a-f]+|0|[1-9][0-9]*)"  # exactly what int(x, 0) accepts
-_ALLOC_RE = re.compile("✓".encode() + rb" \[PID (-?\d+)\] Allocated (\d+) bytes of ([A-Z0-9_]+) on device (-?\d+)"
-                       rb" \(buffer_id=" + _ID + rb"(?:, ref_count=(\d+))?\)\Z")
-_FREE_RE = re.compile("✗".encode() + rb" \[PID (-?\d+)\] Freed buffer " + _ID + rb" on device (-?\d+)"
-                      rb" \((\d+) bytes, (?:FINAL|ref_count=(\d+) remaining)\)\Z")
+# The two hot formats, each written as head + split byte + tail. The split byte cannot occur
+# in a valid head, so cutting a line at the byte's first occurrence and matching both halves
+# is exactly matching the whole line; LogParser._feed's fast path relies on it (one-byte
+# separators: bytes.partition is then a memchr).
+_A_HEAD = "✓".encode() + rb" \[PID (-?\d+)\] Allocated (\d+) bytes of ([A-Z0-9_]+) on device (-?\d+) \(buffer_id"
+_A_SPLIT = b"="  # the first "=" of an alloc line is buffer_id's
+_A_TAIL = _ID + rb"(?:, ref_count=(\d+))?\)"
+_F_HEAD = "✗".encode() + rb" \[PID (-?\d+)\] Freed buffer " + _ID + rb" on de"
+_F_SPLIT = b"v"  # the first "v" of a free line is in "device"
+_F_TAIL = rb"ice (-?\d+) \((\d+) bytes, (?:FINAL|ref_count=(\d+) remaining)\)"
+_ALLOC_RE = re.compile(_A_HEAD + _A_SPLIT + _A_TAIL + rb"\Z")
+_FREE_RE = re.compile(_F_HEAD + _F_SPLIT + _F_TAIL + rb"\Z")
+_A_HEAD_RE, _A_TAIL_RE = re.compile(_A_HEAD + rb"\Z"), re.compile(_A_TAIL + rb"\Z")
+_F_HEAD_RE, _F_TAIL_RE = re.compile(_F_HEAD + rb"\Z"), re.compile(_F_TAIL + rb"\Z")
+# third byte of the glyphs, for the fast path's dispatch ("✓" is e2 9c 93, "✗" e2 9c 97)
+_CHECK_3RD, _CROSS_3RD = "✓".encode()[2:], "✗".encode()[2:]
 _UNKNOWN_RE = re.compile("⚠".encode() + rb" \[PID (-?\d+)\] Deallocation for (unknown|ALREADY FREED) buffer " + _ID
                          + rb" on device (-?\d+) \((allocated before tracking started|never tracked or allocated"
                            rb" before server started|allocs=(\d+) frees=(\d+))\)\Z")
 _G_CHECK, _G_CROSS, _G_WARN = "✓".encode(), "✗".encode(), "⚠".encode()
 _LINE_PREFIX = re.compile(rb"Line \d+: ")
+
+
+def _alloc_head(head: bytes) -> tuple | bool:
+    """``✓ [PID p] Allocated s bytes of T on device d (buffer_id`` -> (pid, size, buffer_type, device,
+    shadow entry of a new buffer), or False."""
+    m = _A_HEAD_RE.match(head)
+    if m is None:
+        return False
+    pid, size, tname, dev = m.groups()
+    bt = _TYPE_BY_BYTES.get(tname)
+    if bt is None or bt > 4:
+        return False  # classify() decides what such a line is
+    pid, size = int(pid), int(size)
+    return pid, size, bt, int(dev), (bt, size, pid, 1)
+
+
+def _alloc_tail(tail: bytes) -> tuple | bool:
+    """``0x1a0000)`` or ``0x1a0000, ref_count=2)`` -> (buffer_id, ref_count or 0), or False."""
+    m = _A_TAIL_RE.match(tail)
+    if m is None:
+        return False
+    bid, rc = m.groups()
+    return int(bid, 0), int(rc) if rc else 0
+
+
+def _free_head(head: bytes) -> tuple | bool:
+    """``✗ [PID p] Freed buffer 0x1a0000 on de`` -> (pid, buffer_id), or False."""
+    m = _F_HEAD_RE.match(head)
+    if m is None:
+        return False
+    pid, bid = m.groups()
+    return int(pid), int(bid, 0)
+
+
+def _free_tail(tail: bytes) -> tuple | bool:
+    """``ice 3 (4096 bytes, FINAL)`` or ``ice 3 (4096 bytes, ref_count=1 remaining)`` -> (device, size, ref_count or 0)."""
+    m = _F_TAIL_RE.match(tail)
+    if m is None:
+        return False
+    dev, size, rc = m.groups()
+    return int(dev), int(size), int(rc) if rc else 0
 
 
 def _int_id(text: str) -> int:
@@ -359,14 +413,14 @@ def classify(raw: bytes) -> tuple:
             if bt is not None and bt <= 4:
                 dev = int(dev)
                 bid = int(bid, 0)
-                return (K_ALLOC, int(pid), dev, bt, bid, int(size), int(rc) if rc else 0, (dev, bid))
+                return (K_ALLOC, int(pid), dev, bt, bid, int(size), int(rc) if rc else 0)
     elif c == _G_CROSS:
         m = _FREE_RE.match(raw)
         if m is not None:
             pid, bid, dev, size, rc = m.groups()
             dev = int(dev)
             bid = int(bid, 0)
-            return (K_FREE, int(pid), dev, 0, bid, int(size), int(rc) if rc else 0, (dev, bid))
+            return (K_FREE, int(pid), dev, 0, bid, int(size), int(rc) if rc else 0)
     elif c == _G_WARN:
         m = _UNKNOWN_RE.match(raw)
         if m is not None:
@@ -445,6 +499,8 @@ class LogParser:
     :attr:`records` (drain with :meth:`take_records`)."""
 
     CACHE_LIMIT = 1 << 16
+    ADAPT_LINES = 1 << 14  # lines between two decisions about the line cache (see _adapt)
+    FAST_PATH = True  # False sends every line through classify() (for tests: both give the same result)
 
     def __init__(self, first_seq: int = 0, *, line_as_ts: bool = False) -> None:
         #: stamp each event's ``ts_ns`` with its line number (logs have no clock; reports want positions)
@@ -453,9 +509,18 @@ class LogParser:
         self.records: list[Record] = []
         self.seq = first_seq
         self.line = 0
-        # shadow of live buffers: (device, buffer_id) -> [buffer_type, size, owner_pid, ref_count]
-        self._live: dict[tuple[int, int], list[int]] = {}
+        # shadow of live buffers: (device, buffer_id) -> (buffer_type, size, owner_pid, ref_count); entries are
+        # immutable (a new buffer's entry is shared with the classification cache), changes replace them
+        self._live: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+        # line caches (see _feed): alloc / free lines -> their tuple, other lines -> classify()
+        self._hot: dict[bytes, tuple] = {}
         self._cache: dict[bytes, tuple] = {}
+        self._hot_on = True  # whether alloc / free lines use their line cache (see _adapt)
+        self._hot_stats = [0, 0]  # [lines, alloc / free lines that missed the cache] since the last decision
+        self._hot_retry = 0  # line number from which to try the cache again
+        self._hot_backoff = self.ADAPT_LINES
+        # halves of alloc / free lines (see _feed): alloc head, alloc tail, free head, free tail
+        self._parts: tuple[dict, dict, dict, dict] = ({}, {}, {}, {})
         self._block: object | None = None  # the record being assembled (dump, stats, kernel dump)
         self._dev: int = 0  # current "Device N:" inside a block
         self._type: str = ""
@@ -481,10 +546,39 @@ class LogParser:
             gc.enable()
 
     def _feed(self, lines: Iterable[bytes]) -> list[Event]:
+        """The loop. Each line is classified into a tuple (``K_*`` kind first), then handled.
+
+        Classification, fastest first:
+
+        * **line cache**: a model run repeats the same lines every iteration, so the tuple of
+          each distinct line is cached and most lines cost one dict look-up. While most lines
+          are new (model load, or a log where ids never repeat) the cache would only cost
+          time and memory, so alloc / free lines then skip it (:meth:`_adapt` decides);
+        * **fast path** for alloc / free lines (> 95 % of a real log): such a line differs
+          from its neighbours mostly in one field (the buffer id), so it is cut with one
+          ``bytes.partition`` into two halves that do repeat (see ``_A_HEAD``, ``_F_HEAD``):
+          alloc = head (pid, size, type, device) + tail (id, ref_count), free = head (pid, id)
+          + tail (device, size, ref_count). Each distinct half is matched once against its
+          part of the full-line regex and its fields are cached (``_parts``), so a new line
+          costs a partition and two dict look-ups, however many distinct ids the log has;
+        * **general path**: every other line, and any whose halves are not both valid, goes
+          through :func:`classify`; non-event lines then go to :meth:`_structure`.
+
+        Alloc / free tuples are ``(kind, pid, device, buffer_type, buffer_id, size, ref_count,
+        key, entry)``; the Event is built inline (see :func:`_event`) and the shadow updated.
+        """
         out: list[Event] = []
         app = out.append
         cache = self._cache
         cache_get = cache.get
+        hot = self._hot
+        hot_get = hot.get
+        use_hot = self._hot_on or self.line >= self._hot_retry
+        limit = self.CACHE_LIMIT
+        a_heads, a_tails, f_heads, f_tails = self._parts
+        a_head_get, a_tail_get, f_head_get, f_tail_get = a_heads.get, a_tails.get, f_heads.get, f_tails.get
+        learn = self._learn
+        check_3rd, cross_3rd = (_CHECK_3RD, _CROSS_3RD) if self.FAST_PATH else (None, None)
         live = self._live
         live_get, live_pop = live.get, live.pop
         new = _new
@@ -492,82 +586,155 @@ class LogParser:
         stats = self.stats
         seq = seq_start = self.seq
         lineno = start = self.line
+        misses = 0
         slow_events = slow_lines = 0  # events / event lines from structure lines (the rest are 1:1)
         for lineno, raw in enumerate(lines, start + 1):  # noqa: B007 - lineno is read after the loop
-            c = cache_get(raw)
-            if c is None:
-                c = classify(raw)
-                if len(cache) >= self.CACHE_LIMIT:
-                    cache.clear()
-                cache[raw] = c
-            kind = c[0]
-            if kind == K_ALLOC or kind == K_FREE:
-                # The two hot kinds, with the Event built inline (see _event).
-                _, pid, dev, bt, bid, size, rc, key = c
-                seq += 1
-                ev = new(Event)
-                ev.seq = seq
-                ev.ts_ns = lineno if line_ts else 0
-                ev.pid = pid
-                ev.name = ev.stack_trace = ev.text = ""
-                ev.device = dev
-                ev.buffer_id = bid
-                ev.size = size
-                if kind == K_ALLOC:
-                    if rc:
-                        ev.kind = _REF_INC
-                        ev.ref_count = rc
-                        ent = live_get(key)
-                        if ent is None:
-                            stats.orphans += 1
-                            ev.buffer_type = bt
-                            ev.text = _ORPHAN
+            c = hot_get(raw) if use_hot else None
+            if c is not None:  # line cache hit
+                kind, pid, dev, bt, bid, size, rc, key, entry = c
+            else:
+                kind = 0
+                third = raw[2:3]
+                if third == check_3rd:  # fast path, alloc
+                    head, _, tail = raw.partition(_A_SPLIT)
+                    h = a_head_get(head)
+                    if h is None:
+                        h = learn(a_heads, head, _alloc_head)
+                    t = a_tail_get(tail)
+                    if t is None:
+                        t = learn(a_tails, tail, _alloc_tail)
+                    if h and t:
+                        kind = K_ALLOC
+                        pid, size, bt, dev, entry = h
+                        bid, rc = t
+                elif third == cross_3rd:  # fast path, free
+                    head, _, tail = raw.partition(_F_SPLIT)
+                    h = f_head_get(head)
+                    if h is None:
+                        h = learn(f_heads, head, _free_head)
+                    t = f_tail_get(tail)
+                    if t is None:
+                        t = learn(f_tails, tail, _free_tail)
+                    if h and t:
+                        kind = K_FREE
+                        pid, bid = h
+                        dev, size, rc = t
+                        bt, entry = 0, None
+                if kind:
+                    key = (dev, bid)
+                    if use_hot:
+                        misses += 1
+                        if len(hot) >= limit:
+                            hot.clear()
+                        hot[raw] = (kind, pid, dev, bt, bid, size, rc, key, entry)
+                else:  # general path
+                    c = cache_get(raw)
+                    if c is None:
+                        c = classify(raw)
+                        if len(cache) >= limit:
+                            cache.clear()
+                        cache[raw] = c
+                    kind = c[0]
+                    if kind == K_ALLOC or kind == K_FREE:  # e.g. behind a "Line NNNN: " prefix
+                        _, pid, dev, bt, bid, size, rc = c
+                        key, entry = (dev, bid), (bt, size, pid, 1)
+                    else:
+                        if kind == K_UNKNOWN_FREE:
+                            seq += 1
+                            ev = _event(_FREE_UNKNOWN, seq, c[1], c[3], 0, c[2], 0, 0, c[4])
+                            if line_ts:
+                                ev.ts_ns = lineno
+                            app(ev)
+                        elif kind == K_BLANK:
+                            stats.blank += 1
                         else:
-                            ent[3] = rc
-                            ev.buffer_type = ent[0]
-                    else:
-                        ev.kind = _ALLOC
-                        ev.ref_count = 1
-                        ev.buffer_type = bt
-                        live[key] = [bt, size, pid, 1]
-                else:
+                            self.seq, self.line = seq, lineno
+                            before = len(out)
+                            self._structure(c, out)
+                            if len(out) > before:
+                                slow_events += len(out) - before
+                                slow_lines += 1
+                                stats.known -= 1
+                            seq = self.seq
+                        continue
+            seq += 1
+            ev = new(Event)
+            ev.seq = seq
+            ev.ts_ns = lineno if line_ts else 0
+            ev.pid = pid
+            ev.name = ev.stack_trace = ev.text = ""
+            ev.device = dev
+            ev.buffer_id = bid
+            ev.size = size
+            if kind == K_ALLOC:
+                if rc:
+                    ev.kind = _REF_INC
                     ev.ref_count = rc
-                    if rc:
-                        ev.kind = _REF_DEC
-                        ent = live_get(key)
-                        if ent is not None:
-                            ent[3] = rc
-                    else:
-                        ev.kind = _FREE
-                        ent = live_pop(key, None)
+                    ent = live_get(key)
                     if ent is None:
                         stats.orphans += 1
-                        ev.buffer_type = 0
+                        ev.buffer_type = bt
                         ev.text = _ORPHAN
                     else:
+                        live[key] = (ent[0], ent[1], ent[2], rc)
                         ev.buffer_type = ent[0]
-                app(ev)
-            elif kind == K_UNKNOWN_FREE:
-                seq += 1
-                ev = _event(_FREE_UNKNOWN, seq, c[1], c[3], 0, c[2], 0, 0, c[4])
-                if line_ts:
-                    ev.ts_ns = lineno
-                app(ev)
-            elif kind == K_BLANK:
-                stats.blank += 1
+                else:
+                    ev.kind = _ALLOC
+                    ev.ref_count = 1
+                    ev.buffer_type = bt
+                    live[key] = entry
             else:
-                self.seq, self.line = seq, lineno
-                before = len(out)
-                self._structure(c, out)
-                if len(out) > before:
-                    slow_events += len(out) - before
-                    slow_lines += 1
-                    stats.known -= 1
-                seq = self.seq
+                ev.ref_count = rc
+                if rc:
+                    ev.kind = _REF_DEC
+                    ent = live_get(key)
+                    if ent is not None:
+                        live[key] = (ent[0], ent[1], ent[2], rc)
+                else:
+                    ev.kind = _FREE
+                    ent = live_pop(key, None)
+                if ent is None:
+                    stats.orphans += 1
+                    ev.buffer_type = 0
+                    ev.text = _ORPHAN
+                else:
+                    ev.buffer_type = ent[0]
+            app(ev)
         stats.lines += lineno - start
         stats.event_lines += seq - seq_start - slow_events + slow_lines
         self.seq, self.line = seq, lineno
+        if use_hot:
+            self._adapt(lineno - start, misses)
         return out
+
+    def _adapt(self, lines: int, misses: int) -> None:
+        """Keep alloc / free lines in the line cache only while it pays.
+
+        Decided every ``ADAPT_LINES`` lines: when more than half of them were new (model
+        load, a log whose ids never repeat) the cache is skipped for the next ``backoff``
+        lines, doubling each time the retry fails; a mostly-hit period resets the backoff.
+        Only speed depends on this: both ways give the same tuples.
+        """
+        st = self._hot_stats
+        st[0] += lines
+        st[1] += misses
+        if st[0] < self.ADAPT_LINES:
+            return
+        if st[1] * 2 > st[0]:
+            self._hot_on = False
+            self._hot_retry = self.line + self._hot_backoff
+            self._hot_backoff = min(self._hot_backoff * 2, 64 * self.ADAPT_LINES)
+        else:
+            self._hot_on = True
+            self._hot_backoff = self.ADAPT_LINES
+        st[0] = st[1] = 0
+
+    def _learn(self, cache: dict, part: bytes, parse) -> tuple | bool:
+        """Parse one half of an alloc / free line (fast path) and remember the result, valid or not."""
+        if len(cache) >= self.CACHE_LIMIT:
+            cache.clear()
+        value = cache[part] = parse(part)
+        return value
 
     def feed_text(self, text: str) -> list[Event]:
         """Convenience for tests and small inputs."""
@@ -583,13 +750,14 @@ class LogParser:
         other = copy.copy(self)
         other.stats = copy.deepcopy(self.stats)
         other.records = []
-        other._live = {k: list(v) for k, v in self._live.items()}
+        other._live = dict(self._live)
+        other._hot_stats = list(self._hot_stats)
         other._block = copy.deepcopy(self._block)
         other._cleanup = copy.deepcopy(self._cleanup)
         other._raw = dict(self._raw)
         other._detected = dict(self._detected)
         other._kernel = dict(self._kernel) if self._kernel is not None else None
-        return other  # the line cache is context-free and stays shared
+        return other  # the caches are context-free and stay shared
 
     def take_records(self) -> list[Record]:
         out, self.records = self.records, []
@@ -664,7 +832,7 @@ class LogParser:
             pid, old, new, bid, dev = (int(x) for x in c[1:])
             ent = self._live.get((dev, bid))
             if ent is not None:
-                ent[1] = new
+                self._live[(dev, bid)] = (ent[0], new, ent[2], ent[3])
             self._record(SizeChange(self.line, self.seq, pid, dev, bid, old, new))
         elif kind == K_CLEAN_START:
             self._cleanup = None
