@@ -63,8 +63,9 @@ class MonitorState:
         self.registry = Registry()
         self.feed: deque[Event] = deque(maxlen=feed_limit)
         self.feed_phases: deque[str] = deque(maxlen=feed_limit)
-        # buffer id -> its last (event, phase) pairs, oldest first; read through buffer_history()
-        self.history: dict[int, list[tuple[Event, str]]] = {}
+        # buffer id -> its last events and their phases, oldest first, flat: [ev, phase, ev, phase, ...]
+        # (no tuple per event: fewer objects for the collector to scan); read through buffer_history()
+        self.history: dict[int, list] = {}
         self.history_ids = history_ids
         self.history_per_id = history_per_id
         self.inventory = Inventory()
@@ -124,7 +125,7 @@ class MonitorState:
         phases_append = self.feed_phases.append
         phases = self.phases
         history = self.history
-        per_id = self.history_per_id
+        per_id = 2 * self.history_per_id  # flat list: two items per event
         buffer_kinds = _BUFFER_KINDS
         observe = phases.observe if phases is not None else None
         # The tracker's cheap per-pid lookup (PhaseTracker.phase), named through a small cache;
@@ -160,11 +161,11 @@ class MonitorState:
                 bid = ev.buffer_id
                 h = history.pop(bid, None)  # re-insert: dict order doubles as LRU order
                 if h is None:
-                    history[bid] = [(ev, phase)]
+                    history[bid] = [ev, phase]
                 else:
-                    h.append((ev, phase))
+                    h += (ev, phase)  # a transient pair, freed at once: nothing new for the collector
                     if len(h) > per_id:
-                        del h[0]
+                        del h[:2]
                     history[bid] = h
             elif kind == _BAD_FRAME:
                 self.bad_frames += 1
@@ -204,13 +205,16 @@ class MonitorState:
 
     def buffer_history(self, buffer_id: int) -> list[HistoryEntry]:
         """Past events at ``buffer_id`` (any device), oldest first; empty if none kept."""
-        return [HistoryEntry(ev, phase) for ev, phase in self.history.get(buffer_id, ())]
+        h = self.history.get(buffer_id, ())
+        return [HistoryEntry(h[i], h[i + 1]) for i in range(0, len(h), 2)]
 
     def alloc_phase(self, device: int, buffer_id: int) -> str:
         """The owner's phase when the live buffer (device, buffer_id) was allocated, if still in history."""
-        for ev, phase in reversed(self.history.get(buffer_id, ())):
+        h = self.history.get(buffer_id, ())
+        for i in range(len(h) - 2, -1, -2):
+            ev = h[i]
             if ev.device == device and ev.kind == _ALLOC:
-                return phase
+                return h[i + 1]
         return ""
 
     def phase_of(self, pid: int) -> str:

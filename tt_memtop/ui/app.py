@@ -54,6 +54,12 @@ RANK_SPACING = 4.0  # a buffers ranking that took t s is not repeated for RANK_S
 #: rescans all of them every few seconds, a 300+ ms freeze of ingestion and drawing each time. Young
 #: generations are still collected often (cycles made by the UI go quickly); full collections are rare.
 GC_THRESHOLDS = (10_000, 10, 1_000)
+#: After folding a snapshot of at least this many buffers, or once the registry has grown by this
+#: many since the last time, everything alive is moved out of the collector's generations
+#: (``gc.freeze``): the rare full collections then skip the million long-lived Buffers (a 0.5-1 s
+#: freeze each otherwise). Frozen objects are still freed by reference counting; only cycles among
+#: them wait for the ``gc.unfreeze`` at unmount, so it is done rarely, never per frame.
+GC_FREEZE_GROWTH = 200_000
 PANES = ("devices", "feed", "buffers", "processes")
 PANE_TITLES = {"devices": "1 Devices", "feed": "2 Events", "buffers": "3 Buffers", "processes": "4 Processes"}
 REPLAY_ACTIONS = frozenset({"play_pause", "step", "seek", "seek_to", "speed"})
@@ -151,6 +157,8 @@ class MemtopApp(App[int]):
         self._proc_due = 0.0
         self._proc_rows: list = []
         self._window: Window | None = None
+        self._frozen_at = 0  # len(registry) at the last gc.freeze()
+        self._froze = False
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -190,6 +198,17 @@ class MemtopApp(App[int]):
 
     def on_unmount(self) -> None:
         gc.set_threshold(*self._gc_thresholds)
+        if self._froze:
+            gc.unfreeze()
+
+    def _maybe_freeze(self) -> None:
+        """``gc.freeze()`` when the registry has grown by ``GC_FREEZE_GROWTH`` live entries (see there)."""
+        n = len(self.state.registry)
+        if n - self._frozen_at >= GC_FREEZE_GROWTH:
+            gc.freeze()
+            self._frozen_at, self._froze = n, True
+        elif n < self._frozen_at:
+            self._frozen_at = n  # shrunk (freed, or a seek): measure the next growth from here
 
     # ------------------------------------------------------------------ ingestion (never draws)
     def emit(self, update: Update) -> None:
@@ -262,6 +281,8 @@ class MemtopApp(App[int]):
                     apply(update)
                     if isinstance(update, EventBatch):
                         self._pending_events -= len(update.events)
+                    elif isinstance(update, Snapshot):
+                        self._maybe_freeze()
                 if time.perf_counter() >= deadline:
                     await anyio.sleep(0)
                     deadline = time.perf_counter() + SLICE_S
@@ -269,6 +290,7 @@ class MemtopApp(App[int]):
     # ------------------------------------------------------------------ drawing (fixed rate)
     def _tick(self) -> None:
         st = self.state
+        self._maybe_freeze()
         self._rate_samples.append((self.clock(), st.events_total))
         if st.last_ts_ns:
             st.tick(st.last_ts_ns)
