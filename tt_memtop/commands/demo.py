@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"time scale of the scenario's compressed timeline: 1 plays a Llama lifecycle in "
                              f"~7.5 s (default {DEMO_SPEED:g}: a ~30 s cycle)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same workload)")
-    parser.add_argument("--once", action="store_true", help="play the scenario once instead of looping")
+    parser.add_argument("--no-loop", action="store_true", help="play the scenario once, then stop")
     parser.add_argument("--protocol", default="144", choices=["72", "112", "128", "144", "648"],
                         help="message layout the simulated processes send (default 144)")
     add_view_arguments(parser)
@@ -32,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
     if run_monitor is None:
         print("memtop demo: the monitor is not available in this build", file=sys.stderr)
         return 1
-    source = DemoSource(args.scenario, args.speed, loop=not args.once, seed=args.seed, layout=int(args.protocol))
+    source = DemoSource(args.scenario, args.speed, loop=not args.no_loop, seed=args.seed, layout=int(args.protocol))
     return run_monitor(args, source)
