@@ -169,7 +169,7 @@ class FollowLogSource(Source):
                 await anyio.sleep(0)
             st = self.parser.stats
             odd = f", {st.unknown + st.malformed:,} not recognised" if st.unknown + st.malformed else ""
-            emit(Status("connected", f"following {self.path} ({st.lines:,} lines read{odd})", LOG_CAPS))
+            emit(Status("connected", f"following {self.path} (caught up on {st.lines:,} lines{odd})", LOG_CAPS))
             while True:
                 lines = tail.read()
                 if lines:
