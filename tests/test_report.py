@@ -89,3 +89,14 @@ def test_report_subprocess_json():
     doc = json.loads(res.stdout)
     assert doc["schema_version"] == 1 and doc["remaining_total"] == 16
     assert doc["remaining"]["1"]["L1"]["ids"] == [0x19040]
+
+
+def test_report_of_a_log_with_a_detection_block(tmp_path):
+    """`memtop serve` (and S2+) print a device-detection block first: the report must take it in."""
+    lines = lf.start_banner("/tmp/tt_allocation_server.sock", Inventory.uniform(2))
+    lines.append(lf.alloc_line(42, 12_503_040, 4, 1, 0x3E363C80))
+    log = tmp_path / "server.log"
+    log.write_text("\n".join(lines) + "\n")
+    rep = build_report(str(log))
+    assert rep.remaining_total == 1
+    assert rep.remaining[1]["TRACE"]["ids"] == [0x3E363C80]

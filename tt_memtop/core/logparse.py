@@ -150,6 +150,7 @@ class DeviceDetected:
     """A detection line ``   Device 0: Wormhole_B0 (12GB DRAM, 171MB L1) [Local]``, with S5's raw values."""
 
     line: int
+    seq: int
     device: int
     arch_name: str
     total_dram: int
@@ -970,7 +971,7 @@ class LogParser:
 
     def _detect_device(self, c: tuple) -> None:
         dev, arch, gb, mb, where = int(c[1]), c[2], int(c[3]), int(c[4]), c[5]
-        det = DeviceDetected(self.line, dev, arch, gb * GiB, mb * MiB,
+        det = DeviceDetected(self.line, self.seq, dev, arch, gb * GiB, mb * MiB,
                              None if where is None else where == "Remote")
         spec = None
         try:
