@@ -79,7 +79,7 @@ class Inventory:
     devices: tuple[DeviceInfo, ...] = ()
 
     @classmethod
-    def uniform(cls, count: int, arch: str = "wormhole_b0") -> "Inventory":
+    def uniform(cls, count: int, arch: str = "wormhole_b0") -> Inventory:
         spec = arch_spec(arch)
         return cls(tuple(
             DeviceInfo(i, spec.arch, spec.num_dram_channels, spec.dram_size_per_channel, spec.l1_size_per_core,

@@ -76,7 +76,7 @@ class BufferType(IntEnum):
     KERNEL = 6
 
     @classmethod
-    def parse(cls, text: str) -> "BufferType":
+    def parse(cls, text: str) -> BufferType:
         key = text.strip().upper().replace("-", "_")
         aliases = {"SYSTEM": "SYSTEM_MEMORY", "SYS": "SYSTEM_MEMORY", "L1SMALL": "L1_SMALL"}
         key = aliases.get(key, key)
@@ -178,7 +178,7 @@ class AllocMessage:
     #: bytes of the pad fields as received (pad1, pad2, and pad3 of v144); all zero when well formed
     pads: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
-    def with_(self, **changes) -> "AllocMessage":
+    def with_(self, **changes) -> AllocMessage:
         return replace(self, **changes)
 
 

@@ -60,7 +60,7 @@ class Buffer:
         self.name = name
         self.stack_trace = stack_trace
 
-    def copy(self) -> "Buffer":
+    def copy(self) -> Buffer:
         return Buffer(self.device, self.buffer_id, self.buffer_type, self.size, self.owner_pid, self.ref_count,
                       self.alloc_ts_ns, self.alloc_seq, self.name, self.stack_trace)
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from ..core.devices import Inventory
 from ..core.events import Event
 from ..core.registry import Buffer
 
 
-class Capability(str, Enum):
+class Capability(StrEnum):
     """What a source can deliver; panes that need a missing one say why they are empty."""
 
     EVENTS = "events"  # per-buffer alloc/free events (feed, buffers, processes, details)
