@@ -338,10 +338,15 @@ class Registry:
             self.unknown_frees += 1
 
     def load_snapshot(self, buffers: Iterable[Buffer], seq: int) -> None:
-        """Replace the whole state with a snapshot taken at ``seq``."""
+        """Replace the whole state with a snapshot taken at ``seq``.
+
+        The registry takes ownership of the Buffer objects (every producer makes fresh ones: a
+        decoded SUBSCRIBE snapshot, :meth:`snapshot`, a log parser's state); not copying them halves
+        the peak memory of attaching to a server with a million live buffers.
+        """
         self.__init__()
         for b in buffers:
-            self._insert(b.copy())
+            self._insert(b)
         self.seq = seq
 
     def snapshot(self) -> list[Buffer]:
