@@ -1,6 +1,7 @@
 """Micro-benchmark of the ingest path, without the UI: Registry.apply (server side),
 Registry.apply_event (mirror side), MonitorState.apply_events with and without phase inference,
-and the memory a registry of ``--live`` buffers takes.
+PhaseTracker.observe alone (on the churn stream and on a simulated Llama run, whose big buffers
+exercise the phase rules), and the memory a registry of ``--live`` buffers takes.
 
 Single-threaded and short, so far less noisy than ``bench_ui.py``; run it before and after a change.
 
@@ -20,6 +21,7 @@ from tt_memtop.core.model import MonitorState
 from tt_memtop.core.phases import PhaseTracker
 from tt_memtop.core.protocol import AllocMessage, MsgType
 from tt_memtop.core.registry import Buffer, Registry
+from tt_memtop.sim.scenarios import build, reference_events
 
 
 def snapshot_buffers(live: int) -> list[Buffer]:
@@ -104,6 +106,22 @@ def main() -> None:
                 st.apply_events(evs[i:i + 512])
         timed(f"MonitorState.apply_events phases={'on' if phases else 'off'}", len(evs), fold)
         del st
+
+    # the tracker alone, as MonitorState uses it: observe, then phase() of the event's PID
+    llama = reference_events(build("llama-t3k"))
+    for label, stream in (("churn", evs), ("llama-t3k", llama * max(1, args.events // len(llama)))):
+        def track(stream=stream) -> None:
+            tracker = PhaseTracker()
+            observe, phase = tracker.observe, tracker.phase
+            last = 0
+            for ev in stream:
+                if ev.ts_ns < last:  # a repeated run: start afresh (events must come in time order)
+                    tracker = PhaseTracker()
+                    observe, phase = tracker.observe, tracker.phase
+                last = ev.ts_ns
+                observe(ev)
+                phase(ev.pid)
+        timed(f"PhaseTracker.observe+phase ({label})", len(stream), track)
 
 
 if __name__ == "__main__":

@@ -103,28 +103,62 @@ def run(request):
     return scenario, events, tracker, changes, end_ns
 
 
+#: What each scenario reaches (seed 0, deterministic), minus a small margin: (offline, live segments,
+#: live view, live view with the capture start excused). A drop below fails. Live view: what
+#: ``PhaseTracker.phase`` showed at each moment; "capture excused" counts the part of a capture
+#: before its first TRACE alloc as right when warm-up was shown (no live input can tell it apart).
+FLOORS = {
+    "llama-t3k": (0.9980, 0.9910, 0.9870, 0.9940),
+    "cnn": (0.9970, 0.9930, 0.9880, 0.9920),
+    "two-process": (0.9975, 0.9945, 0.9695, 0.9720),
+    "leaky": (0.9970, 0.9915, 0.9865, 0.9905),
+    "galaxy": (0.9975, 0.9930, 0.9870, 0.9915),
+}
+#: The issue's goal for the boundary lag of the live view (every boundary but a capture's start).
+MAX_LAG_S = 0.25
+
+
+def capture_excused(labels: list[Label], live_segments: list[Segment]) -> list[Label]:
+    """``labels`` with each capture's part before the live capture segment began labelled warm-up."""
+    starts = {(s.pid, s.start_ns) for s in live_segments if s.phase is Phase.CAPTURE}
+    out = []
+    for lab in labels:
+        if lab.phase is Phase.CAPTURE:
+            seen = [t / NS for pid, t in starts if pid == BASE_PID + lab.slot and lab.start_s - 0.05 <= t / NS < lab.end_s]
+            cut = min(max(min(seen, default=lab.end_s), lab.start_s), lab.end_s)
+            if cut > lab.start_s:
+                out.append(Label(lab.slot, Phase.WARMUP, lab.start_s, cut))
+            lab = Label(lab.slot, lab.phase, cut, lab.end_s)
+        out.append(lab)
+    return out
+
+
 def test_accuracy_and_lag(run):
     scenario, events, tracker, changes, end_ns = run
     labels = scenario.labels()
     end_s = end_ns / NS
     leaking = frozenset(p.slot for p in scenario.processes if p.leaks)
-    live_segments = accuracy(tracker.segments(), labels, end_s, leaking)
+    live_segs = tracker.segments()
+    live_segments = accuracy(live_segs, labels, end_s, leaking)
     offline = accuracy(tracker.segments(relabel_capture=True), labels, end_s, leaking)
-    instant = accuracy(changes_as_segments(changes, end_ns), labels, end_s, leaking)
+    view = changes_as_segments(changes, end_ns)
+    instant = accuracy(view, labels, end_s, leaking)
+    excused = accuracy(view, capture_excused(labels, live_segs), end_s, leaking)
     lags = boundary_lags(changes, labels)
-    # Inherent to live inference: a capture shows from its TRACE allocation on, idleness after
-    # PhaseConfig.idle_s of quiet (segments are backdated, the live view cannot be).
-    inherent = {Phase.CAPTURE, Phase.IDLE}
-    detect = [lag for lab, lag in lags if lab.phase not in inherent]
+    # Inherent to live inference: a capture shows from its TRACE allocation on (segments are
+    # backdated, the live view cannot be). Idleness shows after PhaseConfig.idle_show_s of quiet.
+    detect = [lag for lab, lag in lags if lab.phase is not Phase.CAPTURE]
     print(f"\n{scenario.name}: {len(events):,} events over {scenario.duration_s:.1f} s; accuracy: offline "
-          f"{offline:.2%}, live segments {live_segments:.2%}, live view {instant:.2%}; detection lag: max "
-          f"{max(detect) * 1e3:.0f} ms, mean {sum(detect) / len(detect) * 1e3:.0f} ms over {len(detect)} "
-          f"boundaries; capture start {_ms([lag for lab, lag in lags if lab.phase is Phase.CAPTURE])} ms, "
-          f"idle {_ms([lag for lab, lag in lags if lab.phase is Phase.IDLE])} ms")
+          f"{offline:.2%}, live segments {live_segments:.2%}, live view {instant:.2%} ({excused:.2%} with the "
+          f"capture start excused); live view lag: max {max(detect) * 1e3:.0f} ms, mean "
+          f"{sum(detect) / len(detect) * 1e3:.0f} ms over {len(detect)} boundaries "
+          f"({', '.join(f'{lab.phase} {lag * 1e3:.0f}' for lab, lag in lags if lab.phase is not Phase.CAPTURE)}); "
+          f"capture start {_ms([lag for lab, lag in lags if lab.phase is Phase.CAPTURE])} ms")
+    floors = FLOORS[scenario.name]
+    got = (offline, live_segments, instant, excused)
+    assert all(g >= f for g, f in zip(got, floors, strict=True)), f"{scenario.name}: {got} below {floors}"
     assert offline >= 0.99
-    assert live_segments >= 0.98
-    assert instant >= 0.85
-    assert max(detect) <= 0.25
+    assert max(detect) <= MAX_LAG_S
 
 
 def test_phase_sequences_match_truth(run):
@@ -235,3 +269,82 @@ def test_polled_totals_give_a_coarse_device_phase():
     tr.observe_totals(3 * NS, 0, (1 << 30, 0, 0, 0, 0, 0))
     assert tr.device_phase(0).phase is Phase.RELEASED
     assert [s.phase for s in tr.segments()] == [Phase.IDLE, Phase.LOADING, Phase.REPLAY, Phase.RELEASED]
+
+
+def _watch(tr: PhaseTracker, events: list[Event], until_s: float, pid: int = 7) -> list[tuple[float, Phase]]:
+    """Feed ``events`` with a tick every 10 ms until ``until_s``; every change of ``tr.phase(pid)``."""
+    shown: list[tuple[float, Phase]] = []
+    t = events[0].ts_ns + TICK_NS
+
+    def look(now: int) -> None:
+        ph = tr.phase(pid)
+        if not shown or shown[-1][1] is not ph:
+            shown.append((now / NS, ph))
+
+    for ev in events:
+        while t <= ev.ts_ns:
+            tr.tick(t)
+            look(t)
+            t += TICK_NS
+        tr.observe(ev)
+        look(ev.ts_ns)
+    while t <= until_s * NS:
+        tr.tick(t)
+        look(t)
+        t += TICK_NS
+    return shown
+
+
+def _load(t: float, layers: int, pause_s: float, bid: int = 0x10000) -> tuple[list[Event], float]:
+    """Five 4 MiB weights per layer, 2 ms apart, then ``pause_s`` of host work."""
+    evs = []
+    for _ in range(layers):
+        for _ in range(5):
+            evs.append(_ev(EventKind.ALLOC, t, bid=bid))
+            bid += 0x100
+            t += 0.002
+        t += pause_s
+    return evs, t
+
+
+def test_host_pauses_do_not_show_idle():
+    """Per-layer pauses while loading (~80 ms) and host work between warm-up runs (300 ms) are no idleness."""
+    evs, t = _load(0.0, 12, 0.08)
+    bid = 0x900000
+    for _run in range(4):  # eager runs: each op allocates its output and frees the previous one
+        prev = None
+        for _op in range(20):
+            evs.append(_ev(EventKind.ALLOC, t, btype=BufferType.L1, bid=bid, size=256 << 10))
+            if prev is not None:
+                evs.append(_ev(EventKind.FREE, t + 1e-4, btype=BufferType.L1, bid=prev, size=256 << 10))
+            prev, bid, t = bid, bid + 0x100, t + 0.001
+        evs.append(_ev(EventKind.FREE, t, btype=BufferType.L1, bid=prev, size=256 << 10))
+        t += 0.3
+    tr = PhaseTracker()
+    shown = _watch(tr, evs, t - 0.3)
+    assert [ph for _, ph in shown] == [Phase.LOADING, Phase.WARMUP]
+    assert [s.phase for s in tr.segments()] == [Phase.LOADING, Phase.WARMUP]
+
+
+def test_a_load_that_stops_shows_idle_at_once_and_only_then_in_segments():
+    evs, t = _load(0.0, 6, 0.03)
+    last = evs[-1].ts_ns / NS
+    tr = PhaseTracker()
+    shown = _watch(tr, evs, last + 0.6)
+    assert [ph for _, ph in shown] == [Phase.LOADING, Phase.IDLE]
+    assert shown[-1][0] - last <= 0.25
+    assert tr.current(7).phase is Phase.IDLE and tr.current(7).since_ns == evs[-1].ts_ns
+    assert [s.phase for s in tr.segments()] == [Phase.LOADING]  # not idle_s yet: no idle segment
+    tr.tick(int((last + 1.5) * NS))
+    assert [(s.phase, s.start_ns) for s in tr.segments()] == [(Phase.LOADING, 0), (Phase.IDLE, evs[-1].ts_ns)]
+
+
+def test_a_pause_that_did_not_end_the_load_raises_the_bar():
+    """Hysteresis: a slow load shows idle at its first long pause, not at the next ones as long."""
+    evs, t = _load(0.0, 4, 0.3)
+    shown = _watch(PhaseTracker(), evs, evs[-1].ts_ns / NS)
+    assert [ph for _, ph in shown] == [Phase.LOADING, Phase.IDLE, Phase.LOADING]
+    assert shown[1][0] < 0.3
+    tr = PhaseTracker()
+    _watch(tr, evs, t + 2.0)
+    assert [s.phase for s in tr.segments()] == [Phase.LOADING, Phase.IDLE]
