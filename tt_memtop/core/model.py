@@ -23,13 +23,16 @@ from typing import NamedTuple
 from ..sources.base import Capability, EventBatch, Snapshot, Status, TotalsSample, Update
 from .devices import Inventory
 from .events import Event, EventKind
+from .protocol import BufferType
 from .registry import Registry
 
 FEED_LIMIT = 100_000
 HISTORY_PER_ID = 16
+SEED_LIMIT = 100_000  # resident buffers replayed into phase inference when attaching (see _seed_phases)
 HISTORY_IDS = 20_000
 
 _ALLOC = EventKind.ALLOC
+_TRACE = int(BufferType.TRACE)
 _BAD_FRAME = EventKind.BAD_FRAME
 _PROCESS_EXIT = EventKind.PROCESS_EXIT
 _BUFFER_KINDS = frozenset({EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
@@ -86,6 +89,8 @@ class MonitorState:
         if isinstance(update, EventBatch):
             self.apply_events(update.events)
         elif isinstance(update, Snapshot):
+            if self.phases is not None and update.buffers and not self.phases.processes():
+                self._seed_phases(update.buffers, update.ts_ns)
             self.registry.load_snapshot(update.buffers, update.seq)
             if update.inventory is not None:
                 self.inventory = update.inventory
@@ -103,6 +108,24 @@ class MonitorState:
             self.status = update
             if update.capabilities:
                 self.capabilities = update.capabilities
+
+    def _seed_phases(self, buffers: list, now_ns: int) -> None:
+        """Attaching mid-run: show the allocations of what is resident to phase inference, oldest first.
+
+        A monitor that starts while a model replays its trace has seen no event yet; without this it
+        would say nothing until the next TRACE allocation. Resident buffers are the evidence left:
+        large DRAM weights (loading), a TRACE buffer on every device (capture, then replay once
+        quiet). Frees are gone, so churn (warm-up) cannot be reconstructed. Past SEED_LIMIT buffers
+        only TRACE buffers are replayed, to keep attaching to a huge state cheap.
+        """
+        if len(buffers) > SEED_LIMIT:
+            buffers = [b for b in buffers if b.buffer_type == _TRACE]
+        observe = self.phases.observe
+        for b in sorted(buffers, key=lambda b: (b.alloc_ts_ns, b.alloc_seq)):
+            observe(Event(_ALLOC, seq=b.alloc_seq, ts_ns=b.alloc_ts_ns, pid=b.owner_pid, device=b.device,
+                          buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size, ref_count=1))
+        if now_ns:
+            self.phases.tick(now_ns)
 
     def _saw_ts(self, ts_ns: int) -> None:
         if ts_ns:
