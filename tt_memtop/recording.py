@@ -167,6 +167,17 @@ class RecordingReader:
         for events in self.batches():
             yield from events
 
+    def torn_note(self) -> str | None:
+        """After an iteration: one line saying what was skipped at a torn or damaged record, else None."""
+        if not self.torn_bytes:
+            return None
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            size = self.torn_bytes
+        return (f"{self.path}: skipped the last {self.torn_bytes:,} bytes (from offset {size - self.torn_bytes:,}): "
+                f"a torn or damaged record; everything before it was read")
+
 
 def read_header(path: str) -> RecordingHeader:
     return RecordingReader(path).header

@@ -32,7 +32,8 @@ NOMINAL_RATE_PER_DEVICE = 250.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="a recording (memtop serve --record) or a server log")
-    parser.add_argument("--json", action="store_true", help="print a JSON list of segments")
+    parser.add_argument("--json", action="store_true",
+                        help='print one JSON document: {"schema_version", "file", "segments": [...]}')
     parser.add_argument("--speed", type=float, default=1.0, metavar="X",
                         help="the recording ran X times faster than real (memtop simulate --speed X)")
     parser.add_argument("--event-rate", type=float, default=None, metavar="N",
@@ -61,13 +62,22 @@ def log_events(path: str, event_rate: float | None = None) -> list[Event]:
     return events
 
 
-def file_events(path: str, speed: float = 1.0, event_rate: float | None = None) -> Iterator[Event]:
+def file_events(path: str, speed: float = 1.0, event_rate: float | None = None,
+                notes: list[str] | None = None) -> Iterator[Event]:
+    """The events of ``path``; a recording's torn or damaged tail is described in ``notes`` at the end."""
     if is_recording(path):
-        from ..recording import read_recording
+        from ..recording import RecordingReader
 
-        events: Iterable[Event] = read_recording(path)
-    else:
-        events = log_events(path, event_rate)
+        reader = RecordingReader(path)  # a bad header raises here, before any output
+        yield from _scaled(reader, speed)
+        note = reader.torn_note()
+        if note and notes is not None:
+            notes.append(note)
+        return
+    yield from _scaled(log_events(path, event_rate), speed)
+
+
+def _scaled(events: Iterable[Event], speed: float) -> Iterator[Event]:
     for ev in events:
         if speed != 1.0:
             ev.ts_ns = int(ev.ts_ns * speed)
@@ -82,17 +92,26 @@ def timeline(segments: list[Segment]) -> list[dict]:
             for s in segments]
 
 
+#: version of the ``--json`` document: {"schema_version", "file", "segments": [timeline rows]}
+SCHEMA_VERSION = 1
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..recording import RecordingError
+
     if args.speed <= 0 or (args.event_rate is not None and args.event_rate <= 0):
         print("memtop analyze: --speed and --event-rate must be positive", file=sys.stderr)
         return 2
+    notes: list[str] = []
     try:
-        rows = timeline(analyze(file_events(args.file, args.speed, args.event_rate)))
-    except OSError as exc:
+        rows = timeline(analyze(file_events(args.file, args.speed, args.event_rate, notes)))
+    except (OSError, RecordingError) as exc:
         print(f"memtop analyze: {exc}", file=sys.stderr)
         return 1
+    for note in notes:
+        print(f"memtop analyze: note: {note}", file=sys.stderr)
     if args.json:
-        json.dump(rows, sys.stdout)
+        json.dump({"schema_version": SCHEMA_VERSION, "file": args.file, "segments": rows}, sys.stdout)
         print()
         return 0
     if not rows:

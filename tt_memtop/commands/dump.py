@@ -34,6 +34,9 @@ async def _dump(path: str, timeout: float) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.timeout > 0:  # a zero wait would take a memtop server for an original one and dump twice
+        print("memtop dump: --timeout must be positive", file=sys.stderr)
+        return 2
     try:
         return anyio.run(_dump, args.socket, args.timeout)
     except (FileNotFoundError, ConnectionRefusedError):

@@ -34,12 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..recording import RecordingError
+
+    if args.speed <= 0 or (args.rate is not None and args.rate <= 0) or args.step < 1:
+        print("memtop replay: --speed and --rate must be positive, --step at least 1", file=sys.stderr)
+        return 2
     try:
         source = ReplaySource(args.file, args.speed, rate=args.rate or DEFAULT_RATE, paused=args.paused,
                               min_duration_s=0.0 if args.rate else MIN_DURATION_S)
-    except OSError as exc:
+    except (OSError, RecordingError) as exc:
         print(f"memtop replay: {exc}", file=sys.stderr)
         return 1
+    note = getattr(source.timeline, "torn_note", None)
+    if note:
+        print(f"memtop replay: note: {note}", file=sys.stderr)
     if args.once or args.json or not sys.stdout.isatty():
         from ..output.oneshot import run_oneshot
 

@@ -22,19 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
 
 
-def build_report(path: str) -> Report:
-    """The report of the log or recording at ``path``."""
+def build_report(path: str, notes: list[str] | None = None) -> Report:
+    """The report of the log or recording at ``path``; what was skipped (a torn tail) is appended to ``notes``."""
     if is_recording(path):
-        from ..recording import read_recording
+        from ..recording import RecordingReader
 
         builder = ReportBuilder(position_unit="ns")
-        batch = []
-        for ev in read_recording(path):
-            batch.append(ev)
-            if len(batch) >= 65536:
-                builder.add(batch)
-                batch = []
-        builder.add(batch)
+        reader = RecordingReader(path)
+        for events in reader.batches():
+            builder.add(events)
+        note = reader.torn_note()
+        if note and notes is not None:
+            notes.append(note)
         return builder.finish()
     builder = ReportBuilder(position_unit="line")
     parser = LogParser(line_as_ts=True)
@@ -48,11 +47,16 @@ def build_report(path: str) -> Report:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..recording import RecordingError
+
+    notes: list[str] = []
     try:
-        rep = build_report(args.file)
-    except OSError as exc:
+        rep = build_report(args.file, notes)
+    except (OSError, RecordingError) as exc:
         print(f"memtop report: {exc}", file=sys.stderr)
         return 1
+    for note in notes:
+        print(f"memtop report: note: {note}", file=sys.stderr)
     if args.json:
         doc = {"schema_version": 1, "file": args.file, **rep.as_dict()}
         json.dump(doc, sys.stdout, indent=2, default=str)

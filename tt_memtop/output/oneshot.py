@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from typing import TextIO
 
@@ -307,9 +308,25 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
     return 0
 
 
+def _is_broken_pipe(exc: BaseException) -> bool:
+    """A BrokenPipeError, possibly wrapped in (nested) exception groups by the task group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_broken_pipe(e) for e in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
 def run_oneshot(args: argparse.Namespace, source: Source | None = None) -> int:
     """Synchronous entry point used by ``memtop`` (commands/top.py) and ``memtop replay``."""
     try:
         return anyio.run(run_oneshot_async, args, source)
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        # `memtop --ndjson | head -1`: the reader went away. Not an error; silence the final flush.
+        if not _is_broken_pipe(exc):
+            raise
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return 0

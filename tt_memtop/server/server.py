@@ -167,15 +167,25 @@ class AllocationServer:
         """Bind, report started, serve until cancelled; on the way out print stats and unlink."""
         path = self.config.socket_path
         prepare_socket_path(path)
-        listener = await anyio.create_unix_listener(path)
+        if self.config.record:  # before binding: a bad --record path fails with nothing bound and nothing printed
+            from ..recording import RecordingWriter
+
+            try:
+                self._recorder = RecordingWriter(self.config.record, self.config.inventory, socket_path=path,
+                                                 clock=self._clock)
+            except OSError as exc:
+                raise _start_error(exc, f"cannot write the recording {self.config.record}: "
+                                        f"{exc.strerror or exc}") from exc
+        try:
+            listener = await anyio.create_unix_listener(path)
+        except OSError as exc:
+            if self._recorder is not None:
+                self._recorder.close()
+                self._recorder = None
+            raise _start_error(exc, f"cannot listen on {path}: {_bind_reason(path, exc)}") from exc
         with contextlib.suppress(OSError):
             self._socket_ino = os.stat(path).st_ino
         try:
-            if self.config.record:
-                from ..recording import RecordingWriter
-
-                self._recorder = RecordingWriter(self.config.record, self.config.inventory, socket_path=path,
-                                                 clock=self._clock)
             self._out(lf.start_banner(path, self.config.inventory if self.config.detection_banner else None))
             self._out([lf.CLEANUP_STARTED])
             async with anyio.create_task_group() as tg:
@@ -476,6 +486,25 @@ class AllocationServer:
 def _kind(reason: str) -> str:
     """A reason with its numbers blanked: what "once per kind" logging keys on."""
     return re.sub(r"\d+", "N", reason)
+
+
+def _start_error(exc: OSError, message: str) -> OSError:
+    """An OSError that prints as ``message`` alone and keeps ``exc``'s errno."""
+    err = OSError(message)
+    err.errno = exc.errno
+    return err
+
+
+def _bind_reason(path: str, exc: OSError) -> str:
+    """Why binding ``path`` failed, in words a user can act on."""
+    parent = os.path.dirname(path) or "."
+    if len(os.fsencode(path)) >= 108:
+        return f"the path is {len(os.fsencode(path))} bytes long; Unix sockets allow at most 107"
+    if isinstance(exc, FileNotFoundError) and not os.path.isdir(parent):
+        return f"the directory {parent} does not exist"
+    if isinstance(exc, PermissionError):
+        return f"permission denied (cannot create a file in {parent})"
+    return exc.strerror or str(exc)
 
 
 def prepare_socket_path(path: str) -> None:

@@ -74,8 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     start = args.start_at if args.start_at is not None else time.monotonic()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)  # as the TT-Metal client does
-        sock.connect(args.socket)
-        send_schedule(sock, messages, start, args.speed, script.exit_s)
+        try:
+            sock.connect(args.socket)
+        except OSError as exc:
+            print(f"memtop simulate: slot {args.slot}: cannot connect to {args.socket}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+        try:
+            send_schedule(sock, messages, start, args.speed, script.exit_s)
+        except OSError as exc:  # the server went away mid-run
+            print(f"memtop simulate: slot {args.slot}: the server at {args.socket} stopped reading "
+                  f"({exc.strerror or exc})", file=sys.stderr)
+            return 1
         if script.leaks:  # die like a crashed process: no frees, no orderly close
             sys.stdout.flush()
             os._exit(0)

@@ -349,6 +349,8 @@ class _RecordingTimeline:
                 self.t0 = ev.ts_ns
             self.t1 = ev.ts_ns
             self.total += 1
+        #: what was skipped at a torn or damaged record (one line), or None
+        self.torn_note = reader.torn_note()
         self.t0 = self.t0 or 0
         self.t1 = self.t1 or self.t0
         self.ckpt = _Checkpoints(checkpoint_every)
