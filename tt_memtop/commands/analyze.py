@@ -33,7 +33,8 @@ NOMINAL_RATE_PER_DEVICE = 250.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="a recording (memtop serve --record) or a server log")
     parser.add_argument("--json", action="store_true",
-                        help='print one JSON document: {"schema_version", "file", "segments": [...]}')
+                        help='print the timeline as a JSON list of segments: '
+                             '{"pid", "devices", "phase", "start_s", "end_s"} (times from the first event)')
     parser.add_argument("--speed", type=float, default=1.0, metavar="X",
                         help="the recording ran X times faster than real (memtop simulate --speed X)")
     parser.add_argument("--event-rate", type=float, default=None, metavar="N",
@@ -92,10 +93,6 @@ def timeline(segments: list[Segment]) -> list[dict]:
             for s in segments]
 
 
-#: version of the ``--json`` document: {"schema_version", "file", "segments": [timeline rows]}
-SCHEMA_VERSION = 1
-
-
 def run(args: argparse.Namespace) -> int:
     from ..recording import RecordingError
 
@@ -111,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"memtop analyze: note: {note}", file=sys.stderr)
     if args.json:
-        json.dump({"schema_version": SCHEMA_VERSION, "file": args.file, "segments": rows}, sys.stdout)
+        # A bare list, as specified for scripts (issue #4); its row keys are the stable contract.
+        json.dump(rows, sys.stdout)
         print()
         return 0
     if not rows:
