@@ -64,6 +64,8 @@ PANES = ("devices", "feed", "buffers", "processes")
 PANE_TITLES = {"devices": "1 Devices", "feed": "2 Events", "buffers": "3 Buffers", "processes": "4 Processes"}
 REPLAY_ACTIONS = frozenset({"play_pause", "step", "seek", "seek_to", "speed"})
 SEEK_STEP = 0.05  # [ / ]: this fraction of the duration
+TOTALS_ONLY_NOTE = ("this source reports totals only (the original allocation server, polled): no events, "
+                    "buffers or processes. Run `memtop serve` as the server, or add --follow LOG.")
 SPEEDS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -303,13 +305,17 @@ class MemtopApp(App[int]):
             self._last_sample = now
         self._draw_devices(sample)
         if self.pane == "feed":
+            note = self._totals_only_note()
+            if note and self.w_feed.empty_text != note:
+                self.w_feed.empty_text = note
+                self.w_feed.refresh()
             self.w_feed.pull(st, self.view_filter, self._origin_ns())
         elif self.pane == "buffers":
             self._maybe_query_buffers(now)
         elif self.pane == "processes" and now >= self._proc_due:
             self._proc_due = now + self.sample_period
             self._proc_rows = process_rows(st, self.view_filter, self.procs)
-            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert)
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
         self.frames += 1
         self.last_frame_events = st.events_total
 
@@ -321,6 +327,13 @@ class MemtopApp(App[int]):
         t1, n1 = s[-1]
         t0, n0 = next(((t, n) for t, n in s if t1 - t <= 2.0), s[0])
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def _totals_only_note(self) -> str:
+        """Why the feed, buffers and processes are empty when the source reports totals only ("" otherwise)."""
+        st = self.state
+        if not st.capabilities or Capability.EVENTS in st.capabilities or st.has_events:
+            return ""
+        return TOTALS_ONLY_NOTE
 
     def _origin_ns(self) -> int | None:
         """Feed times count from here: a replay's file start (so they match the header's position),
@@ -378,7 +391,7 @@ class MemtopApp(App[int]):
             info = st.inventory.get(d)
             rows.append(DeviceRow(d, info.arch_name if info else "?", tot, info.total_dram if info else 0,
                                   info.total_l1 if info else 0, phase=st.device_phase(d),
-                                  buffers=reg.device_count(d)))
+                                  buffers=reg.device_count(d) if st.has_events else -1))
         types = f.types or frozenset(range(7))
         self.w_devices.update_frame(rows, types, sample)
 
@@ -420,7 +433,8 @@ class MemtopApp(App[int]):
 
     def _show_buffers(self, window: Window, sort: str, invert: bool, group: bool) -> None:
         self._window = window
-        self.w_buffers.show(window, sort, invert, group, self.state.last_ts_ns, self.procs.name)
+        self.w_buffers.show(window, sort, invert, group, self.state.last_ts_ns, self.procs.name,
+                            self._totals_only_note())
 
     def refresh_now(self) -> None:
         """Redraw the current pane from the current (or, paused, the frozen) data right away."""
@@ -431,7 +445,7 @@ class MemtopApp(App[int]):
         elif self.pane == "processes":
             if not self.paused:
                 self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
-            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert)
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
         elif self.pane == "feed" and not self.paused:
             self.w_feed.pull(self.state, self.view_filter, self._origin_ns())
         if not self.paused:
@@ -502,10 +516,22 @@ class MemtopApp(App[int]):
 
     # ------------------------------------------------------------------ pause / follow / group
     def action_toggle_pause(self) -> None:
+        if not self.paused:
+            self._freeze_view()
         self.paused = not self.paused
-        if self.paused:
-            self.paused_at_events = self.state.events_total
         self.refresh_now()
+
+    def _freeze_view(self) -> None:
+        """Pausing: bring every pane up to the same instant first, so the frozen panes agree with each other
+        and with "PAUSED — N new events" (a pane not on screen would otherwise show data from whenever it was
+        last drawn, or nothing at all)."""
+        st = self.state
+        self.paused_at_events = st.events_total
+        self._dev_seen = (-1, -1, None)
+        self._draw_devices(False)
+        self.w_feed.pull(st, self.view_filter, self._origin_ns())
+        self._proc_rows = process_rows(st, self.view_filter, self.procs)
+        self._buf_snapshot = st.registry.buffer_list()
 
     def action_toggle_follow(self) -> None:
         feed = self.w_feed
@@ -648,17 +674,18 @@ class MemtopApp(App[int]):
         self.push_screen(DetailsScreen(body, f"buffer {buffer_id:#x}"))
 
     def action_jump(self) -> None:
-        def chosen(text: str | None) -> None:
-            if not text:
-                return
+        def problem(text: str) -> str | None:
             try:
-                bid = parse_id(text)
-            except ValueError:
-                self.notify(f"not a buffer id: {text!r} (hex 0x… or decimal)", severity="error")
-                return
-            self.open_details(bid)
+                parse_id(text)
+            except ValueError as exc:
+                return f"{exc} — type hex (0x3e363c80 or 3e363c80) or decimal"
+            return None
+
+        def chosen(text: str | None) -> None:
+            if text and text.strip():
+                self.open_details(parse_id(text))
         self.push_screen(PromptScreen("Jump to buffer id (hex like 0x3e363c80, or decimal)",
-                                      placeholder="0x3e363c80"), chosen)
+                                      placeholder="0x3e363c80", check=problem), chosen)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(replay=self.player is not None))

@@ -46,9 +46,9 @@ class Window:
 
 def _sort_key(sort: str) -> Callable[[Row], object]:
     return {
-        "size": lambda r: (r.total, r.buffer_id),
+        "size": lambda r: (r.total, r.buffer_id, -r.devices[0]),
         # older first when "descending": a smaller timestamp is a bigger age
-        "age": lambda r: (-r.alloc_ts_ns, r.buffer_id),
+        "age": lambda r: (-r.alloc_ts_ns, r.buffer_id, -r.devices[0]),
         "device": lambda r: (-r.devices[0], -r.buffer_id),
         "type": lambda r: (-r.buffer_type, -r.buffer_id),
         "pid": lambda r: (-r.owner_pid, -r.buffer_id),
@@ -96,8 +96,9 @@ def compute_window(buffers: Iterable[Buffer], view_filter: ViewFilter, sort: str
         key = _sort_key(sort)
         # rank Buffers directly (no Row per live buffer), then wrap only the winners
         bkey = {
-            "size": lambda b: (b.size, b.buffer_id),
-            "age": lambda b: (-b.alloc_ts_ns, b.buffer_id),
+            # ties (one id on several devices) in device order, whatever the registry's order
+            "size": lambda b: (b.size, b.buffer_id, -b.device),
+            "age": lambda b: (-b.alloc_ts_ns, b.buffer_id, -b.device),
             "device": lambda b: (-b.device, -b.buffer_id),
             "type": lambda b: (-b.buffer_type, -b.buffer_id),
             "pid": lambda b: (-b.owner_pid, -b.buffer_id),

@@ -7,6 +7,7 @@ from ..core.protocol import BufferType
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 SPARK = "▁▂▃▄▅▆▇█"
+MAX_ID = (1 << 64) - 1  # buffer ids are 64-bit device addresses
 
 TYPE_NAMES = {int(t): t.name for t in BufferType}
 #: short labels for narrow columns
@@ -44,11 +45,15 @@ def buffer_id_text(buffer_id: int) -> str:
 def parse_id(text: str) -> int:
     """A buffer id typed by a user: ``0x3e363c80``, ``3e363c80`` (has a-f) or ``1043741824``."""
     s = text.strip().lower().replace("_", "")
-    if s.startswith("0x"):
-        return int(s, 16)
-    if any(c in "abcdef" for c in s):
-        return int(s, 16)
-    return int(s, 10)
+    if not s or s[0] in "+-":
+        raise ValueError(f"not a buffer id: {text!r}")
+    try:
+        value = int(s, 16) if s.startswith("0x") or any(c in "abcdef" for c in s) else int(s, 10)
+    except ValueError:
+        raise ValueError(f"not a buffer id: {text.strip()!r}") from None
+    if value > MAX_ID:
+        raise ValueError(f"{text.strip()} is more than 64 bits: buffer ids are addresses (u64)")
+    return value
 
 
 def elapsed(ns: int) -> str:

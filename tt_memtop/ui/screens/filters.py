@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, SelectionList
 
@@ -22,7 +22,9 @@ class FilterScreen(ModalScreen[ViewFilter | None]):
 
     def compose(self) -> ComposeResult:
         f = self.current
-        with Vertical(classes="modal-box filter-box"):
+        # Scrolls: on a 24-line terminal the dialog is taller than the screen; focus moves scroll it.
+        with VerticalScroll(classes="modal-box filter-box"):
+            yield Label("", id="filter-error", classes="error")  # on top: seen whatever the scroll
             yield Label("Devices (e.g. 0,3 or 0-3; empty = all)")
             yield Input(",".join(str(d) for d in sorted(f.devices)), id="devices")
             yield Label("Buffer types (Space toggles)")
@@ -30,7 +32,6 @@ class FilterScreen(ModalScreen[ViewFilter | None]):
                                      id="types")
             yield Label("PIDs (empty = all)")
             yield Input(",".join(str(p) for p in sorted(f.pids)), id="pids")
-            yield Label("", id="filter-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Apply", variant="primary", id="apply")
                 yield Button("Cancel", id="cancel")
@@ -43,7 +44,10 @@ class FilterScreen(ModalScreen[ViewFilter | None]):
             devices = parse_int_set(self.query_one("#devices", Input).value)
             pids = parse_int_set(self.query_one("#pids", Input).value)
         except ValueError as exc:
-            self.query_one("#filter-error", Label).update(f"not a list of numbers: {exc}")
+            err = self.query_one("#filter-error", Label)
+            err.update(f"not a list of numbers: {exc}")
+            err.add_class("-shown")
+            err.scroll_visible(animate=False)
             return None
         chosen = frozenset(self.query_one("#types", SelectionList).selected)
         types = frozenset() if chosen == frozenset(TYPE_NAMES) else chosen

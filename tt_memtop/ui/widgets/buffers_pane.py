@@ -48,15 +48,25 @@ class BuffersPane(Vertical):
     def table(self) -> RankedTable:
         return self.query_one(RankedTable)
 
-    def show(self, window: Window, sort: str, invert: bool, group: bool, now_ns: int, pname) -> None:
+    def show(self, window: Window, sort: str, invert: bool, group: bool, now_ns: int, pname, note: str = "") -> None:
+        """``note``: why there is nothing to show (a source without per-buffer data), instead of the counts."""
         what = "groups" if group else "buffers"
         arrow = "↑" if invert else "↓"
+        found = self.query("#buffers-status")
+        if not found:  # not composed yet, or being torn down: the next frame draws it
+            return
+        status_line = found.first(Static)
         status = Text()
+        if note:
+            status.append(note, "bold yellow")
+            status_line.update(status)
+            self.table.apply_rows([])
+            return
         status.append(f"{window.live:,} live buffers", "bold")
         status.append(f" · {window.matched:,} {what} match · showing top {len(window.rows):,} by {sort} {arrow}")
         if group:
             status.append(" · grouped by id across devices")
-        self.query_one("#buffers-status", Static).update(status)
+        status_line.update(status)
         rows = []
         for r in window.rows:
             age = duration((now_ns - r.alloc_ts_ns) / 1e9) if r.alloc_ts_ns and now_ns >= r.alloc_ts_ns else "—"

@@ -42,7 +42,7 @@ class DeviceRow:
     delta_dram: int = 0
     delta_l1: int = 0
     phase: str = ""
-    buffers: int = 0
+    buffers: int = 0  # live entries; -1 = unknown (a totals-only source)
 
 
 class DevicePane(ScrollView, can_focus=True):
@@ -70,9 +70,9 @@ class DevicePane(ScrollView, can_focus=True):
     def update_frame(self, rows: list[DeviceRow], types_shown: frozenset[int], sample: bool) -> None:
         """New totals. ``sample``: this frame ends a refresh period (Δ and sparklines advance)."""
         old_rows = {o.device: o for o in self.rows}
-        for r in rows:
-            dram = sum(r.totals[t] for t in DRAM_STACK)
-            l1 = sum(r.totals[t] for t in L1_STACK)
+        for r in rows:  # Δ and history of what is shown: with a type filter, of those types only
+            dram = sum(r.totals[t] for t in DRAM_STACK if t in types_shown)
+            l1 = sum(r.totals[t] for t in L1_STACK if t in types_shown)
             prev = self._prev.get(r.device)
             if sample:
                 hd = self._hist_dram.setdefault(r.device, deque(maxlen=HISTORY))
@@ -144,10 +144,15 @@ class DevicePane(ScrollView, can_focus=True):
         return out
 
     def _summary_lines(self, rows: list[DeviceRow], width: int) -> list[list[Segment]]:
-        """Aggregate over the shown devices, and the colour legend (on its own line if needed)."""
+        """Aggregate over the shown devices, and the colour legend (on its own line if needed).
+
+        The numbers are padded to their widest form and the line break is decided on that, so the legend
+        and the device rows below do not jump around as totals grow by a digit. The buffer count (left out
+        when the source has no per-buffer data) goes last, only where it fits."""
         segs: list[Segment] = []
-        dram = sum(sum(r.totals[t] for t in DRAM_STACK) for r in rows)
-        l1 = sum(sum(r.totals[t] for t in L1_STACK) for r in rows)
+        shown = self.types_shown
+        dram = sum(sum(r.totals[t] for t in DRAM_STACK if t in shown) for r in rows)
+        l1 = sum(sum(r.totals[t] for t in L1_STACK if t in shown) for r in rows)
         cap_dram = sum(r.cap_dram for r in rows) if all(r.cap_dram for r in rows) else 0
         cap_l1 = sum(r.cap_l1 for r in rows) if all(r.cap_l1 for r in rows) else 0
         segs.append(Segment(f"{'all ' if len(rows) > 1 else ''}{len(rows)} device{'s' if len(rows) != 1 else ''}  ",
@@ -155,9 +160,10 @@ class DevicePane(ScrollView, can_focus=True):
         segs += self._used_segments("DRAM", dram, cap_dram)
         segs.append(Segment("  "))
         segs += self._used_segments("L1", l1, cap_l1)
-        count = Segment(f"  {sum(r.buffers for r in rows):,} buffers  ", self._style("dim"))
-        if sum(len(x.text) for x in segs) + len(count.text) <= width:
-            segs.append(count)
+        segs.append(Segment("  "))
+        count = None
+        if all(r.buffers >= 0 for r in rows):
+            count = Segment(f"│ {sum(r.buffers for r in rows):,} buffers", self._style("dim"))
         legend: list[Segment] = []
         for t in (0, 4, 1, 3, 2, 5, 6):
             if t in self.types_shown:
@@ -165,16 +171,21 @@ class DevicePane(ScrollView, can_focus=True):
                 legend.append(Segment(f"{_LEGEND[t]} ", self._style("dim")))
         if len(rows) == 1:  # the device's own row says it all
             return [legend]
-        if sum(len(x.text) for x in segs + legend) <= width:
-            return [segs + legend]
-        return [segs, legend]
+
+        def cells(line: list[Segment]) -> int:
+            return sum(len(x.text) for x in line)
+
+        lines = [segs + legend] if cells(segs) + cells(legend) <= width else [segs, legend]
+        if count is not None and cells(lines[0]) + len(count.text) <= width:
+            lines[0] = [*lines[0], count]
+        return lines
 
     def _used_segments(self, name: str, used: int, cap: int) -> list[Segment]:
         if cap:
             frac = used / cap
             return [Segment(f"{name} ", self._style("label")),
-                    Segment(f"{human(used)}/{human(cap)} {frac * 100:4.1f}%", self._style(level(frac)))]
-        return [Segment(f"{name} ", self._style("label")), Segment(f"{human(used)} (capacity unknown)",
+                    Segment(f"{human(used):>8}/{human(cap)} {frac * 100:5.1f}%", self._style(level(frac)))]
+        return [Segment(f"{name} ", self._style("label")), Segment(f"{human(used):>8} (capacity unknown)",
                                                                      self._style("dim"))]
 
     def _bar(self, totals: list[int], stack: tuple[int, ...], cap: int, width: int) -> list[Segment]:
@@ -216,17 +227,19 @@ class DevicePane(ScrollView, can_focus=True):
             parts = [parts[0] if which == "dram" else parts[1]]
         tail = 10 if both else 0  # room for the phase at the end of a one-line device
         per_part = (width - 9 - tail) // len(parts)
-        full = per_part >= 60
+        full = per_part >= 60  # bar, used/capacity, Δ, sparkline
+        medium = not full and per_part >= 44  # bar and used/capacity: absolute numbers from 120 columns on
         spark_w = max(0, min(24, per_part - 60)) if full else 0
-        fixed = 5 + (26 + 11 + (spark_w + 1 if spark_w else 0) if full else 7) + 2
+        compact_w = 7 if all(p[2] for p in parts) else 9  # " 100.0%", or " 1023 MiB" when capacity is unknown
+        fixed = 5 + (26 + 11 + (spark_w + 1 if spark_w else 0) if full else 26 if medium else compact_w) + 2
         bar_w = max(4, per_part - fixed)
         for name, stack, cap, delta, hist in parts:
             used = sum(r.totals[t] for t in stack if t in self.types_shown)
             segs.append(Segment(f"{name:<5}", label))
             segs += self._bar(r.totals, stack, cap, bar_w)
             frac = used / cap if cap else 0.0
-            if not full:
-                segs.append(Segment(f" {frac * 100:5.1f}%" if cap else f" {human(used):>6}",
+            if not (full or medium):
+                segs.append(Segment(f" {frac * 100:5.1f}%" if cap else f" {human(used):>8}",
                                     self._style(level(frac)) if cap else dim))
             else:
                 if cap:
@@ -234,7 +247,8 @@ class DevicePane(ScrollView, can_focus=True):
                                         self._style(level(frac))))
                 else:
                     segs.append(Segment(f" {human(used):>9}/{'?':<9}{'':>6}", dim))
-                segs.append(Segment(f" {human(delta, signed=True) if delta else '·':>10}", dim))
+                if full:
+                    segs.append(Segment(f" {human(delta, signed=True) if delta else '·':>10}", dim))
                 if spark_w:
                     segs.append(Segment(" " + sparkline(hist or (), spark_w).ljust(spark_w), self._style("spark")))
             segs.append(Segment("  "))

@@ -24,7 +24,7 @@ from textual.strip import Strip
 from ...core.events import Event, EventKind
 from ...core.model import MonitorState
 from ..filters import ViewFilter
-from ..format import KIND_LABELS, elapsed, human, type_name
+from ..format import KIND_LABELS, TYPE_SHORT, elapsed, human, type_name
 
 _BUFFERLESS = frozenset({EventKind.PROCESS_EXIT, EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS})
 _KIND_CLASS = {
@@ -32,7 +32,7 @@ _KIND_CLASS = {
     EventKind.FREE_UNKNOWN: "warn", EventKind.CLEANUP: "warn", EventKind.PROCESS_EXIT: "warn",
     EventKind.BAD_FRAME: "warn",
 }
-HEADER = f"{'time':<12} {'pid':>8} {'dev':>3} {'event':<7} {'type':<8} {'size':>10} {'buffer id':<12} phase"
+HEADER = f"{'time':<12} {'pid':>8} {'dev':>3} {'event':<7} {'type':<8} {'size':>10} {'buffer id':<12} {'phase':<9} detail"
 
 
 def event_passes(f: ViewFilter, ev: Event) -> bool:
@@ -44,6 +44,12 @@ def event_passes(f: ViewFilter, ev: Event) -> bool:
             return False
         return not f.text or f.text.lower() in f"{ev.pid} {ev.text}".lower()
     return f.matches(ev.device, ev.buffer_type, ev.pid, ev.buffer_id, ev.name)
+
+
+def _type_label(t: int) -> str:
+    """The type for the 8-wide column: the full name, or its short form (SYSTEM_MEMORY -> SYS), never cut."""
+    name = type_name(t)
+    return name if len(name) <= 8 else TYPE_SHORT.get(t, name[:8])
 
 
 class _Rows(Sequence):
@@ -194,7 +200,7 @@ class EventFeed(ScrollView, can_focus=True):
             Segment(f"{t:<12} ", self._style("time")),
             Segment(f"{ev.pid:>8} {ev.device:>3} ", None),
             Segment(f"{label:<7} ", kind_style),
-            Segment(f"{type_name(ev.buffer_type)[:8]:<8} {human(ev.size):>10} {ev.buffer_id:<#12x} ", None),
+            Segment(f"{_type_label(ev.buffer_type):<8} {human(ev.size):>10} {ev.buffer_id:<#12x} ", None),
             Segment(f"{phase or '—':<9}", self._style("phase")),
             Segment(extra, self._style("dim")),
         ]

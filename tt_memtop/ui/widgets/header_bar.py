@@ -72,7 +72,11 @@ class HeaderInfo:
 
 
 class HeaderBar(Static):
-    """Rebuilt at most once per tick, only when its text changes."""
+    """Rebuilt at most once per tick, only when its text changes.
+
+    Everything goes on one line, most important first. When the line is too narrow, what can go goes
+    first (uptime, then the rate, then the source's free-text message is cut): the filter and the
+    backlog / gap warnings always stay on screen, since numbers without them would mislead."""
 
     def __init__(self, **kw) -> None:
         super().__init__("", **kw)
@@ -82,28 +86,54 @@ class HeaderBar(Static):
         if info == self._last:
             return
         self._last = info
-        # One line: what matters most first; the source's free-text message last, cut if it won't fit.
-        t = Text(no_wrap=True, overflow="ellipsis")
-        t.append(" memtop ", "bold reverse")
-        if info.paused:
-            t.append(" ")
-            t.append(f" PAUSED — {info.new_while_paused:,} new events ", "bold reverse yellow")
-        if info.playback is not None:
-            t.append(" ")
-            t.append_text(playback_text(info.playback))
+        self.refresh()
+
+    def render(self) -> Text:
+        info = self._last
+        if info is None:
+            return Text("")
+        width = self.size.width or 10_000
+        for drop in ((), ("uptime",), ("uptime", "rate"), ("uptime", "rate", "source")):
+            t = header_text(info, drop)
+            if t.cell_len <= width:
+                return t
+            if not info.message:
+                continue
+            # the message may be cut; what comes before it must fit
+            if header_text(info, drop, message=False).cell_len <= width:
+                return t
+        return t
+
+
+def header_text(info: HeaderInfo, drop: tuple[str, ...] = (), message: bool = True) -> Text:
+    """The header line, without the parts named in ``drop`` ("uptime", "rate", "source")."""
+    t = Text(no_wrap=True, overflow="ellipsis", end="")
+    t.append(" memtop ", "bold reverse")
+    if info.paused:
+        t.append(" ")
+        t.append(f" PAUSED — {info.new_while_paused:,} new events ", "bold reverse yellow")
+    if info.playback is not None:
+        t.append(" ")
+        t.append_text(playback_text(info.playback))
+        if "source" not in drop:
             t.append(f" │ {info.source}")
-        else:
-            t.append(f" {info.source} ")
-            t.append(f"● {info.state}", _STATE_STYLE.get(info.state, ""))
+    else:
+        if "source" not in drop:
+            t.append(f" {info.source}")
+        t.append(" ")
+        t.append(f"● {info.state}", _STATE_STYLE.get(info.state, ""))
+    if "rate" not in drop:
         rate = f"{info.rate / 1000:.1f}k" if info.rate >= 1000 else f"{info.rate:.0f}"
-        t.append(f" │ {rate} ev/s │ up {duration(info.uptime)}")
-        if info.backlog > 10_000:
-            t.append(f" │ behind by {info.backlog:,} events", "bold red")
-        if info.gaps:
-            t.append(f" │ {info.gaps} gaps", "red")
-        if info.filters:
-            t.append(" │ filter: ", "bold")
-            t.append(info.filters, "bold yellow")
-        if info.message:
-            t.append(f" │ {info.message}", "dim")
-        self.update(t)
+        t.append(f" │ {rate} ev/s")
+    if "uptime" not in drop:
+        t.append(f" │ up {duration(info.uptime)}")
+    if info.backlog > 10_000:
+        t.append(f" │ behind by {info.backlog:,} events", "bold red")
+    if info.gaps:
+        t.append(f" │ {info.gaps} gaps", "red")
+    if info.filters:
+        t.append(" │ filter: ", "bold")
+        t.append(info.filters, "bold yellow")
+    if info.message and message:
+        t.append(f" │ {info.message}", "dim")
+    return t

@@ -83,11 +83,21 @@ class ProcessesPane(Vertical):
     def table(self) -> RankedTable:
         return self.query_one(RankedTable)
 
-    def show(self, rows: list[ProcRow], sort: str, invert: bool) -> None:
+    def show(self, rows: list[ProcRow], sort: str, invert: bool, note: str = "") -> None:
+        """``note``: why there is nothing to show (a source without per-process data), instead of the counts."""
+        found = self.query("#processes-status")
+        if not found:  # not composed yet, or being torn down: the next frame draws it
+            return
+        status_line = found.first(Static)
         status = Text()
+        if note:
+            status.append(note, "bold yellow")
+            status_line.update(status)
+            self.table.apply_rows([])
+            return
         status.append(f"{len(rows)} process{'es' if len(rows) != 1 else ''}", "bold")
         status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
-        self.query_one("#processes-status", Static).update(status)
+        status_line.update(status)
         out = []
         for r in sort_rows(rows, sort, invert):
             t = r.by_type

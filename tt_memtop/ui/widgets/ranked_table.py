@@ -35,7 +35,10 @@ class RankedTable(DataTable):
 
     def apply_rows(self, rows: Sequence[tuple[str, tuple]]) -> None:
         """``rows``: (key, cells without the rank) in display order."""
-        keep = self.cursor_key
+        # The cursor follows the row it is on (a buffer that moved keeps the selection), unless it is on the
+        # first row: there it stays, so the top of the ranking stays in view as htop does. Following from
+        # row 0 would scroll the biggest buffers out of sight whenever bigger ones arrive above.
+        keep = self.cursor_key if self.cursor_row > 0 else None
         new = {key: (i + 1, *cells) for i, (key, cells) in enumerate(rows)}
         for key in [k for k in self._cells if k not in new]:
             self.remove_row(key)
@@ -55,7 +58,11 @@ class RankedTable(DataTable):
             self._cells[key] = cells
         if moved:
             self.sort(col_keys[0])
-        if keep is not None and keep in new:
+        if keep is None:
+            if self.cursor_row != 0 and self.row_count:
+                self.move_cursor(row=0, animate=False)
+            return
+        if keep in new:
             try:
                 row = self.get_row_index(keep)
             except RowDoesNotExist:
