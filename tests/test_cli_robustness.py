@@ -153,3 +153,16 @@ def test_simulate_without_a_server_says_so_without_tracebacks(tmp_path):
     _no_traceback(proc)
     assert proc.returncode == 1
     assert f"cannot connect to {sock}" in proc.stderr
+
+
+# ---------------------------------------------------------------- usage errors are usage errors
+@pytest.mark.parametrize("argv,says", [
+    (["--interval", "0", "--once"], "must be positive"),
+    (["--interval", "-1", "--json"], "must be positive"),
+    (["--device", "abc", "--once", "--socket", "/nonexistent/x.sock"], "'abc' is not a number"),
+    (["serve", "--stats-interval", "0"], "must be positive"),
+])
+def test_bad_arguments_exit_2_with_a_readable_reason(argv, says):
+    proc = _memtop(*argv)
+    _no_traceback(proc)
+    assert proc.returncode == 2 and says in proc.stderr

@@ -33,6 +33,17 @@ def default_socket() -> str:
     return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
 
 
+def positive_float(text: str) -> float:
+    """argparse type for durations and rates: a usage error (exit 2) rather than a silent default."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def add_socket_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--socket", default=default_socket(), metavar="PATH",
                         help=f"allocation server socket (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})")

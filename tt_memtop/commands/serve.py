@@ -8,7 +8,7 @@ import sys
 
 import anyio
 
-from ..cli import add_socket_argument
+from ..cli import add_socket_argument, positive_float
 from ..core.devices import ARCHS, Inventory
 
 
@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="buffer ids in the log: hex (S4+, default) or decimal (S1-S3)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-allocation log lines")
     parser.add_argument("--record", metavar="FILE", help="record every event to FILE (see docs/RECORDING.md)")
-    parser.add_argument("--cleanup-interval", type=float, default=5.0, metavar="S",
+    parser.add_argument("--cleanup-interval", type=positive_float, default=5.0, metavar="S",
                         help="seconds between dead-process checks (default 5, as the original)")
-    parser.add_argument("--stats-interval", type=float, default=10.0, metavar="S",
+    parser.add_argument("--stats-interval", type=positive_float, default=10.0, metavar="S",
                         help="seconds between statistics blocks (default 10, as the original)")
     parser.add_argument("--no-extensions", action="store_true",
                         help="behave exactly like the original: no subscription, unknown types ignored")
@@ -36,9 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.devices <= 256:
         print("memtop serve: --devices must be between 0 and 256", file=sys.stderr)
-        return 2
-    if args.cleanup_interval <= 0 or args.stats_interval <= 0:
-        print("memtop serve: intervals must be positive", file=sys.stderr)
         return 2
     config = ServerConfig(socket_path=args.socket, inventory=Inventory.uniform(args.devices, args.arch),
                           layout=args.protocol, log_format=args.log_format, quiet=args.quiet, record=args.record,

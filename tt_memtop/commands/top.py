@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import add_socket_argument, add_view_arguments
+from ..cli import add_socket_argument, add_view_arguments, positive_float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_socket_argument(parser)
     parser.add_argument("--protocol", default="auto", choices=["auto", "72", "112", "128", "144", "648"],
                         help="message layout to speak to the server (default: auto-detect)")
-    parser.add_argument("--interval", type=float, default=0.5, metavar="S",
+    parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S",
                         help="poll interval for the original server, and --ndjson period (default 0.5)")
     parser.add_argument("--follow", metavar="LOG", help="follow an allocation-server log file for the event feed")
     out = parser.add_mutually_exclusive_group()

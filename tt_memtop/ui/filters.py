@@ -18,14 +18,17 @@ def parse_int_set(text: str | None) -> frozenset[int]:
     for part in (text or "").replace(" ", "").split(","):
         if not part:
             continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            a, b = int(lo), int(hi)
-            if b < a or b - a > 4096:
-                raise ValueError(f"bad range {part!r}")
-            out.update(range(a, b + 1))
-        else:
-            out.add(int(part))
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                a, b = int(lo), int(hi)
+                if b < a or b - a > 4096:
+                    raise ValueError
+                out.update(range(a, b + 1))
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a number or a range like 0-3") from None
     return frozenset(out)
 
 
