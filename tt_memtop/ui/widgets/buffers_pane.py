@@ -7,13 +7,10 @@ on a copy of the registry's list, at most a few times a second; this pane only s
 from __future__ import annotations
 
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Static
 
 from ..buffer_query import Window
 from ..format import duration, human, type_name
-from .ranked_table import RankedTable
+from .ranked_pane import RankedPane
 
 COLUMNS = (("rank", "#", 4), ("id", "buffer id", 12), ("dev", "dev", 5), ("type", "type", 8), ("size", "size", 9),
            ("total", "total", 9), ("pid", "pid", 8), ("proc", "process", 12), ("refs", "refs", 4), ("age", "age", 7),
@@ -37,31 +34,20 @@ def devices_text(devs: tuple[int, ...]) -> str:
     return ",".join(out)
 
 
-class BuffersPane(Vertical):
+class BuffersPane(RankedPane):
     """A status line saying what is shown (of how many, sorted how), then the table."""
 
-    def compose(self) -> ComposeResult:
-        yield Static("", id="buffers-status", classes="pane-status")
-        yield RankedTable(COLUMNS, id="buffers-table")
-
-    @property
-    def table(self) -> RankedTable:
-        return self.query_one(RankedTable)
+    COLUMNS = COLUMNS
+    NAME = "buffers"
 
     def show(self, window: Window, sort: str, invert: bool, group: bool, now_ns: int, pname, note: str = "") -> None:
         """``note``: why there is nothing to show (a source without per-buffer data), instead of the counts."""
         what = "groups" if group else "buffers"
         arrow = "↑" if invert else "↓"
-        found = self.query("#buffers-status")
-        if not found:  # not composed yet, or being torn down: the next frame draws it
+        status_line = self.status_line(note)
+        if status_line is None:
             return
-        status_line = found.first(Static)
         status = Text()
-        if note:
-            status.append(note, "bold yellow")
-            status_line.update(status)
-            self.table.apply_rows([])
-            return
         status.append(f"{window.live:,} live buffers", "bold")
         status.append(f" · {window.matched:,} {what} match · showing top {len(window.rows):,} by {sort} {arrow}")
         if group:

@@ -5,16 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Static
 
 from ...core.model import MonitorState
 from ..filters import ViewFilter
 from ..format import human
 from ..procinfo import ProcInfo
 from .buffers_pane import devices_text
-from .ranked_table import RankedTable
+from .ranked_pane import RankedPane
 
 COLUMNS = (("rank", "#", 3), ("pid", "pid", 8), ("name", "process", 14), ("state", "state", 6),
            ("phase", "phase", 8), ("dram", "DRAM", 9), ("l1", "L1", 9), ("l1s", "L1_SMALL", 9), ("trace", "TRACE", 9),
@@ -74,27 +71,18 @@ def sort_rows(rows: list[ProcRow], sort: str, invert: bool) -> list[ProcRow]:
     return sorted(rows, key=lambda r: (key(r), -r.pid), reverse=not invert)
 
 
-class ProcessesPane(Vertical):
-    def compose(self) -> ComposeResult:
-        yield Static("", id="processes-status", classes="pane-status")
-        yield RankedTable(COLUMNS, id="processes-table")
+class ProcessesPane(RankedPane):
+    """Per-PID usage: a status line, then one row per process."""
 
-    @property
-    def table(self) -> RankedTable:
-        return self.query_one(RankedTable)
+    COLUMNS = COLUMNS
+    NAME = "processes"
 
     def show(self, rows: list[ProcRow], sort: str, invert: bool, note: str = "") -> None:
         """``note``: why there is nothing to show (a source without per-process data), instead of the counts."""
-        found = self.query("#processes-status")
-        if not found:  # not composed yet, or being torn down: the next frame draws it
+        status_line = self.status_line(note)
+        if status_line is None:
             return
-        status_line = found.first(Static)
         status = Text()
-        if note:
-            status.append(note, "bold yellow")
-            status_line.update(status)
-            self.table.apply_rows([])
-            return
         status.append(f"{len(rows)} process{'es' if len(rows) != 1 else ''}", "bold")
         status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
         status_line.update(status)

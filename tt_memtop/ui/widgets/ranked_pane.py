@@ -1,0 +1,40 @@
+"""A status line over a :class:`RankedTable`: the shape shared by the buffers and processes views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from .ranked_table import RankedTable
+
+
+class RankedPane(Vertical):
+    """Subclasses give their columns and a name (used for the widget ids) and fill the status line."""
+
+    COLUMNS: Sequence[tuple[str, str, int | None]] = ()
+    NAME = "ranked"
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id=f"{self.NAME}-status", classes="pane-status")
+        yield RankedTable(self.COLUMNS, id=f"{self.NAME}-table")
+
+    @property
+    def table(self) -> RankedTable:
+        return self.query_one(RankedTable)
+
+    def status_line(self, note: str) -> Static | None:
+        """The status line to fill, or None when there is nothing more to draw: not composed yet (or
+        being torn down; the next frame draws it), or ``note`` (why the source has no rows) shown instead."""
+        found = self.query(f"#{self.NAME}-status")
+        if not found:
+            return None
+        line = found.first(Static)
+        if note:
+            line.update(Text(note, "bold yellow"))
+            self.table.apply_rows([])
+            return None
+        return line
