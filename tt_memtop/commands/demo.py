@@ -23,14 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import top
+    from .top import run_monitor
 
     if args.speed <= 0:
         print("memtop demo: --speed must be positive", file=sys.stderr)
         return 2
-    run_monitor = getattr(top, "run_monitor", None)
-    if run_monitor is None:
-        print("memtop demo: the monitor is not available in this build", file=sys.stderr)
-        return 1
     source = DemoSource(args.scenario, args.speed, loop=not args.no_loop, seed=args.seed, layout=int(args.protocol))
     return run_monitor(args, source)

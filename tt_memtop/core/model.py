@@ -23,6 +23,7 @@ from typing import NamedTuple
 from ..sources.base import Capability, EventBatch, Snapshot, Status, TotalsSample, Update
 from .devices import Inventory
 from .events import Event, EventKind
+from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Registry
 
@@ -47,17 +48,13 @@ class HistoryEntry(NamedTuple):
 
 
 def _name(ph) -> str:
-    """A Phase enum (or a state holding one, or a string) as its display name."""
-    ph = getattr(ph, "phase", ph)
-    return str(getattr(ph, "value", ph) or "") if ph is not None else ""
+    """A Phase (a StrEnum) as its display name; "" for None."""
+    return ph.value if ph is not None else ""
 
 
-def _phase_name(phases, pid: int) -> str:
-    try:
-        quick = getattr(phases, "phase", None)  # PhaseTracker.phase: no evidence text to build
-        return _name(quick(pid) if quick is not None else phases.current(pid))
-    except Exception:  # a tracker that does not know the pid yet
-        return ""
+def new_state(phases: bool = True) -> MonitorState:
+    """A MonitorState, with trace-phase inference unless ``phases`` is False."""
+    return MonitorState(phases=PhaseTracker() if phases else None)
 
 
 class MonitorState:
@@ -101,7 +98,7 @@ class MonitorState:
             self._saw_ts(update.ts_ns)
             if update.inventory is not None:
                 self.inventory = update.inventory
-            if self.phases is not None and hasattr(self.phases, "observe_totals"):
+            if self.phases is not None:
                 for dev, tot in update.totals.items():
                     self.phases.observe_totals(update.ts_ns, dev, tot)
         elif isinstance(update, Status):
@@ -151,11 +148,8 @@ class MonitorState:
         per_id = 2 * self.history_per_id  # flat list: two items per event
         buffer_kinds = _BUFFER_KINDS
         observe = phases.observe if phases is not None else None
-        # The tracker's cheap per-pid lookup (PhaseTracker.phase), named through a small cache;
-        # a tracker without one is asked for its full state once per PID per batch.
-        quick = getattr(phases, "phase", None) if phases is not None else None
+        quick = phases.phase if phases is not None else None  # O(1), no evidence text to build
         names = self._phase_names
-        cache: dict[int, str] = {}
         phase = ""
         gaps = 0
         last_seq = self.registry.seq
@@ -169,15 +163,10 @@ class MonitorState:
             kind = ev.kind
             if observe is not None:
                 observe(ev)
-                if quick is not None:
-                    ph = quick(ev.pid)
-                    phase = names.get(ph)
-                    if phase is None:
-                        phase = names[ph] = _name(ph)
-                else:
-                    phase = cache.get(ev.pid)
-                    if phase is None:
-                        phase = cache[ev.pid] = _phase_name(phases, ev.pid)
+                ph = quick(ev.pid)
+                phase = names.get(ph)
+                if phase is None:
+                    phase = names[ph] = _name(ph)
             feed_append(ev)
             phases_append(phase)
             if kind in buffer_kinds:
@@ -205,7 +194,7 @@ class MonitorState:
 
     def tick(self, now_ns: int) -> None:
         """Let time-based phase rules run (the caller owns the clock)."""
-        if self.phases is not None and hasattr(self.phases, "tick"):
+        if self.phases is not None:
             self.phases.tick(now_ns)
 
     # ------------------------------------------------------------------ queries
@@ -242,13 +231,7 @@ class MonitorState:
 
     def phase_of(self, pid: int) -> str:
         """The current phase of ``pid`` ("" when unknown or no tracker)."""
-        return _phase_name(self.phases, pid) if self.phases is not None else ""
+        return _name(self.phases.phase(pid)) if self.phases is not None else ""
 
     def device_phase(self, device: int) -> str:
-        if self.phases is None or not hasattr(self.phases, "device_phase"):
-            return ""
-        try:
-            quick = getattr(self.phases, "device_phase_only", None)  # no evidence text to build
-            return _name(quick(device) if quick is not None else self.phases.device_phase(device))
-        except Exception:
-            return ""
+        return _name(self.phases.device_phase_only(device)) if self.phases is not None else ""

@@ -32,7 +32,7 @@ from typing import TextIO
 
 import anyio
 
-from ..core.model import MonitorState
+from ..core.model import MonitorState, new_state
 from ..core.protocol import BufferType
 from ..sources.base import Snapshot, Source, Status, TotalsSample
 from ..ui.filters import ViewFilter
@@ -215,16 +215,6 @@ def render_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _new_state() -> MonitorState:
-    state = MonitorState()
-    try:
-        from ..core.phases import PhaseTracker
-    except ImportError:
-        return state
-    state.phases = PhaseTracker()
-    return state
-
-
 def _settles(update, source: Source) -> bool:
     """Has ``source`` delivered a complete picture? (first sample / snapshot / caught-up log / end)."""
     if isinstance(update, (TotalsSample, Snapshot)):
@@ -254,7 +244,7 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
     if hasattr(source, "hold_at_end"):  # a replay: jump to the end and report the final state
         source.hold_at_end = False
         source.seek(1.0)
-    state = _new_state()
+    state = new_state()
     settled = anyio.Event()
     failed: list[Status] = []
 

@@ -25,7 +25,7 @@ from textual.app import App, ComposeResult
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
 
-from ..core.model import MonitorState
+from ..core.model import MonitorState, new_state
 from ..sources.base import Capability, EventBatch, Snapshot, Source, Status, Update
 from .bindings import KEYS, app_bindings, key_active
 from .buffer_query import SORT_ORDER as BUFFER_SORTS
@@ -69,17 +69,6 @@ TOTALS_ONLY_NOTE = ("this source reports totals only (the original allocation se
 SPEEDS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-def new_state(phases: bool = True) -> MonitorState:
-    """A MonitorState with trace-phase inference when the phases module is available."""
-    tracker = None
-    if phases:
-        try:
-            from ..core.phases import PhaseTracker
-        except ImportError:  # phase inference not built: everything else still works
-            PhaseTracker = None  # noqa: N806
-        if PhaseTracker is not None:
-            tracker = PhaseTracker()
-    return MonitorState(phases=tracker)
 
 
 class KeyCommands(Provider):
