@@ -1,4 +1,4 @@
-"""The message sequence that produced ../shared/data/original_server/session_72byte.log (see its README)."""
+"""The message sequence that produced data/original_server/session_72byte.log (see its README)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 from tt_memtop.core.protocol import AllocMessage, BufferType, MsgType
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SESSION_LOG = SHARED / "original_server" / "session_72byte.log"
-EXCERPTS = SHARED / "log_excerpts.txt"
+DATA = Path(__file__).resolve().parent / "data"  # copies of ../shared/data: the tests need nothing outside the repo
+SESSION_LOG = DATA / "original_server" / "session_72byte.log"
+EXCERPTS = DATA / "log_excerpts.txt"
 ORIGINAL_SOCKET = "/tmp/tt_allocation_server.sock"
 PID_A = 8174
 PID_B = 8216

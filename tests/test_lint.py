@@ -17,3 +17,14 @@ def test_ruff_clean():
     done = subprocess.run([ruff, "check", "tt_memtop", "tests", "benchmarks"], cwd=ROOT, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_runs_on_python_310():
+    """TT-Metal's environment (Ubuntu 22.04) is Python 3.10: nothing newer may be needed, checked statically."""
+    vermin = shutil.which("vermin") or str(Path(sys.executable).with_name("vermin"))
+    if not Path(vermin).exists():
+        pytest.skip("vermin is not installed (it comes with the dev extra)")
+    done = subprocess.run([vermin, "--target=3.10-", "--violations", "--no-tips", "--eval-annotations",
+                           "--backport", "enum", "--backport", "typing", "--exclude", "tomllib", "tt_memtop", "tests",
+                           "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,6 +1,11 @@
 """pyproject.toml lists packages explicitly (themes/ is mapped in): every package must be listed."""
 
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

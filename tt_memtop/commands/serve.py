@@ -8,6 +8,7 @@ import sys
 
 import anyio
 
+from .._compat import ExceptionGroup
 from ..cli import add_socket_argument, positive_float
 from ..core.devices import ARCHS, Inventory
 
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         prepare_socket_path(args.socket)  # refuse a live server before printing anything
         anyio.run(main)
-    except (OSError, SocketInUseError, ExceptionGroup) as exc:
-        while isinstance(exc, ExceptionGroup):  # errors raised inside the task group arrive wrapped
+    except (OSError, SocketInUseError, ExceptionGroup) as exc:  # novermin (the 3.10 backport via _compat)
+        while isinstance(exc, ExceptionGroup):  # novermin: errors raised inside the task group arrive wrapped
             exc = exc.exceptions[0]
         if not isinstance(exc, (OSError, SocketInUseError)):
             raise

@@ -56,8 +56,8 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
+from .._compat import StrEnum
 from .events import Event, EventKind
 from .protocol import BufferType
 

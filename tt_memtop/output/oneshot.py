@@ -32,6 +32,7 @@ from typing import TextIO
 
 import anyio
 
+from .._compat import BaseExceptionGroup
 from ..core.model import MonitorState, new_state
 from ..core.protocol import BufferType
 from ..sources.base import Snapshot, Source, Status, TotalsSample
@@ -103,7 +104,7 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
                    now: dt.datetime | None = None) -> dict:
     """The state as one JSON-ready dict (see the module docstring for the schema)."""
     filt = filt or ViewFilter()
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.timezone.utc)
     per_buffer = state.has_events
     dev_sums, counts, pid_sums = _sums(filt, state) if per_buffer else ({}, {}, {})
     devices = []

@@ -13,8 +13,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from .._compat import StrEnum
 from ..core.devices import Inventory
 from ..core.events import Event
 from ..core.registry import Buffer
