@@ -105,7 +105,7 @@ async def test_pause_freezes_the_feed_and_unpause_catches_up(tmp_path):
     from tt_memtop.sources.subscribe import SubscribeSource
 
     async with running_server(tmp_path) as server:
-        app = MemtopApp(SubscribeSource(server), clock=lambda: 0.0)
+        app = MemtopApp(SubscribeSource(server), clock=lambda: 0.0, pane="feed")
         async with app.run_test(size=SIZE) as pilot:
             await _pause(app, pilot, server, AllocationClient)
 
@@ -133,7 +133,7 @@ async def _pause(app, pilot, server, AllocationClient) -> None:  # noqa: N803
 
 # ---------------------------------------------------------------------------------------------- fake source
 async def test_device_and_type_filters_change_what_is_shown():
-    app = fake_app(view_filter=ViewFilter.from_args("0,3", None, None))
+    app = fake_app(view_filter=ViewFilter.from_args("0,3", None, None), pane="feed")
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(app.query_one(EventFeed).rows) > 0)
         await pilot.pause(0.1)
@@ -259,7 +259,7 @@ async def test_feed_shows_phase_when_phase_inference_is_available():
     state = new_state()
     if state.phases is None:
         pytest.skip("phase inference not available")
-    app = MemtopApp(FakeSource(8, [llama_events(8)]), clock=lambda: 0.0, state=state)
+    app = MemtopApp(FakeSource(8, [llama_events(8)]), clock=lambda: 0.0, state=state, pane="feed")
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(app.query_one(EventFeed).rows) > 0)
         assert any(ph for _, ph in app.query_one(EventFeed).rows)
@@ -271,7 +271,7 @@ async def test_cleanup_and_exit_events_reach_the_feed():
     evs.append(Event(EventKind.CLEANUP, seq=n + 1, ts_ns=evs[-1].ts_ns + 1, pid=4242, device=0,
                      buffer_type=0, buffer_id=0x9000000, size=MiB))
     evs.append(Event(EventKind.PROCESS_EXIT, seq=n + 2, ts_ns=evs[-1].ts_ns + 1, pid=4242, size=MiB, ref_count=1))
-    app = fake_app(1, evs)
+    app = fake_app(1, evs, pane="feed")
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: len(app.query_one(EventFeed).rows) == n + 2)
         text = feed_text(app.query_one(EventFeed))

@@ -55,7 +55,7 @@ def totals(reg: Registry) -> dict[int, list[int]]:
 
 def replay_app(*, paused: bool = True, rate: float = 10.0, step_events: int = 1) -> MemtopApp:
     src = ReplaySource(str(SESSION_LOG), rate=rate, paused=paused, tick=0.01)
-    return MemtopApp(src, clock=lambda: 0.0, state=MonitorState(), step_events=step_events)
+    return MemtopApp(src, clock=lambda: 0.0, state=MonitorState(), step_events=step_events, pane="feed")
 
 
 async def test_pause_stops_playback_and_resume_continues():

@@ -219,7 +219,7 @@ async def test_jump_rejects_bad_ids_and_stays_open(typed):
 
 async def test_feed_never_cuts_a_type_name():
     ev = allocs(5, 1, 256, 0x100, 1, btype=BufferType.SYSTEM_MEMORY)
-    app = MemtopApp(FakeSource(1, [ev]), clock=lambda: 0.0, state=MonitorState())
+    app = MemtopApp(FakeSource(1, [ev]), clock=lambda: 0.0, state=MonitorState(), pane="feed")
     async with app.run_test(size=(120, 30)) as pilot:
         feed = app.query_one(EventFeed)
         await wait_for(pilot, lambda: feed.rows)

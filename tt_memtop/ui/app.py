@@ -25,6 +25,7 @@ from textual.app import App, ComposeResult
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
 
+from ..config import HISTORY_SCALES
 from ..core.model import MonitorState, new_state
 from ..sources.base import Capability, EventBatch, Snapshot, Source, Status, Update
 from .bindings import KEYS, app_bindings, key_active
@@ -109,7 +110,9 @@ class MemtopApp(App[int]):
     def __init__(self, source: Source, *, view_filter: ViewFilter | None = None, theme: str | None = None,
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
                  local: bool | None = None, state: MonitorState | None = None, buffer_limit: int = 500,
-                 pane: str = "feed", step_events: int = 1) -> None:
+                 pane: str = "processes", step_events: int = 1, history_scale: float = 1.0,
+                 feed_grouped: bool = True, wall_clock: bool | None = None, wall_offset_ns: int | None = None,
+                 group: bool = False, keymap: dict[str, str] | None = None) -> None:
         super().__init__()
         self.source = source
         #: the source as a player (a replay), or None
@@ -128,7 +131,16 @@ class MemtopApp(App[int]):
         self.pane = pane
         self.paused = False
         self.paused_at_events = 0
-        self.buffer_sort, self.buffer_invert, self.group = "size", False, False
+        self.buffer_sort, self.buffer_invert, self.group = "size", False, group
+        self.history_scale = history_scale
+        self.feed_grouped = feed_grouped
+        if wall_offset_ns is None:  # live sources stamp events with this host's monotonic clock
+            wall_offset_ns = time.time_ns() - time.monotonic_ns() if self.player is None else 0
+        #: feed times: wall clock by default (not for replays, whose position counts from the file start)
+        self.wall_clock = (self.player is None) if wall_clock is None else wall_clock
+        self.wall_offset_ns = wall_offset_ns
+        self.keymap = dict(keymap or {})
+        self._last_sample_t = 0.0
         self.process_sort, self.process_invert = "total", False
         self.drilled_from: tuple[str, ViewFilter] | None = None
         self.frames = 0  # frames drawn (benchmarks read it)
@@ -154,10 +166,11 @@ class MemtopApp(App[int]):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield HeaderBar(id="header")
-        yield DevicePane(id="devices")
+        yield DevicePane(history_scale=self.history_scale, id="devices")
         yield Tabs(*[Tab(PANE_TITLES[p], id=f"tab-{p}") for p in PANES], active=f"tab-{self.pane}", id="pane-tabs")
-        with ContentSwitcher(initial="feed", id="panes"):
-            yield EventFeed(limit=self.state.feed.maxlen or 100_000, id="feed")
+        with ContentSwitcher(initial=self.pane if self.pane != "devices" else "processes", id="panes"):
+            yield EventFeed(limit=self.state.feed.maxlen or 100_000, grouped=self.feed_grouped,
+                            wall_clock=self.wall_clock, wall_offset_ns=self.wall_offset_ns, id="feed")
             yield BuffersPane(id="buffers")
             yield ProcessesPane(id="processes")
         yield Input(placeholder="filter: id (hex/dec), type, PID, name — Enter keeps it, Esc clears", id="search")
@@ -177,6 +190,8 @@ class MemtopApp(App[int]):
         self.w_search = self.query_one("#search", Input)
         for theme in THEMES:
             self.register_theme(theme)
+        if self.keymap:
+            self.set_keymap(self.keymap)
         try:
             self.theme = self.initial_theme
         except Exception:
@@ -247,6 +262,7 @@ class MemtopApp(App[int]):
             note = (f"moved to {clock(p.position_s, p.duration_s < 10)} ({p.position:,}/{p.length:,} {p.unit}): "
                     "the state is rebuilt there; events from here on")
         self.w_feed.reset(note)
+        self.w_devices.reset()
 
     async def _fold(self) -> None:
         """Fold queued updates into the state, yielding every ``SLICE_S`` so frames keep their rate
@@ -290,9 +306,11 @@ class MemtopApp(App[int]):
             return
         now = time.monotonic()
         sample = now - self._last_sample >= self.sample_period
+        dt = 0.0
         if sample:
+            dt = now - self._last_sample if self._last_sample > 0 else 0.0
             self._last_sample = now
-        self._draw_devices(sample)
+        self._draw_devices(sample, dt)
         if self.pane == "feed":
             note = self._totals_only_note()
             if note and self.w_feed.empty_text != note:
@@ -355,7 +373,7 @@ class MemtopApp(App[int]):
             new_while_paused=st.events_total - self.paused_at_events if self.paused else 0, gaps=st.gaps,
             backlog=self._pending_events, playback=playback))
 
-    def _draw_devices(self, sample: bool) -> None:
+    def _draw_devices(self, sample: bool, dt: float = 0.0) -> None:
         st = self.state
         key = (st.events_total, st.polled_ts_ns, self.view_filter)
         if key == self._dev_seen and not sample:
@@ -382,7 +400,7 @@ class MemtopApp(App[int]):
                                   info.total_l1 if info else 0, phase=st.device_phase(d),
                                   buffers=reg.device_count(d) if st.has_events else -1))
         types = f.types or frozenset(range(7))
-        self.w_devices.update_frame(rows, types, sample)
+        self.w_devices.update_frame(rows, types, sample, dt)
 
     # ------------------------------------------------------------------ buffers: ranked off the render path
     def _maybe_query_buffers(self, now: float, force: bool = False) -> None:
@@ -473,7 +491,9 @@ class MemtopApp(App[int]):
         if action in REPLAY_ACTIONS:
             return self.player is not None
         if action == "toggle_pause":
-            return self.player is None
+            return self.player is None and not self.paused
+        if action == "resume":
+            return self.player is None and self.paused
         return True
 
     def action_play_pause(self) -> None:
@@ -508,7 +528,32 @@ class MemtopApp(App[int]):
         if not self.paused:
             self._freeze_view()
         self.paused = not self.paused
+        self.refresh_bindings()  # the Footer: "p Pause" <-> "p Resume"
         self.refresh_now()
+
+    def action_resume(self) -> None:
+        if self.paused:
+            self.action_toggle_pause()
+
+    def action_toggle_raw(self) -> None:
+        self.feed_grouped = not self.feed_grouped
+        self.w_feed.set_mode(grouped=self.feed_grouped)
+        if self.pane != "feed":
+            self.show_pane("feed")
+        self.notify("event feed: " + ("grouped (repeats coalesced, one row per op across devices)"
+                                      if self.feed_grouped else "raw (one row per event)"), timeout=2)
+
+    def action_toggle_times(self) -> None:
+        self.wall_clock = not self.wall_clock
+        self.w_feed.set_mode(wall_clock=self.wall_clock)
+        self.notify("feed times: " + ("wall clock" if self.wall_clock else "since the first event"), timeout=2)
+
+    def action_history_scale(self) -> None:
+        scales = HISTORY_SCALES
+        nxt = next((s for s in scales if s < self.history_scale - 1e-9), scales[0])
+        self.history_scale = nxt
+        self.w_devices.set_history_scale(nxt)
+        self.notify(f"history scale: full height = {nxt * 100:g} % of capacity", timeout=2)
 
     def _freeze_view(self) -> None:
         """Pausing: bring every pane up to the same instant first, so the frozen panes agree with each other
@@ -655,12 +700,21 @@ class MemtopApp(App[int]):
             btype, bid = int(parts[1]), int(parts[2])
         self.open_details(bid, btype)
 
+    def now_ns(self) -> int:
+        """The present on the events' clock: live sources stamp events with this host's monotonic
+        clock (``self.clock``, injectable); a replay's present is its latest event."""
+        last = self.state.last_ts_ns
+        if self.player is not None:
+            return last
+        return max(last, int(self.clock() * 1e9))
+
     def open_details(self, buffer_id: int, buffer_type: int | None = None) -> None:
-        found = find_buffers(self.state, buffer_id, buffer_type)
-        if buffer_type is None and found:
-            found = [b for b in found if b.buffer_type == found[0].buffer_type]
-        body = details_renderable(self.state, buffer_id, found, self.procs, self.state.last_ts_ns)
-        self.push_screen(DetailsScreen(body, f"buffer {buffer_id:#x}"))
+        def build():
+            found = find_buffers(self.state, buffer_id, buffer_type)
+            if buffer_type is None and found:
+                found = [b for b in found if b.buffer_type == found[0].buffer_type]
+            return details_renderable(self.state, buffer_id, found, self.procs, self.now_ns())
+        self.push_screen(DetailsScreen(build, f"buffer {buffer_id:#x}"))
 
     def action_jump(self) -> None:
         def problem(text: str) -> str | None:
@@ -677,4 +731,4 @@ class MemtopApp(App[int]):
                                       placeholder="0x3e363c80", check=problem), chosen)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(replay=self.player is not None))
+        self.push_screen(HelpScreen(replay=self.player is not None, keymap=self.keymap))

@@ -6,7 +6,11 @@ replay: it can pause, step, seek, change speed), ``mode="live"`` keys only when 
 ``check_action`` enforces it, which also hides them from the Footer; help and the palette list a
 mode's keys only. ``p`` / Space is the one key with a meaning per mode: live, it freezes the view
 while ingestion goes on (nothing can be paused upstream); in a replay it pauses the playback
-itself, as in any media player, so nothing is missed and the view needs no freezing.
+itself, as in any media player, so nothing is missed and the view needs no freezing. While the
+view is paused the Footer offers ``p Resume`` (a second binding of the same keys, shown only then).
+
+Every key has a binding id (:attr:`Key.id`): the config file's ``[keys]`` table overrides keys by id
+through Textual's keymap (:meth:`App.set_keymap`), and help shows the keys in effect.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ class Key:
     short: str = ""  # Footer / palette wording, if shorter than the description
     mode: str = ""  # "" = always; "live" / "replay" = only when the source is not / is a player
 
+    @property
+    def id(self) -> str:
+        """The binding id a config's ``[keys]`` table names: the action, arguments joined by dots
+        (``show_pane.devices``, ``seek.-1``, ``quit``)."""
+        name, _, args = self.action.partition("(")
+        args = args.rstrip(")").replace("'", "").replace('"', "").replace(" ", "")
+        return f"{name}.{args}" if args else name
+
 
 KEYS: tuple[Key, ...] = (
     Key("1", "show_pane('devices')", "Devices pane (all devices, full bars)", "Panes", label="1"),
@@ -37,7 +49,15 @@ KEYS: tuple[Key, ...] = (
     Key("escape", "back", "Back: close, clear the text filter, leave a drill-down", "Panes", label="Esc"),
     Key("p,space", "toggle_pause", "Pause drawing (ingestion goes on)", "View", show=True, label="p / Space",
         short="Pause", mode="live"),
+    Key("p,space", "resume", "Resume drawing (while paused)", "View", show=True, label="p / Space",
+        short="Resume", mode="live"),
     Key("f", "toggle_follow", "Follow the newest event in the feed", "View", label="f"),
+    Key("r", "toggle_raw", "Event feed: grouped (repeats coalesced, one row per op across devices) / raw",
+        "View", label="r", short="Raw feed"),
+    Key("w", "toggle_times", "Feed times: wall clock (as TT-Metal logs) / since the first event", "View",
+        label="w", short="Times"),
+    Key("H", "history_scale", "History scale: 100 / 50 / 25 / 10 % of capacity", "View", label="H",
+        short="History scale"),
     Key("g", "toggle_group", "Group buffers with one id on several devices", "View", label="g"),
     Key("j", "jump", "Jump to a buffer by id (hex or decimal)", "View", show=True, label="j", short="Jump to id"),
     Key("p,space", "play_pause", "Pause / resume the playback (at the end: play again from the start)", "Replay",
@@ -68,10 +88,38 @@ KEYS: tuple[Key, ...] = (
 )
 
 
+#: Footer order: Help and Quit first, so a narrow terminal (60 columns) still shows them.
+_FOOTER_FIRST = ("help", "quit")
+
+
 def app_bindings() -> list[Binding]:
+    keys = [k for k in KEYS if k.action]
+    keys.sort(key=lambda k: 0 if k.id in _FOOTER_FIRST else 1)
     return [Binding(k.keys, k.action, k.short or k.description, show=k.show,
-                    key_display=k.label.split(" ")[0] if k.label else None)
-            for k in KEYS if k.action]
+                    key_display=k.label.split(" ")[0] if k.label else None, id=k.id)
+            for k in keys]
+
+
+def default_keymap() -> dict[str, str]:
+    """Binding id -> keys (for ``--print-config``, and to check a config's ``[keys]``)."""
+    out: dict[str, str] = {}
+    for k in KEYS:
+        if k.action and k.id not in out:
+            out[k.id] = k.keys
+    return out
+
+
+def display_keys(keys: str) -> str:
+    """Textual key names as help spells them: ``question_mark,f1`` -> ``? or F1``."""
+    names = {"question_mark": "?", "slash": "/", "backslash": "\\", "space": "Space", "escape": "Esc",
+             "enter": "Enter", "full_stop": ".", "left_square_bracket": "[", "right_square_bracket": "]",
+             "left_curly_bracket": "{", "right_curly_bracket": "}", "minus": "-", "plus": "+", "equals_sign": "=",
+             "less_than_sign": "<", "greater_than_sign": ">"}
+    out = []
+    for k in keys.split(","):
+        k = k.strip()
+        out.append(names.get(k, k.upper() if len(k) in (2, 3) and k[0] == "f" and k[1:].isdigit() else k))
+    return " or ".join(out)
 
 
 def key_active(k: Key, replay: bool | None) -> bool:
@@ -79,9 +127,11 @@ def key_active(k: Key, replay: bool | None) -> bool:
     return replay is None or not k.mode or k.mode == ("replay" if replay else "live")
 
 
-def help_rows(replay: bool | None = None) -> list[tuple[str, str, str]]:
+def help_rows(replay: bool | None = None, keymap: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
     """(group, keys as shown, description) in table order; plus the palette, which Textual binds.
-    ``replay``: only the keys of that mode (None: every key)."""
-    rows = [(k.group, k.label or k.keys, k.description) for k in KEYS if key_active(k, replay)]
+    ``replay``: only the keys of that mode (None: every key). ``keymap``: the config's overrides."""
+    keymap = keymap or {}
+    rows = [(k.group, display_keys(keymap[k.id]) if k.id in keymap else (k.label or k.keys), k.description)
+            for k in KEYS if key_active(k, replay)]
     rows.append(("General", "Ctrl+P", "Command palette (every action above, searchable)"))
     return rows

@@ -78,23 +78,63 @@ def duration(seconds: float) -> str:
     return f"{h}h{m:02d}m"
 
 
-def sparkline(values, width: int) -> str:
-    """The last ``width`` values as block characters, scaled to their own min..max."""
-    vals = list(values)[-width:]
-    if not vals:
+def sparkline(values, width: int, scale: float = 0.0) -> str:
+    """The last values as block characters on an absolute scale: ``scale`` is full height (a device's
+    capacity, or a fixed fraction of it), so a 1 % change is a 1 % change and a flat line stays where it
+    is. More values than cells: each cell shows the *max* of the values it covers (a spike is never
+    averaged away). Zero is a blank; anything above zero at least the lowest block. ``scale`` 0 falls
+    back to the values' own maximum."""
+    vals = list(values)
+    if not vals or width <= 0:
         return ""
-    lo, hi = min(vals), max(vals)
-    if hi == lo:
-        return (SPARK[0] if hi == 0 else SPARK[3]) * len(vals)
-    span = hi - lo
-    top = len(SPARK) - 1
-    return "".join(SPARK[round((v - lo) * top / span)] for v in vals)
+    if len(vals) > width:
+        per = len(vals) / width
+        vals = [max(vals[int(i * per):max(int(i * per) + 1, int((i + 1) * per))]) for i in range(width)]
+    top = scale if scale > 0 else max(vals)
+    if top <= 0:
+        return " " * len(vals)
+    n = len(SPARK)
+    out = []
+    for v in vals:
+        if v <= 0:
+            out.append(" ")
+        else:
+            out.append(SPARK[min(n - 1, max(0, int(v * n / top - 1e-9)))])
+    return "".join(out)
+
+
+def rate(bytes_per_s: float) -> str:
+    """A signed change per second: ``+1.2 MiB/s``, ``-256 B/s``; ``·`` for no change."""
+    if not bytes_per_s:
+        return "·"
+    return human(round(bytes_per_s), signed=True) + "/s"
+
+
+def wall_time(ns: int) -> str:
+    """Local wall-clock time of day ``HH:MM:SS.mmm`` (as TT-Metal's own logs print it)."""
+    import time as _time
+
+    s, rem = divmod(ns, 1_000_000_000)
+    return _time.strftime("%H:%M:%S", _time.localtime(s)) + f".{rem // 1_000_000:03d}"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 group`` / ``2 groups`` (``many`` for irregular plurals)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+#: (warn, crit) fractions of capacity; the config's [thresholds] sets them (:func:`set_thresholds`)
+THRESHOLDS = [0.75, 0.90]
+
+
+def set_thresholds(warn: float, crit: float) -> None:
+    THRESHOLDS[0], THRESHOLDS[1] = warn, crit
 
 
 def level(fraction: float) -> str:
-    """Threshold name used for colours: ok, warn (≥75 %), crit (≥90 %)."""
-    if fraction >= 0.90:
+    """Threshold name used for colours: ok, warn (≥75 % by default), crit (≥90 %)."""
+    if fraction >= THRESHOLDS[1]:
         return "crit"
-    if fraction >= 0.75:
+    if fraction >= THRESHOLDS[0]:
         return "warn"
     return "ok"

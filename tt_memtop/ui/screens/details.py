@@ -1,6 +1,7 @@
 """Everything about one buffer id: where it lives, who owns it, its phase and its history.
 
-Lists truncate; this screen shows everything (full name, full stack trace, every kept event).
+Lists truncate; this screen shows everything (full name, full stack trace, every kept event),
+and it stays live: the age, the phase now and its evidence are rebuilt every second.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+from collections.abc import Callable
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -67,9 +70,11 @@ def details_renderable(state: MonitorState, buffer_id: int, buffers: list[Buffer
             grid.add_row("allocated", f"at {elapsed(ts - origin)}  (age {age})")
         phase = state.alloc_phase(b.device, buffer_id)
         grid.add_row("phase at alloc", phase or "unknown")
-        now_phase = state.phase_of(b.owner_pid)
-        if now_phase:
-            grid.add_row("phase now", now_phase)
+        if state.phases is not None:
+            ps = state.phases.current(b.owner_pid)
+            since = duration(max(0, now_ns - ps.since_ns) / 1e9) if ps.since_ns and now_ns >= ps.since_ns else "—"
+            grid.add_row("phase now", f"{ps.phase.value}  (for {since})")
+            grid.add_row("evidence", Text(ps.evidence or "—", style="italic"))
         if b.name:
             grid.add_row("name", b.name)
         if b.stack_trace:
@@ -94,12 +99,24 @@ def details_renderable(state: MonitorState, buffer_id: int, buffers: list[Buffer
 
 
 class DetailsScreen(ModalScreen[None]):
+    """``build`` makes the body from the current state; called again every ``refresh_s``."""
+
     BINDINGS = [Binding("escape,q", "dismiss", "Back")]
 
-    def __init__(self, renderable: Group, title: str) -> None:
+    def __init__(self, build: Callable[[], Group] | Group, title: str, refresh_s: float = 1.0) -> None:
         super().__init__()
-        self.renderable = renderable
+        self.build = build if callable(build) else (lambda: build)
+        self.renderable = self.build()
         self.title_text = title
+        self.refresh_s = refresh_s
+
+    def on_mount(self) -> None:
+        if self.refresh_s > 0:
+            self.set_interval(self.refresh_s, self.rebuild)
+
+    def rebuild(self) -> None:
+        self.renderable = self.build()
+        self.query_one("#details-body", Static).update(self.renderable)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="details-box", classes="modal-box") as box:

@@ -6,10 +6,30 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
+from rich.segment import Segment
+from textual.strip import Strip
 from textual.widgets import Button, Input, Label, SelectionList
 
 from ..filters import ViewFilter, parse_int_set
 from ..format import TYPE_NAMES
+
+
+class Checklist(SelectionList[int]):
+    """A SelectionList whose box says the state: ``✓`` on, blank off (the stock one draws X for both,
+    told apart by colour only)."""
+
+    def render_line(self, y: int) -> Strip:
+        line = super().render_line(y)
+        segs = list(line)
+        if len(segs) < 2 or segs[1].text != "X":
+            return line
+        try:
+            option = self.get_option_at_index(int(self.scroll_offset.y) + y)
+        except Exception:
+            return line
+        on = option.value in self._selected
+        segs[1] = Segment("✓" if on else " ", segs[1].style, segs[1].control)
+        return Strip(segs, line.cell_length)
 
 
 class FilterScreen(ModalScreen[ViewFilter | None]):
@@ -28,7 +48,7 @@ class FilterScreen(ModalScreen[ViewFilter | None]):
             yield Label("Devices (e.g. 0,3 or 0-3; empty = all)")
             yield Input(",".join(str(d) for d in sorted(f.devices)), id="devices")
             yield Label("Buffer types (Space toggles)")
-            yield SelectionList[int](*[(name, t, (not f.types) or t in f.types) for t, name in TYPE_NAMES.items()],
+            yield Checklist(*[(name, t, (not f.types) or t in f.types) for t, name in TYPE_NAMES.items()],
                                      id="types")
             yield Label("PIDs (empty = all)")
             yield Input(",".join(str(p) for p in sorted(f.pids)), id="pids")
@@ -49,7 +69,7 @@ class FilterScreen(ModalScreen[ViewFilter | None]):
             err.add_class("-shown")
             err.scroll_visible(animate=False)
             return None
-        chosen = frozenset(self.query_one("#types", SelectionList).selected)
+        chosen = frozenset(self.query_one("#types", Checklist).selected)
         types = frozenset() if chosen == frozenset(TYPE_NAMES) else chosen
         return self.current.with_(devices=devices, types=types, pids=pids)
 

@@ -1,4 +1,5 @@
-"""Help, generated from the binding table so it cannot drift from the keys."""
+"""Help: the keys (generated from the binding table, so it cannot drift from them) and what the
+screen shows — meters, colours, Δ, history, peaks, the grouped feed and the trace phases."""
 
 from __future__ import annotations
 
@@ -11,13 +12,42 @@ from textual.widgets import Static
 
 from ..bindings import help_rows
 
+#: (phase, what memtop saw) — the evidence rules of core/phases.py in a user's words
+PHASES = (
+    ("loading", "large DRAM allocations in a burst: weights and caches being placed"),
+    ("warm-up", "many short-lived buffers allocated and freed (compile, eager runs before a trace)"),
+    ("capture", "TRACE buffers being allocated across the mesh: a trace is being recorded"),
+    ("replay", "a TRACE buffer is resident and almost nothing else is allocated: the trace runs"),
+    ("released", "the TRACE buffer was freed again"),
+    ("teardown", "long-lived buffers being freed in a burst: the model is shutting down"),
+    ("idle", "nothing allocated or freed for a while"),
+    ("exited", "the process is gone (its buffers were cleaned up)"),
+)
 
-def help_table(replay: bool | None = None) -> Table:
+#: (what, meaning) — how to read the screen
+SCREEN = (
+    ("bars", "two meters per device against its capacity: DRAM (DRAM + TRACE stacked) and L1 (L1, L1_SMALL, "
+             "SYS, CB, KERNEL). Exactly proportional: partial blocks are eighths of a cell."),
+    ("▏ peak", "the highest use seen since memtop started (or since the type filter changed)."),
+    ("numbers", "used / capacity and the share; yellow from 75 %, red from 90 % (config: [thresholds])."),
+    ("Δ", "change per second over the last refresh period (+ grows, - shrinks; · no change)."),
+    ("history", "use over time on an absolute scale: full height = capacity (H: 50 / 25 / 10 %); each cell "
+                "is the maximum of the samples it covers, so a spike is never averaged away."),
+    ("grid", "many devices (a Galaxy) on a small screen: one cell per device, D = DRAM, L = L1, %."),
+    ("feed", "grouped by default: one row per op across the mesh (dev 0-7), repeated alloc/free pairs "
+             "coalesced (alloc/free 2.0 KiB × 120 in 3.0 s); r shows every event. Times are wall clock "
+             "(as TT-Metal's logs print them); w counts from the first event."),
+    ("phase", "the trace life-cycle memtop infers per process from what it allocates (below). One label "
+              "per mesh; the details screen (Enter on a buffer) says why."),
+)
+
+
+def help_table(replay: bool | None = None, keymap: dict[str, str] | None = None) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
     group = None
-    for g, keys, desc in help_rows(replay):
+    for g, keys, desc in help_rows(replay, keymap):
         if g != group:
             if group is not None:
                 table.add_row("", "")
@@ -27,14 +57,34 @@ def help_table(replay: bool | None = None) -> Table:
     return table
 
 
+def legend_table(rows: tuple[tuple[str, str], ...], title: str) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row(f"[underline]{title}[/]", "")
+    for what, meaning in rows:
+        table.add_row(what, meaning)
+    return table
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,f1,question_mark", "dismiss", "Close")]
 
-    def __init__(self, replay: bool | None = None) -> None:
+    def __init__(self, replay: bool | None = None, keymap: dict[str, str] | None = None) -> None:
         super().__init__()
         self.replay = replay
+        self.keymap = keymap
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box", classes="modal-box"):
             yield Static("[b]memtop — keys[/b]   (Esc closes; the mouse works too: click tabs, rows, scroll)")
-            yield Static(help_table(self.replay))
+            yield Static(help_table(self.replay, self.keymap))
+            yield Static("")
+            yield Static(legend_table(SCREEN, "What you see"))
+            yield Static((
+                "[b]Colours[/b]  DRAM bar: [b $primary]█[/] DRAM  [b $secondary]█[/] TRACE   L1 bar: "
+                "[b $success]█[/] L1  [b $warning]█[/] L1_SMALL  [b $foreground-muted]█[/] SYS  "
+                "[b $accent]█[/] CB  [b $primary-lighten-2]█[/] KERNEL   (the legend above the bars shows them "
+                "in the current theme)"), classes="help-colours")
+            yield Static("")
+            yield Static(legend_table(PHASES, "Trace phases"))

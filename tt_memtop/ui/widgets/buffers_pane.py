@@ -9,12 +9,17 @@ from __future__ import annotations
 from rich.text import Text
 
 from ..buffer_query import Window
-from ..format import duration, human, type_name
+from ..format import duration, human, plural, type_name
 from .ranked_pane import RankedPane
 
 COLUMNS = (("rank", "#", 4), ("id", "buffer id", 12), ("dev", "dev", 5), ("type", "type", 8), ("size", "size", 9),
            ("total", "total", 9), ("pid", "pid", 8), ("proc", "process", 12), ("refs", "refs", 4), ("age", "age", 7),
            ("name", "name", None))
+
+
+#: sort order name -> the column it sorts by
+SORT_COLUMN = {"size": "size", "total": "total", "id": "id", "age": "age", "device": "dev", "dev": "dev",
+               "type": "type", "pid": "pid", "refs": "refs", "name": "name"}
 
 
 def devices_text(devs: tuple[int, ...]) -> str:
@@ -38,18 +43,20 @@ class BuffersPane(RankedPane):
     """A status line saying what is shown (of how many, sorted how), then the table."""
 
     COLUMNS = COLUMNS
+    GROW = ("proc", "name")
     NAME = "buffers"
 
     def show(self, window: Window, sort: str, invert: bool, group: bool, now_ns: int, pname, note: str = "") -> None:
         """``note``: why there is nothing to show (a source without per-buffer data), instead of the counts."""
-        what = "groups" if group else "buffers"
+        what = "group" if group else "buffer"
         arrow = "↑" if invert else "↓"
         status_line = self.status_line(note)
         if status_line is None:
             return
         status = Text()
-        status.append(f"{window.live:,} live buffers", "bold")
-        status.append(f" · {window.matched:,} {what} match · showing top {len(window.rows):,} by {sort} {arrow}")
+        status.append(f"{plural(window.live, 'live buffer')}", "bold")
+        status.append(f" · {plural(window.matched, what)} match{'es' if window.matched == 1 else ''}"
+                      f" · showing top {len(window.rows):,} by {sort} {arrow}")
         if group:
             status.append(" · grouped by id across devices")
         status_line.update(status)
@@ -57,6 +64,7 @@ class BuffersPane(RankedPane):
         for r in window.rows:
             age = duration((now_ns - r.alloc_ts_ns) / 1e9) if r.alloc_ts_ns and now_ns >= r.alloc_ts_ns else "—"
             rows.append((r.key, (f"{r.buffer_id:#x}", devices_text(r.devices), type_name(r.buffer_type),
-                                 human(r.size), human(r.total), str(r.owner_pid), pname(r.owner_pid)[:16],
-                                 str(r.ref_count), age, r.name[:24])))
+                                 human(r.size), human(r.total), str(r.owner_pid), pname(r.owner_pid)[:48],
+                                 str(r.ref_count), age, r.name[:160])))
         self.table.apply_rows(rows)
+        self.table.mark_sort(SORT_COLUMN.get(sort, ""), invert)

@@ -1,5 +1,12 @@
 """The event feed: every alloc / free / ref change / cleanup, newest at the bottom.
 
+Two views of the same events (``r`` toggles): *grouped* (the default; see :mod:`..feed_groups`:
+one row per op across the mesh, repeated alloc/free pairs coalesced) and *raw* (one row per event).
+Times are wall clock by default (``w``: since the first event), so rows can be matched with
+TT-Metal's own logs; the model's timestamps are monotonic, ``wall_offset_ns`` maps them.
+One phase label per mesh: the events of one op on several devices all carry the first one's
+(the phase tracker may move on at the op's last device).
+
 A Line-API ScrollView over a bounded list of (event, phase) rows: only visible lines are drawn,
 whatever the feed length. New events are pulled from the model's feed once per tick
 (:meth:`pull`), filtered once, appended; a filter change rebuilds from the model's feed.
@@ -24,7 +31,9 @@ from textual.strip import Strip
 from ...core.events import Event, EventKind
 from ...core.model import MonitorState
 from ..filters import ViewFilter
-from ..format import KIND_LABELS, TYPE_SHORT, elapsed, human, type_name
+from ..feed_groups import OP, PAIR, FeedGroups, FeedRow
+from ..format import KIND_LABELS, TYPE_SHORT, elapsed, human, type_name, wall_time
+from .buffers_pane import devices_text
 
 _BUFFERLESS = frozenset({EventKind.PROCESS_EXIT, EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS})
 _KIND_CLASS = {
@@ -32,7 +41,12 @@ _KIND_CLASS = {
     EventKind.FREE_UNKNOWN: "warn", EventKind.CLEANUP: "warn", EventKind.PROCESS_EXIT: "warn",
     EventKind.BAD_FRAME: "warn",
 }
-HEADER = f"{'time':<12} {'pid':>8} {'dev':>3} {'event':<7} {'type':<8} {'size':>10} {'buffer id':<12} {'phase':<9} detail"
+HEADER = f"{'time':<12} {'pid':>7} {'dev':<5} {'event':<10} {'type':<8} {'size':>9} {'buffer id':<12} {'phase':<9} detail"
+
+
+def _same_op(a: Event, b: Event) -> bool:
+    return (a.kind == b.kind and a.buffer_id == b.buffer_id and a.device != b.device and a.pid == b.pid
+            and a.buffer_type == b.buffer_type and a.size == b.size)
 
 
 def event_passes(f: ViewFilter, ev: Event) -> bool:
@@ -76,12 +90,18 @@ class EventFeed(ScrollView, can_focus=True):
     """Newest at the bottom; ``follow`` keeps the newest in view (off when the user scrolls up)."""
 
     COMPONENT_CLASSES = {"eventfeed--header", "eventfeed--time", "eventfeed--alloc", "eventfeed--free",
-                         "eventfeed--ref", "eventfeed--warn", "eventfeed--phase", "eventfeed--dim"}
+                         "eventfeed--ref", "eventfeed--warn", "eventfeed--phase", "eventfeed--dim", "eventfeed--pair"}
     follow: reactive[bool] = reactive(True)
 
-    def __init__(self, limit: int = 100_000, **kw) -> None:
+    def __init__(self, limit: int = 100_000, grouped: bool = True, wall_clock: bool = True,
+                 wall_offset_ns: int = 0, **kw) -> None:
         super().__init__(**kw)
         self.limit = limit
+        self.grouped = grouped
+        self.wall_clock = wall_clock
+        self.wall_offset_ns = wall_offset_ns  # wall-clock ns minus the events' monotonic ns
+        self._groups = FeedGroups(limit)
+        self._grouped_upto = 0  # raw rows folded into _groups
         self._events: list[Event] = []
         self._phases: list[str] = []  # the phase of each event of _events
         self.origin_ns = 0
@@ -95,9 +115,38 @@ class EventFeed(ScrollView, can_focus=True):
         return _Rows(self._events, self._phases)
 
     # ------------------------------------------------------------------ data in
+    @property
+    def grouped_rows(self) -> list[FeedRow]:
+        """The grouped view's rows (brought up to date with the raw rows)."""
+        self._sync_groups()
+        return self._groups.rows
+
+    def _sync_groups(self) -> None:
+        evs, phs = self._events, self._phases
+        add = self._groups.add
+        for i in range(self._grouped_upto, len(evs)):
+            add(evs[i], phs[i])
+        self._grouped_upto = len(evs)
+
+    def set_mode(self, grouped: bool | None = None, wall_clock: bool | None = None) -> None:
+        if grouped is not None and grouped != self.grouped:
+            self.grouped = grouped
+            if grouped:  # built again from the raw rows kept (one pass over at most ``limit`` events)
+                self._groups.clear()
+                self._grouped_upto = 0
+                self._sync_groups()
+        if wall_clock is not None:
+            self.wall_clock = wall_clock
+        self._resize()
+
+    def _row_count(self) -> int:
+        return len(self.grouped_rows) if self.grouped else len(self._events)
+
     def _clear(self) -> None:
         self._events = []
         self._phases = []
+        self._groups.clear()
+        self._grouped_upto = 0
 
     def reset(self, note: str = "") -> None:
         """Forget every row: the model started over (a replay seeked). ``note`` replaces "no events yet"."""
@@ -128,15 +177,26 @@ class EventFeed(ScrollView, can_focus=True):
             keep = [i for i, e in enumerate(evs) if event_passes(f, e)]
             evs = [evs[i] for i in keep]
             phs = [phs[i] for i in keep]
+        # one label per mesh: an op's events on the other devices take the phase of its first one
+        prev = self._events[-1] if self._events else None
+        prev_ph = self._phases[-1] if self._phases else ""
+        for i, ev in enumerate(evs):
+            if prev is not None and phs[i] != prev_ph and _same_op(prev, ev):
+                phs[i] = prev_ph
+            prev, prev_ph = ev, phs[i]
         self._events += evs
         self._phases += phs
         if len(self._events) > self.limit * 1.25:
-            del self._events[: len(self._events) - self.limit]
-            del self._phases[: len(self._phases) - self.limit]
+            cut = len(self._events) - self.limit
+            del self._events[:cut]
+            del self._phases[:cut]
+            self._grouped_upto = max(0, self._grouped_upto - cut)
+        if self.grouped:
+            self._sync_groups()
         self._resize()
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self.scrollable_content_region.width, len(self._events) + 1)
+        self.virtual_size = Size(self.scrollable_content_region.width, self._row_count() + 1)
         if self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
@@ -173,34 +233,61 @@ class EventFeed(ScrollView, can_focus=True):
         if y == 0:  # sticky column header
             return Strip([Segment(HEADER, self._style("header"))]).adjust_cell_length(width, base).apply_style(base)
         idx = y - 1 + int(self.scroll_offset.y)
-        if idx >= len(self._events) or idx < 0:
-            if not self._events and y == 1:
+        n = self._row_count()
+        if idx >= n or idx < 0:
+            if not n and y == 1:
                 return Strip([Segment(self.empty_text, self._style("dim"))]).adjust_cell_length(width, base)
             return Strip.blank(width, base)
-        strip = Strip(self._row_segments(self._events[idx], self._phases[idx]))
-        return strip.adjust_cell_length(width, base).apply_style(base)
+        if self.grouped:
+            segs = self._group_segments(self._groups.rows[idx])
+        else:
+            segs = self._row_segments(self._events[idx], self._phases[idx])
+        return Strip(segs).adjust_cell_length(width, base).apply_style(base)
 
-    def _row_segments(self, ev: Event, phase: str) -> list[Segment]:
+    def time_text(self, ts_ns: int) -> str:
+        if not ts_ns:
+            return "—"
+        if self.wall_clock:
+            return wall_time(ts_ns + self.wall_offset_ns)
+        return elapsed(ts_ns - self.origin_ns)
+
+    def _row_segments(self, ev: Event, phase: str, dev: str | None = None, label: str | None = None,
+                      extra: str = "") -> list[Segment]:
         kind_style = self._style(_KIND_CLASS.get(ev.kind, "dim"))
-        t = elapsed(ev.ts_ns - self.origin_ns) if ev.ts_ns else "—"
-        label = KIND_LABELS.get(ev.kind, ev.kind.name.lower())
+        t = self.time_text(ev.ts_ns)
+        if label is None:
+            label = KIND_LABELS.get(ev.kind, ev.kind.name.lower())
         if ev.kind in _BUFFERLESS:
             if ev.kind == EventKind.PROCESS_EXIT:
                 text = f"process exited: {ev.ref_count} buffers, {human(ev.size)} cleaned up"
             else:
                 text = ev.text
-            return [Segment(f"{t:<12} ", self._style("time")), Segment(f"{ev.pid:>8}     ", None),
-                    Segment(f"{label:<7} ", kind_style), Segment(text, self._style("dim"))]
-        extra = ""
+            return [Segment(f"{t:<12} ", self._style("time")), Segment(f"{ev.pid:>7} {'':<5} ", None),
+                    Segment(f"{label:<10} ", kind_style), Segment(text, self._style("dim"))]
         if ev.kind in (EventKind.REF_INC, EventKind.REF_DEC):
-            extra = f" refs={ev.ref_count}"
+            extra += f" refs={ev.ref_count}"
         if ev.name:
             extra += f" {ev.name}"
         return [
             Segment(f"{t:<12} ", self._style("time")),
-            Segment(f"{ev.pid:>8} {ev.device:>3} ", None),
-            Segment(f"{label:<7} ", kind_style),
-            Segment(f"{_type_label(ev.buffer_type):<8} {human(ev.size):>10} {ev.buffer_id:<#12x} ", None),
+            Segment(f"{ev.pid:>7} {dev if dev is not None else ev.device:<5} ", None),
+            Segment(f"{label:<10} ", kind_style),
+            Segment(f"{_type_label(ev.buffer_type):<8} {human(ev.size):>9} {ev.buffer_id:<#12x} ", None),
             Segment(f"{phase or '—':<9}", self._style("phase")),
             Segment(extra, self._style("dim")),
         ]
+
+    def _group_segments(self, row: FeedRow) -> list[Segment]:
+        devs = devices_text(tuple(sorted(row.devices)))
+        if len(devs) > 5:
+            devs = f"{len(row.devices)}dev"
+        if row.kind == OP:
+            return self._row_segments(row.ev, row.phase, devs)
+        if row.kind == PAIR:
+            extra = f" × {row.repeats:,} in {row.span_s:.1f} s" if row.repeats > 1 else ""
+            if row.open_count:
+                extra += f" (+{row.open_count} live)"
+            segs = self._row_segments(row.ev, row.phase, devs, "alloc/free", extra)
+            segs[2] = Segment(segs[2].text, self._style("pair"))
+            return segs
+        return self._row_segments(row.ev, row.phase)

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from ...core.model import MonitorState
 from ..filters import ViewFilter
-from ..format import human
+from ..format import human, plural
 from ..procinfo import ProcInfo
 from .buffers_pane import devices_text
 from .ranked_pane import RankedPane
@@ -75,6 +75,7 @@ class ProcessesPane(RankedPane):
     """Per-PID usage: a status line, then one row per process."""
 
     COLUMNS = COLUMNS
+    GROW = ("name",)
     NAME = "processes"
 
     def show(self, rows: list[ProcRow], sort: str, invert: bool, note: str = "") -> None:
@@ -83,13 +84,14 @@ class ProcessesPane(RankedPane):
         if status_line is None:
             return
         status = Text()
-        status.append(f"{len(rows)} process{'es' if len(rows) != 1 else ''}", "bold")
+        status.append(plural(len(rows), "process", "processes"), "bold")
         status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
         status_line.update(status)
         out = []
         for r in sort_rows(rows, sort, invert):
             t = r.by_type
-            out.append((str(r.pid), (str(r.pid), r.name[:14] or "—", r.state, r.phase or "—", human(t[0]),
+            out.append((str(r.pid), (str(r.pid), r.name[:48] or "—", r.state, r.phase or "—", human(t[0]),
                                      human(t[1]), human(t[2] + t[3]), human(t[4]), human(t[5] + t[6]),
                                      human(r.total), devices_text(r.devices), f"{r.count:,}")))
         self.table.apply_rows(out)
+        self.table.mark_sort({"buffers": "n"}.get(sort, sort), invert)

@@ -16,11 +16,12 @@ class RankedPane(Vertical):
     """Subclasses give their columns and a name (used for the widget ids) and fill the status line."""
 
     COLUMNS: Sequence[tuple[str, str, int | None]] = ()
+    GROW: Sequence[str] = ()  # columns that take the width a wide terminal leaves over
     NAME = "ranked"
 
     def compose(self) -> ComposeResult:
         yield Static("", id=f"{self.NAME}-status", classes="pane-status")
-        yield RankedTable(self.COLUMNS, id=f"{self.NAME}-table")
+        yield RankedTable(self.COLUMNS, grow=self.GROW, id=f"{self.NAME}-table")
 
     @property
     def table(self) -> RankedTable:
