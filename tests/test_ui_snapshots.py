@@ -1,8 +1,9 @@
-"""SVG snapshots of the main screen (1 and 8 devices) and the buffer details screen.
+"""SVG snapshots of the main screen (1 and 8 devices, at 80×24, 120×40 and 200×50), a 32-device
+Galaxy, the event feed and the buffer details screen.
 
 Driven by committed recordings (tests/data/recordings/, made by its make.py from the built-in
-scenarios and cut mid trace-replay), with trace-phase inference on, the app's clock fixed and
-times on screen relative to the first event, at a fixed terminal size: same files, same pixels.
+scenarios and cut mid trace-replay), with trace-phase inference on, the app's clock fixed, the
+wall-clock offset pinned and the time zone UTC, at fixed terminal sizes: same files, same pixels.
 Regenerate after an intended visual change with ``pytest tests/test_ui_snapshots.py --snapshot-update``.
 """
 
@@ -19,10 +20,23 @@ from ui_fakes import TRACE_ADDR, FakeSource
 from tt_memtop.recording import read_recording
 from tt_memtop.ui.app import MemtopApp, new_state
 from tt_memtop.ui.widgets.device_pane import DevicePane
-from tt_memtop.ui.widgets.event_feed import EventFeed
 
-SIZE = (140, 40)
+SIZE = (120, 40)
+SIZES = {"80x24": (80, 24), "120x40": (120, 40), "200x50": (200, 50)}
+WALL_OFFSET_NS = 1_764_547_200_000_000_000  # event time 0 = 2025-12-01 00:00:00 UTC
 RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch):
+    """Wall-clock feed times in one zone whatever the machine's."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture
@@ -35,29 +49,42 @@ def recording(tmp_path):
     return load
 
 
-def make_app(events: list, devices: int) -> tuple[MemtopApp, int]:
+def make_app(events: list, devices: int, pane: str = "processes") -> tuple[MemtopApp, int]:
     # sample_period: Δ and sparklines would depend on when frames fall; one sample keeps them reproducible
     batches = [events[i:i + 512] for i in range(0, len(events), 512)]
-    app = MemtopApp(FakeSource(devices, batches), clock=lambda: 0.0, state=new_state(), sample_period=1e9)
-    return app, min(len(events), app.state.feed.maxlen)
+    app = MemtopApp(FakeSource(devices, batches), clock=lambda: 0.0, state=new_state(), sample_period=1e9,
+                    pane=pane, wall_offset_ns=WALL_OFFSET_NS)
+    return app, len(events)
 
 
 def settled(app: MemtopApp, n: int):
     async def run_before(pilot) -> None:
-        with anyio.fail_after(10):
-            while not (len(app.query_one(EventFeed).rows) == n and app.query_one(DevicePane).rows):
+        with anyio.fail_after(20):
+            while not (app.state.events_total == n and app.query_one(DevicePane).rows):
                 await pilot.pause(0.05)
-        await pilot.pause(0.1)
+        await pilot.pause(0.7)  # the lists are re-ranked every 0.5 s
     return run_before
 
 
 def test_main_screen_one_device(snap_compare, recording):
     app, n = make_app(recording("cnn_1dev"), 1)
-    assert snap_compare(app, terminal_size=SIZE, run_before=settled(app, n))
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settled(app, n))
 
 
-def test_main_screen_eight_devices(snap_compare, recording):
+@pytest.mark.parametrize("size", list(SIZES))
+def test_main_screen_eight_devices(snap_compare, recording, size):
     app, n = make_app(recording("llama_8dev"), 8)
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=settled(app, n))
+
+
+@pytest.mark.parametrize("size", ["80x24", "200x50"])
+def test_galaxy_mesh_grid(snap_compare, recording, size):
+    app, n = make_app(recording("galaxy_32dev"), 32)
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=settled(app, n))
+
+
+def test_grouped_event_feed(snap_compare, recording):
+    app, n = make_app(recording("llama_8dev"), 8, pane="feed")
     assert snap_compare(app, terminal_size=SIZE, run_before=settled(app, n))
 
 

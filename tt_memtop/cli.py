@@ -56,6 +56,11 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid", metavar="LIST", help="only these PIDs")
     parser.add_argument("--theme", default=None,
                         help="Textual theme (memtop-dark, memtop-light, memtop-contrast, or any built-in)")
+    # SUPPRESS: a flag given before the sub-command is not reset by the sub-command's own default
+    parser.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="settings file (default: $XDG_CONFIG_HOME/tt-memtop/config.toml)")
+    parser.add_argument("--print-config", action="store_true", default=argparse.SUPPRESS,
+                        help="print the settings in effect (a config file to start from) and exit")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "print_config", False):
+        from .commands.top import print_config
+
+        return print_config(args)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

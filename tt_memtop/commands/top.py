@@ -17,8 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_socket_argument(parser)
     parser.add_argument("--protocol", default="auto", choices=["auto", "72", "112", "128", "144", "648"],
                         help="message layout to speak to the server (default: auto-detect)")
-    parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S",
-                        help="poll interval for the original server, and --ndjson period (default 0.5)")
+    parser.add_argument("--interval", type=positive_float, default=None, metavar="S",
+                        help="poll interval for the original server, --ndjson period and the monitor's refresh "
+                             "period (default 0.5; config: [ui] refresh)")
     parser.add_argument("--follow", metavar="LOG", help="follow an allocation-server log file for the event feed")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--once", action="store_true", help="print one table per device and exit")
@@ -32,20 +33,53 @@ def _say(msg: str) -> None:
     print(f"memtop: {msg}", file=sys.stderr)
 
 
-def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
-    """Run the TUI on ``source`` with the filters, theme and refresh period from ``args``."""
-    from ..ui.app import MemtopApp
-    from ..ui.filters import ViewFilter
+def load_config(args: argparse.Namespace):
+    """The settings file (``--config PATH``, else the user's), checked; None after saying why not."""
+    from ..config import ConfigError, load
+    from ..ui.bindings import default_keymap
 
     try:
-        view_filter = ViewFilter.from_args(getattr(args, "device", None), getattr(args, "type", None),
-                                           getattr(args, "pid", None))
-    except ValueError as exc:
-        _say(f"bad filter: {exc}")
+        return load(getattr(args, "config", None), frozenset(default_keymap()))
+    except ConfigError as exc:
+        _say(f"bad config: {exc}")
+        return None
+
+
+def print_config(args: argparse.Namespace) -> int:
+    from ..config import dumps
+    from ..ui.bindings import default_keymap
+
+    cfg = load_config(args)
+    if cfg is None:
         return 2
-    interval = getattr(args, "interval", 0.5) or 0.5
-    app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None),
-                    sample_period=max(0.1, interval), **app_kw)
+    sys.stdout.write(dumps(cfg, default_keymap()))
+    return 0
+
+
+def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
+    """Run the TUI on ``source`` with the settings file, then the flags of ``args`` over it (filters,
+    theme, refresh period)."""
+    from ..ui.app import MemtopApp
+    from ..ui.filters import ViewFilter
+    from ..ui.format import set_thresholds
+
+    cfg = load_config(args)
+    if cfg is None:
+        return 2
+    try:
+        view_filter = ViewFilter.from_args(getattr(args, "device", None) or cfg.devices or None,
+                                           getattr(args, "type", None) or cfg.types or None,
+                                           getattr(args, "pid", None) or cfg.pids or None)
+    except ValueError as exc:
+        _say(f"bad filter{' (from ' + cfg.source + ')' if cfg.source else ''}: {exc}")
+        return 2
+    set_thresholds(cfg.warn / 100, cfg.crit / 100)
+    period = getattr(args, "interval", None) or cfg.refresh
+    app_kw.setdefault("pane", cfg.pane)
+    app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None) or cfg.theme or None,
+                    sample_period=max(0.1, period), fps=cfg.fps, history_scale=cfg.history_scale,
+                    feed_grouped=cfg.feed == "grouped", wall_clock=None if cfg.times == "wall" else False,
+                    group=cfg.group, keymap=cfg.keys, **app_kw)
     app.run()
     return int(app.return_code or 0)
 

@@ -47,6 +47,7 @@ from .widgets.header_bar import HeaderBar, HeaderInfo, Playback, clock
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
 from .widgets.processes_pane import ProcessesPane, process_rows
 
+LIST_PERIOD = 0.5  # the buffers and processes lists are re-ranked at most this often (and every sample period)
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
 CHUNK = 512  # events folded at a time from a big batch
 RANK_SPACING = 4.0  # a buffers ranking that took t s is not repeated for RANK_SPACING * t s
@@ -76,10 +77,17 @@ class KeyCommands(Provider):
     """Every action of the binding table, searchable in the command palette."""
 
     def _commands(self):
+        """One entry per action in effect now (Pause or Resume, not both); the help line only when it
+        says more than the title (the palette would otherwise show every command twice)."""
         replay = getattr(self.app, "player", None) is not None
+        check = getattr(self.app, "check_action", None)
         for k in KEYS:
-            if k.action and key_active(k, replay):
-                yield f"{k.short or k.description} ({k.label or k.keys})", k.action, k.description
+            if not k.action or not key_active(k, replay):
+                continue
+            if check is not None and check(k.action.partition("(")[0], ()) is False:
+                continue
+            title = f"{k.short or k.description} ({k.label or k.keys})"
+            yield title, k.action, (k.description if k.short and k.short != k.description else None)
 
     async def discover(self) -> Hits:
         for title, action, help_text in self._commands():
@@ -175,6 +183,12 @@ class MemtopApp(App[int]):
             yield ProcessesPane(id="processes")
         yield Input(placeholder="filter: id (hex/dec), type, PID, name — Enter keeps it, Esc clears", id="search")
         yield Footer()
+
+    def get_system_commands(self, screen):
+        """Textual's own commands, minus the ones the key table already offers (Quit)."""
+        for cmd in super().get_system_commands(screen):
+            if cmd.title != "Quit":
+                yield cmd
 
     def on_mount(self) -> None:
         self._gc_thresholds = gc.get_threshold()
@@ -320,7 +334,7 @@ class MemtopApp(App[int]):
         elif self.pane == "buffers":
             self._maybe_query_buffers(now)
         elif self.pane == "processes" and now >= self._proc_due:
-            self._proc_due = now + self.sample_period
+            self._proc_due = now + min(self.sample_period, LIST_PERIOD)
             self._proc_rows = process_rows(st, self.view_filter, self.procs)
             self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
         self.frames += 1
@@ -368,7 +382,8 @@ class MemtopApp(App[int]):
         if st.capabilities and Capability.EVENTS not in st.capabilities:
             msg = (msg + "; " if msg else "") + "totals only: no event feed from this source"
         self.w_header.show(HeaderInfo(
-            source=desc, state=st.status.state, message=msg, rate=self._rate(), uptime=now - self._started,
+            source=desc, state=st.status.state, message=msg, rate=self._rate(),
+            uptime=float(int(now - self._started)),  # whole seconds: an idle header is redrawn once a second
             filters=self.view_filter.describe(), paused=self.paused,
             new_while_paused=st.events_total - self.paused_at_events if self.paused else 0, gaps=st.gaps,
             backlog=self._pending_events, playback=playback))
@@ -421,7 +436,7 @@ class MemtopApp(App[int]):
             if self._buf_snapshot is None:
                 self._buf_snapshot = self.state.registry.buffer_list()
             snapshot = self._buf_snapshot
-        self._buf_due = now + self.sample_period
+        self._buf_due = now + min(self.sample_period, LIST_PERIOD)
         self._buf_busy = True
         self._rank_buffers(snapshot, self.view_filter, self.buffer_sort, self.buffer_invert, self.group)
 

@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 RECORDINGS = {
     "cnn_1dev": ("cnn", 1.5, 1),
     "llama_8dev": ("llama-t3k", 3.5, 8),
+    "galaxy_32dev": ("galaxy", 2.5, 32),
 }
 
 
@@ -43,5 +44,7 @@ def make(name: str) -> Path:
 
 
 if __name__ == "__main__":
-    for n in RECORDINGS:
+    import sys
+
+    for n in sys.argv[1:] or RECORDINGS:
         print(make(n))

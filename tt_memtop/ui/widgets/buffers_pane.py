@@ -59,7 +59,7 @@ class BuffersPane(RankedPane):
                       f" · showing top {len(window.rows):,} by {sort} {arrow}")
         if group:
             status.append(" · grouped by id across devices")
-        status_line.update(status)
+        self.set_status(status_line, status)
         rows = []
         for r in window.rows:
             age = duration((now_ns - r.alloc_ts_ns) / 1e9) if r.alloc_ts_ns and now_ns >= r.alloc_ts_ns else "—"

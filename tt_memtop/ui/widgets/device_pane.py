@@ -165,9 +165,11 @@ class DevicePane(ScrollView, can_focus=True):
             r.rate_dram, r.rate_l1 = self._rates.get(r.device, (0.0, 0.0))
         self.rows = rows
         self.types_shown = types_shown
+        old = self._lines
         self._lines = None
         self._relayout()
-        self.refresh()
+        if old is None or self._lines != old:  # an idle monitor redraws nothing
+            self.refresh()
 
     def set_history_scale(self, scale: float) -> None:
         self.history_scale = scale
@@ -348,7 +350,7 @@ class DevicePane(ScrollView, can_focus=True):
         tail = (26 + 12) if full else 26 if medium else (7 if cap else 9)
         spark_w = 0
         if full:
-            spark_w = max(0, min(48, (avail - tail) * 2 // 5))
+            spark_w = max(0, min(120, (avail - tail) // 2))
             if spark_w < 8:
                 spark_w = 0
         bar_w = max(4, avail - tail - (spark_w + 1 if spark_w else 0))

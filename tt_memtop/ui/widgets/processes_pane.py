@@ -13,9 +13,9 @@ from ..procinfo import ProcInfo
 from .buffers_pane import devices_text
 from .ranked_pane import RankedPane
 
-COLUMNS = (("rank", "#", 3), ("pid", "pid", 8), ("name", "process", 14), ("state", "state", 6),
-           ("phase", "phase", 8), ("dram", "DRAM", 9), ("l1", "L1", 9), ("l1s", "L1_SMALL", 9), ("trace", "TRACE", 9),
-           ("cbk", "CB+KERN", 9), ("total", "total", 9), ("devs", "devices", 8), ("n", "buffers", 9))
+COLUMNS = (("rank", "#", 2), ("pid", "pid", 7), ("name", "process", None), ("state", "state", 6),
+           ("phase", "phase", 8), ("dram", "DRAM", 8), ("l1", "L1", 8), ("l1s", "L1_SMALL", 8), ("trace", "TRACE", 8),
+           ("cbk", "CB+KERN", 8), ("total", "total", 8), ("devs", "devs", 4), ("n", "buffers", 7))
 SORT_ORDER = ("total", "dram", "l1", "trace", "pid", "buffers")
 
 
@@ -86,7 +86,7 @@ class ProcessesPane(RankedPane):
         status = Text()
         status.append(plural(len(rows), "process", "processes"), "bold")
         status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
-        status_line.update(status)
+        self.set_status(status_line, status)
         out = []
         for r in sort_rows(rows, sort, invert):
             t = r.by_type

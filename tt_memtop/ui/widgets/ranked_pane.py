@@ -35,7 +35,13 @@ class RankedPane(Vertical):
             return None
         line = found.first(Static)
         if note:
-            line.update(Text(note, "bold yellow"))
+            self.set_status(line, Text(note, "bold yellow"))
             self.table.apply_rows([])
             return None
         return line
+
+    def set_status(self, line: Static, text: Text) -> None:
+        """Update the status line only when its text changed (an idle monitor redraws nothing)."""
+        if getattr(self, "_status_text", None) != text:
+            self._status_text = text
+            line.update(text)
