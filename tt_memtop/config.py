@@ -106,6 +106,17 @@ def _check(name: str, where: str, kind: str, allowed: object, value: object) -> 
     raise AssertionError(kind)
 
 
+def _flatten(table: dict, prefix: str = "") -> dict[str, object]:
+    """``show_pane.devices = "1"`` is a nested table in TOML: back to the dotted binding id."""
+    out: dict[str, object] = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def parse(data: dict, source: str = "config.toml", known_actions: frozenset[str] | None = None) -> Config:
     """A Config from parsed TOML, every key checked (unknown tables and keys are errors too)."""
     values: dict[str, object] = {}
@@ -114,7 +125,8 @@ def parse(data: dict, source: str = "config.toml", known_actions: frozenset[str]
             if not isinstance(body, dict):
                 raise ConfigError(f"{source}: [keys] must be a table of action = \"keys\"")
             keys = {}
-            for action, spec in body.items():
+            flat = _flatten(body)
+            for action, spec in flat.items():
                 if known_actions is not None and action not in known_actions:
                     raise ConfigError(f"{source}: [keys] {action}: no such action (memtop --print-config lists them)")
                 if not isinstance(spec, str) or not spec.strip():

@@ -6,11 +6,11 @@ and it stays live: the age, the phase now and its evidence are rebuilt every sec
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from collections.abc import Callable
-
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -88,7 +88,12 @@ def details_renderable(state: MonitorState, buffer_id: int, buffers: list[Buffer
                   expand=False, box=None, header_style="bold")
         for col in ("time", "event", "dev", "type", "size", "pid", "refs", "phase"):
             t.add_column(col, justify="right" if col in ("size", "dev", "pid", "refs") else "left")
+        prev, prev_ph = None, ""
         for ev, ph in hist:
+            if prev is not None and ev.kind == prev.kind and ev.device != prev.device and ev.size == prev.size \
+                    and ev.pid == prev.pid:
+                ph = prev_ph  # one op on the mesh: one phase (the tracker may move on at its last device)
+            prev, prev_ph = ev, ph
             t.add_row(elapsed(ev.ts_ns - origin) if ev.ts_ns else "—", KIND_LABELS.get(ev.kind, ev.kind.name),
                       str(ev.device), type_name(ev.buffer_type), human(ev.size), str(ev.pid), str(ev.ref_count),
                       ph or "—")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from rich.segment import Segment
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
-from rich.segment import Segment
 from textual.strip import Strip
 from textual.widgets import Button, Input, Label, SelectionList
 

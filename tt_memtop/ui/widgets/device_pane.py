@@ -35,7 +35,7 @@ HISTORY = 240  # samples kept per device and bar (downsampled with max to the sp
 _LEGEND = {0: "DRAM", 1: "L1", 2: "SYS", 3: "L1_SMALL", 4: "TRACE", 5: "CB", 6: "KERNEL"}
 ARCH_SHORT = {"Wormhole_B0": "WH", "Blackhole": "BH", "Grayskull": "GS", "Quasar": "QS"}
 _PARTIAL = " ▏▎▍▌▋▊▉"  # 0..7 eighths of a cell, filled from the left
-GRID_CELL_MIN = 28  # narrowest mesh-grid cell: "12 D▕bar▏ 71% L▕bar▏  3%"
+GRID_CELL_MIN = 19  # narrowest mesh-grid cell: "12 D██ 71% L█   3%" (a Galaxy on 80 columns: 4 × 8)
 GRID_ROWS = 8  # a mesh grid aims at this many lines (a Galaxy: 4 columns × 8)
 
 
@@ -84,12 +84,12 @@ def bar_cells(parts: list[tuple[int, str]], cap: int, width: int, peak: int = 0)
     for c in range(width):
         lo = c * 8
         first = owner(lo)
-        last = owner(lo + 7)
-        if first == last:
+        if first == owner(lo + 7):
             cells.append(("█" if first != "empty" else " ", first, "empty"))
             continue
-        # boundary inside the cell: how many eighths the first owner covers
+        # a boundary inside the cell: the first owner's eighths, over the colour of what follows it
         k = next((end for end, _ in bounds if lo < end <= lo + 7), lo + 8) - lo
+        last = owner(lo + k)
         if first == "empty":  # (cannot happen: parts are contiguous from 0) keep it safe
             cells.append((" ", "empty", "empty"))
         else:
@@ -270,6 +270,9 @@ class DevicePane(ScrollView, can_focus=True):
         segs.append(Segment("  "))
         segs += self._used_segments("L1", l1, cap_l1)
         segs.append(Segment("  "))
+        phases = {r.phase for r in rows if r.phase}
+        if len(phases) == 1:  # the mesh's one phase (devices show theirs only when they differ)
+            segs.append(Segment(f"{phases.pop()}  ", self._style("phase")))
         count = None
         if all(r.buffers >= 0 for r in rows):
             count = Segment(f"│ {sum(r.buffers for r in rows):,} buffers", self._style("dim"))
@@ -388,11 +391,12 @@ class DevicePane(ScrollView, can_focus=True):
         """A compact mesh grid: devices in columns (a Galaxy 4 × 8), each cell two short bars and %."""
         n = len(rows)
         cols_max = max(1, width // GRID_CELL_MIN)
-        cols = max(1, min(cols_max, math.ceil(n / GRID_ROWS)))
+        lines_left = max(1, self._budget() - 2)
+        cols = max(1, min(cols_max, max(math.ceil(n / GRID_ROWS), math.ceil(n / lines_left))))
         while cols < cols_max and n % cols:
             cols += 1
         cell_w = width // cols
-        bar_w = max(3, (cell_w - 3 - 2 - 6 - 2 - 6 - 2) // 2)
+        bar_w = max(2, (cell_w - 3 - 1 - 4 - 2 - 4 - 1) // 2)
         nrows = math.ceil(n / cols)
         out: list[list[Segment]] = []
         for i in range(nrows):
@@ -409,7 +413,7 @@ class DevicePane(ScrollView, can_focus=True):
                     cell.append(Segment("D" if which == "dram" else " L", self._style("dim")))
                     cell += self._bar(r.totals, stack, cap, bar_w, peak)
                     frac = used / cap if cap else 0.0
-                    cell.append(Segment(f"{frac * 100:4.0f}%" if cap else f"{'?':>5}",
+                    cell.append(Segment(f"{frac * 100:3.0f}%" if cap else f"{'?':>4}",
                                         self._style(level(frac)) if cap else self._style("dim")))
                 used_w = sum(len(s.text) for s in cell)
                 if j < cols - 1:

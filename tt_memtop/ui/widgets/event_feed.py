@@ -30,8 +30,8 @@ from textual.strip import Strip
 
 from ...core.events import Event, EventKind
 from ...core.model import MonitorState
-from ..filters import ViewFilter
 from ..feed_groups import OP, PAIR, FeedGroups, FeedRow
+from ..filters import ViewFilter
 from ..format import KIND_LABELS, TYPE_SHORT, elapsed, human, type_name, wall_time
 from .buffers_pane import devices_text
 

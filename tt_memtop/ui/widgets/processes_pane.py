@@ -13,9 +13,10 @@ from ..procinfo import ProcInfo
 from .buffers_pane import devices_text
 from .ranked_pane import RankedPane
 
-COLUMNS = (("rank", "#", 2), ("pid", "pid", 7), ("name", "process", None), ("state", "state", 6),
-           ("phase", "phase", 8), ("dram", "DRAM", 8), ("l1", "L1", 8), ("l1s", "L1_SMALL", 8), ("trace", "TRACE", 8),
-           ("cbk", "CB+KERN", 8), ("total", "total", 8), ("devs", "devs", 4), ("n", "buffers", 7))
+#: what matters first (a narrow terminal scrolls the rest into view): who, which phase, how much
+COLUMNS = (("rank", "#", 2), ("pid", "pid", 7), ("name", "process", None), ("phase", "phase", 8),
+           ("total", "total", 8), ("dram", "DRAM", 8), ("trace", "TRACE", 8), ("l1", "L1", 8), ("l1s", "L1_SMALL", 8),
+           ("cbk", "CB+KERN", 8), ("devs", "devs", 4), ("n", "buffers", 7), ("state", "state", 6))
 SORT_ORDER = ("total", "dram", "l1", "trace", "pid", "buffers")
 
 
@@ -90,8 +91,8 @@ class ProcessesPane(RankedPane):
         out = []
         for r in sort_rows(rows, sort, invert):
             t = r.by_type
-            out.append((str(r.pid), (str(r.pid), r.name[:48] or "—", r.state, r.phase or "—", human(t[0]),
-                                     human(t[1]), human(t[2] + t[3]), human(t[4]), human(t[5] + t[6]),
-                                     human(r.total), devices_text(r.devices), f"{r.count:,}")))
+            out.append((str(r.pid), (str(r.pid), r.name[:48] or "—", r.phase or "—", human(r.total), human(t[0]),
+                                     human(t[4]), human(t[1]), human(t[2] + t[3]), human(t[5] + t[6]),
+                                     devices_text(r.devices), f"{r.count:,}", r.state)))
         self.table.apply_rows(out)
         self.table.mark_sort({"buffers": "n"}.get(sort, sort), invert)
