@@ -284,10 +284,13 @@ class EventFeed(ScrollView, can_focus=True):
         if row.kind == OP:
             return self._row_segments(row.ev, row.phase, devs)
         if row.kind == PAIR:
-            extra = f" × {row.repeats:,} in {row.span_s:.1f} s" if row.repeats > 1 else ""
+            n = row.repeats
+            extra = f" alloc/free × {n:,} in {row.span_s:.1f} s" if n > 1 else ""
             if row.open_count:
                 extra += f" (+{row.open_count} live)"
-            segs = self._row_segments(row.ev, row.phase, devs, "alloc/free", extra)
+            # the count goes in the event column too: on 80 columns the detail column is off screen
+            label = f"a/f ×{n:,}" if n > 1 and n < 100_000 else "alloc/free"
+            segs = self._row_segments(row.ev, row.phase, devs, label, extra)
             segs[2] = Segment(segs[2].text, self._style("pair"))
             return segs
         return self._row_segments(row.ev, row.phase)
