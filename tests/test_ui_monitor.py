@@ -79,7 +79,7 @@ def test_feed_groups_keep_unrelated_events_apart():
     assert [len(r.devices) for r in g.rows] == [1, 1, 1] and all(r.kind == OP for r in g.rows)
 
 
-async def test_grouped_feed_says_it_once_and_r_shows_every_event():
+async def test_grouped_feed_says_it_once_and_e_shows_every_event():
     app = fake_app(8, readbacks(8, 120), pane="feed")
     async with app.run_test(size=(120, 40)) as pilot:
         feed = app.query_one(EventFeed)
@@ -87,10 +87,10 @@ async def test_grouped_feed_says_it_once_and_r_shows_every_event():
         assert len(feed.grouped_rows) == 1
         line = "".join(s.text for s in feed._group_segments(feed.grouped_rows[0]))
         assert "a/f ×120" in line and "alloc/free × 120 in 3.0 s" in line and "0-7" in line
-        await pilot.press("r")
+        await pilot.press("e")
         await pilot.pause(0.1)
         assert not feed.grouped and feed.virtual_size.height == len(feed.rows) + 1
-        await pilot.press("r")
+        await pilot.press("e")
         await pilot.pause(0.1)
         assert feed.grouped and feed.virtual_size.height == 2
 
@@ -424,3 +424,11 @@ def test_parse_flattens_dotted_key_ids():
     cfg = parse({"keys": {"show_pane": {"devices": "F2"}}}, "c.toml", frozenset(default_keymap()))
     assert cfg.keys == {"show_pane.devices": "F2"}
 
+
+
+async def test_a_totals_only_source_opens_on_the_meters():
+    from test_ui_views import TotalsOnly
+
+    app = MemtopApp(TotalsOnly(), clock=lambda: 0.0, state=new_state())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.pane == "devices")

@@ -34,7 +34,7 @@ class Config:
     """What a config file can set. Defaults are what memtop does without one."""
 
     theme: str = ""  # "" = memtop-dark
-    pane: str = "processes"  # the pane memtop opens on
+    pane: str = ""  # the pane memtop opens on ("": processes, or the meters for a totals-only source)
     group: bool = True  # buffers grouped by id across the mesh
     refresh: float = 0.5  # seconds per sample of Δ/s and history
     fps: float = 20.0  # frames per second (10-30)
@@ -54,7 +54,7 @@ class Config:
 SCHEMA: dict[str, dict[str, tuple[str, str, object]]] = {
     "ui": {
         "theme": ("theme", "str", None),
-        "pane": ("pane", "choice", PANES),
+        "pane": ("pane", "choice", ("", *PANES)),
         "group": ("group", "bool", None),
         "refresh": ("refresh", "float", (0.05, 60.0)),
         "fps": ("fps", "float", (10.0, 30.0)),
@@ -94,7 +94,7 @@ def _check(name: str, where: str, kind: str, allowed: object, value: object) -> 
         return value
     if kind == "choice":
         if value not in allowed:  # type: ignore[operator]
-            raise bad("one of " + ", ".join(allowed))  # type: ignore[arg-type]
+            raise bad("one of " + ", ".join(a for a in allowed if a))  # type: ignore[union-attr]
         return value
     if kind == "float":
         lo, hi = allowed  # type: ignore[misc]
@@ -189,7 +189,7 @@ def dumps(cfg: Config, key_table: dict[str, str] | None = None) -> str:
         for key, (fname, kind, allowed) in schema.items():
             line = f"{key} = {_toml_value(getattr(cfg, fname))}"
             if kind == "choice":
-                line += "  # " + " | ".join(allowed)  # type: ignore[arg-type]
+                line += "  # " + " | ".join(a or '""' for a in allowed)  # type: ignore[union-attr]
             out.append(line)
         out.append("")
     out.append("[keys]  # action = \"key,key\" (Textual key names)")

@@ -118,7 +118,7 @@ class MemtopApp(App[int]):
     def __init__(self, source: Source, *, view_filter: ViewFilter | None = None, theme: str | None = None,
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
                  local: bool | None = None, state: MonitorState | None = None, buffer_limit: int = 500,
-                 pane: str = "processes", step_events: int = 1, history_scale: float = 1.0,
+                 pane: str | None = None, step_events: int = 1, history_scale: float = 1.0,
                  feed_grouped: bool = True, wall_clock: bool | None = None, wall_offset_ns: int | None = None,
                  group: bool = False, keymap: dict[str, str] | None = None) -> None:
         super().__init__()
@@ -136,7 +136,9 @@ class MemtopApp(App[int]):
         if local is None:
             local = bool(getattr(source, "local", True))
         self.procs = ProcInfo(local, clock)
-        self.pane = pane
+        #: opens on what holds memory (the processes); a totals-only source has none: then the meters
+        self.pane = pane or "processes"
+        self._auto_pane = pane is None
         self.paused = False
         self.paused_at_events = 0
         self.buffer_sort, self.buffer_invert, self.group = "size", False, group
@@ -325,6 +327,10 @@ class MemtopApp(App[int]):
             dt = now - self._last_sample if self._last_sample > 0 else 0.0
             self._last_sample = now
         self._draw_devices(sample, dt)
+        if self._auto_pane and st.capabilities:
+            self._auto_pane = False
+            if self._totals_only_note() and self.pane == "processes":
+                self.show_pane("devices")
         if self.pane == "feed":
             note = self._totals_only_note()
             if note and self.w_feed.empty_text != note:

@@ -35,7 +35,7 @@ SCREEN = (
                 "is the maximum of the samples it covers, so a spike is never averaged away."),
     ("grid", "many devices (a Galaxy) on a small screen: one cell per device, D = DRAM, L = L1, %."),
     ("feed", "grouped by default: one row per op across the mesh (dev 0-7), repeated alloc/free pairs "
-             "coalesced (alloc/free 2.0 KiB × 120 in 3.0 s); r shows every event. Times are wall clock "
+             "coalesced (a/f ×120 … alloc/free × 120 in 3.0 s); e shows every event. Times are wall clock "
              "(as TT-Metal's logs print them); w counts from the first event."),
     ("phase", "the trace life-cycle memtop infers per process from what it allocates (below). One label "
               "per mesh; the details screen (Enter on a buffer) says why."),

@@ -1,6 +1,6 @@
 """The event feed: every alloc / free / ref change / cleanup, newest at the bottom.
 
-Two views of the same events (``r`` toggles): *grouped* (the default; see :mod:`..feed_groups`:
+Two views of the same events (``e`` toggles): *grouped* (the default; see :mod:`..feed_groups`:
 one row per op across the mesh, repeated alloc/free pairs coalesced) and *raw* (one row per event).
 Times are wall clock by default (``w``: since the first event), so rows can be matched with
 TT-Metal's own logs; the model's timestamps are monotonic, ``wall_offset_ns`` maps them.
