@@ -77,7 +77,8 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box", classes="modal-box"):
-            yield Static("[b]memtop — keys[/b]   (Esc closes; the mouse works too: click tabs, rows, scroll)")
+            yield Static("[b]memtop — keys[/b]   (Esc closes; scroll down for what the screen shows, its colours "
+                         "and the trace phases; the mouse works too)")
             yield Static(help_table(self.replay, self.keymap))
             yield Static("")
             yield Static(legend_table(SCREEN, "What you see"))
