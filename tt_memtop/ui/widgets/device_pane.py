@@ -119,6 +119,7 @@ class DevicePane(ScrollView, can_focus=True):
         self.history_scale = history_scale  # sparklines: full height = capacity × this
         self.types_shown: frozenset[int] = frozenset(range(7))
         self.layout_mode = "one"  # "two", "one" or "grid": what the last build chose
+        self._mesh_phase = ""  # the one phase of every device shown ("" when they differ)
         self._hist_dram: dict[int, deque[int]] = {}
         self._hist_l1: dict[int, deque[int]] = {}
         self._prev: dict[int, tuple[int, int]] = {}
@@ -270,9 +271,10 @@ class DevicePane(ScrollView, can_focus=True):
         segs.append(Segment("  "))
         segs += self._used_segments("L1", l1, cap_l1)
         segs.append(Segment("  "))
-        phases = {r.phase for r in rows if r.phase}
-        if len(phases) == 1:  # the mesh's one phase (devices show theirs only when they differ)
-            segs.append(Segment(f"{phases.pop()}  ", self._style("phase")))
+        phases = {r.phase for r in rows}
+        self._mesh_phase = next(iter(phases)) if len(phases) == 1 and len(rows) > 1 else ""
+        if self._mesh_phase:  # the mesh's one phase (one-line rows show theirs only when they differ)
+            segs.append(Segment(f"{self._mesh_phase}  ", self._style("phase")))
         count = None
         if all(r.buffers >= 0 for r in rows):
             count = Segment(f"│ {sum(r.buffers for r in rows):,} buffers", self._style("dim"))
@@ -376,14 +378,16 @@ class DevicePane(ScrollView, can_focus=True):
         return segs + self._meter(r, which, width - 9)
 
     def _device_line(self, r: DeviceRow, width: int) -> list[Segment]:
-        """One device on one line: both meters side by side, its phase at the end."""
+        """One device on one line: both meters side by side, its phase at the end unless the whole
+        mesh is in one phase (the summary line says it once)."""
         arch = ARCH_SHORT.get(r.arch, r.arch[:4])
         segs = [Segment(f"{r.device:>3} {arch:<4} ", self._style("label"))]
-        per = (width - 9 - 10) // 2 - 2
+        tail = 0 if self._mesh_phase else 10
+        per = (width - 9 - tail) // 2 - 2
         for which in ("dram", "l1"):
             segs += self._meter(r, which, per)
             segs.append(Segment("  "))
-        if r.phase:
+        if r.phase and not self._mesh_phase:
             segs.append(Segment(r.phase[:9], self._style("phase")))
         return segs
 
