@@ -5,7 +5,7 @@ Headless (Textual's test driver renders real frames to a null terminal). The sou
 events/s for ``--seconds``. Reported: frames/s, event-to-screen lag (time from a batch's emit to
 the first frame drawn after it), ingest rate achieved, RSS.
 
-    python benchmarks/bench_ui.py [--rate 200000] [--seconds 10] [--live 1000000] [--pane feed|buffers]
+    python benchmarks/bench_ui.py [--rate 200000] [--seconds 10] [--live 1000000] [--pane feed|buffers] [--raw]
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ async def main(args) -> int:
     src = ChurnSource(args.rate, args.seconds, args.live)
     gct = GcTimer()
     state = new_state(phases=not args.no_phases)
-    app = MemtopApp(src, state=state, fps=args.fps, pane=args.pane)
+    app = MemtopApp(src, state=state, fps=args.fps, pane=args.pane, feed_grouped=not args.raw)
     frames: list[tuple[float, int]] = []
     orig_tick = app._tick
 
@@ -170,5 +170,6 @@ if __name__ == "__main__":
     p.add_argument("--live", type=int, default=1_000_000)
     p.add_argument("--fps", type=float, default=20.0)
     p.add_argument("--pane", default="feed", choices=["feed", "buffers", "processes", "devices"])
+    p.add_argument("--raw", action="store_true", help="the feed shows every event (default: grouped)")
     p.add_argument("--no-phases", action="store_true")
     sys.exit(asyncio.run(main(p.parse_args())))

@@ -38,12 +38,13 @@ class FeedRow:
         self.devices: list[int] = [ev.device]
         self.t_last = ev.ts_ns
         self.pairs = 0  # PAIR: allocations freed again
-        self.open: dict[int, int] = {}  # PAIR: device -> allocations not freed yet
+        self.open: dict[int, int] | None = None  # PAIR: device -> allocations not freed yet (made lazily:
+        # most rows are not pairs, and a dict per row is one more object per event for the collector)
         self.last = ev  # the newest event folded in
 
     @property
     def open_count(self) -> int:
-        return sum(self.open.values())
+        return sum(self.open.values()) if self.open else 0
 
     @property
     def repeats(self) -> int:
@@ -95,6 +96,7 @@ class FeedGroups:
                     self._pair_free(last, ev)
                     return
             elif last.kind == PAIR and le.pid == ev.pid and le.buffer_type == ev.buffer_type and le.size == ev.size:
+                assert last.open is not None
                 if kind == _ALLOC:
                     last.open[ev.device] = last.open.get(ev.device, 0) + 1
                     if ev.device not in last.devices:
@@ -110,6 +112,7 @@ class FeedGroups:
 
     @staticmethod
     def _pair_free(row: FeedRow, ev: Event) -> None:
+        assert row.open is not None
         row.open[ev.device] -= 1
         row.pairs += 1
         row.t_last, row.last = ev.ts_ns, ev
