@@ -98,3 +98,9 @@ def test_details_screen(snap_compare, recording):
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_devices_pane_galaxy_full_screen(snap_compare, recording):
+    """Pane 1 on 200×50: all 32 devices one line each, with used/capacity, Δ/s and history."""
+    app, n = make_app(recording("galaxy_32dev"), 32, pane="devices")
+    assert snap_compare(app, terminal_size=SIZES["200x50"], run_before=settled(app, n))
