@@ -433,3 +433,38 @@ async def test_a_totals_only_source_opens_on_the_meters():
     app = MemtopApp(TotalsOnly(), clock=lambda: 0.0, state=new_state())
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.pane == "devices")
+
+
+async def test_h_changes_the_history_scale():
+    app = fake_app(1, [_ev(EventKind.ALLOC, 1, 0, 0, DRAM, 0x10, 3 << 30)], sample_period=0.1)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dp = app.query_one(DevicePane)
+        await wait_for(pilot, lambda: dp.rows and dp.rows[0].totals[DRAM])
+        await wait_for(pilot, lambda: "▂" in pane_text(dp))  # a quarter of capacity: a quarter height
+        await pilot.press("H")
+        await wait_for(pilot, lambda: "▄" in pane_text(dp))  # full height = half of capacity
+        assert app.history_scale == 0.5
+
+
+def test_memtop_runs_the_monitor_with_the_config(tmp_path, monkeypatch):
+    from tt_memtop.cli import main
+    from tt_memtop.ui import app as app_module
+
+    seen = {}
+
+    def fake_run(self, *a, **k):
+        seen.update(pane=self.pane, group=self.group, grouped=self.feed_grouped, wall=self.wall_clock,
+                    scale=self.history_scale, period=self.sample_period, filt=self.view_filter, keymap=self.keymap,
+                    theme=self.initial_theme)
+        return None
+
+    monkeypatch.setattr(app_module.MemtopApp, "run", fake_run)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[ui]\npane = "feed"\ngroup = true\nfeed = "raw"\ntimes = "relative"\nhistory_scale = 0.1\n'
+                   'refresh = 2\ntheme = "memtop-light"\n[filters]\ntypes = "TRACE"\n[keys]\nquit = "q,ctrl+q"\n')
+    assert main(["demo", "--config", str(cfg)]) == 0
+    assert seen["pane"] == "feed" and seen["group"] and not seen["grouped"] and seen["wall"] is False
+    assert seen["scale"] == 0.1 and seen["period"] == 2.0 and seen["filt"].types == frozenset({TRACE})
+    assert seen["keymap"] == {"quit": "q,ctrl+q"} and seen["theme"] == "memtop-light"
+    assert main(["demo", "--config", str(cfg), "--theme", "memtop-contrast", "--type", "DRAM"]) == 0
+    assert seen["theme"] == "memtop-contrast" and seen["filt"].types == frozenset({DRAM})  # flags win
