@@ -468,3 +468,13 @@ def test_memtop_runs_the_monitor_with_the_config(tmp_path, monkeypatch):
     assert seen["keymap"] == {"quit": "q,ctrl+q"} and seen["theme"] == "memtop-light"
     assert main(["demo", "--config", str(cfg), "--theme", "memtop-contrast", "--type", "DRAM"]) == 0
     assert seen["theme"] == "memtop-contrast" and seen["filt"].types == frozenset({DRAM})  # flags win
+
+
+async def test_pane_1_has_a_phase_legend():
+    app = fake_app(8, pane="devices")
+    async with app.run_test(size=(200, 50)) as pilot:
+        dp = app.query_one(DevicePane)
+        await wait_for(pilot, lambda: dp.rows)
+        await pilot.pause(0.1)
+        text = pane_text(dp)
+        assert "phases " in text and "capture (TRACE allocated)" in text

@@ -37,6 +37,8 @@ ARCH_SHORT = {"Wormhole_B0": "WH", "Blackhole": "BH", "Grayskull": "GS", "Quasar
 _PARTIAL = " ▏▎▍▌▋▊▉"  # 0..7 eighths of a cell, filled from the left
 GRID_CELL_MIN = 19  # narrowest mesh-grid cell: "12 D██ 71% L█   3%" (a Galaxy on 80 columns: 4 × 8)
 GRID_ROWS = 8  # a mesh grid aims at this many lines (a Galaxy: 4 columns × 8)
+PHASE_LEGEND = ("loading (weights placed) → warm-up (compile: short-lived buffers) → capture (TRACE allocated) → "
+                "replay (trace runs, near silence) → released → teardown · ? explains · Enter on a buffer: evidence")
 
 
 @dataclass(slots=True)
@@ -247,6 +249,10 @@ class DevicePane(ScrollView, can_focus=True):
                 else:
                     out.append(self._half_line(r, width, "dram"))
                     out.append(self._half_line(r, width, "l1"))
+            if self.expanded and len(out) + 2 <= self._budget():  # pane 1 has room: what the phases mean
+                out.append([])
+                out.append([Segment("phases ", self._style("label")),
+                            Segment(PHASE_LEGEND, self._style("dim"))])
         if not self._unstyled:
             self._lines = out
             self._lines_key = key
