@@ -38,7 +38,7 @@ from ..core import eventcodec as codec
 from ..core import logformat as lf
 from ..core.devices import Inventory
 from ..core.events import Event, EventKind
-from ..core.protocol import AllocMessage, Layout, MsgType, encode, validate
+from ..core.protocol import PROBE_REPLY, PROBE_REQUEST, AllocMessage, Layout, MsgType, encode, validate
 from ..core.registry import Registry
 from .framing import FrameReader, parse_layout
 
@@ -412,9 +412,11 @@ class AllocationServer:
     # ================================================================== replies
     def _response(self, m: AllocMessage, layout: Layout) -> bytes:
         dram, l1, l1s, trace, cb, kern = self.registry.wire_totals(m.device_id)
-        return encode(AllocMessage(type=MsgType.RESPONSE, device_id=m.device_id, dram_allocated=dram,
-                                   l1_allocated=l1, l1_small_allocated=l1s, trace_allocated=trace, cb_allocated=cb,
-                                   kernel_allocated=kern), layout)
+        r = AllocMessage(type=MsgType.RESPONSE, device_id=m.device_id, dram_allocated=dram, l1_allocated=l1,
+                         l1_small_allocated=l1s, trace_allocated=trace, cb_allocated=cb, kernel_allocated=kern)
+        if m.buffer_id == PROBE_REQUEST and self.config.extensions:  # tt-memtop's silent probe (EXTENSION.md)
+            r.timestamp, r.size = PROBE_REPLY, codec.CODEC_VERSION
+        return encode(r, layout)
 
     def _device_info(self, m: AllocMessage, layout: Layout) -> bytes:
         inv = self.config.inventory
