@@ -14,14 +14,18 @@ and would log "Unknown message type: 6").
 
 **A socket that accepts is a server.** One that accepts but does not answer within ``timeout``
 is *busy* (``memtop serve`` taking a snapshot of a million buffers, a long cleanup): ``on_busy``
-is told how long it has been, and we keep waiting, up to ``patience`` (``None``: for ever). At that
-point the QUERY is also sent at full 144-, 128- and 112-byte size on fresh connections, for a
-server that takes only whole frames of a forced layout; an original never gets that far, since
-it answers the 72-byte QUERY at once.
+is told how long it has been, and we keep waiting, up to ``patience`` (``None``: for ever).
+
+**A QUERY is never abandoned.** The originals ``send`` their reply without ``MSG_NOSIGNAL`` and do
+not ignore SIGPIPE: a client that closes its connection before the reply arrives *kills the
+server*. So the probe runs on a plain socket in a daemon thread that, when the caller stops
+waiting, still waits (up to ``LINGER_S``) for the reply before it closes the socket.
 """
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +39,8 @@ __all__ = ["BUSY_AFTER_S", "ServerKind", "probe_server", "probe_request"]
 BUSY_AFTER_S = 0.5
 #: After the first bytes of a reply, how long to wait for the rest.
 SETTLE_S = 0.05
-_FALLBACK_LAYOUTS = (Layout.V144, Layout.V128, Layout.V112)
+#: How long an abandoned probe still waits for its reply before closing (see the module docstring).
+LINGER_S = 600.0
 _REPLY_LAYOUTS = {int(lay): lay for lay in (Layout.V72, Layout.V112, Layout.V128, Layout.V144)}
 
 
@@ -68,18 +73,36 @@ def classify(reply: bytes) -> ServerKind | None:
     return ServerKind(lay, ours, m.size if ours else 0)
 
 
-async def _read_reply(stream) -> bytes:
-    got = b""
-    while len(got) < max(_REPLY_LAYOUTS):
-        with anyio.move_on_after(SETTLE_S if got else None) as scope:
-            try:
-                chunk = await stream.receive(4096)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                break
-        if scope.cancelled_caught:
-            break
-        got += chunk
-    return got
+class _Probe(threading.Thread):
+    """Send the probe on ``sock`` and read the reply; closes the socket only after the reply (or EOF)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(name="memtop-probe", daemon=True)
+        self.sock = sock
+        self.reply = b""
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        sock = self.sock
+        try:
+            sock.settimeout(LINGER_S)
+            sock.sendall(probe_request())
+            got = sock.recv(4096)
+            sock.settimeout(SETTLE_S)
+            while got and len(got) < max(_REPLY_LAYOUTS):
+                try:
+                    more = sock.recv(4096)
+                except TimeoutError:
+                    break
+                if not more:
+                    break
+                got += more
+            self.reply = got
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            self.done.set()
 
 
 async def probe_server(path: str, *, timeout: float = BUSY_AFTER_S, patience: float | None = 30.0,
@@ -87,54 +110,26 @@ async def probe_server(path: str, *, timeout: float = BUSY_AFTER_S, patience: fl
     """Probe the server at ``path`` (see the module docstring).
 
     Raises OSError (FileNotFoundError, ConnectionRefusedError, ...) when nothing accepts a
-    connection there. Returns None when something accepted but never answered the probe within
-    ``patience`` seconds (or closed without answering: not an allocation server)."""
-    first = await anyio.connect_unix(path)  # errors here mean "no server": the caller says so
-    found: list[ServerKind | None] = []
-    pending = [1]
-    done = anyio.Event()
-
-    async def ask(stream, layout: Layout) -> None:
-        try:
-            async with stream:
-                await stream.send(probe_request(layout))
-                kind = classify(await _read_reply(stream))
-        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            kind = None
-        pending[0] -= 1
-        if kind is not None or not pending[0]:
-            found.append(kind)
-            done.set()
-
-    async def fallback(layout: Layout) -> None:
-        try:
-            stream = await anyio.connect_unix(path)
-        except OSError:
-            stream = None
-        if stream is None:
-            pending[0] -= 1
-            if not pending[0]:
-                done.set()
-            return
-        await ask(stream, layout)
-
+    connection there. Returns None when something accepted but did not answer the probe within
+    ``patience`` seconds, or closed without answering (not an allocation server)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(5.0)
+        sock.connect(path)  # errors here mean "no server": the caller says so
+    except BaseException:
+        sock.close()
+        raise
+    worker = _Probe(sock)
+    worker.start()
     start = anyio.current_time()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(ask, first, Layout.V72)
-        with anyio.move_on_after(timeout):
-            await done.wait()
-        if not done.is_set():
-            pending[0] += len(_FALLBACK_LAYOUTS)
-            for lay in _FALLBACK_LAYOUTS:
-                tg.start_soon(fallback, lay)
-        while not done.is_set():
-            waited = anyio.current_time() - start
-            if patience is not None and waited >= patience:
-                break
-            if on_busy is not None:
-                on_busy(waited)
-            step = 1.0 if patience is None else max(0.0, min(1.0, patience - waited))
-            with anyio.move_on_after(step):
-                await done.wait()
-        tg.cancel_scope.cancel()
-    return found[0] if found else None
+    told = start + timeout
+    while not worker.done.is_set():
+        now = anyio.current_time()
+        waited = now - start
+        if patience is not None and waited >= patience:
+            return None  # the thread still waits for the reply before closing
+        if on_busy is not None and now >= told:
+            on_busy(waited)
+            told = now + 1.0
+        await anyio.sleep(0.005 if waited < 0.1 else 0.02)
+    return classify(worker.reply)
