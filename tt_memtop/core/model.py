@@ -36,6 +36,7 @@ _ALLOC = EventKind.ALLOC
 _TRACE = int(BufferType.TRACE)
 _BAD_FRAME = EventKind.BAD_FRAME
 _PROCESS_EXIT = EventKind.PROCESS_EXIT
+_LOST = frozenset({"disconnected", "error"})  # Status states after which "connected" is a reconnect
 _BUFFER_KINDS = frozenset({EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
                            EventKind.FREE_UNKNOWN, EventKind.CLEANUP})
 
@@ -102,6 +103,11 @@ class MonitorState:
                 for dev, tot in update.totals.items():
                     self.phases.observe_totals(update.ts_ns, dev, tot)
         elif isinstance(update, Status):
+            if update.state == "connected" and self.status.state in _LOST and self.phases is not None:
+                # A reconnect: the server may have restarted (0 B, no processes); what phase inference
+                # knew belongs to the old session. The fresh snapshot / samples that follow seed it again.
+                self.phases = type(self.phases)()
+                self._phase_names = {}
             self.status = update
             if update.capabilities:
                 self.capabilities = update.capabilities
