@@ -189,3 +189,33 @@ def test_busy_memtop_serve_dump_once_and_no_demo(tmp_path):
     assert log.count("Received DUMP_REMAINING") == 1, log
     assert once.returncode == 0, o_err
     assert "Device" in o_out
+
+
+S5_LOG = """🔍 Device detection (using UMD Cluster for accurate specs):
+   Device 0: Wormhole_B0 (12GB DRAM, 171MB L1) [Local]
+   Total: 1 device(s) detected
+🚀 Allocation Server started
+   Listening on: /tmp/tt_allocation_server.sock
+   Press Ctrl+C to stop
+🔄 Background cleanup thread started (checking every 10s)
+✓ [PID 4242] Allocated 1048576 bytes of DRAM on device 0 (buffer_id=0x1000)
+✓ [KERNEL_LOAD] Fabric kernel on Device 0: +0.0546875 MB (Total: 0.0546875 MB)
+✓ [KERNEL_LOAD] Dispatch kernel on Device 0: +0.0449219 MB (Total: 0.0996094 MB)
+✓ [CB_ALLOC] Device 0: +0.0625 MB (Total: 0.0625 MB)
+✓ [CB_ALLOC] Device 0: +0.0625 MB (Total: 0.125 MB)
+✗ [CB_FREE] Device 0: -0.0625 MB (Total: 0.0625 MB)
+"""
+
+
+def test_follow_an_s5_log_shows_cb_and_kernel(tmp_path):
+    """Item 4: the S5 [CB_*] / [KERNEL_*] lines carry totals; --follow shows them."""
+    log = tmp_path / "s5.log"
+    log.write_text(S5_LOG, encoding="utf-8")
+    proc = _memtop("--follow", str(log), "--json", "--socket", short_socket(tmp_path, "none.sock"))
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    dev0 = next(d for d in json.loads(proc.stdout)["devices"] if d["device"] == 0)
+    assert dev0["bytes"]["CB"] == 65536
+    assert dev0["bytes"]["KERNEL"] == round(0.0996094 * 1048576)  # 104448 B, to the line's 6 digits
+    assert dev0["bytes"]["DRAM"] == 1 << 20 and dev0["total"] == 1 << 20  # CB/KERNEL not in the total

@@ -176,7 +176,7 @@ class FollowLogSource(Source):
         self.path = path
         self.poll_interval = poll_interval
         self.clock = clock
-        self.parser = LogParser()
+        self.parser = LogParser(cb_kernel_totals=True)
         self.description = f"log {path}"
         self.ready_on_connect = True  # its "connected" Status means: caught up with the file
         self._inventory: Inventory | None = None
@@ -278,7 +278,7 @@ class _LogTimeline:
         self.rate = rate
         self.total = self._count_lines(path)
         self.f: BinaryIO = open_log(path)
-        self.parser = LogParser()
+        self.parser = LogParser(cb_kernel_totals=True)
         self._pending: list[bytes] = []
         self._pending_at = 0
         self._offset = 0  # file offset just past the pending lines
@@ -352,7 +352,7 @@ class _LogTimeline:
         best = self.ckpt.best(pos)
         if pos < self.pos or (best is not None and best[0] > self.pos):
             if best is None:
-                self.parser, offset = LogParser(), 0
+                self.parser, offset = LogParser(cb_kernel_totals=True), 0
             else:
                 offset, parser = best[1]
                 self.parser = parser.clone()
