@@ -160,9 +160,17 @@ def _run_in_pty(argv: list[str]) -> subprocess.CompletedProcess:
     pid, fd = pty.fork()
     if pid == 0:  # child: stdout is a terminal
         os.execvp(argv[0], argv)
+    import select
+    import signal
+    import time
+
     out = b""
+    deadline = time.monotonic() + 60
     try:
-        while True:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
             try:
                 chunk = os.read(fd, 4096)
             except OSError:
@@ -171,7 +179,10 @@ def _run_in_pty(argv: list[str]) -> subprocess.CompletedProcess:
                 break
             out += chunk
     finally:
+        if time.monotonic() >= deadline:  # still running (e.g. a TUI that never exits): stop it
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
+        os.close(fd)
     return subprocess.CompletedProcess(argv, os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace"), "")
 
 
@@ -256,3 +267,64 @@ def test_event_free_means_the_server_is_gone_for_good():  # the stale badge is n
     ev = Event(EventKind.ALLOC, seq=1, ts_ns=2, pid=1, device=0, buffer_type=0, buffer_id=1, size=1, ref_count=1)
     state.apply_events([ev])
     assert state.status.state == "connected"
+
+
+# ---------------------------------------------------------------- item 16: serve's inventory
+def test_serve_says_where_its_inventory_comes_from_and_grows_it(tmp_path):
+    import signal
+    import socket as so
+    import struct
+    import time
+
+    path = short_socket(tmp_path)
+    server = subprocess.Popen([*MEMTOP, "serve", "--socket", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(path):
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        msg = bytearray(144)  # a Galaxy workload: ALLOC on device 20 of a server configured for 8
+        struct.pack_into("<B3xiQB3xiQQ", msg, 0, 1, 20, 1 << 20, 0, os.getpid(), 0x1000, 0)
+        with so.socket(so.AF_UNIX, so.SOCK_STREAM) as s:
+            s.connect(path)
+            s.sendall(bytes(msg))
+            time.sleep(0.2)
+            info = bytearray(144)
+            struct.pack_into("<B3xi", info, 0, 6, -1)  # DEVICE_INFO_QUERY(-1): the device count
+            s.sendall(bytes(info))
+            reply = s.recv(144)
+        proc = _memtop("--json", "--socket", path)
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=20)
+    assert "using TT-Metal APIs" not in out
+    assert "🔍 Device detection (configured: 8 × Wormhole_B0" in out and "no hardware probed" in out
+    assert "Device 20 is beyond the configured 8 device(s)" in err and "--devices 32" in err
+    assert struct.unpack_from("<I", reply, 124)[0] == 21  # num_devices now includes it
+    dev20 = next(d for d in json.loads(proc.stdout)["devices"] if d["device"] == 20)
+    assert dev20["capacity"] == {"DRAM": 12 << 30, "L1": 179_896_320}
+
+
+def test_serve_counts_the_chips_the_driver_lists(tmp_path):
+    from tt_memtop.commands.serve import inventory_origin
+
+    for i in range(4):
+        (tmp_path / str(i)).touch()
+    count, origin = inventory_origin(None, "wormhole_b0", str(tmp_path))
+    assert count == 4 and f"{tmp_path} lists 4 PCIe chip(s)" in origin
+    assert inventory_origin(32, "blackhole", str(tmp_path))[1].startswith("configured: 32 × Blackhole")
+    count, origin = inventory_origin(None, "wormhole_b0", str(tmp_path / "none"))
+    assert count == 8 and "no hardware probed" in origin
+
+
+def test_monitor_assumes_capacities_for_devices_beyond_the_inventory():
+    from tt_memtop.core.devices import Inventory
+
+    state = new_state()
+    state.apply(Status("connected"))
+    state.apply(Snapshot([], 0, 1, Inventory.uniform(8)))
+    ev = Event(EventKind.ALLOC, seq=1, ts_ns=2, pid=1, device=31, buffer_type=0, buffer_id=1, size=1, ref_count=1)
+    state.apply_events([ev])
+    assert state.devices() == [*range(8), 31]
+    assert state.inventory.get(31).total_dram == 12 << 30 and state.inventory_grown == 8

@@ -70,6 +70,7 @@ class MonitorState:
         self.history_ids = history_ids
         self.history_per_id = history_per_id
         self.inventory = Inventory()
+        self.inventory_grown = 0  # first device whose capacities were assumed (0: none; see devices())
         self.polled: dict[int, tuple[int, int, int, int, int, int]] = {}
         self.polled_ts_ns = 0
         self.status = Status("connecting")
@@ -209,10 +210,19 @@ class MonitorState:
         return Capability.EVENTS in self.capabilities or len(self.registry) > 0 or self.events_total > 0
 
     def devices(self) -> list[int]:
-        """Devices to show: the inventory's, plus any that reported something."""
-        devs = {d.device_id for d in self.inventory.devices}
+        """Devices to show: the inventory's, plus any that reported something.
+
+        A device beyond the inventory (a Galaxy's 32 chips on a server configured for 8, S2 counting
+        only PCIe chips) is added to it like the inventory's last device, so its bars have capacities;
+        ``inventory_grown`` then says from which device on the capacities are assumed."""
+        n = len(self.inventory.devices)
+        devs = set(range(n))
         devs.update(self.registry.devices())
         devs.update(self.polled)
+        top = max(devs, default=-1)
+        if top >= n and n and top < 4096:
+            self.inventory = self.inventory.grown_to(top)
+            self.inventory_grown = self.inventory_grown or n
         return sorted(devs)
 
     def device_wire_totals(self, device: int) -> tuple[int, int, int, int, int, int]:
