@@ -139,9 +139,6 @@ def test_demo_into_a_pipe_prints_once_and_exits(tmp_path):
     assert "DEMO" in text and "Wormhole_B0" in text
     rows = [ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]
     assert len([r for r in rows if "Wormhole_B0" in r]) == 8  # the T3K's 8 devices, with memory in use
-    pipe = subprocess.Popen([*MEMTOP, "demo", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    doc = json.loads(pipe.communicate(timeout=120)[0])
-    assert pipe.returncode == 0 and any(d["total"] for d in doc["devices"])
 
 
 # ---------------------------------------------------------------- item 8: explicit --socket, DEMO badge
