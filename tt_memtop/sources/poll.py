@@ -20,7 +20,7 @@ import anyio
 
 from ..client import AllocationClient
 from ..core.devices import Inventory
-from ..core.protocol import Layout
+from ..core.protocol import AllocMessage, Layout, MsgType
 from .base import Capability, Emit, Source, Status, TotalsSample
 from .probe import BUSY_AFTER_S, ServerKind, probe_server
 
@@ -84,8 +84,6 @@ class PollSource(Source):
 
     async def _query(self, client: AllocationClient, device: int):
         """QUERY ``device``; a reply slower than ``reply_timeout`` makes the server *busy*, not gone."""
-        from ..core.protocol import AllocMessage, MsgType
-
         await client.send(AllocMessage(type=MsgType.QUERY, device_id=device))
         waited = 0.0
         while True:
