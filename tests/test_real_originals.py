@@ -101,9 +101,9 @@ def _check_capture(out: str, err: str) -> None:
     assert "Allocation Server stopped" in out  # and it is still alive at the end
 
 
-@pytest.mark.parametrize("version", ["S1", "S5"])
+@pytest.mark.parametrize("version", VERSIONS)
 def test_committed_captures_of_the_real_originals(version):
-    """What the real S1 (72 B) and S5 (144 B, MSG_PEEK resync) wrote while memtop --once, --json and
+    """What the real S1 (72 B), S4 (112 B, DEVICE_INFO) and S5 (144 B, MSG_PEEK resync) wrote while memtop --once, --json and
     dump ran against them (captured as described in the module docstring)."""
     out = (DATA / f"probe_{version}.stdout").read_text(encoding="utf-8")
     err = (DATA / f"probe_{version}.stderr").read_text(encoding="utf-8")
