@@ -105,11 +105,13 @@ async def test_reconnect_redetects_the_layout(tmp_path):
         if isinstance(u, TotalsSample):
             samples.append(u)
 
-    src = PollSource(path, interval=0.05)
     first = Original(path, "S1")
     servers = [first]
     try:
         _alloc(path, 72, 0, 4096)
+        # as `memtop` picks it: the source open_source chose for an S1 must re-detect when S5 replaces it
+        src = await open_source_async(argparse.Namespace(socket=path, protocol="auto", interval=0.05, follow=None))
+        assert isinstance(src, PollSource)
         async with anyio.create_task_group() as tg:
             tg.start_soon(src.run, emit)
             with anyio.fail_after(15):

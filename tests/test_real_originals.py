@@ -46,33 +46,95 @@ def _sources() -> Path:
     return Path(src)
 
 
-@pytest.fixture(params=VERSIONS)
-def original(request, tmp_path):
-    """(version, socket path, Popen) of a freshly built and started original server."""
-    version = request.param
+def _build(version: str, sock: str, where: Path) -> Path:
+    """Compile the original ``version`` listening on ``sock``; skip (with the reason) when it cannot be."""
     cpp = _sources() / f"{version}.cpp"
     if not cpp.is_file():
         pytest.skip(f"{cpp} not found")
-    sock = CAPTURE_SOCKET if os.environ.get("TT_MEMTOP_ORACLE_UPDATE") else str(tmp_path / "s.sock")
-    os.makedirs(os.path.dirname(sock), exist_ok=True)
     text = cpp.read_text(encoding="utf-8").replace("/tmp/tt_allocation_server.sock", sock)
     text = re.sub(r"#include <tt-metalium/[^>]*>|#include \"umd/[^\"]*\"", "", text)
-    build = tmp_path / "server.cpp"
+    build = where / f"{version}.cpp"
     build.write_text(text, encoding="utf-8")
-    exe = tmp_path / "server"
+    exe = where / version
     cc = subprocess.run(["g++", "-std=c++17", "-O1", "-pthread", "-include", "array", "-include", "stdexcept", "-w",
                          "-o", str(exe), str(build)], capture_output=True, text=True)
     if cc.returncode != 0:
         pytest.skip(f"{version} did not compile here (stub detect_devices()?): {cc.stderr[:300]}")
+    return exe
+
+
+def _start(exe: Path, sock: str) -> subprocess.Popen:
     proc = subprocess.Popen([str(exe)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
     while not os.path.exists(sock):
         assert proc.poll() is None and time.monotonic() < deadline, "the original server did not start"
         time.sleep(0.02)
+    return proc
+
+
+@pytest.fixture(params=VERSIONS)
+def original(request, tmp_path):
+    """(version, socket path, Popen) of a freshly built and started original server."""
+    version = request.param
+    sock = CAPTURE_SOCKET if os.environ.get("TT_MEMTOP_ORACLE_UPDATE") else str(tmp_path / "s.sock")
+    os.makedirs(os.path.dirname(sock), exist_ok=True)
+    proc = _start(_build(version, sock, tmp_path), sock)
     yield version, sock, proc
     if proc.poll() is None:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+async def test_real_s1_restarted_as_s5_is_redetected(tmp_path):
+    """Item 1 against the real programs: the monitor follows S1 (72 B) -> S5 (144 B) on one socket."""
+    import argparse
+    import socket as so
+    import struct
+
+    import anyio
+
+    from tt_memtop.core.model import MonitorState
+    from tt_memtop.sources.open import open_source_async
+    from tt_memtop.sources.poll import PollSource
+
+    sock = str(tmp_path / "s.sock")
+    s1, s5 = _build("S1", sock, tmp_path), _build("S5", sock, tmp_path)
+
+    def alloc(size_of: int, device: int, size: int) -> None:
+        msg = bytearray(size_of)
+        struct.pack_into("<B3xiQB3xiQQ", msg, 0, 1, device, size, 0, os.getpid(), 0x1000, 0)
+        with so.socket(so.AF_UNIX, so.SOCK_STREAM) as c:
+            c.connect(sock)
+            c.sendall(bytes(msg))
+            time.sleep(0.1)
+
+    state = MonitorState()
+    procs = [_start(s1, sock)]
+    try:
+        alloc(72, 0, 4096)
+        src = await open_source_async(argparse.Namespace(socket=sock, protocol="auto", interval=0.05, follow=None))
+        assert isinstance(src, PollSource)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(src.run, state.apply)
+            with anyio.fail_after(15):
+                while state.polled.get(0, (0,))[0] != 4096:
+                    await anyio.sleep(0.02)
+            procs[0].send_signal(2)
+            errs = [procs[0].communicate(timeout=10)[1]]
+            procs.append(_start(s5, sock))
+            alloc(144, 1, 8192)
+            with anyio.fail_after(20):
+                while state.polled.get(1, (0,))[0] != 8192:
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+    finally:
+        errs = locals().get("errs", [])
+        for p in procs[len(errs):]:
+            if p.poll() is None:
+                p.send_signal(2)
+            errs.append(p.communicate(timeout=10)[1])
+    assert int(src.layout) == 144 and state.polled[0][0] == 0
+    assert errs == ["", ""], errs
 
 
 def _memtop(*args: str) -> subprocess.CompletedProcess:
