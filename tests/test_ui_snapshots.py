@@ -20,6 +20,7 @@ from ui_fakes import TRACE_ADDR, FakeSource
 from tt_memtop.recording import read_recording
 from tt_memtop.ui.app import MemtopApp, new_state
 from tt_memtop.ui.widgets.device_pane import DevicePane
+from tt_memtop.ui.widgets.event_feed import EventFeed
 
 SIZE = (120, 40)
 SIZES = {"80x24": (80, 24), "120x40": (120, 40), "200x50": (200, 50)}
@@ -57,12 +58,31 @@ def make_app(events: list, devices: int, pane: str = "processes") -> tuple[Memto
     return app, len(events)
 
 
+@pytest.fixture(autouse=True)
+def _pinned_environment(monkeypatch):
+    """Nothing from the user's environment reaches the pixels (Textual reads NO_COLOR when an App is made)."""
+    for name in ("NO_COLOR", "FORCE_COLOR", "TEXTUAL_THEME", "TEXTUAL_ANIMATIONS", "TEXTUAL_COLOR_SYSTEM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+
+
 def settled(app: MemtopApp, n: int):
+    """Every event folded and drawn, and the feed scrolled to its newest row (a position, not a race)."""
     async def run_before(pilot) -> None:
+        feed = app.query_one(EventFeed)
         with anyio.fail_after(20):
-            while not (app.state.events_total == n and app.query_one(DevicePane).rows):
+            while not (app.state.events_total == n and app.query_one(DevicePane).rows
+                       and app.last_frame_events == n and app._dev_seen[0] == n):
                 await pilot.pause(0.05)
-        await pilot.pause(0.7)  # the lists are re-ranked every 0.5 s
+            if app.pane == "processes":  # a ranking made after the last event (lists re-rank every 0.5 s)
+                due = app._proc_due
+                while app._proc_due == due or not app.w_processes.table.row_count:
+                    await pilot.pause(0.05)
+            await pilot.pause(0.1)
+            while app.pane == "feed" and feed.scroll_offset.y != feed.max_scroll_y:
+                feed.scroll_end(animate=False, immediate=True, x_axis=False)
+                await pilot.pause(0.05)
+        await pilot.pause(0.2)
     return run_before
 
 

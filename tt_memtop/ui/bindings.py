@@ -30,6 +30,7 @@ class Key:
     label: str = ""  # how help spells the keys
     short: str = ""  # Footer / palette wording, if shorter than the description
     mode: str = ""  # "" = always; "live" / "replay" = only when the source is not / is a player
+    priority: bool = False  # before any focused widget (an Input would take Ctrl+C as "copy")
 
     @property
     def id(self) -> str:
@@ -85,6 +86,7 @@ KEYS: tuple[Key, ...] = (
     Key("c", "clear_filters", "Clear every filter", "Filter", label="c"),
     Key("f1,question_mark", "help", "This help", "General", show=True, label="F1 or ?", short="Help"),
     Key("q,f10", "quit", "Quit", "General", show=True, label="q or F10"),
+    Key("ctrl+c", "quit", "Quit (as in htop, btop, nvitop, k9s)", "General", label="Ctrl+C", priority=True),
 )
 
 
@@ -96,7 +98,7 @@ def app_bindings() -> list[Binding]:
     keys = [k for k in KEYS if k.action]
     keys.sort(key=lambda k: 0 if k.id in _FOOTER_FIRST else 1)
     return [Binding(k.keys, k.action, k.short or k.description, show=k.show,
-                    key_display=k.label.split(" ")[0] if k.label else None, id=k.id)
+                    key_display=k.label.split(" ")[0] if k.label else None, id=k.id, priority=k.priority)
             for k in keys]
 
 
