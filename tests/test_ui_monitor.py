@@ -400,7 +400,9 @@ def test_print_config_round_trips(tmp_path):
     assert cfg.pane == "feed" and cfg.warn == 70.0 and cfg.keys["quit"] == "q,f10"
 
 
-def test_cli_print_config_and_bad_config_exit_2(tmp_path, capsys):
+def test_cli_print_config_and_bad_config_exit_2(tmp_path, capsys, monkeypatch):
+    import sys
+
     from tt_memtop.cli import main
 
     assert main(["--print-config"]) == 0
@@ -409,6 +411,7 @@ def test_cli_print_config_and_bad_config_exit_2(tmp_path, capsys):
     bad.write_text('[ui]\npane = 3\n')
     assert main(["--config", str(bad), "--print-config"]) == 2
     assert "[ui] pane" in capsys.readouterr().err
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the monitor, not one-shot output
     assert main(["demo", "--config", str(bad)]) == 2
 
 
@@ -458,7 +461,10 @@ def test_memtop_runs_the_monitor_with_the_config(tmp_path, monkeypatch):
                     theme=self.initial_theme)
         return None
 
+    import sys
+
     monkeypatch.setattr(app_module.MemtopApp, "run", fake_run)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # the monitor, not one-shot output
     cfg = tmp_path / "c.toml"
     cfg.write_text('[ui]\npane = "feed"\ngroup = true\nfeed = "raw"\ntimes = "relative"\nhistory_scale = 0.1\n'
                    'refresh = 2\ntheme = "memtop-light"\n[filters]\ntypes = "TRACE"\n[keys]\nquit = "q,ctrl+q"\n')

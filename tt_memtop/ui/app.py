@@ -81,9 +81,11 @@ class KeyCommands(Provider):
         says more than the title (the palette would otherwise show every command twice)."""
         replay = getattr(self.app, "player", None) is not None
         check = getattr(self.app, "check_action", None)
+        seen: set[str] = set()
         for k in KEYS:
-            if not k.action or not key_active(k, replay):
-                continue
+            if not k.action or not key_active(k, replay) or k.action in seen:
+                continue  # one entry per action (Quit has two keys: q / F10 and Ctrl+C)
+            seen.add(k.action)
             if check is not None and check(k.action.partition("(")[0], ()) is False:
                 continue
             title = f"{k.short or k.description} ({k.label or k.keys})"

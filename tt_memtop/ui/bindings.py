@@ -31,11 +31,14 @@ class Key:
     short: str = ""  # Footer / palette wording, if shorter than the description
     mode: str = ""  # "" = always; "live" / "replay" = only when the source is not / is a player
     priority: bool = False  # before any focused widget (an Input would take Ctrl+C as "copy")
+    name: str = ""  # the binding id, when another key of the same action has the default one
 
     @property
     def id(self) -> str:
         """The binding id a config's ``[keys]`` table names: the action, arguments joined by dots
         (``show_pane.devices``, ``seek.-1``, ``quit``)."""
+        if self.name:
+            return self.name
         name, _, args = self.action.partition("(")
         args = args.rstrip(")").replace("'", "").replace('"', "").replace(" ", "")
         return f"{name}.{args}" if args else name
@@ -86,7 +89,8 @@ KEYS: tuple[Key, ...] = (
     Key("c", "clear_filters", "Clear every filter", "Filter", label="c"),
     Key("f1,question_mark", "help", "This help", "General", show=True, label="F1 or ?", short="Help"),
     Key("q,f10", "quit", "Quit", "General", show=True, label="q or F10"),
-    Key("ctrl+c", "quit", "Quit (as in htop, btop, nvitop, k9s)", "General", label="Ctrl+C", priority=True),
+    Key("ctrl+c", "quit", "Quit (as in htop, btop, nvitop, k9s)", "General", label="Ctrl+C", priority=True,
+        name="quit_ctrl_c"),
 )
 
 
