@@ -1,0 +1,583 @@
+"""The live state machine: one :class:`PhaseTracker` folds events in arrival order, ticks with a clock.
+
+Pure and deterministic: time comes only from event timestamps and from :meth:`PhaseTracker.tick`
+(the monitor's clock mapped to the server's timeline, see :meth:`MonitorState.server_now`), never
+from a clock of its own. Transitions are backdated to where their evidence began, so segments are
+exact although detection needs a few events; the live view (:meth:`PhaseTracker.phase`) cannot be
+backdated and shows each boundary once its evidence is in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from ..events import Event, EventKind
+from ..protocol import BufferType
+from . import evidence as ev_
+from .polled import PolledDevice
+from .relabel import capture_start, death_time
+from .types import Phase, PhaseConfig, PhaseState, Segment
+
+__all__ = ["PhaseTracker"]
+
+_NS = 1_000_000_000
+_MiB = 1024 * 1024
+_NEVER = 1 << 62
+_TRACE, _DRAM = int(BufferType.TRACE), int(BufferType.DRAM)
+_ALLOC, _FREE, _CLEANUP, _EXIT = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP, EventKind.PROCESS_EXIT
+_IGNORED = frozenset({EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS})
+_IDLE, _LOADING, _WARMUP, _CAPTURE = Phase.IDLE, Phase.LOADING, Phase.WARMUP, Phase.CAPTURE
+_REPLAY, _RELEASED, _TEARDOWN, _EXITED = Phase.REPLAY, Phase.RELEASED, Phase.TEARDOWN, Phase.EXITED
+_SEQ_MAX = 400_000  # allocation signatures kept per process for the capture search
+
+
+class _Proc:
+    """Everything the tracker knows about one PID."""
+
+    def __init__(self, pid: int, phase: Phase, ts: int, cfg: PhaseConfig) -> None:
+        self.pid = pid
+        self.phase = phase
+        self.since = ts
+        self.prev_phase = phase  # the phase before the current one (the live view's hold)
+        self.seg_devices: set[int] = set()
+        self.closed: list[Segment] = []
+        self.live: dict[tuple[int, int, int], tuple[int, int, int]] = {}  # key -> (alloc ts, size, type)
+        self.live_dram = 0
+        self.dev_live: dict[int, int] = {}
+        self.trace: dict[tuple[int, int], int] = {}  # (device, buffer_id) -> size of resident trace buffers
+        self.trace_keys: set[tuple[int, int, int]] = set()  # their live keys (TRACE, or DRAM top-down)
+        self.capture_mesh: frozenset[int] = frozenset()
+        self.capture_devs: set[int] = set()
+        self.last_busy = ts
+        self.last_trace_alloc = ts
+        self.last_compile = 0
+        self.window = ev_.Window(cfg.window)
+        self.replay_sigs: set[tuple[int, int]] = set()
+        self.lead: int | None = None  # the device whose allocation sequence is kept
+        self.seq: list[tuple[int, tuple[int, int], tuple[int, int, int]]] = []  # (ts, sig, key) on the lead device
+        self.seq_floor = ts
+        self.after_release = False
+        self.hints: dict[int, int] = {}  # capture segment start -> where its capture run began
+        self.exit_hint: tuple[int, int] | None = None  # (exited segment start, probable death)
+        self.recent: deque[int] = deque(maxlen=8)  # last event times (death dating)
+        self.allocs: deque[int] = deque()
+        self.exit_note = ""
+        self.quiet_at = _NEVER
+        self.show_at = _NEVER
+        self.show_ns = 0
+        self.longest_pause = 0
+        self.hold_until = 0  # the live view shows prev_phase until then (an unconfirmed release)
+        self.need_churn = self.need_long = self.need_load = self.need_compile = 1
+
+    def mesh_width(self) -> int:
+        return max(1, len(self.dev_live))
+
+    def devices(self) -> tuple[int, ...]:
+        devs = set(self.dev_live) | {d for d, _ in self.trace}
+        return tuple(sorted(devs or self.seg_devices))
+
+    def on_device(self, device: int) -> bool:
+        if self.dev_live or self.trace:
+            return device in self.dev_live or any(d == device for d, _ in self.trace)
+        return device in self.seg_devices
+
+
+def _key(device: int, buffer_id: int, buffer_type: int) -> tuple[int, int, int]:
+    """Buffers, CBs and kernels live in separate id spaces (as in the registry)."""
+    return (device, buffer_id, 1 if buffer_type == ev_._CB else 2 if buffer_type == ev_._KERNEL else 0)
+
+
+def _mib(n: int) -> str:
+    return f"{n / _MiB:.1f} MiB"
+
+
+class PhaseTracker:
+    """Incremental phase inference over an event stream (see :mod:`tt_memtop.core.phases`)."""
+
+    def __init__(self, config: PhaseConfig | None = None) -> None:
+        cfg = self.config = config or PhaseConfig()
+        self._procs: dict[int, _Proc] = {}
+        self._polled: dict[int, PolledDevice] = {}
+        self._now = 0
+        self._topdown = ev_.TopDown(cfg)
+        self._io_max = cfg.io_max_bytes
+        self._young_ns = int(cfg.young_s * _NS)
+        self._long_ns = int(cfg.long_lived_s * _NS)
+        self._idle_ns = int(cfg.idle_s * _NS)
+        self._show_ns = min(self._idle_ns, int(cfg.idle_show_s * _NS))
+        self._return_ns = int(cfg.replay_return_s * _NS)
+        self._settle_ns = int(cfg.capture_settle_s * _NS)
+        self._confirm_ns = int(cfg.release_confirm_s * _NS)
+        self._evwin_ns = int(cfg.evidence_window_s * _NS)
+
+    # ------------------------------------------------------------------ input
+    def observe(self, ev: Event) -> None:
+        """Fold one event in. Events must come in server order (non-decreasing ``ts_ns``)."""
+        kind = ev.kind
+        if kind in _IGNORED:
+            return
+        ts = ev.ts_ns
+        if ts > self._now:
+            self._now = ts
+        proc = self._procs.get(ev.pid)
+        if kind == _ALLOC:
+            if proc is None or proc.phase is _EXITED:
+                proc = self._new_proc(ev.pid, ts, _LOADING)
+            elif ts >= proc.quiet_at:
+                self._check_quiet(proc, ts)
+            proc.recent.append(ts)
+            proc.seg_devices.add(ev.device)
+            self._on_alloc(proc, ev, ts)
+            return
+        if proc is None:
+            proc = self._new_proc(ev.pid, ts, _IDLE)
+        elif ts >= proc.quiet_at:
+            self._check_quiet(proc, ts)
+        if kind == _FREE:
+            proc.recent.append(ts)
+            proc.seg_devices.add(ev.device)
+            self._on_free(proc, ev, ts)
+        elif kind == _CLEANUP:
+            proc.seg_devices.add(ev.device)
+            self._drop(proc, ev.device, ev.buffer_id, ev.buffer_type)
+            self._died(proc, ts)
+        elif kind == _EXIT:
+            proc.exit_note = f"process died; the server removed {ev.ref_count} buffers ({_mib(ev.size)})"
+            self._died(proc, ts)
+        else:
+            proc.seg_devices.add(ev.device)
+
+    def process_gone(self, pid: int, now_ns: int) -> None:
+        """A liveness check (e.g. ``/proc/PID`` gone on this host) found ``pid`` dead: it exited now.
+
+        Sooner than the server's dead-PID cleanup (every 3-5 s); the server's CLEANUP events then
+        change nothing.
+        """
+        proc = self._procs.get(pid)
+        if proc is None or proc.phase is _EXITED:
+            return
+        if now_ns > self._now:
+            self._now = now_ns
+        proc.exit_note = "the process is gone (liveness check); the server will remove its buffers"
+        self._enter(proc, _EXITED, max(now_ns, proc.since))
+
+    def observe_totals(self, ts_ns: int, device: int, wire_totals: tuple[int, ...]) -> None:
+        """Fold one polled totals sample ``(dram, l1, l1_small, trace, cb, kernel)`` of ``device``."""
+        if ts_ns > self._now:
+            self._now = ts_ns
+        polled = self._polled.get(device)
+        if polled is None:
+            polled = self._polled[device] = PolledDevice(device, ts_ns)
+        polled.observe(ts_ns, wire_totals, self.config)
+
+    def tick(self, now_ns: int) -> None:
+        """Let time pass without events: quiet processes become idle, replay again, or end their capture."""
+        if now_ns > self._now:
+            self._now = now_ns
+        now = self._now
+        for proc in self._procs.values():
+            if now >= proc.quiet_at:
+                self._check_quiet(proc, now)
+
+    @property
+    def now_ns(self) -> int:
+        return self._now
+
+    # ------------------------------------------------------------------ queries
+    def _shown(self, proc: _Proc) -> Phase:
+        now = self._now
+        if now >= proc.show_at:
+            return _IDLE
+        if now < proc.hold_until:
+            return proc.prev_phase
+        return proc.phase
+
+    def phase(self, pid: int) -> Phase:
+        """The phase of ``pid`` as the live view shows it (O(1), no evidence text)."""
+        proc = self._procs.get(pid)
+        return _IDLE if proc is None else self._shown(proc)
+
+    def current(self, pid: int) -> PhaseState:
+        proc = self._procs.get(pid)
+        if proc is None:
+            return PhaseState(pid, _IDLE, (), self._now, "no allocations seen")
+        shown = self._shown(proc)
+        if shown is _IDLE and proc.phase is not _IDLE:
+            return PhaseState(pid, _IDLE, proc.devices(), proc.last_busy,
+                              f"no busy allocation for {(self._now - proc.last_busy) / _NS:.2f} s after {proc.phase}")
+        if shown is not proc.phase:
+            return PhaseState(pid, shown, proc.devices(), proc.since, "TRACE freed (confirming the release)")
+        return PhaseState(pid, proc.phase, proc.devices(), proc.since, self._evidence(proc))
+
+    def processes(self) -> dict[int, PhaseState]:
+        return {pid: self.current(pid) for pid in sorted(self._procs)}
+
+    def device_phase(self, device: int) -> PhaseState | None:
+        """The phase of the most recently busy live process on ``device``; else the polled guess."""
+        best = self._device_proc(device)
+        if best is not None:
+            return self.current(best.pid)
+        polled = self._polled.get(device)
+        return polled.state() if polled is not None else None
+
+    def device_phase_only(self, device: int) -> Phase | None:
+        best = self._device_proc(device)
+        if best is not None:
+            return self._shown(best)
+        polled = self._polled.get(device)
+        return polled.phase if polled is not None else None
+
+    def _device_proc(self, device: int) -> _Proc | None:
+        best: _Proc | None = None
+        for proc in self._procs.values():
+            if proc.phase is not _EXITED and proc.on_device(device):
+                if best is None or proc.last_busy > best.last_busy:
+                    best = proc
+        return best
+
+    def segments(self, relabel_capture: bool = False) -> list[Segment]:
+        """Every segment so far, open ones ending now, ordered by start then pid.
+
+        ``relabel_capture`` applies hindsight (see :mod:`.relabel`): each capture starts where its
+        capture run began, a killed process's exit where it stopped sending.
+        """
+        out: list[Segment] = []
+        for proc in self._procs.values():
+            segs = proc.closed + [Segment(proc.pid, tuple(sorted(proc.seg_devices)), proc.phase, proc.since,
+                                          max(self._now, proc.since))]
+            out.extend(_hindsight(segs, proc) if relabel_capture else segs)
+        for polled in self._polled.values():
+            out.extend(polled.segments(self._now))
+        out.sort(key=lambda s: (s.start_ns, s.pid))
+        return out
+
+    # ------------------------------------------------------------------ per-event rules
+    def _new_proc(self, pid: int, ts: int, phase: Phase) -> _Proc:
+        old = self._procs.get(pid)
+        proc = self._procs[pid] = _Proc(pid, phase, ts, self.config)
+        self._width(proc)
+        self._arm(proc)
+        if old is not None:  # PID reused after an exit: keep the old life's segments
+            proc.closed = _hindsight(old.closed + [Segment(pid, tuple(sorted(old.seg_devices)), old.phase, old.since,
+                                                           ts)], old)
+        return proc
+
+    def _width(self, proc: _Proc) -> None:
+        cfg = self.config
+        width = proc.mesh_width()
+        proc.need_churn = max(1, math.ceil(cfg.churn_frees * width))
+        proc.need_long = max(1, math.ceil(cfg.teardown_frees * width))
+        proc.need_load = max(1, math.ceil(cfg.load_allocs * width))
+        proc.need_compile = max(1, math.ceil(cfg.compile_objects * width))
+        proc.window.resize(cfg.window * width)
+
+    def _on_alloc(self, proc: _Proc, ev: Event, ts: int) -> None:
+        dev, size, btype = ev.device, ev.size, ev.buffer_type
+        key = _key(dev, ev.buffer_id, btype)
+        is_trace = btype == _TRACE or (btype == _DRAM and size > self._io_max
+                                       and self._topdown.classify(dev, ev.buffer_id, size))
+        old = proc.live.get(key)
+        proc.live[key] = (ts, size, btype)
+        if old is None:
+            n = proc.dev_live.get(dev)
+            proc.dev_live[dev] = 1 if n is None else n + 1
+            if n is None:
+                self._width(proc)
+        elif old[2] == _DRAM:
+            proc.live_dram -= old[1]
+        if btype == _DRAM:
+            proc.live_dram += size
+        allocs = proc.allocs
+        allocs.append(ts)
+        horizon = ts - self._evwin_ns
+        while allocs[0] < horizon:
+            allocs.popleft()
+        if is_trace:
+            proc.trace_keys.add(key)
+            self._on_trace_alloc(proc, dev, ev.buffer_id, size, ts)
+            return
+        if ev_.is_program_object(btype):
+            if ev_.is_compile_signature(btype, ev.name) and proc.phase is not _LOADING or btype == ev_._CB:
+                proc.last_compile = ts
+                self._entry(proc, ev_.COMPILE, ts, ts)
+            return
+        if size <= self._io_max:
+            return
+        sig = (size, btype)
+        if proc.lead is None:
+            proc.lead = dev
+        if dev == proc.lead and len(proc.seq) < _SEQ_MAX:
+            proc.seq.append((ts, sig, key))
+        phase = proc.phase
+        if phase is _REPLAY:
+            if len(proc.replay_sigs) < 8 and not proc.window.entries:
+                proc.replay_sigs.add(sig)  # the replay's own I/O: the first shapes seen in it
+            if sig in proc.replay_sigs:
+                self._entry(proc, ev_.ALLOC, ts, ts, sig, key)
+                return
+        elif phase is _WARMUP and proc.trace and sig in proc.replay_sigs:
+            self._entry(proc, ev_.ALLOC, ts, ts, sig, key)
+            return
+        self._busy(proc, ts)
+        kind = ev_.BIG if btype == _DRAM and size >= self.config.load_min_bytes else ev_.ALLOC
+        self._entry(proc, kind, ts, ts, sig, key)
+
+    def _on_trace_alloc(self, proc: _Proc, dev: int, buffer_id: int, size: int, ts: int) -> None:
+        proc.trace[(dev, buffer_id)] = size
+        self._busy(proc, ts)
+        proc.last_trace_alloc = ts
+        if proc.phase is not _CAPTURE:
+            proc.capture_mesh = frozenset(proc.dev_live) | {dev}
+            proc.capture_devs = set()
+            live = proc.live
+            seq = [(t, sig, key in live and live[key][0] == t) for t, sig, key in proc.seq]
+            start = capture_start(seq, ts, proc.seq_floor, proc.last_compile, proc.after_release)
+            self._enter(proc, _CAPTURE, ts)
+            if start is not None and ts - start <= self.config.capture_max_s * _NS:
+                proc.hints[proc.since] = start
+        proc.capture_devs.add(dev)
+        if proc.capture_devs >= proc.capture_mesh:
+            self._trace_done(proc, ts)
+
+    def _trace_done(self, proc: _Proc, ts: int) -> None:
+        proc.seq = []
+        proc.seq_floor = ts
+        proc.after_release = False
+        proc.replay_sigs = set()
+        self._enter(proc, _REPLAY, ts)
+
+    def _on_free(self, proc: _Proc, ev: Event, ts: int) -> None:
+        got = self._drop(proc, ev.device, ev.buffer_id, ev.buffer_type)
+        if got is None:
+            return
+        born, size, btype, was_trace = got
+        if was_trace:
+            young = ts - born < self._young_ns and proc.phase is not _REPLAY and proc.phase is not _TEARDOWN
+            if young and proc.phase is not _CAPTURE:  # a top-down DRAM temporary, not a trace after all
+                self._busy(proc, ts)
+                self._entry(proc, ev_.CHURN, ts, born)
+            elif not proc.trace and proc.phase is not _TEARDOWN:
+                proc.after_release = True
+                proc.seq = []
+                proc.seq_floor = ts
+                self._enter(proc, _RELEASED, ts)
+                proc.hold_until = ts + self._confirm_ns
+        elif size > self._io_max and not ev_.is_program_object(btype):
+            age = ts - born
+            sig = (size, btype)
+            if (proc.phase is _REPLAY or (proc.phase is _WARMUP and proc.trace)) and sig in proc.replay_sigs:
+                self._entry(proc, ev_.FREE, ts, ts)
+            else:
+                self._busy(proc, ts)
+                if age < self._young_ns:
+                    self._entry(proc, ev_.CHURN, ts, born)
+                elif age >= self._long_ns:
+                    self._entry(proc, ev_.LONG, ts, ts)
+                else:
+                    self._entry(proc, ev_.FREE, ts, ts)
+        if not proc.live and proc.phase in (_TEARDOWN, _RELEASED):
+            self._enter(proc, _EXITED, ts)
+
+    def _drop(self, proc: _Proc, dev: int, buffer_id: int, btype: int) -> tuple[int, int, int, bool] | None:
+        key = _key(dev, buffer_id, btype)
+        got = proc.live.pop(key, None)
+        if got is None:
+            return None
+        if got[2] == _DRAM:
+            proc.live_dram -= got[1]
+        was_trace = key in proc.trace_keys
+        if was_trace:
+            proc.trace_keys.discard(key)
+            proc.trace.pop((dev, buffer_id), None)
+        n = proc.dev_live[dev] - 1
+        if n:
+            proc.dev_live[dev] = n
+        else:
+            del proc.dev_live[dev]
+            self._width(proc)
+        return got[0], got[1], got[2], was_trace
+
+    def _died(self, proc: _Proc, ts: int) -> None:
+        if proc.phase is _EXITED:
+            return
+        death = death_time(list(proc.recent), ts, self.config.death_gap_factor)
+        self._enter(proc, _EXITED, ts)
+        if death is not None and death < proc.since:
+            proc.exit_hint = (proc.since, death)
+
+    def _busy(self, proc: _Proc, ts: int) -> None:
+        """A busy event: move the quiet deadlines."""
+        pause = ts - proc.last_busy
+        proc.last_busy = ts
+        phase = proc.phase
+        if phase is _LOADING or (phase is _WARMUP and not proc.trace):
+            if pause > proc.longest_pause and pause < self._idle_ns:
+                proc.longest_pause = pause
+                proc.show_ns = min(self._idle_ns,
+                                   max(self._show_ns, int(self.config.idle_show_pause_factor * pause)))
+            proc.show_at = ts + proc.show_ns
+            proc.quiet_at = ts + self._idle_ns
+        elif phase is _WARMUP:
+            proc.quiet_at = ts + self._return_ns
+        elif phase is _CAPTURE:
+            proc.quiet_at = ts + self._settle_ns
+
+    def _arm(self, proc: _Proc) -> None:
+        """Set the deadlines of the time rules for ``proc``'s (new) phase."""
+        phase = proc.phase
+        proc.show_at = _NEVER
+        if phase is _LOADING or (phase is _WARMUP and not proc.trace):
+            proc.longest_pause = 0
+            proc.show_ns = self._show_ns
+            proc.show_at = max(proc.last_busy, proc.since) + proc.show_ns
+            proc.quiet_at = proc.last_busy + self._idle_ns
+        elif phase is _WARMUP:
+            proc.quiet_at = proc.last_busy + self._return_ns
+        elif phase is _CAPTURE:
+            proc.quiet_at = proc.last_busy + self._settle_ns
+        else:
+            proc.quiet_at = _NEVER
+
+    def _entry(self, proc: _Proc, kind: int, ts: int, start: int, sig: tuple[int, int] | None = None,
+               key: object = None) -> None:
+        """One piece of evidence: into the window, then the rule of its kind."""
+        win = proc.window
+        win.add(kind, ts, start, sig, key)
+        phase = proc.phase
+        if phase is _CAPTURE or phase is _EXITED:
+            return
+        counts = win.counts
+        cfg = self.config
+        if kind == ev_.CHURN or kind == ev_.COMPILE:
+            if phase is _WARMUP or phase is _TEARDOWN:
+                return
+            compiling = counts[ev_.COMPILE] >= proc.need_compile
+            churn = counts[ev_.CHURN] >= proc.need_churn and counts[ev_.CHURN] >= cfg.churn_share * len(win.entries)
+            if not (compiling or churn):
+                return
+            if proc.trace and not compiling and win.variety(proc.replay_sigs) < cfg.untraced_variety:
+                return
+            self._enter(proc, _WARMUP, self._warmup_start(proc))
+        elif kind == ev_.LONG:
+            if phase is _TEARDOWN or counts[ev_.LONG] < proc.need_long:
+                return
+            if counts[ev_.ALLOC] + counts[ev_.BIG] > cfg.teardown_alloc_ratio * counts[ev_.LONG]:
+                return
+            start = min(e[2] for e in win.entries if e[0] == ev_.LONG)
+            if phase is _RELEASED and start - proc.since < self._confirm_ns:
+                start = proc.since  # the trace was freed as teardown began: no released segment
+            self._enter(proc, _TEARDOWN, start)
+        elif kind == ev_.BIG:
+            if (phase is _IDLE or phase is _RELEASED) and counts[ev_.BIG] >= proc.need_load:
+                self._enter(proc, _LOADING, min(e[2] for e in win.entries if e[0] == ev_.BIG))
+
+    def _warmup_start(self, proc: _Proc) -> int:
+        """Where the warm-up evidence in the window began: its earliest temporary or program object,
+        but not before the newest buffer that is still live (a weight: the load went on until then)."""
+        entries = proc.window.entries
+        bound = proc.since
+        live = proc.live
+        for kind, ts, _start, _sig, key in reversed(entries):
+            if (kind == ev_.BIG or kind == ev_.ALLOC) and key in live and live[key][0] == ts \
+                    and proc.phase is _LOADING:
+                bound = max(bound, ts)
+                break
+        starts = [e[2] for e in entries if (e[0] == ev_.CHURN or e[0] == ev_.COMPILE) and e[2] >= bound]
+        if proc.trace:  # untraced work: from its first allocation that was not the replay's own I/O
+            firsts = [e[1] for e in entries if (e[0] == ev_.ALLOC or e[0] == ev_.BIG) and e[3] not in proc.replay_sigs
+                      and e[1] >= bound]
+            starts += firsts[:1]
+        return min(starts, default=proc.last_busy)
+
+    def _check_quiet(self, proc: _Proc, now: int) -> None:
+        quiet = now - proc.last_busy
+        phase = proc.phase
+        if phase is _CAPTURE:
+            if quiet >= self._settle_ns:
+                self._trace_done(proc, proc.last_trace_alloc)
+        elif phase is _WARMUP and proc.trace:
+            if quiet >= self._return_ns:
+                self._enter(proc, _REPLAY, proc.last_busy)
+        elif (phase is _LOADING or phase is _WARMUP) and quiet >= self._idle_ns:
+            self._enter(proc, _REPLAY if proc.trace else _IDLE, proc.last_busy)
+
+    # ------------------------------------------------------------------ segments
+    def _enter(self, proc: _Proc, phase: Phase, start: int) -> None:
+        """Switch ``proc`` to ``phase`` from ``start`` (clamped to the current segment's start).
+
+        A current segment that would be left empty is replaced, and merged into the one before
+        when that has the same phase: a short misdetection overtaken by backdated evidence vanishes.
+        """
+        if phase is proc.phase:
+            return
+        start = max(start, proc.since)
+        devices = proc.seg_devices
+        if start > proc.since or proc.phase is _CAPTURE:  # keep even an instant capture: analyze() widens it
+            proc.closed.append(Segment(proc.pid, tuple(sorted(devices)), proc.phase, proc.since, start))
+            proc.seg_devices = set(proc.devices())
+        elif proc.closed and proc.closed[-1].phase is phase:
+            prev = proc.closed.pop()
+            hint = proc.hints.pop(prev.start_ns, None)
+            start = prev.start_ns
+            if hint is not None:
+                proc.hints[start] = hint
+            proc.seg_devices = set(prev.devices) | devices
+        proc.prev_phase = self._shown(proc) if self._now >= proc.since else proc.phase
+        proc.phase = phase
+        proc.since = start
+        proc.hold_until = 0
+        proc.window.clear()
+        self._arm(proc)
+
+    def _evidence(self, proc: _Proc) -> str:
+        cfg = self.config
+        horizon = self._now - int(cfg.evidence_window_s * _NS)
+        while proc.allocs and proc.allocs[0] < horizon:
+            proc.allocs.popleft()
+        recent = f"{len(proc.allocs)} allocs in last {cfg.evidence_window_s:.1f} s"
+        phase = proc.phase
+        trace_devs = {d for d, _ in proc.trace}
+        kinds = "DRAM (dynamic trace region)" if proc.trace_keys and all(
+            k in proc.live and proc.live[k][2] == _DRAM for k in proc.trace_keys) else "TRACE"
+        win = proc.window
+        if phase is _REPLAY:
+            per_dev = sum(proc.trace.values()) // max(1, len(trace_devs))
+            return f"trace {_mib(per_dev)} {kinds} on {len(trace_devs)} devices held, {recent}"
+        if phase is _CAPTURE:
+            return f"trace buffer ({kinds}) on {len(proc.capture_devs)}/{len(proc.capture_mesh)} devices of the mesh"
+        if phase is _EXITED:
+            return proc.exit_note or "every buffer freed"
+        if phase is _WARMUP:
+            what = "untraced work with a trace resident" if proc.trace else "churn"
+            return (f"{what}: {win.counts[ev_.CHURN]} temporaries freed, {win.counts[ev_.COMPILE]} program objects, "
+                    f"{win.variety(proc.replay_sigs)} op shapes in the last {len(win.entries)} entries, {recent}")
+        if phase is _TEARDOWN:
+            return f"{win.counts[ev_.LONG]} long-lived buffers freed, {len(proc.live)} left"
+        if phase is _LOADING:
+            return f"DRAM {_mib(proc.live_dram)} in {len(proc.live)} live buffers, {recent}"
+        if phase is _RELEASED:
+            return f"trace freed, {len(proc.live)} buffers left, {recent}"
+        return f"no busy allocation for {(self._now - proc.last_busy) / _NS:.1f} s"
+
+
+def _hindsight(segs: list[Segment], proc: _Proc) -> list[Segment]:
+    """Each hinted capture start moved back into the segment(s) before it; a killed process's exit
+    moved back to its death."""
+    out: list[Segment] = []
+    for seg in segs:
+        hint = proc.hints.get(seg.start_ns) if seg.phase is _CAPTURE else None
+        if proc.exit_hint is not None and seg.phase is _EXITED and seg.start_ns == proc.exit_hint[0]:
+            hint = proc.exit_hint[1]
+        if hint is not None:
+            while out and out[-1].start_ns >= hint and out[-1].phase in (_WARMUP, _IDLE, _LOADING, _REPLAY):
+                out.pop()
+            if out and out[-1].end_ns > hint:
+                prev = out.pop()
+                if hint > prev.start_ns:
+                    out.append(Segment(prev.pid, prev.devices, prev.phase, prev.start_ns, hint))
+                else:
+                    hint = prev.start_ns
+            seg = Segment(seg.pid, seg.devices, seg.phase, min(hint, seg.start_ns), seg.end_ns)
+        out.append(seg)
+    return out
