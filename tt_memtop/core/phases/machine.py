@@ -54,6 +54,10 @@ class _Proc:
         self.last_compile = 0
         self.window = ev_.Window(cfg.window)
         self.replay_sigs: set[tuple[int, int]] = set()
+        self.last_lead: tuple[tuple[int, int], int] | None = None  # last busy allocation on the lead device
+        self.pending_l1: tuple[int, tuple[int, int, int]] | None = None  # an activation held while loading
+        self.compiled_since_busy = False
+        self.compiling = False  # compile signatures seen in the current warm-up
         self.lead: int | None = None  # the device whose allocation sequence is kept
         self.seq: list[tuple[int, tuple[int, int], tuple[int, int, int]]] = []  # (ts, sig, key) on the lead device
         self.seq_floor = ts
@@ -110,6 +114,8 @@ class PhaseTracker:
         self._settle_ns = int(cfg.capture_settle_s * _NS)
         self._confirm_ns = int(cfg.release_confirm_s * _NS)
         self._evwin_ns = int(cfg.evidence_window_s * _NS)
+        self._iter_ns = 2_000_000  # replay iterations are at least 2 ms apart
+        self._hold_ns = int(cfg.activation_hold_s * _NS)
 
     # ------------------------------------------------------------------ input
     def observe(self, ev: Event) -> None:
@@ -298,6 +304,9 @@ class PhaseTracker:
             self._on_trace_alloc(proc, dev, ev.buffer_id, size, ts)
             return
         if ev_.is_program_object(btype):
+            proc.compiled_since_busy = True
+            if proc.phase is _WARMUP:
+                proc.compiling = True  # program-cache misses: pauses are compiles, not idleness
             if ev_.is_compile_signature(btype, ev.name) and proc.phase is not _LOADING or btype == ev_._CB:
                 proc.last_compile = ts
                 self._entry(proc, ev_.COMPILE, ts, ts)
@@ -310,9 +319,13 @@ class PhaseTracker:
         if dev == proc.lead and len(proc.seq) < _SEQ_MAX:
             proc.seq.append((ts, sig, key))
         phase = proc.phase
+        if phase is _REPLAY and dev == proc.lead:
+            last = proc.last_lead
+            proc.last_lead = (sig, ts)
+            # the replay's own I/O: the same shape twice in a row, an iteration apart
+            if last is not None and last[0] == sig and ts - last[1] >= self._iter_ns and len(proc.replay_sigs) < 8:
+                proc.replay_sigs.add(sig)
         if phase is _REPLAY:
-            if len(proc.replay_sigs) < 8 and not proc.window.entries:
-                proc.replay_sigs.add(sig)  # the replay's own I/O: the first shapes seen in it
             if sig in proc.replay_sigs:
                 self._entry(proc, ev_.ALLOC, ts, ts, sig, key)
                 return
@@ -320,6 +333,10 @@ class PhaseTracker:
             self._entry(proc, ev_.ALLOC, ts, ts, sig, key)
             return
         self._busy(proc, ts)
+        pending = proc.pending_l1
+        if phase is _LOADING and btype != _DRAM and (pending is None or proc.live.get(pending[1], (0,))[0] != pending[0]):
+            proc.pending_l1 = (ts, key)
+            proc.quiet_at = min(proc.quiet_at, ts + self._hold_ns)
         kind = ev_.BIG if btype == _DRAM and size >= self.config.load_min_bytes else ev_.ALLOC
         self._entry(proc, kind, ts, ts, sig, key)
 
@@ -411,13 +428,15 @@ class PhaseTracker:
         pause = ts - proc.last_busy
         proc.last_busy = ts
         phase = proc.phase
+        jit = proc.compiled_since_busy  # a pause that ended in kernels / CBs was a compile, not host idleness
+        proc.compiled_since_busy = False
         if phase is _LOADING or (phase is _WARMUP and not proc.trace):
-            if pause > proc.longest_pause and pause < self._idle_ns:
+            if pause > proc.longest_pause and pause < self._idle_ns and not jit:
                 proc.longest_pause = pause
                 proc.show_ns = min(self._idle_ns,
                                    max(self._show_ns, int(self.config.idle_show_pause_factor * pause)))
-            proc.show_at = ts + proc.show_ns
-            proc.quiet_at = ts + self._idle_ns
+            proc.show_at = ts + (self._idle_ns if proc.window.counts[ev_.COMPILE] else proc.show_ns)
+            proc.quiet_at = min(ts + self._idle_ns, proc.quiet_at) if proc.pending_l1 else ts + self._idle_ns
         elif phase is _WARMUP:
             proc.quiet_at = ts + self._return_ns
         elif phase is _CAPTURE:
@@ -450,6 +469,9 @@ class PhaseTracker:
         counts = win.counts
         cfg = self.config
         if kind == ev_.CHURN or kind == ev_.COMPILE:
+            if phase is _WARMUP and start < proc.since and proc.closed and proc.closed[-1].phase is _LOADING \
+                    and start > proc.closed[-1].start_ns:  # a temporary of the run's first op (its JIT pause)
+                self._backdate(proc, start)
             if phase is _WARMUP or phase is _TEARDOWN:
                 return
             compiling = counts[ev_.COMPILE] >= proc.need_compile
@@ -472,6 +494,11 @@ class PhaseTracker:
             if (phase is _IDLE or phase is _RELEASED) and counts[ev_.BIG] >= proc.need_load:
                 self._enter(proc, _LOADING, min(e[2] for e in win.entries if e[0] == ev_.BIG))
 
+    def _backdate(self, proc: _Proc, start: int) -> None:
+        prev = proc.closed[-1]
+        proc.closed[-1] = Segment(prev.pid, prev.devices, prev.phase, prev.start_ns, start)
+        proc.since = start
+
     def _warmup_start(self, proc: _Proc) -> int:
         """Where the warm-up evidence in the window began: its earliest temporary or program object,
         but not before the newest buffer that is still live (a weight: the load went on until then)."""
@@ -493,6 +520,18 @@ class PhaseTracker:
     def _check_quiet(self, proc: _Proc, now: int) -> None:
         quiet = now - proc.last_busy
         phase = proc.phase
+        pending = proc.pending_l1
+        if pending is not None and phase is _LOADING:
+            at, key = pending
+            got = proc.live.get(key)
+            if got is None or got[0] != at:
+                proc.pending_l1 = None
+            elif now - at >= self._hold_ns:  # an activation held: the first op of a run is compiling
+                proc.pending_l1 = None
+                self._enter(proc, _WARMUP, at)
+                return
+            else:
+                proc.quiet_at = min(proc.quiet_at, at + self._hold_ns)
         if phase is _CAPTURE:
             if quiet >= self._settle_ns:
                 self._trace_done(proc, proc.last_trace_alloc)
@@ -527,6 +566,8 @@ class PhaseTracker:
         proc.phase = phase
         proc.since = start
         proc.hold_until = 0
+        proc.pending_l1 = None
+        proc.compiling = False
         proc.window.clear()
         self._arm(proc)
 

@@ -47,7 +47,10 @@ class PhaseConfig:
     #: ... and, with a trace resident, if the window's allocations have at least this many distinct
     #: (size, type) outside the replay's own I/O (untraced work runs many different ops; an output
     #: copy per replay iteration is one or two shapes).
-    untraced_variety: int = 4
+    untraced_variety: int = 2
+    #: While loading, a non-DRAM (activation) buffer held this long means a run has begun: its
+    #: first op is compiling (the output is allocated before the program-cache miss).
+    activation_hold_s: float = 0.03
     #: Program objects (CBs, application kernels: 144-byte clients only) per device that mean compiling.
     compile_objects: float = 2.0
     #: A buffer freed older than this was long-lived (teardown evidence).
@@ -67,7 +70,7 @@ class PhaseConfig:
     #: ... but never less than this many times the longest pause of the current phase (capped at idle_s).
     idle_show_pause_factor: float = 2.5
     #: With a trace resident, this much quiet after untraced work is replay again (hysteresis).
-    replay_return_s: float = 0.2
+    replay_return_s: float = 0.15
     #: TRACE on part of the mesh only: the capture is over after this much quiet.
     capture_settle_s: float = 0.5
     #: The live view shows "released" only once it lasted this long (a trace freed as teardown
