@@ -115,6 +115,7 @@ class PhaseTracker:
         self._confirm_ns = int(cfg.release_confirm_s * _NS)
         self._evwin_ns = int(cfg.evidence_window_s * _NS)
         self._iter_ns = 2_000_000  # replay iterations are at least 2 ms apart
+        self._learn_ns = 500_000_000  # ... and their own I/O shows in the first iterations after the capture
         self._hold_ns = int(cfg.activation_hold_s * _NS)
 
     # ------------------------------------------------------------------ input
@@ -323,7 +324,8 @@ class PhaseTracker:
             last = proc.last_lead
             proc.last_lead = (sig, ts)
             # the replay's own I/O: the same shape twice in a row, an iteration apart
-            if last is not None and last[0] == sig and ts - last[1] >= self._iter_ns and len(proc.replay_sigs) < 8:
+            if last is not None and last[0] == sig and ts - last[1] >= self._iter_ns and len(proc.replay_sigs) < 8 \
+                    and ts - proc.since < self._learn_ns:
                 proc.replay_sigs.add(sig)
         if phase is _REPLAY:
             if sig in proc.replay_sigs:
@@ -334,7 +336,7 @@ class PhaseTracker:
             return
         self._busy(proc, ts)
         pending = proc.pending_l1
-        if phase is _LOADING and btype != _DRAM and (pending is None or proc.live.get(pending[1], (0,))[0] != pending[0]):
+        if (phase is _LOADING or phase is _REPLAY) and btype != _DRAM and sig not in proc.replay_sigs and (pending is None or proc.live.get(pending[1], (0,))[0] != pending[0]):
             proc.pending_l1 = (ts, key)
             proc.quiet_at = min(proc.quiet_at, ts + self._hold_ns)
         kind = ev_.BIG if btype == _DRAM and size >= self.config.load_min_bytes else ev_.ALLOC
@@ -437,10 +439,12 @@ class PhaseTracker:
                                    max(self._show_ns, int(self.config.idle_show_pause_factor * pause)))
             proc.show_at = ts + (self._idle_ns if proc.window.counts[ev_.COMPILE] else proc.show_ns)
             proc.quiet_at = min(ts + self._idle_ns, proc.quiet_at) if proc.pending_l1 else ts + self._idle_ns
-        elif phase is _WARMUP:
-            proc.quiet_at = ts + self._return_ns
+        elif phase is _WARMUP:  # untraced work with a trace resident; compiling pauses are no return to replay
+            proc.quiet_at = ts + (self._idle_ns if proc.window.counts[ev_.COMPILE] else self._return_ns)
         elif phase is _CAPTURE:
             proc.quiet_at = ts + self._settle_ns
+        elif phase is _REPLAY and proc.pending_l1 is not None:
+            proc.quiet_at = min(proc.quiet_at, proc.pending_l1[0] + self._hold_ns)
 
     def _arm(self, proc: _Proc) -> None:
         """Set the deadlines of the time rules for ``proc``'s (new) phase."""
@@ -521,7 +525,7 @@ class PhaseTracker:
         quiet = now - proc.last_busy
         phase = proc.phase
         pending = proc.pending_l1
-        if pending is not None and phase is _LOADING:
+        if pending is not None and (phase is _LOADING or phase is _REPLAY):
             at, key = pending
             got = proc.live.get(key)
             if got is None or got[0] != at:
@@ -536,7 +540,7 @@ class PhaseTracker:
             if quiet >= self._settle_ns:
                 self._trace_done(proc, proc.last_trace_alloc)
         elif phase is _WARMUP and proc.trace:
-            if quiet >= self._return_ns:
+            if quiet >= (self._idle_ns if proc.window.counts[ev_.COMPILE] else self._return_ns):
                 self._enter(proc, _REPLAY, proc.last_busy)
         elif (phase is _LOADING or phase is _WARMUP) and quiet >= self._idle_ns:
             self._enter(proc, _REPLAY if proc.trace else _IDLE, proc.last_busy)
