@@ -336,7 +336,7 @@ class PhaseTracker:
             return
         self._busy(proc, ts)
         pending = proc.pending_l1
-        if (phase is _LOADING or phase is _REPLAY) and btype != _DRAM and sig not in proc.replay_sigs and (pending is None or proc.live.get(pending[1], (0,))[0] != pending[0]):
+        if (phase is _LOADING or phase is _REPLAY or phase is _IDLE) and btype != _DRAM and sig not in proc.replay_sigs and (pending is None or proc.live.get(pending[1], (0,))[0] != pending[0]):
             proc.pending_l1 = (ts, key)
             proc.quiet_at = min(proc.quiet_at, ts + self._hold_ns)
         kind = ev_.BIG if btype == _DRAM and size >= self.config.load_min_bytes else ev_.ALLOC
@@ -443,7 +443,7 @@ class PhaseTracker:
             proc.quiet_at = ts + (self._idle_ns if proc.window.counts[ev_.COMPILE] else self._return_ns)
         elif phase is _CAPTURE:
             proc.quiet_at = ts + self._settle_ns
-        elif phase is _REPLAY and proc.pending_l1 is not None:
+        elif (phase is _REPLAY or phase is _IDLE) and proc.pending_l1 is not None:
             proc.quiet_at = min(proc.quiet_at, proc.pending_l1[0] + self._hold_ns)
 
     def _arm(self, proc: _Proc) -> None:
@@ -525,7 +525,7 @@ class PhaseTracker:
         quiet = now - proc.last_busy
         phase = proc.phase
         pending = proc.pending_l1
-        if pending is not None and (phase is _LOADING or phase is _REPLAY):
+        if pending is not None and (phase is _LOADING or phase is _REPLAY or phase is _IDLE):
             at, key = pending
             got = proc.live.get(key)
             if got is None or got[0] != at:
