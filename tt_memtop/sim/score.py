@@ -169,7 +169,7 @@ def _boundaries(labels: list[Label]) -> list[Label]:
     for lab in labels:
         by_slot.setdefault(lab.slot, []).append(lab)
     for labs in by_slot.values():
-        out += [b for a, b in zip(labs, labs[1:]) if a.phase is not b.phase]
+        out += [b for a, b in zip(labs, labs[1:], strict=False) if a.phase is not b.phase]
     return out
 
 

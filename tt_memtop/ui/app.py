@@ -27,6 +27,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
 
 from ..core.model import MonitorState, new_state
 from ..sources.base import Capability, EventBatch, Snapshot, Source, Status, Update
+from ..sources.liveness import ProcLiveness
 from .bindings import KEYS, app_bindings, key_active
 from .buffer_query import SORT_ORDER as BUFFER_SORTS
 from .buffer_query import Window, compute_window
@@ -110,6 +111,7 @@ class MemtopApp(App[int]):
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
                  local: bool | None = None, state: MonitorState | None = None, buffer_limit: int = 500,
                  pane: str = "feed", step_events: int = 1) -> None:
+        self._liveness = ProcLiveness()  # /proc checks: a killed process exits before the server notices
         super().__init__()
         self.source = source
         #: the source as a player (a replay), or None
@@ -262,14 +264,14 @@ class MemtopApp(App[int]):
                 if isinstance(update, EventBatch) and len(update.events) > CHUNK:
                     chunk = update.events[:CHUNK]
                     del update.events[:CHUNK]
-                    apply(EventBatch(chunk))
+                    apply(EventBatch(chunk), time.monotonic_ns())
                     self._pending_events -= CHUNK
                 else:
                     pending.popleft()
                     if isinstance(update, Snapshot) and update.reset:
                         self._reset_state()
                         apply = self.state.apply
-                    apply(update)
+                    apply(update, time.monotonic_ns())
                     if isinstance(update, EventBatch):
                         self._pending_events -= len(update.events)
                     elif isinstance(update, Snapshot):
@@ -284,7 +286,9 @@ class MemtopApp(App[int]):
         self._maybe_freeze()
         self._rate_samples.append((self.clock(), st.events_total))
         if st.last_ts_ns:
-            st.tick(st.last_ts_ns)
+            now = st.server_now(time.monotonic_ns())
+            st.check_liveness(self._liveness.alive, now)
+            st.tick(now)
         self._draw_header()
         if self.paused:
             return

@@ -102,7 +102,7 @@ def death_time(event_ns: list[int], cleanup_ns: int, gap_factor: float) -> int |
     """
     if len(event_ns) < 4:
         return None
-    gaps = sorted(b - a for a, b in zip(event_ns, event_ns[1:]))
+    gaps = sorted(b - a for a, b in zip(event_ns, event_ns[1:], strict=False))
     usual = gaps[len(gaps) // 2]
     last = event_ns[-1]
     if usual <= 0 or cleanup_ns - last < gap_factor * usual:

@@ -10,8 +10,18 @@ modelled on real TTNN programs, with realistic host timing; they register themse
 from __future__ import annotations
 
 from . import programs as _programs  # noqa: F401  (registers the realistic scenarios)
-from .base import (BASE_PID, LLAMA_TRACE_SIZE, SCENARIOS, TRACE_ADDRESS, Label, ProcessScript, Scenario, build,
-                   reference_events, supports)
+from .base import (
+                   BASE_PID,
+                   LLAMA_TRACE_SIZE,
+                   SCENARIOS,
+                   TRACE_ADDRESS,
+                   Label,
+                   ProcessScript,
+                   Scenario,
+                   build,
+                   reference_events,
+                   supports,
+)
 
 __all__ = ["BASE_PID", "LLAMA_TRACE_SIZE", "REALISTIC", "SCENARIOS", "TRACE_ADDRESS", "Label", "ProcessScript",
            "Scenario", "build", "reference_events", "supports"]

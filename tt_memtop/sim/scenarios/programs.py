@@ -33,8 +33,7 @@ from collections.abc import Callable
 
 from ...core.phases import Phase
 from ...core.protocol import BufferType, KernelType, MsgType
-from .base import (LLAMA_TRACE_SIZE, SCENARIOS, KiB, MiB, Model, ProcessScript, Tensor, _Heap, _llama, _Process,
-                   _resnet)
+from .base import LLAMA_TRACE_SIZE, SCENARIOS, KiB, MiB, Model, ProcessScript, Tensor, _Heap, _llama, _Process, _resnet
 
 __all__ = ["PROGRAMS", "Program"]
 
