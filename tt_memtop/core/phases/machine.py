@@ -376,7 +376,8 @@ class PhaseTracker:
             if young and proc.phase is not _CAPTURE:  # a top-down DRAM temporary, not a trace after all
                 self._busy(proc, ts)
                 self._entry(proc, ev_.CHURN, ts, born)
-            elif not proc.trace and proc.phase is not _TEARDOWN:
+            elif not proc.trace and proc.phase is not _TEARDOWN \
+                    and proc.window.counts[ev_.LONG] < proc.mesh_width():  # else freed inside a teardown
                 proc.after_release = True
                 proc.seq = []
                 proc.seq_floor = ts
@@ -490,10 +491,7 @@ class PhaseTracker:
                 return
             if counts[ev_.ALLOC] + counts[ev_.BIG] > cfg.teardown_alloc_ratio * counts[ev_.LONG]:
                 return
-            start = min(e[2] for e in win.entries if e[0] == ev_.LONG)
-            if phase is _RELEASED and start - proc.since < self._confirm_ns:
-                start = proc.since  # the trace was freed as teardown began: no released segment
-            self._enter(proc, _TEARDOWN, start)
+            self._enter(proc, _TEARDOWN, min(e[2] for e in win.entries if e[0] == ev_.LONG))
         elif kind == ev_.BIG:
             if (phase is _IDLE or phase is _RELEASED) and counts[ev_.BIG] >= proc.need_load:
                 self._enter(proc, _LOADING, min(e[2] for e in win.entries if e[0] == ev_.BIG))

@@ -74,7 +74,7 @@ class PhaseConfig:
     #: TRACE on part of the mesh only: the capture is over after this much quiet.
     capture_settle_s: float = 0.5
     #: The live view shows "released" only once it lasted this long (a trace freed as teardown
-    #: begins shows no blip); a teardown this soon after a release absorbs the released segment.
+    #: begins shows no blip). A trace freed among long-lived frees is teardown, not a release.
     release_confirm_s: float = 0.1
     #: A DRAM buffer this far above every bottom-up DRAM buffer of its device was allocated
     #: top-down: a trace buffer of a dynamic trace region (trace_region_size = 0).
