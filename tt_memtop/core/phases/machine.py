@@ -58,6 +58,8 @@ class _Proc:
         self.pending_l1: tuple[int, tuple[int, int, int]] | None = None  # an activation held while loading
         self.compiled_since_busy = False
         self.compiling = False  # compile signatures seen in the current warm-up
+        self.learn_until = 0  # the replay's own I/O is learned until then (its first iterations)
+        self.mid_op = False  # the last busy event was an allocation: an op started (maybe compiling)
         self.lead: int | None = None  # the device whose allocation sequence is kept
         self.seq: list[tuple[int, tuple[int, int], tuple[int, int, int]]] = []  # (ts, sig, key) on the lead device
         self.seq_floor = ts
@@ -325,7 +327,7 @@ class PhaseTracker:
             proc.last_lead = (sig, ts)
             # the replay's own I/O: the same shape twice in a row, an iteration apart
             if last is not None and last[0] == sig and ts - last[1] >= self._iter_ns and len(proc.replay_sigs) < 8 \
-                    and ts - proc.since < self._learn_ns:
+                    and ts < proc.learn_until:
                 proc.replay_sigs.add(sig)
         if phase is _REPLAY:
             if sig in proc.replay_sigs:
@@ -334,6 +336,7 @@ class PhaseTracker:
         elif phase is _WARMUP and proc.trace and sig in proc.replay_sigs:
             self._entry(proc, ev_.ALLOC, ts, ts, sig, key)
             return
+        proc.mid_op = True
         self._busy(proc, ts)
         pending = proc.pending_l1
         if (phase is _LOADING or phase is _REPLAY or phase is _IDLE) and btype != _DRAM and sig not in proc.replay_sigs and (pending is None or proc.live.get(pending[1], (0,))[0] != pending[0]):
@@ -364,6 +367,7 @@ class PhaseTracker:
         proc.seq_floor = ts
         proc.after_release = False
         proc.replay_sigs = set()
+        proc.learn_until = ts + self._learn_ns
         self._enter(proc, _REPLAY, ts)
 
     def _on_free(self, proc: _Proc, ev: Event, ts: int) -> None:
@@ -389,6 +393,7 @@ class PhaseTracker:
             if (proc.phase is _REPLAY or (proc.phase is _WARMUP and proc.trace)) and sig in proc.replay_sigs:
                 self._entry(proc, ev_.FREE, ts, ts)
             else:
+                proc.mid_op = False
                 self._busy(proc, ts)
                 if age < self._young_ns:
                     self._entry(proc, ev_.CHURN, ts, born)
@@ -438,10 +443,13 @@ class PhaseTracker:
                 proc.longest_pause = pause
                 proc.show_ns = min(self._idle_ns,
                                    max(self._show_ns, int(self.config.idle_show_pause_factor * pause)))
-            proc.show_at = ts + (self._idle_ns if proc.window.counts[ev_.COMPILE] else proc.show_ns)
+            # an op that began (its output allocated) and has not gone on may be compiling: no early idle
+            slow = proc.window.counts[ev_.COMPILE] or (phase is _WARMUP and proc.mid_op)
+            proc.show_at = ts + (self._idle_ns if slow else proc.show_ns)
             proc.quiet_at = min(ts + self._idle_ns, proc.quiet_at) if proc.pending_l1 else ts + self._idle_ns
         elif phase is _WARMUP:  # untraced work with a trace resident; compiling pauses are no return to replay
-            proc.quiet_at = ts + (self._idle_ns if proc.window.counts[ev_.COMPILE] else self._return_ns)
+            slow = proc.window.counts[ev_.COMPILE] or proc.mid_op
+            proc.quiet_at = ts + (self._idle_ns if slow else self._return_ns)
         elif phase is _CAPTURE:
             proc.quiet_at = ts + self._settle_ns
         elif (phase is _REPLAY or phase is _IDLE) and proc.pending_l1 is not None:
@@ -454,10 +462,11 @@ class PhaseTracker:
         if phase is _LOADING or (phase is _WARMUP and not proc.trace):
             proc.longest_pause = 0
             proc.show_ns = self._show_ns
-            proc.show_at = max(proc.last_busy, proc.since) + proc.show_ns
+            slow = phase is _WARMUP and proc.mid_op
+            proc.show_at = max(proc.last_busy, proc.since) + (self._idle_ns if slow else proc.show_ns)
             proc.quiet_at = proc.last_busy + self._idle_ns
         elif phase is _WARMUP:
-            proc.quiet_at = proc.last_busy + self._return_ns
+            proc.quiet_at = proc.last_busy + (self._idle_ns if proc.mid_op else self._return_ns)
         elif phase is _CAPTURE:
             proc.quiet_at = proc.last_busy + self._settle_ns
         else:
@@ -538,7 +547,7 @@ class PhaseTracker:
             if quiet >= self._settle_ns:
                 self._trace_done(proc, proc.last_trace_alloc)
         elif phase is _WARMUP and proc.trace:
-            if quiet >= (self._idle_ns if proc.window.counts[ev_.COMPILE] else self._return_ns):
+            if quiet >= (self._idle_ns if proc.window.counts[ev_.COMPILE] or proc.mid_op else self._return_ns):
                 self._enter(proc, _REPLAY, proc.last_busy)
         elif (phase is _LOADING or phase is _WARMUP) and quiet >= self._idle_ns:
             self._enter(proc, _REPLAY if proc.trace else _IDLE, proc.last_busy)

@@ -64,7 +64,7 @@ class PhaseConfig:
     #: ... when this many per device are in the window (from idle / released).
     load_allocs: float = 2.0
     #: No busy event for this long: a loading / warming-up process is idle (segments, backdated).
-    idle_s: float = 1.0
+    idle_s: float = 0.8
     #: The live view shows a loading or eager process as idle after this much quiet already ...
     idle_show_s: float = 0.12
     #: ... but never less than this many times the longest pause of the current phase (capped at idle_s).
@@ -75,7 +75,7 @@ class PhaseConfig:
     capture_settle_s: float = 0.5
     #: The live view shows "released" only once it lasted this long (a trace freed as teardown
     #: begins shows no blip). A trace freed among long-lived frees is teardown, not a release.
-    release_confirm_s: float = 0.1
+    release_confirm_s: float = 0.05
     #: A DRAM buffer this far above every bottom-up DRAM buffer of its device was allocated
     #: top-down: a trace buffer of a dynamic trace region (trace_region_size = 0).
     top_down_gap_bytes: int = 64 * MiB
