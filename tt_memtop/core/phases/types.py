@@ -66,9 +66,9 @@ class PhaseConfig:
     #: No busy event for this long: a loading / warming-up process is idle (segments, backdated).
     idle_s: float = 0.8
     #: The live view shows a loading or eager process as idle after this much quiet already ...
-    idle_show_s: float = 0.12
+    idle_show_s: float = 0.1
     #: ... but never less than this many times the longest pause of the current phase (capped at idle_s).
-    idle_show_pause_factor: float = 2.5
+    idle_show_pause_factor: float = 2.0
     #: With a trace resident, this much quiet after untraced work is replay again (hysteresis).
     replay_return_s: float = 0.15
     #: TRACE on part of the mesh only: the capture is over after this much quiet.
