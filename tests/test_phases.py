@@ -24,10 +24,10 @@ CLEANUP_DELAY_S = 0.1
 #: Live floors at seed 0 (what it reaches minus a margin; the issue's target is 0.95 on what is
 #: knowable live). Offline must reach 0.97 everywhere; every boundary within 250 ms offline.
 LIVE_FLOORS = {
-    "llama-t3k": 0.97, "cnn": 0.95, "two-process": 0.95, "leaky": 0.98, "galaxy": 0.955,
-    "tt-transformers": 0.97, "two-traces": 0.955, "cnn-pipeline": 0.965, "dynamic-region": 0.97,
-    "eager-server": 0.92, "diffusion": 0.935, "disjoint-meshes": 0.955, "galaxy-32": 0.96, "killed": 0.96,
-    "attach-mid-replay": 0.97,
+    "llama-t3k": 0.975, "cnn": 0.96, "two-process": 0.96, "leaky": 0.98, "galaxy": 0.965,
+    "tt-transformers": 0.975, "two-traces": 0.97, "cnn-pipeline": 0.97, "dynamic-region": 0.98,
+    "eager-server": 0.94, "diffusion": 0.96, "disjoint-meshes": 0.97, "galaxy-32": 0.97, "killed": 0.98,
+    "attach-mid-replay": 0.975,
 }
 MAX_LAG_S = 0.25
 
@@ -41,6 +41,7 @@ def test_accuracy_offline_and_live(name):
     assert sc.offline >= 0.97
     assert sc.live >= LIVE_FLOORS[name]
     assert sc.worst_offline_ms <= MAX_LAG_S * 1e3
+    assert sc.worst_live_ms <= MAX_LAG_S * 1e3
 
 
 @pytest.fixture(scope="module", params=[n for n in SCENARIOS if n not in REALISTIC])
@@ -244,3 +245,122 @@ def test_a_pause_that_did_not_end_the_load_raises_the_bar():
     tr = PhaseTracker()
     _watch(tr, evs, t + 2.0)
     assert [s.phase for s in tr.segments()] == [Phase.LOADING, Phase.IDLE]
+
+
+# ---------------------------------------------------------------------------------------------- issue 11 edges
+
+class _Prog:
+    """Hand-made mesh events: weights, eager runs (each op allocates its output, frees the previous one)."""
+
+    def __init__(self, devices: int = 2) -> None:
+        self.devs = range(devices)
+        self.evs: list[Event] = []
+        self.t = 0.0
+        self.bid = 0x100000
+
+    def _all(self, kind, btype, bid, size, name="") -> None:
+        for d in self.devs:
+            self.evs.append(_ev(kind, self.t, device=d, btype=btype, bid=bid, size=size, name=name))
+        self.t += 1e-4
+
+    def alloc(self, btype, size, bid=None, name="") -> int:
+        if bid is None:
+            bid, self.bid = self.bid, self.bid + 0x10000
+        self._all(EventKind.ALLOC, btype, bid, size, name)
+        return bid
+
+    def free(self, bid, btype, size) -> None:
+        self._all(EventKind.FREE, btype, bid, size)
+
+    def weights(self, n: int = 30) -> list[int]:
+        out = [self.alloc(BufferType.DRAM, 8 << 20) for _ in range(n)]
+        self.t += 0.05
+        return out
+
+    def run(self, ops: int = 24, jit: bool = False, op_s: float = 3e-4) -> float:
+        """One run; returns its start. ``jit``: a compile run (program-cache misses in the first 6 ops)."""
+        start, prev = self.t, None
+        for i in range(ops):
+            size = (64 << 10) * (1 + i % 6)
+            out = self.alloc(BufferType.L1, size, bid=0x10000 + 0x1000 * (i % 6) + (0x100 if i % 2 else 0))
+            if jit and i < 6:
+                self.t += 0.1
+                self.alloc(BufferType.CB, 65536, bid=1000 + i)
+                self.alloc(BufferType.DRAM, 128 << 10, name="const")  # first run only, kept
+            if prev is not None:
+                self.free(prev[0], BufferType.L1, prev[1])
+            prev = (out, size)
+            self.t += op_s
+        self.free(prev[0], BufferType.L1, prev[1])
+        return start
+
+
+def test_capture_start_by_sequence_not_by_pauses():
+    """No pause between the compile run and the capture run, 40 ms in end_trace_capture: the capture
+    still starts with its run (the last repetition of the compile run's allocation sequence)."""
+    p = _Prog()
+    p.weights()
+    p.run(jit=True)
+    p.t += 0.004  # trace inputs copied, no sync
+    capture = p.run()
+    p.t += 0.04
+    p.alloc(BufferType.TRACE, 12_503_040, bid=0x3E363C80)
+    p.t += 1.0
+    segs = [s for s in analyze(p.evs) if s.phase is Phase.CAPTURE]
+    assert len(segs) == 1 and abs(segs[0].start_ns / NS - capture) < 0.002
+
+
+def test_a_dram_trace_buffer_allocated_top_down_is_a_trace():
+    """trace_region_size = 0: the trace is a DRAM buffer at the top of the banks, held while quiet."""
+    p = _Prog(devices=4)
+    p.weights()
+    p.run(jit=True)
+    p.run()
+    p.t += 0.03
+    p.alloc(BufferType.DRAM, 4 * 12 * 2048 * 50, bid=(1 << 30) - 4 * 2048 * 50)
+    tr = PhaseTracker()
+    for e in p.evs:
+        tr.observe(e)
+    tr.tick(int((p.t + 0.5) * NS))
+    state = tr.current(7)
+    assert state.phase is Phase.REPLAY and "DRAM (dynamic trace region)" in state.evidence
+    assert [s.phase for s in tr.segments()] == [Phase.LOADING, Phase.WARMUP, Phase.CAPTURE, Phase.REPLAY]
+
+
+def test_a_trace_freed_inside_teardown_is_no_release_and_shows_no_blip():
+    p = _Prog()
+    weights = p.weights()
+    p.run(jit=True)
+    p.run()
+    p.t += 0.03
+    p.alloc(BufferType.TRACE, 12_503_040, bid=0x3E363C80)
+    p.t += 3.0
+    for i, w in enumerate(reversed(weights)):
+        if i == 5:
+            p.free(0x3E363C80, BufferType.TRACE, 12_503_040)
+        p.free(w, BufferType.DRAM, 8 << 20)
+        p.t += 5e-4
+    shown = _watch(PhaseTracker(), p.evs, p.t + 0.5)
+    assert Phase.RELEASED not in [ph for _, ph in shown]
+    assert [s.phase for s in analyze(p.evs)] == [Phase.LOADING, Phase.WARMUP, Phase.CAPTURE, Phase.REPLAY,
+                                               Phase.TEARDOWN]  # the compile run's constants are left
+
+
+def test_untraced_work_with_a_trace_resident_and_back_to_replay_quickly():
+    p = _Prog()
+    p.weights()
+    p.run(jit=True)
+    p.run()
+    p.t += 0.03
+    p.alloc(BufferType.TRACE, 12_503_040, bid=0x3E363C80)
+    p.t += 1.0
+    eager = p.run(ops=60)  # an untraced prefill
+    end = p.t
+    p.t += 1.0
+    p.alloc(BufferType.DRAM, 2048, bid=0x999)  # a read-back: keeps the stream going
+    shown = _watch(PhaseTracker(), p.evs, p.t)
+    warm = [t for t, ph in shown if ph is Phase.WARMUP and t > eager - 0.01]
+    back = [t for t, ph in shown if ph is Phase.REPLAY and t > end]
+    assert warm and warm[0] - eager < 0.05
+    assert back and 0.1 <= back[0] - end <= 0.25  # hysteresis, not idle_s
+    assert [s.phase for s in analyze(p.evs)][-3:] == [Phase.REPLAY, Phase.WARMUP, Phase.REPLAY]
