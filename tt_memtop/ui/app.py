@@ -309,6 +309,7 @@ class MemtopApp(App[int]):
             self._proc_due = now + self.sample_period
             self._proc_rows = process_rows(st, self.view_filter, self.procs)
             self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         self.frames += 1
         self.last_frame_events = st.events_total
 
@@ -439,6 +440,7 @@ class MemtopApp(App[int]):
             if not self.paused:
                 self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
             self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         elif self.pane == "feed" and not self.paused:
             self.w_feed.pull(self.state, self.view_filter, self._origin_ns())
         if not self.paused:
