@@ -1,6 +1,9 @@
 """Phase inference accuracy per scenario x seed, offline (``memtop analyze``) and live (``--ndjson``).
 
-    python benchmarks/bench_phases.py [--seeds 0-4] [--jitter] [SCENARIO ...]
+    python benchmarks/bench_phases.py [--seeds 0-4] [-v] [SCENARIO ...]
+
+The seed picks every random choice of a scenario and its host-timing jitter (x1.0, x1.5, x2.0 by
+seed mod 3 for most realistic scenarios), so seeds 0-4 cover several jitters.
 
 Per row: offline and live time-weighted accuracy, the worst boundary error offline and live
 (live: from where the boundary became knowable), and the seconds no live method can know (a
