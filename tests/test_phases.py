@@ -327,6 +327,32 @@ def test_a_dram_trace_buffer_allocated_top_down_is_a_trace():
     assert [s.phase for s in tr.segments()] == [Phase.LOADING, Phase.WARMUP, Phase.CAPTURE, Phase.REPLAY]
 
 
+def test_a_dram_trace_buffer_is_also_recognised_by_its_behaviour_alone():
+    """Just above the other DRAM buffers (not far above): a trace because it ends a repeated run on
+    every device and is held while the stream goes quiet; the same buffer in a stream that goes on is not."""
+    def program(goes_on: bool) -> tuple[_Prog, PhaseTracker]:
+        p = _Prog(devices=4)
+        p.weights()
+        p.run(jit=True)
+        p.run()
+        p.t += 0.03
+        p.alloc(BufferType.DRAM, 12 * 2048 * 50, bid=0x1000000)  # 16 MiB: above the weights, not far
+        if goes_on:
+            p.t += 0.01
+            p.run()
+        tr = PhaseTracker()
+        for e in p.evs:
+            tr.observe(e)
+        tr.tick(int((p.t + 0.5) * NS))
+        return p, tr
+
+    p, tr = program(goes_on=False)
+    assert tr.phase(7) is Phase.REPLAY
+    assert [s.phase for s in tr.segments()] == [Phase.LOADING, Phase.WARMUP, Phase.CAPTURE, Phase.REPLAY]
+    _p, tr = program(goes_on=True)
+    assert Phase.REPLAY not in [s.phase for s in tr.segments()]
+
+
 def test_a_trace_freed_inside_teardown_is_no_release_and_shows_no_blip():
     p = _Prog()
     weights = p.weights()

@@ -49,17 +49,19 @@ class TopDown:
         self.high: dict[int, int] = {}
         self.largest: dict[int, int] = {}
 
-    def classify(self, device: int, address: int, size: int) -> bool:
-        """Record a DRAM allocation; True if it was allocated top-down (a dynamic-region trace buffer)."""
+    def classify(self, device: int, address: int, size: int) -> int:
+        """Record a DRAM allocation: 2 if it was allocated top-down (a dynamic-region trace buffer),
+        1 if it is the highest address seen on its device (a trace only if its behaviour says so), else 0."""
         high = self.high.get(device, 0)
         largest = self.largest.get(device, 0)
         if high and address > high + largest + self.gap:
-            return True
-        if address > high:
-            self.high[device] = address
+            return 2
         if size > largest:
             self.largest[device] = size
-        return False
+        if address > high:
+            self.high[device] = address
+            return 1 if high else 0
+        return 0
 
 
 class Window:

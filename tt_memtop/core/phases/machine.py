@@ -16,7 +16,7 @@ from ..events import Event, EventKind
 from ..protocol import BufferType
 from . import evidence as ev_
 from .polled import PolledDevice
-from .relabel import capture_start, death_time
+from .relabel import capture_start, death_time, last_run
 from .types import Phase, PhaseConfig, PhaseState, Segment
 
 __all__ = ["PhaseTracker"]
@@ -30,6 +30,7 @@ _IGNORED = frozenset({EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS})
 _IDLE, _LOADING, _WARMUP, _CAPTURE = Phase.IDLE, Phase.LOADING, Phase.WARMUP, Phase.CAPTURE
 _REPLAY, _RELEASED, _TEARDOWN, _EXITED = Phase.REPLAY, Phase.RELEASED, Phase.TEARDOWN, Phase.EXITED
 _SEQ_MAX = 400_000  # allocation signatures kept per process for the capture search
+_TRACE_MIN = 64 * 1024  # a trace buffer holds at least a few commands per bank
 
 
 class _Proc:
@@ -60,6 +61,8 @@ class _Proc:
         self.compiling = False  # compile signatures seen in the current warm-up
         self.learn_until = 0  # the replay's own I/O is learned until then (its first iterations)
         self.mid_op = False  # the last busy event was an allocation: an op started (maybe compiling)
+        self.tentative = False  # a warm-up begun on an activation hold alone
+        self.dram_tail: tuple[int, int] | None = None  # (ts, buffer_id) of a DRAM allocation that may be a trace
         self.lead: int | None = None  # the device whose allocation sequence is kept
         self.seq: list[tuple[int, tuple[int, int], tuple[int, int, int]]] = []  # (ts, sig, key) on the lead device
         self.seq_floor = ts
@@ -284,8 +287,8 @@ class PhaseTracker:
     def _on_alloc(self, proc: _Proc, ev: Event, ts: int) -> None:
         dev, size, btype = ev.device, ev.size, ev.buffer_type
         key = _key(dev, ev.buffer_id, btype)
-        is_trace = btype == _TRACE or (btype == _DRAM and size > self._io_max
-                                       and self._topdown.classify(dev, ev.buffer_id, size))
+        top = self._topdown.classify(dev, ev.buffer_id, size) if btype == _DRAM and size > self._io_max else 0
+        is_trace = btype == _TRACE or top == 2
         old = proc.live.get(key)
         proc.live[key] = (ts, size, btype)
         if old is None:
@@ -319,6 +322,12 @@ class PhaseTracker:
         sig = (size, btype)
         if proc.lead is None:
             proc.lead = dev
+        tail = proc.dram_tail
+        if tail is not None and not (btype == _DRAM and ev.buffer_id == tail[1]):
+            proc.dram_tail = None  # the stream went on after it: not the end of a run
+        if top and dev == proc.lead and size >= _TRACE_MIN and proc.phase is _WARMUP and not proc.trace:
+            proc.dram_tail = (ts, ev.buffer_id)  # maybe a trace buffer: see _maybe_trace
+            proc.quiet_at = min(proc.quiet_at, ts + self._return_ns)
         if dev == proc.lead and len(proc.seq) < _SEQ_MAX:
             proc.seq.append((ts, sig, key))
         phase = proc.phase
@@ -447,6 +456,8 @@ class PhaseTracker:
             slow = proc.window.counts[ev_.COMPILE] or (phase is _WARMUP and proc.mid_op)
             proc.show_at = ts + (self._idle_ns if slow else proc.show_ns)
             proc.quiet_at = min(ts + self._idle_ns, proc.quiet_at) if proc.pending_l1 else ts + self._idle_ns
+            if proc.dram_tail is not None:  # a possible trace buffer: look again once the stream is quiet
+                proc.quiet_at = min(proc.quiet_at, ts + self._return_ns)
         elif phase is _WARMUP:  # untraced work with a trace resident; compiling pauses are no return to replay
             slow = proc.window.counts[ev_.COMPILE] or proc.mid_op
             proc.quiet_at = ts + (self._idle_ns if slow else self._return_ns)
@@ -483,6 +494,7 @@ class PhaseTracker:
         counts = win.counts
         cfg = self.config
         if kind == ev_.CHURN or kind == ev_.COMPILE:
+            proc.tentative = False
             if phase is _WARMUP and start < proc.since and proc.closed and proc.closed[-1].phase is _LOADING \
                     and start > proc.closed[-1].start_ns:  # a temporary of the run's first op (its JIT pause)
                 self._backdate(proc, start)
@@ -502,7 +514,9 @@ class PhaseTracker:
                 return
             self._enter(proc, _TEARDOWN, min(e[2] for e in win.entries if e[0] == ev_.LONG))
         elif kind == ev_.BIG:
-            if (phase is _IDLE or phase is _RELEASED) and counts[ev_.BIG] >= proc.need_load:
+            if phase is _WARMUP and proc.tentative and counts[ev_.BIG] >= 3 * proc.need_load:
+                self._enter(proc, _LOADING, proc.since)  # the load went on: that was no run
+            elif (phase is _IDLE or phase is _RELEASED) and counts[ev_.BIG] >= proc.need_load:
                 self._enter(proc, _LOADING, min(e[2] for e in win.entries if e[0] == ev_.BIG))
 
     def _backdate(self, proc: _Proc, start: int) -> None:
@@ -540,6 +554,7 @@ class PhaseTracker:
             elif now - at >= self._hold_ns:  # an activation held: the first op of a run is compiling
                 proc.pending_l1 = None
                 self._enter(proc, _WARMUP, at)
+                proc.tentative = phase is _LOADING  # until churn or compiling confirms it (weights may go on)
                 return
             else:
                 proc.quiet_at = min(proc.quiet_at, at + self._hold_ns)
@@ -549,8 +564,41 @@ class PhaseTracker:
         elif phase is _WARMUP and proc.trace:
             if quiet >= (self._idle_ns if proc.window.counts[ev_.COMPILE] or proc.mid_op else self._return_ns):
                 self._enter(proc, _REPLAY, proc.last_busy)
+        elif phase is _WARMUP and proc.dram_tail is not None and quiet >= self._return_ns and self._maybe_trace(proc):
+            return
         elif (phase is _LOADING or phase is _WARMUP) and quiet >= self._idle_ns:
             self._enter(proc, _REPLAY if proc.trace else _IDLE, proc.last_busy)
+
+    def _maybe_trace(self, proc: _Proc) -> bool:
+        """A DRAM buffer at the highest address seen, allocated at the end of a repeated run on every
+        device of the mesh and held while the stream went quiet: a trace buffer (trace_region_size = 0)."""
+        ts, bid = proc.dram_tail
+        if proc.window.counts[ev_.COMPILE]:  # compiling: this quiet may be a JIT pause; look again later
+            proc.quiet_at = self._now + self._return_ns
+            return False
+        proc.dram_tail = None
+        mesh = list(proc.dev_live)
+        held = [(d, proc.live.get((d, bid, 0))) for d in mesh]
+        if not all(v is not None and v[2] == _DRAM and v[0] >= ts - 5_000_000 for _d, v in held):
+            return False
+        live = proc.live
+        seq = [(t, sig, key in live and live[key][0] == t) for t, sig, key in proc.seq]
+        run = last_run(seq)
+        # a capture run: a real repetition (not a load's tilize temporaries), with no compile inside it
+        if run is None or run[1] < 12 or run[2] < 3 or proc.last_compile >= run[0]:
+            return False
+        start = run[0]
+        for d, v in held:
+            proc.trace_keys.add((d, bid, 0))
+            proc.trace[(d, bid)] = v[1]
+        proc.capture_mesh = frozenset(mesh)
+        proc.capture_devs = set(mesh)
+        proc.last_trace_alloc = ts
+        self._enter(proc, _CAPTURE, ts)
+        if ts - start <= self.config.capture_max_s * _NS:
+            proc.hints[proc.since] = start
+        self._trace_done(proc, ts)
+        return True
 
     # ------------------------------------------------------------------ segments
     def _enter(self, proc: _Proc, phase: Phase, start: int) -> None:
@@ -579,6 +627,8 @@ class PhaseTracker:
         proc.hold_until = 0
         proc.pending_l1 = None
         proc.compiling = False
+        proc.tentative = False
+        proc.dram_tail = None
         proc.window.clear()
         self._arm(proc)
 

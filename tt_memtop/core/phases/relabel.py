@@ -19,7 +19,7 @@ trace (everything was compiled already: that churn is the capture).
 
 from __future__ import annotations
 
-__all__ = ["capture_start", "death_time", "repeated_suffix"]
+__all__ = ["capture_start", "death_time", "last_run", "repeated_suffix"]
 
 _MAX_TOKENS = 20_000
 
@@ -67,6 +67,17 @@ def repeated_suffix(tokens: list[int], min_len: int = 4) -> int:
         if f > best_f and m >= min_len and 5 * m >= 3 * k:
             best_k, best_f = k, f
     return best_k
+
+
+def last_run(seq: list[tuple[int, tuple[int, int], bool]]) -> tuple[int, int, int] | None:
+    """The last repetition among the temporaries of ``seq``: (its start ns, length, distinct shapes)."""
+    temps = [(ts, sig) for ts, sig, persistent in seq[-_MAX_TOKENS:] if not persistent]
+    ids: dict[tuple[int, int], int] = {}
+    tokens = [ids.setdefault(sig, len(ids)) for _ts, sig in temps]
+    k = repeated_suffix(tokens)
+    if not k:
+        return None
+    return temps[len(temps) - k][0], k, len(set(tokens[-k:]))
 
 
 def capture_start(seq: list[tuple[int, tuple[int, int], bool]], trace_ns: int, floor_ns: int, last_compile_ns: int,
