@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 
 from ..protocol import BufferType
 from .types import PhaseConfig
@@ -77,7 +77,7 @@ class Window:
         self.n = n
         self.entries: deque[tuple[int, int, int, tuple[int, int] | None, object]] = deque()
         self.counts = [0] * 6
-        self.sigs: Counter[tuple[int, int]] = Counter()
+        self.sigs: dict[tuple[int, int], int] = {}
 
     def resize(self, n: int) -> None:
         self.n = n
@@ -85,18 +85,20 @@ class Window:
             self._pop()
 
     def add(self, kind: int, ts: int, start: int, sig: tuple[int, int] | None = None, key: object = None) -> None:
-        self.entries.append((kind, ts, start, sig, key))
+        entries = self.entries
+        entries.append((kind, ts, start, sig, key))
         self.counts[kind] += 1
         if sig is not None:
-            self.sigs[sig] += 1
-        if len(self.entries) > self.n:
+            sigs = self.sigs
+            sigs[sig] = sigs.get(sig, 0) + 1
+        if len(entries) > self.n:
             self._pop()
 
     def _pop(self) -> None:
         kind, _ts, _start, sig, _key = self.entries.popleft()
         self.counts[kind] -= 1
         if sig is not None:
-            n = self.sigs[sig] - 1
+            n = self.sigs[sig] - 1  # noqa: SIM102
             if n:
                 self.sigs[sig] = n
             else:

@@ -25,11 +25,13 @@ _NS = 1_000_000_000
 _MiB = 1024 * 1024
 _NEVER = 1 << 62
 _TRACE, _DRAM = int(BufferType.TRACE), int(BufferType.DRAM)
+_CB, _KERNEL = int(BufferType.CB), int(BufferType.KERNEL)
 _ALLOC, _FREE, _CLEANUP, _EXIT = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP, EventKind.PROCESS_EXIT
 _IGNORED = frozenset({EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS})
 _IDLE, _LOADING, _WARMUP, _CAPTURE = Phase.IDLE, Phase.LOADING, Phase.WARMUP, Phase.CAPTURE
 _REPLAY, _RELEASED, _TEARDOWN, _EXITED = Phase.REPLAY, Phase.RELEASED, Phase.TEARDOWN, Phase.EXITED
-_SEQ_MAX = 400_000  # allocation signatures kept per process for the capture search
+_COMPILE = ev_.COMPILE
+_SEQ_MAX = 20_000  # allocation signatures kept per process for the capture search (the last ones)
 _TRACE_MIN = 64 * 1024  # a trace buffer holds at least a few commands per bank
 
 
@@ -64,7 +66,8 @@ class _Proc:
         self.tentative = False  # a warm-up begun on an activation hold alone
         self.dram_tail: tuple[int, int] | None = None  # (ts, buffer_id) of a DRAM allocation that may be a trace
         self.lead: int | None = None  # the device whose allocation sequence is kept
-        self.seq: list[tuple[int, tuple[int, int], tuple[int, int, int]]] = []  # (ts, sig, key) on the lead device
+        # (ts, sig, key) of the allocations on the lead device, for the capture search (relabel)
+        self.seq: deque[tuple[int, tuple[int, int], tuple[int, int, int]]] = deque(maxlen=_SEQ_MAX)
         self.seq_floor = ts
         self.after_release = False
         self.hints: dict[int, int] = {}  # capture segment start -> where its capture run began
@@ -122,6 +125,7 @@ class PhaseTracker:
         self._iter_ns = 2_000_000  # replay iterations are at least 2 ms apart
         self._learn_ns = 500_000_000  # ... and their own I/O shows in the first iterations after the capture
         self._hold_ns = int(cfg.activation_hold_s * _NS)
+        self._pause_factor = cfg.idle_show_pause_factor
 
     # ------------------------------------------------------------------ input
     def observe(self, ev: Event) -> None:
@@ -286,7 +290,7 @@ class PhaseTracker:
 
     def _on_alloc(self, proc: _Proc, ev: Event, ts: int) -> None:
         dev, size, btype = ev.device, ev.size, ev.buffer_type
-        key = _key(dev, ev.buffer_id, btype)
+        key = (dev, ev.buffer_id, 1 if btype == _CB else 2 if btype == _KERNEL else 0)  # _key, inlined
         top = self._topdown.classify(dev, ev.buffer_id, size) if btype == _DRAM and size > self._io_max else 0
         is_trace = btype == _TRACE or top == 2
         old = proc.live.get(key)
@@ -309,7 +313,7 @@ class PhaseTracker:
             proc.trace_keys.add(key)
             self._on_trace_alloc(proc, dev, ev.buffer_id, size, ts)
             return
-        if ev_.is_program_object(btype):
+        if btype == _CB or btype == _KERNEL:
             proc.compiled_since_busy = True
             if proc.phase is _WARMUP:
                 proc.compiling = True  # program-cache misses: pauses are compiles, not idleness
@@ -328,7 +332,7 @@ class PhaseTracker:
         if top and dev == proc.lead and size >= _TRACE_MIN and proc.phase is _WARMUP and not proc.trace:
             proc.dram_tail = (ts, ev.buffer_id)  # maybe a trace buffer: see _maybe_trace
             proc.quiet_at = min(proc.quiet_at, ts + self._return_ns)
-        if dev == proc.lead and len(proc.seq) < _SEQ_MAX:
+        if dev == proc.lead:
             proc.seq.append((ts, sig, key))
         phase = proc.phase
         if phase is _REPLAY and dev == proc.lead:
@@ -372,7 +376,7 @@ class PhaseTracker:
             self._trace_done(proc, ts)
 
     def _trace_done(self, proc: _Proc, ts: int) -> None:
-        proc.seq = []
+        proc.seq.clear()
         proc.seq_floor = ts
         proc.after_release = False
         proc.replay_sigs = set()
@@ -392,7 +396,7 @@ class PhaseTracker:
             elif not proc.trace and proc.phase is not _TEARDOWN \
                     and proc.window.counts[ev_.LONG] < proc.mesh_width():  # else freed inside a teardown
                 proc.after_release = True
-                proc.seq = []
+                proc.seq.clear()
                 proc.seq_floor = ts
                 self._enter(proc, _RELEASED, ts)
                 proc.hold_until = ts + self._confirm_ns
@@ -447,20 +451,23 @@ class PhaseTracker:
         phase = proc.phase
         jit = proc.compiled_since_busy  # a pause that ended in kernels / CBs was a compile, not host idleness
         proc.compiled_since_busy = False
+        idle_ns = self._idle_ns
         if phase is _LOADING or (phase is _WARMUP and not proc.trace):
-            if pause > proc.longest_pause and pause < self._idle_ns and not jit:
+            if pause > proc.longest_pause and pause < idle_ns and not jit:
                 proc.longest_pause = pause
-                proc.show_ns = min(self._idle_ns,
-                                   max(self._show_ns, int(self.config.idle_show_pause_factor * pause)))
+                proc.show_ns = min(idle_ns, max(self._show_ns, int(self._pause_factor * pause)))
             # an op that began (its output allocated) and has not gone on may be compiling: no early idle
-            slow = proc.window.counts[ev_.COMPILE] or (phase is _WARMUP and proc.mid_op)
-            proc.show_at = ts + (self._idle_ns if slow else proc.show_ns)
-            proc.quiet_at = min(ts + self._idle_ns, proc.quiet_at) if proc.pending_l1 else ts + self._idle_ns
+            slow = proc.window.counts[_COMPILE] or (phase is _WARMUP and proc.mid_op)
+            proc.show_at = ts + (idle_ns if slow else proc.show_ns)
+            quiet_at = ts + idle_ns
+            if proc.pending_l1 is not None and proc.quiet_at < quiet_at:
+                quiet_at = proc.quiet_at
             if proc.dram_tail is not None:  # a possible trace buffer: look again once the stream is quiet
-                proc.quiet_at = min(proc.quiet_at, ts + self._return_ns)
+                quiet_at = min(quiet_at, ts + self._return_ns)
+            proc.quiet_at = quiet_at
         elif phase is _WARMUP:  # untraced work with a trace resident; compiling pauses are no return to replay
-            slow = proc.window.counts[ev_.COMPILE] or proc.mid_op
-            proc.quiet_at = ts + (self._idle_ns if slow else self._return_ns)
+            slow = proc.window.counts[_COMPILE] or proc.mid_op
+            proc.quiet_at = ts + (idle_ns if slow else self._return_ns)
         elif phase is _CAPTURE:
             proc.quiet_at = ts + self._settle_ns
         elif (phase is _REPLAY or phase is _IDLE) and proc.pending_l1 is not None:
