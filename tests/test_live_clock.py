@@ -105,3 +105,18 @@ def test_liveness_exits_a_killed_process_before_the_server_cleans_up(tmp_path):
     st.apply(EventBatch([Event(EventKind.CLEANUP, seq=21, ts_ns=6 * NS, pid=7, device=0, buffer_id=0x10000,
                                size=4 << 20)]))
     assert st.phases.current(7).since_ns == 2 * NS  # the server's later cleanup changes nothing
+
+
+def test_a_replay_is_not_judged_by_this_host_s_processes(tmp_path):
+    from tt_memtop.sources.base import Capability
+
+    proc = tmp_path / "proc"
+    (proc / "7").mkdir(parents=True)
+    live = ProcLiveness(str(proc))
+    live.alive(7)
+    (proc / "7").rmdir()
+    st = _state_with_a_load()
+    st.capabilities = frozenset({Capability.EVENTS, Capability.SEEK})
+    st.check_liveness(live.alive, 2 * NS)
+    assert st.phases.phase(7) is Phase.LOADING
+    assert st.server_now(99 * NS) == st.last_ts_ns  # and its clock is the recording's

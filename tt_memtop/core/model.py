@@ -150,10 +150,10 @@ class MonitorState:
     def check_liveness(self, alive, now_ns: int) -> None:
         """Exit processes a local liveness check says are gone (``alive(pid)`` False), ahead of the
         server's dead-PID cleanup. ``alive`` returns None when it cannot tell (not on this host)."""
-        if self.phases is None:
+        if self.phases is None or Capability.SEEK in self.capabilities:  # a replay's PIDs are not this host's now
             return
-        for pid, st in self.phases.processes().items():
-            if pid and st.phase.value != "exited" and alive(pid) is False:
+        for pid in self.phases.pids():
+            if pid and self.phases.phase(pid).value != "exited" and alive(pid) is False:
                 self.phases.process_gone(pid, now_ns)
 
     def _saw_ts(self, ts_ns: int) -> None:

@@ -226,6 +226,10 @@ class PhaseTracker:
             return PhaseState(pid, shown, proc.devices(), proc.since, "TRACE freed (confirming the release)")
         return PhaseState(pid, proc.phase, proc.devices(), proc.since, self._evidence(proc))
 
+    def pids(self) -> list[int]:
+        """Every PID seen (cheap: no evidence text)."""
+        return list(self._procs)
+
     def processes(self) -> dict[int, PhaseState]:
         return {pid: self.current(pid) for pid in sorted(self._procs)}
 
