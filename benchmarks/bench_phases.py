@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help=f"scenarios (default: every one: {', '.join(SCENARIOS)})")
     ap.add_argument("--seeds", default="0-4", help="seed range A-B or list A,B,C (default 0-4)")
+    ap.add_argument("--layout", type=int, default=144, choices=(72, 112, 128, 144),
+                    help="the clients' message layout (72/112: no CB/KERNEL messages; default 144)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print the boundaries that miss 250 ms")
     args = ap.parse_args(argv)
     if "-" in args.seeds:
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for name in names:
         for seed in seeds:
-            sc = score(build(name, seed))
+            sc = score(build(name, seed), layout=args.layout)
             flag = "" if sc.offline >= 0.97 and sc.live >= 0.95 and max(sc.worst_offline_ms, sc.worst_live_ms) <= 250 \
                 else "  <-- below target"
             print(f"{name:<18} {seed:>4} {sc.offline:8.4f} {sc.live:7.4f} {sc.worst_offline_ms:8.0f} "

@@ -173,9 +173,11 @@ def _boundaries(labels: list[Label]) -> list[Label]:
     return out
 
 
-def score(scenario: Scenario, frame_s: float = 0.02, liveness_s: float = 0.25) -> Score:
-    """Offline and live accuracy and boundary errors of ``scenario`` (see the module docstring)."""
-    events = reference_events(scenario)
+def score(scenario: Scenario, frame_s: float = 0.02, liveness_s: float = 0.25, layout: int = 144) -> Score:
+    """Offline and live accuracy and boundary errors of ``scenario`` (see the module docstring).
+
+    ``layout``: the clients' message layout (72 and 112: no CB / KERNEL messages, so no compile signatures)."""
+    events = reference_events(scenario, layout)
     labels = scenario.labels()
     pid_of = {p.slot: p.pid for p in scenario.processes}
     end_s = scenario.duration_s + 0.5

@@ -353,10 +353,10 @@ class PhaseTracker:
         elif phase is _WARMUP and proc.trace and sig in proc.replay_sigs:
             self._entry(proc, ev_.ALLOC, ts, ts, sig, key)
             return
-        proc.mid_op = True
-        self._busy(proc, ts)
-        pending = proc.pending_l1
-        if (phase is _LOADING or phase is _REPLAY or phase is _IDLE) and btype != _DRAM and sig not in proc.replay_sigs and (pending is None or proc.live.get(pending[1], (0,))[0] != pending[0]):
+        was_mid, proc.mid_op = proc.mid_op, True
+        self._busy(proc, ts, was_mid)
+        if (phase is _LOADING or phase is _REPLAY or phase is _IDLE) and btype != _DRAM \
+                and sig not in proc.replay_sigs:  # the latest activation: is the stream pausing after it?
             proc.pending_l1 = (ts, key)
             proc.quiet_at = min(proc.quiet_at, ts + self._hold_ns)
         kind = ev_.BIG if btype == _DRAM and size >= self.config.load_min_bytes else ev_.ALLOC
@@ -410,8 +410,8 @@ class PhaseTracker:
             if (proc.phase is _REPLAY or (proc.phase is _WARMUP and proc.trace)) and sig in proc.replay_sigs:
                 self._entry(proc, ev_.FREE, ts, ts)
             else:
-                proc.mid_op = False
-                self._busy(proc, ts)
+                was_mid, proc.mid_op = proc.mid_op, False
+                self._busy(proc, ts, was_mid)
                 if age < self._young_ns:
                     self._entry(proc, ev_.CHURN, ts, born)
                 elif age >= self._long_ns:
@@ -448,12 +448,14 @@ class PhaseTracker:
         if death is not None and death < proc.since:
             proc.exit_hint = (proc.since, death)
 
-    def _busy(self, proc: _Proc, ts: int) -> None:
-        """A busy event: move the quiet deadlines."""
+    def _busy(self, proc: _Proc, ts: int, mid_op: bool = False) -> None:
+        """A busy event: move the quiet deadlines. ``mid_op``: the pause before it began inside an op."""
         pause = ts - proc.last_busy
         proc.last_busy = ts
         phase = proc.phase
-        jit = proc.compiled_since_busy  # a pause that ended in kernels / CBs was a compile, not host idleness
+        # a pause that ended in kernels / CBs, or began right after an op's output was allocated, was a
+        # compile (a program-cache miss), not host idleness: it does not raise the bar for showing idle
+        jit = proc.compiled_since_busy or (mid_op and phase is _WARMUP)
         proc.compiled_since_busy = False
         idle_ns = self._idle_ns
         if phase is _LOADING or (phase is _WARMUP and not proc.trace):
@@ -524,6 +526,10 @@ class PhaseTracker:
             if counts[ev_.ALLOC] + counts[ev_.BIG] > cfg.teardown_alloc_ratio * counts[ev_.LONG]:
                 return
             self._enter(proc, _TEARDOWN, min(e[2] for e in win.entries if e[0] == ev_.LONG))
+        elif kind == ev_.ALLOC:
+            if phase is _WARMUP and proc.tentative and counts[ev_.ALLOC] >= 6 * proc.mesh_width() \
+                    and not counts[ev_.CHURN]:
+                self._enter(proc, _LOADING, proc.since)  # buffers kept one after another: a load (L1 weights)
         elif kind == ev_.BIG:
             if phase is _WARMUP and proc.tentative and counts[ev_.BIG] >= 3 * proc.need_load:
                 self._enter(proc, _LOADING, proc.since)  # the load went on: that was no run
@@ -562,11 +568,14 @@ class PhaseTracker:
             got = proc.live.get(key)
             if got is None or got[0] != at:
                 proc.pending_l1 = None
-            elif now - at >= self._hold_ns:  # an activation held: the first op of a run is compiling
+            elif now - at >= self._hold_ns and proc.last_busy - at <= 2_000_000:
+                # an activation allocated, then the stream paused: the first op of a run is compiling
                 proc.pending_l1 = None
                 self._enter(proc, _WARMUP, at)
                 proc.tentative = phase is _LOADING  # until churn or compiling confirms it (weights may go on)
                 return
+            elif proc.last_busy - at > 2_000_000:  # the stream went on: not a compile pause
+                proc.pending_l1 = None
             else:
                 proc.quiet_at = min(proc.quiet_at, at + self._hold_ns)
         if phase is _CAPTURE:
