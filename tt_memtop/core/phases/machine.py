@@ -542,22 +542,28 @@ class PhaseTracker:
         proc.since = start
 
     def _warmup_start(self, proc: _Proc) -> int:
-        """Where the warm-up evidence in the window began: its earliest temporary or program object,
-        but not before the newest buffer that is still live (a weight: the load went on until then)."""
+        """Where the warm-up evidence in the window began: from loading, the first allocation after the
+        last weight (a big DRAM buffer still live, allocated before the run's first temporary); else its
+        earliest temporary or program object."""
         entries = proc.window.entries
-        bound = proc.since
-        live = proc.live
-        for kind, ts, _start, _sig, key in reversed(entries):
-            if (kind == ev_.BIG or kind == ev_.ALLOC) and key in live and live[key][0] == ts \
-                    and proc.phase is _LOADING:
-                bound = max(bound, ts)
-                break
-        starts = [e[2] for e in entries if (e[0] == ev_.CHURN or e[0] == ev_.COMPILE) and e[2] >= bound]
+        starts = [e[2] for e in entries if (e[0] == ev_.CHURN or e[0] == ev_.COMPILE) and e[2] >= proc.since]
+        if not starts:
+            return proc.last_busy
+        first = min(starts)
+        if proc.phase is _LOADING:
+            live = proc.live
+            bound = -1
+            for kind, ts, _start, _sig, key in entries:
+                if kind == ev_.BIG and ts < first and key in live and live[key][0] == ts and ts > bound:
+                    bound = ts
+            if bound >= 0:
+                after = [e[1] for e in entries if e[1] > bound and (e[0] == ev_.ALLOC or e[0] == ev_.BIG)]
+                return min(after + [first])
         if proc.trace:  # untraced work: from its first allocation that was not the replay's own I/O
             firsts = [e[1] for e in entries if (e[0] == ev_.ALLOC or e[0] == ev_.BIG) and e[3] not in proc.replay_sigs
-                      and e[1] >= bound]
-            starts += firsts[:1]
-        return min(starts, default=proc.last_busy)
+                      and e[1] >= proc.since]
+            first = min(firsts[:1] + [first])
+        return first
 
     def _check_quiet(self, proc: _Proc, now: int) -> None:
         quiet = now - proc.last_busy
