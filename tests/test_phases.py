@@ -390,3 +390,21 @@ def test_untraced_work_with_a_trace_resident_and_back_to_replay_quickly():
     assert warm and warm[0] - eager < 0.05
     assert back and 0.1 <= back[0] - end <= 0.25  # hysteresis, not idle_s
     assert [s.phase for s in analyze(p.evs)][-3:] == [Phase.REPLAY, Phase.WARMUP, Phase.REPLAY]
+
+
+def test_a_host_stall_inside_a_load_is_no_warm_up():
+    """A 40 ms stall between a load's on-device tilize temporary and its free (the first tilize
+    compiles, or the host is busy) shows as warm-up for a moment at most: the load goes on, and
+    the segments say loading."""
+    p = _Prog(devices=8)
+    for layer in range(12):
+        for _ in range(5):
+            p.alloc(BufferType.DRAM, 8 << 20)
+        tmp = p.alloc(BufferType.L1, 64 << 10)
+        if layer == 3:
+            p.t += 0.04
+        p.free(tmp, BufferType.L1, 64 << 10)
+        p.t += 0.02
+    tr = PhaseTracker()
+    _watch(tr, p.evs, p.t)
+    assert [s.phase for s in tr.segments()] == [Phase.LOADING]

@@ -507,7 +507,8 @@ class PhaseTracker:
         counts = win.counts
         cfg = self.config
         if kind == ev_.CHURN or kind == ev_.COMPILE:
-            proc.tentative = False
+            if counts[ev_.CHURN] >= proc.need_churn or counts[ev_.COMPILE] >= proc.need_compile:
+                proc.tentative = False  # a run confirmed (a load's tilize temporary does not)
             if phase is _WARMUP and start < proc.since and proc.closed and proc.closed[-1].phase is _LOADING \
                     and start > proc.closed[-1].start_ns:  # a temporary of the run's first op (its JIT pause)
                 self._backdate(proc, start)
