@@ -53,6 +53,7 @@ class _Proc:
         self.capture_mesh: frozenset[int] = frozenset()
         self.capture_devs: set[int] = set()
         self.last_busy = ts
+        self.phase_busy = 0  # busy events in the current phase
         self.last_trace_alloc = ts
         self.last_compile = 0
         self.window = ev_.Window(cfg.window)
@@ -452,6 +453,7 @@ class PhaseTracker:
         """A busy event: move the quiet deadlines. ``mid_op``: the pause before it began inside an op."""
         pause = ts - proc.last_busy
         proc.last_busy = ts
+        proc.phase_busy += 1
         phase = proc.phase
         # a pause that ended in kernels / CBs, or began right after an op's output was allocated, was a
         # compile (a program-cache miss), not host idleness: it does not raise the bar for showing idle
@@ -638,7 +640,9 @@ class PhaseTracker:
             return
         start = max(start, proc.since)
         devices = proc.seg_devices
-        if start > proc.since or proc.phase is _CAPTURE:  # keep even an instant capture: analyze() widens it
+        # keep even an instant capture (analyze() widens it) and an instant load that allocated (a
+        # recording whose load arrived in one socket read: no time passed, but it happened)
+        if start > proc.since or proc.phase is _CAPTURE or (proc.phase is _LOADING and proc.phase_busy):
             proc.closed.append(Segment(proc.pid, tuple(sorted(devices)), proc.phase, proc.since, start))
             proc.seg_devices = set(proc.devices())
         elif proc.closed and proc.closed[-1].phase is phase:
@@ -652,6 +656,7 @@ class PhaseTracker:
         proc.phase = phase
         proc.since = start
         proc.hold_until = 0
+        proc.phase_busy = 0
         proc.pending_l1 = None
         proc.compiling = False
         proc.tentative = False
