@@ -408,3 +408,16 @@ def test_a_host_stall_inside_a_load_is_no_warm_up():
     tr = PhaseTracker()
     _watch(tr, p.evs, p.t)
     assert [s.phase for s in tr.segments()] == [Phase.LOADING]
+
+
+def test_repeated_suffix_finds_the_whole_last_run():
+    """Identical layers do not fool it (a layer repeats too), nor first-run-only insertions."""
+    from tt_memtop.core.phases.relabel import repeated_suffix
+
+    layer = [1, 2, 3, 4, 5, 0]
+    run = [0] + layer * 8 + [7, 8]  # residual, 8 identical layers, a head
+    compile_run = [0] + [1, 9, 2, 3, 10, 4, 5, 0] + layer * 7 + [7, 8]  # two constants created on first use
+    assert repeated_suffix([6, 6] + compile_run + run) == len(run)
+    assert repeated_suffix([6, 6] + run + [11] + run) == len(run)  # a trace input between: skipped
+    assert repeated_suffix([6, 6] + run + run + run) == len(run)  # the last repetition, not two runs
+    assert repeated_suffix([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) == 0  # nothing repeats
