@@ -80,6 +80,9 @@ class _Proc:
         self.show_at = _NEVER
         self.show_ns = 0
         self.longest_pause = 0
+        self.boundary_pause = 0  # ... of the pauses that began between runs (no temporary of the phase live)
+        self.boundary_show_ns = 0
+        self.temps = 0  # buffers allocated in the current warm-up and still live
         self.hold_until = 0  # the live view shows prev_phase until then (an unconfirmed release)
         self.need_churn = self.need_long = self.need_load = self.need_compile = 1
 
@@ -355,7 +358,9 @@ class PhaseTracker:
             self._entry(proc, ev_.ALLOC, ts, ts, sig, key)
             return
         was_mid, proc.mid_op = proc.mid_op, True
-        self._busy(proc, ts, was_mid)
+        boundary = not proc.temps
+        proc.temps += 1
+        self._busy(proc, ts, was_mid, boundary)
         if (phase is _LOADING or phase is _REPLAY or phase is _IDLE) and btype != _DRAM \
                 and sig not in proc.replay_sigs:  # the latest activation: is the stream pausing after it?
             proc.pending_l1 = (ts, key)
@@ -412,7 +417,10 @@ class PhaseTracker:
                 self._entry(proc, ev_.FREE, ts, ts)
             else:
                 was_mid, proc.mid_op = proc.mid_op, False
-                self._busy(proc, ts, was_mid)
+                boundary = not proc.temps
+                if born >= proc.since and proc.temps:
+                    proc.temps -= 1
+                self._busy(proc, ts, was_mid, boundary)
                 if age < self._young_ns:
                     self._entry(proc, ev_.CHURN, ts, born)
                 elif age >= self._long_ns:
@@ -449,8 +457,9 @@ class PhaseTracker:
         if death is not None and death < proc.since:
             proc.exit_hint = (proc.since, death)
 
-    def _busy(self, proc: _Proc, ts: int, mid_op: bool = False) -> None:
-        """A busy event: move the quiet deadlines. ``mid_op``: the pause before it began inside an op."""
+    def _busy(self, proc: _Proc, ts: int, mid_op: bool = False, boundary: bool = False) -> None:
+        """A busy event: move the quiet deadlines. ``mid_op``: the pause before it began inside an op;
+        ``boundary``: it began between runs (every temporary freed)."""
         pause = ts - proc.last_busy
         proc.last_busy = ts
         proc.phase_busy += 1
@@ -464,9 +473,14 @@ class PhaseTracker:
             if pause > proc.longest_pause and pause < idle_ns and not jit:
                 proc.longest_pause = pause
                 proc.show_ns = min(idle_ns, max(self._show_ns, int(self._pause_factor * pause)))
+            if boundary and pause > proc.boundary_pause and pause < idle_ns and not jit:
+                proc.boundary_pause = pause  # host work between runs (sampling, tokenising)
+                proc.boundary_show_ns = min(idle_ns, max(self._show_ns, int(self._pause_factor * pause)))
             # an op that began (its output allocated) and has not gone on may be compiling: no early idle
             slow = proc.window.counts[_COMPILE] or (phase is _WARMUP and proc.mid_op)
-            proc.show_at = ts + (idle_ns if slow else proc.show_ns)
+            # between runs of a warm-up only the pauses between runs set the bar (a GC pause mid-run does not)
+            show = proc.boundary_show_ns if phase is _WARMUP and not proc.temps else proc.show_ns
+            proc.show_at = ts + (idle_ns if slow else show)
             quiet_at = ts + idle_ns
             if proc.pending_l1 is not None and proc.quiet_at < quiet_at:
                 quiet_at = proc.quiet_at
@@ -486,8 +500,8 @@ class PhaseTracker:
         phase = proc.phase
         proc.show_at = _NEVER
         if phase is _LOADING or (phase is _WARMUP and not proc.trace):
-            proc.longest_pause = 0
-            proc.show_ns = self._show_ns
+            proc.longest_pause = proc.boundary_pause = 0
+            proc.show_ns = proc.boundary_show_ns = self._show_ns
             slow = phase is _WARMUP and proc.mid_op
             proc.show_at = max(proc.last_busy, proc.since) + (self._idle_ns if slow else proc.show_ns)
             proc.quiet_at = proc.last_busy + self._idle_ns
@@ -657,6 +671,7 @@ class PhaseTracker:
         proc.since = start
         proc.hold_until = 0
         proc.phase_busy = 0
+        proc.temps = 0
         proc.pending_l1 = None
         proc.compiling = False
         proc.tentative = False
