@@ -505,6 +505,8 @@ class PhaseTracker:
             slow = phase is _WARMUP and proc.mid_op
             proc.show_at = max(proc.last_busy, proc.since) + (self._idle_ns if slow else proc.show_ns)
             proc.quiet_at = proc.last_busy + self._idle_ns
+            if proc.pending_l1 is not None:
+                proc.quiet_at = min(proc.quiet_at, proc.pending_l1[0] + self._hold_ns)
         elif phase is _WARMUP:
             proc.quiet_at = proc.last_busy + (self._idle_ns if proc.mid_op else self._return_ns)
         elif phase is _CAPTURE:
@@ -672,7 +674,8 @@ class PhaseTracker:
         proc.hold_until = 0
         proc.phase_busy = 0
         proc.temps = 0
-        proc.pending_l1 = None
+        if phase is not _LOADING:  # an activation held from idle still says a run began, not a load
+            proc.pending_l1 = None
         proc.compiling = False
         proc.tentative = False
         proc.dram_tail = None
