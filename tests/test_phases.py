@@ -421,3 +421,20 @@ def test_repeated_suffix_finds_the_whole_last_run():
     assert repeated_suffix([6, 6] + run + [11] + run) == len(run)  # a trace input between: skipped
     assert repeated_suffix([6, 6] + run + run + run) == len(run)  # the last repetition, not two runs
     assert repeated_suffix([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) == 0  # nothing repeats
+
+
+def test_a_load_with_a_tilize_temporary_per_weight_stays_loading():
+    """Each weight tilized on device through a temporary of its own shape: churn of several shapes,
+    but one temporary per weight, not one per op of a run."""
+    p = _Prog(devices=2)
+    for _layer in range(10):
+        for shape in range(5):
+            tmp = p.alloc(BufferType.L1, (64 << 10) * (shape + 1))
+            p.alloc(BufferType.DRAM, 8 << 20)
+            p.free(tmp, BufferType.L1, (64 << 10) * (shape + 1))
+            p.t += 0.003
+        p.t += 0.03
+    tr = PhaseTracker()
+    shown = _watch(tr, p.evs, p.t)
+    assert [s.phase for s in tr.segments()] == [Phase.LOADING]
+    assert Phase.WARMUP not in [ph for _, ph in shown]

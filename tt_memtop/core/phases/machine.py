@@ -422,7 +422,7 @@ class PhaseTracker:
                     proc.temps -= 1
                 self._busy(proc, ts, was_mid, boundary)
                 if age < self._young_ns:
-                    self._entry(proc, ev_.CHURN, ts, born)
+                    self._entry(proc, ev_.CHURN, ts, born, None, sig)  # key slot: the temporary's shape
                 elif age >= self._long_ns:
                     self._entry(proc, ev_.LONG, ts, ts)
                 else:
@@ -534,6 +534,8 @@ class PhaseTracker:
                 return
             compiling = counts[ev_.COMPILE] >= proc.need_compile
             churn = counts[ev_.CHURN] >= proc.need_churn and counts[ev_.CHURN] >= cfg.churn_share * len(win.entries)
+            if not (compiling or churn) and phase is _LOADING and counts[ev_.CHURN] >= proc.need_churn:
+                churn = self._run_in_load(proc)
             if not (compiling or churn):
                 return
             if proc.trace and not compiling and win.variety(proc.replay_sigs) < cfg.untraced_variety:
@@ -554,6 +556,18 @@ class PhaseTracker:
                 self._enter(proc, _LOADING, proc.since)  # the load went on: that was no run
             elif (phase is _IDLE or phase is _RELEASED) and counts[ev_.BIG] >= proc.need_load:
                 self._enter(proc, _LOADING, min(e[2] for e in win.entries if e[0] == ev_.BIG))
+
+    def _run_in_load(self, proc: _Proc) -> bool:
+        """While loading: do the latest temporaries look like a run (several op shapes, a churn share
+        that holds since the first of them was born) rather than a load's tilize temporaries (one shape)?
+        Program-cache misses stretch a compile run's first layer, so the window is mostly weights."""
+        entries = proc.window.entries
+        churns = [e for e in entries if e[0] == ev_.CHURN]
+        if len({e[4] for e in churns}) < 3:
+            return False
+        first = min(e[2] for e in churns)
+        since = sum(1 for e in entries if e[1] >= first)
+        return len(churns) >= 0.45 * since  # a run frees about one temporary per op; a load far fewer
 
     def _backdate(self, proc: _Proc, start: int) -> None:
         prev = proc.closed[-1]
