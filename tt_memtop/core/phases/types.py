@@ -41,9 +41,9 @@ class PhaseConfig:
     young_s: float = 1.0
     #: Temporaries freed per device in the window that mean warm-up (compile or eager runs), ...
     churn_frees: float = 3.0
-    #: ... if they are at least this share of the window's entries (a load with an on-device
-    #: tilize temporary per layer stays far below it).
-    churn_share: float = 0.3
+    #: ... if they are at least this share of the window's entries (a run frees about one temporary
+    #: per op, ~0.5; a load with an on-device tilize temporary per layer, or even per weight, stays below).
+    churn_share: float = 0.4
     #: ... and, with a trace resident, if the window's allocations have at least this many distinct
     #: (size, type) outside the replay's own I/O (untraced work runs many different ops; an output
     #: copy per replay iteration is one or two shapes).
