@@ -16,7 +16,7 @@ from ..events import Event, EventKind
 from ..protocol import BufferType
 from . import evidence as ev_
 from .polled import PolledDevice
-from .relabel import capture_start, death_time, last_run
+from .relabel import apply_hints, capture_start, death_time, last_run
 from .types import Phase, PhaseConfig, PhaseState, Segment
 
 __all__ = ["PhaseTracker"]
@@ -270,7 +270,7 @@ class PhaseTracker:
         for proc in self._procs.values():
             segs = proc.closed + [Segment(proc.pid, tuple(sorted(proc.seg_devices)), proc.phase, proc.since,
                                           max(self._now, proc.since))]
-            out.extend(_hindsight(segs, proc) if relabel_capture else segs)
+            out.extend(apply_hints(segs, proc.hints, proc.exit_hint) if relabel_capture else segs)
         for polled in self._polled.values():
             out.extend(polled.segments(self._now))
         out.sort(key=lambda s: (s.start_ns, s.pid))
@@ -283,8 +283,8 @@ class PhaseTracker:
         self._width(proc)
         self._arm(proc)
         if old is not None:  # PID reused after an exit: keep the old life's segments
-            proc.closed = _hindsight(old.closed + [Segment(pid, tuple(sorted(old.seg_devices)), old.phase, old.since,
-                                                           ts)], old)
+            last = Segment(pid, tuple(sorted(old.seg_devices)), old.phase, old.since, ts)
+            proc.closed = apply_hints(old.closed + [last], old.hints, old.exit_hint)
         return proc
 
     def _width(self, proc: _Proc) -> None:
@@ -726,24 +726,3 @@ class PhaseTracker:
             return f"trace freed, {len(proc.live)} buffers left, {recent}"
         return f"no busy allocation for {(self._now - proc.last_busy) / _NS:.1f} s"
 
-
-def _hindsight(segs: list[Segment], proc: _Proc) -> list[Segment]:
-    """Each hinted capture start moved back into the segment(s) before it; a killed process's exit
-    moved back to its death."""
-    out: list[Segment] = []
-    for seg in segs:
-        hint = proc.hints.get(seg.start_ns) if seg.phase is _CAPTURE else None
-        if proc.exit_hint is not None and seg.phase is _EXITED and seg.start_ns == proc.exit_hint[0]:
-            hint = proc.exit_hint[1]
-        if hint is not None:
-            while out and out[-1].start_ns >= hint and out[-1].phase in (_WARMUP, _IDLE, _LOADING, _REPLAY):
-                out.pop()
-            if out and out[-1].end_ns > hint:
-                prev = out.pop()
-                if hint > prev.start_ns:
-                    out.append(Segment(prev.pid, prev.devices, prev.phase, prev.start_ns, hint))
-                else:
-                    hint = prev.start_ns
-            seg = Segment(seg.pid, seg.devices, seg.phase, min(hint, seg.start_ns), seg.end_ns)
-        out.append(seg)
-    return out

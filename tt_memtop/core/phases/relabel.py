@@ -19,7 +19,9 @@ trace (everything was compiled already: that churn is the capture).
 
 from __future__ import annotations
 
-__all__ = ["capture_start", "death_time", "last_run", "repeated_suffix"]
+from .types import Phase, Segment
+
+__all__ = ["apply_hints", "capture_start", "death_time", "last_run", "repeated_suffix"]
 
 _MAX_TOKENS = 20_000
 
@@ -119,3 +121,30 @@ def death_time(event_ns: list[int], cleanup_ns: int, gap_factor: float) -> int |
     if usual <= 0 or cleanup_ns - last < gap_factor * usual:
         return None
     return last + usual
+
+
+def apply_hints(segs: list[Segment], hints: dict[int, int], exit_hint: tuple[int, int] | None) -> list[Segment]:
+    """One process's segments with hindsight applied: each capture (keyed by its segment start in
+    ``hints``) starts where its capture run began, and an exit (``exit_hint``: its segment start, the
+    death) where the process died; the segments they overlap are cut back or dropped."""
+    out: list[Segment] = []
+    for seg in segs:
+        hint = hints.get(seg.start_ns) if seg.phase is Phase.CAPTURE else None
+        if exit_hint is not None and seg.phase is Phase.EXITED and seg.start_ns == exit_hint[0]:
+            hint = exit_hint[1]
+        if hint is not None:
+            while out and out[-1].start_ns >= hint and out[-1].phase in _YIELDING:
+                out.pop()
+            if out and out[-1].end_ns > hint:
+                prev = out.pop()
+                if hint > prev.start_ns:
+                    out.append(Segment(prev.pid, prev.devices, prev.phase, prev.start_ns, hint))
+                else:
+                    hint = prev.start_ns
+            seg = Segment(seg.pid, seg.devices, seg.phase, min(hint, seg.start_ns), seg.end_ns)
+        out.append(seg)
+    return out
+
+
+#: Phases a hindsight start may overrun entirely (what a capture run or a death looked like live).
+_YIELDING = frozenset({Phase.WARMUP, Phase.IDLE, Phase.LOADING, Phase.REPLAY})
