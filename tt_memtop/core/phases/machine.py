@@ -54,6 +54,7 @@ class _Proc:
         self.capture_devs: set[int] = set()
         self.last_busy = ts
         self.phase_busy = 0  # busy events in the current phase
+        self.loaded_until = -1  # buffers allocated up to here were loaded (weights): freeing them is teardown
         self.last_trace_alloc = ts
         self.last_compile = 0
         self.window = ev_.Window(cfg.window)
@@ -421,7 +422,9 @@ class PhaseTracker:
                 if born >= proc.since and proc.temps:
                     proc.temps -= 1
                 self._busy(proc, ts, was_mid, boundary)
-                if age < self._young_ns:
+                if born <= proc.loaded_until and proc.phase is not _LOADING:
+                    self._entry(proc, ev_.LONG, ts, ts)  # a buffer of the load (a weight): whatever its age
+                elif age < self._young_ns:
                     self._entry(proc, ev_.CHURN, ts, born, None, sig)  # key slot: the temporary's shape
                 elif age >= self._long_ns:
                     self._entry(proc, ev_.LONG, ts, ts)
@@ -670,9 +673,11 @@ class PhaseTracker:
             return
         start = max(start, proc.since)
         devices = proc.seg_devices
-        # keep even an instant capture (analyze() widens it) and an instant load that allocated (a
-        # recording whose load arrived in one socket read: no time passed, but it happened)
-        if start > proc.since or proc.phase is _CAPTURE or (proc.phase is _LOADING and proc.phase_busy):
+        # keep even an instant capture (analyze() widens it), an instant release and an instant load
+        # that allocated (a recording whose events arrived in one socket read: no time passed, but it
+        # happened)
+        if start > proc.since or proc.phase is _CAPTURE or proc.phase is _RELEASED \
+                or (proc.phase is _LOADING and proc.phase_busy):
             proc.closed.append(Segment(proc.pid, tuple(sorted(devices)), proc.phase, proc.since, start))
             proc.seg_devices = set(proc.devices())
         elif proc.closed and proc.closed[-1].phase is phase:
@@ -682,6 +687,8 @@ class PhaseTracker:
             if hint is not None:
                 proc.hints[start] = hint
             proc.seg_devices = set(prev.devices) | devices
+        if proc.phase is _LOADING:
+            proc.loaded_until = start  # what was allocated until now is the load
         proc.prev_phase = self._shown(proc) if self._now >= proc.since else proc.phase
         proc.phase = phase
         proc.since = start
