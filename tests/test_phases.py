@@ -438,3 +438,21 @@ def test_a_load_with_a_tilize_temporary_per_weight_stays_loading():
     shown = _watch(tr, p.evs, p.t)
     assert [s.phase for s in tr.segments()] == [Phase.LOADING]
     assert Phase.WARMUP not in [ph for _, ph in shown]
+
+
+def test_freeing_the_load_is_teardown_however_young_the_weights():
+    """A short-lived program (or a recording whose timeline got compressed): weights freed 0.3 s after
+    they were loaded are still the load being torn down, not churn."""
+    p = _Prog()
+    weights = p.weights()
+    p.run(jit=True)
+    p.run()
+    p.t += 0.03
+    p.alloc(BufferType.TRACE, 12_503_040, bid=0x3E363C80)
+    p.t += 0.1
+    p.free(0x3E363C80, BufferType.TRACE, 12_503_040)
+    p.t += 0.1
+    for w in reversed(weights):
+        p.free(w, BufferType.DRAM, 8 << 20)
+        p.t += 2e-4
+    assert [s.phase for s in analyze(p.evs)][-3:] == [Phase.REPLAY, Phase.RELEASED, Phase.TEARDOWN]
