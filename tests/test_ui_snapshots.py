@@ -53,8 +53,14 @@ def recording(tmp_path):
 def make_app(events: list, devices: int, pane: str = "processes") -> tuple[MemtopApp, int]:
     # sample_period: Δ and sparklines would depend on when frames fall; one sample keeps them reproducible
     batches = [events[i:i + 512] for i in range(0, len(events), 512)]
-    app = MemtopApp(FakeSource(devices, batches), clock=lambda: 0.0, state=new_state(), sample_period=1e9,
+    state = new_state()
+    # Phase inference has time-based rules the app's frames drive (state.tick at each frame): frames fall
+    # at arbitrary points of the ingestion, so they are held back until every event is folded (settled()
+    # then ticks once, at the last event's time): the phases on screen are those of the events alone.
+    state.held_tick, state.tick = state.tick, lambda now_ns: None
+    app = MemtopApp(FakeSource(devices, batches), clock=lambda: 0.0, state=state, sample_period=1e9,
                     pane=pane, wall_offset_ns=WALL_OFFSET_NS)
+    app._liveness.alive = lambda pid: None  # the recording's PIDs are not this host's
     return app, len(events)
 
 
@@ -71,8 +77,14 @@ def settled(app: MemtopApp, n: int):
     async def run_before(pilot) -> None:
         feed = app.query_one(EventFeed)
         with anyio.fail_after(20):
-            while not (app.state.events_total == n and app.query_one(DevicePane).rows
-                       and app.last_frame_events == n and app._dev_seen[0] == n):
+            while app.state.events_total != n:
+                await pilot.pause(0.05)
+            st = app.state
+            # from now on every frame ticks at the last event's time (not the live server clock): no drift
+            st.tick = lambda now_ns: st.held_tick(st.last_ts_ns)
+            st.tick(st.last_ts_ns)
+            app._dev_seen = (-1, -1, None)  # redraw the meters with the phases of the final instant
+            while not (app.query_one(DevicePane).rows and app.last_frame_events == n and app._dev_seen[0] == n):
                 await pilot.pause(0.05)
             if app.pane == "processes":  # a ranking made after the last event (lists re-rank every 0.5 s)
                 due = app._proc_due

@@ -100,6 +100,9 @@ class ServerConfig:
     detect_idle_s: float = 0.05
     #: events a subscriber may have queued before it is resynchronised
     subscriber_queue: int = 262_144
+    #: a subscriber that was sent nothing for this long gets a HEARTBEAT with the server's clock
+    #: (monitors tick their time rules on it); 0 turns heartbeats off
+    heartbeat_s: float = 0.1
     max_bad_bytes: int = 4096
 
 
@@ -469,8 +472,16 @@ class AllocationServer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._drain_input, stream, tg.cancel_scope)
                 await stream.send(first)
+                beat = self.config.heartbeat_s
                 while True:
-                    await sub.wake.wait()
+                    if beat > 0:
+                        with anyio.move_on_after(beat):
+                            await sub.wake.wait()
+                        if not sub.wake.is_set():  # quiet: the server's clock, so monitors' time rules run
+                            await stream.send(codec.frame(codec.encode_heartbeat(self._clock(), self.registry.seq)))
+                            continue
+                    else:
+                        await sub.wake.wait()
                     sub.wake = anyio.Event()
                     if sub.overflow:
                         dropped, sub.dropped, sub.overflow, sub.queue = sub.dropped, 0, False, []
