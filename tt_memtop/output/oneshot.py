@@ -8,7 +8,8 @@ table and the JSON are rendered from, so they never disagree.
 JSON schema (``schema_version`` 1)::
 
     {"schema_version": 1, "generated_at": ISO-8601 UTC,
-     "source": {"kind", "description", "status", "message", "capabilities": [...], "per_buffer": bool},
+     "source": {"kind", "description", "status", "message", "capabilities": [...], "per_buffer": bool,
+                "server"?: {...} (memtop serve's STATUS: "recording", "recording_error", "refused_allocs"...)},
      "filters": {"devices": [...], "types": [...], "pids": [...]},
      "devices": [{"device", "arch", "buffers" (null when only totals are known),
                   "bytes": {"DRAM", "L1", "SYSTEM_MEMORY"?, "L1_SMALL", "TRACE", "CB", "KERNEL"},
@@ -106,6 +107,7 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
     filt = filt or ViewFilter()
     now = now or dt.datetime.now(dt.timezone.utc)
     per_buffer = state.has_events
+    server = getattr(source, "server_status", None)
     dev_sums, counts, pid_sums = _sums(filt, state) if per_buffer else ({}, {}, {})
     devices = []
     for d in state.devices():
@@ -150,7 +152,8 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
         "generated_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "source": {"kind": _source_kind(source), "description": getattr(source, "description", ""),
                    "status": state.status.state, "message": state.status.message,
-                   "capabilities": sorted(c.value for c in state.capabilities), "per_buffer": per_buffer},
+                   "capabilities": sorted(c.value for c in state.capabilities), "per_buffer": per_buffer,
+                   **({"server": server} if server else {})},
         "filters": {"devices": sorted(filt.devices), "types": [TYPE_KEYS[t] for t in sorted(filt.types)],
                     "pids": sorted(filt.pids)},
         "devices": devices,

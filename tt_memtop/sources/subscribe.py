@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import anyio
 
-from ..client import EXTENSION_LAYOUT, AllocationClient, ExtensionUnsupported, Resync, subscribe
+from ..client import EXTENSION_LAYOUT, AllocationClient, ExtensionUnsupported, Resync, ServerStatus, subscribe
 from ..core.eventcodec import CodecError
 from ..core.protocol import Layout
 from .base import Capability, Emit, Source, Status
@@ -46,6 +46,8 @@ class SubscribeSource(Source):
         self.backoff_max = backoff_max
         self.reconnect = reconnect
         self.description = f"memtop serve at {socket_path}"
+        #: the server's last STATUS (recording stopped, refused allocations...), {} if none came
+        self.server_status: dict = {}
 
     async def run(self, emit: Emit) -> None:
         path = self.socket_path
@@ -59,7 +61,10 @@ class SubscribeSource(Source):
                         connected = True
                         delay = self.backoff_initial
                         emit(Status("connected", "", CAPABILITIES))  # the description already names the path
-                    if isinstance(item, Resync):
+                    if isinstance(item, ServerStatus):
+                        self.server_status = item.fields
+                        emit(Status("connected", item.describe(), CAPABILITIES))
+                    elif isinstance(item, Resync):
                         emit(Status("connected", f"monitor fell behind: {item.dropped} events skipped, "
                                                  f"state reloaded from a fresh snapshot", CAPABILITIES))
                     else:
