@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import re
 import socket
@@ -76,6 +77,11 @@ _SNAPSHOT_SLICE_S = 0.005
 _SNAPSHOT_SLICE_MIN = 256  # buffers encoded before the clock is looked at again
 #: accept() errors that mean "out of descriptors or memory": refuse the connection, keep serving
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Collector settings while serving (as the TUI, ui/app.py): millions of long-lived acyclic Buffers would
+#: make each full collection a 0.5-1 s freeze of ingest. Young generations are still collected often;
+#: everything alive is moved out of the collector (gc.freeze) each time the registry grew by GC_FREEZE_GROWTH.
+GC_THRESHOLDS = (10_000, 10, 1_000)
+GC_FREEZE_GROWTH = 200_000
 #: Bytes per live entry the default --max-buffers assumes (measured: 284 B in the registry)
 _BYTES_PER_ENTRY = 300
 _DEFAULT_MAX_ENTRIES = 50_000_000
@@ -166,6 +172,10 @@ class ServerStats:
     connection_errors: int = 0
     #: None while recording (or not asked to); else why the recording stopped
     recording_error: str | None = None
+    #: the longest the event loop was seen busy (a 50 ms ticker's worst lateness): what ingest waited at most
+    max_loop_lag_s: float = 0.0
+    #: the same, counting only CPU time this thread used (excludes time the OS did not run the server)
+    max_loop_busy_s: float = 0.0
 
 
 class _Subscriber:
@@ -233,6 +243,7 @@ class AllocationServer:
         self._socket_ino: int | None = None
         self._status: dict = {}  # the server's health as monitors see it (STATUS records)
         self._status_frame = b""
+        self._frozen_at = 0  # len(registry) at the last gc.freeze()
 
     # ================================================================== lifecycle
     async def serve(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
@@ -257,12 +268,16 @@ class AllocationServer:
             raise _start_error(exc, f"cannot listen on {path}: {_bind_reason(path, exc)}") from exc
         with contextlib.suppress(OSError):
             self._socket_ino = os.stat(path).st_ino
+        gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         try:
             self._out(lf.start_banner(path, self.config.inventory if self.config.detection_banner else None))
             self._out([lf.CLEANUP_STARTED])
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._every, self.config.cleanup_interval_s, self.run_cleanup)
                 tg.start_soon(self._every, self.config.stats_interval_s, self._print_stats)
+                tg.start_soon(self._watch_loop_lag)
+                tg.start_soon(self._every, 1.0, self._maybe_freeze)
                 if self._recorder is not None:
                     tg.start_soon(self._every, 0.2, self._flush_recording)
                 task_status.started(self)
@@ -270,7 +285,18 @@ class AllocationServer:
         finally:
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
+            gc.set_threshold(*gc_thresholds)
             self._shutdown()
+
+    def _maybe_freeze(self) -> None:
+        """``gc.freeze()`` once the registry has grown by GC_FREEZE_GROWTH live entries (see there)."""
+        n = len(self.registry)
+        if n - self._frozen_at >= GC_FREEZE_GROWTH:
+            gc.collect(1)  # young cycles go first; only what is really alive is frozen
+            gc.freeze()
+            self._frozen_at = n
+        elif n < self._frozen_at:
+            self._frozen_at = n
 
     async def _accept_loop(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
         """Accept connections until cancelled. Out of descriptors: refuse (accept and close at once), log once.
@@ -331,6 +357,30 @@ class AllocationServer:
             self._recorder = None
         self._out(lf.stop_banner())
         self._logw.close()
+        report = os.environ.get("MEMTOP_SERVE_STATUS_FILE")  # benchmarks/bench_stall.py: figures at exit
+        if report:
+            import json
+
+            with contextlib.suppress(OSError), open(report, "w") as f:
+                json.dump(self.status(), f)
+
+    async def _watch_loop_lag(self, tick: float = 0.05) -> None:
+        """Track how late a 50 ms ticker wakes: wall-clock lateness, and the CPU this thread spent meanwhile.
+
+        On a loaded machine the wall figure includes time the OS did not run us; the CPU figure
+        bounds what the server's own work can have delayed ingest by.
+        """
+        clock, cpu = time.perf_counter, time.thread_time
+        st = self.stats
+        while True:
+            t0, c0 = clock(), cpu()
+            await anyio.sleep(tick)
+            lag = clock() - t0 - tick
+            if lag > st.max_loop_lag_s:
+                st.max_loop_lag_s = lag
+            busy = min(lag, cpu() - c0)
+            if busy > st.max_loop_busy_s:
+                st.max_loop_busy_s = busy
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
         if interval <= 0:
@@ -419,6 +469,7 @@ class AllocationServer:
         st = self.stats
         return {**self._status, "refused_connections": st.refused_connections, "refused_allocs": st.refused_allocs,
                 "log_lines_dropped": self.log_lines_dropped, "connection_errors": st.connection_errors,
+                "max_loop_lag_s": round(st.max_loop_lag_s, 6), "max_loop_busy_s": round(st.max_loop_busy_s, 6), "connections": st.connections,
                 "recording": "stopped" if st.recording_error else ("on" if self._recorder is not None else "off")}
 
     def _refuse_alloc(self, conn: _Conn, m: AllocMessage, ts: int, events: list[Event]) -> None:
@@ -669,24 +720,27 @@ class AllocationServer:
         self._subs.add(sub)
         try:
             bufs = fz.buffers
-            parts = [codec.encode_snapshot_head(fz.seq, self._clock(), self.config.inventory, fz.totals, len(bufs))]
+            chunks = [codec.encode_snapshot_head(fz.seq, self._clock(), self.config.inventory, fz.totals, len(bufs))]
             encode, refs, clock = codec.encode_buffer, fz.ref_count, time.perf_counter
             i, n = 0, len(bufs)
             while i < n:
                 t_end = clock() + _SNAPSHOT_SLICE_S
+                parts = []
                 while i < n:
                     j = min(n, i + _SNAPSHOT_SLICE_MIN)
                     parts += [encode(b, refs(b)) for b in bufs[i:j]]
                     i = j
                     if clock() >= t_end:
                         break
+                chunks.append(b"".join(parts))  # one slice's bytes: joining them all at once would stall too
                 if i < n:
                     await anyio.sleep(0)  # let ingest run
         finally:
             reg.thaw(fz)
-        body = b"".join(parts)
-        del parts
-        await stream.send(codec.U32.pack(len(body)) + body)
+        await stream.send(codec.U32.pack(sum(map(len, chunks))))
+        for k in range(len(chunks)):
+            await stream.send(chunks[k])
+            chunks[k] = b""  # sent: let it go
         if self._status_frame:
             await stream.send(self._status_frame)
 
