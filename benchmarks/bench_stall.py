@@ -287,7 +287,7 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
                 with contextlib.suppress(OSError):
                     for _ in range(fd_limit + 50):
                         socks.append(_connect(path, 2))
-                time.sleep(0.2)
+                time.sleep(1.0)  # held long enough for the server to accept up to its limit
                 for s in socks:
                     s.close()
                 fig.floods += 1

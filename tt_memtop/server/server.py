@@ -270,6 +270,7 @@ class AllocationServer:
             self._socket_ino = os.stat(path).st_ino
         gc_thresholds = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLDS)
+        restore_handler = self._install_loop_handler()
         try:
             self._out(lf.start_banner(path, self.config.inventory if self.config.detection_banner else None))
             self._out([lf.CLEANUP_STARTED])
@@ -286,7 +287,33 @@ class AllocationServer:
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
             gc.set_threshold(*gc_thresholds)
+            restore_handler()
             self._shutdown()
+
+    def _install_loop_handler(self) -> Callable[[], None]:
+        """Errors the asyncio loop reports outside any task: logged once per kind, never a bare traceback.
+
+        One is known and harmless: a socket's reader callback firing again for a wait that has just
+        completed (``Future.set_result`` on a done future, InvalidStateError) when the loop is busy.
+        """
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not the asyncio backend
+            return lambda: None
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, asyncio.InvalidStateError):
+                return
+            what = type(exc).__name__ if exc is not None else "error"
+            self._once("loop:" + what, [f"⚠️  Event loop: {context.get('message', 'error')} ({what}: {exc}); "
+                                        f"the server keeps running"])
+
+        loop.set_exception_handler(handler)
+        return lambda: loop.set_exception_handler(previous)
 
     def _maybe_freeze(self) -> None:
         """``gc.freeze()`` once the registry has grown by GC_FREEZE_GROWTH live entries (see there)."""
@@ -318,20 +345,25 @@ class AllocationServer:
                                                                           errno.EINTR):
                             continue
                         raise
-                    self.stats.refused_connections += 1
                     self._once("accept:" + errno.errorcode.get(cause.errno, str(cause.errno)), [
                         f"⚠️  Refusing new connections: {os.strerror(cause.errno)} "
                         f"({self.stats.connections} accepted so far; raise the limit with ulimit -n). "
                         f"Existing connections are served as before"])
+                    refused = False
                     if spare is not None:
                         os.close(spare)
                         spare = None
-                        with contextlib.suppress(OSError):
+                        try:
                             conn, _ = raw.accept()
+                        except OSError:
+                            pass
+                        else:
                             conn.close()
+                            refused = True
+                            self.stats.refused_connections += 1
                         spare = _open_spare()
-                    if spare is None:
-                        await anyio.sleep(0.05)  # nothing to free: wait instead of spinning
+                    if not refused:
+                        await anyio.sleep(0.05)  # nothing could be freed: wait instead of spinning
                     continue
                 tg.start_soon(self._handle_connection, stream)
         finally:
