@@ -16,8 +16,7 @@ import zlib
 
 import anyio
 import pytest
-from server_helpers import (query, raw_connect, recv_exactly, running_server, serve_process, short_socket,
-                            stop_process)
+from server_helpers import query, raw_connect, recv_exactly, running_server, serve_process, short_socket, stop_process
 
 from tt_memtop.client import ServerStatus, subscribe
 from tt_memtop.core import eventcodec as codec
@@ -155,7 +154,7 @@ def test_out_of_file_descriptors_refuses_connections_and_keeps_serving(tmp_path)
             try:
                 if c.recv(1) == b"":
                     refused += 1
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 pass
             except ConnectionError:
                 refused += 1
@@ -477,3 +476,30 @@ async def test_max_buffers_refuses_new_allocations(tmp_path):
     text = log.getvalue()
     assert text.count("reached --max-buffers 100") == 2  # once per connection
     server.registry.check_invariants()
+
+
+async def test_monitors_see_the_servers_health(tmp_path):
+    """A STATUS record reaches SubscribeSource (status line) and `--json` (source.server)."""
+    from tt_memtop.core.model import new_state
+    from tt_memtop.output.oneshot import build_document
+    from tt_memtop.sources.base import Status
+    from tt_memtop.sources.subscribe import SubscribeSource
+
+    path = short_socket(tmp_path)
+    async with running_server(path, quiet=True, max_buffers=10):
+        src = SubscribeSource(path, reconnect=False)
+        seen: list[Status] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(src.run, lambda u: seen.append(u) if isinstance(u, Status) else None)
+            await anyio.sleep(0.2)
+            with raw_connect(path) as prod:
+                await _send(prod, _allocs(20))
+                await anyio.to_thread.run_sync(query, prod)
+            with anyio.fail_after(10):
+                while not src.server_status:
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+    assert src.server_status["refused_allocs"] >= 1 and src.server_status["max_buffers"] == 10
+    assert any("allocations refused (--max-buffers 10)" in s.message for s in seen)
+    doc = build_document(new_state(), src)
+    assert doc["source"]["server"]["refused_allocs"] >= 1

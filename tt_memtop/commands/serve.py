@@ -37,8 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..server.server import (AllocationServer, ServerConfig, SocketInUseError, default_max_buffers,
-                                 prepare_socket_path, raise_fd_limit)
+    from ..server.server import (
+        AllocationServer,
+        ServerConfig,
+        SocketInUseError,
+        default_max_buffers,
+        prepare_socket_path,
+        raise_fd_limit,
+    )
 
     if not 0 <= args.devices <= 256:
         print("memtop serve: --devices must be between 0 and 256", file=sys.stderr)
