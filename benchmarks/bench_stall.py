@@ -51,6 +51,7 @@ for i in range(n):
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sock)
 blocks = []
+worst_b = worst_at = 0.0
 t_start = time.perf_counter()
 for k in range(0, len(frames), chunk):
     data = b"".join(frames[k:k + chunk])
@@ -61,7 +62,10 @@ for k in range(0, len(frames), chunk):
             time.sleep(delay)
     t0 = time.perf_counter()
     s.sendall(data)
-    blocks.append(time.perf_counter() - t0)
+    b = time.perf_counter() - t0
+    if b > worst_b:
+        worst_b, worst_at = b, t0 - t_start
+    blocks.append(b)
 s.sendall(MSG.pack(3, dev, 0, 0, pid, 0, 0, *TAIL))
 got = b""
 while len(got) < 144:
@@ -73,7 +77,7 @@ blocks.sort()
 print(json.dumps({"pid": pid, "device": dev, "messages": len(frames), "live": (n + 1) // 2,
                   "seconds": time.perf_counter() - t_start, "worst": blocks[-1] if blocks else 0,
                   "p99": blocks[int(len(blocks) * 0.99)] if blocks else 0, "sends": len(blocks),
-                  "replied": len(got) == 144}), flush=True)
+                  "replied": len(got) == 144, "worst_at": worst_at, "started": t_start}), flush=True)
 """
 
 #: A monitor that misbehaves: connects, subscribes and then (mode) leaves at once, reads part of the
@@ -122,6 +126,7 @@ class Figures:
     tracebacks: int = 0
     stderr_tail: str = ""
     seconds: float = 0.0
+    producers: list = field(default_factory=list)  # (worst block s, at s after the producer started) each
 
     def line(self) -> str:
         return (f"worst send() block {self.worst_send_s * 1e3:.1f} ms, p99 {self.p99_send_s * 1e3:.2f} ms over "
@@ -294,6 +299,7 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
                 next_flood = now + 2.0
             time.sleep(0.05)
         results = [json.loads(p.communicate()[0]) for p in procs]
+        fig.producers = [(round(r["worst"], 4), round(r["worst_at"], 2)) for r in results]
         for r in results:
             expected[r["device"]] = expected.get(r["device"], 0) + r["live"] * SIZE
             fig.worst_send_s = max(fig.worst_send_s, r["worst"])
