@@ -50,6 +50,7 @@ for i in range(n):
         frames.append(MSG.pack(2, dev, 0, 0, pid, base | (i - 1), 0, *TAIL))
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sock)
+print("connected", flush=True)
 blocks = []
 worst_b = worst_at = 0.0
 t_start = time.perf_counter()
@@ -272,6 +273,8 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
         for p in range(producers):
             procs.append(subprocess.Popen([sys.executable, "-c", PRODUCER, path, str(p % devices), str(per),
                                            str(chunk), str(rate)], stdout=subprocess.PIPE, text=True))
+        for p in procs:  # connected before any flood: a connection made at the fd limit is refused, by design
+            p.stdout.readline()
         t_end = time.monotonic() + seconds
         next_flood = time.monotonic() + 1.0
         while any(p.poll() is None for p in procs) or time.monotonic() < t_end:
