@@ -503,3 +503,18 @@ async def test_monitors_see_the_servers_health(tmp_path):
     assert any("allocations refused (--max-buffers 10)" in s.message for s in seen)
     doc = build_document(new_state(), src)
     assert doc["source"]["server"]["refused_allocs"] >= 1
+
+
+async def test_a_failing_periodic_job_does_not_end_the_server(tmp_path):
+    path = short_socket(tmp_path)
+    log = io.StringIO()
+
+    def broken(pid: int) -> bool:
+        raise RuntimeError("liveness check exploded")
+
+    async with running_server(path, log=log, quiet=True, is_alive=broken, cleanup_interval_s=0.05):
+        with raw_connect(path) as prod:
+            await _send(prod, _allocs(3))
+            await anyio.sleep(0.3)  # several cleanup rounds fail
+            assert await anyio.to_thread.run_sync(query, prod) == (3 * 4096, 0, 0, 0)
+    assert log.getvalue().count("run_cleanup failed (RuntimeError: liveness check exploded)") == 1

@@ -417,11 +417,17 @@ class AllocationServer:
                 st.max_loop_busy_s = busy
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
+        """Call ``fn`` every ``interval`` s; an error in it is logged once per kind and the next call still happens."""
         if interval <= 0:
             return
         while True:
             await anyio.sleep(interval)
-            fn()
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - a periodic job must not end the server
+                name = getattr(fn, "__name__", "job")
+                self._once(f"periodic:{name}:{type(exc).__name__}", [
+                    f"⚠️  {name} failed ({type(exc).__name__}: {exc}); the server keeps running"])
 
     # ================================================================== output
     def _out(self, lines: list[str], err: bool = False) -> None:
