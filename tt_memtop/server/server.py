@@ -757,6 +757,9 @@ class AllocationServer:
         reg = self.registry
         fz = reg.freeze()
         sub.queue, sub.queued, sub.overflow = [], 0, False
+        # While a big snapshot is encoded and sent, the events behind it may number as many as its
+        # entries (they cost about the same memory) before the subscriber counts as fallen behind.
+        sub.limit = max(self.config.subscriber_queue, len(fz.buffers))
         self._subs.add(sub)
         try:
             bufs = fz.buffers
@@ -781,6 +784,7 @@ class AllocationServer:
         for k in range(len(chunks)):
             await stream.send(chunks[k])
             chunks[k] = b""  # sent: let it go
+        sub.limit = self.config.subscriber_queue
         if self._status_frame:
             await stream.send(self._status_frame)
 
