@@ -259,6 +259,8 @@ def test_log_naming_device_2147483647_is_read_in_bounded_memory(tmp_path, comman
                    "   Device 0: Wormhole_B0 (12GB DRAM, 171MB L1)\n"
                    "   Device 2147483647: Wormhole_B0 (12GB DRAM, 171MB L1)\n"
                    "🚀 Allocation Server started\n"
+                   "✓ [PID 8174] Allocated 1048576 bytes of DRAM on device 0 (buffer_id=455294688)\n"
+                   "✓ [PID 8174] Allocated 1048576 bytes of DRAM on device 1 (buffer_id=455294688)\n"
                    "✓ [PID 8174] Allocated 1048576 bytes of DRAM on device 2147483647 (buffer_id=455294688)\n")
     done = _memtop(*command, str(log), mem_limit=1 << 30)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _devices(devs: list[int]) -> str:
-    if len(devs) > 2 and devs == list(range(devs[0], devs[-1] + 1)):
+    """``0-7`` for a run of consecutive ids (checked without building the range: a log may name device 2**31-1)."""
+    if len(devs) > 2 and devs == sorted(set(devs)) and devs[-1] - devs[0] + 1 == len(devs):
         return f"{devs[0]}-{devs[-1]}"
     return ",".join(map(str, devs))
