@@ -520,3 +520,19 @@ async def test_a_failing_periodic_job_does_not_end_the_server(tmp_path):
             await anyio.sleep(0.3)  # several cleanup rounds fail
             assert await anyio.to_thread.run_sync(query, prod) == (3 * 4096, 0, 0, 0)
     assert log.getvalue().count("run_cleanup failed (RuntimeError: liveness check exploded)") == 1
+
+
+def test_log_writer_counts_lines_lost_to_a_full_disk(tiny_fs):
+    """A log file on a full file system: lines are lost and counted, never an exception, later lines still tried."""
+    from tt_memtop.server.logwriter import LogWriter
+
+    with open(os.path.join(tiny_fs, "fill"), "wb") as f:  # fill the 256 KiB file system
+        with pytest.raises(OSError):
+            f.write(b"x" * (1 << 20))
+            f.flush()
+    with open(os.path.join(tiny_fs, "log.txt"), "w") as out, open(os.devnull, "w") as err:
+        w = LogWriter(out, err)
+        for i in range(100):
+            w.write([f"line {i}"])
+        assert w.close(5)
+        assert w.dropped_total >= 1

@@ -18,6 +18,7 @@ silently: logging never ends the server.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections import deque
@@ -59,18 +60,27 @@ class _Sink:
         except (OSError, ValueError):
             self.broken = True
 
-    def write_fd(self, data: bytes) -> None:
+    def write_fd(self, data: bytes) -> int:
+        """Write ``data``; returns the number of lines lost (0 when all was written).
+
+        A pipe whose reader is gone, or a closed descriptor, ends this sink for good; other errors
+        (a full disk under a log file, EIO) lose this piece only and later writes are tried again.
+        """
         if self.broken or self.fd is None:
-            return
+            return 0
         view = memoryview(data)
         try:
             while view:
                 n = os.write(self.fd, view)
                 view = view[n:]
-        except InterruptedError:  # pragma: no cover - retried by os.write since PEP 475
-            pass
-        except OSError:
+        except (BrokenPipeError, ConnectionResetError):
             self.broken = True
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                self.broken = True
+            else:
+                return bytes(view).count(b"\n") or 1
+        return 0
 
 
 class LogWriter:
@@ -163,7 +173,11 @@ class LogWriter:
                 j = i
                 while j < len(items) and items[j][0] is sink:
                     j += 1
-                sink.write_fd(b"".join(d for _, d in items[i:j]))
+                lost = sink.write_fd(b"".join(d for _, d in items[i:j]))
+                if lost:
+                    with self._cond:
+                        self.dropped += lost
+                        self.dropped_total += lost
                 i = j
             with self._cond:
                 self._pending -= sum(len(d) for _, d in items)
