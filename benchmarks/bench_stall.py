@@ -144,6 +144,20 @@ def _connect(path: str, timeout: float = 10.0) -> socket.socket:
     return s
 
 
+def _any_refused(socks: list[socket.socket]) -> bool:
+    """Has the server closed one of these (a refused connection reads EOF)?"""
+    for s in socks:
+        s.setblocking(False)
+        try:
+            if s.recv(1) == b"":
+                return True
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return True
+    return False
+
+
 def query(path: str, device: int) -> int:
     """DRAM+L1+L1_SMALL+TRACE bytes on ``device`` (one QUERY on a fresh connection, two frames to skip detection)."""
     with _connect(path, 30) as s:
@@ -295,7 +309,9 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
                 with contextlib.suppress(OSError):
                     for _ in range(fd_limit + 50):
                         socks.append(_connect(path, 2))
-                time.sleep(1.0)  # held long enough for the server to accept up to its limit
+                hold_until = time.monotonic() + 4.0  # until the server refuses one (EOF), or 4 s
+                while time.monotonic() < hold_until and not _any_refused(socks):
+                    time.sleep(0.1)
                 for s in socks:
                     s.close()
                 fig.floods += 1

@@ -270,7 +270,7 @@ def test_log_naming_device_2147483647_is_read_in_bounded_memory(tmp_path, comman
 async def test_subscribe_does_not_freeze_ingest(tmp_path):
     """While a big snapshot is encoded, QUERYs are answered: ingest waits far less than the snapshot takes."""
     path = short_socket(tmp_path)
-    n = 150_000
+    n = 100_000
     async with running_server(path, quiet=True) as server:
         with raw_connect(path, 30) as prod:
             data = _allocs(n)
