@@ -69,6 +69,10 @@ class Buffer:
             return NotImplemented
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
 
+    #: Hashed by identity: the registry's owner index keys on entries. Two live entries are never
+    #: equal (they differ in device, buffer_id or id space), so each is its own key.
+    __hash__ = object.__hash__
+
     def __repr__(self) -> str:
         return (f"Buffer(dev={self.device}, id={self.buffer_id:#x}, type={BufferType(self.buffer_type).name}, "
                 f"size={self.size}, pid={self.owner_pid}, refs={self.ref_count})")
@@ -143,8 +147,9 @@ class Registry:
         self._cbs: dict[int | tuple[int, int], Buffer] = {}
         self._kernels: dict[int | tuple[int, int], Buffer] = {}
         self._usage: dict[int, _DeviceUsage] = {}  # every device that has ever held something
-        # owner PID -> {id(entry): entry}: what dead-process cleanup removes, without scanning every entry
-        self._owned: dict[int, dict[int, Buffer]] = {}
+        # owner PID -> its live entries (dict keys: insertion-ordered, no values): what dead-process
+        # cleanup removes, without scanning every entry
+        self._owned: dict[int, dict[Buffer, None]] = {}
         # open snapshots (see :meth:`freeze`): each keeps the original ref_count of entries changed since
         self._frozen: list[FrozenState] = []
         self.seq = 0  # sequence number of the last event produced or applied
@@ -256,7 +261,7 @@ class Registry:
         owned = self._owned.get(b.owner_pid)
         if owned is None:
             owned = self._owned[b.owner_pid] = {}
-        owned[id(b)] = b
+        owned[b] = None
 
     def _drop(self, space: dict, key: int | tuple[int, int], b: Buffer) -> None:
         del space[key]
@@ -266,7 +271,7 @@ class Registry:
     def _disown(self, b: Buffer) -> None:
         owned = self._owned.get(b.owner_pid)
         if owned is not None:
-            owned.pop(id(b), None)
+            owned.pop(b, None)
             if not owned:
                 del self._owned[b.owner_pid]
 
@@ -353,7 +358,7 @@ class Registry:
             if not owned:
                 continue
             # buffers, then CBs, then kernels, each in allocation order (as a scan of buffers() gives them)
-            victims = sorted(owned.values(), key=_space_rank)
+            victims = sorted(owned, key=_space_rank)
             total = 0
             for b in victims:
                 self._remove(b)
@@ -451,5 +456,5 @@ class Registry:
         owners: dict[int, int] = {}
         for b in self.buffers():
             owners[b.owner_pid] = owners.get(b.owner_pid, 0) + 1
-            assert self._owned[b.owner_pid].get(id(b)) is b, b
+            assert b in self._owned[b.owner_pid], b
         assert {p: len(o) for p, o in self._owned.items()} == owners

@@ -84,8 +84,8 @@ _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 #: everything alive is moved out of the collector (gc.freeze) each time the registry grew by GC_FREEZE_GROWTH.
 GC_THRESHOLDS = (10_000, 10, 1_000)
 GC_FREEZE_GROWTH = 200_000
-#: Bytes per live entry the default --max-buffers assumes (measured: ~315 B in the registry with its owner index)
-_BYTES_PER_ENTRY = 350
+#: Bytes per live entry the default --max-buffers assumes (measured: 282 B in the registry with its owner index)
+_BYTES_PER_ENTRY = 300
 _DEFAULT_MAX_ENTRIES = 50_000_000
 
 
