@@ -191,7 +191,7 @@ class _Subscriber:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.queue: list[bytes] = []
+        self.queue: list[tuple[bytes, int]] = []  # (encoded records, events in them)
         self.queued = 0  # events in queue
         self.overflow = False
         self.dropped = 0
@@ -206,14 +206,23 @@ class _Subscriber:
             self.queue = []
             self.queued = 0
         else:
-            self.queue.append(chunk)
+            self.queue.append((chunk, nevents))
             self.queued += nevents
         self.wake.set()
 
-    def take(self) -> bytes:
-        out = b"".join(self.queue) if len(self.queue) != 1 else self.queue[0]
-        self.queue = []
-        self.queued = 0
+    def take(self, max_bytes: int = 1 << 20) -> bytes:
+        """The oldest queued records, about ``max_bytes`` of them (joining a long backlog at once would stall)."""
+        q = self.queue
+        k, size, n = 0, 0, 0
+        while k < len(q) and (k == 0 or size + len(q[k][0]) <= max_bytes):
+            size += len(q[k][0])
+            n += q[k][1]
+            k += 1
+        out = q[0][0] if k == 1 else b"".join(c for c, _ in q[:k])
+        del q[:k]
+        self.queued -= n
+        if q:
+            self.wake.set()  # more to send
         return out
 
 
