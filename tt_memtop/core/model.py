@@ -20,7 +20,7 @@ from collections import deque
 from itertools import islice
 from typing import NamedTuple
 
-from ..sources.base import Capability, EventBatch, Snapshot, Status, TotalsSample, Update
+from ..sources.base import Capability, EventBatch, Heartbeat, Snapshot, Status, TotalsSample, Update
 from .devices import Inventory
 from .events import Event, EventKind
 from .phases import PhaseTracker
@@ -82,11 +82,19 @@ class MonitorState:
         self.last_ts_ns = 0
         self.exited: set[int] = set()
         self.phases = phases  # a PhaseTracker when phase inference is available
+        self._clock_ref = (0, 0)  # (server ns, monitor ns) of the latest arrival: server_now()
         self._phase_names: dict[object, str] = {}  # tracker's phase value -> display name
 
-    def apply(self, update: Update) -> None:
+    def apply(self, update: Update, local_ns: int | None = None) -> None:
+        """Fold one update; ``local_ns``: the monitor's clock when it arrived (maps it to the server's timeline)."""
         if isinstance(update, EventBatch):
             self.apply_events(update.events)
+            if local_ns is not None and update.events:
+                self._arrived(update.events[-1].ts_ns, local_ns)
+        elif isinstance(update, Heartbeat):
+            self._saw_ts(update.ts_ns)
+            if local_ns is not None:
+                self._arrived(update.ts_ns, local_ns)
         elif isinstance(update, Snapshot):
             if self.phases is not None and update.buffers and not self.phases.processes():
                 self._seed_phases(update.buffers, update.ts_ns)
@@ -130,6 +138,30 @@ class MonitorState:
                           buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size, ref_count=1))
         if now_ns:
             self.phases.tick(now_ns)
+
+    def _arrived(self, server_ns: int, local_ns: int) -> None:
+        if server_ns >= self._clock_ref[0]:
+            self._clock_ref = (server_ns, local_ns)
+
+    def server_now(self, local_ns: int) -> int:
+        """The server's clock now: its last timestamp (event or heartbeat) plus the monitor time since.
+
+        Phase time rules (idle, capture settle, return to replay) tick with this, not with the last
+        event's timestamp, so they fire while the stream is quiet.
+        """
+        server, local = self._clock_ref
+        if not server or Capability.SEEK in self.capabilities:  # a replay's clock is the recording's
+            return self.last_ts_ns
+        return max(self.last_ts_ns, server + max(0, local_ns - local))
+
+    def check_liveness(self, alive, now_ns: int) -> None:
+        """Exit processes a local liveness check says are gone (``alive(pid)`` False), ahead of the
+        server's dead-PID cleanup. ``alive`` returns None when it cannot tell (not on this host)."""
+        if self.phases is None or Capability.SEEK in self.capabilities:  # a replay's PIDs are not this host's now
+            return
+        for pid in self.phases.pids():
+            if pid and self.phases.phase(pid).value != "exited" and alive(pid) is False:
+                self.phases.process_gone(pid, now_ns)
 
     def _saw_ts(self, ts_ns: int) -> None:
         if ts_ns:

@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from typing import TextIO
 
 import anyio
@@ -37,6 +38,7 @@ from .._compat import BaseExceptionGroup
 from ..core.model import MonitorState, new_state
 from ..core.protocol import BufferType
 from ..sources.base import Snapshot, Source, Status, TotalsSample
+from ..sources.liveness import ProcLiveness
 from ..ui.filters import ViewFilter
 
 __all__ = ["SCHEMA_VERSION", "build_document", "render_table", "run_oneshot", "run_oneshot_async",
@@ -253,7 +255,7 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
     failed: list[Status] = []
 
     def emit(update) -> None:
-        state.apply(update)
+        state.apply(update, time.monotonic_ns())
         if isinstance(update, Status) and update.state in ("disconnected", "error") and not settled.is_set():
             failed.append(update)
             settled.set()
@@ -261,6 +263,7 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
             settled.set()
 
     ndjson = getattr(args, "ndjson", False)
+    liveness = ProcLiveness()
     interval = max(0.05, getattr(args, "interval", 0.5) or 0.5)
     async with anyio.create_task_group() as tg:
 
@@ -300,7 +303,9 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
         try:
             while True:
                 if state.phases is not None and state.last_ts_ns:
-                    state.phases.tick(state.last_ts_ns)
+                    now = state.server_now(time.monotonic_ns())
+                    state.check_liveness(liveness.alive, now)
+                    state.phases.tick(now)
                 out.write(json.dumps(build_document(state, source, filt), separators=(",", ":")) + "\n")
                 out.flush()
                 if state.status.state == "ended" or getattr(args, "once", False):

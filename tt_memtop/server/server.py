@@ -156,6 +156,9 @@ class ServerConfig:
     detect_idle_s: float = 0.05
     #: events a subscriber may have queued before it is resynchronised
     subscriber_queue: int = 262_144
+    #: a subscriber that was sent nothing for this long gets a HEARTBEAT with the server's clock
+    #: (monitors tick their time rules on it); 0 turns heartbeats off
+    heartbeat_s: float = 0.1
     max_bad_bytes: int = 4096
     #: live entries (buffers + CBs + kernels) beyond which new ALLOCs are refused; 0 = no bound
     max_buffers: int = 0
@@ -822,8 +825,16 @@ class AllocationServer:
                 tg.start_soon(self._drain_input, stream, tg.cancel_scope)
                 await stream.send(codec.frame(codec.encode_hello()))  # at once: the monitor's timeout is short
                 await self._send_snapshot(stream, sub)
+                beat = self.config.heartbeat_s
                 while True:
-                    await sub.wake.wait()
+                    if beat > 0:
+                        with anyio.move_on_after(beat):
+                            await sub.wake.wait()
+                        if not sub.wake.is_set():  # quiet: the server's clock, so monitors' time rules run
+                            await stream.send(codec.frame(codec.encode_heartbeat(self._clock(), self.registry.seq)))
+                            continue
+                    else:
+                        await sub.wake.wait()
                     sub.wake = anyio.Event()
                     if sub.overflow:
                         dropped, sub.dropped = sub.dropped, 0

@@ -27,6 +27,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
 
 from ..core.model import MonitorState, new_state
 from ..sources.base import Capability, EventBatch, Snapshot, Source, Status, Update
+from ..sources.liveness import ProcLiveness
 from .bindings import KEYS, app_bindings, key_active
 from .buffer_query import SORT_ORDER as BUFFER_SORTS
 from .buffer_query import Window, compute_window
@@ -110,6 +111,7 @@ class MemtopApp(App[int]):
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
                  local: bool | None = None, state: MonitorState | None = None, buffer_limit: int = 500,
                  pane: str = "feed", step_events: int = 1) -> None:
+        self._liveness = ProcLiveness()  # /proc checks: a killed process exits before the server notices
         super().__init__()
         self.source = source
         #: the source as a player (a replay), or None
@@ -263,14 +265,14 @@ class MemtopApp(App[int]):
                 if isinstance(update, EventBatch) and len(update.events) > CHUNK:
                     chunk = update.events[:CHUNK]
                     del update.events[:CHUNK]
-                    apply(EventBatch(chunk))
+                    apply(EventBatch(chunk), time.monotonic_ns())
                     self._pending_events -= CHUNK
                 else:
                     pending.popleft()
                     if isinstance(update, Snapshot) and update.reset:
                         self._reset_state()
                         apply = self.state.apply
-                    apply(update)
+                    apply(update, time.monotonic_ns())
                     if isinstance(update, EventBatch):
                         self._pending_events -= len(update.events)
                     elif isinstance(update, Snapshot):
@@ -285,7 +287,9 @@ class MemtopApp(App[int]):
         self._maybe_freeze()
         self._rate_samples.append((self.clock(), st.events_total))
         if st.last_ts_ns:
-            st.tick(st.last_ts_ns)
+            now = st.server_now(time.monotonic_ns())
+            st.check_liveness(self._liveness.alive, now)
+            st.tick(now)
         self._draw_header()
         if self.paused:
             return
@@ -306,6 +310,7 @@ class MemtopApp(App[int]):
             self._proc_due = now + self.sample_period
             self._proc_rows = process_rows(st, self.view_filter, self.procs)
             self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         self.frames += 1
         self.last_frame_events = st.events_total
 
@@ -454,6 +459,7 @@ class MemtopApp(App[int]):
             if not self.paused:
                 self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
             self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         elif self.pane == "feed" and not self.paused:
             self.w_feed.pull(self.state, self.view_filter, self._origin_ns())
         if not self.paused:
