@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-loop", action="store_true", help="play the scenario once, then stop")
     parser.add_argument("--protocol", default="144", choices=["72", "112", "128", "144", "648"],
                         help="message layout the simulated processes send (default 144)")
+    parser.add_argument("--shm", action="store_true",
+                        help="shared-memory mode: the simulated processes write TT-Metal's per-chip statistics "
+                             "(as a mainline release does) and the monitor reads them; no server")
     add_view_arguments(parser)
 
 
@@ -28,5 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         print("memtop demo: --speed must be positive", file=sys.stderr)
         return 2
+    if args.shm:
+        from ..sources.shm import ShmDemoSource
+
+        return run_monitor(args, ShmDemoSource(args.scenario, args.speed, loop=not args.no_loop, seed=args.seed))
     source = DemoSource(args.scenario, args.speed, loop=not args.no_loop, seed=args.seed, layout=int(args.protocol))
     return run_monitor(args, source)

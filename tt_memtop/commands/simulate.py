@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dump", action="store_true",
                         help="do not send DUMP_REMAINING after a process exits leaking (the server's own "
                              "periodic check then cleans up)")
+    parser.add_argument("--shm", metavar="DIR", default=None,
+                        help="no server: write TT-Metal's per-chip shared-memory statistics (v4 regions "
+                             "tt_device_<id>_memory) in DIR, as a mainline TT-Metal process does (e.g. /dev/shm)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and their phases, then exit")
 
 
@@ -48,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = anyio.run(lambda: run_scenario(args.socket, args.scenario, seed=args.seed, layout=int(args.protocol),
-                                                speed=args.speed, dump_after_leak=not args.no_dump, log=say))
+                                                speed=args.speed, dump_after_leak=not args.no_dump, log=say,
+                                                shm_dir=args.shm))
     except OSError as exc:
         print(f"memtop simulate: {exc}", file=sys.stderr)
         return 1
     failed = {slot: code for slot, code in result.returncodes.items() if code}
     say(f"{args.scenario} done in {result.elapsed_s:.1f} s")
     if failed:
-        say(f"workers failed: {failed} (is a server listening on {args.socket}?)")
+        where = f"can {args.shm} be written?" if args.shm else f"is a server listening on {args.socket}?"
+        say(f"workers failed: {failed} ({where})")
         return 1
     return 0

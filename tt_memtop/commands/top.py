@@ -20,6 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S",
                         help="poll interval for the original server, and --ndjson period (default 0.5)")
     parser.add_argument("--follow", metavar="LOG", help="follow an allocation-server log file for the event feed")
+    parser.add_argument("--source", default="auto", choices=["auto", "subscribe", "shm", "poll", "follow", "demo"],
+                        help="force a source (default auto: our server's subscription > TT-Metal shared memory > "
+                             "the original server, polled > demo)")
+    parser.add_argument("--shm", dest="source", action="store_const", const="shm",
+                        help="same as --source shm: read TT-Metal's shared-memory statistics")
+    parser.add_argument("--shm-dir", default=None, metavar="DIR",
+                        help="where TT-Metal's tt_device_*_memory regions are (default: $TT_MEMTOP_SHM_DIR or /dev/shm)")
+    parser.add_argument("--shm-interval", type=positive_float, default=None, metavar="S",
+                        help="shared-memory sampling period (default 0.05: 20 Hz)")
+    parser.add_argument("--arch", default=None, choices=["grayskull", "wormhole_b0", "blackhole"],
+                        help="architecture for capacities when the source does not say (shared memory; default: "
+                             "what /sys/class/tenstorrent reports, else wormhole_b0)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--once", action="store_true", help="print one table per device and exit")
     out.add_argument("--json", action="store_true", help="print one JSON document and exit")

@@ -1,9 +1,11 @@
 """Pick the best source for ``memtop``'s flags: what the user already runs decides what we can show.
 
-Order: ``--follow LOG`` follows the log (and, if a server answers on ``--socket``, polls it too
-for the device inventory); else a server that speaks our extension is subscribed to; else a
-server that answers at all (an original ``allocation_server_poc``) is polled; else None, and the
-caller offers the demo.
+Order: ``--source NAME`` forces one; ``--follow LOG`` follows the log (and, if a server answers
+on ``--socket``, polls it too for the device inventory); else a server that speaks our extension
+is subscribed to (with TT-Metal's shared-memory totals as a cross-check when present); else
+shared-memory regions in ``--shm-dir`` (mainline TT-Metal, no server needed); else a server that
+answers at all (an original ``allocation_server_poc``) is polled; else None, and the caller offers
+the demo.
 """
 
 from __future__ import annotations
@@ -47,10 +49,50 @@ def _layout_arg(args: argparse.Namespace) -> str:
     return str(getattr(args, "protocol", "auto") or "auto")
 
 
+def _shm_source(args: argparse.Namespace, force: bool = False):
+    """TT-Metal's shared-memory statistics, when regions are there (or ``force``); else None."""
+    from .shm import DEFAULT_INTERVAL, ShmSource, default_shm_dir, has_regions
+
+    shm_dir = getattr(args, "shm_dir", None) or default_shm_dir()
+    if not force and not has_regions(shm_dir):
+        return None
+    return ShmSource(shm_dir, getattr(args, "shm_interval", None) or DEFAULT_INTERVAL, getattr(args, "arch", None))
+
+
+def _forced_source(args: argparse.Namespace) -> Source | None:
+    """``--source NAME``: that source, whatever else is there (``--source follow`` needs ``--follow LOG``)."""
+    kind = getattr(args, "source", None) or "auto"
+    if kind == "shm":
+        return _shm_source(args, force=True)
+    if kind == "demo":
+        from .demo import DemoSource
+
+        return DemoSource(reason="--source demo")
+    if kind == "subscribe":
+        from .subscribe import SubscribeSource
+
+        return SubscribeSource(args.socket)
+    if kind == "poll":
+        return PollSource(args.socket, getattr(args, "interval", 0.5) or 0.5, _layout_arg(args))
+    if kind == "follow":
+        if not getattr(args, "follow", None):
+            raise ValueError("--source follow needs --follow LOG")
+        return FollowLogSource(args.follow)
+    return None
+
+
 async def open_source_async(args: argparse.Namespace, probe_timeout: float = 0.5) -> Source | None:
-    """The source ``memtop`` should use for ``args``, or None when nothing answers."""
+    """The source ``memtop`` should use for ``args``, or None when nothing answers.
+
+    ``--source`` forces one. Otherwise: our server's subscription (with TT-Metal's shared-memory
+    totals beside it as a cross-check when regions are there) > shared-memory regions > the
+    original server, polled > None (the caller offers the demo).
+    """
     from .subscribe import probe_extension
 
+    forced = _forced_source(args)
+    if forced is not None:
+        return forced
     path = args.socket
     interval = getattr(args, "interval", 0.5) or 0.5
     layout = _layout_arg(args)
@@ -72,12 +114,17 @@ async def open_source_async(args: argparse.Namespace, probe_timeout: float = 0.5
             return FollowWithPolling(src, PollSource(path, interval, answers))
         return src
     if answers is None:
-        return None
+        return _shm_source(args)
     if await probe_extension(path, probe_timeout):
         from .subscribe import SubscribeSource
 
+        shm = _shm_source(args)
+        if shm is not None:
+            from .shm import WithShmCrossCheck
+
+            return WithShmCrossCheck(SubscribeSource(path), shm)
         return SubscribeSource(path)
-    return PollSource(path, interval, answers)
+    return _shm_source(args) or PollSource(path, interval, answers)
 
 
 def open_source(args: argparse.Namespace) -> Source | None:
