@@ -101,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     notes: list[str] = []
     try:
-        rows = timeline(analyze(file_events(args.file, args.speed, args.event_rate, notes)))
+        from ..core.usage import expand_recorded_totals
+
+        rows = timeline(analyze(expand_recorded_totals(file_events(args.file, args.speed, args.event_rate, notes))))
     except (OSError, RecordingError) as exc:
         print(f"memtop analyze: {exc}", file=sys.stderr)
         return 1

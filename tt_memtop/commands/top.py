@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--once", action="store_true", help="print one table per device and exit")
     out.add_argument("--json", action="store_true", help="print one JSON document and exit")
     out.add_argument("--ndjson", action="store_true", help="print one JSON line every --interval seconds")
+    parser.add_argument("--record", metavar="FILE", default=None,
+                        help="also record what the monitor receives (events, or sampled totals from TT-Metal's "
+                             "shared memory) to FILE; play it with `memtop replay FILE`")
     add_view_arguments(parser)
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
 
@@ -68,14 +71,36 @@ def _oneshot(args: argparse.Namespace) -> int:
     return int(run_oneshot(args) or 0)
 
 
+def _recorded(args: argparse.Namespace, source):
+    """``source`` recorded to ``--record FILE`` (raises OSError when the file cannot be written)."""
+    if not getattr(args, "record", None) or source is None:
+        return source
+    from ..sources.record import RecordingSource
+
+    return RecordingSource(source, args.record)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.once or args.json or args.ndjson or not sys.stdout.isatty():
-        return _oneshot(args)
-    from ..sources.demo import DemoSource
     from ..sources.open import open_source
 
+    if args.once or args.json or args.ndjson or not sys.stdout.isatty():
+        if not getattr(args, "record", None):
+            return _oneshot(args)
+        from ..output.oneshot import run_oneshot
+
+        try:
+            source = _recorded(args, open_source(args))
+        except (OSError, ValueError) as exc:
+            _say(str(exc))
+            return 1
+        if source is None:
+            _say(f"no allocation server answers at {args.follow or args.socket}")
+            return 1
+        return int(run_oneshot(args, source) or 0)
+    from ..sources.demo import DemoSource
+
     try:
-        source = open_source(args)
+        source = _recorded(args, open_source(args))
     except (OSError, ValueError) as exc:
         _say(str(exc))
         return 1

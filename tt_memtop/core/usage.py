@@ -277,3 +277,38 @@ class TotalsEvents:
             for key in [k for k in self._prev if k[0] == pid]:
                 del self._prev[key]
         return out
+
+
+def expand_recorded_totals(events: Iterable) -> Iterable:
+    """A recording's events with every recorded totals sample (``TOTALS`` events, see
+    :mod:`tt_memtop.sources.record`) replaced by the allocations that explain it (:class:`TotalsEvents`),
+    so offline phase analysis reads a shared-memory recording like an event recording. Other
+    events pass through unchanged."""
+    from .events import EventKind
+
+    conv = TotalsEvents()
+    procs: dict[int, dict] = {}
+    ts = 0
+    open_sample = False
+    for ev in events:
+        if ev.kind != EventKind.TOTALS:
+            yield ev
+            continue
+        if ev.device == -1:
+            if open_sample:
+                yield from conv.events(ts, _usage(procs))
+            procs, ts, open_sample = {}, ev.ts_ns, True
+            continue
+        if ev.pid and ev.buffer_type in _POOL_INDEX:
+            p = procs.setdefault(ev.pid, {"name": ev.name, "alive": bool(ev.ref_count), "devices": {}})
+            p["devices"].setdefault(ev.device, [0] * 6)[_POOL_INDEX[ev.buffer_type]] += ev.size
+    if open_sample:
+        yield from conv.events(ts, _usage(procs))
+
+
+_POOL_INDEX = {0: 0, 1: 1, 3: 2, 4: 3, 5: 4, 6: 5}
+
+
+def _usage(procs: dict[int, dict]) -> dict[int, ProcessUsage]:
+    return {pid: ProcessUsage(pid, p["name"], p["alive"], {d: tuple(t) for d, t in p["devices"].items()})
+            for pid, p in procs.items()}
