@@ -252,12 +252,25 @@ def read_consistent(read: Callable[[], bytes], attempts: int = 4) -> tuple[bytes
     return prev, False
 
 
-def _counters(data: bytes, off: int, n: int) -> tuple[tuple[int, ...], int]:
-    vals = struct.unpack_from(f"<{n}Q", data, off)
-    bad = sum(1 for v in vals if v >= IMPOSSIBLE_BYTES)
-    if bad:
-        vals = tuple(0 if v >= IMPOSSIBLE_BYTES else v for v in vals)
-    return vals, bad
+_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _counter_struct(n: int) -> struct.Struct:
+    st = _STRUCTS.get(n)
+    if st is None:
+        st = _STRUCTS[n] = struct.Struct(f"<{n}Q")
+    return st
+
+
+def _clamp(vals: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+    for v in vals:
+        if v >= IMPOSSIBLE_BYTES:
+            bad = sum(1 for x in vals if x >= IMPOSSIBLE_BYTES)
+            return tuple(0 if x >= IMPOSSIBLE_BYTES else x for x in vals), bad
+    return vals, 0
+
+
+_TS = struct.Struct("<Q")
 
 
 def parse_region(data: bytes, file_size: int | None = None, *, file_chip_id: int | None = None,
@@ -268,38 +281,38 @@ def parse_region(data: bytes, file_size: int | None = None, *, file_chip_id: int
     if isinstance(layout, RegionProblem):
         return layout
     version, num_active, last_update, refcount, board_serial, asic_id, device_id = _HEAD.unpack_from(data, 0)
-    npools = len(layout.pools)
-    clamped = 0
-    totals, bad = _counters(data, layout.totals, npools)
-    clamped += bad
+    counters = _counter_struct(len(layout.pools))
+    totals, clamped = _clamp(counters.unpack_from(data, layout.totals))
     if layout.asic_id_is_unique:
         unique = asic_id
     else:
         unique = (board_serial << 8) | (asic_id & 0xFF)
     if file_chip_id is not None and not layout.asic_id_is_unique:
         unique = file_chip_id
+    # chip ids and pids as strided views of 32-bit words: one slice each, not 80 unpacks
+    view = memoryview(data)
+    chip_words = view[layout.chips: layout.chips + MAX_CHIPS * layout.chip_size].cast("I")
+    chip_ids = chip_words[::layout.chip_size // 4].tolist()
     chips = []
-    for i in range(MAX_CHIPS):
-        base = layout.chips + i * layout.chip_size
-        chip_id, remote = struct.unpack_from("<II", data, base)
-        if chip_id == layout.chip_unused and not (layout.chip_unused == 0 and i == 0):
+    unused = layout.chip_unused
+    for i, chip_id in enumerate(chip_ids):
+        if chip_id == unused and not (unused == 0 and i == 0):
             continue
-        vals, bad = _counters(data, base + layout.chip_counters, npools)
+        base = layout.chips + i * layout.chip_size
+        vals, bad = _clamp(counters.unpack_from(data, base + layout.chip_counters))
         clamped += bad
-        chips.append(ChipUsage(chip_id, bool(remote), vals))
+        chips.append(ChipUsage(chip_id, bool(chip_words[i * layout.chip_size // 4 + 1]), vals))
+    pid_words = view[layout.processes: layout.processes + MAX_PROCESSES * layout.proc_size].cast("i")
+    pids = pid_words[::layout.proc_size // 4].tolist()
     slots = []
-    proc = layout.processes
-    size = layout.proc_size
-    pid_at = struct.Struct("<i").unpack_from
-    for i in range(MAX_PROCESSES):
-        base = proc + i * size
-        (pid,) = pid_at(data, base)
+    for i, pid in enumerate(pids):
         if pid == 0:
             continue
-        vals, bad = _counters(data, base + layout.proc_counters, npools)
+        base = layout.processes + i * layout.proc_size
+        vals, bad = _clamp(counters.unpack_from(data, base + layout.proc_counters))
         clamped += bad
-        (ts,) = struct.unpack_from("<Q", data, base + layout.proc_timestamp)
-        raw = data[base + layout.proc_name: base + layout.proc_name + NAME_LEN]
+        (ts,) = _TS.unpack_from(data, base + layout.proc_timestamp)
+        raw = bytes(view[base + layout.proc_name: base + layout.proc_name + NAME_LEN])
         name = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
         slots.append(SlotUsage(i, pid, name, vals, ts))
     return Region(layout.name, version, unique, board_serial, device_id, num_active, refcount, last_update,

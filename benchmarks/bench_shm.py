@@ -1,0 +1,112 @@
+"""Cost of reading TT-Metal's shared-memory statistics: one full scan of N regions, and the CPU the
+SHM source takes at its default sampling rate.
+
+A Galaxy has 32 chips, so 32 regions (``tt_device_<id>_memory``, v4, 8576 bytes each) are written
+by the simulator's writer in a temporary directory, each with ``--procs`` attached processes
+holding memory. Then:
+
+* ``scan``: :meth:`ShmSource.scan` (list the directory, copy each mapped region until two copies
+  agree, parse it, check every slot's PID with ``kill(pid, 0)``, build the view), best / median of
+  ``--repeat`` runs, in µs per scan and per region;
+* ``parse``: :func:`parse_region` alone on one region's bytes;
+* ``cpu``: the source's ``run()`` for ``--seconds`` at its default interval (50 ms, 20 Hz) while a
+  writer keeps changing one region (so samples are emitted), as process CPU time / wall time.
+
+    python benchmarks/bench_shm.py [--regions 32] [--procs 2] [--repeat 200] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import anyio
+
+from tt_memtop.core.shm_layout import parse_region
+from tt_memtop.sim.shm_writer import RegionWriter, sim_chip_unique_id
+from tt_memtop.sources.shm import DEFAULT_INTERVAL, ShmSource
+
+MiB = 1024 * 1024
+
+
+def make_regions(shm_dir: str, regions: int, procs: int) -> list[RegionWriter]:
+    pids = [os.getpid()] + [os.getppid()] * 0  # live PIDs for the slots: ours, then made-up live ones
+    writers = []
+    for d in range(regions):
+        for p in range(procs):
+            pid = os.getpid() if p == 0 else 1  # PID 1 is always alive (EPERM or not: alive)
+            w = RegionWriter(shm_dir, sim_chip_unique_id(d), d, pid=pid + 0 if p == 0 else 1, name=f"proc{p}",
+                             alive=lambda _pid: True)
+            w.record(0, (p + 1) * 512 * MiB, True)
+            w.record(4, 12_503_040, True)
+            w.record(1, 3 * MiB, True)
+            writers.append(w)
+    del pids
+    return writers
+
+
+def bench_scan(src: ShmSource, repeat: int) -> list[float]:
+    src.scan()  # map everything once (the source keeps the mappings)
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        src.scan()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def bench_cpu(src: ShmSource, writer: RegionWriter, seconds: float) -> tuple[float, int]:
+    emitted = 0
+
+    def emit(_update) -> None:
+        nonlocal emitted
+        emitted += 1
+
+    async def churn() -> None:
+        while True:
+            writer.record(0, 4096, True)
+            await anyio.sleep(0.2)
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    with anyio.move_on_after(seconds):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(churn)
+            tg.start_soon(src.run, emit)
+    # the churn task's own cost (one write every 200 ms) is included: an upper bound
+    return (time.process_time() - c0) / (time.perf_counter() - t0), emitted
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--regions", type=int, default=32)
+    ap.add_argument("--procs", type=int, default=2, help="attached processes per region")
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-shm-") as d:
+        writers = make_regions(d, args.regions, args.procs)
+        src = ShmSource(d)
+        times = bench_scan(src, args.repeat)
+        best, med = min(times) * 1e6, statistics.median(times) * 1e6
+        print(f"scan of {args.regions} regions ({args.procs} processes each): best {best:,.0f} µs, "
+              f"median {med:,.0f} µs ({med / args.regions:,.1f} µs per region)")
+        data = open(os.path.join(d, os.listdir(d)[0]), "rb").read()
+        t0 = time.perf_counter()
+        n = 2000
+        for _ in range(n):
+            parse_region(data)
+        print(f"parse_region alone: {(time.perf_counter() - t0) / n * 1e6:,.1f} µs per region")
+        share, emitted = anyio.run(bench_cpu, ShmSource(d), writers[0], args.seconds)
+        print(f"source at the default {1 / DEFAULT_INTERVAL:g} Hz for {args.seconds:g} s: {100 * share:.2f} % of one "
+              f"core ({emitted} updates emitted)")
+        print(f"(median scan x {1 / DEFAULT_INTERVAL:g} Hz = {med * 1e-6 / DEFAULT_INTERVAL * 100:.2f} % of one core)")
+        for w in writers:
+            w.mm.close()
+            os.close(w.fd)
+
+
+if __name__ == "__main__":
+    main()
