@@ -365,3 +365,119 @@ async def test_tui_on_shared_memory_shows_bars_processes_with_names_and_the_sour
     finally:
         for w in writers:
             w.close()
+
+
+# ------------------------------------------------------------------ source choice, cross-check, recording
+def _args(tmp_path, **kw):
+    import argparse
+
+    ns = argparse.Namespace(socket=str(tmp_path / "none.sock"), protocol="auto", interval=0.5, follow=None,
+                            source="auto", shm_dir=str(tmp_path / "shm"), shm_interval=None, arch=None)
+    for k, v in kw.items():
+        setattr(ns, k, v)
+    return ns
+
+
+async def test_source_choice_prefers_subscription_then_shm_then_poll(tmp_path):
+    from server_helpers import running_server, short_socket
+
+    from tt_memtop.sources.open import open_source_async
+    from tt_memtop.sources.shm import WithShmCrossCheck
+    from tt_memtop.sources.subscribe import SubscribeSource
+
+    assert await open_source_async(_args(tmp_path)) is None  # nothing at all: the caller offers the demo
+    forced = await open_source_async(_args(tmp_path, source="shm"))
+    assert isinstance(forced, ShmSource)  # forced: even with no region yet
+    (tmp_path / "shm").mkdir()
+    w = RegionWriter(str(tmp_path / "shm"), 7, 0, name="x")
+    try:
+        assert isinstance(await open_source_async(_args(tmp_path)), ShmSource)
+        path = short_socket(tmp_path)
+        async with running_server(path):
+            both = await open_source_async(_args(tmp_path, socket=path))
+            assert isinstance(both, WithShmCrossCheck) and isinstance(both.events, SubscribeSource)
+            assert "cross-check" in both.description
+            assert isinstance(await open_source_async(_args(tmp_path, socket=path, source="subscribe")),
+                              SubscribeSource)
+    finally:
+        w.close()
+
+
+async def test_crosscheck_beside_our_server_shows_drift_in_json(tmp_path):
+    from server_helpers import running_server, short_socket
+
+    from tt_memtop.client import AllocationClient
+    from tt_memtop.output.oneshot import run_oneshot_async
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    w = RegionWriter(str(shm), 7, 0, name="x")
+    w.record(DRAM, 5 * MiB, True)  # shared memory says 5 MiB on device 0 ...
+    path = short_socket(tmp_path)
+    try:
+        async with running_server(path):
+            async with await AllocationClient.connect(path, 144) as c:  # ... the events say 1 MiB
+                await c.alloc(0, 1 * MiB, DRAM, 0x1000, pid=4242)
+            import io
+
+            import tt_memtop.core.model as model
+
+            grace, model.DRIFT_GRACE_NS = model.DRIFT_GRACE_NS, 0
+            try:
+                out = io.StringIO()
+                args = _args(tmp_path, socket=path, json=True, once=False, ndjson=False, device=None, type=None,
+                             pid=None)
+                assert await run_oneshot_async(args, out=out) == 0
+            finally:
+                model.DRIFT_GRACE_NS = grace
+        doc = json.loads(out.getvalue())
+        assert doc["source"]["kind"] == "subscribe+shm" and doc["source"]["per_buffer"]
+        dev0 = next(d for d in doc["devices"] if d["device"] == 0)
+        assert dev0["bytes"]["DRAM"] == 1 * MiB and dev0["shm_bytes"]["DRAM"] == 5 * MiB
+        assert doc["shm"]["crosscheck"]["drift"]["0"]["DRAM"] == {"events": 1 * MiB, "shm": 5 * MiB}
+    finally:
+        w.close()
+
+
+async def test_record_shm_totals_and_replay_them(tmp_path):
+    from tt_memtop.core.usage import expand_recorded_totals
+    from tt_memtop.recording import read_recording
+    from tt_memtop.sources.record import RecordingSource
+
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    w = RegionWriter(str(shm), sim_chip_unique_id(0), 0, name="llama")
+    rec = str(tmp_path / "run.rec")
+    src = RecordingSource(ShmSource(str(shm), interval=0.02), rec)
+    seen = []
+    try:
+        async def drive():
+            with anyio.move_on_after(10):
+                await src.run(seen.append)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drive)
+            await anyio.sleep(0.2)
+            w.record(DRAM, 300 * MiB, True)
+            await anyio.sleep(0.2)
+            w.record(TRACE, 12503040, True)
+            await anyio.sleep(0.3)
+            tg.cancel_scope.cancel()
+    finally:
+        w.close()
+    events = list(read_recording(rec))
+    assert events and all(e.kind.name == "TOTALS" for e in events)
+    state = MonitorState()
+    from tt_memtop.sources.base import EventBatch
+
+    state.apply(EventBatch(events))
+    assert not state.has_events and state.polled[0][:4] == (300 * MiB, 0, 0, 12503040)
+    assert state.polled_procs[os.getpid()].name == "llama"
+    assert any(e.kind.name == "ALLOC" and e.buffer_type == TRACE for e in expand_recorded_totals(events))
+    r = await run_memtop("analyze", rec)
+    assert b"replay" in r.stdout or b"capture" in r.stdout, r.stdout
+    r = await run_memtop("replay", rec, "--json")
+    doc = json.loads(r.stdout)
+    assert not doc["source"]["per_buffer"]
+    assert doc["devices"][0]["bytes"]["DRAM"] == 300 * MiB  # the last sample recorded
+    assert doc["processes"][0]["name"] == "llama" and doc["processes"][0]["pid"] == os.getpid()

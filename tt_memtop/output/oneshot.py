@@ -292,6 +292,8 @@ def render_table(doc: dict) -> str:
 
 def _settles(update, source: Source) -> bool:
     """Has ``source`` delivered a complete picture? (first sample / snapshot / caught-up log / end)."""
+    if isinstance(update, TotalsSample) and update.crosscheck:
+        return False  # shared-memory totals beside an event source: the events' snapshot settles it
     if isinstance(update, (TotalsSample, Snapshot)):
         return not getattr(source, "ready_on_connect", False)
     if isinstance(update, Status):
