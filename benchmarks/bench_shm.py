@@ -33,18 +33,16 @@ MiB = 1024 * 1024
 
 
 def make_regions(shm_dir: str, regions: int, procs: int) -> list[RegionWriter]:
-    pids = [os.getpid()] + [os.getppid()] * 0  # live PIDs for the slots: ours, then made-up live ones
+    """``regions`` regions with ``procs`` live slots each: ours, then PID 1 (always alive)."""
     writers = []
     for d in range(regions):
         for p in range(procs):
-            pid = os.getpid() if p == 0 else 1  # PID 1 is always alive (EPERM or not: alive)
-            w = RegionWriter(shm_dir, sim_chip_unique_id(d), d, pid=pid + 0 if p == 0 else 1, name=f"proc{p}",
+            w = RegionWriter(shm_dir, sim_chip_unique_id(d), d, pid=os.getpid() if p == 0 else 1, name=f"proc{p}",
                              alive=lambda _pid: True)
             w.record(0, (p + 1) * 512 * MiB, True)
             w.record(4, 12_503_040, True)
             w.record(1, 3 * MiB, True)
             writers.append(w)
-    del pids
     return writers
 
 

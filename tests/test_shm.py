@@ -481,3 +481,24 @@ async def test_record_shm_totals_and_replay_them(tmp_path):
     assert not doc["source"]["per_buffer"]
     assert doc["devices"][0]["bytes"]["DRAM"] == 300 * MiB  # the last sample recorded
     assert doc["processes"][0]["name"] == "llama" and doc["processes"][0]["pid"] == os.getpid()
+
+
+def test_filters_apply_to_per_process_totals():
+    from tt_memtop.output.oneshot import build_document
+    from tt_memtop.sources.base import Capability, Status
+    from tt_memtop.ui.filters import ViewFilter
+    from tt_memtop.ui.procinfo import ProcInfo
+    from tt_memtop.ui.widgets.processes_pane import process_rows
+
+    state = MonitorState()
+    state.apply(Status("connected", "", frozenset({Capability.TOTALS, Capability.PROCESSES})))
+    a = {0: (10, 1, 0, 4, 0, 0), 1: (10, 1, 0, 4, 0, 0)}
+    b = {1: (7, 0, 0, 0, 0, 0)}
+    state.apply(TotalsSample(1, {0: (10, 1, 0, 4, 0, 0), 1: (17, 1, 0, 4, 0, 0)}, None,
+                             {5: ProcessUsage(5, "a", True, a), 6: ProcessUsage(6, "b", False, b)}))
+    doc = build_document(state, None, ViewFilter.from_args("1", "DRAM,TRACE", "5"))
+    assert [(d["device"], d["bytes"]) for d in doc["devices"]] == [(1, {"DRAM": 10, "TRACE": 4})]
+    assert [(p["pid"], p["devices"], p["bytes"]) for p in doc["processes"]] == [(5, [1], {"DRAM": 10, "TRACE": 4})]
+    rows = {r.pid: r for r in process_rows(state, ViewFilter(), ProcInfo(False, lambda: 0.0))}
+    assert rows[5].name == "a" and rows[5].by_type[0] == 20 and rows[5].devices == (0, 1)
+    assert rows[6].state == "dead" and rows[6].phase == "exited" and rows[6].count == -1

@@ -62,6 +62,8 @@ def stdout_is_tty(stream: TextIO | None = None) -> bool:
 
 
 def _source_kind(source: Source | None) -> str:
+    if type(source).__name__ == "RecordingSource":  # memtop --record: say what is recorded
+        source = source.source
     name = type(source).__name__ if source is not None else ""
     return {"SubscribeSource": "subscribe", "PollSource": "poll", "FollowLogSource": "log",
             "FollowWithPolling": "log+poll", "ReplaySource": "replay", "ShmSource": "shm",
@@ -117,6 +119,12 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
             buffers = counts.get(d, 0)
         else:
             w = state.polled.get(d, (0,) * 6)
+            if filt.pids and state.has_process_totals:  # --pid: those processes' bytes on the device
+                w = [0] * 6
+                for pid in filt.pids:
+                    p = state.polled_procs.get(pid)
+                    for i, v in enumerate(p.devices.get(d, ()) if p is not None else ()):
+                        w[i] += v
             by_type = [w[0], w[1], 0, w[2], w[3], w[4], w[5]]
             buffers = None
         b = _bytes(by_type, filt, not per_buffer)
@@ -313,10 +321,16 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
     if source is None:
         from ..sources.open import open_source_async
 
-        source = await open_source_async(args)
+        try:
+            source = await open_source_async(args)
+        except ValueError as exc:  # e.g. --source follow without --follow
+            print(f"memtop: {exc}", file=sys.stderr)
+            return 2
         if source is None:
             where = getattr(args, "follow", None) or args.socket
-            print(f"memtop: no allocation server answers at {where} (start one with `memtop serve`)", file=sys.stderr)
+            print(f"memtop: no allocation server answers at {where} and no TT-Metal shared-memory regions are in "
+                  f"{getattr(args, 'shm_dir', None) or os.environ.get('TT_MEMTOP_SHM_DIR') or '/dev/shm'} "
+                  f"(start a server with `memtop serve`)", file=sys.stderr)
             return 1
     if hasattr(source, "hold_at_end"):  # a replay: jump to the end and report the final state
         source.hold_at_end = False

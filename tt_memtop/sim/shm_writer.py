@@ -31,8 +31,16 @@ import time
 from collections.abc import Callable
 
 from ..core.protocol import BufferType
-from ..core.shm_layout import (CHIP_UNUSED, INIT_IN_PROGRESS, INIT_READY, MAX_CHIPS, MAX_PROCESSES, NAME_LEN, V4,
-                               region_file_name)
+from ..core.shm_layout import (
+    CHIP_UNUSED,
+    INIT_IN_PROGRESS,
+    INIT_READY,
+    MAX_CHIPS,
+    MAX_PROCESSES,
+    NAME_LEN,
+    V4,
+    region_file_name,
+)
 
 __all__ = ["POOL_INDEX", "RegionWriter", "pid_alive", "sim_chip_unique_id"]
 
@@ -116,6 +124,11 @@ class RegionWriter:
         state = self._u32(L.init_state)
         version = self._u32(0)
         if state != INIT_READY or version != 4:
+            if version in (2, 3) and self._live_pid_in_table():
+                # TT-Metal takes an older layout over only when no live process owns a slot in it
+                self.mm.close()
+                os.close(self.fd)
+                raise RuntimeError(f"{self.path}: a v{version} region still in use by a live process; not taken over")
             self._set_u32(L.init_state, INIT_IN_PROGRESS)
             self._initialize()
             self._set_u32(L.init_state, INIT_READY)  # published last
@@ -126,6 +139,13 @@ class RegionWriter:
         self._set_u64(24, 0)
         self._set_u64(32, self.chip_unique_id)
         self._set_u32(40, self.device_id)
+
+    def _live_pid_in_table(self) -> bool:
+        for i in range(MAX_PROCESSES):
+            pid = _I32.unpack_from(self.mm, self._slot_base(i))[0]
+            if pid > 0 and pid != self.pid and self.alive(pid):
+                return True
+        return False
 
     def _initialize(self) -> None:
         mm = self.mm
@@ -247,7 +267,10 @@ class _FileLock:
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        except OSError:  # closed by a refused attach
+            pass
 
 
 def _comm(pid: int) -> str:

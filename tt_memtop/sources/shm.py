@@ -26,8 +26,8 @@ from collections.abc import Callable
 
 import anyio
 
-from ..core.devices import ARCHS, DeviceInfo, Inventory, arch_spec
-from ..core.shm_layout import (SHM_PREFIX, SHM_SUFFIX, chip_unique_id_from_name, parse_region, read_consistent)
+from ..core.devices import DeviceInfo, Inventory, arch_spec
+from ..core.shm_layout import SHM_PREFIX, SHM_SUFFIX, chip_unique_id_from_name, parse_region, read_consistent
 from ..core.usage import UsageView, build_view
 from .base import Capability, Emit, Source, Status, TotalsSample
 
@@ -162,9 +162,10 @@ class ShmSource(Source):
         self.clock = clock
         self.alive = alive
         self.crosscheck = crosscheck
-        name = arch or detect_arch(sysfs) or "wormhole_b0"
-        self.arch = arch_spec(name)
-        self.arch_source = "--arch" if arch else ("sysfs" if name != "wormhole_b0" or detect_arch(sysfs) else "default")
+        found = None if arch else detect_arch(sysfs)
+        self.arch = arch_spec(arch or found or "wormhole_b0")
+        #: where the capacities come from: "--arch", "sysfs" (the installed cards) or "default"
+        self.arch_source = "--arch" if arch else ("sysfs" if found else "default")
         self.description = f"TT-Metal shared memory ({self.shm_dir})"
         self.short_description = "shm"
         self._maps: dict[str, _Mapped] = {}
@@ -214,17 +215,20 @@ class ShmSource(Source):
                             list(view.regions), self.crosscheck)
 
     def status_message(self, view: UsageView) -> str:
-        msg = totals_only_message(self.shm_dir, self.interval)
+        """Counts and problems first (the header shows the start), then what this source can give."""
         live = sum(1 for r in view.regions if r.state == "active")
         stale = sum(1 for r in view.regions if r.state in ("stale", "idle"))
         parts = [f"{live} active region{'s' if live != 1 else ''}"]
         if stale:
             parts.append(f"{stale} idle/stale")
+        dead = sum(len(r.dead_slots) for r in view.regions)
+        if dead:
+            parts.append(f"{dead} slot{'s' if dead != 1 else ''} of dead PIDs")
         for r in view.problems():
-            parts.append(f"{os.path.basename(r.path)}: {r.message}")
+            parts.append(f"not read: {os.path.basename(r.path)}: {r.message}")
         if not view.regions:
             parts.append(f"no tt_device_*_memory regions in {self.shm_dir} yet")
-        return f"{msg} · " + " · ".join(parts)
+        return " · ".join(parts) + " · " + totals_only_message(self.shm_dir, self.interval)
 
     @staticmethod
     def _signature(view: UsageView) -> tuple:
@@ -255,8 +259,6 @@ class ShmSource(Source):
             self.close()
 
 
-#: Architectures a user may name with ``--arch`` (same names as ``memtop serve --arch``).
-ARCH_CHOICES = sorted(ARCHS)
 
 
 class WithShmCrossCheck(Source):
