@@ -502,3 +502,32 @@ def test_filters_apply_to_per_process_totals():
     rows = {r.pid: r for r in process_rows(state, ViewFilter(), ProcInfo(False, lambda: 0.0))}
     assert rows[5].name == "a" and rows[5].by_type[0] == 20 and rows[5].devices == (0, 1)
     assert rows[6].state == "dead" and rows[6].phase == "exited" and rows[6].count == -1
+
+
+def test_arch_from_sysfs(tmp_path):
+    from tt_memtop.sources.shm import detect_arch
+
+    for i, dev in enumerate(("0x401e", "0x401e")):
+        (tmp_path / f"tenstorrent!{i}" / "device").mkdir(parents=True)
+        (tmp_path / f"tenstorrent!{i}" / "device" / "device").write_text(dev + "\n")
+    assert detect_arch(str(tmp_path)) == "wormhole_b0"
+    (tmp_path / "tenstorrent!1" / "device" / "device").write_text("0xb140\n")
+    assert detect_arch(str(tmp_path)) is None  # mixed cards: no single answer
+    assert detect_arch(str(tmp_path / "missing")) is None
+    (tmp_path / "tenstorrent!1" / "device" / "device").write_text("0xb140\n")
+    (tmp_path / "tenstorrent!0" / "device" / "device").write_text("0xb140\n")
+    src = ShmSource(str(tmp_path), sysfs=str(tmp_path))
+    assert src.arch.name == "Blackhole" and src.arch_source == "sysfs"
+
+
+async def test_demo_in_shared_memory_mode():
+    from tt_memtop.sources.shm import ShmDemoSource
+
+    seen = []
+    src = ShmDemoSource("cnn", speed=6, loop=False, interval=0.02)
+    with anyio.fail_after(60):
+        await src.run(seen.append)
+    samples = [u for u in seen if isinstance(u, TotalsSample)]
+    assert any(s.processes and any(p.name == "cnn" for p in s.processes.values()) for s in samples)
+    assert any(s.totals.get(0, (0,) * 6)[3] for s in samples)  # a TRACE total was seen
+    assert seen[-1].state == "ended"

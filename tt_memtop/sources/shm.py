@@ -102,7 +102,12 @@ def detect_arch(sysfs: str = SYSFS) -> str | None:
 
 
 class _Mapped:
-    """One region file mapped read-only, remapped when the file changes identity or size."""
+    """One region file mapped read-only, remapped when the file changes identity or size.
+
+    The size is checked (``stat``) before every copy. TT-Metal only ever resizes a region between
+    its layouts (``ftruncate`` to 8576, 8640 or 9280 bytes: three pages each), so a mapping can
+    never reach past the end of the file (which would be SIGBUS) between that check and the copy.
+    """
 
     __slots__ = ("path", "key", "mm", "size", "fd")
 
