@@ -531,3 +531,41 @@ async def test_demo_in_shared_memory_mode():
     assert any(s.processes and any(p.name == "cnn" for p in s.processes.values()) for s in samples)
     assert any(s.totals.get(0, (0,) * 6)[3] for s in samples)  # a TRACE total was seen
     assert seen[-1].state == "ended"
+
+
+def test_odd_files_of_a_region_name_are_reported_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / region_file_name(1))
+    (tmp_path / region_file_name(2)).write_bytes(b"")
+    (tmp_path / region_file_name(3)).write_bytes(pack_region(L.V4, 4, totals=(7,)) + bytes(1 << 20))  # oversized
+    v = ShmSource(str(tmp_path)).scan()
+    states = {os.path.basename(r.path): r for r in v.regions}
+    assert states[region_file_name(1)].state == "unreadable" and "regular" in states[region_file_name(1)].message
+    assert states[region_file_name(2)].state == "truncated"
+    assert states[region_file_name(3)].readable and states[region_file_name(3)].version == 4
+
+
+async def test_tui_marks_drift_between_events_and_shared_memory():
+    from ui_fakes import FakeSource
+
+    from tt_memtop.core.events import Event, EventKind
+    from tt_memtop.ui.app import MemtopApp
+    from tt_memtop.ui.widgets.device_pane import DevicePane
+    from tt_memtop.ui.widgets.header_bar import HeaderBar
+
+    ev = [Event(EventKind.ALLOC, seq=1, ts_ns=1, pid=5, device=0, buffer_type=DRAM, buffer_id=1, size=100,
+                ref_count=1)]
+    src = FakeSource(2, [ev])
+    app = MemtopApp(src, clock=lambda: 0.0, state=MonitorState())
+    async with app.run_test(size=(200, 40)) as pilot:
+        with anyio.fail_after(10):
+            while not app.state.registry.seq:
+                await pilot.pause(0.05)
+        src.emit(TotalsSample(1, {0: (100, 0, 0, 0, 0, 0), 1: (0,) * 6}, crosscheck=True))
+        await pilot.pause(0.3)
+        assert "agree" in str(app.query_one(HeaderBar).render())
+        src.emit(TotalsSample(10, {0: (900, 0, 0, 0, 0, 0), 1: (0,) * 6}, crosscheck=True))
+        src.emit(TotalsSample(3 * 10**9, {0: (900, 0, 0, 0, 0, 0), 1: (0,) * 6}, crosscheck=True))
+        await pilot.pause(0.8)
+        assert "DRIFT" in str(app.query_one(HeaderBar).render())
+        rows = {r.device: r for r in app.query_one(DevicePane).rows}
+        assert rows[0].phase == "DRIFT" and rows[1].phase != "DRIFT" and rows[0].totals[0] == 100

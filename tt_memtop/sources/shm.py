@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import time
 from collections.abc import Callable
 
@@ -38,6 +39,7 @@ DEFAULT_SHM_DIR = "/dev/shm"
 SHM_DIR_ENV = "TT_MEMTOP_SHM_DIR"
 DEFAULT_INTERVAL = 0.05  # 20 Hz
 KEEPALIVE_S = 1.0
+MAX_READ = 16384  # bytes of a region file read: every layout fits (the largest is 9280)
 SYSFS = "/sys/class/tenstorrent"
 CAPS = frozenset({Capability.TOTALS, Capability.PROCESSES})
 #: PCI device ids of Tenstorrent cards -> arch name in core.devices.ARCHS
@@ -124,6 +126,9 @@ class _Mapped:
         except OSError as exc:
             self.close()
             return exc
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device of that name must not block or be mapped
+            self.close()
+            return OSError(0, "not a regular file")
         key = (st.st_dev, st.st_ino, st.st_size)
         if key != self.key:
             self.close()
@@ -131,8 +136,9 @@ class _Mapped:
                 self.key = key
                 return b"", 0
             try:
-                self.fd = os.open(self.path, os.O_RDONLY)
-                self.mm = mmap.mmap(self.fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+                self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+                # no layout is longer than MAX_READ: a huge file of that name costs no more than a region
+                self.mm = mmap.mmap(self.fd, min(st.st_size, MAX_READ), mmap.MAP_SHARED, mmap.PROT_READ)
             except (OSError, ValueError) as exc:
                 self.close()
                 return exc if isinstance(exc, OSError) else OSError(str(exc))
