@@ -95,6 +95,7 @@ class MonitorState:
         self._totals_events = TotalsEvents()
         self._rec_totals: dict[int, list[int]] = {}
         self._rec_procs: dict[int, dict] = {}
+        self._rec_ts = 0
         self.status = Status("connecting")
         self.capabilities: frozenset[Capability] = frozenset()
         self.events_total = 0  # events folded since start
@@ -185,8 +186,7 @@ class MonitorState:
     def _commit_recorded_sample(self) -> None:
         if not self._rec_totals and not self._rec_procs:
             return
-        ts = getattr(self, "_rec_ts", 0)
-        self.apply(TotalsSample(ts, {d: tuple(t) for d, t in self._rec_totals.items()}, None,
+        self.apply(TotalsSample(self._rec_ts, {d: tuple(t) for d, t in self._rec_totals.items()}, None,
                                 {pid: ProcessUsage(pid, p["name"], p["alive"],
                                                    {d: tuple(t) for d, t in p["devices"].items()})
                                  for pid, p in self._rec_procs.items()}))

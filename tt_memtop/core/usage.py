@@ -22,12 +22,13 @@ open:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from .events import Event, EventKind
 from .shm_layout import Region, RegionProblem
 
-__all__ = ["ProcessUsage", "RegionStatus", "UsageView", "build_view"]
+__all__ = ["ProcessUsage", "RegionStatus", "TotalsEvents", "UsageView", "build_view", "expand_recorded_totals"]
 
 Wire = tuple[int, int, int, int, int, int]  # dram, l1, l1_small, trace, cb, kernel
 _ZERO: Wire = (0, 0, 0, 0, 0, 0)
@@ -205,10 +206,8 @@ class TotalsEvents:
         self._next = 1
         self._exited: set[int] = set()
 
-    def events(self, ts_ns: int, processes: Mapping[int, ProcessUsage]) -> list:
-        from .events import Event, EventKind
-
-        out: list = []
+    def events(self, ts_ns: int, processes: Mapping[int, ProcessUsage]) -> list[Event]:
+        out: list[Event] = []
         alloc, free, cleanup, exit_ = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP, EventKind.PROCESS_EXIT
         seen: set[tuple[int, int]] = set()
         # The same growth on several devices in one sample is one mesh tensor: one id on each device,
@@ -265,9 +264,7 @@ class TotalsEvents:
             out.extend(self._drop(pid, ts_ns, free, dev))
         return out
 
-    def _drop(self, pid: int, ts_ns: int, kind, device: int | None = None) -> list:
-        from .events import Event
-
+    def _drop(self, pid: int, ts_ns: int, kind: EventKind, device: int | None = None) -> list[Event]:
         out = []
         for key in [k for k in self._live if k[0] == pid and (device is None or k[1] == device)]:
             _pid, dev, t = key
@@ -279,13 +276,11 @@ class TotalsEvents:
         return out
 
 
-def expand_recorded_totals(events: Iterable) -> Iterable:
+def expand_recorded_totals(events: Iterable[Event]) -> Iterator[Event]:
     """A recording's events with every recorded totals sample (``TOTALS`` events, see
     :mod:`tt_memtop.sources.record`) replaced by the allocations that explain it (:class:`TotalsEvents`),
     so offline phase analysis reads a shared-memory recording like an event recording. Other
     events pass through unchanged."""
-    from .events import EventKind
-
     conv = TotalsEvents()
     procs: dict[int, dict] = {}
     ts = 0

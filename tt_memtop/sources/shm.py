@@ -28,7 +28,14 @@ from collections.abc import Callable
 import anyio
 
 from ..core.devices import DeviceInfo, Inventory, arch_spec
-from ..core.shm_layout import SHM_PREFIX, SHM_SUFFIX, chip_unique_id_from_name, parse_region, read_consistent
+from ..core.shm_layout import (
+    SHM_PREFIX,
+    SHM_SUFFIX,
+    RegionProblem,
+    chip_unique_id_from_name,
+    parse_region,
+    read_consistent,
+)
 from ..core.usage import UsageView, build_view
 from .base import Capability, Emit, Source, Status, TotalsSample
 
@@ -190,8 +197,6 @@ class ShmSource(Source):
 
     def scan(self) -> UsageView:
         """One pass over every region: read, parse, check liveness, build the view."""
-        from ..core.shm_layout import RegionProblem
-
         paths = region_paths(self.shm_dir)
         for gone in set(self._maps) - set(paths):
             self._maps.pop(gone).close()
