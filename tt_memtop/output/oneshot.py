@@ -5,6 +5,12 @@ broken TUI. Works for every source: the state is folded into a :class:`MonitorSt
 the UI does, and :func:`build_document` turns it into one schema-versioned dict that both the
 table and the JSON are rendered from, so they never disagree.
 
+With TT-Metal's shared-memory statistics as the source, devices also carry ``chip_unique_id``,
+``logical_id`` and ``state`` (active / stale / idle), processes carry ``name``, ``alive``, ``state``,
+``last_update_ns`` and ``by_device`` (``buffers`` is null: totals only), and a ``shm`` section lists
+every region read (``regions``), those not read and why (``problems``), and, beside an event source,
+``crosscheck.drift`` (device -> pool -> events vs shm bytes).
+
 JSON schema (``schema_version`` 1)::
 
     {"schema_version": 1, "generated_at": ISO-8601 UTC,
@@ -179,7 +185,7 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
             b = _bytes(by_type, filt, True)
             if not kernel:
                 b.pop("KERNEL", None)
-            entry = {"pid": pid, "name": p.name, "alive": p.alive,
+            entry = {"pid": pid, "name": p.name, "alive": p.alive, "last_update_ns": p.last_update_ns or None,
                      "state": {True: "alive", False: "dead", None: "unknown"}[p.alive], "buffers": None,
                      "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL), "devices": sorted(devs),
                      "by_device": {str(d): dict(zip(("DRAM", "L1", "L1_SMALL", "TRACE", "CB"), w[:5], strict=True))
