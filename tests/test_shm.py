@@ -569,3 +569,17 @@ async def test_tui_marks_drift_between_events_and_shared_memory():
         assert "DRIFT" in str(app.query_one(HeaderBar).render())
         rows = {r.device: r for r in app.query_one(DevicePane).rows}
         assert rows[0].phase == "DRIFT" and rows[1].phase != "DRIFT" and rows[0].totals[0] == 100
+
+
+def test_stale_regions_are_no_evidence_of_drift():
+    from tt_memtop.core.events import Event, EventKind
+    from tt_memtop.core.usage import RegionStatus
+    from tt_memtop.sources.base import EventBatch
+
+    state = MonitorState()
+    state.apply(EventBatch([Event(EventKind.ALLOC, seq=1, device=0, buffer_type=DRAM, buffer_id=1, size=100,
+                                  pid=5, ref_count=1)]))
+    stale = [RegionStatus("/r", "stale", device=0)]
+    for ts in (0, 5 * 10**9):
+        state.apply(TotalsSample(ts, {0: (0,) * 6}, regions=stale, crosscheck=True))
+    assert state.drift() == {}

@@ -154,8 +154,12 @@ class MonitorState:
         self.crosscheck_ts_ns = update.ts_ns
         if update.regions is not None:
             self.regions = list(update.regions)
+        # a stale region (an earlier run's file, no live process) says nothing about this run's events
+        active = None if update.regions is None else {r.device for r in update.regions if r.state == "active"}
         for dev, shm in update.totals.items():
-            if self._differs(dev, shm):
+            if active is not None and dev not in active:
+                self._drift_since.pop(dev, None)
+            elif self._differs(dev, shm):
                 self._drift_since.setdefault(dev, update.ts_ns)
             else:
                 self._drift_since.pop(dev, None)
