@@ -172,9 +172,10 @@ def build_view(scanned: Iterable[tuple[str, Region | RegionProblem]], alive: Map
         view.regions.append(RegionStatus(
             path, state, msg, r.chip_unique_id, device, r.device_id, r.version, r.layout, r.last_update_ns,
             len(live), tuple(s.pid for s in dead), leftover, r.clamped))
-        if stale or device is None:
+        if device is None:
             continue
-        for s in live + dead:
+        # dead slots are listed (marked dead: whose leftovers these are) even in a stale region
+        for s in (live + dead if not stale else dead):
             p = procs.setdefault(s.pid, {"name": s.name, "alive": alive.get(s.pid), "devices": {}, "ts": 0})
             p["name"] = p["name"] or s.name
             p["devices"][device] = _add(p["devices"].get(device, _ZERO), _wire(s.bytes))
