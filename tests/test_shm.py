@@ -310,6 +310,8 @@ async def test_json_cli_shows_exact_device_and_process_bytes_and_reports_bad_reg
         assert procs[child.pid]["state"] == "dead" and procs[child.pid]["name"] == "killed"
         problems = " ".join(doc["shm"]["problems"])
         assert "version 7" in problems and "REDY" in problems
+        notes = [line for line in r.stderr.decode().splitlines() if "not read" in line]
+        assert len(notes) == 2 and any(region_file_name(900) in n and "version 7" in n for n in notes)
         r = await run_memtop("--shm-dir", str(tmp_path), "--source", "shm", "--once")
         out = r.stdout.decode()
         assert "llama-t3k" in out and "not read:" in out and "dead" in out

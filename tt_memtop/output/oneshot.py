@@ -375,6 +375,9 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
         if filt.pids and not state.has_events and not state.has_process_totals:
             print("memtop: note: --pid needs per-buffer events, which this source does not give "
                   "(totals are per device)", file=sys.stderr)
+        for r in state.regions:  # shared-memory regions that were not read: one line each
+            if not r.readable:
+                print(f"memtop: note: not read: {r.path}: {r.message}", file=sys.stderr)
         if not ndjson:
             doc = build_document(state, source, filt)
             out.write((json.dumps(doc, indent=2) if getattr(args, "json", False) else render_table(doc)) + "\n")
