@@ -7,6 +7,7 @@ layout over the socket, so the server's ownership and dead-PID cleanup behave as
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import anyio
@@ -49,6 +50,15 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"memtop simulate: {line}", file=sys.stderr, flush=True)
 
+    if args.shm:
+        try:
+            os.makedirs(args.shm, exist_ok=True)
+        except OSError as exc:
+            print(f"memtop simulate: cannot create {args.shm}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        if not os.access(args.shm, os.W_OK | os.X_OK):
+            print(f"memtop simulate: cannot write in {args.shm}", file=sys.stderr)
+            return 1
     try:
         result = anyio.run(lambda: run_scenario(args.socket, args.scenario, seed=args.seed, layout=int(args.protocol),
                                                 speed=args.speed, dump_after_leak=not args.no_dump, log=say,

@@ -55,8 +55,11 @@ class RecordingSource(Source):
         for attr in ("local", "short_description", "ready_on_connect"):
             if hasattr(source, attr):
                 setattr(self, attr, getattr(source, attr))
-        with open(path, "ab"):  # fail now, with nothing started, if the path cannot be written
-            pass
+        try:  # fail now, with nothing started, if the path cannot be written
+            with open(path, "ab"):
+                pass
+        except OSError as exc:
+            raise OSError(f"cannot write the recording {path}: {exc.strerror or exc}") from None
         self.writer: RecordingWriter | None = None
         self._flushed = 0.0
 
