@@ -586,3 +586,14 @@ def test_stale_regions_are_no_evidence_of_drift():
     for ts in (0, 5 * 10**9):
         state.apply(TotalsSample(ts, {0: (0,) * 6}, regions=stale, crosscheck=True))
     assert state.drift() == {}
+
+
+async def test_bad_paths_get_one_clear_line(tmp_path):
+    r = await run_memtop("--shm-dir", str(tmp_path), "--source", "shm", "--json", "--record",
+                         str(tmp_path / "missing" / "x.rec"))
+    err = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 1 and len(err) == 1 and "cannot write the recording" in err[0]
+    (tmp_path / "file").write_text("")
+    r = await run_memtop("simulate", "--shm", str(tmp_path / "file" / "sub"), "--scenario", "cnn")
+    err = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 1 and len(err) == 1 and "cannot create" in err[0]
