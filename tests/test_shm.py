@@ -597,3 +597,12 @@ async def test_bad_paths_get_one_clear_line(tmp_path):
     r = await run_memtop("simulate", "--shm", str(tmp_path / "file" / "sub"), "--scenario", "cnn")
     err = r.stderr.decode().strip().splitlines()
     assert r.returncode == 1 and len(err) == 1 and "cannot create" in err[0]
+
+
+def test_sparse_inventory_is_looked_up_by_device_id():
+    from tt_memtop.core.devices import DeviceInfo, Inventory
+    from tt_memtop.core.protocol import Arch
+
+    inv = Inventory((DeviceInfo(4, Arch.WORMHOLE_B0, 12, 1 << 30, 1, 12 << 30, 1),
+                     DeviceInfo(0, Arch.WORMHOLE_B0, 12, 1 << 30, 1, 12 << 30, 1)))
+    assert inv.get(4).device_id == 4 and inv.get(0).device_id == 0 and inv.get(1) is None
