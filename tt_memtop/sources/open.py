@@ -50,11 +50,12 @@ def _layout_arg(args: argparse.Namespace) -> str:
 
 
 def _shm_source(args: argparse.Namespace, force: bool = False):
-    """TT-Metal's shared-memory statistics, when regions are there (or ``force``); else None."""
-    from .shm import DEFAULT_INTERVAL, ShmSource, default_shm_dir, has_regions
+    """TT-Metal's shared-memory statistics, when regions are there, or the machine has Tenstorrent
+    cards (a TT-Metal run will create them), or ``force``; else None."""
+    from .shm import DEFAULT_INTERVAL, ShmSource, default_shm_dir, hardware_present, has_regions
 
     shm_dir = getattr(args, "shm_dir", None) or default_shm_dir()
-    if not force and not has_regions(shm_dir):
+    if not force and not has_regions(shm_dir) and not (os.path.isdir(shm_dir) and hardware_present()):
         return None
     return ShmSource(shm_dir, getattr(args, "shm_interval", None) or DEFAULT_INTERVAL, getattr(args, "arch", None))
 

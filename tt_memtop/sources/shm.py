@@ -92,6 +92,14 @@ def has_regions(shm_dir: str) -> bool:
     return bool(region_paths(shm_dir))
 
 
+def hardware_present(sysfs: str = SYSFS) -> bool:
+    """Tenstorrent cards on this machine (the kernel driver lists them in ``/sys/class/tenstorrent``)?"""
+    try:
+        return bool(os.listdir(sysfs))
+    except OSError:
+        return False
+
+
 def detect_arch(sysfs: str = SYSFS) -> str | None:
     """The arch of the installed Tenstorrent cards from ``/sys/class/tenstorrent/*/device/device``
     (None when there are none, or they differ)."""
