@@ -1,11 +1,9 @@
 """Pick the best source for ``memtop``'s flags: what the user already runs decides what we can show.
 
-Order: ``--source NAME`` forces one; ``--follow LOG`` follows the log (and, if a server answers
-on ``--socket``, polls it too for the device inventory); else a server that speaks our extension
-is subscribed to (with TT-Metal's shared-memory totals as a cross-check when present); else
-shared-memory regions in ``--shm-dir`` (mainline TT-Metal, no server needed); else a server that
-answers at all (an original ``allocation_server_poc``) is polled; else None, and the caller offers
-the demo.
+Order: ``--follow LOG`` follows the log (and, if a server answers on ``--socket``, polls it too
+for the device inventory); else a server that speaks our extension is subscribed to; else a
+server that answers at all (an original ``allocation_server_poc``) is polled; else None, and the
+caller offers the demo.
 """
 
 from __future__ import annotations
@@ -49,6 +47,46 @@ def _layout_arg(args: argparse.Namespace) -> str:
     return str(getattr(args, "protocol", "auto") or "auto")
 
 
+async def _server_source_async(args: argparse.Namespace, probe_timeout: float = 0.5) -> Source | None:
+    """The source ``memtop`` should use for ``args``, or None when nothing answers."""
+    from .subscribe import probe_extension
+
+    path = args.socket
+    interval = getattr(args, "interval", 0.5) or 0.5
+    layout = _layout_arg(args)
+    answers = None
+    if os.path.exists(path):
+        try:
+            if layout == "auto":
+                answers = await detect_layout(path, probe_timeout)
+            else:  # forced --protocol: only check that something listens
+                stream = await anyio.connect_unix(path)
+                await stream.aclose()
+                answers = layout
+        except OSError:
+            answers = None
+    follow = getattr(args, "follow", None)
+    if follow:
+        src = FollowLogSource(follow)
+        if answers is not None:
+            return FollowWithPolling(src, PollSource(path, interval, answers))
+        return src
+    if answers is None:
+        return None
+    if await probe_extension(path, probe_timeout):
+        from .subscribe import SubscribeSource
+
+        return SubscribeSource(path)
+    return PollSource(path, interval, answers)
+
+
+# ---------------------------------------------------------------------- TT-Metal's shared memory
+# The server-side choice above is untouched; this layer adds ``--source`` and the shared-memory
+# regions of mainline TT-Metal. Order: our server's subscription (with the shared-memory totals
+# beside it as a cross-check when regions are there) > shared-memory regions > the original server,
+# polled > None (the caller offers the demo). ``--follow LOG`` keeps its own order.
+
+
 def _shm_source(args: argparse.Namespace, force: bool = False):
     """TT-Metal's shared-memory statistics, when regions are there, or the machine has Tenstorrent
     cards (a TT-Metal run will create them), or ``force``; else None."""
@@ -83,49 +121,28 @@ def _forced_source(args: argparse.Namespace) -> Source | None:
 
 
 async def open_source_async(args: argparse.Namespace, probe_timeout: float = 0.5) -> Source | None:
-    """The source ``memtop`` should use for ``args``, or None when nothing answers.
-
-    ``--source`` forces one. Otherwise: our server's subscription (with TT-Metal's shared-memory
-    totals beside it as a cross-check when regions are there) > shared-memory regions > the
-    original server, polled > None (the caller offers the demo).
-    """
-    from .subscribe import probe_extension
+    """The source ``memtop`` should use for ``args`` (see the order above), or None when there is
+    nothing to monitor."""
+    from .subscribe import SubscribeSource
 
     forced = _forced_source(args)
     if forced is not None:
         return forced
-    path = args.socket
-    interval = getattr(args, "interval", 0.5) or 0.5
-    layout = _layout_arg(args)
-    answers = None
-    if os.path.exists(path):
-        try:
-            if layout == "auto":
-                answers = await detect_layout(path, probe_timeout)
-            else:  # forced --protocol: only check that something listens
-                stream = await anyio.connect_unix(path)
-                await stream.aclose()
-                answers = layout
-        except OSError:
-            answers = None
-    follow = getattr(args, "follow", None)
-    if follow:
-        src = FollowLogSource(follow)
-        if answers is not None:
-            return FollowWithPolling(src, PollSource(path, interval, answers))
-        return src
-    if answers is None:
+    server = await _server_source_async(args, probe_timeout)
+    if getattr(args, "follow", None):
+        return server
+    if server is None:
         return _shm_source(args)
-    if await probe_extension(path, probe_timeout):
-        from .subscribe import SubscribeSource
-
+    if isinstance(server, SubscribeSource):
         shm = _shm_source(args)
-        if shm is not None:
-            from .shm import WithShmCrossCheck
+        if shm is None:
+            return server
+        from .shm import WithShmCrossCheck
 
-            return WithShmCrossCheck(SubscribeSource(path), shm)
-        return SubscribeSource(path)
-    return _shm_source(args) or PollSource(path, interval, answers)
+        return WithShmCrossCheck(server, shm)
+    if isinstance(server, PollSource):
+        return _shm_source(args) or server
+    return server
 
 
 def open_source(args: argparse.Namespace) -> Source | None:
