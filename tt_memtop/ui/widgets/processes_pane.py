@@ -115,7 +115,11 @@ class ProcessesPane(RankedPane):
             return
         status = Text()
         status.append(f"{len(rows)} process{'es' if len(rows) != 1 else ''}", "bold")
-        status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
+        if rows and all(r.count < 0 for r in rows):  # per-process totals only (TT-Metal's shared memory)
+            status.append(f" with a slot in TT-Metal's shared memory · sorted by {sort} {'↑' if invert else '↓'}"
+                          " · totals only: no buffers")
+        else:
+            status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
         status_line.update(status)
         out = []
         for r in sort_rows(rows, sort, invert):
