@@ -216,6 +216,8 @@ class ShmSource(Source):
             got = m.read()
             if isinstance(got, OSError):
                 why = got.strerror or str(got)
+                if isinstance(got, PermissionError):
+                    why += " (TT-Metal creates regions mode 0600: run memtop as the user that runs TT-Metal)"
                 scanned.append((path, RegionProblem("unreadable", f"cannot read {os.path.basename(path)}: {why}")))
                 continue
             data, size = got
