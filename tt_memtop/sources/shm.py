@@ -135,7 +135,8 @@ class _Mapped:
         self.size = 0
         self.fd = -1
 
-    def read(self) -> tuple[bytes, int] | OSError:
+    def read(self) -> tuple[bytes, int, bool] | OSError:
+        """(a consistent copy, or the last of several that disagreed; the file's size; consistent?)"""
         try:
             st = os.stat(self.path)
         except OSError as exc:
@@ -149,7 +150,7 @@ class _Mapped:
             self.close()
             if st.st_size == 0:
                 self.key = key
-                return b"", 0
+                return b"", 0, True
             try:
                 self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
                 # no layout is longer than MAX_READ: a huge file of that name costs no more than a region
@@ -160,9 +161,9 @@ class _Mapped:
             self.key, self.size = key, st.st_size
         mm = self.mm
         if mm is None:
-            return b"", 0
+            return b"", 0, True
         data, consistent = read_consistent(lambda: mm[:])
-        return data, (self.size if consistent else -self.size)
+        return data, self.size, consistent
 
     def close(self) -> None:
         if self.mm is not None:
@@ -220,8 +221,8 @@ class ShmSource(Source):
                     why += " (TT-Metal creates regions mode 0600: run memtop as the user that runs TT-Metal)"
                 scanned.append((path, RegionProblem("unreadable", f"cannot read {os.path.basename(path)}: {why}")))
                 continue
-            data, size = got
-            scanned.append((path, parse_region(data, abs(size), consistent=size >= 0,
+            data, size, consistent = got
+            scanned.append((path, parse_region(data, size, consistent=consistent,
                                                file_chip_id=chip_unique_id_from_name(os.path.basename(path)))))
         pids = {s.pid for _p, r in scanned if not isinstance(r, RegionProblem) for s in r.slots if s.pid > 0}
         view = build_view(scanned, {pid: self.alive(pid) for pid in pids})
