@@ -606,3 +606,62 @@ def test_sparse_inventory_is_looked_up_by_device_id():
     inv = Inventory((DeviceInfo(4, Arch.WORMHOLE_B0, 12, 1 << 30, 1, 12 << 30, 1),
                      DeviceInfo(0, Arch.WORMHOLE_B0, 12, 1 << 30, 1, 12 << 30, 1)))
     assert inv.get(4).device_id == 4 and inv.get(0).device_id == 0 and inv.get(1) is None
+
+
+CXX_REGION = r"""
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <sys/types.h>
+// DeviceMemoryRegion v4, field for field as in tt_metal/impl/memory_tracking/memory_stats_shm.hpp
+struct DeviceMemoryRegion {
+    std::atomic<uint32_t> version;
+    std::atomic<uint32_t> num_active_processes;
+    std::atomic<uint64_t> last_update_timestamp;
+    std::atomic<uint32_t> reference_count;
+    std::atomic<uint64_t> board_serial;
+    std::atomic<uint64_t> asic_id;
+    std::atomic<uint32_t> device_id;
+    std::atomic<uint64_t> total_dram_allocated, total_l1_allocated, total_l1_small_allocated,
+        total_trace_allocated, total_cb_allocated;
+    struct ChipStats {
+        std::atomic<uint32_t> chip_id;
+        std::atomic<uint32_t> is_remote;
+        std::atomic<uint64_t> dram_allocated, l1_allocated, l1_small_allocated, trace_allocated, cb_allocated;
+    } chip_stats[16];
+    struct ProcessStats {
+        std::atomic<pid_t> pid;
+        std::atomic<uint64_t> dram_allocated, l1_allocated, l1_small_allocated, trace_allocated, cb_allocated;
+        std::atomic<uint64_t> last_update_timestamp;
+        char process_name[64];
+    } processes[64];
+    std::atomic<uint32_t> init_state;
+} __attribute__((aligned(64)));
+int main() {
+    std::printf("%zu %zu %zu %zu %zu %zu %zu %zu %zu\n", offsetof(DeviceMemoryRegion, total_dram_allocated),
+                offsetof(DeviceMemoryRegion, chip_stats), sizeof(DeviceMemoryRegion::ChipStats),
+                offsetof(DeviceMemoryRegion, processes), sizeof(DeviceMemoryRegion::ProcessStats),
+                offsetof(DeviceMemoryRegion::ProcessStats, last_update_timestamp),
+                offsetof(DeviceMemoryRegion::ProcessStats, process_name), offsetof(DeviceMemoryRegion, init_state),
+                sizeof(DeviceMemoryRegion));
+}
+"""
+
+
+def test_v4_offsets_match_what_a_cxx_compiler_makes_of_the_header(tmp_path):
+    import shutil
+
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    src = tmp_path / "region.cpp"
+    src.write_text(CXX_REGION)
+    built = subprocess.run([cxx, "-std=c++17", "-o", str(tmp_path / "region"), str(src)], capture_output=True,
+                           text=True, timeout=120)
+    if built.returncode:
+        pytest.skip(f"the compiler failed: {built.stderr[:200]}")
+    got = subprocess.run([str(tmp_path / "region")], capture_output=True, text=True, timeout=30).stdout.split()
+    v = L.V4
+    assert list(map(int, got)) == [v.totals, v.chips, v.chip_size, v.processes, v.proc_size, v.proc_timestamp,
+                                   v.proc_name, v.init_state, v.size]
