@@ -7,7 +7,8 @@ holding memory. Then:
 
 * ``scan``: :meth:`ShmSource.scan` (list the directory, copy each mapped region until two copies
   agree, parse it, check every slot's PID with ``kill(pid, 0)``, build the view), best / median of
-  ``--repeat`` runs, in µs per scan and per region;
+  ``--repeat`` runs, in µs per scan and per region: with every region changed since the last scan
+  (all parsed), and with none changed (an unchanged copy is not parsed again);
 * ``parse``: :func:`parse_region` alone on one region's bytes;
 * ``cpu``: the source's ``run()`` for ``--seconds`` at its default interval (50 ms, 20 Hz) while a
   writer keeps changing one region (so samples are emitted), as process CPU time / wall time;
@@ -48,10 +49,15 @@ def make_regions(shm_dir: str, regions: int, procs: int) -> list[RegionWriter]:
     return writers
 
 
-def bench_scan(src: ShmSource, repeat: int) -> list[float]:
+def bench_scan(src: ShmSource, repeat: int, changed: bool) -> list[float]:
+    """``changed``: every region parsed again (as when all of them changed since the last scan);
+    else the steady state of quiet regions (an unchanged copy is not parsed again)."""
     src.scan()  # map everything once (the source keeps the mappings)
     out = []
     for _ in range(repeat):
+        if changed:
+            for m in src._maps.values():
+                m.parsed = None
         t0 = time.perf_counter()
         src.scan()
         out.append(time.perf_counter() - t0)
@@ -133,10 +139,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-shm-") as d:
         writers = make_regions(d, args.regions, args.procs)
         src = ShmSource(d)
-        times = bench_scan(src, args.repeat)
-        best, med = min(times) * 1e6, statistics.median(times) * 1e6
-        print(f"scan of {args.regions} regions ({args.procs} processes each): best {best:,.0f} µs, "
-              f"median {med:,.0f} µs ({med / args.regions:,.1f} µs per region)")
+        for changed in (True, False):
+            times = bench_scan(src, args.repeat, changed)
+            best, med = min(times) * 1e6, statistics.median(times) * 1e6
+            what = "all changed" if changed else "none changed"
+            print(f"scan of {args.regions} regions ({args.procs} processes each, {what}): best {best:,.0f} µs, "
+                  f"median {med:,.0f} µs ({med / args.regions:,.1f} µs per region)")
         data = open(os.path.join(d, os.listdir(d)[0]), "rb").read()
         t0 = time.perf_counter()
         n = 2000
@@ -146,7 +154,8 @@ def main() -> None:
         share, emitted = anyio.run(bench_cpu, ShmSource(d), writers[0], args.seconds)
         print(f"source at the default {1 / DEFAULT_INTERVAL:g} Hz for {args.seconds:g} s: {100 * share:.2f} % of one "
               f"core ({emitted} updates emitted)")
-        print(f"(median scan x {1 / DEFAULT_INTERVAL:g} Hz = {med * 1e-6 / DEFAULT_INTERVAL * 100:.2f} % of one core)")
+        print(f"(median scan, none changed, x {1 / DEFAULT_INTERVAL:g} Hz = "
+              f"{med * 1e-6 / DEFAULT_INTERVAL * 100:.2f} % of one core)")
         for w in writers:
             w.mm.close()
             os.close(w.fd)

@@ -126,10 +126,12 @@ class _Mapped:
     never reach past the end of the file (which would be SIGBUS) between that check and the copy.
     """
 
-    __slots__ = ("path", "key", "mm", "size", "fd")
+    __slots__ = ("path", "key", "mm", "size", "fd", "data", "parsed")
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.data = b""  # the last consistent copy, and what it parsed to
+        self.parsed = None
         self.key = None
         self.mm: mmap.mmap | None = None
         self.size = 0
@@ -166,6 +168,7 @@ class _Mapped:
         return data, self.size, consistent
 
     def close(self) -> None:
+        self.data, self.parsed = b"", None
         if self.mm is not None:
             self.mm.close()
             self.mm = None
@@ -222,8 +225,13 @@ class ShmSource(Source):
                 scanned.append((path, RegionProblem("unreadable", f"cannot read {os.path.basename(path)}: {why}")))
                 continue
             data, size, consistent = got
-            scanned.append((path, parse_region(data, size, consistent=consistent,
-                                               file_chip_id=chip_unique_id_from_name(os.path.basename(path)))))
+            if consistent and m.parsed is not None and data == m.data:
+                scanned.append((path, m.parsed))  # unchanged since the last scan: nothing to parse
+                continue
+            parsed = parse_region(data, size, consistent=consistent,
+                                  file_chip_id=chip_unique_id_from_name(os.path.basename(path)))
+            m.data, m.parsed = (data, parsed) if consistent else (b"", None)
+            scanned.append((path, parsed))
         pids = {s.pid for _p, r in scanned if not isinstance(r, RegionProblem) for s in r.slots if s.pid > 0}
         view = build_view(scanned, {pid: self.alive(pid) for pid in pids})
         self.last_view = view
