@@ -32,10 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=None, choices=["grayskull", "wormhole_b0", "blackhole"],
                         help="architecture for capacities when the source does not say (shared memory; default: "
                              "what /sys/class/tenstorrent reports, else wormhole_b0)")
+    parser.add_argument("--once", action="store_true",
+                        help="print once and exit: a table per device (with --json/--ndjson: one document / line)")
     out = parser.add_mutually_exclusive_group()
-    out.add_argument("--once", action="store_true", help="print one table per device and exit")
-    out.add_argument("--json", action="store_true", help="print one JSON document and exit")
-    out.add_argument("--ndjson", action="store_true", help="print one JSON line every --interval seconds")
+    out.add_argument("--json", action="store_true", help="print one JSON document and exit (implies --once)")
+    out.add_argument("--ndjson", action="store_true",
+                     help="print one JSON line every --interval seconds (with --once: one line)")
     parser.add_argument("--record", metavar="FILE", default=None,
                         help="also record what the monitor receives (events, or sampled totals from TT-Metal's "
                              "shared memory) to FILE; play it with `memtop replay FILE`")
@@ -107,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
     if source is not None:
         return run_monitor(args, source)
     where = args.follow or args.socket
+    if getattr(args, "socket_explicit", False):
+        _say(f"no allocation server listens on {args.socket}.")
+        _say("start one there with `memtop serve --socket PATH` (or the original allocation_server_poc), "
+             "or run `memtop demo` for the built-in demo.")
+        return 1
     if args.no_demo:
         _say(f"no allocation server answers at {where}.")
         _say("start one with `memtop serve` (or the original allocation_server_poc), then run memtop again.")
