@@ -103,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from ..sources.logfile import NotALogError, check_log
 
     try:
+        from ..core.usage import expand_recorded_totals
+
         check_log(args.file, allow_empty=True)  # an empty log has no segments: [] (as specified)
-        rows = timeline(analyze(file_events(args.file, args.speed, args.event_rate, notes)))
+        rows = timeline(analyze(expand_recorded_totals(file_events(args.file, args.speed, args.event_rate, notes))))
     except (OSError, RecordingError, NotALogError) as exc:
         print(f"memtop analyze: {exc}", file=sys.stderr)
         return 1
