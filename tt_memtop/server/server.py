@@ -162,6 +162,13 @@ class AllocationServer:
         self._recorder = None
         self._socket_ino: int | None = None
 
+    def ledger(self) -> tuple[Registry, ServerStats, Inventory]:
+        """Read-only access for in-process observers (the metrics exporter): the registry, counters, inventory.
+
+        Call it on the event loop thread, and only read what it returns.
+        """
+        return self.registry, self.stats, self.config.inventory
+
     # ================================================================== lifecycle
     async def serve(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, report started, serve until cancelled; on the way out print stats and unlink."""

@@ -1,0 +1,227 @@
+"""The exporter end to end, all real processes: ``memtop serve --metrics-port`` and ``memtop exporter``.
+
+A holder process allocates known buffers and waits; ``memtop simulate`` runs a workload beside it.
+While it runs, every scrape must be self-consistent (device totals = the sum of the processes',
+the holder's bytes exact); once it has finished, every device × pool figure must equal the
+server's registry (its subscription snapshot) and its QUERY totals, byte for byte. When the
+holder exits, its series are gone from the next scrapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import anyio
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tt_memtop import Client
+from tt_memtop.api import Snapshot
+from tt_memtop.exporter.view import POOLS
+
+MEMTOP = [sys.executable, "-m", "tt_memtop"]
+ROOT = Path(__file__).resolve().parents[1]
+MiB = 1 << 20
+#: BufferType -> pool label: SYSTEM_MEMORY (3) counts in l1_small, as in the wire totals
+POOL_OF_TYPE = {0: "dram", 1: "l1", 2: "l1_small", 3: "l1_small", 4: "trace", 5: "cb", 6: "kernel"}
+#: What the holder allocates: (device, pool, buffer type, bytes, buffer id)
+HELD = [(0, "dram", 0, 64 * MiB, 0x1000), (0, "l1", 1, 3 * MiB, 0x2000), (1, "trace", 4, 12 * MiB, 0x3000),
+        (1, "l1_small", 2, 256 * 1024, 0x4000), (3, "dram", 0, 5 * MiB + 7, 0x5000)]
+HOLDER = """
+import sys, anyio
+from tt_memtop.client import AllocationClient
+async def main():
+    async with await AllocationClient.connect(sys.argv[1]) as c:
+        for dev, btype, size, bid in %r:
+            await c.alloc(dev, size, btype, bid)
+        await c.query(0)  # a reply: everything before it has been applied
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+anyio.run(main)
+""" % [(d, t, s, b) for d, _p, t, s, b in HELD]
+
+
+def _scrape(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    assert "# HELP tt_memtop_used_bytes" in text and "# TYPE tt_memtop_used_bytes gauge" in text
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _used(scrape: dict) -> dict[tuple[int, str], int]:
+    return {(int(dict(k)["device"]), dict(k)["pool"]): int(v) for (n, k), v in scrape.items()
+            if n == "tt_memtop_used_bytes"}
+
+
+def _process_used(scrape: dict) -> dict[int, dict[tuple[int, str], int]]:
+    out: dict[int, dict] = defaultdict(dict)
+    for (n, k), v in scrape.items():
+        if n == "tt_memtop_process_used_bytes":
+            lab = dict(k)
+            out[int(lab["pid"])][int(lab["device"]), lab["pool"]] = int(v)
+    return out
+
+
+def _labels_of(scrape: dict) -> set[str]:
+    return {name for (_n, k) in scrape for name, _v in k}
+
+
+def _wait_line(proc: subprocess.Popen, needle: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            assert proc.poll() is None, "process died"
+            continue
+        if needle in line:
+            return line
+    raise AssertionError(f"no {needle!r} line")
+
+
+async def _registry(sock: str) -> tuple[dict[tuple[int, str], int], dict]:
+    """The server's registry as a subscription snapshot, by device × pool; and its QUERY totals."""
+    async with Client(sock) as c:
+        totals = await c.totals()
+        async for item in c.subscribe():
+            assert isinstance(item, Snapshot)
+            sums: dict[tuple[int, str], int] = defaultdict(int)
+            for b in item.buffers:
+                sums[b.device, POOL_OF_TYPE[b.buffer_type]] += b.size
+            return dict(sums), totals
+    raise AssertionError("no snapshot")
+
+
+def _nonzero(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v}
+
+
+@pytest.fixture
+def served(tmp_path):
+    sock = str(tmp_path / "s.sock")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([*MEMTOP, "serve", "--socket", sock, "--devices", "8", "-q", "--cleanup-interval", "0.3",
+                               "--metrics-port", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=env)
+    try:
+        line = _wait_line(server, "metrics on http://")
+        url = line.split("metrics on ", 1)[1].strip()
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.05)
+        yield sock, url, env
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_serve_metrics_match_the_registry_while_a_workload_runs(served, tmp_path):
+    sock, url, env = served
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, sock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)
+    exporter = None
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        held = defaultdict(int)
+        for d, pool, _t, size, _b in HELD:
+            held[d, pool] += size
+        sim = subprocess.Popen([*MEMTOP, "simulate", "--socket", sock, "--scenario", "two-process", "--speed", "2"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        textfile = tmp_path / "memtop.prom"
+        exporter = subprocess.Popen([*MEMTOP, "exporter", "--socket", sock, "--port", "0", "--textfile",
+                                     str(textfile), "--textfile-interval", "0.2"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True, env=env)
+        exporter_url = _wait_line(exporter, "metrics on http://").split("metrics on ", 1)[1].strip()
+
+        # While the workload runs: each scrape is one consistent instant.
+        mid_run = 0
+        while sim.poll() is None:
+            s = _scrape(url)
+            used, procs = _used(s), _process_used(s)
+            summed = defaultdict(int)
+            for per in procs.values():
+                for k, v in per.items():
+                    summed[k] += v
+            assert _nonzero(used) == _nonzero(summed)
+            assert _nonzero(procs[holder.pid]) == dict(held)
+            if len(procs) > 1:
+                mid_run += 1
+            time.sleep(0.1)
+        assert sim.returncode == 0, sim.stderr.read()
+        assert mid_run >= 2, "never scraped while the simulated processes held memory"
+
+        # After it: exactly the registry, and exactly what QUERY says.
+        deadline = time.monotonic() + 20
+        while True:
+            s = _scrape(url)
+            sums, totals = anyio.run(_registry, sock)
+            used = _used(s)
+            if _nonzero(used) == _nonzero(sums) and set(_process_used(s)) == {holder.pid}:
+                break
+            assert time.monotonic() < deadline, (used, sums)
+            time.sleep(0.2)
+        for dev, t in totals.items():
+            assert tuple(used[dev, p] for p in POOLS) == tuple(t), dev
+        assert _nonzero(used) == dict(held)  # the simulated processes freed everything or were cleaned up
+        assert s[("tt_memtop_source_up", (("hostname", os.uname().nodename), ("source", "serve")))] == 1
+        assert s[("tt_memtop_capacity_bytes", (("arch", "wormhole_b0"), ("device", "0"),
+                                               ("hostname", os.uname().nodename), ("pool", "dram")))] == 12 << 30
+        comm = Path(f"/proc/{holder.pid}/comm").read_text().strip()
+        pids = {dict(k)["pid"]: dict(k)["comm"] for (n, k) in s if n == "tt_memtop_process_buffers"}
+        assert pids == {str(holder.pid): comm}
+        assert s[("tt_memtop_process_buffers", (("comm", comm), ("hostname", os.uname().nodename),
+                                                ("pid", str(holder.pid))))] == len(HELD)
+        assert not {"buffer_id", "address", "id"} & _labels_of(s)
+        assert s[("tt_memtop_events_total", (("hostname", os.uname().nodename),))] > 1000
+
+        # memtop exporter (over the subscription) and its textfile agree with serve's ledger.
+        deadline = time.monotonic() + 20
+        while _nonzero(_used(_scrape(exporter_url))) != _nonzero(used):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        deadline = time.monotonic() + 20
+        while True:
+            text = textfile.read_text() if textfile.exists() else ""
+            fams = {f.name: f for f in text_string_to_metric_families(text)}
+            got = {(int(x.labels["device"]), x.labels["pool"]): int(x.value)
+                   for x in fams["tt_memtop_used_bytes"].samples} if "tt_memtop_used_bytes" in fams else {}
+            if _nonzero(got) == _nonzero(used):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert not [p for p in os.listdir(tmp_path) if p.startswith("memtop.prom.")], "a temporary file was left"
+
+        # The holder exits: its bytes leave the totals and its series are gone.
+        holder.stdin.close()
+        holder.wait(timeout=20)
+        deadline = time.monotonic() + 20
+        while True:
+            s = _scrape(url)
+            if not _process_used(s):
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert not any(n.startswith("tt_memtop_process_") for (n, _k) in s)
+        assert all(v == 0 for v in _used(s).values())
+    finally:
+        for proc in (holder, exporter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)

@@ -1,0 +1,55 @@
+"""``memtop exporter``: Prometheus metrics from whatever memtop can read (subscription, SHM, polling, a log).
+
+The source is chosen exactly as ``memtop`` chooses it (:func:`~tt_memtop.sources.open.open_source_async`);
+when nothing answers the exporter keeps serving (``tt_memtop_source_up 0``) and retries. On the
+host that runs ``memtop serve``, prefer ``memtop serve --metrics-port``: it reads the ledger itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import anyio
+
+from ..cli import add_socket_argument, positive_float
+
+DEFAULT_PORT = 9464
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_socket_argument(parser)
+    parser.add_argument("--protocol", default="auto", choices=["auto", "72", "112", "128", "144", "648"],
+                        help="message layout to speak to the server (default: auto-detect)")
+    parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S",
+                        help="poll interval for the original server (default 0.5)")
+    parser.add_argument("--follow", metavar="LOG", help="follow an allocation-server log file instead")
+    parser.add_argument("--port", type=int, default=None, dest="metrics_port", metavar="PORT",
+                        help=f"serve http://ADDR:PORT/metrics (default {DEFAULT_PORT} unless --textfile is "
+                             f"given; 0: any free port)")
+    parser.add_argument("--addr", default="127.0.0.1", dest="metrics_addr", metavar="ADDR",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 to be scraped from elsewhere)")
+    parser.add_argument("--textfile", metavar="PATH",
+                        help="also write the metrics to PATH for node_exporter's textfile collector "
+                             "(a .prom file in its --collector.textfile.directory)")
+    parser.add_argument("--textfile-interval", type=positive_float, default=15.0, metavar="S",
+                        help="seconds between textfile writes (default 15)")
+    parser.add_argument("--retry", type=positive_float, default=2.0, metavar="S",
+                        help="seconds between attempts when no source answers (default 2)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..exporter.runner import check_port, ensure_textfile_dir, run_exporter, stderr_say
+
+    say = stderr_say("memtop exporter")
+    if args.metrics_port is None and not args.textfile:
+        args.metrics_port = DEFAULT_PORT
+    problem = check_port(args.metrics_port) or (ensure_textfile_dir(args.textfile) if args.textfile else None)
+    if problem:
+        say(problem)
+        return 2
+    try:
+        anyio.run(run_exporter, args, say)
+    except OSError as exc:  # the metrics port is taken, or the address is not ours
+        say(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror or exc}")
+        return 1
+    return 0

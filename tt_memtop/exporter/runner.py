@@ -1,0 +1,179 @@
+"""Serving the metrics: prometheus-client's HTTP server and textfile writer, fed from the event loop.
+
+The registry and the monitor state belong to the anyio loop; a scrape arrives on the HTTP
+server's thread. :class:`LoopViews` makes the scrape thread ask the loop for a view
+(``anyio.from_thread.run_sync``), so every scrape sees one consistent instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+from prometheus_client import start_http_server, write_to_textfile
+
+from ..core.model import MonitorState, new_state
+from ..sources.base import Status, Update
+from ..ui.procinfo import ProcInfo
+from .collector import registry_for
+from .view import LagTracker, MetricsView, view_from_state
+
+__all__ = ["LoopViews", "MetricsHTTP", "add_metrics_arguments", "run_exporter", "textfile_loop"]
+
+DEFAULT_ADDR = "127.0.0.1"
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def comm_reader() -> Callable[[int], str]:
+    """PID -> /proc/PID/comm, cached (the name of a process that has just gone is kept a little)."""
+    return ProcInfo(True, time.monotonic).name
+
+
+class LoopViews:
+    """``take()`` from any thread: builds the view on the event loop that owns the state."""
+
+    def __init__(self, build: Callable[[], MetricsView]) -> None:
+        self.build = build
+        self.token = anyio.lowlevel.current_token()
+
+    def take(self) -> MetricsView:
+        return anyio.from_thread.run_sync(self.build, token=self.token)
+
+
+class MetricsHTTP:
+    """``/metrics`` on ``addr:port`` (port 0: any free port; ``port`` is then the one bound)."""
+
+    def __init__(self, addr: str, port: int, take_view: Callable[[], MetricsView]) -> None:
+        self.server, self.thread = start_http_server(port, addr, registry=registry_for(take_view))
+        self.port = self.server.server_port
+        self.url = f"http://{_host_for_url(addr)}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _host_for_url(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr else addr
+
+
+def add_metrics_arguments(parser: argparse.ArgumentParser, port_flag: str) -> None:
+    parser.add_argument(port_flag, type=int, default=None, metavar="PORT", dest="metrics_port",
+                        help="serve Prometheus metrics on http://ADDR:PORT/metrics (0: any free port)")
+    parser.add_argument("--metrics-addr", default=DEFAULT_ADDR, metavar="ADDR",
+                        help=f"address to serve the metrics on (default {DEFAULT_ADDR}; 0.0.0.0 for Prometheus "
+                             f"on another host)")
+
+
+def check_port(port: int | None) -> str | None:
+    """A usage error for a port out of range, else None."""
+    if port is not None and not 0 <= port <= 65535:
+        return f"port must be between 0 and 65535, got {port}"
+    return None
+
+
+async def textfile_loop(path: str, take_view: Callable[[], MetricsView], interval: float,
+                        say: Callable[[str], None]) -> None:
+    """Rewrite ``path`` every ``interval`` s (written beside it, then renamed: readers never see half a file)."""
+    registry = registry_for(take_view)
+    failing = False
+    while True:
+        try:
+            write_to_textfile(path, registry)
+            if failing:
+                say(f"writing {path} works again")
+            failing = False
+        except OSError as exc:
+            if not failing:
+                say(f"cannot write {path}: {exc.strerror or exc}; retrying every {interval:g} s")
+            failing = True
+        await anyio.sleep(interval)
+
+
+_KINDS = {"SubscribeSource": "subscribe", "PollSource": "poll", "FollowLogSource": "log",
+          "FollowWithPolling": "log+poll", "ShmSource": "shm"}
+
+
+def _source_kind(source) -> str:
+    """The ``source`` label: which of memtop's sources the figures come from."""
+    name = type(source).__name__
+    return _KINDS.get(name, name.removesuffix("Source").lower() or "unknown")
+
+
+async def run_exporter(args: argparse.Namespace, say: Callable[[str], None],
+                       ready: Callable[[str], None] | None = None) -> None:
+    """``memtop exporter``: follow the best source for ``args`` into a MonitorState and export it until cancelled."""
+    from ..sources.open import open_source_async
+
+    state: MonitorState = new_state()
+    lag = LagTracker()
+    comm = comm_reader()
+    host = hostname()
+    current = {"kind": "none"}
+
+    def emit(update: Update) -> None:
+        state.apply(update)
+        lag.saw(update, time.monotonic_ns())
+
+    def build() -> MetricsView:
+        state.tick(state.last_ts_ns)
+        return view_from_state(state, source=current["kind"], hostname=host, comm=comm,
+                               lag_s=lag.lag_s(state, time.monotonic_ns()))
+
+    views = LoopViews(build)
+    http = None
+    if args.metrics_port is not None:
+        http = MetricsHTTP(args.metrics_addr, args.metrics_port, views.take)
+        say(f"metrics on {http.url}")
+        if ready is not None:
+            ready(http.url)
+    try:
+        async with anyio.create_task_group() as tg:
+            if args.textfile:
+                tg.start_soon(textfile_loop, args.textfile, build, args.textfile_interval, say)
+            said = ""
+            while True:
+                source = await open_source_async(args)
+                if source is None:
+                    why = f"no allocation server answers at {args.follow or args.socket}; retrying"
+                    if why != said:
+                        say(why)
+                        said = why
+                    state.apply(Status("disconnected", why))
+                    await anyio.sleep(args.retry)
+                    continue
+                said = ""
+                current["kind"] = _source_kind(source)
+                say(f"exporting {source.description}")
+                await source.run(emit)
+                if state.status.state not in ("ended", "error"):
+                    state.apply(Status("disconnected", f"{source.description} stopped"))
+                await anyio.sleep(args.retry)
+    finally:
+        if http is not None:
+            http.close()
+
+
+def stderr_say(prog: str) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        print(f"{prog}: {msg}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def ensure_textfile_dir(path: str) -> str | None:
+    """A usage problem with ``--textfile PATH`` (its directory must exist), else None."""
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        return f"--textfile: directory {d} does not exist"
+    return None
