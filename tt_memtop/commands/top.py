@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--ndjson", action="store_true", help="print one JSON line every --interval seconds")
     add_view_arguments(parser)
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
+    web = parser.add_argument_group("web view")
+    web.add_argument("--web", action="store_true", help="serve this monitor to browsers (read-only) instead of the terminal")
+    web.add_argument("--port", type=int, default=8000, help="web view port (default 8000)")
+    web.add_argument("--web-addr", default="127.0.0.1", metavar="ADDR",
+                     help="web view address (default 127.0.0.1; 0.0.0.0 to let other hosts in)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="a view that acts on nothing but itself (what each web view tab runs)")
 
 
 def _say(msg: str) -> None:
@@ -44,6 +51,7 @@ def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
         _say(f"bad filter: {exc}")
         return 2
     interval = getattr(args, "interval", 0.5) or 0.5
+    app_kw.setdefault("read_only", bool(getattr(args, "read_only", False)))
     app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None),
                     sample_period=max(0.1, interval), **app_kw)
     app.run()
@@ -57,7 +65,17 @@ def _oneshot(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.once or args.json or args.ndjson or not sys.stdout.isatty():
+    from ..web import in_web_session, serve_web
+
+    if args.web:
+        if not 0 < args.port <= 65535:
+            _say(f"--port must be between 1 and 65535, got {args.port}")
+            return 2
+        if args.once or args.json or args.ndjson:
+            _say("--web shows the monitor: it cannot be combined with --once, --json or --ndjson")
+            return 2
+        return serve_web(args)
+    if args.once or args.json or args.ndjson or not (sys.stdout.isatty() or in_web_session()):
         return _oneshot(args)
     from ..sources.demo import DemoSource
     from ..sources.open import open_source
