@@ -64,11 +64,14 @@ class Client:
 
     async def __aenter__(self) -> Client:
         from .sources.poll import detect_layout
+        from .sources.subscribe import probe_extension
 
         if str(self.protocol).lower() == "auto":
             layout = await detect_layout(self.socket, min(self.timeout, 1.0))
             if layout is None:
                 raise ConnectionError(f"the server at {self.socket} answers no QUERY of 144, 128, 112 or 72 bytes")
+            if layout == Layout.V72 and await probe_extension(self.socket, min(self.timeout, 1.0)):
+                layout = Layout.V144  # memtop serve answers every layout: take the one with CB/KERNEL totals
         else:
             layout = Layout(int(self.protocol))
         self.layout = layout

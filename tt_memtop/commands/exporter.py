@@ -8,9 +8,11 @@ host that runs ``memtop serve``, prefer ``memtop serve --metrics-port``: it read
 from __future__ import annotations
 
 import argparse
+import signal
 
 import anyio
 
+from .._compat import ExceptionGroup
 from ..cli import add_socket_argument, positive_float
 
 DEFAULT_PORT = 9464
@@ -47,9 +49,27 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         say(problem)
         return 2
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            async def stop_on_signal(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+                # a server's normal stop: exit 0, like memtop serve
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    task_status.started()
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        return
+
+            await tg.start(stop_on_signal)
+            await run_exporter(args, say)
+
     try:
-        anyio.run(run_exporter, args, say)
-    except OSError as exc:  # the metrics port is taken, or the address is not ours
+        anyio.run(main)
+    except (OSError, ExceptionGroup) as exc:  # novermin (the 3.10 backport via _compat)
+        while isinstance(exc, ExceptionGroup):  # novermin: raised inside the task group, it arrives wrapped
+            exc = exc.exceptions[0]
+        if not isinstance(exc, OSError):
+            raise
+        # the metrics port is taken, or the address is not ours
         say(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc.strerror or exc}")
         return 1
     return 0
