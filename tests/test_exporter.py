@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 

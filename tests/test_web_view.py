@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import os
 import re
@@ -223,7 +222,7 @@ def test_web_view_renders_the_device_pane_in_chromium(tmp_path):
         top = int(box["top"] + row * cell_h + 1)
         band = img.crop((int(box["left"]), top, int(box["left"] + box["width"]), int(top + cell_h - 2)))
         colours = band.getcolors(band.width * band.height) or []
-        return sum(n for n, px in colours if all(abs(a - b) <= 8 for a, b in zip(px, DRAM_RGB)))
+        return sum(n for n, px in colours if all(abs(a - b) <= 8 for a, b in zip(px, DRAM_RGB, strict=True)))
 
     assert len(img.getcolors(img.width * img.height) or []) > 8, "the screenshot is blank"
     on0, on1 = dram_pixels(row0), dram_pixels(row1)

@@ -72,7 +72,7 @@ def families(view: MetricsView) -> Iterator[Metric]:
     dphase = StateSetMetricFamily(PREFIX + "device_phase", "trace phase of the work on the device", labels=_DEV)
     for d in view.devices:
         dev = [host, str(d.device), d.arch]
-        for pool, value in zip(POOLS, d.used):
+        for pool, value in zip(POOLS, d.used, strict=True):
             used.add_metric([*dev, pool], value)
         for fam, figures in ((cap, d.capacity), (peak, d.peak), (largest, d.largest_allocatable), (drift, d.drift)):
             for pool, value in figures.items():
@@ -90,7 +90,7 @@ def families(view: MetricsView) -> Iterator[Metric]:
     for p in view.processes:
         proc = [host, str(p.pid), p.comm]
         for device, values in sorted(p.used.items()):
-            for pool, value in zip(POOLS, values):
+            for pool, value in zip(POOLS, values, strict=True):
                 pused.add_metric([*proc, str(device), pool], value)
         if p.buffers is not None:
             pbufs.add_metric(proc, p.buffers)
