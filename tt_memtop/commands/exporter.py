@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--addr", default="127.0.0.1", dest="metrics_addr", metavar="ADDR",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 to be scraped from elsewhere)")
     parser.add_argument("--textfile", metavar="PATH",
-                        help="also write the metrics to PATH for node_exporter's textfile collector "
+                        help="write the metrics to PATH for node_exporter's textfile collector "
                              "(a .prom file in its --collector.textfile.directory)")
     parser.add_argument("--textfile-interval", type=positive_float, default=15.0, metavar="S",
                         help="seconds between textfile writes (default 15)")

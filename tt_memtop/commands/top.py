@@ -12,6 +12,8 @@ import sys
 
 from ..cli import add_socket_argument, add_view_arguments, positive_float
 
+WEB_PORT = 8000
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_socket_argument(parser)
@@ -28,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
     web = parser.add_argument_group("web view")
     web.add_argument("--web", action="store_true", help="serve this monitor to browsers (read-only) instead of the terminal")
-    web.add_argument("--port", type=int, default=8000, help="web view port (default 8000)")
-    web.add_argument("--web-addr", default="127.0.0.1", metavar="ADDR",
+    web.add_argument("--port", type=int, default=None, help=f"web view port (default {WEB_PORT})")
+    web.add_argument("--web-addr", default=None, metavar="ADDR",
                      help="web view address (default 127.0.0.1; 0.0.0.0 to let other hosts in)")
     parser.add_argument("--read-only", action="store_true",
                         help="a view that acts on nothing but itself (what each web view tab runs)")
@@ -67,7 +69,12 @@ def _oneshot(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from ..web import in_web_session, serve_web
 
+    if not args.web and (args.port is not None or args.web_addr is not None):
+        _say("--port and --web-addr are options of --web")
+        return 2
     if args.web:
+        args.port = WEB_PORT if args.port is None else args.port
+        args.web_addr = args.web_addr or "127.0.0.1"
         if not 0 < args.port <= 65535:
             _say(f"--port must be between 1 and 65535, got {args.port}")
             return 2
