@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
 #: BufferType -> pool label: SYSTEM_MEMORY (3) counts in l1_small, as in the wire totals
 POOL_OF_TYPE = {0: "dram", 1: "l1", 2: "l1_small", 3: "l1_small", 4: "trace", 5: "cb", 6: "kernel"}
-#: What the holder allocates: (device, pool, buffer type, bytes, buffer id)
+#: What the holder allocates: (device, pool, buffer type, bytes, buffer id); type 2 is SYSTEM_MEMORY, in l1_small
 HELD = [(0, "dram", 0, 64 * MiB, 0x1000), (0, "l1", 1, 3 * MiB, 0x2000), (1, "trace", 4, 12 * MiB, 0x3000),
-        (1, "l1_small", 2, 256 * 1024, 0x4000), (3, "dram", 0, 5 * MiB + 7, 0x5000)]
+        (1, "l1_small", 2, 256 * 1024, 0x4000), (1, "l1_small", 3, 4096, 0x4100), (3, "dram", 0, 5 * MiB + 7, 0x5000)]
 HOLDER = """
 import sys, anyio
 from tt_memtop.client import AllocationClient
@@ -225,3 +225,44 @@ def test_serve_metrics_match_the_registry_while_a_workload_runs(served, tmp_path
                 proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=10)
+
+
+def test_exporter_polls_an_original_style_server(tmp_path):
+    """``--no-extensions`` (no subscription, as the original): totals by polling, exact; no per-process series."""
+    sock = str(tmp_path / "o.sock")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([*MEMTOP, "serve", "--socket", sock, "--devices", "4", "-q", "--no-extensions"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    holder = exporter = None
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.05)
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, sock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, env=env)
+        assert holder.stdout.readline().strip() == "ready"
+        exporter = subprocess.Popen([*MEMTOP, "exporter", "--socket", sock, "--port", "0", "--interval", "0.1"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        url = _wait_line(exporter, "metrics on http://").split("metrics on ", 1)[1].strip()
+        held = defaultdict(int)
+        for d, pool, _t, size, _b in HELD:
+            held[d, pool] += size
+        deadline = time.monotonic() + 20
+        while True:
+            s = _scrape(url)
+            if _nonzero(_used(s)) == dict(held):
+                break
+            assert time.monotonic() < deadline, _used(s)
+            time.sleep(0.2)
+        host = os.uname().nodename
+        assert s[("tt_memtop_source_up", (("hostname", host), ("source", "poll")))] == 1
+        assert 0 <= s[("tt_memtop_source_lag_seconds", (("hostname", host), ("source", "poll")))] < 30
+        assert not [n for (n, _k) in s if n.startswith("tt_memtop_process_") or n == "tt_memtop_buffers"]
+    finally:
+        for proc in (holder, exporter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=20)

@@ -65,6 +65,19 @@ Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3})
 """
 
 
+def _sessions(sock: str) -> list[int]:
+    """PIDs of the per-tab `memtop --read-only` processes watching ``sock``."""
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--read-only" in cmd and sock.encode() in cmd:
+            out.append(int(d.name))
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,6 +221,11 @@ def test_web_view_renders_the_device_pane_in_chromium(tmp_path):
         server.send_signal(signal.SIGINT)
         server.wait(timeout=20)
         shutil.rmtree(profile, ignore_errors=True)
+    assert web.returncode == 0, web.stderr.read()
+    deadline = time.monotonic() + 10
+    while _sessions(sock):
+        assert time.monotonic() < deadline, f"tab processes outlived the web server: {_sessions(sock)}"
+        time.sleep(0.2)
 
     assert page["first_byte"], "the page never marked the terminal as receiving"
     row0 = next(i for i, line in enumerate(lines) if re.match(r"\s*0 WH\s+DRAM", line))
