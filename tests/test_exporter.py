@@ -148,24 +148,23 @@ def test_web_session_command_is_read_only_and_keeps_the_source():
     assert "--web" not in cmd and cmd[cmd.index("--protocol") + 1] == "128"
 
 
-def _run(*argv, **kw):
-    return subprocess.run([*MEMTOP, *argv], capture_output=True, text=True, timeout=60, **kw)
+def test_exit_codes(tmp_path, capsys):
+    from tt_memtop.cli import main
 
-
-def test_exit_codes(tmp_path):
-    assert _run("--no-such-flag").returncode == 2
-    assert _run("exporter", "--port", "70000").returncode == 2
-    assert _run("exporter", "--textfile", str(tmp_path / "missing" / "x.prom")).returncode == 2
-    assert _run("--web", "--port", "0").returncode == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["--no-such-flag"])
+    assert exc.value.code == 2
+    assert main(["exporter", "--port", "70000"]) == 2
+    assert main(["exporter", "--textfile", str(tmp_path / "missing" / "x.prom")]) == 2
+    assert main(["--web", "--port", "0"]) == 2 and main(["--port", "8000"]) == 2
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        r = _run("exporter", "--port", str(port), "--socket", str(tmp_path / "none.sock"))
-        assert r.returncode == 1 and "cannot serve metrics" in r.stderr, r.stderr
-        r = _run("serve", "--metrics-port", str(port), "--socket", str(tmp_path / "s.sock"))
-        assert r.returncode == 1 and "cannot serve metrics" in r.stderr, r.stderr
+        assert main(["exporter", "--port", str(port), "--socket", str(tmp_path / "none.sock")]) == 1
+        assert main(["serve", "--metrics-port", str(port), "--socket", str(tmp_path / "s.sock")]) == 1
         assert not (tmp_path / "s.sock").exists()
+    assert capsys.readouterr().err.count("cannot serve metrics") == 2
     # a server stopped by SIGINT / SIGTERM has done its job: 0; an interrupted one-shot run: 130
     proc = subprocess.Popen([*MEMTOP, "exporter", "--port", "0", "--socket", str(tmp_path / "none.sock")],
                             stderr=subprocess.PIPE, text=True)

@@ -1,7 +1,8 @@
-"""``memtop --web`` in a real headless Chromium: the page's terminal draws the device pane.
+"""``memtop --web``: the page's terminal draws the device pane, in a real headless Chromium.
 
-The test starts ``memtop serve`` (with known allocations held by this test), ``memtop --web`` on
-it, and Chromium driven over the DevTools protocol. textual-serve draws into a canvas (xterm.js),
+The tests start ``memtop serve`` (6 GiB held on device 0 by a holder process) and ``memtop --web``
+on it. One speaks the page's websocket itself (no browser needed); the other drives Chromium over
+the DevTools protocol. textual-serve draws into a canvas (xterm.js),
 so the DOM holds no text; two things prove the app rendered in the page:
 
 * the bytes the page's websocket received, replayed through a terminal emulator (pyte) at the
@@ -29,19 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import anyio
 import pytest
-
-from tt_memtop.client import AllocationClient
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMTOP = [sys.executable, "-m", "tt_memtop"]
-GiB = 1 << 30
 BROWSER = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 DRAM_RGB = (0x5F, 0xAF, 0xFF)  # memtop-dark's $primary: the DRAM bar (themes/dark.tcss)
 
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (CI installs Debian's "
-                                "`chromium` in .ci/run; locally: apt-get install chromium)")
 
 #: Installed before the page's own scripts: keep what its websocket receives and sends.
 HOOK = """
@@ -140,7 +135,7 @@ async def _drive(url: str, devtools: str, shot: Path) -> tuple[list[str], int, d
         deadline = time.monotonic() + 90
         lines: list[str] = []
         while time.monotonic() < deadline:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.3)
             rx = await cdp.js("window.__rx || []") or []
             tx = await cdp.js("window.__tx || []") or []
             lines, cols, rows = _screen(rx, tx)
@@ -157,75 +152,123 @@ async def _drive(url: str, devtools: str, shot: Path) -> tuple[list[str], int, d
         return lines, rows, {"box": box, "first_byte": first_byte}
 
 
-def test_web_view_renders_the_device_pane_in_chromium(tmp_path):
-    from PIL import Image
+HOLDER = """
+import sys, anyio
+from tt_memtop.client import AllocationClient
+async def main():
+    async with await AllocationClient.connect(sys.argv[1]) as c:
+        await c.alloc(0, 6 << 30, 0, 0x10000)  # half of device 0's 12 GiB DRAM; device 1 stays empty
+        await c.query(0)
+        print("ready", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)
+anyio.run(main)
+"""
 
+
+@pytest.fixture(scope="module")
+def web_view():
+    """``memtop serve`` with 6 GiB held on device 0, and ``memtop --web`` on it: yields (url, socket path)."""
     sock = str(Path(tempfile.mkdtemp(prefix="mtw", dir="/tmp")) / "s.sock")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TEXTUAL_DRIVER", None)
     server = subprocess.Popen([*MEMTOP, "serve", "--socket", sock, "--devices", "2", "-q"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=env)
-    port = _free_port()
-    web = browser = None
-    profile = tempfile.mkdtemp(prefix="mtchrome")
+    holder = web = None
     try:
         deadline = time.monotonic() + 20
         while not os.path.exists(sock):
             assert server.poll() is None and time.monotonic() < deadline, "memtop serve did not start"
             time.sleep(0.05)
-
-        async def hold_and_view():
-            async with await AllocationClient.connect(sock) as c:
-                await c.alloc(0, 6 * GiB, 0, 0x10000)  # half of device 0's 12 GiB DRAM; device 1 empty
-                await c.query(0)
-                return await anyio.to_thread.run_sync(view)
-
-        def view():
-            nonlocal web, browser
-            web = subprocess.Popen([*MEMTOP, "--web", "--port", str(port), "--socket", sock, "--theme", "memtop-dark"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-            url = f"http://127.0.0.1:{port}/"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        break
-                except OSError:
-                    assert web.poll() is None, web.stderr.read()
-                    assert time.monotonic() < deadline, "memtop --web did not listen"
-                    time.sleep(0.1)
-            browser = subprocess.Popen([BROWSER, "--headless", "--no-sandbox", "--disable-gpu",
-                                        "--disable-background-networking", "--disable-dev-shm-usage",
-                                        "--no-first-run", f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                        "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            devtools = None
-            deadline = time.monotonic() + 30
-            while devtools is None:
-                line = browser.stderr.readline()
-                m = re.search(r"DevTools listening on (ws://\S+)", line)
-                if m:
-                    devtools = m.group(1)
-                assert line or browser.poll() is None, "Chromium exited"
-                assert time.monotonic() < deadline, "Chromium did not open DevTools"
-            return asyncio.run(_drive(url, devtools, tmp_path / "web.png"))
-
-        lines, rows, page = anyio.run(hold_and_view)
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, sock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, env=env)
+        assert holder.stdout.readline().strip() == "ready"
+        port = _free_port()
+        web = subprocess.Popen([*MEMTOP, "--web", "--port", str(port), "--socket", sock, "--theme", "memtop-dark"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert web.poll() is None, web.stderr.read()
+                assert time.monotonic() < deadline, "memtop --web did not listen"
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/", sock
+        web.send_signal(signal.SIGINT)
+        assert web.wait(timeout=20) == 0, web.stderr.read()
+        deadline = time.monotonic() + 10
+        while _sessions(sock):
+            assert time.monotonic() < deadline, f"tab processes outlived the web server: {_sessions(sock)}"
+            time.sleep(0.2)
     finally:
-        for proc in (browser, web):
+        for proc in (web, holder):
             if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT if proc is web else signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                proc.kill()
+                proc.wait(timeout=10)
         server.send_signal(signal.SIGINT)
         server.wait(timeout=20)
+
+
+def test_web_view_websocket_streams_the_device_pane(web_view):
+    """Without a browser: the page's websocket, spoken by hand, carries a screen with one row per device."""
+    import aiohttp
+
+    url, _sock = web_view
+    cols, rows = 160, 40
+
+    async def read_screen() -> list[str]:
+        rx: list[str] = []
+        async with aiohttp.ClientSession() as http, \
+                http.ws_connect(url.replace("http:", "ws:") + f"ws?width={cols}&height={rows}") as ws:
+            deadline = time.monotonic() + 60
+            lines: list[str] = []
+            while time.monotonic() < deadline:
+                try:
+                    msg = await ws.receive(timeout=1.0)
+                except asyncio.TimeoutError:
+                    msg = None
+                if msg is not None and msg.type == aiohttp.WSMsgType.BINARY:
+                    rx.append(base64.b64encode(msg.data).decode())
+                lines = _screen(rx, [json.dumps(["resize", {"width": cols, "height": rows}])])[0]
+                if any(re.match(r"\s*1 WH\s+DRAM", line) for line in lines):
+                    return lines
+            raise AssertionError("no device pane on the websocket; screen:\n" + "\n".join(lines))
+
+    lines = asyncio.run(read_screen())
+    row0 = next(line for line in lines if re.match(r"\s*0 WH\s+DRAM", line))
+    assert "6.0 GiB" in row0 and "50.0%" in row0, row0
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (CI installs Debian's `chromium` in "
+                    ".ci/run; locally: apt-get install chromium)")
+def test_web_view_renders_the_device_pane_in_chromium(web_view, tmp_path):
+    from PIL import Image
+
+    url, _sock = web_view
+    profile = tempfile.mkdtemp(prefix="mtchrome")
+    browser = subprocess.Popen([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                "--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={profile}",
+                                "--remote-debugging-port=0", "about:blank"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        devtools = None
+        deadline = time.monotonic() + 30
+        while devtools is None:
+            line = browser.stderr.readline()
+            m = re.search(r"DevTools listening on (ws://\S+)", line)
+            if m:
+                devtools = m.group(1)
+            assert line or browser.poll() is None, "Chromium exited"
+            assert time.monotonic() < deadline, "Chromium did not open DevTools"
+        lines, rows, page = asyncio.run(_drive(url, devtools, tmp_path / "web.png"))
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            browser.kill()
         shutil.rmtree(profile, ignore_errors=True)
-    assert web.returncode == 0, web.stderr.read()
-    deadline = time.monotonic() + 10
-    while _sessions(sock):
-        assert time.monotonic() < deadline, f"tab processes outlived the web server: {_sessions(sock)}"
-        time.sleep(0.2)
 
     assert page["first_byte"], "the page never marked the terminal as receiving"
     row0 = next(i for i, line in enumerate(lines) if re.match(r"\s*0 WH\s+DRAM", line))
