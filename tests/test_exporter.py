@@ -185,3 +185,20 @@ def test_exit_codes(tmp_path, capsys):
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=20) == 0
+
+
+def test_optional_figures_render_when_known_and_are_absent_otherwise():
+    from tt_memtop.exporter.view import DeviceFigures, MetricsView
+
+    dev = DeviceFigures(2, "wormhole_b0", (10, 0, 0, 0, 0, 0), {"dram": 100}, 1)
+    view = MetricsView("h", "subscribe", True, None, 1, 0, [dev])
+    text = render(view)
+    for absent in (b"tt_memtop_peak_bytes", b"tt_memtop_largest_allocatable_bytes", b"tt_memtop_ledger_drift_bytes",
+                   b"tt_memtop_source_lag_seconds", b"tt_memtop_process_"):
+        assert absent not in text
+    dev.peak, dev.largest_allocatable, dev.drift = {"dram": 50}, {"dram": 40, "l1": 7}, {"trace": -4096}
+    s = _samples(render(view))
+    lab = (("arch", "wormhole_b0"), ("device", "2"), ("hostname", "h"))
+    assert s["tt_memtop_peak_bytes", (*lab, ("pool", "dram"))] == 50
+    assert s["tt_memtop_largest_allocatable_bytes", (*lab, ("pool", "l1"))] == 7
+    assert s["tt_memtop_ledger_drift_bytes", (*lab, ("pool", "trace"))] == -4096

@@ -53,7 +53,9 @@ def _scrape(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = resp.read().decode()
-    assert "# HELP tt_memtop_used_bytes" in text and "# TYPE tt_memtop_used_bytes gauge" in text
+    assert "# HELP tt_memtop_source_up " in text and "# TYPE tt_memtop_source_up gauge" in text
+    if "tt_memtop_used_bytes{" in text:
+        assert "# HELP tt_memtop_used_bytes " in text and "# TYPE tt_memtop_used_bytes gauge" in text
     out = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:

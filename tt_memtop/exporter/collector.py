@@ -39,7 +39,14 @@ def _phase_states(phase: str) -> dict[str, bool]:
 
 
 def families(view: MetricsView) -> Iterator[Metric]:
-    """The metric families for ``view``, in a fixed order."""
+    """The metric families of ``view`` that have samples, in a fixed order (a figure the source does
+    not know — peaks from a poll, lag while disconnected — is absent rather than zero)."""
+    for fam in _all_families(view):
+        if fam.samples:
+            yield fam
+
+
+def _all_families(view: MetricsView) -> Iterator[Metric]:
     host = view.hostname
     g = GaugeMetricFamily
 

@@ -34,9 +34,10 @@ def hostname() -> str:
     return socket.gethostname()
 
 
-def comm_reader() -> Callable[[int], str]:
-    """PID -> /proc/PID/comm, cached (the name of a process that has just gone is kept a little)."""
-    return ProcInfo(True, time.monotonic).name
+def comm_reader(local: bool = True) -> Callable[[int], str]:
+    """PID -> /proc/PID/comm, cached (the name of a process that has just gone is kept a little);
+    "" for a source whose PIDs are not this machine's (``local = False``: a replay)."""
+    return ProcInfo(local, time.monotonic).name
 
 
 class LoopViews:
@@ -117,9 +118,8 @@ async def run_exporter(args: argparse.Namespace, say: Callable[[str], None],
 
     state: MonitorState = new_state()
     lag = LagTracker()
-    comm = comm_reader()
     host = hostname()
-    current = {"kind": "none"}
+    current = {"kind": "none", "comm": comm_reader()}
 
     def emit(update: Update) -> None:
         state.apply(update)
@@ -127,7 +127,7 @@ async def run_exporter(args: argparse.Namespace, say: Callable[[str], None],
 
     def build() -> MetricsView:
         state.tick(state.last_ts_ns)
-        return view_from_state(state, source=current["kind"], hostname=host, comm=comm,
+        return view_from_state(state, source=current["kind"], hostname=host, comm=current["comm"],
                                lag_s=lag.lag_s(state, time.monotonic_ns()))
 
     views = LoopViews(build)
@@ -154,6 +154,7 @@ async def run_exporter(args: argparse.Namespace, say: Callable[[str], None],
                     continue
                 said = ""
                 current["kind"] = _source_kind(source)
+                current["comm"] = comm_reader(bool(getattr(source, "local", True)))
                 say(f"exporting {source.description}")
                 await source.run(emit)
                 if state.status.state not in ("ended", "error"):
