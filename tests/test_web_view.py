@@ -35,7 +35,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MEMTOP = [sys.executable, "-m", "tt_memtop"]
 BROWSER = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
-DRAM_RGB = (0x5F, 0xAF, 0xFF)  # memtop-dark's $primary: the DRAM bar (themes/dark.tcss)
+
+def _dram_rgb() -> tuple[int, int, int]:
+    """memtop-dark's $primary: the colour of the DRAM bar (themes/dark.tcss)."""
+    from textual.color import Color
+
+    from tt_memtop.ui.themes import THEMES
+
+    c = Color.parse(next(t for t in THEMES if t.name == "memtop-dark").primary)
+    return c.r, c.g, c.b
+
+
+DRAM_RGB = _dram_rgb()
 
 
 #: Installed before the page's own scripts: keep what its websocket receives and sends.
