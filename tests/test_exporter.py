@@ -125,7 +125,8 @@ async def test_read_only_app_refuses_actions_that_touch_the_host(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     assert {"screenshot", "suspend_process"} <= WRITE_ACTIONS
-    app = MemtopApp(FakeSource(1, []), read_only=True)
+    app = MemtopApp(FakeSource(1, []))
+    app.read_only = True
     async with app.run_test(size=(120, 30)) as pilot:
         assert not app.check_action("screenshot", ())
         await app.run_action("screenshot")
@@ -151,12 +152,13 @@ def test_web_session_command_is_read_only_and_keeps_the_source():
 def test_exit_codes(tmp_path, capsys):
     from tt_memtop.cli import main
 
-    with pytest.raises(SystemExit) as exc:
-        main(["--no-such-flag"])
-    assert exc.value.code == 2
-    assert main(["exporter", "--port", "70000"]) == 2
+    for argv in (["--no-such-flag"], ["exporter", "--port", "70000"], ["serve", "--metrics-port", "-1"],
+                 ["--web", "--port", "0"]):
+        with pytest.raises(SystemExit) as exc:  # argparse: usage, then exit 2
+            main(argv)
+        assert exc.value.code == 2, argv
     assert main(["exporter", "--textfile", str(tmp_path / "missing" / "x.prom")]) == 2
-    assert main(["--web", "--port", "0"]) == 2 and main(["--port", "8000"]) == 2
+    assert main(["--port", "8000"]) == 2 and main(["--web", "--json"]) == 2
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -14,6 +14,7 @@ import anyio
 
 from .._compat import ExceptionGroup
 from ..cli import add_socket_argument, positive_float
+from ..exporter.args import DEFAULT_ADDR, port_number
 
 DEFAULT_PORT = 9464
 
@@ -25,11 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S",
                         help="poll interval for the original server (default 0.5)")
     parser.add_argument("--follow", metavar="LOG", help="follow an allocation-server log file instead")
-    parser.add_argument("--port", type=int, default=None, dest="metrics_port", metavar="PORT",
+    parser.add_argument("--port", type=port_number, default=None, dest="metrics_port", metavar="PORT",
                         help=f"serve http://ADDR:PORT/metrics (default {DEFAULT_PORT} unless --textfile is "
                              f"given; 0: any free port)")
-    parser.add_argument("--addr", default="127.0.0.1", dest="metrics_addr", metavar="ADDR",
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 to be scraped from elsewhere)")
+    parser.add_argument("--addr", default=DEFAULT_ADDR, dest="metrics_addr", metavar="ADDR",
+                        help=f"address to listen on (default {DEFAULT_ADDR}; 0.0.0.0 to be scraped from elsewhere)")
     parser.add_argument("--textfile", metavar="PATH",
                         help="write the metrics to PATH for node_exporter's textfile collector "
                              "(a .prom file in its --collector.textfile.directory)")
@@ -40,12 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..exporter.runner import check_port, ensure_textfile_dir, run_exporter, stderr_say
+    from ..exporter.runner import ensure_textfile_dir, run_exporter, stderr_say
 
     say = stderr_say("memtop exporter")
     if args.metrics_port is None and not args.textfile:
         args.metrics_port = DEFAULT_PORT
-    problem = check_port(args.metrics_port) or (ensure_textfile_dir(args.textfile) if args.textfile else None)
+    problem = ensure_textfile_dir(args.textfile) if args.textfile else None
     if problem:
         say(problem)
         return 2

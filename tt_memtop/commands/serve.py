@@ -30,47 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between statistics blocks (default 10, as the original)")
     parser.add_argument("--no-extensions", action="store_true",
                         help="behave exactly like the original: no subscription, unknown types ignored")
-    from ..exporter.runner import add_metrics_arguments
+    from ..exporter.args import add_metrics_arguments
 
-    add_metrics_arguments(parser, "--metrics-port")
-
-
-def _start_metrics(server, args: argparse.Namespace):
-    """Prometheus ``/metrics`` straight from the server's ledger (see tt_memtop/exporter)."""
-    from ..exporter.runner import LoopViews, MetricsHTTP, comm_reader, hostname
-    from ..exporter.view import view_from_ledger
-
-    comm, host = comm_reader(), hostname()
-
-    def build():
-        registry, stats, inventory = server.ledger()
-        return view_from_ledger(registry, inventory, events_total=registry.seq, bad_frames_total=stats.bad_frames,
-                                hostname=host, comm=comm)
-
-    try:
-        metrics = MetricsHTTP(args.metrics_addr, args.metrics_port, LoopViews(build).take)
-    except OSError as exc:
-        raise OSError(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: "
-                      f"{exc.strerror or exc}") from exc
-    print(f"memtop serve: metrics on {metrics.url}", file=sys.stderr, flush=True)
-    return metrics
-
-
-async def _close_on_exit(metrics) -> None:
-    try:
-        await anyio.sleep_forever()
-    finally:
-        metrics.close()
+    add_metrics_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..exporter.runner import serve_ledger_metrics
     from ..server.server import AllocationServer, ServerConfig, SocketInUseError, prepare_socket_path
 
     if not 0 <= args.devices <= 256:
         print("memtop serve: --devices must be between 0 and 256", file=sys.stderr)
-        return 2
-    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
-        print(f"memtop serve: --metrics-port must be between 0 and 65535, got {args.metrics_port}", file=sys.stderr)
         return 2
     config = ServerConfig(socket_path=args.socket, inventory=Inventory.uniform(args.devices, args.arch),
                           layout=args.protocol, log_format=args.log_format, quiet=args.quiet, record=args.record,
@@ -88,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
             tg.start_soon(stop_on_signal)
             if args.metrics_port is not None:  # first: a taken port fails before the socket is bound
-                tg.start_soon(_close_on_exit, _start_metrics(server, args))
+                await tg.start(serve_ledger_metrics, server, args)
             await tg.start(server.serve)
 
     try:

@@ -12,8 +12,6 @@ import sys
 
 from ..cli import add_socket_argument, add_view_arguments, positive_float
 
-WEB_PORT = 8000
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_socket_argument(parser)
@@ -28,13 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--ndjson", action="store_true", help="print one JSON line every --interval seconds")
     add_view_arguments(parser)
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
-    web = parser.add_argument_group("web view")
-    web.add_argument("--web", action="store_true", help="serve this monitor to browsers (read-only) instead of the terminal")
-    web.add_argument("--port", type=int, default=None, help=f"web view port (default {WEB_PORT})")
-    web.add_argument("--web-addr", default=None, metavar="ADDR",
-                     help="web view address (default 127.0.0.1; 0.0.0.0 to let other hosts in)")
-    parser.add_argument("--read-only", action="store_true",
-                        help="a view that acts on nothing but itself (what each web view tab runs)")
+    from ..web import add_web_arguments
+
+    add_web_arguments(parser)
 
 
 def _say(msg: str) -> None:
@@ -53,9 +47,9 @@ def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
         _say(f"bad filter: {exc}")
         return 2
     interval = getattr(args, "interval", 0.5) or 0.5
-    app_kw.setdefault("read_only", bool(getattr(args, "read_only", False)))
     app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None),
                     sample_period=max(0.1, interval), **app_kw)
+    app.read_only = bool(getattr(args, "read_only", False))
     app.run()
     return int(app.return_code or 0)
 
@@ -67,21 +61,10 @@ def _oneshot(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..web import in_web_session, serve_web
+    from ..web import in_web_session, run_web, wants_web
 
-    if not args.web and (args.port is not None or args.web_addr is not None):
-        _say("--port and --web-addr are options of --web")
-        return 2
-    if args.web:
-        args.port = WEB_PORT if args.port is None else args.port
-        args.web_addr = args.web_addr or "127.0.0.1"
-        if not 0 < args.port <= 65535:
-            _say(f"--port must be between 1 and 65535, got {args.port}")
-            return 2
-        if args.once or args.json or args.ndjson:
-            _say("--web shows the monitor: it cannot be combined with --once, --json or --ndjson")
-            return 2
-        return serve_web(args)
+    if wants_web(args):
+        return run_web(args)
     if args.once or args.json or args.ndjson or not (sys.stdout.isatty() or in_web_session()):
         return _oneshot(args)
     from ..sources.demo import DemoSource

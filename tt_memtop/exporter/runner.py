@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import anyio
+import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 from prometheus_client import start_http_server, write_to_textfile
@@ -25,10 +26,7 @@ from ..ui.procinfo import ProcInfo
 from .collector import registry_for
 from .view import LagTracker, MetricsView, view_from_state
 
-__all__ = ["LoopViews", "MetricsHTTP", "add_metrics_arguments", "run_exporter", "textfile_loop"]
-
-DEFAULT_ADDR = "127.0.0.1"
-
+__all__ = ["LoopViews", "MetricsHTTP", "run_exporter", "serve_ledger_metrics", "textfile_loop"]
 
 def hostname() -> str:
     return socket.gethostname()
@@ -68,19 +66,34 @@ def _host_for_url(addr: str) -> str:
     return f"[{addr}]" if ":" in addr else addr
 
 
-def add_metrics_arguments(parser: argparse.ArgumentParser, port_flag: str) -> None:
-    parser.add_argument(port_flag, type=int, default=None, metavar="PORT", dest="metrics_port",
-                        help="serve Prometheus metrics on http://ADDR:PORT/metrics (0: any free port)")
-    parser.add_argument("--metrics-addr", default=DEFAULT_ADDR, metavar="ADDR",
-                        help=f"address to serve the metrics on (default {DEFAULT_ADDR}; 0.0.0.0 for Prometheus "
-                             f"on another host)")
+async def serve_ledger_metrics(server, args: argparse.Namespace, *,
+                               task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+    """``memtop serve --metrics-port``: ``/metrics`` straight from the server's ledger, until cancelled.
 
+    Reads the registry's running totals on the event loop at each scrape (``server.ledger()``);
+    nothing is added to the ingest path. Raises OSError, before reporting started, when the port
+    cannot be had.
+    """
+    from .view import view_from_ledger
 
-def check_port(port: int | None) -> str | None:
-    """A usage error for a port out of range, else None."""
-    if port is not None and not 0 <= port <= 65535:
-        return f"port must be between 0 and 65535, got {port}"
-    return None
+    comm, host = comm_reader(), hostname()
+
+    def build() -> MetricsView:
+        registry, stats, inventory = server.ledger()
+        return view_from_ledger(registry, inventory, events_total=registry.seq, bad_frames_total=stats.bad_frames,
+                                hostname=host, comm=comm)
+
+    try:
+        http = MetricsHTTP(args.metrics_addr, args.metrics_port, LoopViews(build).take)
+    except OSError as exc:
+        raise OSError(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: "
+                      f"{exc.strerror or exc}") from exc
+    print(f"memtop serve: metrics on {http.url}", file=sys.stderr, flush=True)
+    try:
+        task_status.started()
+        await anyio.sleep_forever()
+    finally:
+        http.close()
 
 
 async def textfile_loop(path: str, take_view: Callable[[], MetricsView], interval: float,

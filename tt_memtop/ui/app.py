@@ -63,9 +63,10 @@ GC_FREEZE_GROWTH = 200_000
 PANES = ("devices", "feed", "buffers", "processes")
 PANE_TITLES = {"devices": "1 Devices", "feed": "2 Events", "buffers": "3 Buffers", "processes": "4 Processes"}
 REPLAY_ACTIONS = frozenset({"play_pause", "step", "seek", "seek_to", "speed"})
-#: Refused in a read-only view (``memtop --web``): keys declared as writing (``Key.writes``) and
-#: Textual's own actions that touch the host (an SVG written to its disk, suspending the process).
-WRITE_ACTIONS = frozenset({k.action.split("(")[0] for k in KEYS if k.writes}) | {"screenshot", "suspend_process"}
+#: Refused in a read-only view (``memtop --web``): actions that reach past the view. memtop's own keys
+#: only change the view; Textual's own actions touch the host (an SVG written to its disk, suspending
+#: the process). A key that acts on the server or the host (e.g. a DUMP) belongs here.
+WRITE_ACTIONS = frozenset({"screenshot", "suspend_process"})
 SEEK_STEP = 0.05  # [ / ]: this fraction of the duration
 TOTALS_ONLY_NOTE = ("this source reports totals only (the original allocation server, polled): no events, "
                     "buffers or processes. Run `memtop serve` as the server, or add --follow LOG.")
@@ -108,14 +109,14 @@ class MemtopApp(App[int]):
     CSS_PATH = stylesheet_paths()
     BINDINGS = app_bindings()
     COMMANDS = App.COMMANDS | {KeyCommands}
+    #: a view that must not act on anything but itself (the web view): WRITE_ACTIONS are refused
+    read_only = False
 
     def __init__(self, source: Source, *, view_filter: ViewFilter | None = None, theme: str | None = None,
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
                  local: bool | None = None, state: MonitorState | None = None, buffer_limit: int = 500,
-                 pane: str = "feed", step_events: int = 1, read_only: bool = False) -> None:
+                 pane: str = "feed", step_events: int = 1) -> None:
         super().__init__()
-        #: a view that must not act on anything but itself (the web view): WRITE_ACTIONS are refused
-        self.read_only = read_only
         self.source = source
         #: the source as a player (a replay), or None
         self.player = source if Capability.SEEK in getattr(source, "capabilities", frozenset()) else None

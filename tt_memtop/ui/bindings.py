@@ -26,7 +26,6 @@ class Key:
     label: str = ""  # how help spells the keys
     short: str = ""  # Footer / palette wording, if shorter than the description
     mode: str = ""  # "" = always; "live" / "replay" = only when the source is not / is a player
-    writes: bool = False  # acts on the server or the host (not just this view): refused in a read-only view
 
 
 KEYS: tuple[Key, ...] = (
