@@ -36,7 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..exporter.runner import serve_ledger_metrics
     from ..server.server import AllocationServer, ServerConfig, SocketInUseError, prepare_socket_path
 
     if not 0 <= args.devices <= 256:
@@ -58,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
             tg.start_soon(stop_on_signal)
             if args.metrics_port is not None:  # first: a taken port fails before the socket is bound
+                from ..exporter.runner import serve_ledger_metrics
+
                 await tg.start(serve_ledger_metrics, server, args)
             await tg.start(server.serve)
 
