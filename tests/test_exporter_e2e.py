@@ -268,3 +268,42 @@ def test_exporter_polls_an_original_style_server(tmp_path):
                 proc.wait(timeout=10)
         server.send_signal(signal.SIGINT)
         server.wait(timeout=20)
+
+
+def test_exporter_waits_for_a_server_and_follows_it_when_it_comes(tmp_path):
+    sock = str(tmp_path / "late.sock")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    exporter = subprocess.Popen([*MEMTOP, "exporter", "--socket", sock, "--port", "0", "--retry", "0.2"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    server = holder = None
+    try:
+        url = _wait_line(exporter, "metrics on http://").split("metrics on ", 1)[1].strip()
+        host = os.uname().nodename
+        s = _scrape(url)
+        assert s[("tt_memtop_source_up", (("hostname", host), ("source", "none")))] == 0
+        assert not _used(s)
+        server = subprocess.Popen([*MEMTOP, "serve", "--socket", sock, "--devices", "4", "-q"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.05)
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, sock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, env=env)
+        assert holder.stdout.readline().strip() == "ready"
+        held = defaultdict(int)
+        for d, pool, _t, size, _b in HELD:
+            held[d, pool] += size
+        deadline = time.monotonic() + 30
+        while _nonzero(_used(s := _scrape(url))) != dict(held):
+            assert time.monotonic() < deadline, _used(s)
+            time.sleep(0.2)
+        assert s[("tt_memtop_source_up", (("hostname", host), ("source", "subscribe")))] == 1
+    finally:
+        for proc in (holder, exporter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        if server is not None:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=20)

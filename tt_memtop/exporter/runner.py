@@ -124,36 +124,48 @@ def _source_kind(source) -> str:
     return _KINDS.get(name, name.removesuffix("Source").lower() or "unknown")
 
 
-async def run_exporter(args: argparse.Namespace, say: Callable[[str], None],
-                       ready: Callable[[str], None] | None = None) -> None:
-    """``memtop exporter``: follow the best source for ``args`` into a MonitorState and export it until cancelled."""
+class _Exported:
+    """What ``memtop exporter`` exports from: the current source's state, and how to label it."""
+
+    def __init__(self) -> None:
+        self.host = hostname()
+        self.start("none", True)
+
+    def start(self, kind: str, local: bool) -> None:
+        """A new source: a fresh state (nothing of the previous source's figures lingers)."""
+        self.state: MonitorState = new_state()
+        self.lag = LagTracker()
+        self.kind = kind
+        self.comm = comm_reader(local)
+
+    def emit(self, update: Update) -> None:
+        self.state.apply(update)
+        self.lag.saw(update, time.monotonic_ns())
+
+    def view(self) -> MetricsView:
+        st = self.state
+        st.tick(st.last_ts_ns)
+        return view_from_state(st, source=self.kind, hostname=self.host, comm=self.comm,
+                               lag_s=self.lag.lag_s(st, time.monotonic_ns()))
+
+
+async def run_exporter(args: argparse.Namespace, say: Callable[[str], None]) -> None:
+    """``memtop exporter``: follow the best source for ``args`` into a MonitorState and export it until cancelled.
+
+    While no source answers, only ``tt_memtop_source_up 0`` (and the counters) are exported; a source
+    that stops is replaced by whatever answers next, with a fresh state.
+    """
     from ..sources.open import open_source_async
 
-    state: MonitorState = new_state()
-    lag = LagTracker()
-    host = hostname()
-    current = {"kind": "none", "comm": comm_reader()}
-
-    def emit(update: Update) -> None:
-        state.apply(update)
-        lag.saw(update, time.monotonic_ns())
-
-    def build() -> MetricsView:
-        state.tick(state.last_ts_ns)
-        return view_from_state(state, source=current["kind"], hostname=host, comm=current["comm"],
-                               lag_s=lag.lag_s(state, time.monotonic_ns()))
-
-    views = LoopViews(build)
+    out = _Exported()
     http = None
     if args.metrics_port is not None:
-        http = MetricsHTTP(args.metrics_addr, args.metrics_port, views.take)
+        http = MetricsHTTP(args.metrics_addr, args.metrics_port, LoopViews(out.view).take)
         say(f"metrics on {http.url}")
-        if ready is not None:
-            ready(http.url)
     try:
         async with anyio.create_task_group() as tg:
             if args.textfile:
-                tg.start_soon(textfile_loop, args.textfile, build, args.textfile_interval, say)
+                tg.start_soon(textfile_loop, args.textfile, out.view, args.textfile_interval, say)
             said = ""
             while True:
                 source = await open_source_async(args)
@@ -162,16 +174,16 @@ async def run_exporter(args: argparse.Namespace, say: Callable[[str], None],
                     if why != said:
                         say(why)
                         said = why
-                    state.apply(Status("disconnected", why))
+                    out.state.apply(Status("disconnected", why))
                     await anyio.sleep(args.retry)
                     continue
                 said = ""
-                current["kind"] = _source_kind(source)
-                current["comm"] = comm_reader(bool(getattr(source, "local", True)))
+                out.start(_source_kind(source), bool(getattr(source, "local", True)))
                 say(f"exporting {source.description}")
-                await source.run(emit)
-                if state.status.state not in ("ended", "error"):
-                    state.apply(Status("disconnected", f"{source.description} stopped"))
+                await source.run(out.emit)
+                why = out.state.status.message or f"{source.description} stopped"
+                out.start("none", True)
+                out.state.apply(Status("disconnected", why))
                 await anyio.sleep(args.retry)
     finally:
         if http is not None:
