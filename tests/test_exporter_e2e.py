@@ -194,9 +194,13 @@ def test_serve_metrics_match_the_registry_while_a_workload_runs(served, tmp_path
 
         # memtop exporter (over the subscription) and its textfile agree with serve's ledger.
         deadline = time.monotonic() + 20
-        while _nonzero(_used(_scrape(exporter_url))) != _nonzero(used):
+        while _nonzero(_used(ex := _scrape(exporter_url))) != _nonzero(used):
             assert time.monotonic() < deadline
             time.sleep(0.2)
+        assert _process_used(ex) == _process_used(s)
+        states = {dict(k)["tt_memtop_process_phase"]: v for (n, k), v in ex.items()
+                  if n == "tt_memtop_process_phase" and dict(k)["pid"] == str(holder.pid)}
+        assert len(states) == 8 and sum(states.values()) == 1, states  # the exporter infers phases
         deadline = time.monotonic() + 20
         while True:
             text = textfile.read_text() if textfile.exists() else ""
