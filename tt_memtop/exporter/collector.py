@@ -92,7 +92,8 @@ def _all_families(view: MetricsView) -> Iterator[Metric]:
 
     pused = g(PREFIX + "process_used_bytes", "bytes a process holds per device and pool",
               labels=[*_PROC, "device", "pool"])
-    pbufs = g(PREFIX + "process_buffers", "live buffers a process holds (all devices)", labels=_PROC)
+    pbufs = g(PREFIX + "process_buffers", "live entries a process holds on all devices (buffers, circular buffers "
+              "and kernels)", labels=_PROC)
     pphase = StateSetMetricFamily(PREFIX + "process_phase", "trace phase of the process", labels=_PROC)
     for p in view.processes:
         proc = [host, str(p.pid), p.comm]
