@@ -59,19 +59,21 @@ class Client:
         self.protocol = protocol
         self.timeout = timeout
         self.layout: Layout | None = None
+        #: the server is ``memtop serve`` (known after entering, with ``protocol="auto"``)
+        self.ours: bool | None = None
         self._client: AllocationClient | None = None
         self._inventory: Inventory | None = None
 
     async def __aenter__(self) -> Client:
-        from .sources.poll import detect_layout
-        from .sources.subscribe import probe_extension
+        from .sources.probe import probe_server
 
         if str(self.protocol).lower() == "auto":
-            layout = await detect_layout(self.socket, min(self.timeout, 1.0))
-            if layout is None:
-                raise ConnectionError(f"the server at {self.socket} answers no QUERY of 144, 128, 112 or 72 bytes")
-            if layout == Layout.V72 and await probe_extension(self.socket, min(self.timeout, 1.0)):
-                layout = Layout.V144  # memtop serve answers every layout: take the one with CB/KERNEL totals
+            # the silent probe (sources/probe.py): one QUERY every server answers and none logs
+            kind = await probe_server(self.socket, timeout=min(self.timeout, 1.0), patience=self.timeout)
+            if kind is None:
+                raise ConnectionError(f"the server at {self.socket} did not answer a QUERY in {self.timeout:g} s")
+            self.ours = kind.ours
+            layout = Layout.V144 if kind.ours else kind.layout  # memtop serve answers every layout: take the widest
         else:
             layout = Layout(int(self.protocol))
         self.layout = layout
@@ -92,13 +94,14 @@ class Client:
         return self._client
 
     async def devices(self) -> Inventory:
-        """The server's devices (DEVICE_INFO); empty when its layout has no such request (v72)."""
+        """The server's devices (DEVICE_INFO); empty for a 72-byte original, which has no such request
+        (it is not asked: it would log "Unknown message type: 6")."""
         if self._inventory is None:
             client = self._conn()
-            try:
-                self._inventory = await client.inventory(self.timeout if client.layout != Layout.V72 else 0.3)
-            except TimeoutError:
+            if client.layout == Layout.V72 and not self.ours:
                 self._inventory = Inventory()
+            else:
+                self._inventory = await client.inventory(self.timeout)
         return self._inventory
 
     async def totals(self) -> dict[int, DeviceTotals]:
