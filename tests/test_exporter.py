@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -204,3 +205,25 @@ def test_optional_figures_render_when_known_and_are_absent_otherwise():
     assert s["tt_memtop_peak_bytes", (*lab, ("pool", "dram"))] == 50
     assert s["tt_memtop_largest_allocatable_bytes", (*lab, ("pool", "l1"))] == 7
     assert s["tt_memtop_ledger_drift_bytes", (*lab, ("pool", "trace"))] == -4096
+
+
+@pytest.mark.parametrize("version", ["S1", "S4", "S5"])
+def test_client_api_totals_from_an_original_it_does_not_disturb(tmp_path, version):
+    """The Client against stand-ins for the original servers: totals by QUERY in their layout, nothing they log."""
+    from tests.test_compat_originals import Original, _alloc
+
+    path = short_socket(tmp_path, f"{version}.sock")
+    orig = Original(path, version)
+    try:
+        _alloc(path, {"S1": 72, "S4": 112, "S5": 144}[version], 1, 5 * MiB, 4)  # TRACE on device 1
+
+        async def read():
+            async with Client(path) as c:
+                return c.layout, await c.totals()
+
+        layout, totals = anyio.run(read)
+    finally:
+        orig.stop()
+    assert int(layout) == {"S1": 72, "S4": 112, "S5": 144}[version]
+    assert totals[1].trace == 5 * MiB and totals[0] == DeviceTotals(0, 0, 0, 0, 0, 0)
+    assert orig.err == "", orig.err  # no "Unknown message type"
