@@ -311,3 +311,73 @@ def test_exporter_waits_for_a_server_and_follows_it_when_it_comes(tmp_path):
         if server is not None:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=20)
+
+
+def test_exporter_reads_tt_metal_shared_memory(tmp_path):
+    """Mainline TT-Metal, no server: totals per chip and per process (with TT-Metal's process name); a
+    dead PID's slot is neither memory in use nor a process."""
+    from tt_memtop.sim.shm_writer import RegionWriter, sim_chip_unique_id
+
+    dead = next(p for p in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{p}"))
+    w0 = RegionWriter(str(tmp_path), sim_chip_unique_id(0), 0, name="model")
+    w0.record(0, 40 * MiB, True)
+    w0.record(4, 12 * MiB, True)
+    w1 = RegionWriter(str(tmp_path), sim_chip_unique_id(1), 1, name="model")
+    w1.record(1, 3 * MiB, True)
+    gone = RegionWriter(str(tmp_path), sim_chip_unique_id(1), 1, pid=dead, name="gone", alive=lambda _p: True)
+    gone.record(0, 5 * MiB, True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    exporter = subprocess.Popen([*MEMTOP, "exporter", "--source", "shm", "--shm-dir", str(tmp_path), "--port", "0",
+                                 "--socket", str(tmp_path / "none.sock")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = _wait_line(exporter, "metrics on http://").split("metrics on ", 1)[1].strip()
+        want = {(0, "dram"): 40 * MiB, (0, "trace"): 12 * MiB, (1, "l1"): 3 * MiB}
+        deadline = time.monotonic() + 20
+        while _nonzero(_used(s := _scrape(url))) != want:
+            assert time.monotonic() < deadline, _used(s)
+            time.sleep(0.2)
+        procs = _process_used(s)
+        assert set(procs) == {os.getpid()} and _nonzero(procs[os.getpid()]) == want
+        names = {dict(k)["comm"] for (n, k) in s if n == "tt_memtop_process_used_bytes"}
+        assert names == {"model"}
+        assert s[("tt_memtop_source_up", (("hostname", os.uname().nodename), ("source", "shm")))] == 1
+    finally:
+        exporter.kill()
+        exporter.wait(timeout=10)
+        for w in (w0, w1):
+            w.close()
+
+
+def test_exporter_reports_ledger_vs_shared_memory_drift(served, tmp_path):
+    """Our server's events and TT-Metal's shared memory side by side: where they disagree, by how much."""
+    from tt_memtop.sim.shm_writer import RegionWriter, sim_chip_unique_id
+
+    sock, _url, env = served
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, sock], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)
+    w0 = RegionWriter(str(shm), sim_chip_unique_id(0), 0, name="model")
+    w0.record(0, 60 * MiB, True)  # the ledger has 64 MiB of DRAM on device 0: 4 MiB were never reported here
+    w0.record(1, 3 * MiB, True)  # L1 agrees
+    exporter = None
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        exporter = subprocess.Popen([*MEMTOP, "exporter", "--socket", sock, "--shm-dir", str(shm), "--port", "0"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        url = _wait_line(exporter, "metrics on http://").split("metrics on ", 1)[1].strip()
+        lab = (("arch", "wormhole_b0"), ("device", "0"), ("hostname", os.uname().nodename))
+        deadline = time.monotonic() + 20
+        while (s := _scrape(url)).get(("tt_memtop_ledger_drift_bytes", (*lab, ("pool", "dram")))) != 4 * MiB:
+            assert time.monotonic() < deadline, {k: v for k, v in s.items() if "drift" in k[0]}
+            time.sleep(0.2)
+        assert s[("tt_memtop_ledger_drift_bytes", (*lab, ("pool", "l1")))] == 0
+        assert s[("tt_memtop_source_up", (("hostname", os.uname().nodename), ("source", "subscribe+shm")))] == 1
+        assert _nonzero(_process_used(s)[holder.pid])  # the events stay the authority: per-process figures
+    finally:
+        for proc in (holder, exporter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        w0.close()

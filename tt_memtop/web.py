@@ -69,8 +69,10 @@ def in_web_session() -> bool:
 def session_command(args: argparse.Namespace) -> list[str]:
     """The command each browser tab runs: this memtop, read-only, with the same source and view options."""
     cmd = [sys.executable, "-m", "tt_memtop", "--read-only", "--socket", args.socket]
-    for flag, value in (("--protocol", args.protocol), ("--follow", args.follow), ("--device", args.device),
-                        ("--type", args.type), ("--pid", args.pid), ("--theme", args.theme)):
+    for flag, value in (("--protocol", args.protocol), ("--follow", args.follow), ("--source", args.source),
+                        ("--shm-dir", args.shm_dir), ("--shm-interval", args.shm_interval), ("--arch", args.arch),
+                        ("--device", args.device), ("--type", args.type), ("--pid", args.pid),
+                        ("--theme", args.theme)):
         if value not in (None, "", "auto"):
             cmd += [flag, str(value)]
     cmd += ["--interval", repr(args.interval)]

@@ -26,6 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S",
                         help="poll interval for the original server (default 0.5)")
     parser.add_argument("--follow", metavar="LOG", help="follow an allocation-server log file instead")
+    parser.add_argument("--source", default="auto", choices=["auto", "subscribe", "shm", "poll", "follow"],
+                        help="force a source (default auto: our server's subscription > TT-Metal shared memory > "
+                             "the original server, polled)")
+    parser.add_argument("--shm-dir", default=None, metavar="DIR",
+                        help="where TT-Metal's tt_device_*_memory regions are (default: $TT_MEMTOP_SHM_DIR or /dev/shm)")
+    parser.add_argument("--shm-interval", type=positive_float, default=None, metavar="S",
+                        help="shared-memory sampling period (default 0.05: 20 Hz)")
+    parser.add_argument("--arch", default=None, choices=["grayskull", "wormhole_b0", "blackhole"],
+                        help="architecture for capacities when the source does not say (shared memory)")
     parser.add_argument("--port", type=port_number, default=None, dest="metrics_port", metavar="PORT",
                         help=f"serve http://ADDR:PORT/metrics (default {DEFAULT_PORT} unless --textfile is "
                              f"given; 0: any free port)")

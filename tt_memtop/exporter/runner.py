@@ -115,7 +115,7 @@ async def textfile_loop(path: str, take_view: Callable[[], MetricsView], interva
 
 
 _KINDS = {"SubscribeSource": "subscribe", "PollSource": "poll", "FollowLogSource": "log",
-          "FollowWithPolling": "log+poll", "ShmSource": "shm"}
+          "FollowWithPolling": "log+poll", "ShmSource": "shm", "WithShmCrossCheck": "subscribe+shm"}
 
 
 def _source_kind(source) -> str:

@@ -26,6 +26,8 @@ __all__ = ["POOLS", "DeviceFigures", "LagTracker", "MetricsView", "ProcessFigure
 
 #: Label values of ``pool``, in wire-total order (SYSTEM_MEMORY counts in l1_small, as on the wire).
 POOLS = ("dram", "l1", "l1_small", "trace", "cb", "kernel")
+#: Pools TT-Metal's shared memory and the event ledger both count (MonitorState.drift compares these).
+DRIFT_POOLS = ("dram", "l1", "l1_small", "trace")
 #: Source states in which the exported figures are live.
 UP_STATES = frozenset({"connected", "playing", "paused"})
 
@@ -108,7 +110,19 @@ def view_from_state(state: MonitorState, *, source: str, hostname: str, comm: Ca
     for d in state.devices():
         figs.append(DeviceFigures(d, _arch_label(inv, d), tuple(state.device_wire_totals(d)), _capacity(inv, d),
                                   state.registry.device_count(d) if events else None, state.device_phase(d)))
-    procs = _processes(state.registry, comm, state.phase_of) if events else []
+    if events:
+        procs = _processes(state.registry, comm, state.phase_of)
+    else:  # per-process totals from TT-Metal's shared memory; a dead PID's slot is not a live process's
+        procs = [ProcessFigures(p.pid, p.name or comm(p.pid), {d: tuple(t) for d, t in p.devices.items()}, None,
+                                state.phase_of(p.pid))
+                 for p in sorted(state.polled_procs.values(), key=lambda p: p.pid) if p.alive is not False]
+    if state.crosscheck:  # shared-memory totals beside the event ledger: 0, or how far they disagree
+        drifting = state.drift()
+        for d in figs:
+            if d.device in state.crosscheck:
+                d.drift = {pool: 0 for pool in DRIFT_POOLS}
+                for name, (ledger, shm) in drifting.get(d.device, {}).items():
+                    d.drift[name.lower()] = ledger - shm
     return MetricsView(hostname, source, state.status.state in UP_STATES, lag_s, state.events_total,
                        state.bad_frames, figs, procs)
 
