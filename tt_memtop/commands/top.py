@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shared memory) to FILE; play it with `memtop replay FILE`")
     add_view_arguments(parser)
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
+    from ..web import add_web_arguments
+
+    add_web_arguments(parser)
 
 
 def _say(msg: str) -> None:
@@ -97,6 +100,7 @@ def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
                     sample_period=max(0.1, period), fps=cfg.fps, history_scale=cfg.history_scale,
                     feed_grouped=cfg.feed == "grouped", wall_clock=None if cfg.times == "wall" else False,
                     group=cfg.group, keymap=cfg.keys, **app_kw)
+    app.read_only = bool(getattr(args, "read_only", False))
     app.run()
     return int(app.return_code or 0)
 
@@ -117,9 +121,14 @@ def _recorded(args: argparse.Namespace, source):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..web import in_web_session, run_web, wants_web
+
+    if wants_web(args):
+        return run_web(args)
     from ..sources.open import open_source
 
-    if args.once or args.json or args.ndjson or not sys.stdout.isatty():
+    # --json/--ndjson imply --once; a browser tab's app has textual-serve's pipe for a terminal
+    if args.once or args.json or args.ndjson or not (sys.stdout.isatty() or in_web_session()):
         if not getattr(args, "record", None):
             return _oneshot(args)
         from ..output.oneshot import run_oneshot
