@@ -87,7 +87,7 @@ def test_report_subprocess_json():
                          capture_output=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr.decode()
     doc = json.loads(res.stdout)
-    assert doc["schema_version"] == 1 and doc["remaining_total"] == 16
+    assert doc["schema_version"] == 2 and doc["remaining_total"] == 16
     assert doc["remaining"]["1"]["L1"]["ids"] == [0x19040]
 
 

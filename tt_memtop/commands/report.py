@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"memtop report: note: {note}", file=sys.stderr)
     if args.json:
-        doc = {"schema_version": 1, "file": args.file, **rep.as_dict()}
+        doc = {"schema_version": 2, "file": args.file, **rep.as_dict()}
         json.dump(doc, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:

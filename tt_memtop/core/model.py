@@ -23,6 +23,8 @@ from typing import NamedTuple
 from ..sources.base import Capability, EventBatch, Snapshot, Status, TotalsSample, Update
 from .devices import Inventory
 from .events import Event, EventKind
+from .geometry import GeometryConfig
+from .insight import Insight
 from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Registry
@@ -52,14 +54,14 @@ def _name(ph) -> str:
     return ph.value if ph is not None else ""
 
 
-def new_state(phases: bool = True) -> MonitorState:
-    """A MonitorState, with trace-phase inference unless ``phases`` is False."""
-    return MonitorState(phases=PhaseTracker() if phases else None)
+def new_state(phases: bool = True, geometry: GeometryConfig | None = None) -> MonitorState:
+    """A MonitorState, with trace-phase inference unless ``phases`` is False; ``geometry``: bank overrides."""
+    return MonitorState(phases=PhaseTracker() if phases else None, geometry=geometry)
 
 
 class MonitorState:
     def __init__(self, feed_limit: int = FEED_LIMIT, phases=None, history_ids: int = HISTORY_IDS,
-                 history_per_id: int = HISTORY_PER_ID) -> None:
+                 history_per_id: int = HISTORY_PER_ID, geometry: GeometryConfig | None = None) -> None:
         self.registry = Registry()
         self.feed: deque[Event] = deque(maxlen=feed_limit)
         self.feed_phases: deque[str] = deque(maxlen=feed_limit)
@@ -81,6 +83,8 @@ class MonitorState:
         self.exited: set[int] = set()
         self.phases = phases  # a PhaseTracker when phase inference is available
         self._phase_names: dict[object, str] = {}  # tracker's phase value -> display name
+        # peaks, bank maps, headroom, leaks, usage history (core/insight.py)
+        self.insight = Insight(geometry)
 
     def apply(self, update: Update) -> None:
         if isinstance(update, EventBatch):
@@ -92,12 +96,14 @@ class MonitorState:
             if update.inventory is not None:
                 self.inventory = update.inventory
             self._saw_ts(update.ts_ns)
+            self.insight.load(self.registry, self.inventory, update.ts_ns)
         elif isinstance(update, TotalsSample):
             self.polled = dict(update.totals)
             self.polled_ts_ns = update.ts_ns
             self._saw_ts(update.ts_ns)
             if update.inventory is not None:
                 self.inventory = update.inventory
+                self.insight.set_inventory(self.inventory)
             if self.phases is not None:
                 for dev, tot in update.totals.items():
                     self.phases.observe_totals(update.ts_ns, dev, tot)
@@ -191,6 +197,8 @@ class MonitorState:
         self.events_total += len(events)
         self._saw_ts(events[0].ts_ns)
         self._saw_ts(events[-1].ts_ns)
+        self.insight.set_inventory(self.inventory)
+        self.insight.observe(events, self)
 
     def tick(self, now_ns: int) -> None:
         """Let time-based phase rules run (the caller owns the clock)."""

@@ -5,17 +5,30 @@ broken TUI. Works for every source: the state is folded into a :class:`MonitorSt
 the UI does, and :func:`build_document` turns it into one schema-versioned dict that both the
 table and the JSON are rendered from, so they never disagree.
 
-JSON schema (``schema_version`` 1)::
+JSON schema (``schema_version`` 2; docs/MEMORY_MODEL.md explains the pool figures)::
 
-    {"schema_version": 1, "generated_at": ISO-8601 UTC,
+    {"schema_version": 2, "generated_at": ISO-8601 UTC,
      "source": {"kind", "description", "status", "message", "capabilities": [...], "per_buffer": bool},
      "filters": {"devices": [...], "types": [...], "pids": [...]},
      "devices": [{"device", "arch", "buffers" (null when only totals are known),
                   "bytes": {"DRAM", "L1", "SYSTEM_MEMORY"?, "L1_SMALL", "TRACE", "CB", "KERNEL"},
                   "total" (DRAM+L1+SYSTEM_MEMORY+L1_SMALL+TRACE, as the server's statistics),
-                  "capacity": {"DRAM", "L1"} | null, "used_fraction": {"DRAM", "L1"} | null}],
-     "processes": [{"pid", "buffers", "bytes": {...}, "total", "devices": [...], "phase"?: {...}}],
+                  "capacity": {"DRAM", "L1"} | null, "used_fraction": {"DRAM", "L1"} | null,
+                  "pools": {"DRAM" | "L1" | "L1_SMALL" | "TRACE": {
+                      "current_bytes", "peak_bytes", "peak_at" (ns, events' clock), "peak_at_s" (since start),
+                      "banks", "range": [lo, hi] (per-bank addresses), "range_known", "bank_size",
+                      "used_per_bank", "free_per_bank", "largest_free_bytes" (per bank), "largest_free_at",
+                      "free_segments", "largest_allocatable_bytes" (largest free x banks), "fragmentation",
+                      "at_peak"?: {"bytes", "at_ns", "top_buffers": [...], "by_pid", "by_phase"}}} | null,
+                  "headroom": {"trace_bytes", "trace_peak_bytes", "trace_region_size", "trace_region_known",
+                      "suggested_trace_region_size", "l1_cb_top", "l1_lowest_buffer", "l1_headroom",
+                      "warnings": [{"pool", "level": "tight" | "would_fail", "typical_bytes", ...}]} | null}],
+     "processes": [{"pid", "buffers", "bytes": {...}, "total", "devices": [...], "phase"?: {...},
+                    "peak_bytes": {type: bytes}}],
+     "leaks": [{"pid", "kind": "died" | "exited" | "outlived_warmup", "buffers", "bytes", ...}],
      "phases": [{"pid", "phase", "since_ns", "devices", "evidence"}]   (when phase inference is available)}
+
+``pools`` / ``headroom`` are null when the source gives totals only (no addresses).
 
 ``SYSTEM_MEMORY`` appears only with per-buffer data; polled totals (the original's QUERY) count
 it inside ``L1_SMALL``. ``used_fraction`` counts TRACE in DRAM and L1_SMALL/CB/KERNEL in L1.
@@ -41,7 +54,7 @@ from ..ui.filters import ViewFilter
 __all__ = ["SCHEMA_VERSION", "build_document", "render_table", "run_oneshot", "run_oneshot_async",
            "stdout_is_tty"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TYPE_KEYS = [t.name for t in BufferType]  # index = BufferType value
 #: Columns of the table, as in realtime_monitor.py (plus CB/KERNEL when non-zero).
 TABLE_TYPES = ("DRAM", "L1", "L1_SMALL", "TRACE")
@@ -126,9 +139,15 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
             cap = {"DRAM": info.total_dram, "L1": info.total_l1}
             used = {"DRAM": sum(b.get(k, 0) for k in _IN_DRAM) / info.total_dram if info.total_dram else None,
                     "L1": sum(b.get(k, 0) for k in _IN_L1) / info.total_l1 if info.total_l1 else None}
+        pools = headroom = None
+        if per_buffer:
+            ins = state.insight.device_doc(d)
+            pools, headroom = ins["pools"], ins["headroom"]
+            for p in pools.values():
+                p["peak_at_s"] = round((p["peak_at"] - state.first_ts_ns) / 1e9, 3) if p["peak_at"] else None
         devices.append({"device": d, "arch": info.arch_name if info is not None and info.available else None,
                         "buffers": buffers, "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL),
-                        "capacity": cap, "used_fraction": used})
+                        "capacity": cap, "used_fraction": used, "pools": pools, "headroom": headroom})
     phases = getattr(state, "phases", None)
     phase_by_pid = {}
     if phases is not None:
@@ -137,10 +156,13 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
         except Exception:  # phase inference is optional; never let it break the output
             phase_by_pid = {}
     processes = []
+    pid_peaks = state.insight.peaks.pid_peaks()
     for pid, (by_type, n, devs) in pid_sums.items():
         b = _bytes(by_type, filt, False)
         entry = {"pid": pid, "buffers": n, "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL),
                  "devices": sorted(devs)}
+        if pid in pid_peaks:
+            entry["peak_bytes"] = {TYPE_KEYS[i]: v for i, v in enumerate(pid_peaks[pid][1]) if v}
         if pid in phase_by_pid:
             entry["phase"] = phase_by_pid[pid]
         processes.append(entry)
@@ -155,6 +177,8 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
                     "pids": sorted(filt.pids)},
         "devices": devices,
         "processes": processes,
+        "leaks": [lk for lk in state.insight.leaks.rows(state.phases.phase if state.phases is not None else None)
+                  if not filt.pids or lk["pid"] in filt.pids] if per_buffer else [],
     }
     if phases is not None:
         doc["phases"] = [p for p in phase_by_pid.values() if not filt.pids or p["pid"] in filt.pids]
