@@ -74,8 +74,8 @@ class Cell:
     lo: int
     hi: int
     used: dict[int, int]  # buffer type -> bytes of the slice covered by that type
-    pool: int  # the pool whose range holds the slice's start (-1: reserved / outside every pool)
-    in_largest_free: bool
+    pool: int  # the pool whose range holds most of the slice (-1: reserved / outside every pool)
+    in_largest_free: bool  # the slice meets the largest free range of its pool
 
     @property
     def used_bytes(self) -> int:
@@ -350,7 +350,11 @@ class SpaceMap:
                 largest[t] = (at, at + size)
         out = []
         for k, (c0, c1) in enumerate(bounds):
-            pool = next((t for t, p in self.pools.items() if p.rng.lo <= c0 < p.rng.hi), -1)
+            pool, best = -1, 0
+            for t, p in self.pools.items():  # the pool holding most of the slice
+                ov = min(c1, p.rng.hi) - max(c0, p.rng.lo)
+                if ov > best:
+                    pool, best = t, ov
             span = largest.get(pool)
             in_largest = span is not None and c0 < span[1] and c1 > span[0]
             out.append(Cell(c0, c1, used[k], pool, in_largest))

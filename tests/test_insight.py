@@ -1,0 +1,238 @@
+"""Peaks, bank maps, headroom, leaks and history on known layouts (exact figures)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tt_memtop.core.bankmap import SpaceMap
+from tt_memtop.core.devices import Inventory
+from tt_memtop.core.events import Event, EventKind
+from tt_memtop.core.geometry import DRAM, L1, L1_SMALL, TRACE, GeometryConfig, PoolRange, per_bank_size
+from tt_memtop.core.history import UsageHistory
+from tt_memtop.core.insight import Insight
+from tt_memtop.core.model import new_state
+from tt_memtop.core.registry import Registry
+from tt_memtop.sim import scenarios
+
+MiB = 1 << 20
+WH_TOP = 1 << 30
+
+
+class Feed:
+    """Events through a real registry, like a server would emit them."""
+
+    def __init__(self, insight: Insight | None = None, state=None) -> None:
+        self.reg = Registry()
+        self.state = state
+        self.insight = insight if insight is not None else (state.insight if state is not None else Insight())
+        self.ts = 0
+
+    def _go(self, ev: Event) -> Event:
+        self.reg._stamp(ev)
+        if self.state is not None:
+            self.state.apply_events([ev])
+        else:
+            self.reg.apply_event(ev)
+            self.insight.observe([ev])
+        return ev
+
+    def alloc(self, addr: int, size: int, btype: int = DRAM, device: int = 0, pid: int = 1) -> None:
+        self.ts += 1000
+        self._go(Event(EventKind.ALLOC, ts_ns=self.ts, pid=pid, device=device, buffer_type=btype, buffer_id=addr,
+                       size=size, ref_count=1))
+
+    def free(self, addr: int, size: int, btype: int = DRAM, device: int = 0, pid: int = 1,
+             kind: EventKind = EventKind.FREE) -> None:
+        self.ts += 1000
+        self._go(Event(kind, ts_ns=self.ts, pid=pid, device=device, buffer_type=btype, buffer_id=addr, size=size))
+
+
+def wh(config: GeometryConfig | None = None, devices: int = 1) -> Insight:
+    ins = Insight(config)
+    ins.set_inventory(Inventory.uniform(devices, "wormhole_b0"))
+    return ins
+
+
+def test_per_bank_size_rounds_to_alignment():
+    assert per_bank_size(1000, 12, 32) == 96  # ceil(1000 / 12) = 84 -> 96
+    assert per_bank_size(12 * MiB, 12, 32) == MiB
+    assert per_bank_size(12_503_040, 12, 32) == 1_041_920  # the Llama trace, per bank
+    assert per_bank_size(256, 64, 16) == 16
+
+
+def test_dram_layout_largest_free_segments_allocatable():
+    ins = wh(GeometryConfig(trace_region_size=30_000_000))
+    f = Feed(ins)
+    f.alloc(1 * MiB, 12 * MiB)  # [1 MiB, 2 MiB) in each of 12 banks
+    f.alloc(3 * MiB, 12 * MiB)  # [3 MiB, 4 MiB)
+    st = ins.pool_stats(0, DRAM)
+    assert (st.banks, st.lo, st.hi) == (12, 32, WH_TOP - 30_000_000)
+    assert st.used_per_bank == 2 * MiB
+    assert st.free_segments == 3  # [32, 1M), [2M, 3M), [4M, top of DRAM)
+    top = WH_TOP - 30_000_000
+    assert st.largest_free == top - 4 * MiB and st.largest_free_at == 4 * MiB
+    assert st.largest_allocatable == 12 * (top - 4 * MiB)
+    assert st.free_per_bank == top - 32 - 2 * MiB
+    f.free(1 * MiB, 12 * MiB)
+    st = ins.pool_stats(0, DRAM)
+    assert st.free_segments == 2 and st.used_per_bank == MiB  # [32, 3M) merged
+    f.free(3 * MiB, 12 * MiB)
+    st = ins.pool_stats(0, DRAM)
+    assert st.free_segments == 1 and st.largest_free == top - 32 and st.fragmentation == 0.0
+
+
+def test_l1_fragmented_by_a_small_buffer_in_the_middle():
+    """Two 1 MiB-per-bank-ish holes split by one 16 B-per-bank buffer: the largest free is the bigger hole."""
+    ins = wh(GeometryConfig(l1_small_size=32768))
+    f = Feed(ins)
+    top = 1_499_136 - 32768  # L1 ends where L1_SMALL starts
+    mid = 900_000
+    f.alloc(mid, 64 * 16, L1)  # 16 B per bank
+    st = ins.pool_stats(0, L1)
+    assert (st.banks, st.lo, st.hi) == (64, 134_208, top)
+    assert st.free_segments == 2
+    assert st.largest_free == mid - 134_208 and st.largest_free_at == 134_208
+    assert st.largest_allocatable == 64 * (mid - 134_208)
+    assert st.fragmentation == pytest.approx(1 - (mid - 134_208) / (top - 134_208 - 16))
+    small = ins.pool_stats(0, L1_SMALL)
+    assert (small.lo, small.hi, small.largest_free) == (top, 1_499_136, 32768)
+
+
+def test_trace_region_inferred_from_the_trace_address_and_suggested_size():
+    ins = wh()
+    f = Feed(ins)
+    f.alloc(0x3E363C80, 12_503_040, TRACE)  # the Llama-on-T3K trace buffer
+    tr = ins.pool_stats(0, TRACE)
+    assert (tr.lo, tr.hi, tr.range_known) == (0x3E363C80, WH_TOP, False)
+    assert tr.bank_size == 30_000_000 and tr.used_per_bank == 1_041_920
+    assert tr.largest_free == 30_000_000 - 1_041_920 and tr.free_segments == 1
+    assert ins.pool_stats(0, DRAM).hi == 0x3E363C80
+    h = ins.headroom(0)
+    assert h.trace_bytes == 12_503_040 and h.trace_region_size == 30_000_000 and not h.trace_region_known
+    assert h.suggested_trace_region_size == 12_503_040  # already a multiple of 32 x 12
+
+
+def test_address_zero_hooked_allocations_are_left_out():
+    ins = wh()
+    f = Feed(ins)
+    f.alloc(0, 12 * MiB)
+    assert ins.pool_stats(0, DRAM).used_per_bank == 0
+    assert ins.peaks.device_peak(0, DRAM)[0] == 12 * MiB  # still counted in the bytes, as the server does
+
+
+def test_peaks_with_time_and_reset():
+    ins = wh()
+    f = Feed(ins)
+    f.alloc(1 * MiB, 100)
+    f.alloc(2 * MiB, 200)  # ts 2000: peak 300
+    f.free(1 * MiB, 100)
+    f.alloc(3 * MiB, 50)
+    assert ins.peaks.device_peak(0, DRAM) == (300, 2000)
+    assert ins.peaks.current[0][DRAM] == 250
+    cur, peak, at = ins.peaks.pid_peaks()[1]
+    assert peak[DRAM] == 300 and at[DRAM] == 2000 and cur[DRAM] == 250
+    ins.reset_peaks(9999)
+    assert ins.peaks.device_peak(0, DRAM) == (250, 9999)
+
+
+def test_what_was_live_at_the_peak():
+    state = new_state()
+    state.inventory = Inventory.uniform(1)
+    f = Feed(state=state)
+    f.alloc(1 * MiB, 5000, pid=7)
+    f.alloc(2 * MiB, 9000, pid=8)
+    cap = state.insight.captures[(0, DRAM)]
+    assert cap.bytes == 14000
+    assert [b["size"] for b in cap.top_buffers] == [9000, 5000]
+    assert cap.by_pid == {7: 5000, 8: 9000}
+
+
+def test_warning_before_the_typical_allocation_fails():
+    ins = wh(GeometryConfig(l1_small_size=0))
+    f = Feed(ins)
+    lo, top = 134_208, 1_499_136
+    # fill L1 but for a 40 KiB hole per bank, with 32 KiB-per-bank buffers (2 MiB interleaved over 64 banks)
+    per = 32 * 1024
+    addr = top - per
+    while addr - per >= lo + 40 * 1024:
+        f.alloc(addr, per * 64, L1)
+        addr -= per
+    f.alloc(addr, per * 64, L1)
+    h = ins.headroom(0)
+    st = ins.pool_stats(0, L1)
+    assert st.largest_free < 2 * per
+    assert [w["pool"] for w in h.warnings] == ["L1"]
+    assert h.warnings[0]["level"] == ("would_fail" if st.largest_free < per else "tight")
+
+
+def test_l1_headroom_between_cbs_and_the_lowest_l1_buffer():
+    ins = wh()
+    f = Feed(ins)
+    f.alloc(134_208, 65536, 5)  # a CB at the unreserved base
+    f.alloc(1_400_000, 64 * 1024, L1)
+    h = ins.headroom(0)
+    assert (h.l1_cb_top, h.l1_lowest_buffer, h.l1_headroom) == (134_208 + 65536, 1_400_000, 1_400_000 - 199_744)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_space_map_matches_a_rescan(seed):
+    """Random allocs / frees (overlaps included, as stale state can make): free segments == complement."""
+    rng = random.Random(seed)
+    pools = {DRAM: PoolRange(DRAM, 4, 32, 5000, 32), TRACE: PoolRange(TRACE, 4, 5000, 8000, 32)}
+    m = SpaceMap(pools)
+    live = []
+    for step in range(1500):
+        if live and rng.random() < 0.45:
+            m.free(live.pop(rng.randrange(len(live))))
+        else:
+            s = rng.randrange(0, 8200)
+            if s not in live:
+                live.append(s)
+                m.alloc(s, rng.randrange(1, 3000), rng.choice([DRAM, TRACE]))
+        if step % 13 == 0:
+            m.check()
+    m.check()
+    m.set_pools({DRAM: PoolRange(DRAM, 4, 32, 6000, 32), TRACE: PoolRange(TRACE, 4, 6000, 8000, 32)})
+    m.check()
+
+
+def test_cells_mark_trace_and_largest_free():
+    ins = wh()
+    f = Feed(ins)
+    f.alloc(0x3E363C80, 12_503_040, TRACE)
+    f.alloc(512 * MiB, 12 * MiB)  # splits DRAM: [32, 512M) is the largest hole, [513M, trace) the other
+    cells = ins.space(0, DRAM).cells(0, WH_TOP, 64)  # 16 MiB a cell
+    assert cells[-1].pool == TRACE and cells[0].pool == DRAM
+    assert all(c.in_largest_free for c in cells[:32])
+    assert not any(c.in_largest_free for c in cells[32:62])
+    assert cells[32].used == {DRAM: MiB} and cells[62].used == {TRACE: 1_041_920} and cells[63].used == {}
+    assert cells[0].used.get(DRAM) == MiB
+
+
+def test_history_keeps_the_peak_when_downsampled():
+    h = UsageHistory()
+    s = 1_000_000_000
+    for i in range(4000):  # 1000 s at 4 points / s; one 10 ms spike
+        h.record((0, DRAM), i * 250_000_000, 10 * MiB if i == 1234 else MiB)
+    whole = h.series((0, DRAM), 4000 * 250_000_000)
+    assert max(v for _, v, _ in whole) == 10 * MiB
+    assert len(whole) < 1000  # coarser than the finest level
+    last_min = h.series((0, DRAM), 4000 * 250_000_000, span_ns=60 * s)
+    assert 200 <= len(last_min) <= 250 and max(v for _, v, _ in last_min) == MiB
+    assert h.peak((0, DRAM))[0] == 10 * MiB
+
+
+def test_leaky_scenario_leaks_by_pid():
+    sc = scenarios.build("leaky")
+    events = scenarios.reference_events(sc)
+    state = new_state()
+    state.inventory = Inventory.uniform(sc.num_devices)
+    for i in range(0, len(events), 256):
+        state.apply_events(events[i:i + 256])
+    cleaned = [e for e in events if e.kind == EventKind.CLEANUP]
+    rows = state.insight.leaks.rows(state.phases.phase)
+    assert rows[0]["pid"] == scenarios.BASE_PID and rows[0]["kind"] == "died"
+    assert rows[0]["buffers"] == len(cleaned) and rows[0]["bytes"] == sum(e.size for e in cleaned)
+    assert rows[0]["devices"] == [0, 1]
