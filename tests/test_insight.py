@@ -235,3 +235,26 @@ def test_leaky_scenario_leaks_by_pid():
     assert rows[0]["pid"] == scenarios.BASE_PID and rows[0]["kind"] == "died"
     assert rows[0]["buffers"] == len(cleaned) and rows[0]["bytes"] == sum(e.size for e in cleaned)
     assert rows[0]["devices"] == [0, 1]
+
+
+def test_report_lists_the_leaky_scenarios_leaks_by_pid(tmp_path):
+    """`memtop report` on a recording of the leaky scenario: the dead process's reclaimed buffers are its leaks."""
+    from tt_memtop.commands.report import build_report
+    from tt_memtop.core.report import render_text
+    from tt_memtop.recording import RecordingWriter
+
+    sc = scenarios.build("leaky")
+    events = scenarios.reference_events(sc)
+    path = tmp_path / "leaky.rec"
+    with RecordingWriter(str(path), Inventory.uniform(sc.num_devices), socket_path="/tmp/x.sock",
+                         clock=lambda: 0, wall_clock=lambda: 0) as w:
+        for i in range(0, len(events), 512):
+            w.write_events(events[i:i + 512])
+    rep = build_report(str(path))
+    cleaned = [e for e in events if e.kind == EventKind.CLEANUP]
+    died = [lk for lk in rep.leaks_by_pid if lk["kind"] == "died"]
+    assert [(lk["pid"], lk["buffers"], lk["bytes"]) for lk in died] == [
+        (scenarios.BASE_PID, len(cleaned), sum(e.size for e in cleaned))]
+    text = render_text(rep)
+    assert f"PID {scenarios.BASE_PID}: died holding them" in text and f"{len(cleaned):,} buffers" in text
+    assert "Leaks by PID:\n  none" not in text

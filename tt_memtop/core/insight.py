@@ -29,9 +29,8 @@ from .events import EventKind
 from .geometry import (DRAM, L1, L1_SMALL, POOLS, SPACE_OF, TRACE, ArchGeometry, GeometryConfig, device_geometry,
                        pool_ranges, round_region)
 from .history import UsageHistory
-from .leaks import LeakTracker
+from .leaks import LeakTracker, phase_before_exit
 from .peaks import PeakCapture, PeakTracker
-from .phases import Phase
 from .protocol import BufferType
 
 __all__ = ["Headroom", "Insight"]
@@ -207,13 +206,7 @@ class Insight:
 
     def _phase_before_exit(self, pid: int):
         phases = self._state.phases if self._state is not None else None
-        if phases is None:
-            return None
-        last = None
-        for seg in phases.segments():
-            if seg.pid == pid and seg.phase is not Phase.EXITED:
-                last = seg.phase
-        return last
+        return phase_before_exit(phases, pid) if phases is not None else None
 
     def _maybe_capture(self, state, ts: int) -> None:
         """Scan the live buffers for the pools whose peak rose, if the scan is paid for (see peaks.py)."""

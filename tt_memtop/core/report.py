@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .events import Event, EventKind
+from .leaks import LeakTracker, phase_before_exit
 from .logparse import DumpReport, ProcessCleanup, Record
+from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Buffer, Registry
 
@@ -123,6 +125,12 @@ class ReportBuilder:
         self._dumps: list[dict] = []
         self._unknown = 0
         self._events = 0
+        # leaks: what dead-PID cleanups reclaimed, and warm-up buffers alive in replay (phases need a real
+        # clock: recordings only; a log's positions are line numbers)
+        self._phases = PhaseTracker() if position_unit == "ns" else None
+        self._leaks = LeakTracker()
+        self._phase_of = self._phases.phase if self._phases is not None else None
+        self._before_exit = (lambda pid: phase_before_exit(self._phases, pid)) if self._phases is not None else None
 
     def _key(self, ev: Event) -> _Key:
         k = self._keys.get((ev.device, ev.buffer_id))
@@ -163,6 +171,10 @@ class ReportBuilder:
                 t["end"] = "freed" if kind == _FREE else "owner process died"
                 self._trace.append(t)
         self.registry.apply_event(ev)
+        if self._phases is not None:
+            self._phases.observe(ev)
+        if kind == _ALLOC or kind == _FREE or kind == _CLEANUP:
+            self._leaks.observe((ev,), self._phase_of, self._before_exit)
 
     def _record(self, rec: Record) -> None:
         if isinstance(rec, DumpReport):
@@ -241,10 +253,11 @@ class ReportBuilder:
         leaks = []
         for pid in reg.pids():
             t = reg.pid_totals(pid)
-            leaks.append({"pid": pid, "buffers": reg.pid_count(pid), "bytes": sum(t),
+            leaks.append({"pid": pid, "kind": "live_at_end", "buffers": reg.pid_count(pid), "bytes": sum(t),
                           "by_type": {TYPE_NAMES[i]: v for i, v in enumerate(t) if v},
                           "devices": sorted(reg.pid_device_totals(pid))})
         leaks.sort(key=lambda x: -x["bytes"])
+        leaks += self._leaks.rows()
         trace = self._trace + list(self._trace_live.values())
         return Report(
             position_unit=self.position_unit,
@@ -282,6 +295,30 @@ def _lifetime(t: dict, unit: str) -> str:
     return f"{t['lifetime'] / 1e9:.3f} s, {t['end']}"
 
 
+_LEAK_KIND = {
+    "live_at_end": "still allocated at the end",
+    "died": "died holding them (no teardown); the server's dead-PID cleanup reclaimed",
+    "exited": "exited after its teardown still holding them; the server's dead-PID cleanup reclaimed",
+    "reclaimed": "the server's dead-PID cleanup reclaimed (the process exited holding them)",
+    "outlived_warmup": "allocated during warm-up, still alive when it started replaying",
+}
+
+
+def _leak_text(lk: dict, unit: str) -> str:
+    what = f"{lk['buffers']:,} buffers, {_mb(lk['bytes'])}"
+    if lk.get("by_type"):
+        what += " (" + ", ".join(f"{k} {_mb(v)}" for k, v in lk["by_type"].items()) + ")"
+    if lk.get("devices"):
+        what += f" on devices {','.join(map(str, lk['devices']))}"
+    kind = lk.get("kind", "live_at_end")
+    how = _LEAK_KIND.get(kind, kind)
+    at = lk.get("at_ns")
+    when = ""
+    if at is not None and kind != "live_at_end":
+        when = f" at line {at:,}" if unit == "line" else f" at {at / 1e9:.3f} s"
+    return f"{how}{when}: {what}"
+
+
 def render_text(rep: Report, title: str = "") -> str:
     """The human-readable report."""
     out = [f"memtop report{': ' + title if title else ''}"]
@@ -315,13 +352,11 @@ def render_text(rep: Report, title: str = "") -> str:
                        f"{_lifetime(t, rep.position_unit)}")
         if len(rep.trace_buffers) > 16:
             out.append(f"  ... {len(rep.trace_buffers) - 16} more")
-    out += ["", "Leaks by PID (live at the end):"]
+    out += ["", "Leaks by PID:"]
     if not rep.leaks_by_pid:
         out.append("  none")
     for lk in rep.leaks_by_pid:
-        types = ", ".join(f"{k} {_mb(v)}" for k, v in lk["by_type"].items())
-        out.append(f"  PID {lk['pid']}: {lk['buffers']:,} buffers, {_mb(lk['bytes'])} ({types}) on devices "
-                   f"{','.join(map(str, lk['devices']))}")
+        out.append(f"  PID {lk['pid']}: {_leak_text(lk, rep.position_unit)}")
     if rep.cleanups:
         out += ["", "Dead-process cleanups:"]
         for c in rep.cleanups[-10:]:
