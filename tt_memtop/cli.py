@@ -56,6 +56,9 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid", metavar="LIST", help="only these PIDs")
     parser.add_argument("--theme", default=None,
                         help="Textual theme (memtop-dark, memtop-light, memtop-contrast, or any built-in)")
+    from .geometry_args import add_geometry_arguments
+
+    add_geometry_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,11 @@ def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
     except ValueError as exc:
         _say(f"bad filter: {exc}")
         return 2
+    from ..core.model import new_state
+    from ..geometry_args import geometry_from_args
+
     interval = getattr(args, "interval", 0.5) or 0.5
+    app_kw.setdefault("state", new_state(geometry=geometry_from_args(args)))
     app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None),
                     sample_period=max(0.1, interval), **app_kw)
     app.run()

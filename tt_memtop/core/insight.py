@@ -26,8 +26,19 @@ from dataclasses import dataclass
 
 from .bankmap import PoolStats, SpaceMap
 from .events import EventKind
-from .geometry import (DRAM, L1, L1_SMALL, POOLS, SPACE_OF, TRACE, ArchGeometry, GeometryConfig, device_geometry,
-                       pool_ranges, round_region)
+from .geometry import (
+    DRAM,
+    L1,
+    L1_SMALL,
+    POOLS,
+    SPACE_OF,
+    TRACE,
+    ArchGeometry,
+    GeometryConfig,
+    device_geometry,
+    pool_ranges,
+    round_region,
+)
 from .history import UsageHistory
 from .leaks import LeakTracker, phase_before_exit
 from .peaks import PeakCapture, PeakTracker
@@ -91,6 +102,7 @@ class Insight:
         self._last_capture_ns = -CAPTURE_MIN_GAP_NS
         self._pending_capture: set[tuple[int, int]] = set()
         self.last_ts_ns = 0
+        self.origin_ns = 0  # display origin of times (a recording's start); peaks keep the events' clock
         self._state = None
 
     # ------------------------------------------------------------------ geometry

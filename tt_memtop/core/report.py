@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .events import Event, EventKind
+from .insight import Insight
 from .leaks import LeakTracker, phase_before_exit
 from .logparse import DumpReport, ProcessCleanup, Record
 from .phases import PhaseTracker
@@ -111,8 +112,12 @@ class _Key:
 class ReportBuilder:
     """Accumulates the report; bounded by distinct keys and live buffers."""
 
-    def __init__(self, position_unit: str = "line", max_ids: int = 50) -> None:
+    def __init__(self, position_unit: str = "line", max_ids: int = 50, map_until: int | None = None,
+                 insight: Insight | None = None) -> None:
         self.position_unit = position_unit
+        # the bank maps and peaks of the run, as of position ``map_until`` (None: the end)
+        self.insight = insight
+        self.map_until = map_until
         self.max_ids = max_ids
         self.registry = Registry()
         self._keys: dict[tuple[int, int], _Key] = {}
@@ -200,6 +205,12 @@ class ReportBuilder:
         for rec in recs[i:]:
             self._record(rec)
         self._events += len(events)
+        if self.insight is not None and events:
+            until = self.map_until
+            if until is None or events[-1].ts_ns <= until:
+                self.insight.observe(events)
+            elif events[0].ts_ns <= until:
+                self.insight.observe([e for e in events if e.ts_ns <= until])
 
     def finish(self, parse_stats: dict | None = None) -> Report:
         reg = self.registry

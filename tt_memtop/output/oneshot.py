@@ -269,7 +269,9 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
     if hasattr(source, "hold_at_end"):  # a replay: jump to the end and report the final state
         source.hold_at_end = False
         source.seek(1.0)
-    state = new_state()
+    from ..geometry_args import geometry_from_args
+
+    state = new_state(geometry=geometry_from_args(args))
     settled = anyio.Event()
     failed: list[Status] = []
 
