@@ -230,7 +230,7 @@ class MemtopApp(App[int]):
                 phases = type(old.phases)()
             except TypeError:  # a tracker that needs arguments: keep the new state without phases
                 phases = None
-        self.state = type(old)(feed_limit=old.feed.maxlen or 100_000, phases=phases)
+        self.state = type(old)(feed_limit=old.feed.maxlen or 100_000, phases=phases, geometry=old.insight.config)
         self.state.inventory = old.inventory
         self.state.status = old.status
         self.state.capabilities = old.capabilities
@@ -675,6 +675,16 @@ class MemtopApp(App[int]):
                 self.open_details(parse_id(text))
         self.push_screen(PromptScreen("Jump to buffer id (hex like 0x3e363c80, or decimal)",
                                       placeholder="0x3e363c80", check=problem), chosen)
+
+    def action_address_map(self) -> None:
+        from .screens.address_map import AddressMapScreen
+
+        devs = sorted(self.view_filter.devices) if self.view_filter.devices else None
+        self.push_screen(AddressMapScreen(lambda: self.state, device=devs[0] if devs else None))
+
+    def action_reset_peaks(self) -> None:
+        self.state.insight.reset_peaks(self.state.last_ts_ns)
+        self.notify("Peaks reset to the current values")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(replay=self.player is not None))
