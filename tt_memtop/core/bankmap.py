@@ -17,7 +17,9 @@ L1 the L1 and L1_SMALL pools):
   short-lived buffers a second at recurring addresses) costs a dict store per event. Applying one
   change is O(log n): cut the free segments the interval covers, or give back the parts of it no
   other interval covers (the neighbours only, while no intervals overlap — the normal case; a
-  bounded scan when stale state makes some overlap).
+  bounded scan when stale state makes some overlap). A flush of more changes than about an
+  eighth of the live intervals (attaching to a server, loading weights) rebuilds the map in one
+  sorted sweep instead, O(n log n) with the sorting in C.
 
 Pool boundaries that are inferred (TRACE region, L1_SMALL) can move; the free segments of the
 space are then rebuilt from the intervals, O(n), once per move.
@@ -32,6 +34,9 @@ from sortedcontainers import SortedDict, SortedList
 from .geometry import PoolRange
 
 __all__ = ["Cell", "PoolStats", "SpaceMap"]
+
+BULK_MIN = 256  # a flush of more changes than this, and more than 1/BULK_RATIO of the live intervals,
+BULK_RATIO = 8  # rebuilds the map in one sorted sweep instead of applying the changes one by one
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +193,9 @@ class SpaceMap:
             return
         pending, self.pending = self.pending, {}
         entries = self.entries
+        if len(pending) > BULK_MIN and len(pending) * BULK_RATIO > len(entries):
+            self._bulk(pending)
+            return
         for start, new in pending.items():
             old = entries.get(start)
             if old is not None:
@@ -196,6 +204,63 @@ class SpaceMap:
                 self._remove(start, old)
             if new is not None:
                 self._add(start, new[0], new[1])
+
+    def _bulk(self, pending: dict) -> None:
+        """Apply many changes at once (attaching, loading weights): rebuild in O(n log n), sorting in C."""
+        entries = self.entries
+        pools = self.pools
+        for start, new in pending.items():
+            if new is None:
+                entries.pop(start, None)
+            else:
+                p = pools.get(new[1])
+                if p is None:
+                    entries.pop(start, None)
+                else:
+                    entries[start] = (start + p.rng.per_bank(new[0]), new[1], new[0])
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Intervals, overlap marks, per-pool used bytes and free segments, all from ``entries``."""
+        entries = self.entries
+        order = sorted(entries)
+        self.starts = SortedList(order)
+        self.overlapping = set()
+        self.maxlen = 0
+        self.outside = 0
+        ranges = [p.rng for p in self.pools.values()]
+        for p in self.pools.values():
+            p.used = 0
+        max_end = None
+        for s in order:
+            e, t, _size = entries[s]
+            if max_end is not None and s < max_end:
+                self.overlapping.add(s)
+            if max_end is None or e > max_end:
+                max_end = e
+            if e - s > self.maxlen:
+                self.maxlen = e - s
+            self.pools[t].used += e - s
+            if not any(r.lo <= s < r.hi for r in ranges):
+                self.outside += 1
+        for p in self.pools.values():
+            lo, hi = p.rng.lo, p.rng.hi
+            gaps = []
+            pos = lo
+            for s in order:  # (a bisect to the pool's range would do; pools are few, intervals sorted)
+                e = entries[s][0]
+                if e <= pos:
+                    continue
+                if s >= hi:
+                    break
+                if s > pos:
+                    gaps.append((pos, s))
+                pos = e
+            if pos < hi:
+                gaps.append((pos, hi))
+            p.gaps = SortedDict(gaps)
+            p.sizes = SortedList(_gkey(a, b) for a, b in gaps)
+            p.free = sum(b - a for a, b in gaps)
 
     # ------------------------------------------------------------------ the interval set
     def _rng(self, buffer_type: int) -> PoolRange | None:
@@ -277,14 +342,15 @@ class SpaceMap:
         """Change the pools' ranges (or layout): rebuild the free segments and per-bank sizes from the intervals."""
         self.flush()
         self.pools = {t: _Pool(r) for t, r in pools.items()}
-        items = [(s, *self.entries[s]) for s in self.starts]
-        self.starts = SortedList()
-        self.entries = {}
-        self.overlapping = set()
-        self.maxlen = 0
-        self.outside = 0
-        for s, _end, btype, size in items:
-            self._add(s, size, btype)
+        entries = self.entries
+        for s in list(entries):
+            e, t, size = entries[s]
+            p = self.pools.get(t)
+            if p is None:
+                del entries[s]
+            else:
+                entries[s] = (s + p.rng.per_bank(size), t, size)
+        self._rebuild()
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:

@@ -48,7 +48,10 @@ __all__ = ["Headroom", "Insight"]
 
 _ALLOC, _FREE, _CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
 _CB = int(BufferType.CB)
-RECENT = 64  # allocations per pool whose sizes make the "typical" next one
+RECENT = 64  # batches per pool whose (last) allocation sizes make the "typical" next one
+PENDING_LIMIT = 200_000  # pending buffer changes folded into the maps without waiting for a query
+NTYPES = len(BufferType)
+_MAPPED = frozenset((DRAM, L1, L1_SMALL, TRACE))
 TOP_N = 10
 CAPTURE_MIN_GAP_NS = 250_000_000  # at most one what-was-live capture per quarter second (event time)
 
@@ -77,7 +80,7 @@ class Headroom:
 
 
 class _Device:
-    __slots__ = ("geom", "spaces", "trace_min", "small_min", "recent", "cb_top", "dirty_geom")
+    __slots__ = ("geom", "spaces", "trace_min", "small_min", "recent", "cbs", "dirty_geom")
 
     def __init__(self, geom: ArchGeometry) -> None:
         self.geom = geom
@@ -85,7 +88,7 @@ class _Device:
         self.trace_min = 0  # lowest TRACE address seen (0: none)
         self.small_min = 0
         self.recent = {t: deque(maxlen=RECENT) for t in POOLS}
-        self.cb_top = 0
+        self.cbs: dict[int, int] = {}  # live CBs with an address in the L1 range: start -> end
         self.dirty_geom = False
 
 
@@ -101,6 +104,10 @@ class Insight:
         self._events_since_capture = 0
         self._last_capture_ns = -CAPTURE_MIN_GAP_NS
         self._pending_capture: set[tuple[int, int]] = set()
+        self._pending: dict[int, int] = {}  # buffer_id << 8 | device -> size << 3 | type (alloc), -1 - type (free)
+        self._last_alloc: dict[int, int] = {}  # device << 3 | type -> the batch's last allocation size
+        self._cb_pending: list[tuple[int, int, int]] = []  # (device, address, +size alloc / -size free)
+        self._recorded: dict[int, list[int]] = {}  # device -> the values last written to the history
         self.last_ts_ns = 0
         self.origin_ns = 0  # display origin of times (a recording's start); peaks keep the events' clock
         self._state = None
@@ -143,6 +150,7 @@ class Insight:
         return dev
 
     def _settle(self, dev: _Device) -> None:
+        self._flush()
         if dev.dirty_geom:
             dev.dirty_geom = False
             rng = self._ranges(dev)
@@ -151,89 +159,151 @@ class Insight:
 
     # ------------------------------------------------------------------ folding
     def observe(self, events, state=None) -> None:
-        """Fold a batch (after the registry and the phase tracker saw it)."""
+        """Fold a batch (after the registry and the phase tracker saw it).
+
+        One pass: the peak counters, and a store of each buffer's new state in a pending dict
+        (alloc: size and type, free: the type) that :meth:`_flush` hands to the interval maps when
+        someone asks. ~1 us per event.
+        """
         if not events:
             return
-        self.peaks.observe(events)
         phases = state.phases if state is not None else None
-        phase_of = phases.phase if phases is not None else None
-        self.leaks.observe(events, phase_of, self._phase_before_exit if phases is not None else None)
         self._state = state
-        devices = self._devices
-        last_dev = None
-        last_d = None
+        peaks = self.peaks
+        rose = peaks.rose
+        pend = self._pending
+        last_alloc = self._last_alloc
+        cbs = self._cb_pending
+        dev_rows: dict = {}
+        pid_rows: dict = {}
+        mapped = _MAPPED
         for ev in events:
             k = ev.kind
-            if k != _ALLOC and k != _FREE and k != _CLEANUP:
+            if k is _ALLOC:
+                size = ev.size
+            elif k is _FREE or k is _CLEANUP:
+                size = -ev.size
+            else:
                 continue
             t = ev.buffer_type
+            if not 0 <= t < NTYPES:
+                continue
+            d = ev.device
+            r = dev_rows.get(d)
+            if r is None:
+                r = dev_rows[d] = peaks._dev(d)
+            cur = r[0]
+            v = cur[t] + size
+            cur[t] = v
+            if size > 0 and v > r[1][t]:
+                r[1][t] = v
+                r[2][t] = ev.ts_ns
+                rose.add((d, t))
+            p = ev.pid
+            r = pid_rows.get(p)
+            if r is None:
+                r = pid_rows[p] = peaks._pid(p)
+            cur = r[0]
+            v = cur[t] + size
+            cur[t] = v
+            if size > 0 and v > r[1][t]:
+                r[1][t] = v
+                r[2][t] = ev.ts_ns
             bid = ev.buffer_id
-            if t == _CB:
-                if k == _ALLOC and bid > 0:
-                    if last_d != ev.device:
-                        last_d = ev.device
-                        last_dev = devices.get(last_d) or self._device(last_d)
-                    top = bid + ev.size
-                    if last_dev.geom.l1_unreserved_base <= bid and top <= last_dev.geom.worker_l1_size \
-                            and top > last_dev.cb_top:
-                        last_dev.cb_top = top
-                continue
-            space = SPACE_OF.get(t)
-            if space is None or bid <= 0:
-                continue
-            if last_d != ev.device:
-                last_d = ev.device
-                last_dev = devices.get(last_d) or self._device(last_d)
-            dev = last_dev
-            if k == _ALLOC:
-                dev.spaces[space].alloc(bid, ev.size, t)
-                dev.recent[t].append(ev.size)
+            if bid > 0 and 0 <= d < 256:
+                if t in mapped:
+                    if size > 0:
+                        pend[bid << 8 | d] = size << 3 | t
+                        last_alloc[d << 3 | t] = size
+                    else:
+                        pend[bid << 8 | d] = -1 - t
+                elif t == _CB:
+                    cbs.append((d, bid, size))
+        if len(pend) > PENDING_LIMIT:
+            self._flush()
+        self.leaks.observe(events, phases.phase if phases is not None else None,
+                           self._phase_before_exit if phases is not None else None)
+        ts = events[-1].ts_ns or self.last_ts_ns
+        first_ts = events[0].ts_ns
+        self.last_ts_ns = max(self.last_ts_ns, ts)
+        # history: one point per series that changed in the batch (the new peak if the batch set one)
+        recorded = self._recorded
+        taken = peaks.take_rose()
+        for d, r in dev_rows.items():
+            cur, peak, at = r
+            last = recorded.get(d)
+            if last is None:
+                last = recorded[d] = [-1] * NTYPES
+            for t in range(NTYPES):
+                v = cur[t]
+                if v != last[t] or (d, t) in taken:
+                    last[t] = v
+                    self.history.record((d, t), ts, peak[t] if (d, t) in taken and at[t] >= first_ts else v, v)
+        self._pending_capture |= taken
+        self._events_since_capture += len(events)
+        if state is not None and self._pending_capture:
+            self._maybe_capture(state, ts)
+
+    def _flush(self) -> None:
+        """Hand the pending buffer changes to the devices' interval maps (cheap per change; see bankmap.py)."""
+        if self._cb_pending:
+            for d, bid, size in self._cb_pending:
+                dev = self._devices.get(d) or self._device(d)
+                if size > 0:
+                    if dev.geom.l1_unreserved_base <= bid and bid + size <= dev.geom.worker_l1_size:
+                        dev.cbs[bid] = bid + size
+                else:
+                    dev.cbs.pop(bid, None)
+            self._cb_pending = []
+        if self._last_alloc:
+            for key, size in self._last_alloc.items():
+                dev = self._devices.get(key >> 3) or self._device(key >> 3)
+                dev.recent[key & 7].append(size)
+            self._last_alloc = {}
+        if not self._pending:
+            return
+        pend, self._pending = self._pending, {}
+        devices = self._devices
+        for key, val in pend.items():
+            d = key & 255
+            bid = key >> 8
+            dev = devices.get(d) or self._device(d)
+            if val >= 0:
+                t = val & 7
+                dev.spaces[SPACE_OF[t]].alloc(bid, val >> 3, t)
                 if t == TRACE:
-                    if not dev.trace_min or bid < dev.trace_min:
-                        if bid < dev.geom.dram_bank_size:
-                            dev.trace_min = bid
-                            dev.dirty_geom = True
+                    if (not dev.trace_min or bid < dev.trace_min) and bid < dev.geom.dram_bank_size:
+                        dev.trace_min = bid
+                        dev.dirty_geom = True
                 elif t == L1_SMALL and (not dev.small_min or bid < dev.small_min) and bid < dev.geom.worker_l1_size:
                     dev.small_min = bid
                     dev.dirty_geom = True
             else:
-                dev.spaces[space].free(bid)
-        # history: one point per series that changed, at the batch's end time
-        ts = events[-1].ts_ns or self.last_ts_ns
-        self.last_ts_ns = max(self.last_ts_ns, ts)
-        rose = self.peaks.take_rose()
-        self._pending_capture |= rose
-        self._events_since_capture += len(events)
-        touched = {(ev.device, ev.buffer_type) for ev in events
-                   if ev.kind == _ALLOC or ev.kind == _FREE or ev.kind == _CLEANUP}
-        cur = self.peaks.current
-        for d, t in touched:
-            row = cur.get(d)
-            if row is not None and 0 <= t < len(row):
-                v = row[t]
-                peak, at = self.peaks.device_peak(d, t)
-                self.history.record((d, t), ts, peak if (d, t) in rose and at >= events[0].ts_ns else v, v)
-        if state is not None and self._pending_capture:
-            self._maybe_capture(state, ts)
+                dev.spaces[SPACE_OF[-1 - val]].free(bid)
 
     def _phase_before_exit(self, pid: int):
         phases = self._state.phases if self._state is not None else None
         return phase_before_exit(phases, pid) if phases is not None else None
 
     def _maybe_capture(self, state, ts: int) -> None:
-        """Scan the live buffers for the pools whose peak rose, if the scan is paid for (see peaks.py)."""
+        """Scan the live buffers for the pools whose peak rose, if the scan is paid for (see peaks.py):
+        at least as many events since the last scan as there are live buffers, a quarter second of
+        event time, and a peak at least 1 % above what the pool's last capture saw."""
         registry = state.registry
         n = len(registry)
-        if n > 5000 and self._events_since_capture < n // 4:
+        if n > 5000 and (self._events_since_capture < n or ts - self._last_capture_ns < CAPTURE_MIN_GAP_NS):
             return
-        if ts - self._last_capture_ns < CAPTURE_MIN_GAP_NS and n > 5000:
-            return
-        keys = self._pending_capture
+        keys = set()
+        for key in self._pending_capture:
+            cap = self.captures.get(key)
+            if cap is None or self.peaks.device_peak(*key)[0] * 100 > cap.bytes * 101:
+                keys.add(key)
         self._pending_capture = set()
+        if not keys:
+            return
         self._events_since_capture = 0
         self._last_capture_ns = ts
-        want = {k for k in keys}
-        groups: dict[tuple[int, int], list] = {k: [] for k in want}
+        groups: dict[tuple[int, int], list] = {k: [] for k in keys}
         for b in registry.buffer_list() if n else ():
             g = groups.get((b.device, b.buffer_type))
             if g is not None:
@@ -255,6 +325,10 @@ class Insight:
         """Start over from a snapshot of the registry (attaching to a running server, a replay seek)."""
         self._inventory = inventory
         self._devices = {}
+        self._pending = {}
+        self._last_alloc = {}
+        self._cb_pending = []
+        self._recorded = {}
         self.peaks.load(registry, ts_ns)
         self.peaks.take_rose()
         for b in registry.buffer_list():
@@ -263,7 +337,7 @@ class Insight:
             if t == _CB:
                 top = b.buffer_id + b.size
                 if dev.geom.l1_unreserved_base <= b.buffer_id and top <= dev.geom.worker_l1_size:
-                    dev.cb_top = max(dev.cb_top, top)
+                    dev.cbs[b.buffer_id] = top
                 continue
             space = SPACE_OF.get(t)
             if space is None or b.buffer_id <= 0:
@@ -305,7 +379,9 @@ class Insight:
         return self.space(device, pool).stats(pool)
 
     def typical_size(self, device: int, pool: int) -> int:
-        """The largest of the last RECENT allocations in ``pool`` (0: none seen)."""
+        """The largest of the recent allocation sizes in ``pool`` (the last of each of the last RECENT
+        batches that allocated there; 0: none seen)."""
+        self._flush()
         dev = self._devices.get(device)
         r = dev.recent.get(pool) if dev is not None else None
         return max(r) if r else 0
@@ -319,7 +395,7 @@ class Insight:
         trace_stats = dev.spaces[DRAM].stats(TRACE)
         region = trace_stats.bank_size if (trace_stats.range_known or dev.trace_min) else None
         lowest = dev.spaces[L1].lowest(L1)
-        cb_top = dev.cb_top or None
+        cb_top = max(dev.cbs.values()) if dev.cbs else None
         warnings = []
         for pool in (DRAM, L1, L1_SMALL, TRACE):
             typical = self.typical_size(device, pool)

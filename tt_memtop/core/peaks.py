@@ -2,27 +2,27 @@
 
 Why: "how much is used now" does not explain an OOM an hour ago; the peak, its time and what was
 live then do (like ``torch.cuda.max_memory_allocated`` / memray's peak). Pure; time comes from the
-events. Fed every event (a list store or two per ALLOC / FREE / CLEANUP); :meth:`reset` starts the
+events. The counters are updated by :meth:`~tt_memtop.core.insight.Insight.observe` in its single
+pass over each batch (a list store or two per ALLOC / FREE / CLEANUP); :meth:`reset` starts the
 peaks afresh from the current values (``torch.cuda.reset_peak_memory_stats``).
 
 What was live at a peak (:class:`PeakCapture`) needs a scan of the live buffers, so it is taken
 lazily by the caller (:class:`~tt_memtop.core.insight.Insight`) at the end of a batch that set a
-new peak, and only when enough events went by since the last scan to pay for it (amortised O(1)
-per event even with a million live buffers). A capture therefore describes the state at the end
-of that batch, within a few ms of the peak, at ``bytes`` <= the peak it stands for.
+new peak at least 1 % above the last capture, and only when as many events went by since the
+last scan as there are live buffers (amortised O(1) per event even with a million live buffers).
+A capture therefore describes the state at the end of that batch, near the peak, at ``bytes`` <=
+the peak it stands for.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .events import EventKind
 from .protocol import BufferType
 
 __all__ = ["PeakCapture", "PeakTracker"]
 
 NTYPES = len(BufferType)
-_ALLOC, _FREE, _CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
 
 
 @dataclass(slots=True)
@@ -70,45 +70,6 @@ class PeakTracker:
             self.pid_peak[pid] = [0] * NTYPES
             self.pid_peak_at[pid] = [0] * NTYPES
         return cur, self.pid_peak[pid], self.pid_peak_at[pid]
-
-    def observe(self, events) -> None:
-        """Fold a batch of events (only ALLOC / FREE / CLEANUP change bytes)."""
-        dev_cache: dict[int, tuple] = {}
-        pid_cache: dict[int, tuple] = {}
-        rose = self.rose
-        for ev in events:
-            k = ev.kind
-            if k == _ALLOC:
-                sign = 1
-            elif k == _FREE or k == _CLEANUP:
-                sign = -1
-            else:
-                continue
-            t = ev.buffer_type
-            if not 0 <= t < NTYPES:
-                continue
-            d = ev.device
-            dc = dev_cache.get(d)
-            if dc is None:
-                dc = dev_cache[d] = self._dev(d)
-            p = ev.pid
-            pc = pid_cache.get(p)
-            if pc is None:
-                pc = pid_cache[p] = self._pid(p)
-            size = ev.size * sign
-            cur = dc[0]
-            v = cur[t] + size
-            cur[t] = v
-            if v > dc[1][t]:
-                dc[1][t] = v
-                dc[2][t] = ev.ts_ns
-                rose.add((d, t))
-            cur = pc[0]
-            v = cur[t] + size
-            cur[t] = v
-            if v > pc[1][t]:
-                pc[1][t] = v
-                pc[2][t] = ev.ts_ns
 
     def take_rose(self) -> set[tuple[int, int]]:
         out, self.rose = self.rose, set()
