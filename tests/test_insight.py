@@ -270,3 +270,15 @@ def test_report_lists_the_leaky_scenarios_leaks_by_pid(tmp_path):
     text = render_text(rep)
     assert f"PID {scenarios.BASE_PID}: died holding them" in text and f"{len(cleaned):,} buffers" in text
     assert "Leaks by PID:\n  none" not in text
+
+
+def test_usage_history_on_the_monitor_state():
+    state = new_state()
+    state.inventory = Inventory.uniform(1)
+    f = Feed(state=state)
+    f.alloc(1 * MiB, 5000)
+    f.alloc(2 * MiB, 7000)
+    f.free(1 * MiB, 5000)
+    series = state.usage_history(0, DRAM)
+    assert series and max(v for _, v, _ in series) == 12000 and series[-1][2] == 7000
+    assert state.phase_bands() is not None

@@ -11,7 +11,10 @@ Besides the registry, the state keeps what only a monitor needs, all of it bound
 * ``history`` — per buffer id, its last :data:`HISTORY_PER_ID` events (allocs/frees at that
   address on any device, with the phase then), for the most recently touched
   :data:`HISTORY_IDS` ids;
-* ``exited`` — PIDs whose buffers a dead-process cleanup removed.
+* ``exited`` — PIDs whose buffers a dead-process cleanup removed;
+* ``insight`` — peaks, per-bank maps (largest free range, segments, largest allocatable),
+  headroom, leaks and the usage history (core/insight.py); :meth:`usage_history` and
+  :meth:`phase_bands` are the chart's data.
 """
 
 from __future__ import annotations
@@ -240,6 +243,19 @@ class MonitorState:
     def phase_of(self, pid: int) -> str:
         """The current phase of ``pid`` ("" when unknown or no tracker)."""
         return _name(self.phases.phase(pid)) if self.phases is not None else ""
+
+    # ------------------------------------------------------------------ insight (peaks, maps, history)
+    def usage_history(self, device: int, buffer_type: int, span_ns: int | None = None) -> list[tuple[int, int, int]]:
+        """``[(bucket_start_ns, max_bytes, last_bytes), ...]`` of one pool up to now, for a chart.
+
+        Max-preserving (a peak survives any zoom level), as long as the session (core/history.py);
+        scale it to the pool's capacity. ``span_ns``: only the last stretch (None: everything).
+        """
+        return self.insight.history.series((device, buffer_type), self.last_ts_ns, span_ns)
+
+    def phase_bands(self) -> list:
+        """Phase segments on the same clock as :meth:`usage_history` (for bands under the chart); [] without phases."""
+        return self.phases.segments() if self.phases is not None else []
 
     def device_phase(self, device: int) -> str:
         return _name(self.phases.device_phase_only(device)) if self.phases is not None else ""
