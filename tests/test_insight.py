@@ -282,3 +282,32 @@ def test_usage_history_on_the_monitor_state():
     series = state.usage_history(0, DRAM)
     assert series and max(v for _, v, _ in series) == 12000 and series[-1][2] == 7000
     assert state.phase_bands() is not None
+
+
+def test_warmup_buffer_alive_in_replay_is_reported():
+    """A warm-up temporary that is never freed shows as outliving warm-up once the process replays."""
+    import random as _random
+
+    from tt_memtop.core.phases import Phase
+
+    p = scenarios._Process(0, (0, 1), _random.Random(3), scenarios._llama(4, 2, (scenarios.LLAMA_TRACE_SIZE,)), 0.0)
+    p.phase(Phase.LOADING)
+    p.device_init()
+    p.load_weights()
+    p.phase(Phase.WARMUP)
+    for _ in range(2):
+        p.forward(p.model.decode_ops, p.model.op_s)
+        p.sync()
+    p.alloc(DRAM, 12 * MiB, "forgotten_tmp")  # allocated in warm-up, never freed
+    p.forward(p.model.decode_ops, p.model.op_s)
+    p.sync()
+    p.capture(scenarios.LLAMA_TRACE_SIZE)
+    p.replay(100)
+    sc = scenarios.Scenario("warm-leak", 0, 2, "test", [p.exit()])
+    events = scenarios.reference_events(sc)
+    state = new_state()
+    state.inventory = Inventory.uniform(2)
+    for i in range(0, len(events), 256):
+        state.apply_events(events[i:i + 256])
+    rows = [r for r in state.insight.leaks.rows() if r["kind"] == "outlived_warmup"]
+    assert [(r["pid"], r["buffers"], r["bytes"]) for r in rows] == [(scenarios.BASE_PID, 2, 2 * 12 * MiB)]

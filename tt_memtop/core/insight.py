@@ -222,7 +222,8 @@ class Insight:
         if len(pend) > PENDING_LIMIT:
             self._flush()
         self.leaks.observe(events, phases.phase if phases is not None else None,
-                           self._phase_before_exit if phases is not None else None)
+                           self._phase_before_exit if phases is not None else None,
+                           phases.segments if phases is not None else None)
         ts = events[-1].ts_ns or self.last_ts_ns
         first_ts = events[0].ts_ns
         self.last_ts_ns = max(self.last_ts_ns, ts)

@@ -12,7 +12,8 @@ kinds are told apart (per PID):
   temporary is freed by the end of the op) still alive when their process starts replaying a trace.
 
 Pure; fed events plus a ``phase_of(pid)`` function (the phase tracker's, O(1)). Bounded: the
-warm-up set holds only live buffers allocated in warm-up, the reclaimed table one row per PID.
+warm-up set holds only live buffers allocated while loading or warming up (the phase tracker's
+segments then tell, with hindsight, which were warm-up), the reclaimed table one row per PID.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ TYPE_NAMES = [t.name for t in BufferType]
 _CB = int(BufferType.CB)
 _TRACE = int(BufferType.TRACE)
 _WARMUP, _REPLAY = Phase.WARMUP, Phase.REPLAY
+_EARLY = frozenset((Phase.LOADING, Phase.WARMUP, Phase.IDLE))
 
 
 def _k(device: int, buffer_id: int):
@@ -46,21 +48,23 @@ def phase_before_exit(tracker, pid: int):
 class LeakTracker:
     def __init__(self) -> None:
         self.reclaimed: dict[int, dict] = {}  # pid -> {"buffers", "bytes", "by_type", "devices", "at_ns", "how"}
-        self.warm: dict = {}  # key -> (pid, size) of live non-TRACE buffers allocated during warm-up
+        # key -> (pid, size, ts) of live non-TRACE buffers allocated while the live phase said loading or
+        # warm-up; which of them really came from warm-up is decided with hindsight (phase segments)
+        self.warm: dict = {}
         # pid -> the most warm-up buffers seen alive while it replayed: {"buffers", "bytes", "at_ns"}
         self.outlived: dict[int, dict] = {}
         self._replaying: set[int] = set()
 
-    def observe(self, events, phase_of=None, last_phase=None) -> None:
+    def observe(self, events, phase_of=None, last_phase=None, segments=None) -> None:
+        """``phase_of(pid)``: the live phase; ``last_phase(pid)``: the phase before an exit;
+        ``segments()``: the phase tracker's segments (hindsight), to tell warm-up from loading."""
         warm = self.warm
-        if phase_of is not None and events:
-            self._check_replay({ev.pid for ev in events}, phase_of, events[-1].ts_ns)
         for ev in events:
             k = ev.kind
             if k == _ALLOC:
                 if phase_of is not None and ev.buffer_type < _CB and ev.buffer_type != _TRACE \
-                        and phase_of(ev.pid) is _WARMUP:
-                    warm[_k(ev.device, ev.buffer_id)] = (ev.pid, ev.size)
+                        and phase_of(ev.pid) in _EARLY:
+                    warm[_k(ev.device, ev.buffer_id)] = (ev.pid, ev.size, ev.ts_ns)
             elif k == _FREE:
                 if warm:
                     warm.pop(_k(ev.device, ev.buffer_id), None)
@@ -68,8 +72,10 @@ class LeakTracker:
                 if warm:
                     warm.pop(_k(ev.device, ev.buffer_id), None)
                 self._reclaimed(ev, last_phase)
+        if phase_of is not None and events and warm:
+            self._check_replay({ev.pid for ev in events}, phase_of, events[-1].ts_ns, segments)
 
-    def _check_replay(self, pids, phase_of, ts: int) -> None:
+    def _check_replay(self, pids, phase_of, ts: int, segments) -> None:
         """When a process is (newly) replaying, count the warm-up buffers it still holds."""
         for pid in pids:
             if phase_of(pid) is not _REPLAY:
@@ -78,9 +84,11 @@ class LeakTracker:
             if pid in self._replaying:
                 continue
             self._replaying.add(pid)
+            spans = [(sg.start_ns, sg.end_ns) for sg in segments() if sg.pid == pid and sg.phase is _WARMUP] \
+                if segments is not None else None
             n = nbytes = 0
-            for p, size in self.warm.values():
-                if p == pid:
+            for p, size, at in self.warm.values():
+                if p == pid and (spans is None or any(a <= at < b for a, b in spans)):
                     n += 1
                     nbytes += size
             if n and nbytes > self.outlived.get(pid, {}).get("bytes", 0):

@@ -179,7 +179,8 @@ class ReportBuilder:
         if self._phases is not None:
             self._phases.observe(ev)
         if kind == _ALLOC or kind == _FREE or kind == _CLEANUP:
-            self._leaks.observe((ev,), self._phase_of, self._before_exit)
+            self._leaks.observe((ev,), self._phase_of, self._before_exit,
+                                self._phases.segments if self._phases is not None else None)
 
     def _record(self, rec: Record) -> None:
         if isinstance(rec, DumpReport):
