@@ -65,3 +65,18 @@ async def test_r_resets_peaks():
         await pilot.pause(0.05)
         after = ins.peaks.device_peak(0, 0)[0]
         assert after == ins.peaks.current[0][0] < before
+
+
+async def test_processes_pane_names_the_leaks_of_a_dead_process():
+    from ui_fakes import FakeSource as _FS
+
+    sc = scenarios.build("leaky")
+    events = scenarios.reference_events(sc)
+    cleaned = sum(1 for e in events if e.kind.name == "CLEANUP")
+    app = MemtopApp(_FS(2, [events]), clock=lambda: 0.0, state=new_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.state.events_total >= len(events))
+        await pilot.press("4")
+        await wait_for(pilot, lambda: "died holding" in str(app.query_one("#processes-status").render()))
+        status = str(app.query_one("#processes-status").render())
+        assert f"leaks: PID {scenarios.BASE_PID} died holding {cleaned:,} buffers" in status

@@ -44,7 +44,7 @@ from .widgets.device_pane import DevicePane, DeviceRow
 from .widgets.event_feed import EventFeed
 from .widgets.header_bar import HeaderBar, HeaderInfo, Playback, clock
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
-from .widgets.processes_pane import ProcessesPane, process_rows
+from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
 CHUNK = 512  # events folded at a time from a big batch
@@ -304,7 +304,8 @@ class MemtopApp(App[int]):
         elif self.pane == "processes" and now >= self._proc_due:
             self._proc_due = now + self.sample_period
             self._proc_rows = process_rows(st, self.view_filter, self.procs)
-            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note(),
+                                  leaks_text(self.state))
         self.frames += 1
         self.last_frame_events = st.events_total
 
@@ -434,7 +435,8 @@ class MemtopApp(App[int]):
         elif self.pane == "processes":
             if not self.paused:
                 self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
-            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note(),
+                                  leaks_text(self.state))
         elif self.pane == "feed" and not self.paused:
             self.w_feed.pull(self.state, self.view_filter, self._origin_ns())
         if not self.paused:
