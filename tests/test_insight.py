@@ -311,3 +311,13 @@ def test_warmup_buffer_alive_in_replay_is_reported():
         state.apply_events(events[i:i + 256])
     rows = [r for r in state.insight.leaks.rows() if r["kind"] == "outlived_warmup"]
     assert [(r["pid"], r["buffers"], r["bytes"]) for r in rows] == [(scenarios.BASE_PID, 2, 2 * 12 * MiB)]
+
+
+def test_trace_region_inferred_even_if_the_trace_is_freed_before_anyone_looks():
+    ins = wh()
+    f = Feed(ins)
+    f.alloc(0x3E363C80, 12_503_040, TRACE)
+    f.free(0x3E363C80, 12_503_040, TRACE)
+    tr = ins.pool_stats(0, TRACE)
+    assert (tr.lo, tr.hi, tr.used_per_bank) == (0x3E363C80, WH_TOP, 0)
+    assert ins.headroom(0).trace_peak_bytes == 12_503_040

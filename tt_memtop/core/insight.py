@@ -107,6 +107,7 @@ class Insight:
         self._pending: dict[int, int] = {}  # buffer_id << 8 | device -> size << 3 | type (alloc), -1 - type (free)
         self._last_alloc: dict[int, int] = {}  # device << 3 | type -> the batch's last allocation size
         self._cb_pending: list[tuple[int, int, int]] = []  # (device, address, +size alloc / -size free)
+        self._region_pending: list[tuple[int, int, int]] = []  # (device, address, type) of TRACE / L1_SMALL allocs
         self._recorded: dict[int, list[int]] = {}  # device -> the values last written to the history
         self.last_ts_ns = 0
         self.origin_ns = 0  # display origin of times (a recording's start); peaks keep the events' clock
@@ -174,6 +175,7 @@ class Insight:
         pend = self._pending
         last_alloc = self._last_alloc
         cbs = self._cb_pending
+        regions = self._region_pending
         dev_rows: dict = {}
         pid_rows: dict = {}
         mapped = _MAPPED
@@ -215,6 +217,8 @@ class Insight:
                     if size > 0:
                         pend[bid << 8 | d] = size << 3 | t
                         last_alloc[d << 3 | t] = size
+                        if t == TRACE or t == L1_SMALL:  # rare: the regions' lowest addresses, even if freed at once
+                            regions.append((d, bid, t))
                     else:
                         pend[bid << 8 | d] = -1 - t
                 elif t == _CB:
@@ -261,6 +265,17 @@ class Insight:
                 dev = self._devices.get(key >> 3) or self._device(key >> 3)
                 dev.recent[key & 7].append(size)
             self._last_alloc = {}
+        if self._region_pending:
+            for d, bid, t in self._region_pending:
+                dev = self._devices.get(d) or self._device(d)
+                if t == TRACE:
+                    if (not dev.trace_min or bid < dev.trace_min) and bid < dev.geom.dram_bank_size:
+                        dev.trace_min = bid
+                        dev.dirty_geom = True
+                elif (not dev.small_min or bid < dev.small_min) and bid < dev.geom.worker_l1_size:
+                    dev.small_min = bid
+                    dev.dirty_geom = True
+            self._region_pending = []
         if not self._pending:
             return
         pend, self._pending = self._pending, {}
@@ -272,13 +287,6 @@ class Insight:
             if val >= 0:
                 t = val & 7
                 dev.spaces[SPACE_OF[t]].alloc(bid, val >> 3, t)
-                if t == TRACE:
-                    if (not dev.trace_min or bid < dev.trace_min) and bid < dev.geom.dram_bank_size:
-                        dev.trace_min = bid
-                        dev.dirty_geom = True
-                elif t == L1_SMALL and (not dev.small_min or bid < dev.small_min) and bid < dev.geom.worker_l1_size:
-                    dev.small_min = bid
-                    dev.dirty_geom = True
             else:
                 dev.spaces[SPACE_OF[-1 - val]].free(bid)
 
@@ -329,6 +337,7 @@ class Insight:
         self._pending = {}
         self._last_alloc = {}
         self._cb_pending = []
+        self._region_pending = []
         self._recorded = {}
         self.peaks.load(registry, ts_ns)
         self.peaks.take_rose()
