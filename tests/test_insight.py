@@ -321,3 +321,26 @@ def test_trace_region_inferred_even_if_the_trace_is_freed_before_anyone_looks():
     tr = ins.pool_stats(0, TRACE)
     assert (tr.lo, tr.hi, tr.used_per_bank) == (0x3E363C80, WH_TOP, 0)
     assert ins.headroom(0).trace_peak_bytes == 12_503_040
+
+
+def test_json_document_carries_pool_figures_headroom_and_leaks():
+    from tt_memtop.output.oneshot import SCHEMA_VERSION, build_document
+
+    sc = scenarios.build("llama-t3k")
+    events = [e for e in scenarios.reference_events(sc) if e.ts_ns < 3.5e9]
+    state = new_state()
+    state.inventory = Inventory.uniform(8)
+    for i in range(0, len(events), 512):
+        state.apply_events(events[i:i + 512])
+    doc = build_document(state)
+    assert SCHEMA_VERSION == 2 and doc["schema_version"] == 2
+    dev = doc["devices"][0]
+    dram, trace = dev["pools"]["DRAM"], dev["pools"]["TRACE"]
+    for key in ("peak_bytes", "peak_at", "largest_free_bytes", "free_segments", "largest_allocatable_bytes"):
+        assert key in dram and key in trace
+    assert dram["largest_allocatable_bytes"] == 12 * dram["largest_free_bytes"]
+    assert dram["peak_bytes"] >= dram["current_bytes"] == dev["bytes"]["DRAM"]
+    assert trace["current_bytes"] == 12_503_040 and trace["range"] == [0x3E363C80, WH_TOP]
+    assert dev["headroom"]["suggested_trace_region_size"] == 12_503_040
+    assert doc["leaks"] == []
+    assert doc["processes"][0]["peak_bytes"]["TRACE"] == 8 * 12_503_040

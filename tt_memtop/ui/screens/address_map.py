@@ -114,12 +114,19 @@ class AddressMapScreen(Screen[None]):
             if not row:
                 break
             grid.append(f"{row[0].lo:#0{digits + 2}x} ", "grey50")
+            run, run_style = [], None  # runs of one style: a few segments a row, not one per cell
             for c, cell in enumerate(row):
                 sym = cell_symbol(cell)
                 style = cell_style(sym)
                 if (c, r) == (cx, cy):
                     style = (style + " reverse").strip()
-                grid.append(sym, style)
+                if style != run_style and run:
+                    grid.append("".join(run), run_style)
+                    run = []
+                run_style = style
+                run.append(sym)
+            if run:
+                grid.append("".join(run), run_style)
             grid.append("\n")
         self.query_one("#map-grid", Static).update(grid)
         self.query_one("#map-info", Static).update(self._info(ins))
