@@ -80,3 +80,29 @@ async def test_processes_pane_names_the_leaks_of_a_dead_process():
         await wait_for(pilot, lambda: "died holding" in str(app.query_one("#processes-status").render()))
         status = str(app.query_one("#processes-status").render())
         assert f"leaks: PID {scenarios.BASE_PID} died holding {cleaned:,} buffers" in status
+
+
+def test_mesh_cells_mark_the_outlier():
+    from tt_memtop.ui.widgets.mesh_grid import mesh_cells, mesh_text
+
+    fr = {d: 0.40 for d in range(32)}
+    fr[13] = 0.80
+    cells = mesh_cells(fr)
+    assert [c.device for c in cells if c.outlier] == [13]
+    text = mesh_text(cells, 8, selected=0).plain.splitlines()
+    assert len(text) == 4 and "[13  80%]!" in text[1]
+
+
+async def test_galaxy_map_has_a_mesh_grid_with_the_outlier():
+    from tt_memtop.core.events import Event, EventKind
+
+    events = [Event(EventKind.ALLOC, seq=d + 1, ts_ns=10**9 + d, pid=7, device=d, buffer_type=0,
+                    buffer_id=0x100000, size=(6 if d == 21 else 1) << 30, ref_count=1) for d in range(32)]
+    app = MemtopApp(FakeSource(32, [events]), clock=lambda: 0.0, state=new_state())
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.state.events_total >= 32)
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, AddressMapScreen))
+        await pilot.pause(0.2)
+        mesh = str(app.screen.query_one("#map-mesh").render()).splitlines()
+        assert len(mesh) == 4 and "[21  50%]!" in mesh[2]

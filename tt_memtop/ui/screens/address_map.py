@@ -8,7 +8,8 @@ under the map are the pool's (largest free per bank, free segments, largest allo
 fragmentation), its peak and the device's headroom.
 
 Keys: arrows move the cursor, Enter lists the slice's buffers, Tab switches DRAM / L1, ``[`` /
-``]`` the device, ``r`` resets peaks, Esc / ``m`` / ``q`` closes. Redrawn twice a second from the
+``]`` the device, ``r`` resets peaks, Esc / ``m`` / ``q`` closes. With more than 8 devices (a
+Galaxy) a mesh grid of the devices, coloured by DRAM use with outliers marked, picks the device. Redrawn twice a second from the
 live state (the app's state may be replaced by a replay seek, so it is fetched each time).
 """
 
@@ -24,6 +25,7 @@ from textual.widgets import DataTable, Static
 
 from ...core.geometry import DRAM, L1, L1_SMALL, POOLS, TRACE
 from ...output.address_map import LEGEND, cell_symbol, map_cells, pool_line
+from ..widgets.mesh_grid import MeshGrid
 
 __all__ = ["AddressMapScreen", "cell_style"]
 
@@ -53,6 +55,8 @@ class AddressMapScreen(Screen[None]):
     AddressMapScreen { layout: vertical; }
     AddressMapScreen #map-title { height: 1; background: $boost; }
     AddressMapScreen #map-grid { height: auto; }
+    AddressMapScreen #map-mesh { height: auto; display: none; }
+    AddressMapScreen #map-mesh.-mesh { display: block; margin-bottom: 1; }
     AddressMapScreen #map-info { height: auto; }
     AddressMapScreen #map-cell { height: 1fr; }
     """
@@ -69,6 +73,7 @@ class AddressMapScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(id="map-title")
+        yield MeshGrid(id="map-mesh")
         yield Static(id="map-grid")
         yield Static(id="map-info")
         table = DataTable(id="map-cell", cursor_type="none", zebra_stripes=True)
@@ -129,7 +134,22 @@ class AddressMapScreen(Screen[None]):
                 grid.append("".join(run), run_style)
             grid.append("\n")
         self.query_one("#map-grid", Static).update(grid)
+        self._mesh(st, devs)
         self.query_one("#map-info", Static).update(self._info(ins))
+
+    def _mesh(self, st, devs: list[int]) -> None:
+        """More than 8 devices (a Galaxy): the mesh as a grid coloured by DRAM use, outliers marked."""
+        mesh = self.query_one("#map-mesh", MeshGrid)
+        mesh.set_class(len(devs) > 8, "-mesh")
+        if len(devs) <= 8:
+            return
+        fractions = {}
+        for d in devs:
+            g = st.insight.geometry(d)
+            t = st.registry.device_totals(d)
+            cap = g.dram_banks * g.dram_bank_size
+            fractions[d] = (t[DRAM] + t[TRACE]) / cap if cap else 0.0
+        mesh.show(fractions, 8, self.device)
 
     def _info(self, ins) -> Text:
         out = Text()
