@@ -27,6 +27,7 @@ space are then rebuilt from the intervals, O(n), once per move.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from sortedcontainers import SortedDict, SortedList
@@ -134,10 +135,15 @@ class _Pool:
             gs = keys[i]
             if gs >= b:
                 break
-            ge = self._pop(gs)
-            if gs < a:
-                self._put(gs, a)
+            ge = gaps[gs]
+            if gs < a:  # keep the left part under the same key: no re-sort of the keys
+                self.sizes.remove(_gkey(gs, ge))
+                gaps[gs] = a
+                self.sizes.add(_gkey(gs, a))
+                self.free -= ge - a
                 i += 1
+            else:
+                self._pop(gs)
             if ge > b:
                 self._put(b, ge)
                 break
@@ -225,42 +231,45 @@ class SpaceMap:
         entries = self.entries
         order = sorted(entries)
         self.starts = SortedList(order)
-        self.overlapping = set()
-        self.maxlen = 0
-        self.outside = 0
-        ranges = [p.rng for p in self.pools.values()]
-        for p in self.pools.values():
-            p.used = 0
-        max_end = None
+        overlapping = set()
+        used = dict.fromkeys(self.pools, 0)
+        maxlen = 0
+        max_end = -1
         for s in order:
             e, t, _size = entries[s]
-            if max_end is not None and s < max_end:
-                self.overlapping.add(s)
-            if max_end is None or e > max_end:
+            if s < max_end:
+                overlapping.add(s)
+            if e > max_end:
                 max_end = e
-            if e - s > self.maxlen:
-                self.maxlen = e - s
-            self.pools[t].used += e - s
-            if not any(r.lo <= s < r.hi for r in ranges):
-                self.outside += 1
-        for p in self.pools.values():
+            n = e - s
+            if n > maxlen:
+                maxlen = n
+            used[t] += n
+        self.overlapping = overlapping
+        self.maxlen = maxlen
+        inside = 0
+        for t, p in self.pools.items():
+            p.used = used[t]
             lo, hi = p.rng.lo, p.rng.hi
+            inside += bisect_left(order, hi) - bisect_left(order, lo) if hi > lo else 0
             gaps = []
             pos = lo
-            for s in order:  # (a bisect to the pool's range would do; pools are few, intervals sorted)
+            for i in range(bisect_left(order, lo - maxlen), len(order)):
+                s = order[i]
+                if s >= hi:
+                    break
                 e = entries[s][0]
                 if e <= pos:
                     continue
-                if s >= hi:
-                    break
                 if s > pos:
                     gaps.append((pos, s))
                 pos = e
             if pos < hi:
                 gaps.append((pos, hi))
             p.gaps = SortedDict(gaps)
-            p.sizes = SortedList(_gkey(a, b) for a, b in gaps)
+            p.sizes = SortedList([_gkey(a, b) for a, b in gaps])
             p.free = sum(b - a for a, b in gaps)
+        self.outside = len(order) - inside
 
     # ------------------------------------------------------------------ the interval set
     def _rng(self, buffer_type: int) -> PoolRange | None:

@@ -341,23 +341,29 @@ class Insight:
         self._recorded = {}
         self.peaks.load(registry, ts_ns)
         self.peaks.take_rose()
+        devs: dict[int, _Device] = {}
+        mapped = _MAPPED
         for b in registry.buffer_list():
             t = b.buffer_type
-            dev = self._device(b.device)
+            bid = b.buffer_id
+            if bid <= 0 or (t not in mapped and t != _CB):
+                continue
+            d = b.device
+            dev = devs.get(d)
+            if dev is None:
+                dev = devs[d] = self._device(d)
             if t == _CB:
-                top = b.buffer_id + b.size
-                if dev.geom.l1_unreserved_base <= b.buffer_id and top <= dev.geom.worker_l1_size:
-                    dev.cbs[b.buffer_id] = top
+                top = bid + b.size
+                if dev.geom.l1_unreserved_base <= bid and top <= dev.geom.worker_l1_size:
+                    dev.cbs[bid] = top
                 continue
-            space = SPACE_OF.get(t)
-            if space is None or b.buffer_id <= 0:
-                continue
-            dev.spaces[space].alloc(b.buffer_id, b.size, t)
-            if t == TRACE and b.buffer_id < dev.geom.dram_bank_size and (not dev.trace_min or b.buffer_id < dev.trace_min):
-                dev.trace_min = b.buffer_id
-                dev.dirty_geom = True
-            if t == L1_SMALL and b.buffer_id < dev.geom.worker_l1_size and (not dev.small_min or b.buffer_id < dev.small_min):
-                dev.small_min = b.buffer_id
+            dev.spaces[SPACE_OF[t]].pending[bid] = (b.size, t)
+            if t == TRACE:
+                if bid < dev.geom.dram_bank_size and (not dev.trace_min or bid < dev.trace_min):
+                    dev.trace_min = bid
+                    dev.dirty_geom = True
+            elif t == L1_SMALL and bid < dev.geom.worker_l1_size and (not dev.small_min or bid < dev.small_min):
+                dev.small_min = bid
                 dev.dirty_geom = True
         for d in registry.devices():
             tot = registry.device_totals(d)
