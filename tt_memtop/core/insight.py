@@ -272,7 +272,8 @@ class Insight:
                     if (not dev.trace_min or bid < dev.trace_min) and bid < dev.geom.dram_bank_size:
                         dev.trace_min = bid
                         dev.dirty_geom = True
-                elif (not dev.small_min or bid < dev.small_min) and bid < dev.geom.worker_l1_size:
+                elif (not dev.small_min or bid < dev.small_min) and \
+                        dev.geom.l1_unreserved_base <= bid < dev.geom.worker_l1_size:
                     dev.small_min = bid
                     dev.dirty_geom = True
             self._region_pending = []
@@ -362,7 +363,8 @@ class Insight:
                 if bid < dev.geom.dram_bank_size and (not dev.trace_min or bid < dev.trace_min):
                     dev.trace_min = bid
                     dev.dirty_geom = True
-            elif t == L1_SMALL and bid < dev.geom.worker_l1_size and (not dev.small_min or bid < dev.small_min):
+            elif t == L1_SMALL and dev.geom.l1_unreserved_base <= bid < dev.geom.worker_l1_size and \
+                    (not dev.small_min or bid < dev.small_min):
                 dev.small_min = bid
                 dev.dirty_geom = True
         for d in registry.devices():
@@ -379,7 +381,9 @@ class Insight:
 
     # ------------------------------------------------------------------ queries
     def devices(self) -> list[int]:
-        return sorted(self._devices)
+        """Devices that held something with an address (or any bytes) since the start."""
+        self._flush()
+        return sorted(set(self._devices) | set(self.peaks.current))
 
     def geometry(self, device: int) -> ArchGeometry:
         dev = self._devices.get(device)
