@@ -344,3 +344,21 @@ def test_json_document_carries_pool_figures_headroom_and_leaks():
     assert dev["headroom"]["suggested_trace_region_size"] == 12_503_040
     assert doc["leaks"] == []
     assert doc["processes"][0]["peak_bytes"]["TRACE"] == 8 * 12_503_040
+
+
+def test_report_map_of_an_original_server_log():
+    from pathlib import Path
+
+    from tt_memtop.commands.report import build_report, render_maps
+
+    log = Path(__file__).parent / "data" / "original_server" / "session_72byte.log"
+    ins = Insight()
+    build_report(str(log), insight=ins)
+    text = render_maps(ins, "line")
+    assert "Device 0 DRAM: 12 banks of 1,073,741,824 B" in text
+    assert "trace region 30,000,000 B (inferred from addresses)" in text
+    assert "TRACE 12,503,040 B at line 8" in text
+    tr = ins.pool_stats(0, TRACE)
+    assert tr.lo == 0x3E363C80 and tr.used_per_bank == 1_041_920
+    small = ins.pool_stats(0, L1_SMALL)
+    assert small.bank_size == 0  # its L1_SMALL address (32768) is below the unreserved base: no region inferred
