@@ -88,6 +88,19 @@ class Cell:
         return min(self.hi - self.lo, sum(self.used.values()))
 
 
+_LEN = 43  # an interval's packed entry: per-bank length << _LEN | size << 3 | buffer type
+_SIZE = (1 << 40) - 1
+_TYPE_SIZE = (1 << _LEN) - 1
+
+
+def _pack(length: int, size: int, buffer_type: int) -> int:
+    return length << _LEN | min(size, _SIZE) << 3 | buffer_type
+
+
+def _end(start: int, packed: int) -> int:
+    return start + (packed >> _LEN)
+
+
 _SHIFT = 40  # addresses are below 2**40 (Blackhole banks are 4 GiB)
 _LOW = (1 << _SHIFT) - 1
 
@@ -180,7 +193,9 @@ class SpaceMap:
 
     def __init__(self, pools: dict[int, PoolRange]) -> None:
         self.starts = SortedList()
-        self.entries: dict[int, tuple[int, int, int]] = {}  # start -> (end, buffer type, size)
+        # start -> per-bank length << 43 | size << 3 | buffer type: one int per interval, not a tuple
+        # of three (a third of the memory with a million live buffers); see _pack / _end
+        self.entries: dict[int, int] = {}
         self.pending: dict[int, tuple[int, int] | None] = {}  # start -> (size, type) or None (freed)
         self.pools = {t: _Pool(r) for t, r in pools.items()}
         self.maxlen = 0
@@ -205,7 +220,7 @@ class SpaceMap:
         for start, new in pending.items():
             old = entries.get(start)
             if old is not None:
-                if new is not None and old[1] == new[1] and old[2] == new[0]:
+                if new is not None and old & _TYPE_SIZE == new[0] << 3 | new[1]:
                     continue
                 self._remove(start, old)
             if new is not None:
@@ -223,7 +238,7 @@ class SpaceMap:
                 if p is None:
                     entries.pop(start, None)
                 else:
-                    entries[start] = (start + p.rng.per_bank(new[0]), new[1], new[0])
+                    entries[start] = _pack(p.rng.per_bank(new[0]), new[0], new[1])
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -236,7 +251,8 @@ class SpaceMap:
         maxlen = 0
         max_end = -1
         for s in order:
-            e, t, _size = entries[s]
+            v = entries[s]
+            e, t = s + (v >> _LEN), v & 7
             if s < max_end:
                 overlapping.add(s)
             if e > max_end:
@@ -258,7 +274,7 @@ class SpaceMap:
                 s = order[i]
                 if s >= hi:
                     break
-                e = entries[s][0]
+                e = s + (entries[s] >> _LEN)
                 if e <= pos:
                     continue
                 if s > pos:
@@ -288,7 +304,7 @@ class SpaceMap:
             if self._overlaps(start, end, i):
                 self.overlapping.add(start)
         starts.add(start)
-        self.entries[start] = (end, btype, size)
+        self.entries[start] = _pack(length, size, btype)
         if length > self.maxlen:
             self.maxlen = length
         p.used += length
@@ -302,14 +318,14 @@ class SpaceMap:
         if i < len(starts) and starts[i] < end:
             return True
         if not self.overlapping:
-            return i > 0 and entries[starts[i - 1]][0] > start
+            return i > 0 and _end(starts[i - 1], entries[starts[i - 1]]) > start
         for s in starts.irange(start - self.maxlen, start, inclusive=(True, False)):
-            if entries[s][0] > start:
+            if _end(s, entries[s]) > start:
                 return True
         return False
 
-    def _remove(self, start: int, old: tuple[int, int, int]) -> None:
-        end, btype, _size = old
+    def _remove(self, start: int, old: int) -> None:
+        end, btype = start + (old >> _LEN), old & 7
         self.starts.remove(start)
         del self.entries[start]
         self.pools[btype].used -= end - start
@@ -328,14 +344,14 @@ class SpaceMap:
         if not self.overlapping:
             i = starts.bisect_left(a)
             if i > 0:
-                a = max(a, entries[starts[i - 1]][0])
+                a = max(a, _end(starts[i - 1], entries[starts[i - 1]]))
             if i < len(starts):
                 b = min(b, starts[i])
             return [(a, b)] if a < b else []
         out = []
         pos = a
         for s in starts.irange(a - self.maxlen, b, inclusive=(True, False)):
-            e = entries[s][0]
+            e = _end(s, entries[s])
             if e <= pos:
                 continue
             if s > pos:
@@ -353,12 +369,13 @@ class SpaceMap:
         self.pools = {t: _Pool(r) for t, r in pools.items()}
         entries = self.entries
         for s in list(entries):
-            e, t, size = entries[s]
+            v = entries[s]
+            t, size = v & 7, (v >> 3) & _SIZE
             p = self.pools.get(t)
             if p is None:
                 del entries[s]
             else:
-                entries[s] = (s + p.rng.per_bank(size), t, size)
+                entries[s] = _pack(p.rng.per_bank(size), size, t)
         self._rebuild()
 
     # ------------------------------------------------------------------ queries
@@ -378,16 +395,16 @@ class SpaceMap:
         """The lowest start address of a live interval of ``buffer_type`` (None: none)."""
         self.flush()
         for s in self.starts:
-            if self.entries[s][1] == buffer_type:
+            if self.entries[s] & 7 == buffer_type:
                 return s
         return None
 
     def highest_end(self, buffer_type: int) -> int | None:
         self.flush()
         for s in reversed(self.starts):
-            e, t, _ = self.entries[s]
-            if t == buffer_type:
-                return e
+            v = self.entries[s]
+            if v & 7 == buffer_type:
+                return _end(s, v)
         return None
 
     def intervals(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
@@ -398,9 +415,10 @@ class SpaceMap:
         for s in self.starts.islice(i):
             if s >= hi:
                 break
-            e, t, size = self.entries[s]
+            v = self.entries[s]
+            e = s + (v >> _LEN)
             if e > lo:
-                out.append((s, e, t, size))
+                out.append((s, e, v & 7, (v >> 3) & _SIZE))
         return out
 
     def cells(self, lo: int, hi: int, n: int) -> list[Cell]:
@@ -442,7 +460,7 @@ class SpaceMap:
             expect = []
             pos = p.rng.lo
             for s in self.starts:
-                e = self.entries[s][0]
+                e = _end(s, self.entries[s])
                 s2, e2 = max(s, p.rng.lo), min(e, p.rng.hi)
                 if s2 >= e2:
                     continue

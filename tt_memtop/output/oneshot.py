@@ -24,7 +24,7 @@ JSON schema (``schema_version`` 2; docs/MEMORY_MODEL.md explains the pool figure
                       "suggested_trace_region_size", "l1_cb_top", "l1_lowest_buffer", "l1_headroom",
                       "warnings": [{"pool", "level": "tight" | "would_fail", "typical_bytes", ...}]} | null}],
      "processes": [{"pid", "buffers", "bytes": {...}, "total", "devices": [...], "phase"?: {...},
-                    "peak_bytes": {type: bytes}}],
+                    "peak_bytes": {type: bytes}, "peak_at": {type: ns}}],
      "leaks": [{"pid", "kind": "died" | "exited" | "outlived_warmup", "buffers", "bytes", ...}],
      "phases": [{"pid", "phase", "since_ns", "devices", "evidence"}]   (when phase inference is available)}
 
@@ -162,7 +162,9 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
         entry = {"pid": pid, "buffers": n, "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL),
                  "devices": sorted(devs)}
         if pid in pid_peaks:
-            entry["peak_bytes"] = {TYPE_KEYS[i]: v for i, v in enumerate(pid_peaks[pid][1]) if v}
+            _cur, peak, at = pid_peaks[pid]
+            entry["peak_bytes"] = {TYPE_KEYS[i]: v for i, v in enumerate(peak) if v}
+            entry["peak_at"] = {TYPE_KEYS[i]: at[i] for i, v in enumerate(peak) if v}
         if pid in phase_by_pid:
             entry["phase"] = phase_by_pid[pid]
         processes.append(entry)
