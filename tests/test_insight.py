@@ -362,3 +362,19 @@ def test_report_map_of_an_original_server_log():
     assert tr.lo == 0x3E363C80 and tr.used_per_bank == 1_041_920
     small = ins.pool_stats(0, L1_SMALL)
     assert small.bank_size == 0  # its L1_SMALL address (32768) is below the unreserved base: no region inferred
+
+
+def test_once_table_has_the_per_bank_section():
+    from tt_memtop.output.oneshot import build_document, render_table
+
+    ins_state = new_state()
+    ins_state.inventory = Inventory.uniform(1)
+    f = Feed(state=ins_state)
+    f.alloc(1 * MiB, 12 * MiB)
+    f.alloc(0x3E363C80, 12_503_040, TRACE)
+    table = render_table(build_document(ins_state))
+    assert "DRAM largest free MB" in table
+    row = next(ln for ln in table.splitlines() if ln.strip().startswith("0 ") and "," in ln)
+    top = 0x3E363C80
+    assert f"{(top - 2 * MiB) / MiB:.2f}" in row  # largest free: from 2 MiB to the trace region
+    assert "suggested trace_region_size >= 12,503,040" in table
