@@ -378,3 +378,45 @@ def test_once_table_has_the_per_bank_section():
     top = 0x3E363C80
     assert f"{(top - 2 * MiB) / MiB:.2f}" in row  # largest free: from 2 MiB to the trace region
     assert "suggested trace_region_size >= 12,503,040" in table
+
+
+def test_blackhole_geometry_and_overrides():
+    from tt_memtop.core.geometry import ARCH_GEOMETRY, device_geometry
+    from tt_memtop.core.protocol import Arch
+
+    bh = ARCH_GEOMETRY[Arch.BLACKHOLE]
+    assert (bh.dram_banks, bh.dram_alignment, bh.l1_banks, bh.worker_l1_size) == (8, 64, 130, 1_572_864)
+    assert bh.dram_bank_size - bh.dram_unreserved_base == 4_278_190_016  # the bank size Blackhole OOMs report
+    assert bh.worker_l1_size - bh.l1_unreserved_base == 1_461_760
+    ins = Insight(GeometryConfig(l1_banks=56))
+    ins.set_inventory(Inventory.uniform(1, "blackhole"))
+    f = Feed(ins)
+    f.alloc(0x1000, 8 * 64 * 100)  # 100 x 64 B per bank over 8 banks
+    st = ins.pool_stats(0, DRAM)
+    assert st.banks == 8 and st.used_per_bank == 6400
+    assert ins.pool_stats(0, L1).banks == 56
+    g = device_geometry(Arch.WORMHOLE_B0, GeometryConfig(dram_banks=6, l1_unreserved_base=0x30000))
+    assert (g.dram_banks, g.l1_unreserved_base) == (6, 0x30000)
+
+
+def test_geometry_flags_parse_sizes():
+    import argparse
+
+    from tt_memtop.geometry_args import add_geometry_arguments, geometry_from_args
+
+    p = argparse.ArgumentParser()
+    add_geometry_arguments(p)
+    cfg = geometry_from_args(p.parse_args(["--trace-region-size", "30M", "--l1-small-size", "0x8000", "--l1-banks", "64"]))
+    assert (cfg.trace_region_size, cfg.l1_small_size, cfg.l1_banks) == (30 << 20, 0x8000, 64)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--l1-banks", "0"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["--trace-region-size", "lots"])
+
+
+def test_configured_trace_region_is_known_and_rounded():
+    ins = wh(GeometryConfig(trace_region_size=30_000_000))
+    tr = ins.pool_stats(0, TRACE)
+    assert tr.range_known and tr.bank_size == 30_000_000  # already a multiple of 32 x 12
+    ins = wh(GeometryConfig(trace_region_size=1000))
+    assert ins.pool_stats(0, TRACE).bank_size == 1152  # rounded up to 32 x 12, as generate_config does
