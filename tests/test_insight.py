@@ -420,3 +420,23 @@ def test_configured_trace_region_is_known_and_rounded():
     assert tr.range_known and tr.bank_size == 30_000_000  # already a multiple of 32 x 12
     ins = wh(GeometryConfig(trace_region_size=1000))
     assert ins.pool_stats(0, TRACE).bank_size == 1152  # rounded up to 32 x 12, as generate_config does
+
+
+def test_attaching_to_a_snapshot_gives_the_same_maps_as_the_events():
+    from tt_memtop.sources.base import Snapshot
+
+    sc = scenarios.build("llama-t3k")
+    events = [e for e in scenarios.reference_events(sc) if e.ts_ns < 3.5e9]
+    live = new_state()
+    live.inventory = Inventory.uniform(8)
+    for i in range(0, len(events), 512):
+        live.apply_events(events[i:i + 512])
+    attached = new_state()
+    attached.apply(Snapshot(live.registry.snapshot(), live.registry.seq, events[-1].ts_ns, Inventory.uniform(8)))
+    for d in (0, 7):
+        for pool in (DRAM, L1, TRACE):
+            a, b = live.insight.pool_stats(d, pool), attached.insight.pool_stats(d, pool)
+            assert (a.lo, a.hi, a.used_per_bank, a.largest_free, a.free_segments) == \
+                (b.lo, b.hi, b.used_per_bank, b.largest_free, b.free_segments), (d, pool)
+        live.insight.space(d, DRAM).check()
+        attached.insight.space(d, DRAM).check()

@@ -201,6 +201,7 @@ class SpaceMap:
         self.maxlen = 0
         self.overlapping: set[int] = set()  # starts of live intervals that overlapped another when added
         self.outside = 0  # live intervals outside every pool's range (reserved space: a bad or stale address)
+        self._stale = False  # entries loaded in bulk; the rest is rebuilt at the first query
 
     # ------------------------------------------------------------------ changes (cheap; applied by flush)
     def alloc(self, start: int, size: int, buffer_type: int) -> None:
@@ -209,7 +210,22 @@ class SpaceMap:
     def free(self, start: int) -> None:
         self.pending[start] = None
 
+    def load(self, items) -> None:
+        """Replace the whole map with ``items`` ((start, size, buffer type), unique starts); built at the first query."""
+        pools = self.pools
+        entries: dict[int, int] = {}
+        for start, size, t in items:
+            p = pools.get(t)
+            if p is not None:
+                entries[start] = _pack(p.rng.per_bank(size), size, t)
+        self.entries = entries
+        self.pending = {}
+        self._stale = True
+
     def flush(self) -> None:
+        if self._stale:
+            self._stale = False
+            self._rebuild()
         if not self.pending:
             return
         pending, self.pending = self.pending, {}
@@ -365,7 +381,8 @@ class SpaceMap:
 
     def set_pools(self, pools: dict[int, PoolRange]) -> None:
         """Change the pools' ranges (or layout): rebuild the free segments and per-bank sizes from the intervals."""
-        self.flush()
+        if self.pending:
+            self.flush()
         self.pools = {t: _Pool(r) for t, r in pools.items()}
         entries = self.entries
         for s in list(entries):

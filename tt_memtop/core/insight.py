@@ -343,6 +343,7 @@ class Insight:
         self.peaks.load(registry, ts_ns)
         self.peaks.take_rose()
         devs: dict[int, _Device] = {}
+        items: dict[tuple[int, int], list] = {}  # (device, memory) -> [(address, size, type)]
         mapped = _MAPPED
         for b in registry.buffer_list():
             t = b.buffer_type
@@ -353,12 +354,14 @@ class Insight:
             dev = devs.get(d)
             if dev is None:
                 dev = devs[d] = self._device(d)
+                items[d, DRAM] = []
+                items[d, L1] = []
             if t == _CB:
                 top = bid + b.size
                 if dev.geom.l1_unreserved_base <= bid and top <= dev.geom.worker_l1_size:
                     dev.cbs[bid] = top
                 continue
-            dev.spaces[SPACE_OF[t]].pending[bid] = (b.size, t)
+            items[d, SPACE_OF[t]].append((bid, b.size, t))
             if t == TRACE:
                 if bid < dev.geom.dram_bank_size and (not dev.trace_min or bid < dev.trace_min):
                     dev.trace_min = bid
@@ -367,6 +370,14 @@ class Insight:
                     (not dev.small_min or bid < dev.small_min):
                 dev.small_min = bid
                 dev.dirty_geom = True
+        for (d, memory), its in items.items():
+            dev = devs[d]
+            if dev.dirty_geom:  # the regions are known now: lay the maps out for them before loading
+                dev.dirty_geom = False
+                rng = self._ranges(dev)
+                dev.spaces[DRAM].set_pools({DRAM: rng[DRAM], TRACE: rng[TRACE]})
+                dev.spaces[L1].set_pools({L1: rng[L1], L1_SMALL: rng[L1_SMALL]})
+            dev.spaces[memory].load(its)
         for d in registry.devices():
             tot = registry.device_totals(d)
             for t, v in enumerate(tot):
