@@ -108,9 +108,11 @@ class AddressMapScreen(Screen[None]):
         self.cells = cells
         name = "DRAM" if self.memory == DRAM else "L1"
         width = cells[0].hi - cells[0].lo if cells else 0
+        note = "" if st.has_events else " · this source gives totals only: no addresses to map"
         self.query_one("#map-title", Static).update(Text.assemble(
             (f" Address map · device {self.device} {name}", "bold"),
-            f" · one cell = {width:,} B of each bank · Tab DRAM/L1 · [ ] device · Enter buffers · r reset peaks · Esc"))
+            f" · one cell = {width:,} B of each bank · Tab DRAM/L1 · [ ] device · Enter buffers · r reset peaks · Esc",
+            (note, "bold yellow")))
         grid = Text()
         digits = max(8, len(f"{hi:x}"))
         cx, cy = self.cursor
