@@ -440,3 +440,19 @@ def test_attaching_to_a_snapshot_gives_the_same_maps_as_the_events():
                 (b.lo, b.hi, b.used_per_bank, b.largest_free, b.free_segments), (d, pool)
         live.insight.space(d, DRAM).check()
         attached.insight.space(d, DRAM).check()
+
+
+def test_history_keeps_a_spike_inside_one_batch():
+    from tt_memtop.core.events import Event as Ev
+
+    ins = wh()
+    first = [Ev(EventKind.ALLOC, ts_ns=1000, device=0, buffer_type=DRAM, buffer_id=MiB, size=50 * MiB, pid=1),
+             Ev(EventKind.FREE, ts_ns=2000, device=0, buffer_type=DRAM, buffer_id=MiB, size=50 * MiB, pid=1)]
+    ins.observe(first)  # the first peak: 50 MiB
+    spike = [Ev(EventKind.ALLOC, ts_ns=10**9, device=0, buffer_type=DRAM, buffer_id=MiB, size=10 * MiB, pid=1),
+             Ev(EventKind.ALLOC, ts_ns=10**9 + 1, device=0, buffer_type=DRAM, buffer_id=2 * MiB, size=20 * MiB, pid=1),
+             Ev(EventKind.FREE, ts_ns=10**9 + 2, device=0, buffer_type=DRAM, buffer_id=2 * MiB, size=20 * MiB, pid=1)]
+    ins.observe(spike)  # 30 MiB for a moment, below the peak, inside one batch
+    series = ins.history.series((0, DRAM), 2 * 10**9)
+    at_1s = [b for b in series if b[0] == 10**9]
+    assert at_1s and at_1s[0][1] == 30 * MiB and at_1s[0][2] == 10 * MiB

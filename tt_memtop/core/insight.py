@@ -193,14 +193,18 @@ class Insight:
             d = ev.device
             r = dev_rows.get(d)
             if r is None:
-                r = dev_rows[d] = peaks._dev(d)
+                cur, peak, at = peaks._dev(d)
+                r = dev_rows[d] = (cur, peak, at, list(cur))  # the last: the batch's max, for the history
             cur = r[0]
             v = cur[t] + size
             cur[t] = v
-            if size > 0 and v > r[1][t]:
-                r[1][t] = v
-                r[2][t] = ev.ts_ns
-                rose.add((d, t))
+            if size > 0:
+                if v > r[3][t]:
+                    r[3][t] = v
+                    if v > r[1][t]:
+                        r[1][t] = v
+                        r[2][t] = ev.ts_ns
+                        rose.add((d, t))
             p = ev.pid
             r = pid_rows.get(p)
             if r is None:
@@ -229,21 +233,19 @@ class Insight:
                            self._phase_before_exit if phases is not None else None,
                            phases.segments if phases is not None else None)
         ts = events[-1].ts_ns or self.last_ts_ns
-        first_ts = events[0].ts_ns
         self.last_ts_ns = max(self.last_ts_ns, ts)
-        # history: one point per series that changed in the batch (the new peak if the batch set one)
+        # history: one point per series that changed in the batch: its max within the batch and its last value
         recorded = self._recorded
         taken = peaks.take_rose()
-        for d, r in dev_rows.items():
-            cur, peak, at = r
+        for d, (cur, _peak, _at, bmax) in dev_rows.items():
             last = recorded.get(d)
             if last is None:
                 last = recorded[d] = [-1] * NTYPES
             for t in range(NTYPES):
                 v = cur[t]
-                if v != last[t] or (d, t) in taken:
+                if v != last[t] or bmax[t] > v:
                     last[t] = v
-                    self.history.record((d, t), ts, peak[t] if (d, t) in taken and at[t] >= first_ts else v, v)
+                    self.history.record((d, t), ts, max(bmax[t], v), v)
         self._pending_capture |= taken
         self._events_since_capture += len(events)
         if state is not None and self._pending_capture:
