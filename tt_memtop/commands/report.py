@@ -58,6 +58,7 @@ def build_report(path: str, notes: list[str] | None = None, insight: Insight | N
         first = reader.header.started_mono_ns
         builder = ReportBuilder(position_unit="ns", insight=insight,
                                 map_until=None if map_at is None else int(first + map_at * 1e9))
+        builder.origin_ns = first
         for events in reader.batches():
             builder.add(events)
         note = reader.torn_note()

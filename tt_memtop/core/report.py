@@ -94,6 +94,7 @@ class Report:
     dumps: list[dict]
     parse: dict | None = None
     events: int = 0
+    origin_ns: int = 0  # a recording's start on its clock (positions in "ns" are printed relative to it)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -115,6 +116,7 @@ class ReportBuilder:
     def __init__(self, position_unit: str = "line", max_ids: int = 50, map_until: int | None = None,
                  insight: Insight | None = None) -> None:
         self.position_unit = position_unit
+        self.origin_ns = 0
         # the bank maps and peaks of the run, as of position ``map_until`` (None: the end)
         self.insight = insight
         self.map_until = map_until
@@ -288,6 +290,7 @@ class ReportBuilder:
             dumps=self._dumps,
             parse=parse_stats,
             events=self._events,
+            origin_ns=self.origin_ns,
         )
 
 
@@ -316,7 +319,7 @@ _LEAK_KIND = {
 }
 
 
-def _leak_text(lk: dict, unit: str) -> str:
+def _leak_text(lk: dict, unit: str, origin_ns: int = 0) -> str:
     what = f"{lk['buffers']:,} buffers, {_mb(lk['bytes'])}"
     if lk.get("by_type"):
         what += " (" + ", ".join(f"{k} {_mb(v)}" for k, v in lk["by_type"].items()) + ")"
@@ -327,7 +330,7 @@ def _leak_text(lk: dict, unit: str) -> str:
     at = lk.get("at_ns")
     when = ""
     if at is not None and kind != "live_at_end":
-        when = f" at line {at:,}" if unit == "line" else f" at {at / 1e9:.3f} s"
+        when = f" at line {at:,}" if unit == "line" else f" at {(at - origin_ns) / 1e9:.3f} s"
     return f"{how}{when}: {what}"
 
 
@@ -368,7 +371,7 @@ def render_text(rep: Report, title: str = "") -> str:
     if not rep.leaks_by_pid:
         out.append("  none")
     for lk in rep.leaks_by_pid:
-        out.append(f"  PID {lk['pid']}: {_leak_text(lk, rep.position_unit)}")
+        out.append(f"  PID {lk['pid']}: {_leak_text(lk, rep.position_unit, rep.origin_ns)}")
     if rep.cleanups:
         out += ["", "Dead-process cleanups:"]
         for c in rep.cleanups[-10:]:
