@@ -456,3 +456,13 @@ def test_history_keeps_a_spike_inside_one_batch():
     series = ins.history.series((0, DRAM), 2 * 10**9)
     at_1s = [b for b in series if b[0] == 10**9]
     assert at_1s and at_1s[0][1] == 30 * MiB and at_1s[0][2] == 10 * MiB
+
+
+def test_cb_realloc_of_a_live_id_does_not_inflate_the_current_bytes():
+    state = new_state()
+    state.inventory = Inventory.uniform(1)
+    f = Feed(state=state)
+    f.alloc(7, 65536, 5)
+    f.alloc(7, 32768, 5)  # the registry replaces the live CB: 32 KiB held, not 96 KiB
+    assert state.insight.peaks.current[0][5] == 32768 == state.registry.device_totals(0)[5]
+    assert state.insight.peaks.device_peak(0, 5)[0] == 65536

@@ -48,6 +48,7 @@ __all__ = ["Headroom", "Insight"]
 
 _ALLOC, _FREE, _CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
 _CB = int(BufferType.CB)
+_KERNEL = int(BufferType.KERNEL)
 RECENT = 64  # batches per pool whose (last) allocation sizes make the "typical" next one
 PENDING_LIMIT = 200_000  # pending buffer changes folded into the maps without waiting for a query
 NTYPES = len(BufferType)
@@ -198,7 +199,7 @@ class Insight:
             cur = r[0]
             v = cur[t] + size
             cur[t] = v
-            if size > 0:
+            if size > 0 and t < _CB:  # CB / KERNEL peaks: from the registry's totals after the batch
                 if v > r[3][t]:
                     r[3][t] = v
                     if v > r[1][t]:
@@ -212,7 +213,7 @@ class Insight:
             cur = r[0]
             v = cur[t] + size
             cur[t] = v
-            if size > 0 and v > r[1][t]:
+            if size > 0 and t < _CB and v > r[1][t]:
                 r[1][t] = v
                 r[2][t] = ev.ts_ns
             bid = ev.buffer_id
@@ -227,6 +228,25 @@ class Insight:
                         pend[bid << 8 | d] = -1 - t
                 elif t == _CB:
                     cbs.append((d, bid, size))
+        if state is not None:
+            # the registry is authoritative at the end of the batch: a CB / KERNEL re-ALLOC of a live id
+            # replaces the old entry without a FREE, which running counters would count twice
+            reg = state.registry
+            for d, r in dev_rows.items():
+                r[0][:] = reg.device_totals(d)
+            for p, r in pid_rows.items():
+                r[0][:] = reg.pid_totals(p)
+        ts_end = events[-1].ts_ns
+        for rows, is_dev in ((dev_rows, True), (pid_rows, False)):
+            for key, r in rows.items():
+                cur, peak, at = r[0], r[1], r[2]
+                for t in (_CB, _KERNEL):
+                    if cur[t] > peak[t]:
+                        peak[t] = cur[t]
+                        at[t] = ts_end
+                        if is_dev:
+                            rose.add((key, t))
+                            r[3][t] = max(r[3][t], cur[t])
         if len(pend) > PENDING_LIMIT:
             self._flush()
         self.leaks.observe(events, phases.phase if phases is not None else None,
