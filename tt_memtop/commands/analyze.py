@@ -100,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
         print("memtop analyze: --speed and --event-rate must be positive", file=sys.stderr)
         return 2
     notes: list[str] = []
+    from ..sources.logfile import NotALogError, check_log
+
     try:
+        check_log(args.file, allow_empty=True)  # an empty log has no segments: [] (as specified)
         rows = timeline(analyze(file_events(args.file, args.speed, args.event_rate, notes)))
-    except (OSError, RecordingError) as exc:
+    except (OSError, RecordingError, NotALogError) as exc:
         print(f"memtop analyze: {exc}", file=sys.stderr)
         return 1
     for note in notes:

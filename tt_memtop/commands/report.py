@@ -15,7 +15,7 @@ from ..core.insight import Insight
 from ..core.logparse import LogParser
 from ..core.report import Report, ReportBuilder, render_text
 from ..geometry_args import add_geometry_arguments, geometry_from_args
-from ..sources.logfile import is_recording, open_log, read_line_chunks
+from ..sources.logfile import NotALogError, check_log, is_recording, open_log, read_line_chunks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     insight = Insight(geometry_from_args(args)) if args.map else None
     try:
+        check_log(args.file)
         rep = build_report(args.file, notes, insight, args.map_at)
-    except (OSError, RecordingError) as exc:
+    except (OSError, RecordingError, NotALogError) as exc:
         print(f"memtop report: {exc}", file=sys.stderr)
         return 1
     for note in notes:

@@ -41,6 +41,7 @@ _ALLOC = EventKind.ALLOC
 _TRACE = int(BufferType.TRACE)
 _BAD_FRAME = EventKind.BAD_FRAME
 _PROCESS_EXIT = EventKind.PROCESS_EXIT
+_LOST = frozenset({"disconnected", "error"})  # Status states after which "connected" is a reconnect
 _BUFFER_KINDS = frozenset({EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
                            EventKind.FREE_UNKNOWN, EventKind.CLEANUP})
 
@@ -74,6 +75,7 @@ class MonitorState:
         self.history_ids = history_ids
         self.history_per_id = history_per_id
         self.inventory = Inventory()
+        self.inventory_grown = 0  # first device whose capacities were assumed (0: none; see devices())
         self.polled: dict[int, tuple[int, int, int, int, int, int]] = {}
         self.polled_ts_ns = 0
         self.status = Status("connecting")
@@ -111,6 +113,11 @@ class MonitorState:
                 for dev, tot in update.totals.items():
                     self.phases.observe_totals(update.ts_ns, dev, tot)
         elif isinstance(update, Status):
+            if update.state == "connected" and self.status.state in _LOST and self.phases is not None:
+                # A reconnect: the server may have restarted (0 B, no processes); what phase inference
+                # knew belongs to the old session. The fresh snapshot / samples that follow seed it again.
+                self.phases = type(self.phases)()
+                self._phase_names = {}
             self.status = update
             if update.capabilities:
                 self.capabilities = update.capabilities
@@ -214,10 +221,19 @@ class MonitorState:
         return Capability.EVENTS in self.capabilities or len(self.registry) > 0 or self.events_total > 0
 
     def devices(self) -> list[int]:
-        """Devices to show: the inventory's, plus any that reported something."""
-        devs = {d.device_id for d in self.inventory.devices}
+        """Devices to show: the inventory's, plus any that reported something.
+
+        A device beyond the inventory (a Galaxy's 32 chips on a server configured for 8, S2 counting
+        only PCIe chips) is added to it like the inventory's last device, so its bars have capacities;
+        ``inventory_grown`` then says from which device on the capacities are assumed."""
+        n = len(self.inventory.devices)
+        devs = set(range(n))
         devs.update(self.registry.devices())
         devs.update(self.polled)
+        top = max(devs, default=-1)
+        if top >= n and n and top < 4096:
+            self.inventory = self.inventory.grown_to(top)
+            self.inventory_grown = self.inventory_grown or n
         return sorted(devs)
 
     def device_wire_totals(self, device: int) -> tuple[int, int, int, int, int, int]:

@@ -327,6 +327,15 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
             tg.cancel_scope.cancel()
             print(f"memtop: {failed[0].message}", file=sys.stderr)
             return 1
+        delay = getattr(source, "oneshot_delay_s", 0.0)  # the demo: print at a representative moment
+        if delay:
+            await anyio.sleep(delay)
+        known = state.devices()
+        if filt.devices and known and not filt.devices & set(known):
+            tg.cancel_scope.cancel()
+            print(f"memtop: no device {_ids(filt.devices)} here (this source has device {_ids(known)})",
+                  file=sys.stderr)
+            return 2
         if filt.pids and not state.has_events:
             print("memtop: note: --pid needs per-buffer events, which this source does not give "
                   "(totals are per device)", file=sys.stderr)
@@ -342,12 +351,27 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
                     state.phases.tick(state.last_ts_ns)
                 out.write(json.dumps(build_document(state, source, filt), separators=(",", ":")) + "\n")
                 out.flush()
-                if state.status.state == "ended":
+                if state.status.state == "ended" or getattr(args, "once", False):
                     break
                 await anyio.sleep(interval)
         finally:
             tg.cancel_scope.cancel()
     return 0
+
+
+def _ids(ids) -> str:
+    """{0, 1, 2, 5} -> "0-2,5"."""
+    out, run = [], []
+    for i in sorted(ids):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [i]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
 
 
 def _is_broken_pipe(exc: BaseException) -> bool:

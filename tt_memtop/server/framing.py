@@ -30,8 +30,9 @@ would be taken for an *L'* frame. Neither happens with the public clients (block
 
 **Forced layout.** Frames are exactly that size, with two exceptions for a lone message of
 another known size alone in the buffer: at EOF any type (the ``dump_remaining_buffers.py`` trick:
-a 72-byte DUMP against a 144-byte server), and when idle only our extension types (≥ 64), so a
-monitor can subscribe whatever the server's ``--protocol``.
+a 72-byte DUMP against a 144-byte server), and when idle QUERY / DEVICE_INFO_QUERY (answered in
+the forced size, as the originals do) and our extension types (≥ 64), so a monitor can probe and
+subscribe whatever the server's ``--protocol``.
 
 **Garbage.** At a frame start that is not a plausible header (or a whole frame whose pad bytes are
 not zero) we report a :class:`BadFrame` with :func:`protocol.validate`'s reason, then scan forward
@@ -196,7 +197,9 @@ class FrameReader:
         avail = len(self._buf) - pos
         if why is None or not self.forced or avail not in LAYOUT_SIZES:
             return None
-        if why == "eof" or self._buf[pos] >= EXTENSION_MIN_TYPE:
+        # QUERY / DEVICE_INFO_QUERY too: the originals answer a lone smaller request (one recv), and
+        # memtop's probe is a lone 72-byte QUERY (sources/probe.py)
+        if why == "eof" or self._buf[pos] >= EXTENSION_MIN_TYPE or self._buf[pos] in (3, 6):
             return Layout(avail)
         return None
 

@@ -31,7 +31,7 @@ from .bindings import KEYS, app_bindings, key_active
 from .buffer_query import SORT_ORDER as BUFFER_SORTS
 from .buffer_query import Window, compute_window
 from .filters import ViewFilter
-from .format import parse_id
+from .format import duration, parse_id
 from .procinfo import ProcInfo
 from .screens.details import DetailsScreen, details_renderable, find_buffers
 from .screens.filters import FilterScreen
@@ -150,6 +150,7 @@ class MemtopApp(App[int]):
         self._window: Window | None = None
         self._frozen_at = 0  # len(registry) at the last gc.freeze()
         self._froze = False
+        self._stale_since: float | None = None  # clock() when the source was lost with data on screen
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -350,11 +351,29 @@ class MemtopApp(App[int]):
                 msg = ""  # the player's own status line: the header's playback segment says it all
         if st.capabilities and Capability.EVENTS not in st.capabilities:
             msg = (msg + "; " if msg else "") + "totals only: no event feed from this source"
+        stale = self._stale(now)
+        if stale:
+            msg = f"{stale}; {msg}" if msg else stale
         self.w_header.show(HeaderInfo(
             source=desc, state=st.status.state, message=msg, rate=self._rate(), uptime=now - self._started,
             filters=self.view_filter.describe(), paused=self.paused,
             new_while_paused=st.events_total - self.paused_at_events if self.paused else 0, gaps=st.gaps,
-            backlog=self._pending_events, playback=playback))
+            backlog=self._pending_events, playback=playback, demo=bool(getattr(self.source, "demo", False)),
+            stale=stale))
+
+    def _stale(self, now: float) -> str:
+        """"" while the data is live; else why what is on screen is old. Dims the panes (the ``-stale`` class)."""
+        st = self.state
+        lost = st.status.state in ("disconnected", "error") and (len(st.registry) > 0 or bool(st.polled)
+                                                                   or st.events_total > 0)
+        if not lost:
+            self._stale_since = None
+            self.set_class(False, "-stale")
+            return ""
+        if self._stale_since is None:
+            self._stale_since = now
+        self.set_class(True, "-stale")
+        return f"showing the last state received, {duration(now - self._stale_since)} ago"
 
     def _draw_devices(self, sample: bool) -> None:
         st = self.state
