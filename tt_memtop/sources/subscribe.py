@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import anyio
 
-from ..client import EXTENSION_LAYOUT, ExtensionUnsupported, Resync, subscribe
+from ..client import EXTENSION_LAYOUT, ExtensionUnsupported, Resync, ServerStatus, subscribe
 from ..core.eventcodec import CodecError
 from ..core.protocol import Layout
 from .base import Capability, Emit, Source, Status
@@ -47,6 +47,8 @@ class SubscribeSource(Source):
         self.probed = probed
         self.interval = interval  # for polling, should the server turn out to be an original
         self.description = f"memtop serve at {socket_path}"
+        #: the server's last STATUS (recording stopped, refused allocations...), {} if none came
+        self.server_status: dict = {}
 
     async def _is_ours(self, emit: Emit):
         """None if ours; else the probe's finding (a ServerKind of an original, or None)."""
@@ -88,7 +90,10 @@ class SubscribeSource(Source):
                         connected = True
                         delay = self.backoff_initial
                         emit(Status("connected", "", CAPABILITIES))  # the description already names the path
-                    if isinstance(item, Resync):
+                    if isinstance(item, ServerStatus):
+                        self.server_status = item.fields
+                        emit(Status("connected", item.describe(), CAPABILITIES))
+                    elif isinstance(item, Resync):
                         emit(Status("connected", f"monitor fell behind: {item.dropped} events skipped, "
                                                  f"state reloaded from a fresh snapshot", CAPABILITIES))
                     else:
