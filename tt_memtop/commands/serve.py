@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "them; 0 = no bound)")
     parser.add_argument("--no-extensions", action="store_true",
                         help="behave exactly like the original: no subscription, unknown types ignored")
+    from ..exporter.args import add_metrics_arguments
+
+    add_metrics_arguments(parser)
 
 
 #: Where the tenstorrent kernel driver lists the PCIe-attached chips (remote chips, e.g. an N300's
@@ -101,6 +104,10 @@ def run(args: argparse.Namespace) -> int:
                         return
 
             tg.start_soon(stop_on_signal)
+            if args.metrics_port is not None:  # first: a taken port fails before the socket is bound
+                from ..exporter.runner import serve_ledger_metrics
+
+                await tg.start(serve_ledger_metrics, server, args)
             await tg.start(server.serve)
 
     try:

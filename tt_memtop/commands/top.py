@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shared memory) to FILE; play it with `memtop replay FILE`")
     add_view_arguments(parser)
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
+    from ..web import add_web_arguments
+
+    add_web_arguments(parser)
 
 
 def _say(msg: str) -> None:
@@ -67,6 +70,7 @@ def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
     app_kw.setdefault("state", new_state(geometry=geometry_from_args(args)))
     app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None),
                     sample_period=max(0.1, interval), **app_kw)
+    app.read_only = bool(getattr(args, "read_only", False))
     app.run()
     return int(app.return_code or 0)
 
@@ -87,9 +91,14 @@ def _recorded(args: argparse.Namespace, source):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..web import in_web_session, run_web, wants_web
+
+    if wants_web(args):
+        return run_web(args)
     from ..sources.open import open_source
 
-    if args.once or args.json or args.ndjson or not sys.stdout.isatty():
+    # --json/--ndjson imply --once; a browser tab's app has textual-serve's pipe for a terminal
+    if args.once or args.json or args.ndjson or not (sys.stdout.isatty() or in_web_session()):
         if not getattr(args, "record", None):
             return _oneshot(args)
         from ..output.oneshot import run_oneshot

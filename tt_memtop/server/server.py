@@ -263,6 +263,13 @@ class AllocationServer:
         self._status_frame = b""
         self._frozen_at = 0  # len(registry) at the last gc.freeze()
 
+    def ledger(self) -> tuple[Registry, ServerStats, Inventory]:
+        """Read-only access for in-process observers (the metrics exporter): the registry, counters, inventory.
+
+        Call it on the event loop thread, and only read what it returns.
+        """
+        return self.registry, self.stats, self.config.inventory
+
     # ================================================================== lifecycle
     async def serve(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, report started, serve until cancelled; on the way out print stats and unlink."""

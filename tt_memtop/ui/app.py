@@ -64,6 +64,10 @@ GC_FREEZE_GROWTH = 200_000
 PANES = ("devices", "feed", "buffers", "processes")
 PANE_TITLES = {"devices": "1 Devices", "feed": "2 Events", "buffers": "3 Buffers", "processes": "4 Processes"}
 REPLAY_ACTIONS = frozenset({"play_pause", "step", "seek", "seek_to", "speed"})
+#: Refused in a read-only view (``memtop --web``): actions that reach past the view. memtop's own keys
+#: only change the view; Textual's own actions touch the host (an SVG written to its disk, suspending
+#: the process). A key that acts on the server or the host (e.g. a DUMP) belongs here.
+WRITE_ACTIONS = frozenset({"screenshot", "suspend_process"})
 SEEK_STEP = 0.05  # [ / ]: this fraction of the duration
 TOTALS_ONLY_NOTE = ("this source reports totals only (the original allocation server, polled): no events, "
                     "buffers or processes. Run `memtop serve` as the server, or add --follow LOG.")
@@ -109,6 +113,8 @@ class MemtopApp(App[int]):
     CSS_PATH = stylesheet_paths()
     BINDINGS = app_bindings()
     COMMANDS = App.COMMANDS | {KeyCommands}
+    #: a view that must not act on anything but itself (the web view): WRITE_ACTIONS are refused
+    read_only = False
 
     def __init__(self, source: Source, *, view_filter: ViewFilter | None = None, theme: str | None = None,
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
@@ -525,7 +531,10 @@ class MemtopApp(App[int]):
 
     # ------------------------------------------------------------------ replay (player sources only)
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Replay keys exist only with a player; the view pause only without one (see bindings.py)."""
+        """Replay keys exist only with a player; the view pause only without one (see bindings.py);
+        a read-only view refuses WRITE_ACTIONS."""
+        if self.read_only and action in WRITE_ACTIONS:
+            return False
         if action in REPLAY_ACTIONS:
             return self.player is not None
         if action == "toggle_pause":
