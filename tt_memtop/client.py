@@ -10,7 +10,7 @@ timeout, because the original never answers those types.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -22,7 +22,7 @@ from .core.devices import Inventory
 from .core.protocol import AllocMessage, BufferType, Layout, MsgType, decode, encode
 from .sources.base import EventBatch, Snapshot
 
-__all__ = ["AllocationClient", "ExtensionUnsupported", "Resync", "read_record", "subscribe"]
+__all__ = ["AllocationClient", "ExtensionUnsupported", "Resync", "ServerInfo", "read_record", "subscribe"]
 
 #: Size used for extension requests: every server layout accepts a lone 72-byte extension frame.
 EXTENSION_LAYOUT = Layout.V72
@@ -38,6 +38,31 @@ class Resync:
 
     dropped: int
     reason: str
+
+
+@dataclass(slots=True)
+class ServerInfo:
+    """The server's INFO record (docs/EXTENSION.md): where its state came from, peer-credential counters."""
+
+    info: dict
+
+    def notes(self) -> list[str]:
+        """What a monitor should say about the server, in words (empty when all is well)."""
+        import time as _time
+
+        d = self.info
+        out = []
+        started = d.get("started_wall_ns")
+        when = _time.strftime("%H:%M:%S", _time.localtime(started / 1e9)) if isinstance(started, int) else "?"
+        if d.get("prior_state") == "unknown":
+            out.append(f"server started at {when} without a journal: memory allocated before then is not shown")
+        elif d.get("prior_state") == "journal":
+            out.append(f"server restarted at {when}; {d.get('restored_buffers', 0)} buffers restored from its journal")
+        if d.get("pid_mismatch_connections"):
+            out.append(f"{d['pid_mismatch_connections']} connection(s) report a PID that is not theirs")
+        if d.get("refused_frees"):
+            out.append(f"{d['refused_frees']} FREE(s) of another user's buffers refused")
+        return out
 
 
 async def read_record(buf: BufferedByteReceiveStream) -> tuple[int, memoryview]:
@@ -161,10 +186,12 @@ class AllocationClient:
         return True
 
 
-async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello_timeout: float = 2.0
+async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello_timeout: float = 2.0,
+                    on_info: Callable[[ServerInfo], None] | None = None
                     ) -> AsyncIterator[Snapshot | EventBatch | Resync]:
     """Subscribe to the server at ``path``: yields a Snapshot, then EventBatches (and Resync + Snapshot).
 
+    The server's INFO record, if it sends one, goes to ``on_info`` (before the first Snapshot).
     Ends when the server closes the stream. Raises :class:`ExtensionUnsupported` when the server
     does not answer SUBSCRIBE, and OSError when it cannot be reached.
     """
@@ -186,4 +213,10 @@ async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello
             elif kind == codec.RecordKind.RESYNC:
                 dropped, reason = codec.decode_resync_body(body)
                 yield Resync(dropped, reason)
+            elif kind == codec.RecordKind.INFO and on_info is not None:
+                try:
+                    info = ServerInfo(codec.decode_info_body(body))
+                except codec.CodecError:
+                    continue
+                on_info(info)
             # unknown record kinds are skipped: newer servers may add some

@@ -23,7 +23,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", default="hex", choices=["hex", "decimal"],
                         help="buffer ids in the log: hex (S4+, default) or decimal (S1-S3)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-allocation log lines")
-    parser.add_argument("--record", metavar="FILE", help="record every event to FILE (see docs/RECORDING.md)")
+    parser.add_argument("--record", metavar="FILE",
+                        help="record every event to FILE; an existing recording gets a new session appended, "
+                             "never truncated (docs/RECORDING.md)")
+    parser.add_argument("--journal", metavar="FILE",
+                        help="keep the registry in FILE and restore it at start, so a restarted server still knows "
+                             "every buffer (written through at once, fsync'd every second; docs/RECORDING.md)")
+    parser.add_argument("--socket-mode", type=_octal, default=0o600, metavar="MODE",
+                        help="permissions of the socket file (default 600: only your user's processes connect; "
+                             "660 with --group to let a group in)")
+    parser.add_argument("--group", metavar="GROUP", help="group of the socket file (name or number)")
+    parser.add_argument("--trust-all", action="store_true",
+                        help="accept a FREE from any user (by default a FREE of another user's buffer is refused "
+                             "and counted; root may free anything)")
+    parser.add_argument("--banner", default="auto", choices=["auto", "s1", "s2"],
+                        help="start-up banner: s1 = no device-detection block (S1, 72-byte era), s2 = with it "
+                             "(S2+); auto = s1 with --protocol 72, else s2")
+    parser.add_argument("--strict", action="store_true",
+                        help="validate every request fully (size 0 / > 100 GiB on any layout, kernel types), not "
+                             "as the original of the connection's layout")
+    parser.add_argument("--dedupe-warnings", action="store_true",
+                        help="log each kind of original warning line once (the original logs every occurrence)")
     parser.add_argument("--cleanup-interval", type=positive_float, default=5.0, metavar="S",
                         help="seconds between dead-process checks (default 5, as the original)")
     parser.add_argument("--stats-interval", type=positive_float, default=10.0, metavar="S",
@@ -32,16 +52,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="behave exactly like the original: no subscription, unknown types ignored")
 
 
+def _octal(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode such as 600 or 660") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a permission mode (000-777)")
+    return mode
+
+
+def _group(name: str) -> int:
+    import grp
+
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError(f"no group named {name!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..server.server import AllocationServer, ServerConfig, SocketInUseError, prepare_socket_path
 
     if not 0 <= args.devices <= 256:
         print("memtop serve: --devices must be between 0 and 256", file=sys.stderr)
         return 2
+    try:
+        group = _group(args.group) if args.group else None
+    except ValueError as exc:
+        print(f"memtop serve: --group: {exc}", file=sys.stderr)
+        return 2
+    banner = args.banner if args.banner != "auto" else ("s1" if args.protocol == "72" else "s2")
     config = ServerConfig(socket_path=args.socket, inventory=Inventory.uniform(args.devices, args.arch),
                           layout=args.protocol, log_format=args.log_format, quiet=args.quiet, record=args.record,
                           extensions=not args.no_extensions, cleanup_interval_s=args.cleanup_interval,
-                          stats_interval_s=args.stats_interval)
+                          stats_interval_s=args.stats_interval, detection_banner=banner != "s1",
+                          journal=args.journal, socket_mode=args.socket_mode, socket_group=group,
+                          trust_all=args.trust_all, strict=args.strict, dedupe_warnings=args.dedupe_warnings)
     server = AllocationServer(config, log=sys.stdout, err=sys.stderr)
 
     async def main() -> None:

@@ -34,6 +34,7 @@ class RecordKind(IntEnum):
     RESYNC = 4  # u64 events dropped + UTF-8 reason; a SNAPSHOT follows
     REPORT = 5  # UTF-8 text (the DUMP_REMAINING report)
     HEADER = 6  # recording header, see tt_memtop.recording
+    INFO = 7  # UTF-8 JSON object: what the server knows about itself (docs/EXTENSION.md)
 
 
 class CodecError(ValueError):
@@ -222,6 +223,24 @@ def decode_resync_body(buf, off: int = 0) -> tuple[int, str]:
 
 def encode_report(text: str) -> bytes:
     return bytes((RecordKind.REPORT,)) + text.encode("utf-8")
+
+
+def encode_info(info: dict) -> bytes:
+    import json
+
+    return bytes((RecordKind.INFO,)) + json.dumps(info, sort_keys=True).encode("utf-8")
+
+
+def decode_info_body(buf, off: int = 0) -> dict:
+    import json
+
+    try:
+        doc = json.loads(bytes(buf[off:]).decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise CodecError(f"INFO record is not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise CodecError("INFO record is not a JSON object")
+    return doc
 
 
 def frame(record: bytes) -> bytes:

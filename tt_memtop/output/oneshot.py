@@ -156,6 +156,11 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
         "devices": devices,
         "processes": processes,
     }
+    info = getattr(source, "server_info", None)
+    if info is not None:  # memtop serve's INFO record: where its state came from, peer-credential counters
+        from ..client import ServerInfo
+
+        doc["source"]["server"] = {**info, "notes": ServerInfo(info).notes()}
     if phases is not None:
         doc["phases"] = [p for p in phase_by_pid.values() if not filt.pids or p["pid"] in filt.pids]
     return doc
@@ -175,6 +180,7 @@ def render_table(doc: dict) -> str:
     lines = [f"memtop · {src['description'] or src['kind']} · {doc['generated_at']}"]
     if not src["per_buffer"] and src["message"]:
         lines.append(f"note: {src['message']}")
+    lines += [f"note: {n}" for n in src.get("server", {}).get("notes", [])]
     devs = doc["devices"]
     shown = [t for t in ("DRAM", "L1", "L1_SMALL", "TRACE", "CB", "KERNEL")
              if any(t in d["bytes"] for d in devs) and (t in TABLE_TYPES or any(d["bytes"].get(t) for d in devs))]

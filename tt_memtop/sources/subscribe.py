@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import anyio
 
-from ..client import EXTENSION_LAYOUT, AllocationClient, ExtensionUnsupported, Resync, subscribe
+from ..client import EXTENSION_LAYOUT, AllocationClient, ExtensionUnsupported, Resync, ServerInfo, subscribe
 from ..core.eventcodec import CodecError
 from ..core.protocol import Layout
 from .base import Capability, Emit, Source, Status
@@ -46,6 +46,8 @@ class SubscribeSource(Source):
         self.backoff_max = backoff_max
         self.reconnect = reconnect
         self.description = f"memtop serve at {socket_path}"
+        #: the server's INFO record (docs/EXTENSION.md), once connected
+        self.server_info: dict | None = None
 
     async def run(self, emit: Emit) -> None:
         path = self.socket_path
@@ -54,11 +56,14 @@ class SubscribeSource(Source):
         while True:
             try:
                 connected = False
-                async for item in subscribe(path, layout=self.layout):
+                info: list[ServerInfo] = []
+                async for item in subscribe(path, layout=self.layout, on_info=info.append):
                     if not connected:
                         connected = True
                         delay = self.backoff_initial
-                        emit(Status("connected", "", CAPABILITIES))  # the description already names the path
+                        self.server_info = info[-1].info if info else None
+                        note = "; ".join(info[-1].notes()) if info else ""
+                        emit(Status("connected", note, CAPABILITIES))  # the description already names the path
                     if isinstance(item, Resync):
                         emit(Status("connected", f"monitor fell behind: {item.dropped} events skipped, "
                                                  f"state reloaded from a fresh snapshot", CAPABILITIES))
