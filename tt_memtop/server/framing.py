@@ -28,15 +28,21 @@ sender across a pause longer than the idle period, with exactly *L'* < *L* bytes
 would be taken for an *L'* frame. Neither happens with the public clients (blocking whole-struct
 ``send``). Pass an explicit layout to rule both out.
 
-**Forced layout.** Frames are exactly that size, with two exceptions for a lone message of
-another known size alone in the buffer: at EOF any type (the ``dump_remaining_buffers.py`` trick:
-a 72-byte DUMP against a 144-byte server), and when idle only our extension types (≥ 64), so a
-monitor can subscribe whatever the server's ``--protocol``.
+**Known layout** (forced, or once detected). A frame is a frame: at each frame start the reader
+takes exactly one message of the layout, or reports exactly one bad frame of the layout's size
+(unknown type, non-zero padding) and goes on with the next one, so one bad frame never costs the
+next message. A *smaller* message (a 72- or 112-byte client on ``--protocol 144``, or a connection
+that switches layout mid-stream) is taken at its own size when a plausible header of an original
+type follows it at that size (inside a genuine frame those offsets are zero counters) or when it is
+alone in the buffer and the peer is idle or closed: the originals, reading one ``sizeof`` per
+``recv``, handle such a message alone in its read the same way. :attr:`FrameResult.layouts` says
+the size each message was framed as.
 
-**Garbage.** At a frame start that is not a plausible header (or a whole frame whose pad bytes are
-not zero) we report a :class:`BadFrame` with :func:`protocol.validate`'s reason, then scan forward
-to the next plausible header. After ``max_bad_bytes`` consecutive bad bytes without a valid frame
-the result carries ``close`` with a message saying why; the caller should drop the connection.
+**Garbage.** Off the frame grid (at the start of a stream, or after bytes that fit no frame) a
+frame start that is not a plausible header is reported as a :class:`BadFrame` with
+:func:`protocol.validate`'s reason and the reader scans forward to the next plausible header.
+After ``max_bad_bytes`` consecutive bad bytes without a valid frame the result carries ``close``
+with a message saying why; the caller should drop the connection.
 """
 
 from __future__ import annotations

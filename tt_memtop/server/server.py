@@ -10,10 +10,13 @@ DUMP_REPORT, HELLO) is specified in docs/EXTENSION.md. Design points:
   fresh snapshot when its writer catches up.
 * **One event loop, one registry.** All state changes happen on the loop thread, so a snapshot
   taken between two awaits is consistent, and sequence numbers are gap-free.
-* **Never crash on input.** Bad frames and invalid messages are counted, logged once per kind and
-  published as BAD_FRAME events; the connection is dropped only after many consecutive bad bytes.
+* **Never crash on input.** Bad frames and invalid messages are counted and published as BAD_FRAME
+  events; our own diagnostics go to stderr once per kind, the original's warning lines every time
+  (as it does); the connection is dropped only after many consecutive bad bytes.
+* **The kernel, not the message, says who is connected** (``SO_PEERCRED``, see peers.py): liveness
+  of PID-namespace PIDs, PID mismatches, and who may free whose buffers.
 
-Deliberate differences from the original (documented in docs/EXTENSION.md): no 8-device limit;
+Deliberate differences from the original (documented in docs/COMPATIBILITY.md): no 8-device limit;
 ``kill(pid, 0)`` failing with EPERM means *alive* (the original wipes a live process of another
 user); whole frames are always assembled (no stale tails).
 """
