@@ -306,3 +306,25 @@ async def test_a_reported_pid_that_is_not_the_sender_is_flagged_once_per_connect
         assert server.server_info()["pid_mismatch_connections"] == 2
     assert err.getvalue().count("messages report PID 999999, but the sender is PID") == 2
     assert "but the sender" not in log.getvalue()  # stdout stays the original's
+
+
+async def test_a_pre_claimed_address_does_not_swallow_the_victims_buffer(other_uid, open_dir):
+    """Another user claims an address with a dead PID; the owner's own ALLOC replaces that claim, and the
+    claim's cleanup cannot delete the real buffer (it used to become a ref_count bump, then vanish)."""
+    path = os.path.join(open_dir, "s.sock")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    alive = {os.getpid()}
+    async with running_server(path, socket_mode=0o666, is_alive=lambda pid: pid in alive) as server:
+        def run():
+            as_user(other_uid, path, msg(MsgType.ALLOC, 0, 4096, bid=0x10, pid=int(dead)) + msg(MsgType.QUERY))
+            with raw_connect(path) as s:
+                s.sendall(msg(MsgType.ALLOC, 0, 1 << 20, bid=0x10, pid=os.getpid()) + msg(MsgType.QUERY))
+                return recv_exactly(s, 144)
+        q = await anyio.to_thread.run_sync(run)
+        assert u64(q, 40) == 1 << 20
+        server.run_cleanup()
+        b = server.registry.get(0, 0x10)
+        assert b is not None and b.owner_pid == os.getpid() and b.ref_count == 1 and b.size == 1 << 20
+        assert server.stats.evicted_claims == 1
+        server.registry.check_invariants()

@@ -19,7 +19,9 @@ in each nested namespace.
   buffers. A FREE / CB_FREE / KERNEL_UNLOAD from another UID is refused (counted, logged once
   per connection) unless the sender is root, is that PID itself (in any of its namespaces), raised
   that buffer's ref_count itself, or the server runs with ``--trust-all``. TT-Metal frees its buffers from the process that allocated
-  them (a MeshBuffer's per-device buffers included), so normal use is never refused.
+  them (a MeshBuffer's per-device buffers included), so normal use is never refused. An ALLOC of a
+  live key owned by another UID replaces that entry (server.py): two users' processes cannot
+  hold one device address at once, so the old entry is stale or a squatter's.
 """
 
 from __future__ import annotations

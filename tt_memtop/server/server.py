@@ -127,6 +127,8 @@ class ServerStats:
     pid_namespace: int = 0
     pid_mismatch: int = 0
     refused_frees: int = 0
+    #: ALLOCs that replaced a live entry of another user (a stale or squatted address)
+    evicted_claims: int = 0
     restored_buffers: int = 0
 
 
@@ -343,7 +345,8 @@ class AllocationServer:
         return {"started_wall_ns": self.started_wall_ns, "prior_state": self.prior_state,
                 "journal": self.config.journal, "restored_buffers": st.restored_buffers,
                 "pid_mismatch_connections": st.pid_mismatch, "pid_namespace_connections": st.pid_namespace,
-                "refused_frees": own.refused_frees, "trust_all": self.config.trust_all}
+                "refused_frees": own.refused_frees, "evicted_claims": st.evicted_claims,
+                "trust_all": self.config.trust_all}
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
         if interval <= 0:
@@ -594,7 +597,20 @@ class AllocationServer:
             if t == MsgType.ALLOC and peer is not None:
                 b = self.registry.get(m.device_id, m.buffer_id, 0)
                 if b is not None:
-                    own.observe_share((0, m.device_id, m.buffer_id), b.owner_pid, peer)
+                    ouid = own.owner_uid(b.owner_pid)
+                    if not own.trust_all and ouid is not None and ouid != peer.uid:
+                        # Another user's process cannot hold this device address now: the live entry
+                        # is stale or a squatter's claim. Replace it instead of raising its ref_count.
+                        self.stats.evicted_claims += 1
+                        why = (f"connection {conn.cid}: ALLOC of buffer {m.buffer_id:#x} on device {m.device_id} by "
+                               f"PID {m.process_id} (uid {peer.uid}) replaces the entry of PID {b.owner_pid} "
+                               f"(uid {ouid})")
+                        ev = self.registry.evict(m.device_id, m.buffer_id, 0, ts, text=why)
+                        if ev is not None:
+                            events.append(ev)
+                        self._once("evict", [f"⚠️  {why[0].upper()}{why[1:]}"])
+                    else:
+                        own.observe_share((0, m.device_id, m.buffer_id), b.owner_pid, peer)
             return True
         space = 5 if t == MsgType.CB_FREE else 6 if t == MsgType.KERNEL_UNLOAD else (
             m.buffer_type if m.buffer_type in (5, 6) else 0)
