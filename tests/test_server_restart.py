@@ -192,3 +192,20 @@ def test_without_a_journal_monitors_are_told_the_earlier_state_is_unknown(tmp_pa
         assert json.loads(res.stdout)["source"]["server"]["prior_state"] == "journal"
     finally:
         s.stop()
+
+
+def test_json_shows_who_really_sent_a_reported_pid(tmp_path, owner):
+    path = short_socket(tmp_path)
+    s = Serve(path)
+    try:
+        s.send(msg(MsgType.ALLOC, 0, MiB, bid=1, pid=owner))  # the test process reports another PID
+        res = subprocess.run([sys.executable, "-m", "tt_memtop", "--socket", path, "--json"], capture_output=True,
+                             timeout=60)
+        doc = json.loads(res.stdout)
+    finally:
+        _, err = s.stop()
+    (proc,) = doc["processes"]
+    assert proc["pid"] == owner and proc["host_pid"] == os.getpid() and proc["pid_kind"] == "mismatch"
+    assert doc["source"]["server"]["pid_mismatch_connections"] == 1
+    assert "1 connection(s) report a PID that is not theirs" in doc["source"]["server"]["notes"]
+    assert err.count(f"messages report PID {owner}, but the sender is PID {os.getpid()}") == 1

@@ -161,6 +161,11 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
         from ..client import ServerInfo
 
         doc["source"]["server"] = {**info, "notes": ServerInfo(info).notes()}
+        real = {d.get("pid"): d for d in info.get("reported_pids") or () if isinstance(d, dict)}
+        for p in processes:  # a reported PID that is not the sender's: say who sent it
+            d = real.get(p["pid"])
+            if d is not None:
+                p["host_pid"], p["uid"], p["pid_kind"] = d.get("host_pid"), d.get("uid"), d.get("kind")
     if phases is not None:
         doc["phases"] = [p for p in phase_by_pid.values() if not filt.pids or p["pid"] in filt.pids]
     return doc

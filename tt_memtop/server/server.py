@@ -189,6 +189,8 @@ class AllocationServer:
         self._journal_sync_due = False
         self._socket_ino: int | None = None
         self.ownership = Ownership(config.trust_all)
+        #: reported PID -> who really sent it (the last connection that differed), for INFO
+        self._peer_notes: dict[int, dict] = {}
         self.started_wall_ns = time.time_ns()
         #: where the state before this server's start came from: "journal" (restored) or "unknown"
         self.prior_state = "unknown"
@@ -346,7 +348,8 @@ class AllocationServer:
                 "journal": self.config.journal, "restored_buffers": st.restored_buffers,
                 "pid_mismatch_connections": st.pid_mismatch, "pid_namespace_connections": st.pid_namespace,
                 "refused_frees": own.refused_frees, "evicted_claims": st.evicted_claims,
-                "trust_all": self.config.trust_all}
+                "trust_all": self.config.trust_all,
+                "reported_pids": sorted(self._peer_notes.values(), key=lambda d: d["pid"])}
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
         if interval <= 0:
@@ -577,6 +580,9 @@ class AllocationServer:
             new, mismatch = own.observe_alloc(m.process_id, peer)
             if peer is not None and m.process_id != peer.pid and not conn.pid_noted:
                 conn.pid_noted = True
+                if len(self._peer_notes) < 1024 or m.process_id in self._peer_notes:
+                    self._peer_notes[m.process_id] = {"pid": m.process_id, "host_pid": peer.pid, "uid": peer.uid,
+                                                      "kind": "mismatch" if mismatch else "namespace"}
                 if mismatch:
                     self.stats.pid_mismatch += 1
                     self._out([f"⚠️  Connection {conn.cid}: messages report PID {m.process_id}, but the sender is "
