@@ -209,3 +209,33 @@ def test_json_shows_who_really_sent_a_reported_pid(tmp_path, owner):
     assert doc["source"]["server"]["pid_mismatch_connections"] == 1
     assert "1 connection(s) report a PID that is not theirs" in doc["source"]["server"]["notes"]
     assert err.count(f"messages report PID {owner}, but the sender is PID {os.getpid()}") == 1
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 64 KiB tmpfs (root only; skipped otherwise)."""
+    d = tmp_path / "fs"
+    d.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount(8) for a small tmpfs")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_a_full_disk_stops_the_journal_not_the_server(tmp_path, small_fs, owner):
+    path = short_socket(tmp_path)
+    s = Serve(path, "--journal", str(small_fs / "j"))
+    try:
+        for k in range(4):  # ~3000 events: far more than 64 KiB of journal
+            (q,) = s.send(b"".join(msg(MsgType.ALLOC, 0, 4096, bid=k * 1000 + i, pid=owner) for i in range(800)))
+            assert u64(q, 40) == (k + 1) * 800 * 4096
+        assert s.proc.poll() is None
+    finally:
+        out, err = s.stop()
+    assert err.count("journaling stopped, the server goes on") == 1
+    assert "Active allocations: 3200" in out
+    assert os.path.getsize(small_fs / "j") == 0  # a restart must not restore a stale half
+    s = Serve(path, "--journal", str(small_fs / "j"))
+    _, err = s.stop()
+    assert "restored" not in err

@@ -310,11 +310,21 @@ class AllocationServer:
                 setattr(self, name, None)
 
     def _journal_failed(self, exc: OSError) -> None:
+        """Stop journaling; empty the journal, so that a restart says "state unknown" instead of restoring stale state."""
+        from ..recording import open_private
+
         self._out([f"⚠️  memtop serve: the journal {self.config.journal} cannot be written ({exc.strerror or exc}); "
-                   f"journaling stopped, the server goes on (a restart will not restore state)"], err=True)
-        with contextlib.suppress(OSError):
+                   f"journaling stopped, the server goes on (the journal was emptied: a restart will not restore "
+                   f"stale state)"], err=True)
+        with contextlib.suppress(OSError, ValueError):
             self._journal.close()
         self._journal = None
+        with contextlib.suppress(OSError):
+            fd = open_private(self.config.journal)
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
 
     def _sync_journal(self) -> None:
         if self._journal is not None and self._journal_sync_due:
