@@ -239,3 +239,33 @@ def test_a_full_disk_stops_the_journal_not_the_server(tmp_path, small_fs, owner)
     s = Serve(path, "--journal", str(small_fs / "j"))
     _, err = s.stop()
     assert "restored" not in err
+
+
+async def test_journal_restores_cbs_kernels_refcounts_and_owners_exactly(tmp_path):
+    from server_helpers import running_server
+
+    path = short_socket(tmp_path)
+    j = str(tmp_path / "j")
+
+    def run():
+        with raw_connect(path) as s:
+            s.sendall(msg(MsgType.ALLOC, 0, 4096, bid=1, pid=77) + msg(MsgType.ALLOC, 0, 4096, bid=1, pid=78)
+                      + msg(MsgType.CB_ALLOC, 1, 2048, bid=5, pid=77) + msg(MsgType.KERNEL_LOAD, 1, 512, bid=6, pid=77,
+                                                                             btype=1)
+                      + msg(MsgType.ALLOC, 2, 100, bid=9, pid=79, btype=4) + msg(MsgType.QUERY, 1))
+            return recv_exactly(s, 144)
+
+    async with running_server(path, journal=j) as first:
+        import anyio
+
+        await anyio.to_thread.run_sync(run)
+        before = sorted((b.device, b.buffer_id, b.buffer_type, b.size, b.owner_pid, b.ref_count)
+                        for b in first.registry.buffers())
+        totals = {d: first.registry.wire_totals(d) for d in (0, 1, 2)}
+    async with running_server(path, journal=j) as second:
+        after = sorted((b.device, b.buffer_id, b.buffer_type, b.size, b.owner_pid, b.ref_count)
+                       for b in second.registry.buffers())
+        assert after == before and len(after) == 4
+        assert {d: second.registry.wire_totals(d) for d in (0, 1, 2)} == totals
+        assert second.prior_state == "journal" and second.server_info()["restored_buffers"] == 4
+        second.registry.check_invariants()
