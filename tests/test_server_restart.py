@@ -269,3 +269,10 @@ async def test_journal_restores_cbs_kernels_refcounts_and_owners_exactly(tmp_pat
         assert {d: second.registry.wire_totals(d) for d in (0, 1, 2)} == totals
         assert second.prior_state == "journal" and second.server_info()["restored_buffers"] == 4
         second.registry.check_invariants()
+
+
+def test_journal_and_record_must_be_two_files(tmp_path):
+    f = str(tmp_path / "same")
+    res = subprocess.run([sys.executable, "-m", "tt_memtop", "serve", "--socket", short_socket(tmp_path), "--record", f,
+                          "--journal", f], capture_output=True, timeout=30)
+    assert res.returncode == 1 and b"same file" in res.stderr and not os.path.exists(f)

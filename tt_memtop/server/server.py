@@ -249,6 +249,8 @@ class AllocationServer:
 
         cfg = self.config
         notes: list[str] = []
+        if cfg.journal and cfg.record and os.path.realpath(cfg.journal) == os.path.realpath(cfg.record):
+            raise OSError(f"--journal and --record name the same file ({cfg.record}); use two files")
         try:
             if cfg.journal:
                 notes += self._restore_journal(path)
