@@ -232,7 +232,7 @@ class FrameReader:
                 break
             if avail > size:
                 nxt = pos + size
-                if header_plausible(buf, nxt, ORIGINAL_TYPES):
+                if buf[nxt] in ORIGINAL_TYPES and header_plausible(buf, nxt, ORIGINAL_TYPES):
                     if avail - size >= _FULL_HEADER or avail >= layout:
                         return Layout(size)
                     if avail < layout:
