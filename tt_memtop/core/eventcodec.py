@@ -34,7 +34,7 @@ class RecordKind(IntEnum):
     RESYNC = 4  # u64 events dropped + UTF-8 reason; a SNAPSHOT follows
     REPORT = 5  # UTF-8 text (the DUMP_REMAINING report)
     HEADER = 6  # recording header, see tt_memtop.recording
-    INFO = 7  # UTF-8 JSON object: what the server knows about itself (docs/EXTENSION.md)
+    INFO = 8  # UTF-8 JSON object: where the server's state came from, peer credentials (docs/EXTENSION.md)
 
 
 class CodecError(ValueError):

@@ -160,7 +160,7 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
     if info is not None:  # memtop serve's INFO record: where its state came from, peer-credential counters
         from ..client import ServerInfo
 
-        doc["source"]["server"] = {**info, "notes": ServerInfo(info).notes()}
+        doc["source"]["server"] = {**doc["source"].get("server", {}), **info, "notes": ServerInfo(info).notes()}
         real = {d.get("pid"): d for d in info.get("reported_pids") or () if isinstance(d, dict)}
         for p in processes:  # a reported PID that is not the sender's: say who sent it
             d = real.get(p["pid"])
