@@ -328,3 +328,16 @@ async def test_a_pre_claimed_address_does_not_swallow_the_victims_buffer(other_u
         assert b is not None and b.owner_pid == os.getpid() and b.ref_count == 1 and b.size == 1 << 20
         assert server.stats.evicted_claims == 1
         server.registry.check_invariants()
+
+
+def test_recording_planted_by_another_user_is_refused(other_uid, tmp_path):
+    from tt_memtop.recording import RecordingWriter
+
+    planted = tmp_path / "run.rec"
+    RecordingWriter(str(planted)).close()  # a valid recording...
+    os.chown(planted, other_uid, -1)  # ...that another user owns (and could read)
+    before = planted.read_bytes()
+    res = subprocess.run([sys.executable, "-m", "tt_memtop", "serve", "--socket", short_socket(tmp_path), "--record",
+                          str(planted)], capture_output=True, timeout=30)
+    assert res.returncode == 1 and b"belongs to another user" in res.stderr
+    assert planted.read_bytes() == before

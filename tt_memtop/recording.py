@@ -63,8 +63,8 @@ class RecordingHeader:
 def open_private(path: str) -> int:
     """Open ``path`` for writing without following a symlink; create it ``0600``. Returns the fd.
 
-    Refuses (OSError with a message) a symbolic link, and anything but a regular file (a FIFO or a
-    device would block or be damaged).
+    Refuses (OSError with a message) a symbolic link, anything but a regular file (a FIFO or a
+    device would block or be damaged), and a file another user owns (planted in a shared directory).
     """
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
     try:
@@ -77,6 +77,9 @@ def open_private(path: str) -> int:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise OSError(f"{path} is not a regular file; refusing to write to it")
+    if st.st_uid != os.geteuid():
+        os.close(fd)
+        raise OSError(f"{path} belongs to another user (uid {st.st_uid}); refusing to write to it")
     return fd
 
 
