@@ -276,3 +276,15 @@ def test_journal_and_record_must_be_two_files(tmp_path):
     res = subprocess.run([sys.executable, "-m", "tt_memtop", "serve", "--socket", short_socket(tmp_path), "--record", f,
                           "--journal", f], capture_output=True, timeout=30)
     assert res.returncode == 1 and b"same file" in res.stderr and not os.path.exists(f)
+
+
+def test_two_servers_never_write_one_recording(tmp_path):
+    rec = str(tmp_path / "r.rec")
+    s = Serve(short_socket(tmp_path, "a.sock"), "--record", rec)
+    try:
+        res = subprocess.run([sys.executable, "-m", "tt_memtop", "serve", "--socket", short_socket(tmp_path, "b.sock"),
+                              "--record", rec], capture_output=True, timeout=30)
+        assert res.returncode == 1 and b"being written by another process" in res.stderr
+    finally:
+        s.stop()
+    assert RecordingReader(rec).header is not None

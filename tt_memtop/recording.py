@@ -83,6 +83,19 @@ def open_private(path: str) -> int:
     return fd
 
 
+def _lock(fd: int, path: str) -> None:
+    """Take the file's exclusive lock (held while the writer lives): two servers must not interleave records."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OSError(f"{path} is being written by another process (another memtop serve?); choose another "
+                      f"file") from None
+
+
 def _scan_end(f: BinaryIO, size: int) -> tuple[int, int]:
     """(offset after the last intact record, sessions) of an existing recording; only the last record's CRC is read."""
     off = _FILE_HEAD.size
@@ -126,8 +139,9 @@ class RecordingWriter:
         self.dropped_tail = 0
         fd = open_private(path)
         try:
+            _lock(fd, path)
             f = os.fdopen(fd, "r+b")
-        except Exception:
+        except BaseException:
             os.close(fd)
             raise
         try:
