@@ -288,3 +288,21 @@ def test_two_servers_never_write_one_recording(tmp_path):
     finally:
         s.stop()
     assert RecordingReader(rec).header is not None
+
+
+def test_two_servers_never_share_a_journal(tmp_path, owner):
+    j = str(tmp_path / "j")
+    s = Serve(short_socket(tmp_path, "a.sock"), "--journal", j)
+    try:
+        s.send(msg(MsgType.ALLOC, 0, MiB, bid=1, pid=owner))
+        res = subprocess.run([sys.executable, "-m", "tt_memtop", "serve", "--socket", short_socket(tmp_path, "b.sock"),
+                              "--journal", j], capture_output=True, timeout=30)
+        assert res.returncode == 1 and b"in use by another running server" in res.stderr
+        (q,) = s.send(msg(MsgType.ALLOC, 0, MiB, bid=2, pid=owner))
+        assert u64(q, 40) == 2 * MiB
+    finally:
+        s.stop()
+    s = Serve(short_socket(tmp_path, "a.sock"), "--journal", j)
+    (q,) = s.send(b"")
+    s.stop()
+    assert u64(q, 40) == 2 * MiB  # the first server's journal was left intact

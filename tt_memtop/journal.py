@@ -49,12 +49,28 @@ def load(path: str) -> JournalState | None:
         return None
     if os.path.islink(path):
         raise OSError(f"{path} is a symbolic link; refusing to use it as a journal")
+    _check_unlocked(path)
     reader = RecordingReader(path)
     reg = Registry()
     for batch in reader.batches():
         for ev in batch:
             reg.apply_event(ev)
     return JournalState(reg.snapshot(), reg.seq, dict(reader.owners), reader.sessions, reader.torn_note())
+
+
+def _check_unlocked(path: str) -> None:
+    """Refuse a journal that a running server holds (its writer keeps an exclusive flock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OSError(f"{path} is in use by another running server; choose another --journal") from None
+    finally:
+        os.close(fd)
 
 
 def open_compacted(path: str, state: JournalState | None, inventory: Inventory, *, socket_path: str,
