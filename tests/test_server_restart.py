@@ -306,3 +306,27 @@ def test_two_servers_never_share_a_journal(tmp_path, owner):
     (q,) = s.send(b"")
     s.stop()
     assert u64(q, 40) == 2 * MiB  # the first server's journal was left intact
+
+
+async def test_a_torn_journal_tail_is_tolerated(tmp_path):
+    import anyio
+    from server_helpers import running_server
+
+    path = short_socket(tmp_path)
+    j = tmp_path / "j"
+    err = __import__("io").StringIO()
+
+    def send(payload):
+        with raw_connect(path) as s:
+            s.sendall(payload + msg(MsgType.QUERY))
+            recv_exactly(s, 144)
+
+    async with running_server(path, journal=str(j)):
+        await anyio.to_thread.run_sync(send, msg(MsgType.ALLOC, 0, 100, bid=1, pid=5))
+        await anyio.to_thread.run_sync(send, msg(MsgType.ALLOC, 0, 200, bid=2, pid=5))
+    with open(j, "r+b") as f:  # a crash in the middle of writing the last batch
+        f.truncate(os.path.getsize(j) - 7)
+    async with running_server(path, journal=str(j), err=err) as server:
+        assert [b.buffer_id for b in server.registry.buffers()] == [1]
+        assert server.registry.wire_totals(0)[0] == 100
+    assert "torn or damaged record" in err.getvalue()
