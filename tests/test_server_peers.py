@@ -341,3 +341,28 @@ def test_recording_planted_by_another_user_is_refused(other_uid, tmp_path):
                           str(planted)], capture_output=True, timeout=30)
     assert res.returncode == 1 and b"belongs to another user" in res.stderr
     assert planted.read_bytes() == before
+
+
+def test_details_name_a_container_pid_by_its_host_process():
+    """The details screen: PID 9 of a container is described by its host process, a spoofed PID is flagged."""
+    from rich.console import Console
+
+    from tt_memtop.core.model import new_state
+    from tt_memtop.core.registry import Buffer
+    from tt_memtop.ui.procinfo import ProcInfo
+    from tt_memtop.ui.screens.details import details_renderable
+
+    state = new_state(phases=False)
+    me = os.getpid()
+    reported = {9: {"pid": 9, "host_pid": me, "uid": 0, "kind": "namespace"},
+                12: {"pid": 12, "host_pid": me, "uid": 1000, "kind": "mismatch"}}
+
+    def render(pid):
+        b = Buffer(0, 0x10, 0, 4096, pid)
+        con = Console(width=120, record=True)
+        con.print(details_renderable(state, 0x10, [b], ProcInfo(True, time.monotonic), 0, reported))
+        return con.export_text()
+
+    text = render(9)
+    assert "PID 9 python" in text and f"host PID {me} (uid 0)" in text and "pytest" in text
+    assert f"reported by PID {me} (uid 1000), which is not that PID" in render(12)
