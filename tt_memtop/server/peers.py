@@ -90,8 +90,17 @@ class Ownership:
         self._owners: dict[int, Owner] = {}
         #: (space, device, buffer_id) -> UIDs other than the owner's that raised its ref_count
         self._co: dict[tuple[int, int, int], set[int]] = {}
-        self.mismatches = 0  # connections whose reported PID is not the sender's
         self.refused_frees = 0
+        #: the owners' UIDs: while there is only one, no FREE can be foreign (the fast path)
+        self._uids: set[int] = set()
+
+    @property
+    def several_uids(self) -> bool:
+        return len(self._uids) > 1
+
+    @property
+    def sole_uid(self) -> int | None:
+        return next(iter(self._uids)) if len(self._uids) == 1 else None
 
     # ------------------------------------------------------------------ state
     def owners(self) -> dict[int, Owner]:
@@ -99,6 +108,8 @@ class Ownership:
 
     def restore(self, pid: int, uid: int | None, host_pids) -> None:
         self._owners[pid] = Owner(uid, set(host_pids))
+        if uid is not None:
+            self._uids.add(uid)
 
     def forget(self, pid: int) -> None:
         """``pid`` was cleaned up: its claims end (the number may be reused)."""
@@ -109,6 +120,8 @@ class Ownership:
         """An ALLOC-like message claims ``reported``. Returns (new owner record, mismatch)."""
         if peer is None:
             return False, False
+        if peer.uid not in self._uids:
+            self._uids.add(peer.uid)
         o = self._owners.get(reported)
         new = False
         if o is None:

@@ -587,10 +587,12 @@ class AllocationServer:
         """Peer-credential checks on a state message (peers.py): note PID mismatches, refuse foreign FREEs."""
         own = self.ownership
         peer = conn.peer
+        if peer is None:  # no peer credentials on this platform: the original's rules
+            return True
         t = m.type
         if t == MsgType.ALLOC or t == MsgType.CB_ALLOC or t == MsgType.KERNEL_LOAD:
             new, mismatch = own.observe_alloc(m.process_id, peer)
-            if peer is not None and m.process_id != peer.pid and not conn.pid_noted:
+            if m.process_id != peer.pid and not conn.pid_noted:
                 conn.pid_noted = True
                 if len(self._peer_notes) < 1024 or m.process_id in self._peer_notes:
                     self._peer_notes[m.process_id] = {"pid": m.process_id, "host_pid": peer.pid, "uid": peer.uid,
@@ -605,14 +607,14 @@ class AllocationServer:
                     self._out([f"Connection {conn.cid}: PID {m.process_id} is PID {peer.pid} on this host (uid "
                                f"{peer.uid}, another PID namespace); its buffers live as long as PID {peer.pid}"],
                               err=True)
-            if new and self._journal is not None and peer is not None:
+            if new and self._journal is not None:
                 o = own.owners().get(m.process_id)
                 if o is not None:
                     try:
                         self._journal.write_owner(m.process_id, o.uid, o.host_pids)
                     except OSError as exc:
                         self._journal_failed(exc)
-            if t == MsgType.ALLOC and peer is not None:
+            if t == MsgType.ALLOC and own.several_uids:  # with one user, no entry can belong to another
                 b = self.registry.get(m.device_id, m.buffer_id, 0)
                 if b is not None:
                     ouid = own.owner_uid(b.owner_pid)
@@ -630,6 +632,8 @@ class AllocationServer:
                     else:
                         own.observe_share((0, m.device_id, m.buffer_id), b.owner_pid, peer)
             return True
+        if not own.several_uids and own.sole_uid in (None, peer.uid):
+            return True  # one user so far, and it is this sender: nothing to check
         space = 5 if t == MsgType.CB_FREE else 6 if t == MsgType.KERNEL_UNLOAD else (
             m.buffer_type if m.buffer_type in (5, 6) else 0)
         b = self.registry.get(m.device_id, m.buffer_id, space)
