@@ -112,7 +112,8 @@ async def test_open_source_picks_the_best(tmp_path):
         assert isinstance(await open_source_async(args), SubscribeSource)
     async with running_server(path, extensions=False, layout=144):
         src = await open_source_async(args)
-        assert isinstance(src, PollSource) and src.forced == Layout.V144
+        # auto stays auto: the detected layout is not handed on as if forced (reconnects re-detect)
+        assert isinstance(src, PollSource) and src.forced is None
         args.follow = str(log)
         assert isinstance(await open_source_async(args), FollowWithPolling)
     assert isinstance(await open_source_async(args), FollowLogSource)

@@ -42,10 +42,24 @@ def make_app(events: list, devices: int) -> tuple[MemtopApp, int]:
     return app, min(len(events), app.state.feed.maxlen)
 
 
+@pytest.fixture(autouse=True)
+def _pinned_environment(monkeypatch):
+    """Nothing from the user's environment reaches the pixels (Textual reads NO_COLOR when an App is made)."""
+    for name in ("NO_COLOR", "FORCE_COLOR", "TEXTUAL_THEME", "TEXTUAL_ANIMATIONS", "TEXTUAL_COLOR_SYSTEM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TZ", "UTC")
+
+
 def settled(app: MemtopApp, n: int):
+    """Every event folded and drawn, and the feed scrolled to its newest row (a position, not a race)."""
     async def run_before(pilot) -> None:
+        feed = app.query_one(EventFeed)
         with anyio.fail_after(10):
-            while not (len(app.query_one(EventFeed).rows) == n and app.query_one(DevicePane).rows):
+            while not (len(feed.rows) == n and app.query_one(DevicePane).rows):
+                await pilot.pause(0.05)
+            await pilot.pause(0.1)
+            while feed.max_scroll_y == 0 or feed.scroll_offset.y != feed.max_scroll_y:
+                feed.scroll_end(animate=False, immediate=True, x_axis=False)
                 await pilot.pause(0.05)
         await pilot.pause(0.1)
     return run_before

@@ -44,17 +44,92 @@ def positive_float(text: str) -> float:
     return value
 
 
+class _ExplicitSocket(argparse.Action):
+    """``--socket PATH`` typed by the user: remember it (``socket_explicit``), so that a socket that
+    does not answer is an error, never a reason to start the demo."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.socket_explicit = True
+
+
 def add_socket_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--socket", default=default_socket(), metavar="PATH",
+    parser.add_argument("--socket", default=default_socket(), metavar="PATH", action=_ExplicitSocket,
                         help=f"allocation server socket (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})")
+    # $TT_MEMTOP_SOCKET is a deliberate choice too
+    parser.set_defaults(socket_explicit=bool(os.environ.get(SOCKET_ENV)))
+
+
+#: Device ids a filter may name (the protocol's limit; Galaxy uses 0-31).
+MAX_DEVICE_ID = 255
+
+
+def _id_list(text: str, what: str, limit: int | None) -> str:
+    """Check a LIST of ids/ranges ("0,3", "0-3"); returns the text unchanged (parsed again by ViewFilter)."""
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r} is not a number or a range like 0-3") from None
+        if a < 0:
+            raise argparse.ArgumentTypeError(f"{part}: {what}s are 0 or more")
+        if b < a:
+            raise argparse.ArgumentTypeError(f"{part}: the range goes down (did you mean {b}-{a}?)")
+        if limit is not None and b > limit:
+            raise argparse.ArgumentTypeError(f"{part}: {what}s go from 0 to {limit}")
+        if b - a > 4096:
+            raise argparse.ArgumentTypeError(f"{part}: range too long")
+    return text
+
+
+def device_list(text: str) -> str:
+    return _id_list(text, "device id", MAX_DEVICE_ID)
+
+
+def pid_list(text: str) -> str:
+    return _id_list(text, "PID", None)
+
+
+def type_list(text: str) -> str:
+    from .core.protocol import BufferType
+
+    for part in text.split(","):
+        part = part.strip()
+        if part and not part.isdigit():
+            try:
+                BufferType.parse(part)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+        elif part and int(part) > max(BufferType):
+            raise argparse.ArgumentTypeError(f"buffer type {part} does not exist (0-{int(max(BufferType))})")
+    return text
+
+
+def theme_names() -> list[str]:
+    from textual.theme import BUILTIN_THEMES
+
+    from .ui.themes import THEME_ALIASES, THEMES
+
+    return [t.name for t in THEMES] + sorted(THEME_ALIASES) + sorted(BUILTIN_THEMES)
+
+
+def theme_name(text: str) -> str:
+    names = theme_names()
+    if text not in names:
+        raise argparse.ArgumentTypeError(f"unknown theme {text!r} (choose from {', '.join(names)})")
+    return text
 
 
 def add_view_arguments(parser: argparse.ArgumentParser) -> None:
-    """Filters and theme: every command that shows the monitor takes them."""
-    parser.add_argument("--device", metavar="LIST", help="only these devices, e.g. 0,3 or 0-3")
-    parser.add_argument("--type", metavar="LIST", help="only these buffer types, e.g. TRACE,L1")
-    parser.add_argument("--pid", metavar="LIST", help="only these PIDs")
-    parser.add_argument("--theme", default=None,
+    """Filters and theme: every command that shows the monitor takes them (checked here: exit 2)."""
+    parser.add_argument("--device", type=device_list, metavar="LIST", help="only these devices, e.g. 0,3 or 0-3")
+    parser.add_argument("--type", type=type_list, metavar="LIST", help="only these buffer types, e.g. TRACE,L1")
+    parser.add_argument("--pid", type=pid_list, metavar="LIST", help="only these PIDs")
+    parser.add_argument("--theme", type=theme_name, default=None, metavar="NAME",
                         help="Textual theme (memtop-dark, memtop-light, memtop-contrast, or any built-in)")
 
 

@@ -4,7 +4,8 @@
 (PROTOCOL.md §1): fire-and-forget ALLOC/FREE/CB/KERNEL/DUMP, and QUERY / DEVICE_INFO_QUERY with
 their one-struct replies. ``dump_report`` and :func:`subscribe` use the extension
 (docs/EXTENSION.md); against an original server they raise :class:`ExtensionUnsupported` after a
-timeout, because the original never answers those types.
+timeout, because the original never answers those types. Never send them before
+:func:`~tt_memtop.sources.probe.probe_server` said the server is ours: an original logs every one.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from .core import eventcodec as codec
 from .core.devices import Inventory
 from .core.protocol import AllocMessage, BufferType, Layout, MsgType, decode, encode
-from .sources.base import EventBatch, Snapshot
+from .sources.base import EventBatch, Heartbeat, Snapshot
 
 __all__ = ["AllocationClient", "ExtensionUnsupported", "Resync", "ServerInfo", "read_record", "subscribe"]
 
@@ -133,7 +134,8 @@ class AllocationClient:
         await self.send(AllocMessage(type=MsgType.DUMP_REMAINING))
 
     # ------------------------------------------------------------------ request / reply
-    async def _reply(self, timeout: float) -> AllocMessage:
+    async def reply(self, timeout: float) -> AllocMessage:
+        """The next reply struct. A timeout loses nothing: a later call still gets that reply."""
         with anyio.fail_after(timeout):
             raw = await self._buf.receive_exactly(int(self.layout))
         return decode(raw, self.layout)
@@ -141,12 +143,12 @@ class AllocationClient:
     async def query(self, device: int, timeout: float = 5.0) -> AllocMessage:
         """QUERY -> RESPONSE (dram/l1/l1_small/trace, + cb/kernel in v128/v144)."""
         await self.send(AllocMessage(type=MsgType.QUERY, device_id=device))
-        return await self._reply(timeout)
+        return await self.reply(timeout)
 
     async def device_info(self, device: int, timeout: float = 5.0) -> AllocMessage:
         """DEVICE_INFO_QUERY -> DEVICE_INFO_RESPONSE; device -1 gives num_devices."""
         await self.send(AllocMessage(type=MsgType.DEVICE_INFO_QUERY, device_id=device))
-        return await self._reply(timeout)
+        return await self.reply(timeout)
 
     async def inventory(self, timeout: float = 5.0) -> Inventory:
         """The server's devices, from DEVICE_INFO_QUERY(-1) then one query per device (v112+ layouts)."""
@@ -188,8 +190,9 @@ class AllocationClient:
 
 async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello_timeout: float = 2.0,
                     on_info: Callable[[ServerInfo], None] | None = None
-                    ) -> AsyncIterator[Snapshot | EventBatch | Resync]:
-    """Subscribe to the server at ``path``: yields a Snapshot, then EventBatches (and Resync + Snapshot).
+                    ) -> AsyncIterator[Snapshot | EventBatch | Resync | Heartbeat]:
+    """Subscribe to the server at ``path``: yields a Snapshot, then EventBatches (and Resync + Snapshot,
+    and a Heartbeat with the server's clock whenever the stream is quiet).
 
     The server's INFO record, if it sends one, goes to ``on_info`` (before the first Snapshot).
     Ends when the server closes the stream. Raises :class:`ExtensionUnsupported` when the server
@@ -219,4 +222,7 @@ async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello
                 except codec.CodecError:
                     continue
                 on_info(info)
+            elif kind == codec.RecordKind.HEARTBEAT:
+                ts_ns, seq = codec.decode_heartbeat_body(body)
+                yield Heartbeat(ts_ns, seq)
             # unknown record kinds are skipped: newer servers may add some

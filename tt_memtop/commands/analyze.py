@@ -8,9 +8,9 @@ A log has no timestamps. Its events are therefore placed on a nominal clock, in 
 ``--event-rate`` events per second (default: 250 per device seen in the log, as a mesh op sends
 one message per device). The phase *sequence* stays
 right because the inference looks at what is allocated and freed, and how long buffers live
-relative to the traffic around them; durations are only nominal, a process looks idle only
-while others keep the log going, and a capture cannot be widened back to where its run began (that needs
-the pause before it), so it spans only the TRACE allocations.
+relative to the traffic around them; durations are only nominal and a process looks idle only
+while others keep the log going. A capture still starts where its run began: that is found by
+sequence (the last repetition of the compile run's allocations), not by pauses.
 
 A recording made from ``memtop simulate --speed X`` runs X times faster than the workload;
 ``--speed X`` scales it back before inference (the thresholds are in workload time).
@@ -100,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
         print("memtop analyze: --speed and --event-rate must be positive", file=sys.stderr)
         return 2
     notes: list[str] = []
+    from ..sources.logfile import NotALogError, check_log
+
     try:
+        check_log(args.file, allow_empty=True)  # an empty log has no segments: [] (as specified)
         rows = timeline(analyze(file_events(args.file, args.speed, args.event_rate, notes)))
-    except (OSError, RecordingError) as exc:
+    except (OSError, RecordingError, NotALogError) as exc:
         print(f"memtop analyze: {exc}", file=sys.stderr)
         return 1
     for note in notes:

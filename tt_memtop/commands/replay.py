@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from ..cli import add_view_arguments
-from ..sources.logfile import DEFAULT_RATE, ReplaySource
+from ..sources.logfile import DEFAULT_RATE, NotALogError, ReplaySource, check_log
 
 #: a log without --rate plays for at least this long at speed 1 (short logs are slowed down)
 MIN_DURATION_S = 10.0
@@ -27,9 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"log that would play in under {MIN_DURATION_S:g} s)")
     parser.add_argument("--step", type=int, default=1, metavar="N", help="events per step ('.' key; default 1)")
     parser.add_argument("--paused", action="store_true", help="start paused")
-    out = parser.add_mutually_exclusive_group()
-    out.add_argument("--once", action="store_true", help="print the final state as a table and exit")
-    out.add_argument("--json", action="store_true", help="print the final state as JSON and exit")
+    parser.add_argument("--once", action="store_true", help="print the final state as a table and exit")
+    parser.add_argument("--json", action="store_true", help="print the final state as JSON and exit (implies --once)")
     add_view_arguments(parser)
 
 
@@ -40,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
         print("memtop replay: --speed and --rate must be positive, --step at least 1", file=sys.stderr)
         return 2
     try:
+        check_log(args.file)
         source = ReplaySource(args.file, args.speed, rate=args.rate or DEFAULT_RATE, paused=args.paused,
                               min_duration_s=0.0 if args.rate else MIN_DURATION_S)
-    except (OSError, RecordingError) as exc:
+    except (OSError, RecordingError, NotALogError) as exc:
         print(f"memtop replay: {exc}", file=sys.stderr)
         return 1
     note = getattr(source.timeline, "torn_note", None)

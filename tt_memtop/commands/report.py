@@ -13,7 +13,7 @@ import sys
 
 from ..core.logparse import LogParser
 from ..core.report import Report, ReportBuilder, render_text
-from ..sources.logfile import is_recording, open_log, read_line_chunks
+from ..sources.logfile import NotALogError, check_log, is_recording, open_log, read_line_chunks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     notes: list[str] = []
     try:
+        check_log(args.file)
         rep = build_report(args.file, notes)
-    except (OSError, RecordingError) as exc:
+    except (OSError, RecordingError, NotALogError) as exc:
         print(f"memtop report: {exc}", file=sys.stderr)
         return 1
     for note in notes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -10,13 +11,14 @@ import anyio
 
 from .._compat import ExceptionGroup
 from ..cli import add_socket_argument, positive_float
-from ..core.devices import ARCHS, Inventory
+from ..core.devices import ARCHS, Inventory, arch_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_socket_argument(parser)
-    parser.add_argument("--devices", type=int, default=8, metavar="N",
-                        help="devices to report in DEVICE_INFO replies (default 8; no hardware is probed)")
+    parser.add_argument("--devices", type=int, default=None, metavar="N",
+                        help="devices to report in DEVICE_INFO replies (default: the chips /dev/tenstorrent lists, "
+                             "else 8); a device used beyond them is added with the same capacities")
     parser.add_argument("--arch", default="wormhole_b0", choices=sorted(ARCHS), help="their architecture")
     parser.add_argument("--protocol", default="auto", choices=["auto", "72", "112", "128", "144", "648"],
                         help="message layout clients speak (default: detect per connection)")
@@ -69,12 +71,37 @@ def _group(name: str) -> int:
         return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
     except KeyError:
         raise ValueError(f"no group named {name!r}") from None
+#: Where the tenstorrent kernel driver lists the PCIe-attached chips (remote chips, e.g. an N300's
+#: second one, are reached through them and not listed).
+DEV_DIR = "/dev/tenstorrent"
+DEFAULT_DEVICES = 8
+
+
+def local_chips(dev_dir: str = DEV_DIR) -> int:
+    """How many chips the driver lists in ``dev_dir`` (0 when none or no driver)."""
+    try:
+        return sum(1 for name in os.listdir(dev_dir) if name.isdigit())
+    except OSError:
+        return 0
+
+
+def inventory_origin(devices: int | None, arch: str, dev_dir: str = DEV_DIR) -> tuple[int, str]:
+    """(device count, what the start-up detection line says about where it came from)."""
+    name = arch_spec(arch).name
+    if devices is not None:
+        return devices, f"configured: {devices} × {name} (--devices/--arch); no hardware probed"
+    found = local_chips(dev_dir)
+    if found:
+        return found, (f"{dev_dir} lists {found} PCIe chip(s); assumed {name} (--arch), remote chips are added "
+                       f"when used (--devices N to set the count)")
+    return DEFAULT_DEVICES, (f"configured: {DEFAULT_DEVICES} × {name} (default --devices/--arch; no {dev_dir}: "
+                             f"no hardware probed)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..server.server import AllocationServer, ServerConfig, SocketInUseError, prepare_socket_path
 
-    if not 0 <= args.devices <= 256:
+    if args.devices is not None and not 0 <= args.devices <= 256:
         print("memtop serve: --devices must be between 0 and 256", file=sys.stderr)
         return 2
     try:
@@ -83,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"memtop serve: --group: {exc}", file=sys.stderr)
         return 2
     banner = args.banner if args.banner != "auto" else ("s1" if args.protocol == "72" else "s2")
-    config = ServerConfig(socket_path=args.socket, inventory=Inventory.uniform(args.devices, args.arch),
+    count, origin = inventory_origin(args.devices, args.arch)
+    config = ServerConfig(socket_path=args.socket, inventory=Inventory.uniform(count, args.arch),
+                          inventory_origin=origin, grow_inventory=True,
                           layout=args.protocol, log_format=args.log_format, quiet=args.quiet, record=args.record,
                           extensions=not args.no_extensions, cleanup_interval_s=args.cleanup_interval,
                           stats_interval_s=args.stats_interval, detection_banner=banner != "s1",

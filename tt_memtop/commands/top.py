@@ -20,10 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S",
                         help="poll interval for the original server, and --ndjson period (default 0.5)")
     parser.add_argument("--follow", metavar="LOG", help="follow an allocation-server log file for the event feed")
+    parser.add_argument("--once", action="store_true",
+                        help="print once and exit: a table per device (with --json/--ndjson: one document / line)")
     out = parser.add_mutually_exclusive_group()
-    out.add_argument("--once", action="store_true", help="print one table per device and exit")
-    out.add_argument("--json", action="store_true", help="print one JSON document and exit")
-    out.add_argument("--ndjson", action="store_true", help="print one JSON line every --interval seconds")
+    out.add_argument("--json", action="store_true", help="print one JSON document and exit (implies --once)")
+    out.add_argument("--ndjson", action="store_true",
+                     help="print one JSON line every --interval seconds (with --once: one line)")
     add_view_arguments(parser)
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
 
@@ -57,7 +59,7 @@ def _oneshot(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.once or args.json or args.ndjson or not sys.stdout.isatty():
+    if args.once or args.json or args.ndjson or not sys.stdout.isatty():  # --json/--ndjson imply --once
         return _oneshot(args)
     from ..sources.demo import DemoSource
     from ..sources.open import open_source
@@ -70,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     if source is not None:
         return run_monitor(args, source)
     where = args.follow or args.socket
+    if getattr(args, "socket_explicit", False):
+        _say(f"no allocation server listens on {args.socket}.")
+        _say("start one there with `memtop serve --socket PATH` (or the original allocation_server_poc), "
+             "or run `memtop demo` for the built-in demo.")
+        return 1
     if args.no_demo:
         _say(f"no allocation server answers at {where}.")
         _say("start one with `memtop serve` (or the original allocation_server_poc), then run memtop again.")

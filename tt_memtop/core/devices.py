@@ -1,6 +1,7 @@
 """Device inventory: what a server reports for DEVICE_INFO_QUERY, and capacities for the bars.
 
-There is no hardware here, so the inventory comes from configuration (``--devices N --arch A``).
+The inventory comes from configuration (``--devices N --arch A``; ``memtop serve`` also counts the
+chips /dev/tenstorrent lists) and grows, like its last device, when a device beyond it is used.
 Per-arch figures are the public defaults recorded in PROTOCOL.md §8; total L1 is computed the way
 the original server does it (L1 per core × full grid).
 """
@@ -89,6 +90,17 @@ class Inventory:
 
     def __len__(self) -> int:
         return len(self.devices)
+
+    def grown_to(self, device_id: int) -> Inventory:
+        """This inventory with devices up to ``device_id`` added, like its last device (same arch and
+        capacities); itself when it already has that device or has no device to copy."""
+        if device_id < len(self.devices) or not self.devices:
+            return self
+        last = self.devices[-1]
+        extra = tuple(DeviceInfo(i, last.arch, last.num_dram_channels, last.dram_size_per_channel,
+                                 last.l1_size_per_core, last.total_dram, last.total_l1, last.available)
+                      for i in range(len(self.devices), device_id + 1))
+        return Inventory(self.devices + extra)
 
     def get(self, device_id: int) -> DeviceInfo | None:
         if 0 <= device_id < len(self.devices):

@@ -34,6 +34,7 @@ class RecordKind(IntEnum):
     RESYNC = 4  # u64 events dropped + UTF-8 reason; a SNAPSHOT follows
     REPORT = 5  # UTF-8 text (the DUMP_REMAINING report)
     HEADER = 6  # recording header, see tt_memtop.recording
+    HEARTBEAT = 7  # i64 server clock (ts_ns) + u64 seq: sent on a quiet subscription
     INFO = 8  # UTF-8 JSON object: where the server's state came from, peer credentials (docs/EXTENSION.md)
 
 
@@ -225,6 +226,16 @@ def encode_report(text: str) -> bytes:
     return bytes((RecordKind.REPORT,)) + text.encode("utf-8")
 
 
+_HEARTBEAT = struct.Struct("<qQ")
+
+
+def encode_heartbeat(ts_ns: int, seq: int) -> bytes:
+    """A subscription's "still here, nothing happened up to ts_ns": the server's clock for monitors."""
+    return bytes((RecordKind.HEARTBEAT,)) + _HEARTBEAT.pack(ts_ns, seq)
+
+
+def decode_heartbeat_body(buf, off: int = 0) -> tuple[int, int]:
+    return _unpack(_HEARTBEAT, buf, off)
 def encode_info(info: dict) -> bytes:
     import json
 

@@ -199,13 +199,22 @@ def dump_kernels(registry: Registry, now_ns: int) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- start / stop (§5.11)
-def detection_block(inventory: Inventory) -> list[str]:
-    """S3/S4-style device detection lines (our inventory is configured, not probed).
+#: What the originals (S2-S4) say they detect with; ``memtop serve`` says where its inventory came from instead.
+ORIGINAL_DETECTION = "using TT-Metal APIs"
+
+
+def detection_block(inventory: Inventory, origin: str = ORIGINAL_DETECTION) -> list[str]:
+    """S3/S4-style device detection lines; the one place that writes them.
+
+    ``origin`` says where the inventory came from (``memtop serve`` probes nothing: "configured: 8 ×
+    Wormhole_B0 (--devices/--arch)", or what /dev/tenstorrent lists). The default is the original's
+    wording, for logs byte-identical to S4's. The per-device lines keep the original's format, so
+    every parser of the original's log reads the inventory from ours.
 
     S4 (the hex-id server our default log format follows) counts with GetNumAvailableDevices and
     prints "No devices detected" / "Total: N device(s) detected"; only S2 said "PCIe" there.
     """
-    lines = ["🔍 Device detection (using TT-Metal APIs):"]
+    lines = [f"🔍 Device detection ({origin}):"]
     if not inventory.devices:
         return lines + ["   No devices detected", "   Server will track allocations anyway"]
     for d in inventory.devices:
@@ -215,10 +224,17 @@ def detection_block(inventory: Inventory) -> list[str]:
     return lines
 
 
-def start_banner(socket_path: str, inventory: Inventory | None = None) -> list[str]:
+def start_banner(socket_path: str, inventory: Inventory | None = None, origin: str = ORIGINAL_DETECTION) -> list[str]:
     """Start-up lines; the detection block only when an inventory is given (S2+; S1 has none)."""
-    lines = detection_block(inventory) if inventory is not None else []
+    lines = detection_block(inventory, origin or ORIGINAL_DETECTION) if inventory is not None else []
     return lines + ["🚀 Allocation Server started", f"   Listening on: {socket_path}", "   Press Ctrl+C to stop"]
+
+
+def inventory_grown_line(device: int, configured: int, arch_name: str) -> str:
+    """stderr, once: a device beyond the configured inventory was seen on the wire."""
+    hint = 32 if device < 32 else device + 1
+    return (f"⚠️  Device {device} is beyond the configured {configured} device(s); reporting it with {arch_name} "
+            f"capacities (start with --devices {hint} to configure them)")
 
 
 def stop_banner() -> list[str]:

@@ -493,6 +493,17 @@ def _event(kind: EventKind, seq: int, pid: int, device: int, buffer_type: int, b
 
 
 _ORPHAN = "buffer allocated before the log began"
+#: Buffer ids of the per-device CB and KERNEL totals taken from S5's ``[CB_*]`` / ``[KERNEL_*]`` lines
+#: (see ``LogParser(cb_kernel_totals=True)``): those lines carry neither an id nor a PID, only the
+#: server's running total, so each device gets one entry per kind whose size is that total.
+LOG_CB_TOTAL_ID = 0xFFFF_FFFF_FFFF_0CB0
+LOG_KERNEL_TOTAL_ID = 0xFFFF_FFFF_FFFF_0CE0
+_CBK_ENTRY = {"CB_ALLOC": (int(BufferType.CB), LOG_CB_TOTAL_ID), "CB_FREE": (int(BufferType.CB), LOG_CB_TOTAL_ID),
+              "KERNEL_LOAD": (int(BufferType.KERNEL), LOG_KERNEL_TOTAL_ID),
+              "KERNEL_UNLOAD": (int(BufferType.KERNEL), LOG_KERNEL_TOTAL_ID)}
+_CBK_ENTRY_ID = {int(BufferType.CB): LOG_CB_TOTAL_ID, int(BufferType.KERNEL): LOG_KERNEL_TOTAL_ID}
+_CBK_NAME = {int(BufferType.CB): "CB total (S5 log lines carry no ids)",
+             int(BufferType.KERNEL): "kernel total (S5 log lines carry no ids)"}
 
 
 class LogParser:
@@ -503,9 +514,13 @@ class LogParser:
     ADAPT_LINES = 1 << 14  # lines between two decisions about the line cache (see _adapt)
     FAST_PATH = True  # False sends every line through classify() (for tests: both give the same result)
 
-    def __init__(self, first_seq: int = 0, *, line_as_ts: bool = False) -> None:
+    def __init__(self, first_seq: int = 0, *, line_as_ts: bool = False, cb_kernel_totals: bool = False) -> None:
         #: stamp each event's ``ts_ns`` with its line number (logs have no clock; reports want positions)
         self.line_as_ts = line_as_ts
+        #: turn S5 CB / KERNEL lines into one live entry per device and kind holding the server's running
+        #: total (LOG_CB_TOTAL_ID / LOG_KERNEL_TOTAL_ID), so that monitors show CB and KERNEL bytes
+        self.cb_kernel_totals = cb_kernel_totals
+        self._cbk: dict[tuple[int, int], int] = {}  # (device, buffer_type) -> bytes, with cb_kernel_totals
         self.stats = ParseStats()
         self.records: list[Record] = []
         self.seq = first_seq
@@ -752,6 +767,7 @@ class LogParser:
         other.stats = copy.deepcopy(self.stats)
         other.records = []
         other._live = dict(self._live)
+        other._cbk = dict(self._cbk)
         other._hot_stats = list(self._hot_stats)
         other._block = copy.deepcopy(self._block)
         other._cleanup = copy.deepcopy(self._cleanup)
@@ -766,7 +782,9 @@ class LogParser:
 
     def live_buffers(self) -> list[Buffer]:
         """The shadow state as registry buffers (for a Snapshot)."""
-        return [Buffer(d, b, e[0], e[1], e[2], e[3]) for (d, b), e in self._live.items()]
+        out = [Buffer(d, b, e[0], e[1], e[2], e[3]) for (d, b), e in self._live.items()]
+        out += [Buffer(d, _CBK_ENTRY_ID[t], t, size, 0, 1, name=_CBK_NAME[t]) for (d, t), size in self._cbk.items()]
+        return out
 
     @property
     def inventory(self) -> Inventory:
@@ -808,6 +826,9 @@ class LogParser:
             for (dev, bid), e in list(self._live.items()):
                 self._emit(out, _event(_CLEANUP, 0, e[2], dev, e[0], bid, e[1], e[3], "server restarted"))
             self._live.clear()
+            for (dev, btype), size in list(self._cbk.items()):
+                self._emit(out, _event(_CLEANUP, 0, 0, dev, btype, _CBK_ENTRY_ID[btype], size, 1, "server restarted"))
+            self._cbk.clear()
             self._record(ServerBanner(self.line, self.seq, "start", "Allocation Server started"))
         elif kind == K_STOP:
             self._close_block()
@@ -908,6 +929,8 @@ class LogParser:
         elif kind == K_CBK:
             what, ktype, dev, delta, total = c[1:]
             self._record(CbKernelChange(self.line, self.seq, what, int(dev), ktype, float(delta), float(total)))
+            if self.cb_kernel_totals:
+                self._cb_kernel_total(out, what, int(dev), float(total))
         elif kind == K_KDUMP_TOTAL:
             if not isinstance(blk, KernelDump):
                 self._close_block()
@@ -937,6 +960,23 @@ class LogParser:
             st.known -= 1
             st.unknown += 1
             st.samples.append((self.line, c[1]))
+
+    def _cb_kernel_total(self, out: list[Event], what: str, dev: int, total_mb: float) -> None:
+        """The per-device CB / KERNEL entry follows the line's ``Total:`` (6 significant digits, as printed)."""
+        btype, bid = _CBK_ENTRY[what]
+        size = max(0, round(total_mb * 1048576))
+        key = (dev, btype)
+        old = self._cbk.get(key)
+        if size == (old or 0):
+            return
+        if size:
+            self._cbk[key] = size
+            ev = _event(_ALLOC, 0, 0, dev, btype, bid, size, 1)
+            ev.name = _CBK_NAME[btype]
+        else:
+            del self._cbk[key]
+            ev = _event(_FREE, 0, 0, dev, btype, bid, old, 0)
+        self._emit(out, ev)
 
     def _misplaced(self, c: tuple) -> None:
         st = self.stats

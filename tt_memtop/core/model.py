@@ -20,7 +20,7 @@ from collections import deque
 from itertools import islice
 from typing import NamedTuple
 
-from ..sources.base import Capability, EventBatch, Snapshot, Status, TotalsSample, Update
+from ..sources.base import Capability, EventBatch, Heartbeat, Snapshot, Status, TotalsSample, Update
 from .devices import Inventory
 from .events import Event, EventKind
 from .phases import PhaseTracker
@@ -36,6 +36,7 @@ _ALLOC = EventKind.ALLOC
 _TRACE = int(BufferType.TRACE)
 _BAD_FRAME = EventKind.BAD_FRAME
 _PROCESS_EXIT = EventKind.PROCESS_EXIT
+_LOST = frozenset({"disconnected", "error"})  # Status states after which "connected" is a reconnect
 _BUFFER_KINDS = frozenset({EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
                            EventKind.FREE_UNKNOWN, EventKind.CLEANUP})
 
@@ -69,6 +70,7 @@ class MonitorState:
         self.history_ids = history_ids
         self.history_per_id = history_per_id
         self.inventory = Inventory()
+        self.inventory_grown = 0  # first device whose capacities were assumed (0: none; see devices())
         self.polled: dict[int, tuple[int, int, int, int, int, int]] = {}
         self.polled_ts_ns = 0
         self.status = Status("connecting")
@@ -80,11 +82,19 @@ class MonitorState:
         self.last_ts_ns = 0
         self.exited: set[int] = set()
         self.phases = phases  # a PhaseTracker when phase inference is available
+        self._clock_ref = (0, 0)  # (server ns, monitor ns) of the latest arrival: server_now()
         self._phase_names: dict[object, str] = {}  # tracker's phase value -> display name
 
-    def apply(self, update: Update) -> None:
+    def apply(self, update: Update, local_ns: int | None = None) -> None:
+        """Fold one update; ``local_ns``: the monitor's clock when it arrived (maps it to the server's timeline)."""
         if isinstance(update, EventBatch):
             self.apply_events(update.events)
+            if local_ns is not None and update.events:
+                self._arrived(update.events[-1].ts_ns, local_ns)
+        elif isinstance(update, Heartbeat):
+            self._saw_ts(update.ts_ns)
+            if local_ns is not None:
+                self._arrived(update.ts_ns, local_ns)
         elif isinstance(update, Snapshot):
             if self.phases is not None and update.buffers and not self.phases.processes():
                 self._seed_phases(update.buffers, update.ts_ns)
@@ -102,6 +112,11 @@ class MonitorState:
                 for dev, tot in update.totals.items():
                     self.phases.observe_totals(update.ts_ns, dev, tot)
         elif isinstance(update, Status):
+            if update.state == "connected" and self.status.state in _LOST and self.phases is not None:
+                # A reconnect: the server may have restarted (0 B, no processes); what phase inference
+                # knew belongs to the old session. The fresh snapshot / samples that follow seed it again.
+                self.phases = type(self.phases)()
+                self._phase_names = {}
             self.status = update
             if update.capabilities:
                 self.capabilities = update.capabilities
@@ -123,6 +138,30 @@ class MonitorState:
                           buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size, ref_count=1))
         if now_ns:
             self.phases.tick(now_ns)
+
+    def _arrived(self, server_ns: int, local_ns: int) -> None:
+        if server_ns >= self._clock_ref[0]:
+            self._clock_ref = (server_ns, local_ns)
+
+    def server_now(self, local_ns: int) -> int:
+        """The server's clock now: its last timestamp (event or heartbeat) plus the monitor time since.
+
+        Phase time rules (idle, capture settle, return to replay) tick with this, not with the last
+        event's timestamp, so they fire while the stream is quiet.
+        """
+        server, local = self._clock_ref
+        if not server or Capability.SEEK in self.capabilities:  # a replay's clock is the recording's
+            return self.last_ts_ns
+        return max(self.last_ts_ns, server + max(0, local_ns - local))
+
+    def check_liveness(self, alive, now_ns: int) -> None:
+        """Exit processes a local liveness check says are gone (``alive(pid)`` False), ahead of the
+        server's dead-PID cleanup. ``alive`` returns None when it cannot tell (not on this host)."""
+        if self.phases is None or Capability.SEEK in self.capabilities:  # a replay's PIDs are not this host's now
+            return
+        for pid in self.phases.pids():
+            if pid and self.phases.phase(pid).value != "exited" and alive(pid) is False:
+                self.phases.process_gone(pid, now_ns)
 
     def _saw_ts(self, ts_ns: int) -> None:
         if ts_ns:
@@ -203,10 +242,19 @@ class MonitorState:
         return Capability.EVENTS in self.capabilities or len(self.registry) > 0 or self.events_total > 0
 
     def devices(self) -> list[int]:
-        """Devices to show: the inventory's, plus any that reported something."""
-        devs = {d.device_id for d in self.inventory.devices}
+        """Devices to show: the inventory's, plus any that reported something.
+
+        A device beyond the inventory (a Galaxy's 32 chips on a server configured for 8, S2 counting
+        only PCIe chips) is added to it like the inventory's last device, so its bars have capacities;
+        ``inventory_grown`` then says from which device on the capacities are assumed."""
+        n = len(self.inventory.devices)
+        devs = set(range(n))
         devs.update(self.registry.devices())
         devs.update(self.polled)
+        top = max(devs, default=-1)
+        if top >= n and n and top < 4096:
+            self.inventory = self.inventory.grown_to(top)
+            self.inventory_grown = self.inventory_grown or n
         return sorted(devs)
 
     def device_wire_totals(self, device: int) -> tuple[int, int, int, int, int, int]:

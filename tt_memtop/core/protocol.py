@@ -29,6 +29,8 @@ __all__ = [
     "Layout",
     "MAX_DEVICES",
     "MAX_SIZE",
+    "PROBE_REPLY",
+    "PROBE_REQUEST",
     "AllocMessage",
     "MsgType",
     "decode",
@@ -61,6 +63,14 @@ class MsgType(IntEnum):
 
 
 ORIGINAL_TYPES = frozenset(range(1, 13))
+
+#: tt-memtop's silent probe (docs/EXTENSION.md): a QUERY(device 0) whose ``buffer_id`` is
+#: PROBE_REQUEST. Every original answers a QUERY with a zeroed struct (only device_id and the
+#: counters set) and logs nothing; ``memtop serve`` (extensions on) answers with
+#: ``timestamp = PROBE_REPLY`` and ``size`` = its codec version. A different field from the
+#: request's, so a server that echoed the request could not pass for ours.
+PROBE_REQUEST = int.from_bytes(b"memtop?\0", "little")
+PROBE_REPLY = int.from_bytes(b"TTMEMTOP", "little")
 KNOWN_TYPES = frozenset(int(t) for t in MsgType)
 
 

@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from typing import TextIO
 
 import anyio
@@ -36,6 +37,7 @@ from .._compat import BaseExceptionGroup
 from ..core.model import MonitorState, new_state
 from ..core.protocol import BufferType
 from ..sources.base import Snapshot, Source, Status, TotalsSample
+from ..sources.liveness import ProcLiveness
 from ..ui.filters import ViewFilter
 
 __all__ = ["SCHEMA_VERSION", "build_document", "render_table", "run_oneshot", "run_oneshot_async",
@@ -261,7 +263,7 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
     failed: list[Status] = []
 
     def emit(update) -> None:
-        state.apply(update)
+        state.apply(update, time.monotonic_ns())
         if isinstance(update, Status) and update.state in ("disconnected", "error") and not settled.is_set():
             failed.append(update)
             settled.set()
@@ -269,6 +271,7 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
             settled.set()
 
     ndjson = getattr(args, "ndjson", False)
+    liveness = ProcLiveness()
     interval = max(0.05, getattr(args, "interval", 0.5) or 0.5)
     async with anyio.create_task_group() as tg:
 
@@ -287,6 +290,15 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
             tg.cancel_scope.cancel()
             print(f"memtop: {failed[0].message}", file=sys.stderr)
             return 1
+        delay = getattr(source, "oneshot_delay_s", 0.0)  # the demo: print at a representative moment
+        if delay:
+            await anyio.sleep(delay)
+        known = state.devices()
+        if filt.devices and known and not filt.devices & set(known):
+            tg.cancel_scope.cancel()
+            print(f"memtop: no device {_ids(filt.devices)} here (this source has device {_ids(known)})",
+                  file=sys.stderr)
+            return 2
         if filt.pids and not state.has_events:
             print("memtop: note: --pid needs per-buffer events, which this source does not give "
                   "(totals are per device)", file=sys.stderr)
@@ -299,15 +311,32 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
         try:
             while True:
                 if state.phases is not None and state.last_ts_ns:
-                    state.phases.tick(state.last_ts_ns)
+                    now = state.server_now(time.monotonic_ns())
+                    state.check_liveness(liveness.alive, now)
+                    state.phases.tick(now)
                 out.write(json.dumps(build_document(state, source, filt), separators=(",", ":")) + "\n")
                 out.flush()
-                if state.status.state == "ended":
+                if state.status.state == "ended" or getattr(args, "once", False):
                     break
                 await anyio.sleep(interval)
         finally:
             tg.cancel_scope.cancel()
     return 0
+
+
+def _ids(ids) -> str:
+    """{0, 1, 2, 5} -> "0-2,5"."""
+    out, run = [], []
+    for i in sorted(ids):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [i]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
 
 
 def _is_broken_pipe(exc: BaseException) -> bool:

@@ -41,7 +41,18 @@ from ..core import eventcodec as codec
 from ..core import logformat as lf
 from ..core.devices import Inventory
 from ..core.events import Event, EventKind
-from ..core.protocol import MAX_DEVICES, MAX_SIZE, WIRE_BUFFER_TYPES, AllocMessage, Layout, MsgType, encode, validate
+from ..core.protocol import (
+    MAX_DEVICES,
+    MAX_SIZE,
+    PROBE_REPLY,
+    PROBE_REQUEST,
+    WIRE_BUFFER_TYPES,
+    AllocMessage,
+    Layout,
+    MsgType,
+    encode,
+    validate,
+)
 from ..core.registry import Registry
 from .framing import FrameReader, parse_layout
 from .peers import Ownership, PeerCred, peer_credentials
@@ -96,10 +107,17 @@ class ServerConfig:
     extensions: bool = True
     #: print the device-detection block at start-up (S2+); False gives S1's banner
     detection_banner: bool = True
+    #: where the inventory came from, for the detection block ("" = the original's "using TT-Metal APIs")
+    inventory_origin: str = ""
+    #: a device beyond the inventory seen on the wire is added with the last device's capacities
+    grow_inventory: bool = False
     #: how long a connection of unknown layout may stay quiet before a lone frame is accepted
     detect_idle_s: float = 0.05
     #: events a subscriber may have queued before it is resynchronised
     subscriber_queue: int = 262_144
+    #: a subscriber that was sent nothing for this long gets a HEARTBEAT with the server's clock
+    #: (monitors tick their time rules on it); 0 turns heartbeats off
+    heartbeat_s: float = 0.1
     max_bad_bytes: int = 4096
     #: ``memtop serve --journal``: restore the registry from this file at start, keep it up to date
     journal: str | None = None
@@ -209,7 +227,8 @@ class AllocationServer:
         with contextlib.suppress(OSError):
             self._socket_ino = os.stat(path).st_ino
         try:
-            self._out(lf.start_banner(path, self.config.inventory if self.config.detection_banner else None))
+            self._out(lf.start_banner(path, self.config.inventory if self.config.detection_banner else None,
+                                      self.config.inventory_origin))
             self._out([lf.CLEANUP_STARTED])
             self._out(notes, err=True)
             if self.prior_state == "journal":
@@ -517,6 +536,8 @@ class AllocationServer:
                     continue
                 if not self._permitted(conn, m, ts, events):
                     continue
+                if self.config.grow_inventory and m.device_id >= len(self.config.inventory):
+                    self._grow_inventory(m.device_id)
                 ev = reg.apply(m, ts)
                 events.append(ev)
                 if lines is not None:
@@ -549,6 +570,14 @@ class AllocationServer:
                 self._warn(f"type:{t}", lf.unknown_type_line(t))
         self._flush(lines, events)
         return b"".join(replies), subscribe
+
+    def _grow_inventory(self, device: int) -> None:
+        """A device beyond the inventory: DEVICE_INFO and snapshots report it from now on (item: Galaxy on 8)."""
+        inv = self.config.inventory
+        grown = inv.grown_to(device)
+        if grown is not inv:
+            self._once("inventory", [lf.inventory_grown_line(device, len(inv), inv.devices[-1].arch_name)])
+            self.config.inventory = grown
 
     def _flush(self, lines: list[str] | None, events: list[Event]) -> None:
         """Write pending per-event lines and publish pending events (keeps log and stream in order)."""
@@ -659,9 +688,11 @@ class AllocationServer:
     # ================================================================== replies
     def _response(self, m: AllocMessage, layout: Layout) -> bytes:
         dram, l1, l1s, trace, cb, kern = self.registry.wire_totals(m.device_id)
-        return encode(AllocMessage(type=MsgType.RESPONSE, device_id=m.device_id, dram_allocated=dram,
-                                   l1_allocated=l1, l1_small_allocated=l1s, trace_allocated=trace, cb_allocated=cb,
-                                   kernel_allocated=kern), layout)
+        r = AllocMessage(type=MsgType.RESPONSE, device_id=m.device_id, dram_allocated=dram, l1_allocated=l1,
+                         l1_small_allocated=l1s, trace_allocated=trace, cb_allocated=cb, kernel_allocated=kern)
+        if m.buffer_id == PROBE_REQUEST and self.config.extensions:  # tt-memtop's silent probe (EXTENSION.md)
+            r.timestamp, r.size = PROBE_REPLY, codec.CODEC_VERSION
+        return encode(r, layout)
 
     def _device_info(self, m: AllocMessage, layout: Layout) -> bytes:
         inv = self.config.inventory
@@ -700,8 +731,16 @@ class AllocationServer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._drain_input, stream, tg.cancel_scope)
                 await stream.send(first)
+                beat = self.config.heartbeat_s
                 while True:
-                    await sub.wake.wait()
+                    if beat > 0:
+                        with anyio.move_on_after(beat):
+                            await sub.wake.wait()
+                        if not sub.wake.is_set():  # quiet: the server's clock, so monitors' time rules run
+                            await stream.send(codec.frame(codec.encode_heartbeat(self._clock(), self.registry.seq)))
+                            continue
+                    else:
+                        await sub.wake.wait()
                     sub.wake = anyio.Event()
                     if sub.overflow:
                         dropped, sub.dropped, sub.overflow, sub.queue = sub.dropped, 0, False, []

@@ -52,6 +52,14 @@ class EventBatch:
 
 
 @dataclass(slots=True)
+class Heartbeat:
+    """The server's clock on a quiet subscription (nothing happened up to ``ts_ns``; ``seq`` the last event)."""
+
+    ts_ns: int
+    seq: int
+
+
+@dataclass(slots=True)
 class TotalsSample:
     """Polled per-device totals: device -> (dram, l1, l1_small, trace, cb, kernel), as the wire has them."""
 
@@ -69,7 +77,7 @@ class Status:
     capabilities: frozenset[Capability] = field(default_factory=frozenset)
 
 
-Update = Snapshot | EventBatch | TotalsSample | Status
+Update = Snapshot | EventBatch | TotalsSample | Status | Heartbeat
 Emit = Callable[[Update], None]
 
 

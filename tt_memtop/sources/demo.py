@@ -32,6 +32,9 @@ DEMO_SPEED = 0.25
 class DemoSource(Source):
     """Play ``scenario`` at ``speed`` against an in-process server; repeat it while ``loop``."""
 
+    #: simulated data: the header shows a DEMO badge that no terminal width drops
+    demo = True
+
     def __init__(self, scenario: str = "llama-t3k", speed: float = DEMO_SPEED, loop: bool = True, devices: int | None = None,
                  *, arch: str = "wormhole_b0", seed: int = 0, layout: Layout | int = Layout.V144,
                  cleanup_interval_s: float = 0.5, reason: str = "") -> None:

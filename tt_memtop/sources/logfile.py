@@ -69,6 +69,43 @@ def is_recording(path: str) -> bool:
         return False
 
 
+class NotALogError(ValueError):
+    """The file is neither an allocation-server log nor a tt-memtop recording."""
+
+
+#: How much of a file :func:`check_log` looks at.
+SNIFF_BYTES = 256 * 1024
+
+
+def check_log(path: str, allow_empty: bool = False) -> None:
+    """Raise :class:`NotALogError` (or OSError) unless ``path`` is a recording or looks like a server log.
+
+    A log must have at least one line the parser understands (an allocation, a banner, a dump ...)
+    in its first ``SNIFF_BYTES``; an empty or binary file, or prose, is refused with the reason,
+    rather than reported as a run without allocations ("perfect cleanup")."""
+    if is_recording(path):
+        return
+    from ..core.logparse import LogParser
+
+    with open_log(path) as f:
+        head = f.read(SNIFF_BYTES)
+    if not head:
+        if allow_empty:
+            return
+        raise NotALogError(f"{path} is empty: not an allocation-server log or a memtop recording")
+    if b"\0" in head:
+        raise NotALogError(f"{path} is a binary file: not an allocation-server log or a memtop recording")
+    lines = head.split(b"\n")
+    if len(head) == SNIFF_BYTES and len(lines) > 1:
+        lines.pop()  # probably cut in the middle
+    parser = LogParser(line_as_ts=True)
+    parser.feed([ln.rstrip(b"\r") for ln in lines])
+    st = parser.stats
+    if not (st.event_lines or st.known):
+        raise NotALogError(f"{path} is not an allocation-server log (none of its first {st.lines:,} lines is a line "
+                           f"the server writes) nor a memtop recording")
+
+
 def _stamp(events: list[Event], ts_ns: int) -> None:
     for ev in events:
         ev.ts_ns = ts_ns
@@ -139,7 +176,7 @@ class FollowLogSource(Source):
         self.path = path
         self.poll_interval = poll_interval
         self.clock = clock
-        self.parser = LogParser()
+        self.parser = LogParser(cb_kernel_totals=True)
         self.description = f"log {path}"
         self.ready_on_connect = True  # its "connected" Status means: caught up with the file
         self._inventory: Inventory | None = None
@@ -241,7 +278,7 @@ class _LogTimeline:
         self.rate = rate
         self.total = self._count_lines(path)
         self.f: BinaryIO = open_log(path)
-        self.parser = LogParser()
+        self.parser = LogParser(cb_kernel_totals=True)
         self._pending: list[bytes] = []
         self._pending_at = 0
         self._offset = 0  # file offset just past the pending lines
@@ -315,7 +352,7 @@ class _LogTimeline:
         best = self.ckpt.best(pos)
         if pos < self.pos or (best is not None and best[0] > self.pos):
             if best is None:
-                self.parser, offset = LogParser(), 0
+                self.parser, offset = LogParser(cb_kernel_totals=True), 0
             else:
                 offset, parser = best[1]
                 self.parser = parser.clone()

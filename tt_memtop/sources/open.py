@@ -1,23 +1,27 @@
 """Pick the best source for ``memtop``'s flags: what the user already runs decides what we can show.
 
-Order: ``--follow LOG`` follows the log (and, if a server answers on ``--socket``, polls it too
+Order: ``--follow LOG`` follows the log (and, if a server listens on ``--socket``, polls it too
 for the device inventory); else a server that speaks our extension is subscribed to; else a
-server that answers at all (an original ``allocation_server_poc``) is polled; else None, and the
-caller offers the demo.
+server that listens at all (an original ``allocation_server_poc``, or any server too busy to
+answer the probe yet) is polled; else None, and the caller offers the demo (never when
+``--socket`` was given explicitly). What a server is comes from :mod:`.probe`, which no
+original logs anything for.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 
 import anyio
 
 from .base import Emit, Source, TotalsSample
 from .logfile import FollowLogSource
-from .poll import PollSource, detect_layout
+from .poll import PollSource
+from .probe import BUSY_AFTER_S, ServerKind, probe_server
 
-__all__ = ["FollowWithPolling", "open_source", "open_source_async"]
+__all__ = ["FollowWithPolling", "listening", "open_source", "open_source_async"]
 
 
 class FollowWithPolling(Source):
@@ -47,40 +51,48 @@ def _layout_arg(args: argparse.Namespace) -> str:
     return str(getattr(args, "protocol", "auto") or "auto")
 
 
-async def open_source_async(args: argparse.Namespace, probe_timeout: float = 0.5) -> Source | None:
-    """The source ``memtop`` should use for ``args``, or None when nothing answers."""
-    from .subscribe import probe_extension
+async def listening(path: str, layout: str, probe_timeout: float) -> tuple[bool, ServerKind | None]:
+    """(does something accept connections at ``path``, what the probe found there).
+
+    Forced ``--protocol``: only a connect (nothing is sent). A server that accepts but is slow to
+    answer is still listening (busy); the source chosen for it waits and says so."""
+    try:
+        if layout != "auto":
+            stream = await anyio.connect_unix(path)
+            await stream.aclose()
+            return True, None
+        return True, await probe_server(path, timeout=probe_timeout, patience=probe_timeout)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False, None
+    except OSError as exc:
+        if os.path.exists(path) and not stat.S_ISSOCK(os.stat(path).st_mode):
+            raise OSError(f"{path} is not a socket") from exc
+        raise
+
+
+async def open_source_async(args: argparse.Namespace, probe_timeout: float = BUSY_AFTER_S) -> Source | None:
+    """The source ``memtop`` should use for ``args``, or None when nothing listens on the socket.
+
+    Auto layout: the detected layout is *not* handed on as forced; every reconnect probes again."""
+    from .subscribe import SubscribeSource
 
     path = args.socket
     interval = getattr(args, "interval", 0.5) or 0.5
     layout = _layout_arg(args)
-    answers = None
-    if os.path.exists(path):
-        try:
-            if layout == "auto":
-                answers = await detect_layout(path, probe_timeout)
-            else:  # forced --protocol: only check that something listens
-                stream = await anyio.connect_unix(path)
-                await stream.aclose()
-                answers = layout
-        except OSError:
-            answers = None
+    up, kind = await listening(path, layout, probe_timeout)
     follow = getattr(args, "follow", None)
     if follow:
         src = FollowLogSource(follow)
-        if answers is not None:
-            return FollowWithPolling(src, PollSource(path, interval, answers))
+        if up:
+            return FollowWithPolling(src, PollSource(path, interval, layout, known=kind, subscribe_ours=False))
         return src
-    if answers is None:
+    if not up:
         return None
-    if await probe_extension(path, probe_timeout):
-        from .subscribe import SubscribeSource
-
-        return SubscribeSource(path)
-    return PollSource(path, interval, answers)
+    if kind is not None and kind.ours:
+        return SubscribeSource(path, probed=True, interval=interval)
+    return PollSource(path, interval, layout, known=kind)
 
 
 def open_source(args: argparse.Namespace) -> Source | None:
     """Synchronous wrapper for callers outside an event loop (``memtop`` before the UI starts)."""
     return anyio.run(open_source_async, args)
-

@@ -4,18 +4,12 @@ Why: ``allocation_server_poc`` only answers QUERY / DEVICE_INFO_QUERY; it never 
 Polling gives the bars and their deltas; panes that need per-buffer events stay empty and the
 Status says how to fill them (run ``memtop serve``, or add ``--follow LOG``).
 
-Layout detection (``layout="auto"``). The wire has no length or version field, and an original
-server only understands requests of its own compile-time size. First, on a fresh connection, a
-lone 72-byte QUERY(0): every original (S1–S5) reads it with a single ``recv`` as one message of
-its own size and answers with a RESPONSE of its own size, so the reply's *length* names the
-layout, and no version logs anything for it. (``memtop serve`` in ``auto`` answers in 72 bytes,
-which is right for that connection; ``memtop serve --protocol N`` waits for a full N-byte frame
-and times out.) If that gets no well-formed reply, DEVICE_INFO_QUERY(-1) is sent as a 144-, 128-
-then 112-byte struct, each on a fresh connection, and the first well-formed reply wins. A
-mismatched request is not simply ignored: a 112-byte server reads a 144-byte request as one
-112-byte message plus a 32-byte stray, which is why every probe gets its own connection. Costs:
-at most four short timeouts before giving up; the fallback probes can leave "Unknown message
-type" lines in an old server's log.
+What the server is (its layout; ours or an original) is found by :mod:`.probe`, silently for
+every original version, on the first connection and **again on every reconnect** (the server
+may have been restarted as another version, or as ``memtop serve``, which is then subscribed to)
+unless ``--protocol`` forced a layout. A server that accepts but is slow to answer is *busy*: the
+header says so and we wait; it is never taken for "no server". DEVICE_INFO_QUERY is sent only to
+servers that know it (112 bytes and up, or ours): S1 would log "Unknown message type: 6".
 """
 
 from __future__ import annotations
@@ -26,12 +20,12 @@ import anyio
 
 from ..client import AllocationClient
 from ..core.devices import Inventory
-from ..core.protocol import LAYOUT_SIZES, AllocMessage, Layout, MsgType, decode, encode
+from ..core.protocol import AllocMessage, Layout, MsgType
 from .base import Capability, Emit, Source, Status, TotalsSample
+from .probe import BUSY_AFTER_S, ServerKind, probe_server
 
-__all__ = ["PROBE_ORDER", "PollSource", "detect_layout", "totals_only_message"]
+__all__ = ["PollSource", "busy_message", "detect_layout", "totals_only_message"]
 
-PROBE_ORDER = (Layout.V144, Layout.V128, Layout.V112)
 #: Devices queried when the server cannot say how many it has (S1, or no hardware detected).
 FALLBACK_DEVICES = range(8)
 CAPS = frozenset({Capability.TOTALS})
@@ -43,74 +37,67 @@ def totals_only_message(path: str, layout: Layout, interval: float) -> str:
             f"in place of allocation_server_poc, or add `--follow LOG` with the server's log file")
 
 
-async def _exchange(path: str, request: bytes, timeout: float, settle: float = 0.05) -> bytes:
-    """Send ``request`` on a fresh connection; return whatever comes back before the peer goes quiet."""
-    got = b""
-    with anyio.move_on_after(timeout):
-        async with await anyio.connect_unix(path) as stream:
-            await stream.send(request)
-            while len(got) < max(LAYOUT_SIZES):
-                with anyio.move_on_after(settle if got else timeout) as scope:
-                    try:
-                        got += await stream.receive(4096)
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                        break
-                if scope.cancelled_caught:
-                    break
-    return got
+def busy_message(path: str, waited: float) -> str:
+    return (f"server busy: {path} accepted the connection but has not answered for {waited:.1f} s "
+            f"(a snapshot or cleanup?); waiting")
 
 
-def _reply_layout(reply: bytes, want_type: int, want_device: int) -> Layout | None:
-    if len(reply) not in LAYOUT_SIZES or len(reply) == Layout.V648:
-        return None
-    lay = Layout(len(reply))
-    m = decode(reply, lay)
-    return lay if m.type == want_type and m.device_id == want_device else None
-
-
-async def detect_layout(path: str, timeout: float = 0.3) -> Layout | None:
-    """The layout the server at ``path`` speaks, or None if nothing answers. Raises OSError if unreachable."""
-    reply = await _exchange(path, encode(AllocMessage(MsgType.QUERY, device_id=0), Layout.V72), timeout)
-    found = _reply_layout(reply, MsgType.RESPONSE, 0)
-    if found is not None:
-        return found
-    for lay in PROBE_ORDER:
-        reply = await _exchange(path, encode(AllocMessage(MsgType.DEVICE_INFO_QUERY, device_id=-1), lay), timeout)
-        found = _reply_layout(reply, MsgType.DEVICE_INFO_RESPONSE, -1)
-        if found is not None:
-            return found
-    return None
+async def detect_layout(path: str, timeout: float = BUSY_AFTER_S, patience: float = 2.0) -> Layout | None:
+    """The layout the server at ``path`` speaks, or None if it does not answer within ``patience``.
+    Raises OSError if nothing listens there."""
+    kind = await probe_server(path, timeout=timeout, patience=max(timeout, patience))
+    return kind.layout if kind is not None else None
 
 
 class PollSource(Source):
-    """Poll QUERY per device every ``interval`` seconds; reconnect (and re-detect) when the server restarts."""
+    """Poll QUERY per device every ``interval`` seconds; reconnect (and re-detect) when the server restarts.
+
+    ``layout``: "auto" (probe on every connection) or a forced layout (``--protocol``: never probed).
+    ``known``: what a probe just found, so the first connection need not probe again.
+    ``subscribe_ours``: when the server turns out to be ``memtop serve``, subscribe to it instead of
+    polling (off when only the totals are wanted, as with ``--follow``)."""
 
     def __init__(self, socket_path: str, interval: float = 0.5, layout: Layout | int | str = "auto", *,
-                 probe_timeout: float = 0.3, reply_timeout: float = 2.0, backoff_max: float = 5.0,
-                 clock=time.time_ns) -> None:
+                 known: ServerKind | None = None, subscribe_ours: bool = True, probe_timeout: float = BUSY_AFTER_S,
+                 reply_timeout: float = 2.0, backoff_max: float = 5.0, clock=time.time_ns) -> None:
         self.socket_path = socket_path
         self.interval = interval
         self.forced = None if str(layout).lower() == "auto" else Layout(int(layout))
+        self.known = known
+        self.subscribe_ours = subscribe_ours
         self.probe_timeout = probe_timeout
         self.reply_timeout = reply_timeout
         self.backoff_max = backoff_max
         self.clock = clock
         self.layout: Layout | None = None
+        self.kind: ServerKind | None = None
         self.inventory: Inventory | None = None
         self.description = f"poll of {socket_path}"
         self._seen: set[int] = {0}
+        self._emit: Emit | None = None
 
     async def _inventory(self, client: AllocationClient) -> Inventory | None:
-        if client.layout == Layout.V72:
-            # S1 (72 bytes) knows no DEVICE_INFO and never answers (one "Unknown message type: 6" in its
-            # log); `memtop serve` answers on any layout. Ask once, briefly.
-            try:
-                inv = await client.inventory(self.probe_timeout)
-            except TimeoutError:
-                return None
-        else:
-            inv = await client.inventory(self.reply_timeout)
+        if client.layout == Layout.V72 and not (self.kind and self.kind.ours):
+            return None  # S1 has no DEVICE_INFO: asking would put "Unknown message type: 6" in its log
+        inv = await client.inventory(self.reply_timeout)
         return inv if len(inv) else None
+
+    async def _query(self, client: AllocationClient, device: int):
+        """QUERY ``device``; a reply slower than ``reply_timeout`` makes the server *busy*, not gone."""
+        await client.send(AllocMessage(type=MsgType.QUERY, device_id=device))
+        waited = 0.0
+        while True:
+            try:
+                reply = await client.reply(self.reply_timeout)
+            except TimeoutError:
+                waited += self.reply_timeout
+                if self._emit is not None:
+                    self._emit(Status("busy", busy_message(self.socket_path, waited), CAPS))
+                continue
+            if waited and self._emit is not None:
+                self._emit(Status("connected", totals_only_message(self.socket_path, client.layout, self.interval),
+                                  CAPS))
+            return reply
 
     async def sample(self, client: AllocationClient) -> TotalsSample:
         """One round of QUERYs."""
@@ -120,7 +107,7 @@ class PollSource(Source):
         devices = range(max(known, len(FALLBACK_DEVICES)))
         totals = {}
         for d in devices:
-            r = await client.query(d, self.reply_timeout)
+            r = await self._query(client, d)
             t = (r.dram_allocated, r.l1_allocated, r.l1_small_allocated, r.trace_allocated, r.cb_allocated,
                  r.kernel_allocated)
             if any(t):
@@ -129,24 +116,55 @@ class PollSource(Source):
                 totals[d] = t
         return TotalsSample(self.clock(), totals, self.inventory)
 
+    async def _probe(self, emit: Emit) -> ServerKind | None:
+        if self.forced is not None:
+            stream = await anyio.connect_unix(self.socket_path)  # only check that something listens
+            await stream.aclose()
+            return ServerKind(self.forced, False)
+        if self.known is not None:
+            kind, self.known = self.known, None
+            return kind
+
+        def busy(waited: float) -> None:
+            emit(Status("busy", busy_message(self.socket_path, waited), CAPS))
+
+        return await probe_server(self.socket_path, timeout=self.probe_timeout, patience=None, on_busy=busy)
+
     async def run(self, emit: Emit) -> None:
         path = self.socket_path
         delay = 0.25
         emit(Status("connecting", f"connecting to {path}"))
         while True:
             try:
-                layout = self.forced or await detect_layout(path, self.probe_timeout)
-                if layout is None:
-                    why = f"the server at {path} answers no request of 144, 128, 112 or 72 bytes"
+                kind = await self._probe(emit)
+                if kind is None:
+                    why = f"the server at {path} closed the connection without answering a QUERY"
+                elif kind.ours and self.subscribe_ours:
+                    from .subscribe import SubscribeSource
+
+                    # memtop serve (perhaps restarted in place of the original): the full feed, until it closes
+                    self.kind = kind
+                    sub = SubscribeSource(path, reconnect=False, probed=True)
+                    self.description = sub.description
+                    await sub.run(emit)
+                    self.description = f"poll of {path}"
+                    delay = 0.25
+                    await anyio.sleep(delay)
+                    continue
                 else:
-                    self.layout = layout
-                    async with await AllocationClient.connect(path, layout) as client:
+                    self.kind = kind
+                    self.layout = kind.layout
+                    async with await AllocationClient.connect(path, kind.layout) as client:
                         self.inventory = await self._inventory(client)
-                        emit(Status("connected", totals_only_message(path, layout, self.interval), CAPS))
+                        emit(Status("connected", totals_only_message(path, kind.layout, self.interval), CAPS))
                         delay = 0.25
-                        while True:
-                            emit(await self.sample(client))
-                            await anyio.sleep(self.interval)
+                        self._emit = emit
+                        try:
+                            while True:
+                                emit(await self.sample(client))
+                                await anyio.sleep(self.interval)
+                        finally:
+                            self._emit = None
             except FileNotFoundError:
                 why = f"no server at {path}"
             except ConnectionRefusedError:

@@ -27,11 +27,12 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
 
 from ..core.model import MonitorState, new_state
 from ..sources.base import Capability, EventBatch, Snapshot, Source, Status, Update
+from ..sources.liveness import ProcLiveness
 from .bindings import KEYS, app_bindings, key_active
 from .buffer_query import SORT_ORDER as BUFFER_SORTS
 from .buffer_query import Window, compute_window
 from .filters import ViewFilter
-from .format import parse_id
+from .format import duration, parse_id
 from .procinfo import ProcInfo
 from .screens.details import DetailsScreen, details_renderable, find_buffers
 from .screens.filters import FilterScreen
@@ -110,6 +111,7 @@ class MemtopApp(App[int]):
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
                  local: bool | None = None, state: MonitorState | None = None, buffer_limit: int = 500,
                  pane: str = "feed", step_events: int = 1) -> None:
+        self._liveness = ProcLiveness()  # /proc checks: a killed process exits before the server notices
         super().__init__()
         self.source = source
         #: the source as a player (a replay), or None
@@ -150,6 +152,7 @@ class MemtopApp(App[int]):
         self._window: Window | None = None
         self._frozen_at = 0  # len(registry) at the last gc.freeze()
         self._froze = False
+        self._stale_since: float | None = None  # clock() when the source was lost with data on screen
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -262,14 +265,14 @@ class MemtopApp(App[int]):
                 if isinstance(update, EventBatch) and len(update.events) > CHUNK:
                     chunk = update.events[:CHUNK]
                     del update.events[:CHUNK]
-                    apply(EventBatch(chunk))
+                    apply(EventBatch(chunk), time.monotonic_ns())
                     self._pending_events -= CHUNK
                 else:
                     pending.popleft()
                     if isinstance(update, Snapshot) and update.reset:
                         self._reset_state()
                         apply = self.state.apply
-                    apply(update)
+                    apply(update, time.monotonic_ns())
                     if isinstance(update, EventBatch):
                         self._pending_events -= len(update.events)
                     elif isinstance(update, Snapshot):
@@ -284,7 +287,9 @@ class MemtopApp(App[int]):
         self._maybe_freeze()
         self._rate_samples.append((self.clock(), st.events_total))
         if st.last_ts_ns:
-            st.tick(st.last_ts_ns)
+            now = st.server_now(time.monotonic_ns())
+            st.check_liveness(self._liveness.alive, now)
+            st.tick(now)
         self._draw_header()
         if self.paused:
             return
@@ -305,6 +310,7 @@ class MemtopApp(App[int]):
             self._proc_due = now + self.sample_period
             self._proc_rows = process_rows(st, self.view_filter, self.procs)
             self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         self.frames += 1
         self.last_frame_events = st.events_total
 
@@ -349,11 +355,29 @@ class MemtopApp(App[int]):
                 msg = ""  # the player's own status line: the header's playback segment says it all
         if st.capabilities and Capability.EVENTS not in st.capabilities:
             msg = (msg + "; " if msg else "") + "totals only: no event feed from this source"
+        stale = self._stale(now)
+        if stale:
+            msg = f"{stale}; {msg}" if msg else stale
         self.w_header.show(HeaderInfo(
             source=desc, state=st.status.state, message=msg, rate=self._rate(), uptime=now - self._started,
             filters=self.view_filter.describe(), paused=self.paused,
             new_while_paused=st.events_total - self.paused_at_events if self.paused else 0, gaps=st.gaps,
-            backlog=self._pending_events, playback=playback))
+            backlog=self._pending_events, playback=playback, demo=bool(getattr(self.source, "demo", False)),
+            stale=stale))
+
+    def _stale(self, now: float) -> str:
+        """"" while the data is live; else why what is on screen is old. Dims the panes (the ``-stale`` class)."""
+        st = self.state
+        lost = st.status.state in ("disconnected", "error") and (len(st.registry) > 0 or bool(st.polled)
+                                                                   or st.events_total > 0)
+        if not lost:
+            self._stale_since = None
+            self.set_class(False, "-stale")
+            return ""
+        if self._stale_since is None:
+            self._stale_since = now
+        self.set_class(True, "-stale")
+        return f"showing the last state received, {duration(now - self._stale_since)} ago"
 
     def _draw_devices(self, sample: bool) -> None:
         st = self.state
@@ -435,6 +459,7 @@ class MemtopApp(App[int]):
             if not self.paused:
                 self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
             self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         elif self.pane == "feed" and not self.paused:
             self.w_feed.pull(self.state, self.view_filter, self._origin_ns())
         if not self.paused:

@@ -26,6 +26,7 @@ class Key:
     label: str = ""  # how help spells the keys
     short: str = ""  # Footer / palette wording, if shorter than the description
     mode: str = ""  # "" = always; "live" / "replay" = only when the source is not / is a player
+    priority: bool = False  # before any focused widget (an Input would take Ctrl+C as "copy")
 
 
 KEYS: tuple[Key, ...] = (
@@ -65,12 +66,13 @@ KEYS: tuple[Key, ...] = (
     Key("c", "clear_filters", "Clear every filter", "Filter", label="c"),
     Key("f1,question_mark", "help", "This help", "General", show=True, label="F1 or ?", short="Help"),
     Key("q,f10", "quit", "Quit", "General", show=True, label="q or F10"),
+    Key("ctrl+c", "quit", "Quit (as in htop, btop, nvitop, k9s)", "General", label="Ctrl+C", priority=True),
 )
 
 
 def app_bindings() -> list[Binding]:
     return [Binding(k.keys, k.action, k.short or k.description, show=k.show,
-                    key_display=k.label.split(" ")[0] if k.label else None)
+                    key_display=k.label.split(" ")[0] if k.label else None, priority=k.priority)
             for k in KEYS if k.action]
 
 

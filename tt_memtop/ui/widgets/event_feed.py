@@ -139,7 +139,13 @@ class EventFeed(ScrollView, can_focus=True):
         self.virtual_size = Size(self.scrollable_content_region.width, len(self._events) + 1)
         if self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # the new virtual size takes effect at the next layout: follow again once it has
+            self.call_after_refresh(self._follow_end)
         self.refresh()
+
+    def _follow_end(self) -> None:
+        if self.follow and self.scroll_offset.y != self.max_scroll_y:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def watch_follow(self, follow: bool) -> None:
         if follow:

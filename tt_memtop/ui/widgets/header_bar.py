@@ -14,8 +14,8 @@ from textual.widgets import Static
 
 from ..format import duration
 
-_STATE_STYLE = {"connected": "green", "playing": "green", "connecting": "yellow", "disconnected": "red",
-                "error": "red", "ended": "blue", "paused": "yellow"}
+_STATE_STYLE = {"connected": "green", "playing": "green", "connecting": "yellow", "busy": "yellow",
+                "disconnected": "red", "error": "red", "ended": "blue", "paused": "yellow"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +69,17 @@ class HeaderInfo:
     gaps: int = 0
     backlog: int = 0  # events received but not folded yet
     playback: Playback | None = None  # a replay: shown instead of the connection state
+    demo: bool = False  # simulated data: a DEMO badge that no width drops
+    stale: str = ""  # the data on screen is no longer live (disconnected): why, shown as a STALE badge
 
 
 class HeaderBar(Static):
     """Rebuilt at most once per tick, only when its text changes.
 
     Everything goes on one line, most important first. When the line is too narrow, what can go goes
-    first (uptime, then the rate, then the source's free-text message is cut): the filter and the
-    backlog / gap warnings always stay on screen, since numbers without them would mislead."""
+    first (uptime, then the rate, then the source's free-text message is cut): the DEMO and STALE
+    badges, the filter and the backlog / gap warnings always stay on screen, since numbers without
+    them would mislead."""
 
     def __init__(self, **kw) -> None:
         super().__init__("", **kw)
@@ -109,6 +112,12 @@ def header_text(info: HeaderInfo, drop: tuple[str, ...] = (), message: bool = Tr
     """The header line, without the parts named in ``drop`` ("uptime", "rate", "source")."""
     t = Text(no_wrap=True, overflow="ellipsis", end="")
     t.append(" memtop ", "bold reverse")
+    if info.demo:
+        t.append(" ")
+        t.append(" DEMO ", "bold reverse magenta")
+    if info.stale:
+        t.append(" ")
+        t.append(" STALE ", "bold reverse red")
     if info.paused:
         t.append(" ")
         t.append(f" PAUSED — {info.new_while_paused:,} new events ", "bold reverse yellow")
@@ -121,7 +130,8 @@ def header_text(info: HeaderInfo, drop: tuple[str, ...] = (), message: bool = Tr
         if "source" not in drop:
             t.append(f" {info.source}")
         t.append(" ")
-        t.append(f"● {info.state}", _STATE_STYLE.get(info.state, ""))
+        state = "simulated" if info.demo and info.state == "connected" else info.state
+        t.append(f"● {state}", _STATE_STYLE.get(info.state, ""))
     if "rate" not in drop:
         rate = f"{info.rate / 1000:.1f}k" if info.rate >= 1000 else f"{info.rate:.0f}"
         t.append(f" │ {rate} ev/s")

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual.app import ComposeResult
 
 from ...core.model import MonitorState
 from ..filters import ViewFilter
 from ..format import human
 from ..procinfo import ProcInfo
 from .buffers_pane import devices_text
+from .phase_timeline import PhaseTimeline
 from .ranked_pane import RankedPane
 
 COLUMNS = (("rank", "#", 3), ("pid", "pid", 8), ("name", "process", 14), ("state", "state", 6),
@@ -72,10 +74,19 @@ def sort_rows(rows: list[ProcRow], sort: str, invert: bool) -> list[ProcRow]:
 
 
 class ProcessesPane(RankedPane):
-    """Per-PID usage: a status line, then one row per process."""
+    """Per-PID usage: a status line, one row per process, then their trace phases (bands and evidence)."""
 
     COLUMNS = COLUMNS
     NAME = "processes"
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        yield PhaseTimeline(id="processes-phases")
+
+    def show_phases(self, state: MonitorState, pids: list[int]) -> None:
+        found = self.query(PhaseTimeline)
+        if found:
+            found.first().show(state, pids)
 
     def show(self, rows: list[ProcRow], sort: str, invert: bool, note: str = "") -> None:
         """``note``: why there is nothing to show (a source without per-process data), instead of the counts."""

@@ -21,10 +21,10 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from ..core.events import Event
-from ..core.phases import Phase
-from ..core.protocol import AllocMessage, BufferType, KernelType, Layout, MsgType
-from ..core.registry import Registry
+from ...core.events import Event
+from ...core.phases import Phase
+from ...core.protocol import AllocMessage, BufferType, KernelType, Layout, MsgType
+from ...core.registry import Registry
 
 __all__ = ["SCENARIOS", "Label", "ProcessScript", "Scenario", "build", "reference_events", "supports"]
 
@@ -58,6 +58,9 @@ class ProcessScript:
     labels: list[Label] = field(default_factory=list)
     exit_s: float = 0.0
     leaks: bool = False  # exits with buffers still allocated (the server's dead-PID cleanup removes them)
+    #: seconds from the exit to the server's dead-PID cleanup (None: ``reference_events``' default);
+    #: a killed process is only noticed at the server's next periodic check (every 3-5 s)
+    cleanup_after_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +70,8 @@ class Scenario:
     num_devices: int
     description: str
     processes: list[ProcessScript]
+    #: a monitor that attaches at this scenario second (None: from the start): live scoring starts there
+    attach_s: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -438,8 +443,9 @@ def build(name: str, seed: int = 0) -> Scenario:
         make = SCENARIOS[name]
     except KeyError:
         raise ValueError(f"unknown scenario {name!r} (expected one of {', '.join(SCENARIOS)})") from None
-    num_devices, description, processes = make(seed)
-    return Scenario(name, seed, num_devices, description, processes)
+    made = make(seed)
+    num_devices, description, processes = made[:3]
+    return Scenario(name, seed, num_devices, description, processes, *made[3:])
 
 
 def reference_events(scenario: Scenario, layout: Layout | int = Layout.V144,
@@ -450,7 +456,8 @@ def reference_events(scenario: Scenario, layout: Layout | int = Layout.V144,
     removed by a dead-PID cleanup ``cleanup_delay_s`` after it exits. Timestamps are scenario time.
     """
     registry = Registry()
-    cleanups = sorted((p.exit_s + cleanup_delay_s, p.pid) for p in scenario.processes if p.leaks)
+    cleanups = sorted((p.exit_s + (cleanup_delay_s if p.cleanup_after_s is None else p.cleanup_after_s), p.pid)
+                      for p in scenario.processes if p.leaks)
     events: list[Event] = []
 
     def clean_until(t: float) -> None:
