@@ -75,7 +75,7 @@ async def read_record(buf: BufferedByteReceiveStream) -> tuple[int, memoryview]:
     return rec[0], memoryview(rec)[1:]
 
 
-async def _expect_hello(buf: BufferedByteReceiveStream, timeout: float) -> None:
+async def _expect_hello(buf: BufferedByteReceiveStream, timeout: float) -> memoryview:
     try:
         with anyio.fail_after(timeout):
             kind, body = await read_record(buf)
@@ -89,6 +89,7 @@ async def _expect_hello(buf: BufferedByteReceiveStream, timeout: float) -> None:
         codec.decode_hello_body(body)
     except codec.CodecError as exc:
         raise ExtensionUnsupported(str(exc)) from exc
+    return body
 
 
 class AllocationClient:
@@ -194,7 +195,7 @@ async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello
     """Subscribe to the server at ``path``: yields a Snapshot, then EventBatches (and Resync + Snapshot,
     and a Heartbeat with the server's clock whenever the stream is quiet).
 
-    The server's INFO record, if it sends one, goes to ``on_info`` (before the first Snapshot).
+    The server's INFO (in its HELLO, or as an INFO record) goes to ``on_info``.
     Ends when the server closes the stream. Raises :class:`ExtensionUnsupported` when the server
     does not answer SUBSCRIBE, and OSError when it cannot be reached.
     """
@@ -202,7 +203,10 @@ async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello
     async with stream:
         await stream.send(encode(AllocMessage(type=MsgType.SUBSCRIBE, process_id=os.getpid()), Layout(layout)))
         buf = BufferedByteReceiveStream(stream)
-        await _expect_hello(buf, hello_timeout)
+        hello = await _expect_hello(buf, hello_timeout)
+        info = codec.decode_hello_info(hello)
+        if info is not None and on_info is not None:
+            on_info(ServerInfo(info))
         while True:
             try:
                 kind, body = await read_record(buf)

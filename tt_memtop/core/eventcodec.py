@@ -199,8 +199,27 @@ def decode_snapshot_body(buf, off: int = 0) -> SnapshotRecord:
 
 
 # ------------------------------------------------------------------------------------------------ small records
-def encode_hello(flags: int = 0) -> bytes:
-    return bytes((RecordKind.HELLO,)) + HELLO.pack(MAGIC, CODEC_VERSION, flags)
+def encode_hello(flags: int = 0, info: dict | None = None) -> bytes:
+    """HELLO; ``info`` (the subscription greeting's server INFO) follows the fixed struct as UTF-8 JSON.
+
+    Readers that know only the struct ignore the trailing bytes."""
+    rec = bytes((RecordKind.HELLO,)) + HELLO.pack(MAGIC, CODEC_VERSION, flags)
+    if info is not None:
+        import json
+
+        rec += json.dumps(info, sort_keys=True).encode("utf-8")
+    return rec
+
+
+def decode_hello_info(buf, off: int = 0) -> dict | None:
+    """The INFO JSON after a HELLO's struct, or None (absent or not a JSON object)."""
+    rest = bytes(buf[off + HELLO.size:])
+    if not rest:
+        return None
+    try:
+        return decode_info_body(rest)
+    except CodecError:
+        return None
 
 
 def decode_hello_body(buf, off: int = 0) -> tuple[int, int]:

@@ -724,8 +724,8 @@ class AllocationServer:
         # Register and snapshot with no await in between: the snapshot is exactly the state before
         # the first queued event.
         self._subs.add(sub)
-        first = (codec.frame(codec.encode_hello()) + codec.frame(codec.encode_info(self.server_info()))
-                 + codec.frame(self._snapshot_record()))
+        # the server's INFO rides in the HELLO (after its struct): clients that know only the struct ignore it
+        first = codec.frame(codec.encode_hello(info=self.server_info())) + codec.frame(self._snapshot_record())
         self.stats.subscribers += 1
         try:
             async with anyio.create_task_group() as tg:
