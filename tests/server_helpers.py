@@ -52,3 +52,56 @@ def recv_exactly(s: socket.socket, n: int) -> bytes:
             raise EOFError(f"got {len(out)} of {n} bytes")
         out += chunk
     return out
+
+
+def serve_process(path: str, *args: str, stdout=None, stderr=None, preexec_fn=None, env: dict | None = None,
+                  timeout: float = 20.0):
+    """Start ``memtop serve --socket path *args`` as a real process; return it once the socket answers."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tt_memtop", "serve", "--socket", path, *args],
+                            stdout=subprocess.DEVNULL if stdout is None else stdout,
+                            stderr=subprocess.DEVNULL if stderr is None else stderr, preexec_fn=preexec_fn,
+                            env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"memtop serve exited early with status {proc.returncode}")
+        try:
+            raw_connect(path, 1.0).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+def query(path_or_sock, device: int = 0, layout: int = 144) -> tuple[int, ...]:
+    """(dram, l1, l1_small, trace) of a QUERY, on a new connection or on the given socket."""
+    from tt_memtop.core.protocol import AllocMessage, MsgType, decode, encode
+
+    s = raw_connect(path_or_sock) if isinstance(path_or_sock, str) else path_or_sock
+    try:
+        s.sendall(encode(AllocMessage(type=MsgType.QUERY, device_id=device), layout))
+        r = decode(recv_exactly(s, layout), layout)
+        return (r.dram_allocated, r.l1_allocated, r.l1_small_allocated, r.trace_allocated)
+    finally:
+        if isinstance(path_or_sock, str):
+            s.close()
+
+
+def stop_process(proc, timeout: float = 20.0) -> int:
+    """SIGTERM ``proc`` and return its exit status."""
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except Exception:
+        proc.kill()
+        raise

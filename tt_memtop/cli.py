@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "print the trace-phase timeline of a recording or a server log",
     "report": "leak / lifecycle report of a server log or a recording",
     "dump": "ask a live server for DUMP_REMAINING",
+    "exporter": "export Prometheus metrics (HTTP /metrics or a node_exporter textfile) from any source",
 }
 
 

@@ -23,7 +23,8 @@ from .core.devices import Inventory
 from .core.protocol import AllocMessage, BufferType, Layout, MsgType, decode, encode
 from .sources.base import EventBatch, Heartbeat, Snapshot
 
-__all__ = ["AllocationClient", "ExtensionUnsupported", "Resync", "ServerInfo", "read_record", "subscribe"]
+__all__ = ["AllocationClient", "ExtensionUnsupported", "Resync", "ServerInfo", "ServerStatus", "read_record",
+           "subscribe"]
 
 #: Size used for extension requests: every server layout accepts a lone 72-byte extension frame.
 EXTENSION_LAYOUT = Layout.V72
@@ -64,6 +65,23 @@ class ServerInfo:
         if d.get("refused_frees"):
             out.append(f"{d['refused_frees']} FREE(s) of another user's buffers refused")
         return out
+
+
+@dataclass(slots=True)
+class ServerStatus:
+    """The server's health changed (recording stopped, allocations refused...): see docs/EXTENSION.md."""
+
+    fields: dict
+
+    def describe(self) -> str:
+        """One line for a status bar, or "" when all is well."""
+        f = self.fields
+        parts = []
+        if f.get("recording") == "stopped":
+            parts.append(f"recording stopped ({f.get('recording_error', 'error')})")
+        if f.get("refused_allocs"):
+            parts.append(f"{f['refused_allocs']:,}+ allocations refused (--max-buffers {f.get('max_buffers', '?'):,})")
+        return "server: " + "; ".join(parts) if parts else ""
 
 
 async def read_record(buf: BufferedByteReceiveStream) -> tuple[int, memoryview]:
@@ -191,9 +209,10 @@ class AllocationClient:
 
 async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello_timeout: float = 2.0,
                     on_info: Callable[[ServerInfo], None] | None = None
-                    ) -> AsyncIterator[Snapshot | EventBatch | Resync | Heartbeat]:
+                    ) -> AsyncIterator[Snapshot | EventBatch | Resync | Heartbeat | ServerStatus]:
     """Subscribe to the server at ``path``: yields a Snapshot, then EventBatches (and Resync + Snapshot,
-    and a Heartbeat with the server's clock whenever the stream is quiet).
+    and a Heartbeat with the server's clock whenever the stream is quiet), and a ServerStatus whenever
+    the server's health changes.
 
     The server's INFO (in its HELLO, or as an INFO record) goes to ``on_info``.
     Ends when the server closes the stream. Raises :class:`ExtensionUnsupported` when the server
@@ -229,4 +248,6 @@ async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello
             elif kind == codec.RecordKind.HEARTBEAT:
                 ts_ns, seq = codec.decode_heartbeat_body(body)
                 yield Heartbeat(ts_ns, seq)
+            elif kind == codec.RecordKind.STATUS:
+                yield ServerStatus(codec.decode_status_body(body))
             # unknown record kinds are skipped: newer servers may add some

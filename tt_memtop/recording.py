@@ -196,6 +196,14 @@ class RecordingWriter:
             if self.durable:
                 self._f.flush()
 
+    def write_record(self, record: bytes, nevents: int) -> None:
+        """Append an already encoded EVENTS record (the server encodes each batch once for all consumers)."""
+        if not self._f.closed:
+            self._write(record)
+            self.events += nevents
+            if self.durable:
+                self._f.flush()
+
     def flush(self) -> None:
         if not self._f.closed:
             self._f.flush()
@@ -237,6 +245,7 @@ class RecordingReader:
         self.torn_bytes = 0
         self.sessions = 0
         self.owners: dict[int, dict] = {}
+        self.damage: str | None = None  # why reading stopped before the end, if a record was undecodable
         with open(path, "rb", buffering=chunk_size) as f:
             head = f.read(_FILE_HEAD.size)
             if len(head) < _FILE_HEAD.size:
@@ -280,13 +289,20 @@ class RecordingReader:
         self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - off)
 
     def _parse_header(self, body: memoryview) -> RecordingHeader:
-        cv, wall, mono = _HEADER_BODY.unpack_from(body)
-        if cv != codec.CODEC_VERSION:
-            raise RecordingError(f"{self.path}: event codec {cv} is not supported")
-        off = _HEADER_BODY.size
-        (n,) = codec.U16.unpack_from(body, off)
-        sp = bytes(body[off + 2: off + 2 + n]).decode("utf-8", "replace")
-        inv, _ = codec.decode_inventory(body, off + 2 + n)
+        try:
+            cv, wall, mono = _HEADER_BODY.unpack_from(body)
+            if cv != codec.CODEC_VERSION:
+                raise RecordingError(f"{self.path}: event codec {cv} is not supported")
+            off = _HEADER_BODY.size
+            (n,) = codec.U16.unpack_from(body, off)
+            if off + 2 + n > len(body):
+                raise codec.CodecError("socket path runs past the end of the record")
+            sp = bytes(body[off + 2: off + 2 + n]).decode("utf-8", "replace")
+            inv, _ = codec.decode_inventory(body, off + 2 + n)
+        except (struct.error, codec.CodecError) as exc:
+            raise RecordingError(f"{self.path}: the header record is damaged ({exc})") from exc
+        if any(not 0 <= d.device_id < 256 for d in inv.devices):
+            raise RecordingError(f"{self.path}: the header record is damaged (device id out of range)")
         return RecordingHeader(cv, wall, mono, sp, inv)
 
     def batches(self) -> Iterator[list[Event]]:
@@ -315,7 +331,8 @@ class RecordingReader:
                 if kind == codec.RecordKind.EVENTS:
                     try:
                         events = codec.decode_events_body(body)
-                    except codec.CodecError:  # an intact CRC over an undecodable body: stop as at a torn tail
+                    except codec.CodecError as exc:  # an intact CRC over an undecodable body: stop as at a torn tail
+                        self.damage = str(exc)
                         self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - f.tell() + _REC_HEAD.size
                                               + len(body) + 1)
                         return
@@ -392,8 +409,9 @@ class RecordingReader:
             size = os.stat(self.path).st_size
         except OSError:
             size = self.torn_bytes
+        why = f"an undecodable record ({self.damage})" if self.damage else "a torn or damaged record"
         return (f"{self.path}: skipped the last {self.torn_bytes:,} bytes (from offset {size - self.torn_bytes:,}): "
-                f"a torn or damaged record; everything before it was read")
+                f"{why}; everything before it was read")
 
 
 def _track(live: dict[tuple[int, int, int], list], ev: Event) -> None:

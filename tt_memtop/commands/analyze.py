@@ -103,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from ..sources.logfile import NotALogError, check_log
 
     try:
+        from ..core.usage import expand_recorded_totals
+
         check_log(args.file, allow_empty=True)  # an empty log has no segments: [] (as specified)
-        rows = timeline(analyze(file_events(args.file, args.speed, args.event_rate, notes)))
+        rows = timeline(analyze(expand_recorded_totals(file_events(args.file, args.speed, args.event_rate, notes))))
     except (OSError, RecordingError, NotALogError) as exc:
         print(f"memtop analyze: {exc}", file=sys.stderr)
         return 1
@@ -126,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _devices(devs: list[int]) -> str:
-    if len(devs) > 2 and devs == list(range(devs[0], devs[-1] + 1)):
+    """``0-7`` for a run of consecutive ids (checked without building the range: a log may name device 2**31-1)."""
+    if len(devs) > 2 and devs == sorted(set(devs)) and devs[-1] - devs[0] + 1 == len(devs):
         return f"{devs[0]}-{devs[-1]}"
     return ",".join(map(str, devs))

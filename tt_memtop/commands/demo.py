@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-loop", action="store_true", help="play the scenario once, then stop")
     parser.add_argument("--protocol", default="144", choices=["72", "112", "128", "144", "648"],
                         help="message layout the simulated processes send (default 144)")
+    parser.add_argument("--shm", action="store_true",
+                        help="shared-memory mode: the simulated processes write TT-Metal's per-chip statistics "
+                             "(as a mainline release does) and the monitor reads them; no server")
     parser.add_argument("--once", action="store_true", help="print the state once (a table) and exit")
     parser.add_argument("--json", action="store_true", help="print the state once as JSON and exit")
     add_view_arguments(parser)
@@ -47,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.speed is not None and args.speed <= 0:
         print("memtop demo: --speed must be positive", file=sys.stderr)
         return 2
+    if args.shm:
+        from ..sources.shm import ShmDemoSource
+
+        return run_monitor(args, ShmDemoSource(args.scenario, args.speed if args.speed is not None else DEMO_SPEED,
+                                               loop=not args.no_loop, seed=args.seed))
     oneshot = args.once or args.json or not sys.stdout.isatty()
     speed = args.speed if args.speed is not None else (ONESHOT_SPEED if oneshot else DEMO_SPEED)
     source = DemoSource(args.scenario, speed, loop=not (args.no_loop or oneshot), seed=args.seed,

@@ -50,8 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between dead-process checks (default 5, as the original)")
     parser.add_argument("--stats-interval", type=positive_float, default=10.0, metavar="S",
                         help="seconds between statistics blocks (default 10, as the original)")
+    parser.add_argument("--max-buffers", type=int, default=None, metavar="N",
+                        help="refuse (and count) new allocations beyond N live entries instead of running out "
+                             "of memory (default: 50 M, or fewer if half of this machine's memory would not hold "
+                             "them; 0 = no bound)")
     parser.add_argument("--no-extensions", action="store_true",
                         help="behave exactly like the original: no subscription, unknown types ignored")
+    from ..exporter.args import add_metrics_arguments
+
+    add_metrics_arguments(parser)
 
 
 def _octal(text: str) -> int:
@@ -99,7 +106,14 @@ def inventory_origin(devices: int | None, arch: str, dev_dir: str = DEV_DIR) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..server.server import AllocationServer, ServerConfig, SocketInUseError, prepare_socket_path
+    from ..server.server import (
+        AllocationServer,
+        ServerConfig,
+        SocketInUseError,
+        default_max_buffers,
+        prepare_socket_path,
+        raise_fd_limit,
+    )
 
     if args.devices is not None and not 0 <= args.devices <= 256:
         print("memtop serve: --devices must be between 0 and 256", file=sys.stderr)
@@ -110,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"memtop serve: --group: {exc}", file=sys.stderr)
         return 2
     banner = args.banner if args.banner != "auto" else ("s1" if args.protocol == "72" else "s2")
+    if args.max_buffers is not None and args.max_buffers < 0:
+        print("memtop serve: --max-buffers must be 0 (no bound) or positive", file=sys.stderr)
+        return 2
+    raise_fd_limit()  # every connection is a descriptor: a T3K run with many processes outgrows 1024
     count, origin = inventory_origin(args.devices, args.arch)
     config = ServerConfig(socket_path=args.socket, inventory=Inventory.uniform(count, args.arch),
                           inventory_origin=origin, grow_inventory=True,
@@ -117,8 +135,10 @@ def run(args: argparse.Namespace) -> int:
                           extensions=not args.no_extensions, cleanup_interval_s=args.cleanup_interval,
                           stats_interval_s=args.stats_interval, detection_banner=banner != "s1",
                           journal=args.journal, socket_mode=args.socket_mode, socket_group=group,
-                          trust_all=args.trust_all, strict=args.strict, dedupe_warnings=args.dedupe_warnings)
-    server = AllocationServer(config, log=sys.stdout, err=sys.stderr)
+                          trust_all=args.trust_all, strict=args.strict, dedupe_warnings=args.dedupe_warnings,
+                          max_buffers=default_max_buffers() if args.max_buffers is None else args.max_buffers)
+    # stdout or stderr closed at start (memtop serve >&-) is None: that output goes nowhere
+    server = AllocationServer(config, log=sys.stdout or _Nowhere(), err=sys.stderr or sys.stdout or _Nowhere())
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -129,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
                         return
 
             tg.start_soon(stop_on_signal)
+            if args.metrics_port is not None:  # first: a taken port fails before the socket is bound
+                from ..exporter.runner import serve_ledger_metrics
+
+                await tg.start(serve_ledger_metrics, server, args)
             await tg.start(server.serve)
 
     try:
@@ -139,6 +163,17 @@ def run(args: argparse.Namespace) -> int:
             exc = exc.exceptions[0]
         if not isinstance(exc, (OSError, SocketInUseError)):
             raise
-        print(f"memtop serve: {exc}", file=sys.stderr)
+        if sys.stderr is not None:
+            print(f"memtop serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+class _Nowhere:
+    """A log stream for a closed stdout: accepts and discards."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass

@@ -7,6 +7,7 @@ layout over the socket, so the server's ownership and dead-PID cleanup behave as
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import anyio
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dump", action="store_true",
                         help="do not send DUMP_REMAINING after a process exits leaking (the server's own "
                              "periodic check then cleans up)")
+    parser.add_argument("--shm", metavar="DIR", default=None,
+                        help="no server: write TT-Metal's per-chip shared-memory statistics (v4 regions "
+                             "tt_device_<id>_memory) in DIR, as a mainline TT-Metal process does (e.g. /dev/shm)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and their phases, then exit")
 
 
@@ -46,15 +50,26 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"memtop simulate: {line}", file=sys.stderr, flush=True)
 
+    if args.shm:
+        try:
+            os.makedirs(args.shm, exist_ok=True)
+        except OSError as exc:
+            print(f"memtop simulate: cannot create {args.shm}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        if not os.access(args.shm, os.W_OK | os.X_OK):
+            print(f"memtop simulate: cannot write in {args.shm}", file=sys.stderr)
+            return 1
     try:
         result = anyio.run(lambda: run_scenario(args.socket, args.scenario, seed=args.seed, layout=int(args.protocol),
-                                                speed=args.speed, dump_after_leak=not args.no_dump, log=say))
+                                                speed=args.speed, dump_after_leak=not args.no_dump, log=say,
+                                                shm_dir=args.shm))
     except OSError as exc:
         print(f"memtop simulate: {exc}", file=sys.stderr)
         return 1
     failed = {slot: code for slot, code in result.returncodes.items() if code}
     say(f"{args.scenario} done in {result.elapsed_s:.1f} s")
     if failed:
-        say(f"workers failed: {failed} (is a server listening on {args.socket}?)")
+        where = f"can {args.shm} be written?" if args.shm else f"is a server listening on {args.socket}?"
+        say(f"workers failed: {failed} ({where})")
         return 1
     return 0

@@ -20,14 +20,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=positive_float, default=0.5, metavar="S",
                         help="poll interval for the original server, and --ndjson period (default 0.5)")
     parser.add_argument("--follow", metavar="LOG", help="follow an allocation-server log file for the event feed")
+    parser.add_argument("--source", default="auto", choices=["auto", "subscribe", "shm", "poll", "follow", "demo"],
+                        help="force a source (default auto: our server's subscription > TT-Metal shared memory > "
+                             "the original server, polled > demo)")
+    parser.add_argument("--shm", dest="source", action="store_const", const="shm",
+                        help="same as --source shm: read TT-Metal's shared-memory statistics")
+    parser.add_argument("--shm-dir", default=None, metavar="DIR",
+                        help="where TT-Metal's tt_device_*_memory regions are (default: $TT_MEMTOP_SHM_DIR or /dev/shm)")
+    parser.add_argument("--shm-interval", type=positive_float, default=None, metavar="S",
+                        help="shared-memory sampling period (default 0.05: 20 Hz)")
+    parser.add_argument("--arch", default=None, choices=["grayskull", "wormhole_b0", "blackhole"],
+                        help="architecture for capacities when the source does not say (shared memory; default: "
+                             "what /sys/class/tenstorrent reports, else wormhole_b0)")
     parser.add_argument("--once", action="store_true",
                         help="print once and exit: a table per device (with --json/--ndjson: one document / line)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON document and exit (implies --once)")
     out.add_argument("--ndjson", action="store_true",
                      help="print one JSON line every --interval seconds (with --once: one line)")
+    parser.add_argument("--record", metavar="FILE", default=None,
+                        help="also record what the monitor receives (events, or sampled totals from TT-Metal's "
+                             "shared memory) to FILE; play it with `memtop replay FILE`")
     add_view_arguments(parser)
     parser.add_argument("--no-demo", action="store_true", help="never offer the demo when no server answers")
+    from ..web import add_web_arguments
+
+    add_web_arguments(parser)
 
 
 def _say(msg: str) -> None:
@@ -48,6 +66,7 @@ def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
     interval = getattr(args, "interval", 0.5) or 0.5
     app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None),
                     sample_period=max(0.1, interval), **app_kw)
+    app.read_only = bool(getattr(args, "read_only", False))
     app.run()
     return int(app.return_code or 0)
 
@@ -58,14 +77,41 @@ def _oneshot(args: argparse.Namespace) -> int:
     return int(run_oneshot(args) or 0)
 
 
+def _recorded(args: argparse.Namespace, source):
+    """``source`` recorded to ``--record FILE`` (raises OSError when the file cannot be written)."""
+    if not getattr(args, "record", None) or source is None:
+        return source
+    from ..sources.record import RecordingSource
+
+    return RecordingSource(source, args.record)
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.once or args.json or args.ndjson or not sys.stdout.isatty():  # --json/--ndjson imply --once
-        return _oneshot(args)
-    from ..sources.demo import DemoSource
+    from ..web import in_web_session, run_web, wants_web
+
+    if wants_web(args):
+        return run_web(args)
     from ..sources.open import open_source
 
+    # --json/--ndjson imply --once; a browser tab's app has textual-serve's pipe for a terminal
+    if args.once or args.json or args.ndjson or not (sys.stdout.isatty() or in_web_session()):
+        if not getattr(args, "record", None):
+            return _oneshot(args)
+        from ..output.oneshot import run_oneshot
+
+        try:
+            source = _recorded(args, open_source(args))
+        except (OSError, ValueError) as exc:
+            _say(str(exc))
+            return 1
+        if source is None:
+            _say(f"no allocation server answers at {args.follow or args.socket}")
+            return 1
+        return int(run_oneshot(args, source) or 0)
+    from ..sources.demo import DemoSource
+
     try:
-        source = open_source(args)
+        source = _recorded(args, open_source(args))
     except (OSError, ValueError) as exc:
         _say(str(exc))
         return 1

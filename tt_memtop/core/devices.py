@@ -103,6 +103,9 @@ class Inventory:
         return Inventory(self.devices + extra)
 
     def get(self, device_id: int) -> DeviceInfo | None:
-        if 0 <= device_id < len(self.devices):
+        if 0 <= device_id < len(self.devices) and self.devices[device_id].device_id == device_id:
             return self.devices[device_id]
+        for d in self.devices:  # a sparse inventory (e.g. the chips that have a shared-memory region)
+            if d.device_id == device_id:
+                return d
         return None

@@ -35,7 +35,8 @@ class RecordKind(IntEnum):
     REPORT = 5  # UTF-8 text (the DUMP_REMAINING report)
     HEADER = 6  # recording header, see tt_memtop.recording
     HEARTBEAT = 7  # i64 server clock (ts_ns) + u64 seq: sent on a quiet subscription
-    INFO = 8  # UTF-8 JSON object: where the server's state came from, peer credentials (docs/EXTENSION.md)
+    STATUS = 8  # UTF-8 JSON object: the server's health (recording stopped, refusals, dropped log lines)
+    INFO = 9  # reserved: the server INFO object (docs/EXTENSION.md), today carried in the subscription HELLO
 
 
 class CodecError(ValueError):
@@ -58,6 +59,11 @@ SNAP_HEAD = struct.Struct("<Qq")  # seq, ts_ns
 
 _MAX_STR = 0xFFFF
 _EVENT_KINDS = {int(k): k for k in EventKind}
+#: Kinds whose buffer_type and device index per-type / per-device state (a decoder checks them)
+_ENTRY_KINDS = frozenset(int(k) for k in (EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
+                                          EventKind.FREE_UNKNOWN, EventKind.CLEANUP))
+_NTYPES = 7  # BufferType 0..6
+_MAX_DEVICES = 256  # protocol.MAX_DEVICES: no server stores an entry for another device id
 
 
 def _b(text: str) -> bytes:
@@ -100,6 +106,9 @@ def decode_event(buf, off: int = 0) -> tuple[Event, int]:
     k = _EVENT_KINDS.get(kind)
     if k is None:
         raise CodecError(f"unknown event kind {kind}")
+    if kind in _ENTRY_KINDS and (bt >= _NTYPES or not -1 <= dev < _MAX_DEVICES):
+        raise CodecError(f"{k.name} event with buffer_type {bt} on device {dev} "
+                         f"(expected buffer_type 0..{_NTYPES - 1}, device -1..{_MAX_DEVICES - 1})")
     return Event(k, seq=seq, ts_ns=ts, pid=pid, device=dev, buffer_type=bt, buffer_id=bid, size=size,
                  ref_count=refs, name=name, stack_trace=trace, text=text), off
 
@@ -120,15 +129,22 @@ def decode_events_body(buf, off: int = 0) -> list[Event]:
 
 
 # ------------------------------------------------------------------------------------------------ buffers
-def encode_buffer(b: Buffer) -> bytes:
+def encode_buffer(b: Buffer, ref_count: int | None = None) -> bytes:
+    """One BUFFER; ``ref_count`` overrides the entry's own (a frozen snapshot's value)."""
+    refs = b.ref_count if ref_count is None else ref_count
+    if not (b.name or b.stack_trace):
+        return BUFFER.pack(b.device, b.buffer_id, b.buffer_type, b.size, b.owner_pid, refs, b.alloc_ts_ns,
+                           b.alloc_seq, 0, 0)
     n, t = _b(b.name), _b(b.stack_trace)
-    return BUFFER.pack(b.device, b.buffer_id, b.buffer_type, b.size, b.owner_pid, b.ref_count, b.alloc_ts_ns,
+    return BUFFER.pack(b.device, b.buffer_id, b.buffer_type, b.size, b.owner_pid, refs, b.alloc_ts_ns,
                        b.alloc_seq, len(n), len(t)) + n + t
 
 
 def decode_buffer(buf, off: int = 0) -> tuple[Buffer, int]:
     dev, bid, bt, size, pid, refs, ts, seq, ln, lt = _unpack(BUFFER, buf, off)
     off += BUFFER.size
+    if bt >= _NTYPES or not -1 <= dev < _MAX_DEVICES:
+        raise CodecError(f"buffer with buffer_type {bt} on device {dev}")
     name = _s(buf, off, ln) if ln else ""
     trace = _s(buf, off + ln, lt) if lt else ""
     return Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace), off + ln + lt
@@ -169,14 +185,20 @@ class SnapshotRecord:
     buffers: list[Buffer] = field(default_factory=list)
 
 
+def encode_snapshot_head(seq: int, ts_ns: int, inventory: Inventory, totals: dict[int, tuple[int, list[int]]],
+                         nbuf: int) -> bytes:
+    """A SNAPSHOT record up to its buffers (which follow: ``nbuf`` × :func:`encode_buffer`)."""
+    parts = [bytes((RecordKind.SNAPSHOT,)), SNAP_HEAD.pack(seq, ts_ns), encode_inventory(inventory),
+             U16.pack(len(totals))]
+    parts += [TOTALS.pack(dev, n, *t) for dev, (n, t) in sorted(totals.items())]
+    parts.append(U32.pack(nbuf))
+    return b"".join(parts)
+
+
 def encode_snapshot(snap: SnapshotRecord) -> bytes:
     """SNAPSHOT record: seq, ts, inventory, u16 n + totals per device, u32 n + buffers."""
-    parts = [bytes((RecordKind.SNAPSHOT,)), SNAP_HEAD.pack(snap.seq, snap.ts_ns), encode_inventory(snap.inventory),
-             U16.pack(len(snap.totals))]
-    parts += [TOTALS.pack(dev, n, *t) for dev, (n, t) in sorted(snap.totals.items())]
-    parts.append(U32.pack(len(snap.buffers)))
-    parts += [encode_buffer(b) for b in snap.buffers]
-    return b"".join(parts)
+    head = encode_snapshot_head(snap.seq, snap.ts_ns, snap.inventory, snap.totals, len(snap.buffers))
+    return head + b"".join([encode_buffer(b) for b in snap.buffers])
 
 
 def decode_snapshot_body(buf, off: int = 0) -> SnapshotRecord:
@@ -270,6 +292,25 @@ def decode_info_body(buf, off: int = 0) -> dict:
         raise CodecError(f"INFO record is not JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise CodecError("INFO record is not a JSON object")
+    return doc
+
+
+def encode_status(status: dict) -> bytes:
+    """A STATUS record: the server's health as a JSON object (keys in docs/EXTENSION.md)."""
+    import json
+
+    return bytes((RecordKind.STATUS,)) + json.dumps(status, sort_keys=True).encode("utf-8")
+
+
+def decode_status_body(buf, off: int = 0) -> dict:
+    import json
+
+    try:
+        doc = json.loads(bytes(buf[off:]).decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise CodecError(f"STATUS record is not JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise CodecError("STATUS record is not a JSON object")
     return doc
 
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 from .devices import DeviceInfo, Inventory, arch_spec
 from .events import Event, EventKind
-from .protocol import Arch, BufferType
+from .protocol import MAX_DEVICES, Arch, BufferType
 from .registry import Buffer
 
 __all__ = [
@@ -792,7 +792,8 @@ class LogParser:
         if not self._detected:
             return Inventory()
         infos = []
-        for i in range(max(self._detected) + 1):
+        # positions are device ids: fill gaps, but never past MAX_DEVICES (a log line may name device 2**31-1)
+        for i in range(min(max(self._detected), MAX_DEVICES - 1) + 1):
             det = self._detected.get(i)
             infos.append(det.info() if det else DeviceInfo(i, Arch.INVALID, 0, 0, 0, 0, 0, False))
         return Inventory(tuple(infos))

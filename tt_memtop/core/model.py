@@ -26,6 +26,7 @@ from .events import Event, EventKind
 from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Registry
+from .usage import ProcessUsage, RegionStatus, TotalsEvents
 
 FEED_LIMIT = 100_000
 HISTORY_PER_ID = 16
@@ -36,6 +37,18 @@ _ALLOC = EventKind.ALLOC
 _TRACE = int(BufferType.TRACE)
 _BAD_FRAME = EventKind.BAD_FRAME
 _PROCESS_EXIT = EventKind.PROCESS_EXIT
+_TOTALS = EventKind.TOTALS
+#: TOTALS event with this device id: a recorded totals sample starts (what follows replaces the last one)
+SAMPLE_MARK = -1
+#: Event ledger and shared-memory totals may differ for this long (sampling skew) before it is drift.
+DRIFT_GRACE_NS = 1_000_000_000
+#: Pools compared for drift, as indices of Registry.device_totals (DRAM, L1, L1_SMALL, TRACE). CB is
+#: accounted differently by the two (CB_ALLOC messages vs the allocator's query), SYSTEM_MEMORY and
+#: KERNEL not at all in shared memory.
+_DRIFT_POOLS = ((0, 0), (1, 1), (3, 2), (4, 3))
+_POOL_OF_TYPE = {int(BufferType.DRAM): 0, int(BufferType.L1): 1, int(BufferType.L1_SMALL): 2,
+                 int(BufferType.TRACE): 3, int(BufferType.CB): 4, int(BufferType.KERNEL): 5}
+_POOL_NAMES = ("DRAM", "L1", "L1_SMALL", "TRACE", "CB", "KERNEL")
 _LOST = frozenset({"disconnected", "error"})  # Status states after which "connected" is a reconnect
 _BUFFER_KINDS = frozenset({EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
                            EventKind.FREE_UNKNOWN, EventKind.CLEANUP})
@@ -73,6 +86,18 @@ class MonitorState:
         self.inventory_grown = 0  # first device whose capacities were assumed (0: none; see devices())
         self.polled: dict[int, tuple[int, int, int, int, int, int]] = {}
         self.polled_ts_ns = 0
+        #: per-process totals (TT-Metal's shared memory, or a recording of it), when the source has them
+        self.polled_procs: dict[int, ProcessUsage] = {}
+        self.regions: list[RegionStatus] = []  # what the shared-memory source read, region by region
+        #: shared-memory totals beside an event source: device -> wire totals, and where they disagree
+        self.crosscheck: dict[int, tuple[int, int, int, int, int, int]] = {}
+        self.crosscheck_ts_ns = 0
+        self._drift_since: dict[int, int] = {}
+        self.totals_events = 0  # recorded TOTALS events folded (a replayed shared-memory recording)
+        self._totals_events = TotalsEvents()
+        self._rec_totals: dict[int, list[int]] = {}
+        self._rec_procs: dict[int, dict] = {}
+        self._rec_ts = 0
         self.status = Status("connecting")
         self.capabilities: frozenset[Capability] = frozenset()
         self.events_total = 0  # events folded since start
@@ -103,12 +128,21 @@ class MonitorState:
                 self.inventory = update.inventory
             self._saw_ts(update.ts_ns)
         elif isinstance(update, TotalsSample):
+            if update.crosscheck:
+                self._crosscheck(update)
+                return
             self.polled = dict(update.totals)
             self.polled_ts_ns = update.ts_ns
             self._saw_ts(update.ts_ns)
             if update.inventory is not None:
                 self.inventory = update.inventory
-            if self.phases is not None:
+            if update.regions is not None:
+                self.regions = list(update.regions)
+            if update.processes is not None:
+                self.polled_procs = dict(update.processes)
+                if self.phases is not None:
+                    self._observe_processes(update.ts_ns)
+            elif self.phases is not None:
                 for dev, tot in update.totals.items():
                     self.phases.observe_totals(update.ts_ns, dev, tot)
         elif isinstance(update, Status):
@@ -120,6 +154,77 @@ class MonitorState:
             self.status = update
             if update.capabilities:
                 self.capabilities = update.capabilities
+
+    def _observe_processes(self, ts_ns: int) -> None:
+        """Phase inference from per-process totals: the allocations that explain their changes."""
+        observe = self.phases.observe
+        for ev in self._totals_events.events(ts_ns, self.polled_procs):
+            observe(ev)
+        if ts_ns:
+            self.phases.tick(ts_ns)
+
+    def _crosscheck(self, update: TotalsSample) -> None:
+        """Shared-memory totals beside the event ledger: remember where they disagree, and since when."""
+        self.crosscheck = dict(update.totals)
+        self.crosscheck_ts_ns = update.ts_ns
+        if update.regions is not None:
+            self.regions = list(update.regions)
+        # a stale region (an earlier run's file, no live process) says nothing about this run's events
+        active = None if update.regions is None else {r.device for r in update.regions if r.state == "active"}
+        for dev, shm in update.totals.items():
+            if active is not None and dev not in active:
+                self._drift_since.pop(dev, None)
+            elif self._differs(dev, shm):
+                self._drift_since.setdefault(dev, update.ts_ns)
+            else:
+                self._drift_since.pop(dev, None)
+        for dev in [d for d in self._drift_since if d not in update.totals]:
+            del self._drift_since[dev]
+
+    def _differs(self, dev: int, shm: tuple[int, ...]) -> bool:
+        led = self.registry.device_totals(dev)
+        return any(led[i] != shm[j] for i, j in _DRIFT_POOLS)
+
+    def _fold_recorded_totals(self, ev: Event) -> None:
+        """A TOTALS event of a recorded shared-memory sample (see :mod:`tt_memtop.sources.record`)."""
+        self.totals_events += 1
+        if ev.device == SAMPLE_MARK:
+            self._commit_recorded_sample()
+            self._rec_totals, self._rec_procs = {}, {}
+            self._rec_ts = ev.ts_ns
+            return
+        pool = _POOL_OF_TYPE.get(ev.buffer_type)
+        if pool is None:
+            return
+        if ev.pid == 0:
+            self._rec_totals.setdefault(ev.device, [0] * 6)[pool] += ev.size
+        else:
+            p = self._rec_procs.setdefault(ev.pid, {"name": ev.name, "alive": bool(ev.ref_count), "devices": {}})
+            p["devices"].setdefault(ev.device, [0] * 6)[pool] += ev.size
+
+    def _commit_recorded_sample(self) -> None:
+        if not self._rec_totals and not self._rec_procs:
+            return
+        self.apply(TotalsSample(self._rec_ts, {d: tuple(t) for d, t in self._rec_totals.items()}, None,
+                                {pid: ProcessUsage(pid, p["name"], p["alive"],
+                                                   {d: tuple(t) for d, t in p["devices"].items()})
+                                 for pid, p in self._rec_procs.items()}))
+
+    def drift(self, now_ns: int | None = None) -> dict[int, dict[str, tuple[int, int]]]:
+        """Devices whose event ledger and shared-memory totals have disagreed for ``DRIFT_GRACE_NS``:
+        device -> {pool: (ledger bytes, shared-memory bytes)} for the pools that differ. Lost or
+        unreported events (or a process that reports to one and not the other) show up here."""
+        now = self.crosscheck_ts_ns if now_ns is None else now_ns
+        out = {}
+        for dev, since in self._drift_since.items():
+            if now - since < DRIFT_GRACE_NS:
+                continue
+            led = self.registry.device_totals(dev)
+            shm = self.crosscheck.get(dev, (0,) * 6)
+            diff = {_POOL_NAMES[j]: (led[i], shm[j]) for i, j in _DRIFT_POOLS if led[i] != shm[j]}
+            if diff:
+                out[dev] = diff
+        return out
 
     def _seed_phases(self, buffers: list, now_ns: int) -> None:
         """Attaching mid-run: show the allocations of what is resident to phase inference, oldest first.
@@ -192,7 +297,12 @@ class MonitorState:
         phase = ""
         gaps = 0
         last_seq = self.registry.seq
+        totals = 0
         for ev in events:
+            if ev.kind is _TOTALS:  # a recorded shared-memory sample: totals, not a buffer event
+                self._fold_recorded_totals(ev)
+                totals += 1
+                continue
             seq = ev.seq
             if seq:
                 if last_seq and seq > last_seq + 1:
@@ -227,7 +337,9 @@ class MonitorState:
             for key in list(islice(history, excess)):
                 del history[key]
         self.gaps += gaps
-        self.events_total += len(events)
+        self.events_total += len(events) - totals
+        if totals:
+            self._commit_recorded_sample()
         self._saw_ts(events[0].ts_ns)
         self._saw_ts(events[-1].ts_ns)
 
@@ -239,7 +351,15 @@ class MonitorState:
     # ------------------------------------------------------------------ queries
     @property
     def has_events(self) -> bool:
-        return Capability.EVENTS in self.capabilities or len(self.registry) > 0 or self.events_total > 0
+        if len(self.registry) > 0 or self.events_total > 0:
+            return True
+        # a replayed recording of shared-memory samples announces events but holds only totals
+        return Capability.EVENTS in self.capabilities and not self.totals_events
+
+    @property
+    def has_process_totals(self) -> bool:
+        """Per-process totals without per-buffer events (TT-Metal's shared memory)."""
+        return not self.has_events and (Capability.PROCESSES in self.capabilities or bool(self.polled_procs))
 
     def devices(self) -> list[int]:
         """Devices to show: the inventory's, plus any that reported something.

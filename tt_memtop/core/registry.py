@@ -69,6 +69,10 @@ class Buffer:
             return NotImplemented
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
 
+    #: Hashed by identity: the registry's owner index keys on entries. Two live entries are never
+    #: equal (they differ in device, buffer_id or id space), so each is its own key.
+    __hash__ = object.__hash__
+
     def __repr__(self) -> str:
         return (f"Buffer(dev={self.device}, id={self.buffer_id:#x}, type={BufferType(self.buffer_type).name}, "
                 f"size={self.size}, pid={self.owner_pid}, refs={self.ref_count})")
@@ -100,6 +104,36 @@ class _DeviceUsage:
         self.by_pid: dict[int, list[int]] = {}
 
 
+def _space_rank(b: Buffer) -> int:
+    return 1 if b.buffer_type == _CB else 2 if b.buffer_type == _KERNEL else 0
+
+
+class FrozenState:
+    """The registry as of ``seq``, held open while a subscriber's snapshot is encoded piecemeal.
+
+    ``buffers`` are the live entries themselves (no copies: taking them is one C-level list copy,
+    cheap even for millions of entries). Entries only ever change in place by their ref_count, so
+    the registry records the original ref_count of an entry the first time it changes while this
+    state is open (:meth:`ref_count` gives the value as of ``seq``). Release it with
+    :meth:`Registry.thaw`.
+    """
+
+    __slots__ = ("seq", "buffers", "totals", "_refs")
+
+    def __init__(self, seq: int, buffers: list[Buffer], totals: dict[int, tuple[int, list[int]]]) -> None:
+        self.seq = seq
+        self.buffers = buffers
+        self.totals = totals  # device -> (live buffers, bytes by type)
+        self._refs: dict[int, int] = {}
+
+    def keep(self, b: Buffer) -> None:
+        if b.alloc_seq <= self.seq and id(b) not in self._refs:
+            self._refs[id(b)] = b.ref_count
+
+    def ref_count(self, b: Buffer) -> int:
+        return self._refs.get(id(b), b.ref_count) if self._refs else b.ref_count
+
+
 class Registry:
     """Live buffers and per-device / per-process totals, driven by messages or by events.
 
@@ -113,6 +147,11 @@ class Registry:
         self._cbs: dict[int | tuple[int, int], Buffer] = {}
         self._kernels: dict[int | tuple[int, int], Buffer] = {}
         self._usage: dict[int, _DeviceUsage] = {}  # every device that has ever held something
+        # owner PID -> its live entries (dict keys: insertion-ordered, no values): what dead-process
+        # cleanup removes, without scanning every entry
+        self._owned: dict[int, dict[Buffer, None]] = {}
+        # open snapshots (see :meth:`freeze`): each keeps the original ref_count of entries changed since
+        self._frozen: list[FrozenState] = []
         self.seq = 0  # sequence number of the last event produced or applied
         self.unknown_frees = 0
         self.messages = 0
@@ -216,12 +255,31 @@ class Registry:
         old = space.get(key)
         if old is not None:
             self._account(old, -1)
+            self._disown(old)
         space[key] = b
         self._account(b, +1)
+        owned = self._owned.get(b.owner_pid)
+        if owned is None:
+            owned = self._owned[b.owner_pid] = {}
+        owned[b] = None
 
     def _drop(self, space: dict, key: int | tuple[int, int], b: Buffer) -> None:
         del space[key]
         self._account(b, -1)
+        self._disown(b)
+
+    def _disown(self, b: Buffer) -> None:
+        owned = self._owned.get(b.owner_pid)
+        if owned is not None:
+            owned.pop(b, None)
+            if not owned:
+                del self._owned[b.owner_pid]
+
+    def _set_refs(self, b: Buffer, ref_count: int) -> None:
+        """Change ``b.ref_count``, keeping the old value for every open snapshot that holds ``b``."""
+        for fz in self._frozen:
+            fz.keep(b)
+        b.ref_count = ref_count
 
     def _insert(self, b: Buffer) -> None:
         self._put(self._space(b.buffer_type), _key(b.device, b.buffer_id), b)
@@ -259,7 +317,7 @@ class Registry:
         space = self._space(btype)
         b = space.get(key)
         if b is not None and btype != _CB and btype != _KERNEL:
-            b.ref_count += 1
+            self._set_refs(b, b.ref_count + 1)
             return self._stamp(Event(_REF_INC, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
                                      buffer_type=b.buffer_type, buffer_id=msg.buffer_id, size=msg.size,
                                      ref_count=b.ref_count))
@@ -279,7 +337,7 @@ class Registry:
             return self._stamp(Event(_FREE_UNKNOWN, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
                                      buffer_type=space_type, buffer_id=msg.buffer_id, size=msg.size))
         if space_type == 0:
-            b.ref_count -= 1
+            self._set_refs(b, b.ref_count - 1)
             if b.ref_count > 0:
                 return self._stamp(Event(_REF_DEC, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
                                          buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size,
@@ -296,9 +354,11 @@ class Registry:
         """
         out: list[Event] = []
         for pid in sorted(set(dead_pids)):
-            victims = [b for b in self.buffers() if b.owner_pid == pid]
-            if not victims:
+            owned = self._owned.get(pid)
+            if not owned:
                 continue
+            # buffers, then CBs, then kernels, each in allocation order (as a scan of buffers() gives them)
+            victims = sorted(owned, key=_space_rank)
             total = 0
             for b in victims:
                 self._remove(b)
@@ -343,9 +403,13 @@ class Registry:
                 if k == _FREE or k == _CLEANUP:
                     self._drop(space, key, b)
                 else:
-                    b.ref_count = ev.ref_count
+                    self._set_refs(b, ev.ref_count)
         elif k == _FREE_UNKNOWN:
             self.unknown_frees += 1
+
+    def owned_count(self, pid: int) -> int:
+        """Live entries (buffers, CBs, kernels) owned by ``pid``."""
+        return len(self._owned.get(pid, ()))
 
     def load_snapshot(self, buffers: Iterable[Buffer], seq: int) -> None:
         """Replace the whole state with a snapshot taken at ``seq``.
@@ -358,6 +422,18 @@ class Registry:
         for b in buffers:
             self._insert(b)
         self.seq = seq
+
+    def freeze(self) -> FrozenState:
+        """The state as of now (:class:`FrozenState`), in O(entries) C-level copying; :meth:`thaw` it after use."""
+        fz = FrozenState(self.seq, self.buffer_list(),
+                         {d: (u.count, list(u.totals)) for d, u in sorted(self._usage.items())})
+        self._frozen.append(fz)
+        return fz
+
+    def thaw(self, fz: FrozenState) -> None:
+        """Stop tracking changes for ``fz`` (idempotent)."""
+        if fz in self._frozen:
+            self._frozen.remove(fz)
 
     def snapshot(self) -> list[Buffer]:
         """Copies of every live entry (for subscribers)."""
@@ -387,3 +463,8 @@ class Registry:
         assert {p: self.pid_totals(p) for p in self.pids()} == pid, ([self.pid_totals(p) for p in self.pids()], pid)
         assert sum(self.pid_count(p) for p in self.pids()) == len(self)
         assert {(p, d): t for d, u in self._usage.items() for p, t in u.by_pid.items()} == pd
+        owners: dict[int, int] = {}
+        for b in self.buffers():
+            owners[b.owner_pid] = owners.get(b.owner_pid, 0) + 1
+            assert b in self._owned[b.owner_pid], b
+        assert {p: len(o) for p, o in self._owned.items()} == owners

@@ -5,10 +5,17 @@ broken TUI. Works for every source: the state is folded into a :class:`MonitorSt
 the UI does, and :func:`build_document` turns it into one schema-versioned dict that both the
 table and the JSON are rendered from, so they never disagree.
 
+With TT-Metal's shared-memory statistics as the source, devices also carry ``chip_unique_id``,
+``logical_id`` and ``state`` (active / stale / idle), processes carry ``name``, ``alive``, ``state``,
+``last_update_ns`` and ``by_device`` (``buffers`` is null: totals only), and a ``shm`` section lists
+every region read (``regions``), those not read and why (``problems``), and, beside an event source,
+``crosscheck.drift`` (device -> pool -> events vs shm bytes).
+
 JSON schema (``schema_version`` 1)::
 
     {"schema_version": 1, "generated_at": ISO-8601 UTC,
-     "source": {"kind", "description", "status", "message", "capabilities": [...], "per_buffer": bool},
+     "source": {"kind", "description", "status", "message", "capabilities": [...], "per_buffer": bool,
+                "server"?: {...} (memtop serve's STATUS: "recording", "recording_error", "refused_allocs"...)},
      "filters": {"devices": [...], "types": [...], "pids": [...]},
      "devices": [{"device", "arch", "buffers" (null when only totals are known),
                   "bytes": {"DRAM", "L1", "SYSTEM_MEMORY"?, "L1_SMALL", "TRACE", "CB", "KERNEL"},
@@ -64,9 +71,12 @@ def stdout_is_tty(stream: TextIO | None = None) -> bool:
 
 
 def _source_kind(source: Source | None) -> str:
+    if type(source).__name__ == "RecordingSource":  # memtop --record: say what is recorded
+        source = source.source
     name = type(source).__name__ if source is not None else ""
     return {"SubscribeSource": "subscribe", "PollSource": "poll", "FollowLogSource": "log",
-            "FollowWithPolling": "log+poll", "ReplaySource": "replay"}.get(name, name.lower() or "none")
+            "FollowWithPolling": "log+poll", "ReplaySource": "replay", "ShmSource": "shm",
+            "WithShmCrossCheck": "subscribe+shm", "DemoSource": "demo"}.get(name, name.lower() or "none")
 
 
 def _sums(filt: ViewFilter, state: MonitorState) -> tuple[dict[int, list[int]], dict[int, int], dict[int, list]]:
@@ -108,6 +118,7 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
     filt = filt or ViewFilter()
     now = now or dt.datetime.now(dt.timezone.utc)
     per_buffer = state.has_events
+    server = getattr(source, "server_status", None)
     dev_sums, counts, pid_sums = _sums(filt, state) if per_buffer else ({}, {}, {})
     devices = []
     for d in state.devices():
@@ -118,6 +129,12 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
             buffers = counts.get(d, 0)
         else:
             w = state.polled.get(d, (0,) * 6)
+            if filt.pids and state.has_process_totals:  # --pid: those processes' bytes on the device
+                w = [0] * 6
+                for pid in filt.pids:
+                    p = state.polled_procs.get(pid)
+                    for i, v in enumerate(p.devices.get(d, ()) if p is not None else ()):
+                        w[i] += v
             by_type = [w[0], w[1], 0, w[2], w[3], w[4], w[5]]
             buffers = None
         b = _bytes(by_type, filt, not per_buffer)
@@ -138,7 +155,48 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
             phase_by_pid = {pid: _phase(ps) for pid, ps in phases.processes().items()}
         except Exception:  # phase inference is optional; never let it break the output
             phase_by_pid = {}
+    shm_procs = state.has_process_totals
+    kernel = not state.regions or any(r.layout.endswith("kernel") for r in state.regions)
+    by_dev_row = {r.device: r for r in state.regions if r.device is not None}
+    for entry in devices:
+        if (shm_procs or state.regions) and not kernel and not per_buffer:
+            entry["bytes"].pop("KERNEL", None)
+        r = by_dev_row.get(entry["device"])
+        if r is not None:
+            entry["chip_unique_id"] = r.chip_unique_id
+            entry["logical_id"] = r.logical_id
+            entry["state"] = r.state
+        if state.crosscheck and per_buffer:
+            w = state.crosscheck.get(entry["device"])
+            if w is not None:
+                entry["shm_bytes"] = {"DRAM": w[0], "L1": w[1], "L1_SMALL": w[2], "TRACE": w[3], "CB": w[4]}
     processes = []
+    if shm_procs:
+        pid_sums = {}
+        for pid, p in state.polled_procs.items():
+            if filt.pids and pid not in filt.pids:
+                continue
+            by_type = [0] * len(TYPE_KEYS)
+            devs = set()
+            for d, w in p.devices.items():
+                if not filt.device_ok(d):
+                    continue
+                devs.add(d)
+                for t, v in zip((0, 1, 3, 4, 5, 6), w, strict=True):
+                    by_type[t] += v
+            if not devs:
+                continue
+            b = _bytes(by_type, filt, True)
+            if not kernel:
+                b.pop("KERNEL", None)
+            entry = {"pid": pid, "name": p.name, "alive": p.alive, "last_update_ns": p.last_update_ns or None,
+                     "state": {True: "alive", False: "dead", None: "unknown"}[p.alive], "buffers": None,
+                     "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL), "devices": sorted(devs),
+                     "by_device": {str(d): dict(zip(("DRAM", "L1", "L1_SMALL", "TRACE", "CB"), w[:5], strict=True))
+                                   for d, w in sorted(p.devices.items()) if filt.device_ok(d)}}
+            if pid in phase_by_pid:
+                entry["phase"] = phase_by_pid[pid]
+            processes.append(entry)
     for pid, (by_type, n, devs) in pid_sums.items():
         b = _bytes(by_type, filt, False)
         entry = {"pid": pid, "buffers": n, "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL),
@@ -152,7 +210,8 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
         "generated_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "source": {"kind": _source_kind(source), "description": getattr(source, "description", ""),
                    "status": state.status.state, "message": state.status.message,
-                   "capabilities": sorted(c.value for c in state.capabilities), "per_buffer": per_buffer},
+                   "capabilities": sorted(c.value for c in state.capabilities), "per_buffer": per_buffer,
+                   **({"server": server} if server else {})},
         "filters": {"devices": sorted(filt.devices), "types": [TYPE_KEYS[t] for t in sorted(filt.types)],
                     "pids": sorted(filt.pids)},
         "devices": devices,
@@ -170,7 +229,31 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
                 p["host_pid"], p["uid"], p["pid_kind"] = d.get("host_pid"), d.get("uid"), d.get("kind")
     if phases is not None:
         doc["phases"] = [p for p in phase_by_pid.values() if not filt.pids or p["pid"] in filt.pids]
+    if state.regions or state.crosscheck:
+        doc["shm"] = _shm_section(state)
     return doc
+
+
+def _shm_section(state: MonitorState) -> dict:
+    """What was read from TT-Metal's shared memory: every region (problems included), and drift."""
+    regions = []
+    for r in state.regions:
+        entry = {"path": r.path, "state": r.state, "message": r.message, "version": r.version,
+                 "layout": r.layout or None, "chip_unique_id": r.chip_unique_id, "logical_id": r.logical_id,
+                 "device": r.device, "last_update_ns": r.last_update_ns or None,
+                 "live_processes": r.live_processes, "dead_pids": list(r.dead_slots)}
+        if any(r.leftover):
+            entry["leftover_bytes"] = dict(zip(("DRAM", "L1", "L1_SMALL", "TRACE", "CB"), r.leftover[:5], strict=True))
+        if r.clamped:
+            entry["clamped_counters"] = r.clamped
+        regions.append(entry)
+    out: dict = {"regions": regions, "problems": [f"{os.path.basename(r.path)}: {r.message}"
+                                                  for r in state.regions if not r.readable]}
+    if state.crosscheck:
+        drift = state.drift()
+        out["crosscheck"] = {"drift": {str(d): {k: {"events": a, "shm": b} for k, (a, b) in v.items()}
+                                       for d, v in sorted(drift.items())}}
+    return out
 
 
 def _mb(n: int) -> str:
@@ -221,16 +304,26 @@ def render_table(doc: dict) -> str:
             lines.append("(L1_SMALL includes SYSTEM_MEMORY, as the server's QUERY counts it)")
     procs = doc["processes"]
     if procs:
-        lines += ["", f"{'PID':>8}  {'Buffers':>7}  {'Total MB':>9}  Devices  Phase"]
+        lines += ["", f"{'PID':>8}  {'Name':<15}  {'Buffers':>7}  {'Total MB':>9}  Devices  Phase"]
         for p in procs:
             phase = p.get("phase", {}).get("phase", "")
-            lines.append(f"{p['pid']:>8}  {p['buffers']:>7}  {_mb(p['total']):>9}  "
+            if p.get("alive") is False:
+                phase = "dead (slot left behind)"
+            buffers = "-" if p["buffers"] is None else p["buffers"]
+            lines.append(f"{p['pid']:>8}  {(p.get('name') or '-')[:15]:<15}  {buffers:>7}  {_mb(p['total']):>9}  "
                          f"{','.join(map(str, p['devices'])):<7}  {phase}")
+    for problem in doc.get("shm", {}).get("problems", []):
+        lines.append(f"not read: {problem}")
+    for d, pools in doc.get("shm", {}).get("crosscheck", {}).get("drift", {}).items():
+        lines.append(f"DRIFT on device {d}: " + ", ".join(f"{k} events {v['events']:,} B vs shm {v['shm']:,} B"
+                                                          for k, v in pools.items()))
     return "\n".join(lines)
 
 
 def _settles(update, source: Source) -> bool:
     """Has ``source`` delivered a complete picture? (first sample / snapshot / caught-up log / end)."""
+    if isinstance(update, TotalsSample) and update.crosscheck:
+        return False  # shared-memory totals beside an event source: the events' snapshot settles it
     if isinstance(update, (TotalsSample, Snapshot)):
         return not getattr(source, "ready_on_connect", False)
     if isinstance(update, Status):
@@ -250,10 +343,16 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
     if source is None:
         from ..sources.open import open_source_async
 
-        source = await open_source_async(args)
+        try:
+            source = await open_source_async(args)
+        except ValueError as exc:  # e.g. --source follow without --follow
+            print(f"memtop: {exc}", file=sys.stderr)
+            return 2
         if source is None:
             where = getattr(args, "follow", None) or args.socket
-            print(f"memtop: no allocation server answers at {where} (start one with `memtop serve`)", file=sys.stderr)
+            print(f"memtop: no allocation server answers at {where} and no TT-Metal shared-memory regions are in "
+                  f"{getattr(args, 'shm_dir', None) or os.environ.get('TT_MEMTOP_SHM_DIR') or '/dev/shm'} "
+                  f"(start a server with `memtop serve`)", file=sys.stderr)
             return 1
     if hasattr(source, "hold_at_end"):  # a replay: jump to the end and report the final state
         source.hold_at_end = False
@@ -299,9 +398,12 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
             print(f"memtop: no device {_ids(filt.devices)} here (this source has device {_ids(known)})",
                   file=sys.stderr)
             return 2
-        if filt.pids and not state.has_events:
+        if filt.pids and not state.has_events and not state.has_process_totals:
             print("memtop: note: --pid needs per-buffer events, which this source does not give "
                   "(totals are per device)", file=sys.stderr)
+        for r in state.regions:  # shared-memory regions that were not read: one line each
+            if not r.readable:
+                print(f"memtop: note: not read: {r.path}: {r.message}", file=sys.stderr)
         if not ndjson:
             doc = build_document(state, source, filt)
             out.write((json.dumps(doc, indent=2) if getattr(args, "json", False) else render_table(doc)) + "\n")

@@ -15,6 +15,13 @@ DUMP_REPORT, HELLO) is specified in docs/EXTENSION.md. Design points:
   (as it does); the connection is dropped only after many consecutive bad bytes.
 * **The kernel, not the message, says who is connected** (``SO_PEERCRED``, see peers.py): liveness
   of PID-namespace PIDs, PID mismatches, and who may free whose buffers.
+* **One connection's failure ends that connection only** (a monitor that vanishes mid-write, an
+  unexpected error in a handler); running out of file descriptors refuses new connections; a full
+  disk stops the recording; a log nobody reads drops log lines (server/logwriter.py). None of
+  them stops ingest. docs/ROBUSTNESS.md lists what a producer can be made to wait for.
+* **Encode once.** Each batch of events is encoded once; every subscriber and the recording share
+  the bytes. A subscriber's snapshot is encoded in time slices from a frozen view of the registry
+  (``Registry.freeze``), with other tasks running in between; events after it are queued meanwhile.
 
 Deliberate differences from the original (documented in docs/COMPATIBILITY.md): no 8-device limit;
 ``kill(pid, 0)`` failing with EPERM means *alive* (the original wipes a live process of another
@@ -24,6 +31,8 @@ user); whole frames are always assembled (no stale tails).
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import os
 import re
 import socket
@@ -37,6 +46,7 @@ from typing import TextIO
 import anyio
 import anyio.abc
 
+from .._compat import BaseExceptionGroup
 from ..core import eventcodec as codec
 from ..core import logformat as lf
 from ..core.devices import Inventory
@@ -55,11 +65,14 @@ from ..core.protocol import (
 )
 from ..core.registry import Registry
 from .framing import FrameReader, parse_layout
+from .logwriter import LogWriter
 from .peers import Ownership, PeerCred, peer_credentials
 
 __all__ = ["AllocationServer", "ServerConfig", "ServerStats", "SocketInUseError", "pid_alive"]
 
-_RECV_SIZE = 1 << 18
+#: Bytes read from a connection at a time: ~450 frames of 144 B, a few ms of work, so that one busy
+#: connection holds the loop (and every other producer) only briefly.
+_RECV_SIZE = 1 << 16
 _STATE_TYPES = frozenset({MsgType.ALLOC, MsgType.FREE, MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LOAD,
                           MsgType.KERNEL_UNLOAD})
 _EXTENSION_TYPES = frozenset({MsgType.SUBSCRIBE, MsgType.DUMP_REPORT, MsgType.HELLO})
@@ -69,10 +82,53 @@ _EXTENSION_TYPES = frozenset({MsgType.SUBSCRIBE, MsgType.DUMP_REPORT, MsgType.HE
 _S5_ONLY_TYPES = frozenset({MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LOAD, MsgType.KERNEL_UNLOAD,
                             MsgType.DUMP_KERNELS})
 _PRE_S5_LAYOUTS = frozenset({Layout.V72, Layout.V112, Layout.V648})
+_ALLOC_TYPES = frozenset({MsgType.ALLOC, MsgType.CB_ALLOC, MsgType.KERNEL_LOAD})
+#: What a peer that went away looks like (ends its connection quietly)
+_PEER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ConnectionError, OSError)
 #: protocol.validate's reason for a type byte no version knows
 _UNKNOWN_TYPE = re.compile(r"unknown message type (\d+)")
 #: Most events put in one EVENTS record on the subscription stream.
 _MAX_EVENTS_PER_RECORD = 8192
+#: Longest stretch of snapshot encoding between two yields to other tasks (seconds).
+_SNAPSHOT_SLICE_S = 0.005
+_SNAPSHOT_SLICE_MIN = 256  # buffers encoded before the clock is looked at again
+#: accept() errors that mean "out of descriptors or memory": refuse the connection, keep serving
+_ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Collector settings while serving (as the TUI, ui/app.py): millions of long-lived acyclic Buffers would
+#: make each full collection a 0.5-1 s freeze of ingest. Young generations are still collected often;
+#: everything alive is moved out of the collector (gc.freeze) each time the registry grew by GC_FREEZE_GROWTH.
+GC_THRESHOLDS = (10_000, 10, 1_000)
+GC_FREEZE_GROWTH = 200_000
+#: Bytes per live entry the default --max-buffers assumes (measured: 282 B in the registry with its owner index)
+_BYTES_PER_ENTRY = 300
+_DEFAULT_MAX_ENTRIES = 50_000_000
+
+
+def default_max_buffers() -> int:
+    """50 M live entries, or fewer if half of this machine's memory would not hold them."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    return max(100_000, min(_DEFAULT_MAX_ENTRIES, total // 2 // _BYTES_PER_ENTRY))
+    except (OSError, ValueError, IndexError):
+        pass
+    return _DEFAULT_MAX_ENTRIES
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection needs a descriptor). Returns (soft, hard)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux
+        return (-1, -1)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft, hard
 
 
 class SocketInUseError(RuntimeError):
@@ -130,6 +186,8 @@ class ServerConfig:
     strict: bool = False
     #: log every original-format warning once per kind instead of every time (as the original does)
     dedupe_warnings: bool = False
+    #: live entries (buffers + CBs + kernels) beyond which new ALLOCs are refused; 0 = no bound
+    max_buffers: int = 0
 
 
 @dataclass
@@ -148,34 +206,64 @@ class ServerStats:
     #: ALLOCs that replaced a live entry of another user (a stale or squatted address)
     evicted_claims: int = 0
     restored_buffers: int = 0
+    #: connections closed at once because the server was out of file descriptors
+    refused_connections: int = 0
+    #: ALLOCs refused because --max-buffers live entries existed
+    refused_allocs: int = 0
+    #: connections that ended on an unexpected error in their handler (the server went on)
+    connection_errors: int = 0
+    #: None while recording (or not asked to); else why the recording stopped
+    recording_error: str | None = None
+    #: the longest the event loop was seen busy (a 50 ms ticker's worst lateness): what ingest waited at most
+    max_loop_lag_s: float = 0.0
+    #: the same, counting only CPU time this thread used (excludes time the OS did not run the server)
+    max_loop_busy_s: float = 0.0
 
 
 class _Subscriber:
-    """A monitor's bounded queue. ``push`` is synchronous and O(len(events)); it never blocks."""
+    """A monitor's bounded queue of encoded records (shared bytes). ``push`` is O(1); it never blocks."""
 
-    __slots__ = ("limit", "queue", "overflow", "dropped", "wake")
+    __slots__ = ("limit", "queue", "queued", "overflow", "dropped", "wake")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.queue: list[Event] = []
+        self.queue: list[tuple[bytes, int]] = []  # (encoded records, events in them)
+        self.queued = 0  # events in queue
         self.overflow = False
         self.dropped = 0
         self.wake = anyio.Event()
 
-    def push(self, events: list[Event]) -> None:
+    def push(self, chunk: bytes, nevents: int) -> None:
         if self.overflow:
-            self.dropped += len(events)
-        elif len(self.queue) + len(events) > self.limit:
+            self.dropped += nevents
+        elif nevents and self.queued + nevents > self.limit:
             self.overflow = True
-            self.dropped += len(self.queue) + len(events)
+            self.dropped += self.queued + nevents
             self.queue = []
+            self.queued = 0
         else:
-            self.queue.extend(events)
+            self.queue.append((chunk, nevents))
+            self.queued += nevents
         self.wake.set()
+
+    def take(self, max_bytes: int = 1 << 20) -> bytes:
+        """The oldest queued records, about ``max_bytes`` of them (joining a long backlog at once would stall)."""
+        q = self.queue
+        k, size, n = 0, 0, 0
+        while k < len(q) and (k == 0 or size + len(q[k][0]) <= max_bytes):
+            size += len(q[k][0])
+            n += q[k][1]
+            k += 1
+        out = q[0][0] if k == 1 else b"".join(c for c, _ in q[:k])
+        del q[:k]
+        self.queued -= n
+        if q:
+            self.wake.set()  # more to send
+        return out
 
 
 class _Conn:
-    __slots__ = ("cid", "reader", "peer", "pid_noted", "refusal_noted")
+    __slots__ = ("cid", "reader", "peer", "pid_noted", "refusal_noted", "refused")
 
     def __init__(self, cid: int, reader: FrameReader, peer: PeerCred | None = None) -> None:
         self.cid = cid
@@ -183,6 +271,7 @@ class _Conn:
         self.peer = peer
         self.pid_noted = False  # the reported-vs-real PID line was logged for this connection
         self.refusal_noted = False
+        self.refused = 0  # ALLOCs refused by --max-buffers
 
 
 class AllocationServer:
@@ -193,8 +282,10 @@ class AllocationServer:
         self.config = config
         self.registry = Registry()
         self.stats = ServerStats()
-        self._log = log if log is not None else sys.stdout
+        self._log = log if log is not None else sys.stdout  # None when stdout is closed (memtop serve >&-)
         self._err = err if err is not None else self._log
+        self._logw = LogWriter(self._log, self._err)
+        self._max_buffers = config.max_buffers
         self._is_alive = is_alive
         self._clock = clock
         self._layout = parse_layout(config.layout)
@@ -212,6 +303,16 @@ class AllocationServer:
         self.started_wall_ns = time.time_ns()
         #: where the state before this server's start came from: "journal" (restored) or "unknown"
         self.prior_state = "unknown"
+        self._status: dict = {}  # the server's health as monitors see it (STATUS records)
+        self._status_frame = b""
+        self._frozen_at = 0  # len(registry) at the last gc.freeze()
+
+    def ledger(self) -> tuple[Registry, ServerStats, Inventory]:
+        """Read-only access for in-process observers (the metrics exporter): the registry, counters, inventory.
+
+        Call it on the event loop thread, and only read what it returns.
+        """
+        return self.registry, self.stats, self.config.inventory
 
     # ================================================================== lifecycle
     async def serve(self, *, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
@@ -226,6 +327,9 @@ class AllocationServer:
             raise _start_error(exc, f"cannot listen on {path}: {_bind_reason(path, exc)}") from exc
         with contextlib.suppress(OSError):
             self._socket_ino = os.stat(path).st_ino
+        gc_thresholds = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
+        restore_handler = self._install_loop_handler()
         try:
             self._out(lf.start_banner(path, self.config.inventory if self.config.detection_banner else None,
                                       self.config.inventory_origin))
@@ -236,16 +340,100 @@ class AllocationServer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._every, self.config.cleanup_interval_s, self.run_cleanup)
                 tg.start_soon(self._every, self.config.stats_interval_s, self._print_stats)
+                tg.start_soon(self._watch_loop_lag)
+                tg.start_soon(self._every, 1.0, self._maybe_freeze)
                 if self._recorder is not None:
-                    tg.start_soon(self._every, 0.2, self._recorder.flush)
+                    tg.start_soon(self._every, 0.2, self._flush_recording)
                 if self._journal is not None:
                     tg.start_soon(self._every, 1.0, self._sync_journal)
                 task_status.started(self)
-                await listener.serve(self._handle_connection, task_group=tg)
+                await self._accept_loop(listener, tg)
         finally:
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
+            gc.set_threshold(*gc_thresholds)
+            restore_handler()
             self._shutdown()
+
+    def _install_loop_handler(self) -> Callable[[], None]:
+        """Errors the asyncio loop reports outside any task: logged once per kind, never a bare traceback.
+
+        One is known and harmless: a socket's reader callback firing again for a wait that has just
+        completed (``Future.set_result`` on a done future, InvalidStateError) when the loop is busy.
+        """
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not the asyncio backend
+            return lambda: None
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, asyncio.InvalidStateError):
+                return
+            what = type(exc).__name__ if exc is not None else "error"
+            self._once("loop:" + what, [f"⚠️  Event loop: {context.get('message', 'error')} ({what}: {exc}); "
+                                        f"the server keeps running"])
+
+        loop.set_exception_handler(handler)
+        return lambda: loop.set_exception_handler(previous)
+
+    def _maybe_freeze(self) -> None:
+        """``gc.freeze()`` once the registry has grown by GC_FREEZE_GROWTH live entries (see there)."""
+        n = len(self.registry)
+        if n - self._frozen_at >= GC_FREEZE_GROWTH:
+            gc.collect(1)  # young cycles go first; only what is really alive is frozen
+            gc.freeze()
+            self._frozen_at = n
+        elif n < self._frozen_at:
+            self._frozen_at = n
+
+    async def _accept_loop(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        """Accept connections until cancelled. Out of descriptors: refuse (accept and close at once), log once.
+
+        A spare descriptor is kept open for exactly that case: closing it lets us accept the
+        waiting connection and close it, so the client gets EOF instead of hanging in the backlog
+        and the loop does not spin on a listener that stays readable.
+        """
+        raw = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+        spare = _open_spare()
+        try:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except anyio.BrokenResourceError as exc:
+                    cause = exc.__cause__
+                    if not isinstance(cause, OSError) or cause.errno not in _ACCEPT_EXHAUSTED:
+                        if isinstance(cause, OSError) and cause.errno in (errno.ECONNABORTED, errno.EPROTO,
+                                                                          errno.EINTR):
+                            continue
+                        raise
+                    self._once("accept:" + errno.errorcode.get(cause.errno, str(cause.errno)), [
+                        f"⚠️  Refusing new connections: {os.strerror(cause.errno)} "
+                        f"({self.stats.connections} accepted so far; raise the limit with ulimit -n). "
+                        f"Existing connections are served as before"])
+                    refused = False
+                    if spare is not None:
+                        os.close(spare)
+                        spare = None
+                        try:
+                            conn, _ = raw.accept()
+                        except OSError:
+                            pass
+                        else:
+                            conn.close()
+                            refused = True
+                            self.stats.refused_connections += 1
+                        spare = _open_spare()
+                    if not refused:
+                        await anyio.sleep(0.05)  # nothing could be freed: wait instead of spinning
+                    continue
+                tg.start_soon(self._handle_connection, stream)
+        finally:
+            if spare is not None:
+                os.close(spare)
 
     def _shutdown(self) -> None:
         self._print_stats()
@@ -258,8 +446,42 @@ class AllocationServer:
         with contextlib.suppress(OSError):
             if self._socket_ino is None or os.stat(path).st_ino == self._socket_ino:
                 os.unlink(path)
-        self._close_files()
+        if self._recorder is not None:
+            try:
+                self._recorder.close()
+            except OSError as exc:
+                self._recording_failed(exc)
+            self._recorder = None
+        if self._journal is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._journal.close()
+            self._journal = None
         self._out(lf.stop_banner())
+        self._logw.close()
+        report = os.environ.get("MEMTOP_SERVE_STATUS_FILE")  # benchmarks/bench_stall.py: figures at exit
+        if report:
+            import json
+
+            with contextlib.suppress(OSError), open(report, "w") as f:
+                json.dump(self.status(), f)
+
+    async def _watch_loop_lag(self, tick: float = 0.05) -> None:
+        """Track how late a 50 ms ticker wakes: wall-clock lateness, and the CPU this thread spent meanwhile.
+
+        On a loaded machine the wall figure includes time the OS did not run us; the CPU figure
+        bounds what the server's own work can have delayed ingest by.
+        """
+        clock, cpu = time.perf_counter, time.thread_time
+        st = self.stats
+        while True:
+            t0, c0 = clock(), cpu()
+            await anyio.sleep(tick)
+            lag = clock() - t0 - tick
+            if lag > st.max_loop_lag_s:
+                st.max_loop_lag_s = lag
+            busy = min(lag, cpu() - c0)
+            if busy > st.max_loop_busy_s:
+                st.max_loop_busy_s = busy
 
     # ================================================================== files and socket
     def _open_files(self, path: str) -> list[str]:
@@ -383,22 +605,26 @@ class AllocationServer:
                 "reported_pids": sorted(self._peer_notes.values(), key=lambda d: d["pid"])}
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
+        """Call ``fn`` every ``interval`` s; an error in it is logged once per kind and the next call still happens."""
         if interval <= 0:
             return
         while True:
             await anyio.sleep(interval)
-            fn()
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - a periodic job must not end the server
+                name = getattr(fn, "__name__", "job")
+                self._once(f"periodic:{name}:{type(exc).__name__}", [
+                    f"⚠️  {name} failed ({type(exc).__name__}: {exc}); the server keeps running"])
 
     # ================================================================== output
     def _out(self, lines: list[str], err: bool = False) -> None:
-        if not lines:
-            return
-        stream = self._err if err else self._log
-        try:
-            stream.write("\n".join(lines) + "\n")
-            stream.flush()
-        except (OSError, ValueError):  # a closed or broken log must not take the server down
-            pass
+        """Log ``lines``: queued for the writer thread, never blocking (see server/logwriter.py)."""
+        self._logw.write(lines, err)
+
+    @property
+    def log_lines_dropped(self) -> int:
+        return self._logw.dropped_total
 
     def _once(self, kind: str, lines: list[str]) -> None:
         """Log ``lines`` the first time ``kind`` happens; later occurrences are only counted."""
@@ -412,18 +638,89 @@ class AllocationServer:
 
     # ================================================================== events
     def _publish(self, events: list[Event]) -> None:
-        if not events:
+        """Encode ``events`` once; queue the bytes for every subscriber and the recording."""
+        if not events or not (self._subs or self._recorder is not None or self._journal is not None):
             return
-        for sub in self._subs:
-            sub.push(events)
-        if self._recorder is not None:
-            self._recorder.write_events(events)
-        if self._journal is not None:
+        n = len(events)
+        if n <= _MAX_EVENTS_PER_RECORD:
+            records = [codec.encode_events(events)]
+        else:
+            records = [codec.encode_events(events[i:i + _MAX_EVENTS_PER_RECORD])
+                       for i in range(0, n, _MAX_EVENTS_PER_RECORD)]
+        if self._subs:
+            chunk = b"".join(map(codec.frame, records))
+            for sub in self._subs:
+                sub.push(chunk, n)
+        rec = self._recorder
+        if rec is not None:
             try:
-                self._journal.write_events(events)
+                for i, r in enumerate(records):
+                    rec.write_record(r, min(_MAX_EVENTS_PER_RECORD, n - i * _MAX_EVENTS_PER_RECORD))
+            except (OSError, ValueError) as exc:
+                self._recording_failed(exc)
+        jr = self._journal
+        if jr is not None:
+            try:
+                for i, r in enumerate(records):
+                    jr.write_record(r, min(_MAX_EVENTS_PER_RECORD, n - i * _MAX_EVENTS_PER_RECORD))
                 self._journal_sync_due = True
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 self._journal_failed(exc)
+
+    # ================================================================== recording and health
+    def _flush_recording(self) -> None:
+        if self._recorder is not None:
+            try:
+                self._recorder.flush()
+            except (OSError, ValueError) as exc:
+                self._recording_failed(exc)
+
+    def _recording_failed(self, exc: BaseException) -> None:
+        """Stop recording (disk full, I/O error...): one log line, a STATUS for monitors; ingest goes on."""
+        rec, self._recorder = self._recorder, None
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        path = rec.path if rec is not None else self.config.record
+        events = rec.events if rec is not None else 0
+        if rec is not None:
+            with contextlib.suppress(OSError, ValueError):
+                rec.close()
+        if rec is not None and rec._f is not None and not rec._f.closed:  # close() failed half-way
+            with contextlib.suppress(OSError, ValueError):
+                os.close(rec._f.fileno())
+        if self.stats.recording_error is None:
+            self.stats.recording_error = f"{reason} writing {path}"
+            self._out([f"⚠️  Recording stopped: {reason} writing {path} (about {events} events recorded; "
+                       f"the rest of this run is not recorded). The server keeps running"], err=True)
+            self._set_status(recording="stopped", recording_error=self.stats.recording_error)
+
+    def _set_status(self, **changes: object) -> None:
+        """Update the health every subscriber sees (a STATUS record now, and after each snapshot)."""
+        self._status.update(changes)
+        self._status_frame = codec.frame(codec.encode_status(self._status))
+        for sub in self._subs:
+            sub.push(self._status_frame, 0)
+
+    def status(self) -> dict:
+        """The server's counters and health (what STATUS records carry, plus live figures)."""
+        st = self.stats
+        return {**self._status, "refused_connections": st.refused_connections, "refused_allocs": st.refused_allocs,
+                "log_lines_dropped": self.log_lines_dropped, "connection_errors": st.connection_errors,
+                "max_loop_lag_s": round(st.max_loop_lag_s, 6), "max_loop_busy_s": round(st.max_loop_busy_s, 6), "connections": st.connections,
+                "recording": "stopped" if st.recording_error else ("on" if self._recorder is not None else "off")}
+
+    def _refuse_alloc(self, conn: _Conn, m: AllocMessage, ts: int, events: list[Event]) -> None:
+        st = self.stats
+        st.refused_allocs += 1
+        conn.refused += 1
+        if conn.refused == 1:  # one line per connection, and a STATUS every power of two
+            self._out([f"⚠️  Refusing ALLOC on connection {conn.cid} (PID {m.process_id}): {len(self.registry):,} "
+                       f"live entries reached --max-buffers {self._max_buffers:,}; refused allocations are "
+                       f"counted, not tracked"], err=True)
+        if st.refused_allocs & (st.refused_allocs - 1) == 0:
+            self._set_status(refused_allocs=st.refused_allocs, max_buffers=self._max_buffers)
+        events.append(self.registry.note(Event(
+            EventKind.BAD_FRAME, ts_ns=ts, pid=m.process_id, device=m.device_id, buffer_id=m.buffer_id, size=m.size,
+            text=f"connection {conn.cid}: ALLOC refused: --max-buffers {self._max_buffers} live entries reached")))
 
     def run_cleanup(self) -> list[Event]:
         """Remove the entries of dead owner PIDs; log the block and publish the events."""
@@ -458,48 +755,73 @@ class AllocationServer:
 
     # ================================================================== connections
     async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one connection. Whatever happens in it ends this connection only, never the server."""
         self._next_cid += 1
         self.stats.connections += 1
         peer = peer_credentials(stream.extra(anyio.abc.SocketAttribute.raw_socket, None))
         conn = _Conn(self._next_cid, FrameReader(self._layout, max_bad_bytes=self.config.max_bad_bytes), peer)
+        try:
+            await self._serve_connection(stream, conn)
+        except _PEER_GONE:
+            pass
+        except Exception as exc:  # noqa: BLE001 - includes ExceptionGroups from a subscriber's task group
+            self._connection_error(conn, exc)
+        except BaseExceptionGroup as group:  # novermin (the 3.10 backport via _compat): cancellation + errors
+            cancelled, rest = group.split(anyio.get_cancelled_exc_class())
+            if rest is not None:
+                self._connection_error(conn, rest)
+            if cancelled is not None:
+                raise cancelled from None
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await stream.aclose()
+
+    def _connection_error(self, conn: _Conn, exc: BaseException) -> None:
+        leaves = _leaves(exc)
+        if all(isinstance(e, _PEER_GONE) for e in leaves):
+            return  # the peer went away (possibly reported by several tasks at once): not an error
+        self.stats.connection_errors += 1
+        first = next(e for e in leaves if not isinstance(e, _PEER_GONE))
+        self._once("conn-error:" + type(first).__name__, [
+            f"⚠️  Connection {conn.cid} ended on an internal error ({type(first).__name__}: {first}); "
+            f"the server keeps running"])
+
+    async def _serve_connection(self, stream: anyio.abc.ByteStream, conn: _Conn) -> None:
         reader = conn.reader
         idle = self.config.detect_idle_s
         idle_tried = False
-        try:
-            async with stream:
-                while True:
-                    eof = False
-                    data = b""
-                    try:
-                        if reader.wants_idle and not idle_tried:
-                            with anyio.move_on_after(idle):
-                                data = await stream.receive(_RECV_SIZE)
-                            if not data:
-                                idle_tried = True
-                        else:
+        async with stream:
+            while True:
+                eof = False
+                data = b""
+                try:
+                    if reader.wants_idle and not idle_tried:
+                        with anyio.move_on_after(idle):
                             data = await stream.receive(_RECV_SIZE)
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                        eof = True
-                    if eof:
-                        res = reader.on_eof()
-                    elif data:
-                        idle_tried = False
-                        res = reader.feed(data)
+                        if not data:
+                            idle_tried = True
                     else:
-                        res = reader.on_idle()
-                    reply, ext = self._ingest(conn, res)
-                    if reply:
-                        await stream.send(reply)
-                    if ext is not None and not eof:
-                        await self._serve_subscriber(stream, conn)
-                        return
-                    if res.close:
-                        self._once("close", [f"⚠️  Connection {conn.cid}: {res.close}"])
-                        return
-                    if eof:
-                        return
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError, OSError):
-            return
+                        data = await stream.receive(_RECV_SIZE)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                    eof = True
+                if eof:
+                    res = reader.on_eof()
+                elif data:
+                    idle_tried = False
+                    res = reader.feed(data)
+                else:
+                    res = reader.on_idle()
+                reply, ext = self._ingest(conn, res)
+                if reply:
+                    await stream.send(reply)
+                if ext is not None and not eof:
+                    await self._serve_subscriber(stream, conn)
+                    return
+                if res.close:
+                    self._once("close", [f"⚠️  Connection {conn.cid}: {res.close}"])
+                    return
+                if eof:
+                    return
 
     def _ingest(self, conn: _Conn, res) -> tuple[bytes, MsgType | None]:
         """Apply one chunk of frames. Returns (reply bytes, SUBSCRIBE if the connection subscribed)."""
@@ -523,6 +845,7 @@ class AllocationServer:
                                                     f"({bad.nbytes} bytes skipped at offset {bad.offset})"])
         pre_s5 = layout in _PRE_S5_LAYOUTS
         ext_on = self.config.extensions
+        cap = self._max_buffers
         idf = self._id_format
         for m in res.messages:
             t = m.type
@@ -533,6 +856,9 @@ class AllocationServer:
                 reason = validate(m) if self.config.strict else _original_reason(m, pre_s5)
                 if reason is not None:
                     self._invalid(m, reason, ts, events, pre_s5)
+                    continue
+                if cap and t in _ALLOC_TYPES and len(reg) >= cap and not self._replaces(m):
+                    self._refuse_alloc(conn, m, ts, events)
                     continue
                 if not self._permitted(conn, m, ts, events):
                     continue
@@ -570,6 +896,15 @@ class AllocationServer:
                 self._warn(f"type:{t}", lf.unknown_type_line(t))
         self._flush(lines, events)
         return b"".join(replies), subscribe
+
+    def _replaces(self, m: AllocMessage) -> bool:
+        """Does this ALLOC-like message hit a live entry (a ref-count bump or a CB/kernel overwrite)?"""
+        reg = self.registry
+        if m.type == MsgType.CB_ALLOC:
+            return reg.get(m.device_id, m.buffer_id, 5) is not None
+        if m.type == MsgType.KERNEL_LOAD:
+            return reg.get(m.device_id, m.buffer_id, 6) is not None
+        return reg.get(m.device_id, m.buffer_id, 0) is not None
 
     def _grow_inventory(self, device: int) -> None:
         """A device beyond the inventory: DEVICE_INFO and snapshots report it from now on (item: Galaxy on 8)."""
@@ -713,24 +1048,56 @@ class AllocationServer:
         return encode(r, layout)
 
     # ================================================================== subscription
-    def _snapshot_record(self) -> bytes:
+    async def _send_snapshot(self, stream: anyio.abc.ByteStream, sub: _Subscriber) -> None:
+        """Send a SNAPSHOT of the registry as of now; events after it are queued in ``sub`` meanwhile.
+
+        Freezing the registry, resetting the queue and registering happen with no await in between,
+        so the snapshot is exactly the state before the first queued event. The buffers are then
+        encoded in slices of about 5 ms with other tasks (ingest) running in between; their
+        ref_counts are those of the frozen state (Registry.freeze keeps the originals).
+        """
         reg = self.registry
-        totals = {d: (reg.device_count(d), reg.device_totals(d)) for d in reg.devices()}
-        return codec.encode_snapshot(codec.SnapshotRecord(reg.seq, self._clock(), self.config.inventory, totals,
-                                                          reg.snapshot()))
+        fz = reg.freeze()
+        sub.queue, sub.queued, sub.overflow = [], 0, False
+        # While a big snapshot is encoded and sent, the events behind it may number as many as its
+        # entries (they cost about the same memory) before the subscriber counts as fallen behind.
+        sub.limit = max(self.config.subscriber_queue, len(fz.buffers))
+        self._subs.add(sub)
+        try:
+            bufs = fz.buffers
+            chunks = [codec.encode_snapshot_head(fz.seq, self._clock(), self.config.inventory, fz.totals, len(bufs))]
+            encode, refs, clock = codec.encode_buffer, fz.ref_count, time.perf_counter
+            i, n = 0, len(bufs)
+            while i < n:
+                t_end = clock() + _SNAPSHOT_SLICE_S
+                parts = []
+                while i < n:
+                    j = min(n, i + _SNAPSHOT_SLICE_MIN)
+                    parts += [encode(b, refs(b)) for b in bufs[i:j]]
+                    i = j
+                    if clock() >= t_end:
+                        break
+                chunks.append(b"".join(parts))  # one slice's bytes: joining them all at once would stall too
+                if i < n:
+                    await anyio.sleep(0)  # let ingest run
+        finally:
+            reg.thaw(fz)
+        await stream.send(codec.U32.pack(sum(map(len, chunks))))
+        for k in range(len(chunks)):
+            await stream.send(chunks[k])
+            chunks[k] = b""  # sent: let it go
+        sub.limit = self.config.subscriber_queue
+        if self._status_frame:
+            await stream.send(self._status_frame)
 
     async def _serve_subscriber(self, stream: anyio.abc.ByteStream, conn: _Conn) -> None:
         sub = _Subscriber(self.config.subscriber_queue)
-        # Register and snapshot with no await in between: the snapshot is exactly the state before
-        # the first queued event.
-        self._subs.add(sub)
-        # the server's INFO rides in the HELLO (after its struct): clients that know only the struct ignore it
-        first = codec.frame(codec.encode_hello(info=self.server_info())) + codec.frame(self._snapshot_record())
         self.stats.subscribers += 1
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._drain_input, stream, tg.cancel_scope)
-                await stream.send(first)
+                await stream.send(codec.frame(codec.encode_hello(info=self.server_info())))  # at once, with INFO
+                await self._send_snapshot(stream, sub)
                 beat = self.config.heartbeat_s
                 while True:
                     if beat > 0:
@@ -743,19 +1110,12 @@ class AllocationServer:
                         await sub.wake.wait()
                     sub.wake = anyio.Event()
                     if sub.overflow:
-                        dropped, sub.dropped, sub.overflow, sub.queue = sub.dropped, 0, False, []
+                        dropped, sub.dropped = sub.dropped, 0
                         self.stats.resyncs += 1
-                        out = codec.frame(codec.encode_resync(dropped, "subscriber queue overflow")) + codec.frame(
-                            self._snapshot_record())
-                    else:
-                        batch, sub.queue = sub.queue, []
-                        if not batch:
-                            continue
-                        out = b"".join(codec.frame(codec.encode_events(batch[i:i + _MAX_EVENTS_PER_RECORD]))
-                                       for i in range(0, len(batch), _MAX_EVENTS_PER_RECORD))
-                    await stream.send(out)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError, OSError):
-            pass
+                        await stream.send(codec.frame(codec.encode_resync(dropped, "subscriber queue overflow")))
+                        await self._send_snapshot(stream, sub)
+                    elif sub.queue:
+                        await stream.send(sub.take())
         finally:
             self._subs.discard(sub)
             self.stats.subscribers -= 1
@@ -765,7 +1125,7 @@ class AllocationServer:
         try:
             while await stream.receive(65536):
                 pass
-        except Exception:  # EndOfStream, broken pipe...: the monitor has gone
+        except Exception:  # noqa: BLE001 - EndOfStream, broken pipe...: the monitor has gone
             pass
         scope.cancel()
 
@@ -788,6 +1148,19 @@ def _original_reason(m: AllocMessage, pre_s5: bool) -> str | None:
             if m.buffer_type not in WIRE_BUFFER_TYPES:
                 return f"bad buffer_type {m.buffer_type} (expected 0..4)"
     return None
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``[exc]``."""
+    if isinstance(exc, BaseExceptionGroup):  # novermin (the 3.10 backport via _compat)
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _open_spare() -> int | None:
+    """A descriptor held in reserve for refusing connections when the process runs out of them."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def _kind(reason: str) -> str:

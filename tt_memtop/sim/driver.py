@@ -35,10 +35,18 @@ class RunResult:
 
 
 def worker_command(socket_path: str, name: str, slot: int, *, seed: int, layout: Layout, speed: float,
-                   start_at: float) -> list[str]:
-    return [sys.executable, "-m", "tt_memtop.sim.worker", "--socket", socket_path, "--scenario", name,
+                   start_at: float, shm_dir: str | None = None, process_name: str | None = None) -> list[str]:
+    where = ["--shm", shm_dir] if shm_dir else ["--socket", socket_path]
+    named = ["--name", process_name] if process_name else []
+    return [sys.executable, "-m", "tt_memtop.sim.worker", *where, *named, "--scenario", name,
             "--slot", str(slot), "--seed", str(seed), "--protocol", str(int(layout)), "--speed", repr(speed),
             "--start-at", repr(start_at)]
+
+
+def process_name(scenario: Scenario, slot: int) -> str:
+    """The name a simulated process takes (its ``/proc/<pid>/comm``, at most 15 characters)."""
+    base = scenario.name if len(scenario.processes) == 1 else f"{scenario.name}.{slot}"
+    return base[:15]
 
 
 def request_dump(socket_path: str, layout: Layout) -> None:
@@ -50,8 +58,9 @@ def request_dump(socket_path: str, layout: Layout) -> None:
 
 async def run_scenario(socket_path: str, name: str, *, seed: int = 0, layout: Layout | int = Layout.V144,
                        speed: float = 1.0, dump_after_leak: bool = True,
-                       log: Callable[[str], None] | None = None) -> RunResult:
-    """Play scenario ``name`` against the server at ``socket_path``; return when every child has exited."""
+                       log: Callable[[str], None] | None = None, shm_dir: str | None = None) -> RunResult:
+    """Play scenario ``name`` against the server at ``socket_path`` (or, with ``shm_dir``, into TT-Metal
+    shared-memory regions there, no server involved); return when every child has exited."""
     layout = Layout(layout)
     if speed <= 0:
         raise ValueError("speed must be positive")
@@ -64,7 +73,8 @@ async def run_scenario(socket_path: str, name: str, *, seed: int = 0, layout: La
     try:
         for script in scenario.processes:
             cmd = worker_command(socket_path, name, script.slot, seed=seed, layout=layout, speed=speed,
-                                 start_at=start_at)
+                                 start_at=start_at, shm_dir=shm_dir,
+                                 process_name=process_name(scenario, script.slot) if shm_dir else None)
             proc = await anyio.open_process(cmd, stdin=None, stdout=None, stderr=None)
             procs[script.slot] = proc
             result.pids[script.slot] = proc.pid
@@ -74,7 +84,7 @@ async def run_scenario(socket_path: str, name: str, *, seed: int = 0, layout: La
         async with anyio.create_task_group() as tg:
             for script in scenario.processes:
                 tg.start_soon(_await_child, procs[script.slot], script.slot, script.leaks, socket_path, layout,
-                              dump_after_leak, result, say)
+                              dump_after_leak and not shm_dir, result, say)
     finally:
         with anyio.CancelScope(shield=True):
             for proc in procs.values():

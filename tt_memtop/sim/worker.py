@@ -59,9 +59,23 @@ def send_schedule(sock: socket.socket, messages: list[tuple[float, bytes]], star
         time.sleep(remaining)
 
 
+def set_process_name(name: str) -> None:
+    """Take ``name`` as this process's ``/proc/self/comm`` (Linux ``prctl(PR_SET_NAME)``; else nothing)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tt_memtop.sim.worker", description=__doc__.splitlines()[0])
-    p.add_argument("--socket", required=True)
+    p.add_argument("--socket", default=None)
+    p.add_argument("--shm", default=None, metavar="DIR",
+                   help="write TT-Metal shared-memory regions in DIR instead of talking to a server")
+    p.add_argument("--name", default=None, help="process name (/proc/self/comm) to take, as TT-Metal records it")
     p.add_argument("--scenario", required=True)
     p.add_argument("--slot", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -70,8 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start-at", type=float, default=None, help="time.monotonic() of scenario time 0")
     args = p.parse_args(argv)
     script = build(args.scenario, args.seed).processes[args.slot]
-    messages = encoded_messages(script, Layout(args.protocol), os.getpid())
+    if args.name:
+        set_process_name(args.name)
     start = args.start_at if args.start_at is not None else time.monotonic()
+    if args.shm:
+        from .shm_writer import play_shm
+
+        return play_shm(script, args.shm, start, args.speed)
+    if not args.socket:
+        p.error("--socket or --shm is required")
+    messages = encoded_messages(script, Layout(args.protocol), os.getpid())
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)  # as the TT-Metal client does
         try:

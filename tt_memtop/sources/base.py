@@ -18,6 +18,7 @@ from .._compat import StrEnum
 from ..core.devices import Inventory
 from ..core.events import Event
 from ..core.registry import Buffer
+from ..core.usage import ProcessUsage, RegionStatus
 
 
 class Capability(StrEnum):
@@ -25,6 +26,7 @@ class Capability(StrEnum):
 
     EVENTS = "events"  # per-buffer alloc/free events (feed, buffers, processes, details)
     TOTALS = "totals"  # per-device totals (bars)
+    PROCESSES = "processes"  # per-process totals by device, with names (TT-Metal's shared memory)
     SEEK = "seek"  # pause / step / seek / speed (replays)
 
 
@@ -61,11 +63,19 @@ class Heartbeat:
 
 @dataclass(slots=True)
 class TotalsSample:
-    """Polled per-device totals: device -> (dram, l1, l1_small, trace, cb, kernel), as the wire has them."""
+    """Polled per-device totals: device -> (dram, l1, l1_small, trace, cb, kernel), as the wire has them.
+
+    ``processes``: per-PID totals by device, when the source has them (TT-Metal's shared memory);
+    ``regions``: what the source read them from (one status per shared-memory region).
+    ``crosscheck``: the sample is a second opinion beside an event source (not the bars' data).
+    """
 
     ts_ns: int
     totals: dict[int, tuple[int, int, int, int, int, int]]
     inventory: Inventory | None = None
+    processes: dict[int, ProcessUsage] | None = None
+    regions: list[RegionStatus] | None = None
+    crosscheck: bool = False
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import anyio
 
 from ..core.devices import Inventory
-from ..core.events import Event
+from ..core.events import Event, EventKind
 from ..core.logparse import LogParser
 from ..core.registry import Registry
 from .base import Capability, Emit, EventBatch, Snapshot, Source, Status
@@ -401,6 +401,9 @@ class _RecordingTimeline:
         self.registry = Registry()
         self._peek: Event | None = None
         self.last_ts = self.t0
+        #: the TOTALS events of the last recorded totals sample (a shared-memory recording): a seek's
+        #: snapshot has no buffers for them, so they are sent after it
+        self.last_sample: list[Event] = []
 
     def close(self) -> None:
         pass
@@ -425,7 +428,13 @@ class _RecordingTimeline:
     def _take(self) -> Event:
         ev, self._peek = self._peek, None
         if self.ckpt.due(self.pos):
-            self.ckpt.add(self.pos, (self.registry.snapshot(), self.registry.seq, self.last_ts))
+            self.ckpt.add(self.pos, (self.registry.snapshot(), self.registry.seq, self.last_ts,
+                                     list(self.last_sample)))
+        if ev.kind == EventKind.TOTALS:
+            if ev.device == -1:  # a sample starts (tt_memtop.sources.record)
+                self.last_sample = [ev]
+            else:
+                self.last_sample.append(ev)
         self.registry.apply_event(ev)
         self.pos += 1
         self.last_ts = ev.ts_ns
@@ -456,7 +465,8 @@ class _RecordingTimeline:
                 self._restart()
             else:
                 self._restart(best[0])
-                buffers, seq, self.last_ts = best[1]
+                buffers, seq, self.last_ts, sample = best[1]
+                self.last_sample = list(sample)
                 self.registry.load_snapshot(buffers, seq)
         self.read(pos - self.pos)
 
@@ -602,6 +612,9 @@ class ReplaySource(Source):
         buffers, seq = self.timeline.state()
         ts = self.origin_ns + int(self._clock_s * 1e9)
         emit(Snapshot(buffers, seq, ts, self.timeline.inventory(), reset=reset))
+        sample = getattr(self.timeline, "last_sample", None)
+        if sample:  # a recording of sampled totals: the snapshot's buffers do not hold them
+            emit(EventBatch(list(sample)))
 
     def _seek_to(self, emit: Emit, seconds: float) -> None:
         tl = self.timeline

@@ -70,8 +70,8 @@ async def listening(path: str, layout: str, probe_timeout: float) -> tuple[bool,
         raise
 
 
-async def open_source_async(args: argparse.Namespace, probe_timeout: float = BUSY_AFTER_S) -> Source | None:
-    """The source ``memtop`` should use for ``args``, or None when nothing listens on the socket.
+async def _server_source_async(args: argparse.Namespace, probe_timeout: float = BUSY_AFTER_S) -> Source | None:
+    """The server-side source for ``args``, or None when nothing listens on the socket.
 
     Auto layout: the detected layout is *not* handed on as forced; every reconnect probes again."""
     from .subscribe import SubscribeSource
@@ -91,6 +91,71 @@ async def open_source_async(args: argparse.Namespace, probe_timeout: float = BUS
     if kind is not None and kind.ours:
         return SubscribeSource(path, probed=True, interval=interval)
     return PollSource(path, interval, layout, known=kind)
+
+
+# ---------------------------------------------------------------------- TT-Metal's shared memory
+# The server-side choice above is untouched; this layer adds ``--source`` and the shared-memory
+# regions of mainline TT-Metal. Order: our server's subscription (with the shared-memory totals
+# beside it as a cross-check when regions are there) > shared-memory regions > the original server,
+# polled > None (the caller offers the demo). ``--follow LOG`` keeps its own order.
+
+
+def _shm_source(args: argparse.Namespace, force: bool = False):
+    """TT-Metal's shared-memory statistics, when regions are there, or the machine has Tenstorrent
+    cards (a TT-Metal run will create them), or ``force``; else None."""
+    from .shm import DEFAULT_INTERVAL, ShmSource, default_shm_dir, hardware_present, has_regions
+
+    shm_dir = getattr(args, "shm_dir", None) or default_shm_dir()
+    if not force and not has_regions(shm_dir) and not (os.path.isdir(shm_dir) and hardware_present()):
+        return None
+    return ShmSource(shm_dir, getattr(args, "shm_interval", None) or DEFAULT_INTERVAL, getattr(args, "arch", None))
+
+
+def _forced_source(args: argparse.Namespace) -> Source | None:
+    """``--source NAME``: that source, whatever else is there (``--source follow`` needs ``--follow LOG``)."""
+    kind = getattr(args, "source", None) or "auto"
+    if kind == "shm":
+        return _shm_source(args, force=True)
+    if kind == "demo":
+        from .demo import DemoSource
+
+        return DemoSource(reason="--source demo")
+    if kind == "subscribe":
+        from .subscribe import SubscribeSource
+
+        return SubscribeSource(args.socket)
+    if kind == "poll":
+        return PollSource(args.socket, getattr(args, "interval", 0.5) or 0.5, _layout_arg(args))
+    if kind == "follow":
+        if not getattr(args, "follow", None):
+            raise ValueError("--source follow needs --follow LOG")
+        return FollowLogSource(args.follow)
+    return None
+
+
+async def open_source_async(args: argparse.Namespace, probe_timeout: float = BUSY_AFTER_S) -> Source | None:
+    """The source ``memtop`` should use for ``args`` (see the order above), or None when there is
+    nothing to monitor."""
+    from .subscribe import SubscribeSource
+
+    forced = _forced_source(args)
+    if forced is not None:
+        return forced
+    server = await _server_source_async(args, probe_timeout)
+    if getattr(args, "follow", None):
+        return server
+    if server is None:
+        return _shm_source(args)
+    if isinstance(server, SubscribeSource):
+        shm = _shm_source(args)
+        if shm is None:
+            return server
+        from .shm import WithShmCrossCheck
+
+        return WithShmCrossCheck(server, shm)
+    if isinstance(server, PollSource):
+        return _shm_source(args) or server
+    return server
 
 
 def open_source(args: argparse.Namespace) -> Source | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import anyio
 
-from ..client import EXTENSION_LAYOUT, ExtensionUnsupported, Resync, ServerInfo, subscribe
+from ..client import EXTENSION_LAYOUT, ExtensionUnsupported, Resync, ServerInfo, ServerStatus, subscribe
 from ..core.eventcodec import CodecError
 from ..core.protocol import Layout
 from .base import Capability, Emit, Source, Status
@@ -49,6 +49,8 @@ class SubscribeSource(Source):
         self.description = f"memtop serve at {socket_path}"
         #: the server's INFO record (docs/EXTENSION.md), once connected
         self.server_info: dict | None = None
+        #: the server's last STATUS (recording stopped, refused allocations...), {} if none came
+        self.server_status: dict = {}
 
     async def _is_ours(self, emit: Emit):
         """None if ours; else the probe's finding (a ServerKind of an original, or None)."""
@@ -86,6 +88,7 @@ class SubscribeSource(Source):
                     return
                 connected = False
                 info: list[ServerInfo] = []
+                note = ""
                 async for item in subscribe(path, layout=self.layout, on_info=info.append):
                     if not connected:
                         connected = True
@@ -93,7 +96,10 @@ class SubscribeSource(Source):
                         self.server_info = info[-1].info if info else None
                         note = "; ".join(info[-1].notes()) if info else ""
                         emit(Status("connected", note, CAPABILITIES))  # the description already names the path
-                    if isinstance(item, Resync):
+                    if isinstance(item, ServerStatus):
+                        self.server_status = item.fields
+                        emit(Status("connected", "; ".join(x for x in (item.describe(), note) if x), CAPABILITIES))
+                    elif isinstance(item, Resync):
                         emit(Status("connected", f"monitor fell behind: {item.dropped} events skipped, "
                                                  f"state reloaded from a fresh snapshot", CAPABILITIES))
                     else:

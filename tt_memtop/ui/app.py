@@ -64,9 +64,16 @@ GC_FREEZE_GROWTH = 200_000
 PANES = ("devices", "feed", "buffers", "processes")
 PANE_TITLES = {"devices": "1 Devices", "feed": "2 Events", "buffers": "3 Buffers", "processes": "4 Processes"}
 REPLAY_ACTIONS = frozenset({"play_pause", "step", "seek", "seek_to", "speed"})
+#: Refused in a read-only view (``memtop --web``): actions that reach past the view. memtop's own keys
+#: only change the view; Textual's own actions touch the host (an SVG written to its disk, suspending
+#: the process). A key that acts on the server or the host (e.g. a DUMP) belongs here.
+WRITE_ACTIONS = frozenset({"screenshot", "suspend_process"})
 SEEK_STEP = 0.05  # [ / ]: this fraction of the duration
 TOTALS_ONLY_NOTE = ("this source reports totals only (the original allocation server, polled): no events, "
                     "buffers or processes. Run `memtop serve` as the server, or add --follow LOG.")
+SHM_NOTE = ("this source reports totals only (TT-Metal's shared-memory statistics): per device and per process, "
+            "no per-buffer events. For the event feed and buffers run `memtop serve` with a TT-Metal build that has "
+            "the AllocationClient (TT_ALLOC_TRACKING_ENABLED=1).")
 SPEEDS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -106,6 +113,8 @@ class MemtopApp(App[int]):
     CSS_PATH = stylesheet_paths()
     BINDINGS = app_bindings()
     COMMANDS = App.COMMANDS | {KeyCommands}
+    #: a view that must not act on anything but itself (the web view): WRITE_ACTIONS are refused
+    read_only = False
 
     def __init__(self, source: Source, *, view_filter: ViewFilter | None = None, theme: str | None = None,
                  clock: Callable[[], float] = time.monotonic, fps: float = 20.0, sample_period: float = 0.5,
@@ -309,7 +318,7 @@ class MemtopApp(App[int]):
         elif self.pane == "processes" and now >= self._proc_due:
             self._proc_due = now + self.sample_period
             self._proc_rows = process_rows(st, self.view_filter, self.procs)
-            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._processes_note())
             self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         self.frames += 1
         self.last_frame_events = st.events_total
@@ -326,9 +335,15 @@ class MemtopApp(App[int]):
     def _totals_only_note(self) -> str:
         """Why the feed, buffers and processes are empty when the source reports totals only ("" otherwise)."""
         st = self.state
+        if st.has_process_totals:
+            return SHM_NOTE
         if not st.capabilities or Capability.EVENTS in st.capabilities or st.has_events:
             return ""
         return TOTALS_ONLY_NOTE
+
+    def _processes_note(self) -> str:
+        """The processes pane has rows from per-process totals too: no note then."""
+        return "" if self.state.has_process_totals else self._totals_only_note()
 
     def _origin_ns(self) -> int | None:
         """Feed times count from here: a replay's file start (so they match the header's position),
@@ -353,8 +368,14 @@ class MemtopApp(App[int]):
             desc = getattr(self.source, "short_description", desc)
             if st.status.state in ("playing", "paused", "ended", "connecting"):
                 msg = ""  # the player's own status line: the header's playback segment says it all
-        if st.capabilities and Capability.EVENTS not in st.capabilities:
+        if st.capabilities and Capability.EVENTS not in st.capabilities and not st.has_process_totals:
             msg = (msg + "; " if msg else "") + "totals only: no event feed from this source"
+        drift = st.drift()
+        if drift:
+            devs = ",".join(map(str, sorted(drift)))
+            msg = f"DRIFT: events and TT-Metal shared memory disagree on device {devs}" + ("; " + msg if msg else "")
+        elif st.crosscheck:
+            msg = (msg + "; " if msg else "") + "shared-memory cross-check: totals agree"
         stale = self._stale(now)
         if stale:
             msg = f"{stale}; {msg}" if msg else stale
@@ -388,10 +409,19 @@ class MemtopApp(App[int]):
         f = self.view_filter
         reg = st.registry
         rows = []
+        drift = st.drift() if st.crosscheck else {}
+        stale = {r.device for r in st.regions if r.state == "stale" and r.device is not None}
         for d in st.devices():
             if not f.device_ok(d):
                 continue
-            if f.pids:
+            if f.pids and st.has_process_totals:
+                tot = [0] * 7
+                for pid in f.pids:
+                    w = st.polled_procs[pid].devices.get(d) if pid in st.polled_procs else None
+                    if w:
+                        for t, v in zip((0, 1, 3, 4, 5, 6), w, strict=True):
+                            tot[t] += v
+            elif f.pids:
                 tot = [0] * 7
                 for pid in f.pids:
                     for t, v in enumerate(reg.pid_device_totals(pid).get(d, ())):
@@ -402,8 +432,13 @@ class MemtopApp(App[int]):
                 w = st.polled[d]
                 tot = [w[0], w[1], 0, w[2], w[3], w[4], w[5]]
             info = st.inventory.get(d)
+            phase = st.device_phase(d)
+            if d in drift:
+                phase = "DRIFT"
+            elif d in stale:
+                phase = "stale"
             rows.append(DeviceRow(d, info.arch_name if info else "?", tot, info.total_dram if info else 0,
-                                  info.total_l1 if info else 0, phase=st.device_phase(d),
+                                  info.total_l1 if info else 0, phase=phase,
                                   buffers=reg.device_count(d) if st.has_events else -1))
         types = f.types or frozenset(range(7))
         self.w_devices.update_frame(rows, types, sample)
@@ -458,7 +493,7 @@ class MemtopApp(App[int]):
         elif self.pane == "processes":
             if not self.paused:
                 self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
-            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._totals_only_note())
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._processes_note())
             self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         elif self.pane == "feed" and not self.paused:
             self.w_feed.pull(self.state, self.view_filter, self._origin_ns())
@@ -494,7 +529,10 @@ class MemtopApp(App[int]):
 
     # ------------------------------------------------------------------ replay (player sources only)
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Replay keys exist only with a player; the view pause only without one (see bindings.py)."""
+        """Replay keys exist only with a player; the view pause only without one (see bindings.py);
+        a read-only view refuses WRITE_ACTIONS."""
+        if self.read_only and action in WRITE_ACTIONS:
+            return False
         if action in REPLAY_ACTIONS:
             return self.player is not None
         if action == "toggle_pause":

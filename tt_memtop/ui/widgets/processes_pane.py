@@ -36,8 +36,39 @@ class ProcRow:
         return sum(self.by_type)
 
 
+def shm_process_rows(state: MonitorState, f: ViewFilter, procs: ProcInfo) -> list[ProcRow]:
+    """Rows from per-process totals (TT-Metal's shared memory): names as TT-Metal recorded them,
+    a dead PID's slot marked "dead". No buffer counts (-1): totals only."""
+    rows: list[ProcRow] = []
+    for pid, p in state.polled_procs.items():
+        if f.pids and pid not in f.pids:
+            continue
+        by_type = [0] * 7
+        devs = []
+        for d, w in p.devices.items():
+            if not f.device_ok(d):
+                continue
+            add = [0] * 7
+            for t, v in zip((0, 1, 3, 4, 5, 6), w, strict=True):
+                add[t] = v if f.type_ok(t) else 0
+            if any(add) or not (f.devices or f.types):
+                devs.append(d)
+                by_type = [a + b for a, b in zip(by_type, add, strict=True)]
+        if (f.devices or f.types) and not any(by_type):
+            continue
+        name = p.name or procs.name(pid)
+        if f.text and f.text.lower() not in f"{pid} {name}".lower():
+            continue
+        st = {True: "alive", False: "dead", None: "—"}[p.alive]
+        rows.append(ProcRow(pid, name, st, state.phase_of(pid) if p.alive is not False else "exited", by_type,
+                            tuple(sorted(devs)), -1))
+    return rows
+
+
 def process_rows(state: MonitorState, f: ViewFilter, procs: ProcInfo) -> list[ProcRow]:
     """One row per PID owning live memory (memtop's own PID excluded), restricted by the filter."""
+    if state.has_process_totals:
+        return shm_process_rows(state, f, procs)
     reg = state.registry
     rows: list[ProcRow] = []
     for pid in reg.pids():
@@ -95,12 +126,16 @@ class ProcessesPane(RankedPane):
             return
         status = Text()
         status.append(f"{len(rows)} process{'es' if len(rows) != 1 else ''}", "bold")
-        status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
+        if rows and all(r.count < 0 for r in rows):  # per-process totals only (TT-Metal's shared memory)
+            status.append(f" with a slot in TT-Metal's shared memory · sorted by {sort} {'↑' if invert else '↓'}"
+                          " · totals only: no buffers")
+        else:
+            status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
         status_line.update(status)
         out = []
         for r in sort_rows(rows, sort, invert):
             t = r.by_type
             out.append((str(r.pid), (str(r.pid), r.name[:14] or "—", r.state, r.phase or "—", human(t[0]),
                                      human(t[1]), human(t[2] + t[3]), human(t[4]), human(t[5] + t[6]),
-                                     human(r.total), devices_text(r.devices), f"{r.count:,}")))
+                                     human(r.total), devices_text(r.devices), f"{r.count:,}" if r.count >= 0 else "—")))
         self.table.apply_rows(out)
