@@ -243,6 +243,16 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
         "leaks": [lk for lk in state.insight.leaks.rows(state.phases.phase if state.phases is not None else None)
                   if not filt.pids or lk["pid"] in filt.pids] if per_buffer else [],
     }
+    info = getattr(source, "server_info", None)
+    if info is not None:  # memtop serve's INFO record: where its state came from, peer-credential counters
+        from ..client import ServerInfo
+
+        doc["source"]["server"] = {**doc["source"].get("server", {}), **info, "notes": ServerInfo(info).notes()}
+        real = {d.get("pid"): d for d in info.get("reported_pids") or () if isinstance(d, dict)}
+        for p in processes:  # a reported PID that is not the sender's: say who sent it
+            d = real.get(p["pid"])
+            if d is not None:
+                p["host_pid"], p["uid"], p["pid_kind"] = d.get("host_pid"), d.get("uid"), d.get("kind")
     if phases is not None:
         doc["phases"] = [p for p in phase_by_pid.values() if not filt.pids or p["pid"] in filt.pids]
     if state.regions or state.crosscheck:
@@ -286,6 +296,7 @@ def render_table(doc: dict) -> str:
     lines = [f"memtop · {src['description'] or src['kind']} · {doc['generated_at']}"]
     if not src["per_buffer"] and src["message"]:
         lines.append(f"note: {src['message']}")
+    lines += [f"note: {n}" for n in src.get("server", {}).get("notes", [])]
     devs = doc["devices"]
     shown = [t for t in ("DRAM", "L1", "L1_SMALL", "TRACE", "CB", "KERNEL")
              if any(t in d["bytes"] for d in devs) and (t in TABLE_TYPES or any(d["bytes"].get(t) for d in devs))]

@@ -724,7 +724,9 @@ class MemtopApp(App[int]):
         found = find_buffers(self.state, buffer_id, buffer_type)
         if buffer_type is None and found:
             found = [b for b in found if b.buffer_type == found[0].buffer_type]
-        body = details_renderable(self.state, buffer_id, found, self.procs, self.state.last_ts_ns)
+        info = getattr(self.source, "server_info", None) or {}
+        reported = {d["pid"]: d for d in info.get("reported_pids") or () if isinstance(d, dict) and "pid" in d}
+        body = details_renderable(self.state, buffer_id, found, self.procs, self.state.last_ts_ns, reported)
         self.push_screen(DetailsScreen(body, f"buffer {buffer_id:#x}"))
 
     def action_jump(self) -> None:
