@@ -24,13 +24,13 @@ def short_socket(tmp_path: Path, name: str = "s.sock") -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_server(path: str, *, log: io.StringIO | None = None, is_alive=lambda pid: True,
-                         **config) -> AsyncIterator[AllocationServer]:
+async def running_server(path: str, *, log: io.StringIO | None = None, err: io.StringIO | None = None,
+                         is_alive=lambda pid: True, **config) -> AsyncIterator[AllocationServer]:
     config.setdefault("inventory", Inventory.uniform(2))
     config.setdefault("cleanup_interval_s", 3600)
     config.setdefault("stats_interval_s", 3600)
     server = AllocationServer(ServerConfig(socket_path=path, **config), log=log if log is not None else io.StringIO(),
-                              is_alive=is_alive)
+                              err=err, is_alive=is_alive)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
         yield server

@@ -71,7 +71,7 @@ def test_torn_recording_reads_back_with_a_note(tmp_path, command):
     if command[0] == "analyze":
         assert isinstance(doc, list) and doc  # the timeline of the intact batches
     else:
-        assert doc["schema_version"] == 1
+        assert doc["schema_version"] == 2
     if command[0] == "report":
         assert doc["remaining_total"] == 4  # the four intact batches were read
     elif command[0] == "replay":
@@ -132,7 +132,7 @@ def test_ndjson_into_a_closed_pipe_exits_quietly(tmp_path):
         line = mon.stdout.readline()  # what `| head -1` does: read one line, then close the pipe
         mon.stdout.close()
         _, err = mon.communicate(timeout=30)
-        assert json.loads(line)["schema_version"] == 1
+        assert json.loads(line)["schema_version"] == 2
         assert "Traceback" not in err, err
         assert mon.returncode == 0, err
     finally:

@@ -71,11 +71,19 @@ def test_state_view_renders_exact_bytes_per_device_pool_and_process():
         assert f"# HELP tt_memtop_{fam} ".encode() in text
     assert b"# TYPE tt_memtop_events_total counter" in text
 
+    # peaks and the largest allocatable buffer come from the bank maps (core/insight.py)
+    assert s["tt_memtop_peak_bytes", (*dev0, ("pool", "dram"))] == 5 * MiB
+    largest = st.insight.pool_stats(0, 0).largest_allocatable
+    assert 0 < largest < 32 << 30 and s["tt_memtop_largest_allocatable_bytes", (*dev0, ("pool", "dram"))] == largest
+
     # the process frees everything: its series are not in the next scrape
     st.apply(EventBatch([Event(EventKind.FREE, seq=6, pid=11, device=1, buffer_type=4, buffer_id=0x400, size=12 * MiB),
                          Event(EventKind.FREE, seq=7, pid=11, device=1, buffer_type=5, buffer_id=0x500, size=2048)]))
     s = _samples(render(view_from_state(st, source="subscribe", hostname="h1", comm=str, lag_s=0.0)))
     assert {dict(k)["pid"] for (n, k) in s if n.startswith("tt_memtop_process_")} == {"10"}
+    dev1 = (("arch", "blackhole"), ("device", "1"), ("hostname", "h1"))
+    assert s["tt_memtop_used_bytes", (*dev1, ("pool", "trace"))] == 0
+    assert s["tt_memtop_peak_bytes", (*dev1, ("pool", "trace"))] == 12 * MiB  # the high-water mark stays
 
 
 def test_polled_totals_have_no_per_buffer_series_and_report_sample_age():

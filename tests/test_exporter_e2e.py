@@ -198,6 +198,10 @@ def test_serve_metrics_match_the_registry_while_a_workload_runs(served, tmp_path
             assert time.monotonic() < deadline
             time.sleep(0.2)
         assert _process_used(ex) == _process_used(s)
+        peaks = {(int(dict(k)["device"]), dict(k)["pool"]): v for (n, k), v in ex.items() if n == "tt_memtop_peak_bytes"}
+        assert all(peaks[k] >= v for k, v in _used(ex).items() if k in peaks), (peaks, _used(ex))
+        assert peaks[0, "dram"] >= held[0, "dram"] and peaks[1, "trace"] >= held[1, "trace"]
+        assert not [n for (n, _k) in s if n == "tt_memtop_peak_bytes"]  # serve's ledger keeps no peaks
         states = {dict(k)["tt_memtop_process_phase"]: v for (n, k), v in ex.items()
                   if n == "tt_memtop_process_phase" and dict(k)["pid"] == str(holder.pid)}
         assert len(states) == 8 and sum(states.values()) == 1, states  # the exporter infers phases

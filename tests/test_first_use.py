@@ -56,7 +56,7 @@ async def test_once_combines_with_json_and_ndjson(tmp_path):
 def test_replay_once_json(tmp_path):
     proc = _memtop("replay", LOG, "--once", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["schema_version"] == 1
+    assert json.loads(proc.stdout)["schema_version"] == 2  # 2: per-pool peaks and per-bank free ranges (issue 12)
 
 
 # ---------------------------------------------------------------- item 12: filters and theme

@@ -47,7 +47,10 @@ def test_lone_72_byte_dump_auto_and_forced():
     assert fr.feed(dump).messages == []
     assert [m.type for m in fr.on_idle().messages] == [MsgType.DUMP_REMAINING]
     fr = FrameReader(Layout.V144)
-    assert fr.feed(dump).messages == [] and fr.on_idle().messages == []  # not an extension type: wait for EOF
+    assert fr.feed(dump).messages == []
+    assert [m.type for m in fr.on_idle().messages] == [MsgType.DUMP_REMAINING]  # as the original: alone in its read
+    fr = FrameReader(Layout.V144)
+    assert fr.feed(dump).messages == []
     assert [m.type for m in fr.on_eof().messages] == [MsgType.DUMP_REMAINING]
 
 
@@ -121,3 +124,61 @@ def test_fuzz_valid_streams_survive_garbage_in_front(size, msgs, junk, cut):
     got = fr.feed(stream[:cut]).messages + fr.feed(stream[cut:]).messages + fr.on_eof().messages
     assert got == msgs
     assert header_plausible(encode(msgs[0], size))
+
+
+# --- issue 8.13: once the layout is known, a frame is a frame ------------------------------------------------
+
+
+def _alloc(i: int) -> AllocMessage:
+    return ALLOC.with_(buffer_id=0x1000 + i)
+
+
+def test_layout_switch_mid_stream_loses_nothing():
+    """144 -> 72 on one connection: every ALLOC arrives (it used to merge them in pairs: 5 of 10 lost)."""
+    fr = FrameReader()
+    first = b"".join(encode(_alloc(i), 144) for i in range(3))
+    then = b"".join(encode(_alloc(i), 72) for i in range(3, 13))
+    got = fr.feed(first).messages
+    assert fr.layout == Layout.V144
+    got += fr.feed(then).messages + fr.on_idle().messages + fr.on_eof().messages
+    assert [m.buffer_id for m in got] == [0x1000 + i for i in range(13)]
+
+
+def test_bad_padding_drops_one_frame_not_the_next():
+    """A frame with non-zero pad1 on a known layout is one bad frame; the QUERY after it is still taken."""
+    for size in (72, 112, 144):
+        good = encode(_alloc(1), size)
+        bad = bytearray(encode(_alloc(2).with_(device_id=3), size))
+        bad[2] = 1  # a pad byte
+        query = encode(AllocMessage(type=MsgType.QUERY, device_id=0), size)
+        fr = FrameReader()
+        res = fr.feed(good + good + good[:1])
+        res = fr.feed(good[1:] + bytes(bad) + query)
+        res.messages += fr.on_idle().messages
+        assert [m.type for m in res.messages] == [MsgType.ALLOC, MsgType.QUERY], size
+        assert len(res.bad) == 1 and res.bad[0].nbytes == size and res.bad[0].offset == 3 * size
+        assert "padding" in res.bad[0].reason
+
+
+def test_unknown_type_frame_on_known_layout_is_exactly_one_frame():
+    fr = FrameReader(Layout.V112)
+    weird = encode(_alloc(0), 112)
+    weird = b"\x2a" + weird[1:]
+    res = fr.feed(encode(_alloc(1), 112) + weird + encode(_alloc(2), 112))
+    assert [m.buffer_id for m in res.messages] == [0x1001, 0x1002]
+    assert [(b.reason, b.nbytes) for b in res.bad] == [("unknown message type 42", 112)]
+
+
+def test_forced_layout_takes_smaller_clients_frames_whole():
+    """--protocol 144 with a 72-byte and a 112-byte client: no merged pairs, lone QUERY answered (issue 9.5)."""
+    for big, small in ((144, 72), (144, 112), (112, 72)):
+        fr = FrameReader(big)
+        stream = b"".join(encode(_alloc(i), small) for i in range(7))
+        got = []
+        for i in range(0, len(stream), 50):  # arbitrary read boundaries
+            got += fr.feed(stream[i:i + 50]).messages
+        got += fr.on_idle().messages
+        assert [m.buffer_id for m in got] == [0x1000 + i for i in range(7)], (big, small)
+        q = fr.feed(encode(AllocMessage(type=MsgType.QUERY, device_id=1), small))
+        idle = fr.on_idle()
+        assert q.messages == [] and [m.type for m in idle.messages] == [MsgType.QUERY] and idle.layouts == [small]

@@ -85,7 +85,7 @@ async def test_json_against_our_server_subscribes(tmp_path):
         res = await memtop("--socket", path, "--json", "--pid", "4242")
     assert res.returncode == 0, res.stderr.decode()
     doc = json.loads(res.stdout)
-    assert doc["schema_version"] == 1 and doc["source"]["kind"] == "subscribe"
+    assert doc["schema_version"] == 2 and doc["source"]["kind"] == "subscribe"
     assert [p["pid"] for p in doc["processes"]] == [4242]
     devs = {d["device"]: d for d in doc["devices"]}
     assert devs[0]["bytes"]["TRACE"] == 12503040 and devs[1]["bytes"]["L1"] == 0  # PID 4343 filtered out
@@ -132,7 +132,7 @@ async def test_ndjson_emits_one_line_per_interval(tmp_path):
                     if len(docs) >= 3:
                         break
             proc.terminate()
-    assert all(d["schema_version"] == 1 and d["source"]["kind"] == "poll" for d in docs)
+    assert all(d["schema_version"] == 2 and d["source"]["kind"] == "poll" for d in docs)
     assert {d["device"]: d["bytes"]["DRAM"] for d in docs[-1]["devices"]}[1] == 1 << 20
 
 

@@ -35,7 +35,9 @@ def test_session_report():
     trace = {t["device"]: t for t in rep.trace_buffers}
     assert trace[1]["end"] == "freed" and trace[1]["allocated_at"] == 12 and trace[1]["freed_at"] == 23
     assert trace[0]["lifetime"] is None
-    assert [(lk["pid"], lk["buffers"]) for lk in rep.leaks_by_pid] == [(8174, 16)]
+    # live at the end, then what the dead-PID cleanup reclaimed (a log has no clock for phases: "reclaimed")
+    assert [(lk["pid"], lk["kind"], lk["buffers"]) for lk in rep.leaks_by_pid] == [
+        (8174, "live_at_end", 16), (8216, "reclaimed", 2)]
     assert [(c["pid"], c["buffers"], c["consistent"]) for c in rep.cleanups] == [(8216, 2, True)]
     assert [d["agrees_with_rebuilt_state"] for d in rep.dumps] == [True, True]
     assert rep.parse["lines"] == 167 and rep.parse["unknown"] == 0
@@ -87,7 +89,7 @@ def test_report_subprocess_json():
                          capture_output=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr.decode()
     doc = json.loads(res.stdout)
-    assert doc["schema_version"] == 1 and doc["remaining_total"] == 16
+    assert doc["schema_version"] == 2 and doc["remaining_total"] == 16
     assert doc["remaining"]["1"]["L1"]["ids"] == [0x19040]
 
 

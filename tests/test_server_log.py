@@ -16,7 +16,7 @@ async def test_session_72byte_log_end_to_end(tmp_path):
     path = short_socket(tmp_path)
     log = io.StringIO()
     dead: set[int] = set()
-    async with running_server(path, log=log, log_format="decimal", detection_banner=False,
+    async with running_server(path, log=log, err=io.StringIO(), log_format="decimal", detection_banner=False,
                               is_alive=lambda pid: pid not in dead) as server:
         async with await AllocationClient.connect(path, Layout.V72) as a:
             for m in phase_a():

@@ -115,7 +115,8 @@ async def test_sixty_four_plus_devices(tmp_path):
     assert u32(info, 120) == 1 and u32(info, 104) == 2
 
 
-async def test_garbage_resync_and_invalid_messages_logged_once(tmp_path):
+async def test_garbage_resync_and_invalid_messages_as_the_original(tmp_path):
+    """Our own diagnostics once per kind; the original's warning lines every time (issue 9.6)."""
     path = short_socket(tmp_path)
     log = io.StringIO()
     async with running_server(path, log=log, layout=72) as server:
@@ -127,12 +128,14 @@ async def test_garbage_resync_and_invalid_messages_logged_once(tmp_path):
                 return recv_exactly(s, 72)
         r = await anyio.to_thread.run_sync(client)
         assert u64(r, 40) == 150
-        assert server.stats.bad_frames == 2 and server.stats.invalid_messages == 3
+        assert server.stats.bad_frames == 2 and server.stats.invalid_messages == 2  # size 0: S1 takes it
+        assert server.registry.get(0, 5) is not None
         server.registry.check_invariants()
     text = log.getvalue()
     assert text.count("Bad frame on connection") == 1 and "unknown message type 238" in text
-    assert text.count("⚠️  Invalid device_id 300 - ignoring message") == 1 and "Invalid device_id 301" not in text
-    assert "⚠️  Invalid size 0 - ignoring message" in text
+    assert text.count("⚠️  Invalid device_id 300 - ignoring message") == 1
+    assert text.count("⚠️  Invalid device_id 301 - ignoring message") == 1
+    assert "Invalid size" not in text
 
 
 async def test_lone_72_byte_dump_on_forced_144_server(tmp_path):
@@ -177,3 +180,39 @@ async def test_no_extensions_ignores_subscribe(tmp_path):
                     s.recv(1)
         await anyio.to_thread.run_sync(client)
     assert "Unknown message type: 64" in log.getvalue()
+
+
+# --- issue 8.13: once a connection's layout is known, a frame is a frame -------------------------------------
+async def test_layout_switch_mid_stream_loses_no_alloc(tmp_path):
+    """144 -> 72 on one connection (one read each burst): all 10 ALLOCs count (5 of 10 were merged away)."""
+    path = short_socket(tmp_path)
+    async with running_server(path) as server:
+        def client():
+            with raw_connect(path) as s:
+                s.sendall(b"".join(req(144, ALLOC, 0, 4096, 0, bid=i) for i in range(3)))
+                s.sendall(req(144, QUERY, 0))
+                recv_exactly(s, 144)
+                s.sendall(b"".join(req(72, ALLOC, 0, 4096, 0, bid=0x100 + i) for i in range(10)) + req(72, QUERY, 0))
+                return recv_exactly(s, 144)  # replies stay in the connection's layout
+        r = await anyio.to_thread.run_sync(client)
+        assert u64(r, 40) == 13 * 4096 and len(server.registry) == 13
+        assert server.stats.bad_frames == 0
+
+
+async def test_bad_padding_frame_is_reported_and_the_next_query_answered(tmp_path):
+    path = short_socket(tmp_path)
+    log = io.StringIO()
+    async with running_server(path, log=log) as server:
+        def client():
+            with raw_connect(path) as s:
+                s.sendall(req(144, ALLOC, 0, 4096, 0, bid=1) + req(144, ALLOC, 0, 4096, 0, bid=2))
+                s.sendall(req(144, QUERY, 0))
+                recv_exactly(s, 144)
+                bad = bytearray(req(144, ALLOC, 3, 4096, 0, bid=3))
+                bad[1] = 0x5A  # a non-zero pad byte
+                s.sendall(bytes(bad) + req(144, QUERY, 0))
+                return recv_exactly(s, 144)  # used to be swallowed: no reply, ever
+        r = await anyio.to_thread.run_sync(client)
+        assert u64(r, 40) == 2 * 4096
+        assert server.stats.bad_frames == 1 and server.stats.bad_bytes == 144
+    assert "Bad frame on connection 1: non-zero padding" in log.getvalue()

@@ -137,6 +137,9 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
                         help="settings file (default: $XDG_CONFIG_HOME/tt-memtop/config.toml)")
     parser.add_argument("--print-config", action="store_true", default=argparse.SUPPRESS,
                         help="print the settings in effect (a config file to start from) and exit")
+    from .geometry_args import add_geometry_arguments
+
+    add_geometry_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

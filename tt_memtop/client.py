@@ -11,7 +11,7 @@ timeout, because the original never answers those types. Never send them before
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -23,7 +23,8 @@ from .core.devices import Inventory
 from .core.protocol import AllocMessage, BufferType, Layout, MsgType, decode, encode
 from .sources.base import EventBatch, Heartbeat, Snapshot
 
-__all__ = ["AllocationClient", "ExtensionUnsupported", "Resync", "ServerStatus", "read_record", "subscribe"]
+__all__ = ["AllocationClient", "ExtensionUnsupported", "Resync", "ServerInfo", "ServerStatus", "read_record",
+           "subscribe"]
 
 #: Size used for extension requests: every server layout accepts a lone 72-byte extension frame.
 EXTENSION_LAYOUT = Layout.V72
@@ -39,6 +40,31 @@ class Resync:
 
     dropped: int
     reason: str
+
+
+@dataclass(slots=True)
+class ServerInfo:
+    """The server's INFO record (docs/EXTENSION.md): where its state came from, peer-credential counters."""
+
+    info: dict
+
+    def notes(self) -> list[str]:
+        """What a monitor should say about the server, in words (empty when all is well)."""
+        import time as _time
+
+        d = self.info
+        out = []
+        started = d.get("started_wall_ns")
+        when = _time.strftime("%H:%M:%S", _time.localtime(started / 1e9)) if isinstance(started, int) else "?"
+        if d.get("prior_state") == "unknown":
+            out.append(f"server started at {when} without a journal: memory allocated before then is not shown")
+        elif d.get("prior_state") == "journal":
+            out.append(f"server restarted at {when}; {d.get('restored_buffers', 0)} buffers restored from its journal")
+        if d.get("pid_mismatch_connections"):
+            out.append(f"{d['pid_mismatch_connections']} connection(s) report a PID that is not theirs")
+        if d.get("refused_frees"):
+            out.append(f"{d['refused_frees']} FREE(s) of another user's buffers refused")
+        return out
 
 
 @dataclass(slots=True)
@@ -67,7 +93,7 @@ async def read_record(buf: BufferedByteReceiveStream) -> tuple[int, memoryview]:
     return rec[0], memoryview(rec)[1:]
 
 
-async def _expect_hello(buf: BufferedByteReceiveStream, timeout: float) -> None:
+async def _expect_hello(buf: BufferedByteReceiveStream, timeout: float) -> memoryview:
     try:
         with anyio.fail_after(timeout):
             kind, body = await read_record(buf)
@@ -81,6 +107,7 @@ async def _expect_hello(buf: BufferedByteReceiveStream, timeout: float) -> None:
         codec.decode_hello_body(body)
     except codec.CodecError as exc:
         raise ExtensionUnsupported(str(exc)) from exc
+    return body
 
 
 class AllocationClient:
@@ -180,12 +207,14 @@ class AllocationClient:
         return True
 
 
-async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello_timeout: float = 2.0
+async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello_timeout: float = 2.0,
+                    on_info: Callable[[ServerInfo], None] | None = None
                     ) -> AsyncIterator[Snapshot | EventBatch | Resync | Heartbeat | ServerStatus]:
     """Subscribe to the server at ``path``: yields a Snapshot, then EventBatches (and Resync + Snapshot,
     and a Heartbeat with the server's clock whenever the stream is quiet), and a ServerStatus whenever
     the server's health changes.
 
+    The server's INFO (in its HELLO, or as an INFO record) goes to ``on_info``.
     Ends when the server closes the stream. Raises :class:`ExtensionUnsupported` when the server
     does not answer SUBSCRIBE, and OSError when it cannot be reached.
     """
@@ -193,7 +222,10 @@ async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello
     async with stream:
         await stream.send(encode(AllocMessage(type=MsgType.SUBSCRIBE, process_id=os.getpid()), Layout(layout)))
         buf = BufferedByteReceiveStream(stream)
-        await _expect_hello(buf, hello_timeout)
+        hello = await _expect_hello(buf, hello_timeout)
+        info = codec.decode_hello_info(hello)
+        if info is not None and on_info is not None:
+            on_info(ServerInfo(info))
         while True:
             try:
                 kind, body = await read_record(buf)
@@ -207,6 +239,12 @@ async def subscribe(path: str, *, layout: Layout | int = EXTENSION_LAYOUT, hello
             elif kind == codec.RecordKind.RESYNC:
                 dropped, reason = codec.decode_resync_body(body)
                 yield Resync(dropped, reason)
+            elif kind == codec.RecordKind.INFO and on_info is not None:
+                try:
+                    info = ServerInfo(codec.decode_info_body(body))
+                except codec.CodecError:
+                    continue
+                on_info(info)
             elif kind == codec.RecordKind.HEARTBEAT:
                 ts_ns, seq = codec.decode_heartbeat_body(body)
                 yield Heartbeat(ts_ns, seq)

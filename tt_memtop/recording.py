@@ -2,25 +2,34 @@
 
 Format (docs/RECORDING.md): ``b"TTMEMREC"`` + u16 format version, then records, each
 ``u32 length`` + ``u32 crc32(record)`` + record, where a record is an
-:mod:`~tt_memtop.core.eventcodec` record (kind byte + body). The first record is a HEADER
-(codec version, wall-clock and monotonic start times, socket path, inventory); the others are
-EVENTS batches. A crash can only tear the last record: readers stop there, silently, and report
-how many bytes they skipped. Readers stream: a recording of any length is read in bounded memory.
+:mod:`~tt_memtop.core.eventcodec` record (kind byte + body). Each server run is a *session*: a
+HEADER record (codec version, wall-clock and monotonic start times, socket path, inventory),
+optionally a SNAPSHOT (the state the server restored from its journal), then EVENTS batches.
+Starting a server again on the same file appends a session; nothing is ever truncated except a
+torn last record, which no reader could use. A crash can only tear the last record: readers stop
+there, silently, and report how many bytes they skipped. Readers stream: a recording of any
+length is read in bounded memory (plus one entry per live buffer, to end a session cleanly).
+
+Files are created ``0600`` and never opened through a symbolic link (``O_NOFOLLOW``); an existing
+file that is not a recording is refused rather than appended to.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import stat
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .core import eventcodec as codec
 from .core.devices import Inventory
-from .core.events import Event
+from .core.events import Event, EventKind
+from .core.registry import Buffer
 
 __all__ = ["FILE_MAGIC", "RecordingError", "RecordingHeader", "RecordingReader", "RecordingWriter",
            "read_header", "read_recording"]
@@ -31,6 +40,11 @@ _FILE_HEAD = struct.Struct("<8sH")
 _REC_HEAD = struct.Struct("<II")  # length, crc32
 _HEADER_BODY = struct.Struct("<Hqq")  # codec version, wall ns, monotonic ns
 READ_CHUNK = 1 << 20  # readers stream the file in pieces of this size
+#: Record kind, recordings only: JSON ``{"pid", "uid", "host_pids"}``, who owns buffers reported as ``pid``
+#: (peer credentials; restored with a journal). Readers of events skip it.
+OWNER_RECORD = 0x20
+#: text of the synthetic CLEANUP events with which readers end a session's buffers
+RESTART_TEXT = "server restarted"
 
 
 class RecordingError(ValueError):
@@ -46,19 +60,122 @@ class RecordingHeader:
     inventory: Inventory
 
 
+def open_private(path: str) -> int:
+    """Open ``path`` for writing without following a symlink; create it ``0600``. Returns the fd.
+
+    Refuses (OSError with a message) a symbolic link, anything but a regular file (a FIFO or a
+    device would block or be damaged), and a file another user owns (planted in a shared directory).
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise OSError(exc.errno, f"{path} is a symbolic link; refusing to write through it") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file; refusing to write to it")
+    if st.st_uid != os.geteuid():
+        os.close(fd)
+        raise OSError(f"{path} belongs to another user (uid {st.st_uid}); refusing to write to it")
+    return fd
+
+
+def _lock(fd: int, path: str) -> None:
+    """Take the file's exclusive lock (held while the writer lives): two servers must not interleave records."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OSError(f"{path} is being written by another process (another memtop serve?); choose another "
+                      f"file") from None
+
+
+def _scan_end(f: BinaryIO, size: int) -> tuple[int, int]:
+    """(offset after the last intact record, sessions) of an existing recording; only the last record's CRC is read."""
+    off = _FILE_HEAD.size
+    last = None
+    sessions = 0
+    while off + _REC_HEAD.size <= size:
+        f.seek(off)
+        n, crc = _REC_HEAD.unpack(f.read(_REC_HEAD.size))
+        if n == 0 or off + _REC_HEAD.size + n > size:
+            break
+        kind = f.read(1)
+        if kind and kind[0] == codec.RecordKind.HEADER:
+            sessions += 1
+        last = (off, n, crc)
+        off += _REC_HEAD.size + n
+    while last is not None:  # the last record must be intact, else it is the torn one
+        start, n, crc = last
+        f.seek(start + _REC_HEAD.size)
+        if zlib.crc32(f.read(n)) == crc:
+            break
+        off, last = start, None
+    return off, sessions
+
+
 class RecordingWriter:
-    """Append events to ``path`` (created or truncated). Buffered: call :meth:`flush` now and then."""
+    """Append a session of events to ``path`` (created ``0600`` if absent; an existing recording is kept).
+
+    Buffered: call :meth:`flush` now and then. ``durable`` (journals): every batch is written
+    through to the file at once (a killed server loses nothing) and :meth:`sync` makes it survive
+    a machine crash. ``restored``: the state this session starts from (written as a SNAPSHOT).
+    After construction, ``previous_sessions`` says how many sessions the file already held and
+    ``dropped_tail`` how many bytes of a torn last record were cut before appending.
+    """
 
     def __init__(self, path: str, inventory: Inventory | None = None, *, socket_path: str = "",
-                 clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, wall_clock: Callable[[], int] = time.time_ns,
+                 restored: tuple[int, list[Buffer]] | None = None, durable: bool = False) -> None:
         self.path = path
-        self._f = open(path, "wb")  # noqa: SIM115 - kept open for the server's lifetime
-        self._f.write(_FILE_HEAD.pack(FILE_MAGIC, FORMAT_VERSION))
+        self.durable = durable
+        self.previous_sessions = 0
+        self.dropped_tail = 0
+        fd = open_private(path)
+        try:
+            _lock(fd, path)
+            f = os.fdopen(fd, "r+b")
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                f.write(_FILE_HEAD.pack(FILE_MAGIC, FORMAT_VERSION))
+            else:
+                head = f.read(_FILE_HEAD.size)
+                if len(head) < _FILE_HEAD.size or _FILE_HEAD.unpack(head)[0] != FILE_MAGIC:
+                    raise RecordingError(f"{path} exists and is not a tt-memtop recording; refusing to overwrite "
+                                         f"or append to it (choose another file)")
+                if _FILE_HEAD.unpack(head)[1] != FORMAT_VERSION:
+                    raise RecordingError(f"{path} is a recording of format {_FILE_HEAD.unpack(head)[1]}; this "
+                                         f"build appends only to format {FORMAT_VERSION} (choose another file)")
+                end, self.previous_sessions = _scan_end(f, size)
+                if end < size:
+                    self.dropped_tail = size - end
+                    f.truncate(end)
+                f.seek(end)
+        except BaseException:
+            f.close()
+            raise
+        self._f = f
         sp = socket_path.encode("utf-8")[:0xFFFF]
         body = (bytes((codec.RecordKind.HEADER,)) + _HEADER_BODY.pack(codec.CODEC_VERSION, wall_clock(), clock())
                 + codec.U16.pack(len(sp)) + sp + codec.encode_inventory(inventory))
         self._write(body)
+        if restored is not None:
+            seq, buffers = restored
+            self._write(codec.encode_snapshot(codec.SnapshotRecord(seq, clock(), inventory or Inventory(), {},
+                                                                   buffers)))
         self.flush()
+        if durable:
+            self.sync()
         self.events = 0
 
     def _write(self, record: bytes) -> None:
@@ -68,19 +185,42 @@ class RecordingWriter:
         if events and not self._f.closed:
             self._write(codec.encode_events(events))
             self.events += len(events)
+            if self.durable:
+                self._f.flush()
+
+    def write_owner(self, pid: int, uid: int | None, host_pids: Iterable[int] = ()) -> None:
+        """Record who owns buffers reported as ``pid`` (see OWNER_RECORD)."""
+        if not self._f.closed:
+            doc = {"pid": pid, "uid": uid, "host_pids": sorted(host_pids)}
+            self._write(bytes((OWNER_RECORD,)) + json.dumps(doc).encode())
+            if self.durable:
+                self._f.flush()
 
     def write_record(self, record: bytes, nevents: int) -> None:
         """Append an already encoded EVENTS record (the server encodes each batch once for all consumers)."""
         if not self._f.closed:
             self._write(record)
             self.events += nevents
+            if self.durable:
+                self._f.flush()
 
     def flush(self) -> None:
         if not self._f.closed:
             self._f.flush()
 
+    def sync(self) -> None:
+        """Flush and fsync (journals call this once a second and at shutdown)."""
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
     def close(self) -> None:
         if not self._f.closed:
+            if self.durable:
+                try:
+                    self.sync()
+                except OSError:
+                    pass
             self._f.close()
 
     def __enter__(self) -> RecordingWriter:
@@ -103,6 +243,8 @@ class RecordingReader:
         self.path = path
         self.chunk_size = chunk_size
         self.torn_bytes = 0
+        self.sessions = 0
+        self.owners: dict[int, dict] = {}
         self.damage: str | None = None  # why reading stopped before the end, if a record was undecodable
         with open(path, "rb", buffering=chunk_size) as f:
             head = f.read(_FILE_HEAD.size)
@@ -164,7 +306,25 @@ class RecordingReader:
         return RecordingHeader(cv, wall, mono, sp, inv)
 
     def batches(self) -> Iterator[list[Event]]:
-        """The events, one list per EVENTS record, read lazily from the file."""
+        """The events, one list per EVENTS record, read lazily from the file, sessions joined into one run.
+
+        Later sessions (the server was started again on the same file) are made to continue the
+        first: their ``seq`` is shifted to follow the previous session's last one, their ``ts_ns``
+        moved onto the first session's clock (through the wall-clock start times), and at each
+        session boundary a batch of synthetic CLEANUP events (``text`` = :data:`RESTART_TEXT`) ends
+        every buffer still live, since a restarted server starts empty. A session that restored its
+        state from a journal then starts with ALLOC (and REF_INC) events rebuilding that state.
+        After an iteration ``sessions`` is the number of sessions read and ``owners`` the last
+        ownership record of each reported PID.
+        """
+        self.sessions = 1
+        self.owners: dict[int, dict] = {}
+        live: dict[tuple[int, int, int], list] = {}
+        first = self.header
+        seq_shift = 0
+        ts_shift = 0
+        last_seq = 0
+        last_ts = 0
         with open(self.path, "rb", buffering=self.chunk_size) as f:
             f.seek(self._data_offset)
             for kind, body in self._records(f):
@@ -176,7 +336,66 @@ class RecordingReader:
                         self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - f.tell() + _REC_HEAD.size
                                               + len(body) + 1)
                         return
+                    for ev in events:
+                        if seq_shift and ev.seq:
+                            ev.seq += seq_shift
+                        if ts_shift:
+                            ev.ts_ns += ts_shift
+                        _track(live, ev)
+                    if events:
+                        last_seq = events[-1].seq or last_seq
+                        last_ts = events[-1].ts_ns
                     yield events
+                elif kind == codec.RecordKind.HEADER:
+                    try:
+                        hdr = self._parse_header(body)
+                    except (RecordingError, codec.CodecError, struct.error):
+                        self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - f.tell() + _REC_HEAD.size
+                                              + len(body) + 1)
+                        return
+                    self.sessions += 1
+                    ts_shift = (hdr.started_wall_ns - first.started_wall_ns) - (hdr.started_mono_ns
+                                                                                - first.started_mono_ns)
+                    seq_shift = last_seq
+                    ts = max(last_ts, hdr.started_mono_ns + ts_shift)
+                    ended = []
+                    for (_, device, buffer_id), (pid, btype, size, refs, name) in live.items():
+                        last_seq += 1
+                        ended.append(Event(EventKind.CLEANUP, seq=last_seq, ts_ns=ts, pid=pid, device=device,
+                                           buffer_type=btype, buffer_id=buffer_id, size=size, ref_count=refs,
+                                           name=name, text=RESTART_TEXT))
+                    live.clear()
+                    seq_shift = last_seq
+                    if ended:
+                        yield ended
+                elif kind == codec.RecordKind.SNAPSHOT:
+                    try:
+                        snap = codec.decode_snapshot_body(body)
+                    except codec.CodecError:
+                        continue
+                    rebuilt = []
+                    for b in snap.buffers:
+                        last_seq += 1
+                        ev = Event(EventKind.ALLOC, seq=last_seq, ts_ns=b.alloc_ts_ns + ts_shift, pid=b.owner_pid,
+                                   device=b.device, buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size,
+                                   ref_count=1, name=b.name, stack_trace=b.stack_trace)
+                        rebuilt.append(ev)
+                        if b.ref_count > 1:
+                            last_seq += 1
+                            rebuilt.append(Event(EventKind.REF_INC, seq=last_seq, ts_ns=ev.ts_ns, pid=b.owner_pid,
+                                                 device=b.device, buffer_type=b.buffer_type, buffer_id=b.buffer_id,
+                                                 size=b.size, ref_count=b.ref_count))
+                    for ev in rebuilt:
+                        _track(live, ev)
+                    seq_shift = last_seq - snap.seq  # the session's events follow the snapshot's seq
+                    if rebuilt:
+                        yield rebuilt
+                elif kind == OWNER_RECORD:
+                    try:
+                        doc = json.loads(bytes(body))
+                        self.owners[int(doc["pid"])] = doc
+                    except (ValueError, KeyError, TypeError):
+                        continue
 
     def __iter__(self) -> Iterator[Event]:
         for events in self.batches():
@@ -193,6 +412,20 @@ class RecordingReader:
         why = f"an undecodable record ({self.damage})" if self.damage else "a torn or damaged record"
         return (f"{self.path}: skipped the last {self.torn_bytes:,} bytes (from offset {size - self.torn_bytes:,}): "
                 f"{why}; everything before it was read")
+
+
+def _track(live: dict[tuple[int, int, int], list], ev: Event) -> None:
+    """Keep ``live`` = the buffers an event stream leaves alive (what a session boundary must end)."""
+    k = ev.kind
+    key = (ev.buffer_type if ev.buffer_type in (5, 6) else 0, ev.device, ev.buffer_id)
+    if k == EventKind.ALLOC:
+        live[key] = [ev.pid, ev.buffer_type, ev.size, ev.ref_count or 1, ev.name]
+    elif k in (EventKind.FREE, EventKind.CLEANUP):
+        live.pop(key, None)
+    elif k in (EventKind.REF_INC, EventKind.REF_DEC):
+        entry = live.get(key)
+        if entry is not None:
+            entry[3] = ev.ref_count
 
 
 def read_header(path: str) -> RecordingHeader:

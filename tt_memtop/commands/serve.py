@@ -25,7 +25,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", default="hex", choices=["hex", "decimal"],
                         help="buffer ids in the log: hex (S4+, default) or decimal (S1-S3)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-allocation log lines")
-    parser.add_argument("--record", metavar="FILE", help="record every event to FILE (see docs/RECORDING.md)")
+    parser.add_argument("--record", metavar="FILE",
+                        help="record every event to FILE; an existing recording gets a new session appended, "
+                             "never truncated (docs/RECORDING.md)")
+    parser.add_argument("--journal", metavar="FILE",
+                        help="keep the registry in FILE and restore it at start, so a restarted server still knows "
+                             "every buffer (written through at once, fsync'd every second; docs/RECORDING.md)")
+    parser.add_argument("--socket-mode", type=_octal, default=0o600, metavar="MODE",
+                        help="permissions of the socket file (default 600: only your user's processes connect; "
+                             "660 with --group to let a group in)")
+    parser.add_argument("--group", metavar="GROUP", help="group of the socket file (name or number)")
+    parser.add_argument("--trust-all", action="store_true",
+                        help="accept a FREE from any user (by default a FREE of another user's buffer is refused "
+                             "and counted; root may free anything)")
+    parser.add_argument("--banner", default="auto", choices=["auto", "s1", "s2"],
+                        help="start-up banner: s1 = no device-detection block (S1, 72-byte era), s2 = with it "
+                             "(S2+); auto = s1 with --protocol 72, else s2")
+    parser.add_argument("--strict", action="store_true",
+                        help="validate every request fully (size 0 / > 100 GiB on any layout, kernel types), not "
+                             "as the original of the connection's layout")
+    parser.add_argument("--dedupe-warnings", action="store_true",
+                        help="log each kind of original warning line once (the original logs every occurrence)")
     parser.add_argument("--cleanup-interval", type=positive_float, default=5.0, metavar="S",
                         help="seconds between dead-process checks (default 5, as the original)")
     parser.add_argument("--stats-interval", type=positive_float, default=10.0, metavar="S",
@@ -41,6 +61,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_metrics_arguments(parser)
 
 
+def _octal(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode such as 600 or 660") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a permission mode (000-777)")
+    return mode
+
+
+def _group(name: str) -> int:
+    import grp
+
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError(f"no group named {name!r}") from None
 #: Where the tenstorrent kernel driver lists the PCIe-attached chips (remote chips, e.g. an N300's
 #: second one, are reached through them and not listed).
 DEV_DIR = "/dev/tenstorrent"
@@ -81,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
     if args.devices is not None and not 0 <= args.devices <= 256:
         print("memtop serve: --devices must be between 0 and 256", file=sys.stderr)
         return 2
+    try:
+        group = _group(args.group) if args.group else None
+    except ValueError as exc:
+        print(f"memtop serve: --group: {exc}", file=sys.stderr)
+        return 2
+    banner = args.banner if args.banner != "auto" else ("s1" if args.protocol == "72" else "s2")
     if args.max_buffers is not None and args.max_buffers < 0:
         print("memtop serve: --max-buffers must be 0 (no bound) or positive", file=sys.stderr)
         return 2
@@ -90,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
                           inventory_origin=origin, grow_inventory=True,
                           layout=args.protocol, log_format=args.log_format, quiet=args.quiet, record=args.record,
                           extensions=not args.no_extensions, cleanup_interval_s=args.cleanup_interval,
-                          stats_interval_s=args.stats_interval,
+                          stats_interval_s=args.stats_interval, detection_banner=banner != "s1",
+                          journal=args.journal, socket_mode=args.socket_mode, socket_group=group,
+                          trust_all=args.trust_all, strict=args.strict, dedupe_warnings=args.dedupe_warnings,
                           max_buffers=default_max_buffers() if args.max_buffers is None else args.max_buffers)
     # stdout or stderr closed at start (memtop serve >&-) is None: that output goes nowhere
     server = AllocationServer(config, log=sys.stdout or _Nowhere(), err=sys.stderr or sys.stdout or _Nowhere())

@@ -96,6 +96,10 @@ def run_monitor(args: argparse.Namespace, source, **app_kw) -> int:
     set_thresholds(cfg.warn / 100, cfg.crit / 100)
     period = getattr(args, "interval", None) or cfg.refresh
     app_kw.setdefault("pane", cfg.pane or None)
+    from ..core.model import new_state
+    from ..geometry_args import geometry_from_args
+
+    app_kw.setdefault("state", new_state(geometry=geometry_from_args(args)))
     app = MemtopApp(source, view_filter=view_filter, theme=getattr(args, "theme", None) or cfg.theme or None,
                     sample_period=max(0.1, period), fps=cfg.fps, history_scale=cfg.history_scale,
                     feed_grouped=cfg.feed == "grouped", wall_clock=None if cfg.times == "wall" else False,

@@ -36,6 +36,7 @@ class RecordKind(IntEnum):
     HEADER = 6  # recording header, see tt_memtop.recording
     HEARTBEAT = 7  # i64 server clock (ts_ns) + u64 seq: sent on a quiet subscription
     STATUS = 8  # UTF-8 JSON object: the server's health (recording stopped, refusals, dropped log lines)
+    INFO = 9  # reserved: the server INFO object (docs/EXTENSION.md), today carried in the subscription HELLO
 
 
 class CodecError(ValueError):
@@ -220,8 +221,27 @@ def decode_snapshot_body(buf, off: int = 0) -> SnapshotRecord:
 
 
 # ------------------------------------------------------------------------------------------------ small records
-def encode_hello(flags: int = 0) -> bytes:
-    return bytes((RecordKind.HELLO,)) + HELLO.pack(MAGIC, CODEC_VERSION, flags)
+def encode_hello(flags: int = 0, info: dict | None = None) -> bytes:
+    """HELLO; ``info`` (the subscription greeting's server INFO) follows the fixed struct as UTF-8 JSON.
+
+    Readers that know only the struct ignore the trailing bytes."""
+    rec = bytes((RecordKind.HELLO,)) + HELLO.pack(MAGIC, CODEC_VERSION, flags)
+    if info is not None:
+        import json
+
+        rec += json.dumps(info, sort_keys=True).encode("utf-8")
+    return rec
+
+
+def decode_hello_info(buf, off: int = 0) -> dict | None:
+    """The INFO JSON after a HELLO's struct, or None (absent or not a JSON object)."""
+    rest = bytes(buf[off + HELLO.size:])
+    if not rest:
+        return None
+    try:
+        return decode_info_body(rest)
+    except CodecError:
+        return None
 
 
 def decode_hello_body(buf, off: int = 0) -> tuple[int, int]:
@@ -257,6 +277,22 @@ def encode_heartbeat(ts_ns: int, seq: int) -> bytes:
 
 def decode_heartbeat_body(buf, off: int = 0) -> tuple[int, int]:
     return _unpack(_HEARTBEAT, buf, off)
+def encode_info(info: dict) -> bytes:
+    import json
+
+    return bytes((RecordKind.INFO,)) + json.dumps(info, sort_keys=True).encode("utf-8")
+
+
+def decode_info_body(buf, off: int = 0) -> dict:
+    import json
+
+    try:
+        doc = json.loads(bytes(buf[off:]).decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise CodecError(f"INFO record is not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise CodecError("INFO record is not a JSON object")
+    return doc
 
 
 def encode_status(status: dict) -> bytes:

@@ -11,7 +11,10 @@ Besides the registry, the state keeps what only a monitor needs, all of it bound
 * ``history`` — per buffer id, its last :data:`HISTORY_PER_ID` events (allocs/frees at that
   address on any device, with the phase then), for the most recently touched
   :data:`HISTORY_IDS` ids;
-* ``exited`` — PIDs whose buffers a dead-process cleanup removed.
+* ``exited`` — PIDs whose buffers a dead-process cleanup removed;
+* ``insight`` — peaks, per-bank maps (largest free range, segments, largest allocatable),
+  headroom, leaks and the usage history (core/insight.py); :meth:`usage_history` and
+  :meth:`phase_bands` are the chart's data.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import NamedTuple
 from ..sources.base import Capability, EventBatch, Heartbeat, Snapshot, Status, TotalsSample, Update
 from .devices import Inventory
 from .events import Event, EventKind
+from .geometry import GeometryConfig
+from .insight import Insight
 from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Registry
@@ -66,14 +71,14 @@ def _name(ph) -> str:
     return ph.value if ph is not None else ""
 
 
-def new_state(phases: bool = True) -> MonitorState:
-    """A MonitorState, with trace-phase inference unless ``phases`` is False."""
-    return MonitorState(phases=PhaseTracker() if phases else None)
+def new_state(phases: bool = True, geometry: GeometryConfig | None = None) -> MonitorState:
+    """A MonitorState, with trace-phase inference unless ``phases`` is False; ``geometry``: bank overrides."""
+    return MonitorState(phases=PhaseTracker() if phases else None, geometry=geometry)
 
 
 class MonitorState:
     def __init__(self, feed_limit: int = FEED_LIMIT, phases=None, history_ids: int = HISTORY_IDS,
-                 history_per_id: int = HISTORY_PER_ID) -> None:
+                 history_per_id: int = HISTORY_PER_ID, geometry: GeometryConfig | None = None) -> None:
         self.registry = Registry()
         self.feed: deque[Event] = deque(maxlen=feed_limit)
         self.feed_phases: deque[str] = deque(maxlen=feed_limit)
@@ -109,6 +114,8 @@ class MonitorState:
         self.phases = phases  # a PhaseTracker when phase inference is available
         self._clock_ref = (0, 0)  # (server ns, monitor ns) of the latest arrival: server_now()
         self._phase_names: dict[object, str] = {}  # tracker's phase value -> display name
+        # peaks, bank maps, headroom, leaks, usage history (core/insight.py)
+        self.insight = Insight(geometry)
 
     def apply(self, update: Update, local_ns: int | None = None) -> None:
         """Fold one update; ``local_ns``: the monitor's clock when it arrived (maps it to the server's timeline)."""
@@ -127,6 +134,7 @@ class MonitorState:
             if update.inventory is not None:
                 self.inventory = update.inventory
             self._saw_ts(update.ts_ns)
+            self.insight.load(self.registry, self.inventory, update.ts_ns)
         elif isinstance(update, TotalsSample):
             if update.crosscheck:
                 self._crosscheck(update)
@@ -136,6 +144,7 @@ class MonitorState:
             self._saw_ts(update.ts_ns)
             if update.inventory is not None:
                 self.inventory = update.inventory
+                self.insight.set_inventory(self.inventory)
             if update.regions is not None:
                 self.regions = list(update.regions)
             if update.processes is not None:
@@ -342,6 +351,8 @@ class MonitorState:
             self._commit_recorded_sample()
         self._saw_ts(events[0].ts_ns)
         self._saw_ts(events[-1].ts_ns)
+        self.insight.set_inventory(self.inventory)
+        self.insight.observe(events, self)
 
     def tick(self, now_ns: int) -> None:
         """Let time-based phase rules run (the caller owns the clock)."""
@@ -400,6 +411,19 @@ class MonitorState:
     def phase_of(self, pid: int) -> str:
         """The current phase of ``pid`` ("" when unknown or no tracker)."""
         return _name(self.phases.phase(pid)) if self.phases is not None else ""
+
+    # ------------------------------------------------------------------ insight (peaks, maps, history)
+    def usage_history(self, device: int, buffer_type: int, span_ns: int | None = None) -> list[tuple[int, int, int]]:
+        """``[(bucket_start_ns, max_bytes, last_bytes), ...]`` of one pool up to now, for a chart.
+
+        Max-preserving (a peak survives any zoom level), as long as the session (core/history.py);
+        scale it to the pool's capacity. ``span_ns``: only the last stretch (None: everything).
+        """
+        return self.insight.history.series((device, buffer_type), self.last_ts_ns, span_ns)
+
+    def phase_bands(self) -> list:
+        """Phase segments on the same clock as :meth:`usage_history` (for bands under the chart); [] without phases."""
+        return self.phases.segments() if self.phases is not None else []
 
     def device_phase(self, device: int) -> str:
         return _name(self.phases.device_phase_only(device)) if self.phases is not None else ""

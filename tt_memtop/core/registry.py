@@ -370,6 +370,16 @@ class Registry:
                                          ref_count=len(victims))))
         return out
 
+    def evict(self, device: int, buffer_id: int, buffer_type: int, ts_ns: int, text: str = "") -> Event | None:
+        """Remove one entry whatever its ref_count (a stale or foreign claim on a key). Returns its CLEANUP event."""
+        b = self.get(device, buffer_id, buffer_type)
+        if b is None:
+            return None
+        self._remove(b)
+        return self._stamp(Event(EventKind.CLEANUP, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
+                                 buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size,
+                                 ref_count=b.ref_count, name=b.name, text=text))
+
     def note(self, ev: Event) -> Event:
         """Stamp a non-state event (BAD_FRAME, DUMP, ...) with the next sequence number."""
         return self._stamp(ev)

@@ -17,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .events import Event, EventKind
+from .insight import Insight
+from .leaks import LeakTracker, phase_before_exit
 from .logparse import DumpReport, ProcessCleanup, Record
+from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Buffer, Registry
 
@@ -91,6 +94,7 @@ class Report:
     dumps: list[dict]
     parse: dict | None = None
     events: int = 0
+    origin_ns: int = 0  # a recording's start on its clock (positions in "ns" are printed relative to it)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -109,8 +113,13 @@ class _Key:
 class ReportBuilder:
     """Accumulates the report; bounded by distinct keys and live buffers."""
 
-    def __init__(self, position_unit: str = "line", max_ids: int = 50) -> None:
+    def __init__(self, position_unit: str = "line", max_ids: int = 50, map_until: int | None = None,
+                 insight: Insight | None = None) -> None:
         self.position_unit = position_unit
+        self.origin_ns = 0
+        # the bank maps and peaks of the run, as of position ``map_until`` (None: the end)
+        self.insight = insight
+        self.map_until = map_until
         self.max_ids = max_ids
         self.registry = Registry()
         self._keys: dict[tuple[int, int], _Key] = {}
@@ -123,6 +132,12 @@ class ReportBuilder:
         self._dumps: list[dict] = []
         self._unknown = 0
         self._events = 0
+        # leaks: what dead-PID cleanups reclaimed, and warm-up buffers alive in replay (phases need a real
+        # clock: recordings only; a log's positions are line numbers)
+        self._phases = PhaseTracker() if position_unit == "ns" else None
+        self._leaks = LeakTracker()
+        self._phase_of = self._phases.phase if self._phases is not None else None
+        self._before_exit = (lambda pid: phase_before_exit(self._phases, pid)) if self._phases is not None else None
 
     def _key(self, ev: Event) -> _Key:
         k = self._keys.get((ev.device, ev.buffer_id))
@@ -163,6 +178,11 @@ class ReportBuilder:
                 t["end"] = "freed" if kind == _FREE else "owner process died"
                 self._trace.append(t)
         self.registry.apply_event(ev)
+        if self._phases is not None:
+            self._phases.observe(ev)
+        if kind == _ALLOC or kind == _FREE or kind == _CLEANUP:
+            self._leaks.observe((ev,), self._phase_of, self._before_exit,
+                                self._phases.segments if self._phases is not None else None)
 
     def _record(self, rec: Record) -> None:
         if isinstance(rec, DumpReport):
@@ -188,6 +208,12 @@ class ReportBuilder:
         for rec in recs[i:]:
             self._record(rec)
         self._events += len(events)
+        if self.insight is not None and events:
+            until = self.map_until
+            if until is None or events[-1].ts_ns <= until:
+                self.insight.observe(events)
+            elif events[0].ts_ns <= until:
+                self.insight.observe([e for e in events if e.ts_ns <= until])
 
     def finish(self, parse_stats: dict | None = None) -> Report:
         reg = self.registry
@@ -241,10 +267,11 @@ class ReportBuilder:
         leaks = []
         for pid in reg.pids():
             t = reg.pid_totals(pid)
-            leaks.append({"pid": pid, "buffers": reg.pid_count(pid), "bytes": sum(t),
+            leaks.append({"pid": pid, "kind": "live_at_end", "buffers": reg.pid_count(pid), "bytes": sum(t),
                           "by_type": {TYPE_NAMES[i]: v for i, v in enumerate(t) if v},
                           "devices": sorted(reg.pid_device_totals(pid))})
         leaks.sort(key=lambda x: -x["bytes"])
+        leaks += self._leaks.rows()
         trace = self._trace + list(self._trace_live.values())
         return Report(
             position_unit=self.position_unit,
@@ -263,6 +290,7 @@ class ReportBuilder:
             dumps=self._dumps,
             parse=parse_stats,
             events=self._events,
+            origin_ns=self.origin_ns,
         )
 
 
@@ -280,6 +308,30 @@ def _lifetime(t: dict, unit: str) -> str:
     if unit == "line":
         return f"lines {t['allocated_at']:,}–{t['freed_at']:,} ({t['lifetime']:,} lines), {t['end']}"
     return f"{t['lifetime'] / 1e9:.3f} s, {t['end']}"
+
+
+_LEAK_KIND = {
+    "live_at_end": "still allocated at the end",
+    "died": "died holding them (no teardown); the server's dead-PID cleanup reclaimed",
+    "exited": "exited after its teardown still holding them; the server's dead-PID cleanup reclaimed",
+    "reclaimed": "the server's dead-PID cleanup reclaimed (the process exited holding them)",
+    "outlived_warmup": "allocated during warm-up, still alive when it started replaying",
+}
+
+
+def _leak_text(lk: dict, unit: str, origin_ns: int = 0) -> str:
+    what = f"{lk['buffers']:,} buffers, {_mb(lk['bytes'])}"
+    if lk.get("by_type"):
+        what += " (" + ", ".join(f"{k} {_mb(v)}" for k, v in lk["by_type"].items()) + ")"
+    if lk.get("devices"):
+        what += f" on devices {','.join(map(str, lk['devices']))}"
+    kind = lk.get("kind", "live_at_end")
+    how = _LEAK_KIND.get(kind, kind)
+    at = lk.get("at_ns")
+    when = ""
+    if at is not None and kind != "live_at_end":
+        when = f" at line {at:,}" if unit == "line" else f" at {(at - origin_ns) / 1e9:.3f} s"
+    return f"{how}{when}: {what}"
 
 
 def render_text(rep: Report, title: str = "") -> str:
@@ -315,13 +367,11 @@ def render_text(rep: Report, title: str = "") -> str:
                        f"{_lifetime(t, rep.position_unit)}")
         if len(rep.trace_buffers) > 16:
             out.append(f"  ... {len(rep.trace_buffers) - 16} more")
-    out += ["", "Leaks by PID (live at the end):"]
+    out += ["", "Leaks by PID:"]
     if not rep.leaks_by_pid:
         out.append("  none")
     for lk in rep.leaks_by_pid:
-        types = ", ".join(f"{k} {_mb(v)}" for k, v in lk["by_type"].items())
-        out.append(f"  PID {lk['pid']}: {lk['buffers']:,} buffers, {_mb(lk['bytes'])} ({types}) on devices "
-                   f"{','.join(map(str, lk['devices']))}")
+        out.append(f"  PID {lk['pid']}: {_leak_text(lk, rep.position_unit, rep.origin_ns)}")
     if rep.cleanups:
         out += ["", "Dead-process cleanups:"]
         for c in rep.cleanups[-10:]:

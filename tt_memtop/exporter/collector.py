@@ -71,8 +71,10 @@ def _all_families(view: MetricsView) -> Iterator[Metric]:
     used = g(PREFIX + "used_bytes", "bytes allocated per device and pool (l1_small includes system memory)",
              labels=_POOL)
     cap = g(PREFIX + "capacity_bytes", "bytes the device has in the pool (dram, l1)", labels=_POOL)
-    peak = g(PREFIX + "peak_bytes", "high-water mark of used_bytes", labels=_POOL)
-    largest = g(PREFIX + "largest_allocatable_bytes", "largest interleaved buffer that would fit now", labels=_POOL)
+    peak = g(PREFIX + "peak_bytes", "high-water mark of used_bytes since the exporter started (or the last reset)",
+             labels=_POOL)
+    largest = g(PREFIX + "largest_allocatable_bytes", "largest interleaved buffer that would fit now: the largest "
+                "free range per bank times the banks", labels=_POOL)
     drift = g(PREFIX + "ledger_drift_bytes", "event ledger minus TT-Metal's shared-memory total (non-zero means "
               "lost or unreported events)", labels=_POOL)
     bufs = g(PREFIX + "buffers", "live buffers per device (circular buffers and kernels excluded)", labels=_DEV)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ..core.devices import Inventory
 from ..core.events import Event, EventKind
 from ..core.model import MonitorState
+from ..core.protocol import BufferType
 from ..core.registry import Registry
 from ..sources.base import Capability, EventBatch, Snapshot, TotalsSample, Update
 
@@ -28,6 +29,9 @@ __all__ = ["POOLS", "DeviceFigures", "LagTracker", "MetricsView", "ProcessFigure
 POOLS = ("dram", "l1", "l1_small", "trace", "cb", "kernel")
 #: Pools TT-Metal's shared memory and the event ledger both count (MonitorState.drift compares these).
 DRIFT_POOLS = ("dram", "l1", "l1_small", "trace")
+#: Pools with peaks and bank maps (MonitorState.insight), and their BufferType.
+INSIGHT_POOLS = (("dram", int(BufferType.DRAM)), ("l1", int(BufferType.L1)), ("l1_small", int(BufferType.L1_SMALL)),
+                 ("trace", int(BufferType.TRACE)))
 #: Source states in which the exported figures are live.
 UP_STATES = frozenset({"connected", "playing", "paused"})
 
@@ -111,6 +115,12 @@ def view_from_state(state: MonitorState, *, source: str, hostname: str, comm: Ca
         figs.append(DeviceFigures(d, _arch_label(inv, d), tuple(state.device_wire_totals(d)), _capacity(inv, d),
                                   state.registry.device_count(d) if events else None, state.device_phase(d)))
     if events:
+        ins = state.insight  # peaks and the bank maps need every event with its address (core/insight.py)
+        for d in figs:
+            for pool, t in INSIGHT_POOLS:
+                if pool != "l1_small":  # insight's L1_SMALL peak leaves out system memory, which l1_small counts
+                    d.peak[pool] = ins.peaks.device_peak(d.device, t)[0]
+                d.largest_allocatable[pool] = ins.pool_stats(d.device, t).largest_allocatable
         procs = _processes(state.registry, comm, state.phase_of)
     else:  # per-process totals from TT-Metal's shared memory; a dead PID's slot is not a live process's
         procs = [ProcessFigures(p.pid, p.name or comm(p.pid), {d: tuple(t) for d, t in p.devices.items()}, None,

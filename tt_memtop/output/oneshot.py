@@ -11,18 +11,31 @@ With TT-Metal's shared-memory statistics as the source, devices also carry ``chi
 every region read (``regions``), those not read and why (``problems``), and, beside an event source,
 ``crosscheck.drift`` (device -> pool -> events vs shm bytes).
 
-JSON schema (``schema_version`` 1)::
+JSON schema (``schema_version`` 2; docs/MEMORY_MODEL.md explains the pool figures)::
 
-    {"schema_version": 1, "generated_at": ISO-8601 UTC,
+    {"schema_version": 2, "generated_at": ISO-8601 UTC,
      "source": {"kind", "description", "status", "message", "capabilities": [...], "per_buffer": bool,
                 "server"?: {...} (memtop serve's STATUS: "recording", "recording_error", "refused_allocs"...)},
      "filters": {"devices": [...], "types": [...], "pids": [...]},
      "devices": [{"device", "arch", "buffers" (null when only totals are known),
                   "bytes": {"DRAM", "L1", "SYSTEM_MEMORY"?, "L1_SMALL", "TRACE", "CB", "KERNEL"},
                   "total" (DRAM+L1+SYSTEM_MEMORY+L1_SMALL+TRACE, as the server's statistics),
-                  "capacity": {"DRAM", "L1"} | null, "used_fraction": {"DRAM", "L1"} | null}],
-     "processes": [{"pid", "buffers", "bytes": {...}, "total", "devices": [...], "phase"?: {...}}],
+                  "capacity": {"DRAM", "L1"} | null, "used_fraction": {"DRAM", "L1"} | null,
+                  "pools": {"DRAM" | "L1" | "L1_SMALL" | "TRACE": {
+                      "current_bytes", "peak_bytes", "peak_at" (ns, events' clock), "peak_at_s" (since start),
+                      "banks", "range": [lo, hi] (per-bank addresses), "range_known", "bank_size",
+                      "used_per_bank", "free_per_bank", "largest_free_bytes" (per bank), "largest_free_at",
+                      "free_segments", "largest_allocatable_bytes" (largest free x banks), "fragmentation",
+                      "at_peak"?: {"bytes", "at_ns", "top_buffers": [...], "by_pid", "by_phase"}}} | null,
+                  "headroom": {"trace_bytes", "trace_peak_bytes", "trace_region_size", "trace_region_known",
+                      "suggested_trace_region_size", "l1_cb_top", "l1_lowest_buffer", "l1_headroom",
+                      "warnings": [{"pool", "level": "tight" | "would_fail", "typical_bytes", ...}]} | null}],
+     "processes": [{"pid", "buffers", "bytes": {...}, "total", "devices": [...], "phase"?: {...},
+                    "peak_bytes": {type: bytes}, "peak_at": {type: ns}}],
+     "leaks": [{"pid", "kind": "died" | "exited" | "outlived_warmup", "buffers", "bytes", ...}],
      "phases": [{"pid", "phase", "since_ns", "devices", "evidence"}]   (when phase inference is available)}
+
+``pools`` / ``headroom`` are null when the source gives totals only (no addresses).
 
 ``SYSTEM_MEMORY`` appears only with per-buffer data; polled totals (the original's QUERY) count
 it inside ``L1_SMALL``. ``used_fraction`` counts TRACE in DRAM and L1_SMALL/CB/KERNEL in L1.
@@ -50,7 +63,7 @@ from ..ui.filters import ViewFilter
 __all__ = ["SCHEMA_VERSION", "build_document", "render_table", "run_oneshot", "run_oneshot_async",
            "stdout_is_tty"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TYPE_KEYS = [t.name for t in BufferType]  # index = BufferType value
 #: Columns of the table, as in realtime_monitor.py (plus CB/KERNEL when non-zero).
 TABLE_TYPES = ("DRAM", "L1", "L1_SMALL", "TRACE")
@@ -145,9 +158,15 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
             cap = {"DRAM": info.total_dram, "L1": info.total_l1}
             used = {"DRAM": sum(b.get(k, 0) for k in _IN_DRAM) / info.total_dram if info.total_dram else None,
                     "L1": sum(b.get(k, 0) for k in _IN_L1) / info.total_l1 if info.total_l1 else None}
+        pools = headroom = None
+        if per_buffer:
+            ins = state.insight.device_doc(d)
+            pools, headroom = ins["pools"], ins["headroom"]
+            for p in pools.values():
+                p["peak_at_s"] = round((p["peak_at"] - state.first_ts_ns) / 1e9, 3) if p["peak_at"] else None
         devices.append({"device": d, "arch": info.arch_name if info is not None and info.available else None,
                         "buffers": buffers, "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL),
-                        "capacity": cap, "used_fraction": used})
+                        "capacity": cap, "used_fraction": used, "pools": pools, "headroom": headroom})
     phases = getattr(state, "phases", None)
     phase_by_pid = {}
     if phases is not None:
@@ -171,6 +190,7 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
             if w is not None:
                 entry["shm_bytes"] = {"DRAM": w[0], "L1": w[1], "L1_SMALL": w[2], "TRACE": w[3], "CB": w[4]}
     processes = []
+    pid_peaks = state.insight.peaks.pid_peaks()
     if shm_procs:
         pid_sums = {}
         for pid, p in state.polled_procs.items():
@@ -201,6 +221,10 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
         b = _bytes(by_type, filt, False)
         entry = {"pid": pid, "buffers": n, "bytes": b, "total": sum(b.get(k, 0) for k in _IN_TOTAL),
                  "devices": sorted(devs)}
+        if pid in pid_peaks:
+            _cur, peak, at = pid_peaks[pid]
+            entry["peak_bytes"] = {TYPE_KEYS[i]: v for i, v in enumerate(peak) if v}
+            entry["peak_at"] = {TYPE_KEYS[i]: at[i] for i, v in enumerate(peak) if v}
         if pid in phase_by_pid:
             entry["phase"] = phase_by_pid[pid]
         processes.append(entry)
@@ -216,7 +240,19 @@ def build_document(state: MonitorState, source: Source | None = None, filt: View
                     "pids": sorted(filt.pids)},
         "devices": devices,
         "processes": processes,
+        "leaks": [lk for lk in state.insight.leaks.rows(state.phases.phase if state.phases is not None else None)
+                  if not filt.pids or lk["pid"] in filt.pids] if per_buffer else [],
     }
+    info = getattr(source, "server_info", None)
+    if info is not None:  # memtop serve's INFO record: where its state came from, peer-credential counters
+        from ..client import ServerInfo
+
+        doc["source"]["server"] = {**doc["source"].get("server", {}), **info, "notes": ServerInfo(info).notes()}
+        real = {d.get("pid"): d for d in info.get("reported_pids") or () if isinstance(d, dict)}
+        for p in processes:  # a reported PID that is not the sender's: say who sent it
+            d = real.get(p["pid"])
+            if d is not None:
+                p["host_pid"], p["uid"], p["pid_kind"] = d.get("host_pid"), d.get("uid"), d.get("kind")
     if phases is not None:
         doc["phases"] = [p for p in phase_by_pid.values() if not filt.pids or p["pid"] in filt.pids]
     if state.regions or state.crosscheck:
@@ -260,6 +296,7 @@ def render_table(doc: dict) -> str:
     lines = [f"memtop · {src['description'] or src['kind']} · {doc['generated_at']}"]
     if not src["per_buffer"] and src["message"]:
         lines.append(f"note: {src['message']}")
+    lines += [f"note: {n}" for n in src.get("server", {}).get("notes", [])]
     devs = doc["devices"]
     shown = [t for t in ("DRAM", "L1", "L1_SMALL", "TRACE", "CB", "KERNEL")
              if any(t in d["bytes"] for d in devs) and (t in TABLE_TYPES or any(d["bytes"].get(t) for d in devs))]
@@ -291,6 +328,29 @@ def render_table(doc: dict) -> str:
         lines += [fmt(head), "  ".join("-" * w for w in widths), *map(fmt, rows)]
         if sys_mem:
             lines.append("(L1_SMALL includes SYSTEM_MEMORY, as the server's QUERY counts it)")
+    pooled = [d for d in devs if d.get("pools")]
+    if pooled:
+        lines += ["", "Per bank (an allocation fails when it needs more than the largest free range of one bank; "
+                      "docs/MEMORY_MODEL.md):"]
+        head2 = ["Device", "DRAM largest free MB", "allocatable MB", "segs", "L1 largest free B", "allocatable MB",
+                 "segs", "TRACE free MB", "DRAM peak MB"]
+        rows2 = []
+        for d in pooled:
+            pd, pl, pt = d["pools"]["DRAM"], d["pools"]["L1"], d["pools"]["TRACE"]
+            rows2.append([str(d["device"]), _mb(pd["largest_free_bytes"]), _mb(pd["largest_allocatable_bytes"]),
+                          str(pd["free_segments"]), f"{pl['largest_free_bytes']:,}", _mb(pl["largest_allocatable_bytes"]),
+                          str(pl["free_segments"]), _mb(pt["largest_free_bytes"]) if pt["bank_size"] else "-",
+                          _mb(pd["peak_bytes"])])
+        w2 = [max(len(r[i]) for r in [head2, *rows2]) for i in range(len(head2))]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(r, w2, strict=True)) for r in [head2, *rows2]]
+        peak_trace = max((d.get("headroom") or {}).get("trace_peak_bytes", 0) for d in pooled)
+        if peak_trace:
+            sug = max((d.get("headroom") or {}).get("suggested_trace_region_size", 0) for d in pooled)
+            lines.append(f"trace: peak {peak_trace:,} B of trace buffers on a device; suggested trace_region_size >= {sug:,}")
+        for d in pooled:
+            for w in (d.get("headroom") or {}).get("warnings", ()):
+                lines.append(f"WARNING device {d['device']} {w['pool']}: the next {w['typical_bytes']:,} B allocation "
+                             f"needs {w['typical_per_bank']:,} B per bank; largest free {w['largest_free_bytes']:,} B")
     procs = doc["processes"]
     if procs:
         lines += ["", f"{'PID':>8}  {'Name':<15}  {'Buffers':>7}  {'Total MB':>9}  Devices  Phase"]
@@ -346,7 +406,9 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
     if hasattr(source, "hold_at_end"):  # a replay: jump to the end and report the final state
         source.hold_at_end = False
         source.seek(1.0)
-    state = new_state()
+    from ..geometry_args import geometry_from_args
+
+    state = new_state(geometry=geometry_from_args(args))
     settled = anyio.Event()
     failed: list[Status] = []
 

@@ -28,23 +28,28 @@ sender across a pause longer than the idle period, with exactly *L'* < *L* bytes
 would be taken for an *L'* frame. Neither happens with the public clients (blocking whole-struct
 ``send``). Pass an explicit layout to rule both out.
 
-**Forced layout.** Frames are exactly that size, with two exceptions for a lone message of
-another known size alone in the buffer: at EOF any type (the ``dump_remaining_buffers.py`` trick:
-a 72-byte DUMP against a 144-byte server), and when idle QUERY / DEVICE_INFO_QUERY (answered in
-the forced size, as the originals do) and our extension types (≥ 64), so a monitor can probe and
-subscribe whatever the server's ``--protocol``.
+**Known layout** (forced, or once detected). A frame is a frame: at each frame start the reader
+takes exactly one message of the layout, or reports exactly one bad frame of the layout's size
+(unknown type, non-zero padding) and goes on with the next one, so one bad frame never costs the
+next message. A *smaller* message (a 72- or 112-byte client on ``--protocol 144``, or a connection
+that switches layout mid-stream) is taken at its own size when a plausible header of an original
+type follows it at that size (inside a genuine frame those offsets are zero counters) or when it is
+alone in the buffer and the peer is idle or closed: the originals, reading one ``sizeof`` per
+``recv``, handle such a message alone in its read the same way. :attr:`FrameResult.layouts` says
+the size each message was framed as.
 
-**Garbage.** At a frame start that is not a plausible header (or a whole frame whose pad bytes are
-not zero) we report a :class:`BadFrame` with :func:`protocol.validate`'s reason, then scan forward
-to the next plausible header. After ``max_bad_bytes`` consecutive bad bytes without a valid frame
-the result carries ``close`` with a message saying why; the caller should drop the connection.
+**Garbage.** Off the frame grid (at the start of a stream, or after bytes that fit no frame) a
+frame start that is not a plausible header is reported as a :class:`BadFrame` with
+:func:`protocol.validate`'s reason and the reader scans forward to the next plausible header.
+After ``max_bad_bytes`` consecutive bad bytes without a valid frame the result carries ``close``
+with a message saying why; the caller should drop the connection.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.protocol import LAYOUT_SIZES, AllocMessage, Layout, decode, header_plausible, validate
+from ..core.protocol import LAYOUT_SIZES, ORIGINAL_TYPES, AllocMessage, Layout, decode, header_plausible, validate
 
 __all__ = ["BadFrame", "FrameReader", "FrameResult", "parse_layout"]
 
@@ -52,6 +57,8 @@ __all__ = ["BadFrame", "FrameReader", "FrameResult", "parse_layout"]
 EXTENSION_MIN_TYPE = 64
 DEFAULT_MAX_BAD_BYTES = 4096
 _REJECTED = -1
+#: bytes of a header that header_plausible checks (type, pad1 ... pad2)
+_FULL_HEADER = 20
 
 
 def parse_layout(value: Layout | int | str | None) -> Layout | None:
@@ -73,6 +80,8 @@ class BadFrame:
 @dataclass(slots=True)
 class FrameResult:
     messages: list[AllocMessage] = field(default_factory=list)
+    #: the size each message was framed as (normally the connection's layout; see FrameReader._frame_size)
+    layouts: list[Layout] = field(default_factory=list)
     bad: list[BadFrame] = field(default_factory=list)
     #: set when the connection should be closed; says why
     close: str | None = None
@@ -97,6 +106,8 @@ class FrameReader:
         self._base = 0  # stream offset of _buf[0]
         self._bad_run = 0  # consecutive bad bytes since the last valid frame
         self._closed: str | None = None
+        #: True while ``_buf[0]`` is where the previous whole frame ended (a bad header there is one bad frame)
+        self._aligned = False
         self.frames = 0
         self.bad_bytes = 0
 
@@ -148,13 +159,13 @@ class FrameReader:
         pos = 0
         try:
             while pos < len(buf):
-                if not header_plausible(buf, pos):
-                    pos = self._skip(pos, _header_reason(buf, pos), res)
-                    if res.close:
-                        break
-                    continue
                 layout = self.layout
                 if layout is None:
+                    if not header_plausible(buf, pos):
+                        pos = self._skip(pos, _header_reason(buf, pos), res)
+                        if res.close:
+                            break
+                        continue
                     size = self._detect(pos, why)
                     if size is None:
                         break
@@ -166,12 +177,24 @@ class FrameReader:
                         continue
                     layout = self.layout = Layout(size)
                 avail = len(buf) - pos
-                if avail < layout:
-                    lone = self._lone_other_size(pos, why)
-                    if lone is not None:
-                        pos = self._take(pos, lone, res)
+                if not header_plausible(buf, pos):
+                    if avail < layout and why is None and self._aligned:
+                        break  # maybe a bad frame, maybe not: wait until its whole size is here
+                    if self._aligned and avail >= layout and (avail == layout or header_plausible(buf, pos + layout)):
+                        # On the frame grid of a known layout: one bad frame, exactly one frame long.
+                        pos = self._bad_frame(pos, layout, _header_reason(buf, pos), res)
+                    else:
+                        self._aligned = False
+                        pos = self._skip(pos, _header_reason(buf, pos), res)
+                    if res.close:
+                        break
+                    continue
+                size = self._frame_size(pos, layout, why)
+                if size is None:
                     break
-                pos = self._take_run(pos, layout, res)
+                pos = self._take(pos, size, res)
+                if res.close:
+                    break
         except Exception as exc:  # defensive: a framing bug must never kill the server
             res.close = f"internal framing error ({type(exc).__name__}: {exc}); closing connection"
             self._closed = res.close
@@ -192,40 +215,58 @@ class FrameReader:
             return None  # wait for more bytes
         return _REJECTED
 
-    def _lone_other_size(self, pos: int, why: str | None) -> Layout | None:
-        """A forced-layout connection holding exactly one message of another known size (see docstring)."""
-        avail = len(self._buf) - pos
-        if why is None or not self.forced or avail not in LAYOUT_SIZES:
-            return None
-        # QUERY / DEVICE_INFO_QUERY too: the originals answer a lone smaller request (one recv), and
-        # memtop's probe is a lone 72-byte QUERY (sources/probe.py)
-        if why == "eof" or self._buf[pos] >= EXTENSION_MIN_TYPE or self._buf[pos] in (3, 6):
-            return Layout(avail)
+    def _frame_size(self, pos: int, layout: Layout, why: str | None) -> Layout | None:
+        """Size of the frame at ``pos`` on a connection of ``layout``; None: wait for more bytes.
+
+        Normally ``layout``. A smaller message (an older client on a bigger ``--protocol``, or a
+        connection that switched layout mid-stream) is recognised, as the originals do by their
+        one ``recv`` per message, when a plausible header of an original type follows it at a
+        smaller layout's boundary (real clients zero the tail of their struct, so inside a genuine
+        frame of ``layout`` those offsets hold zero counters), or when it is alone in the buffer and
+        the peer has gone quiet or closed.
+        """
+        buf = self._buf
+        avail = len(buf) - pos
+        for size in LAYOUT_SIZES:
+            if size >= layout:
+                break
+            if avail > size:
+                nxt = pos + size
+                if buf[nxt] in ORIGINAL_TYPES and header_plausible(buf, nxt, ORIGINAL_TYPES):
+                    if avail - size >= _FULL_HEADER or avail >= layout:
+                        return Layout(size)
+                    if avail < layout:
+                        return None  # looks like a smaller frame; make sure once its header is whole
+            elif avail == size and why is not None:
+                return Layout(size)
+        if avail >= layout:
+            return layout
         return None
 
     def _take(self, pos: int, layout: Layout, res: FrameResult) -> int:
         """Decode one whole frame at ``pos`` (header already plausible). Returns the new position."""
         msg = decode(self._buf, layout, pos)
         if any(p.strip(b"\0") for p in msg.pads):
-            # The header looked right but the frame is not: drop the whole frame, then rescan.
-            return self._skip(pos, validate(msg) or "non-zero padding", res, min_skip=int(layout))
+            # The header looked right but the frame is not: drop exactly this frame.
+            return self._bad_frame(pos, layout, validate(msg) or "non-zero padding", res)
         res.messages.append(msg)
+        res.layouts.append(layout)
         self.frames += 1
         self._bad_run = 0
+        self._aligned = True
         return pos + layout
 
-    def _take_run(self, pos: int, layout: Layout, res: FrameResult) -> int:
-        """Decode every whole frame from ``pos`` on, stopping at the first implausible header."""
-        buf = self._buf
-        end = len(buf) - layout
-        while pos <= end:
-            if not header_plausible(buf, pos):
-                return pos
-            n = len(res.messages)
-            pos = self._take(pos, layout, res)
-            if len(res.messages) == n:  # bad padding: skipped; re-check from the new position
-                return pos
-        return pos
+    def _bad_frame(self, pos: int, size: int, reason: str, res: FrameResult) -> int:
+        """Report the ``size`` bytes at ``pos`` as one bad frame (the connection stays on its frame grid)."""
+        res.bad.append(BadFrame(reason, size, self._base + pos))
+        self.bad_bytes += size
+        self._bad_run += size
+        if self._bad_run >= self.max_bad_bytes:
+            res.close = (f"too many consecutive invalid bytes ({self._bad_run}) without a valid message - "
+                         f"closing connection (likely protocol mismatch; last reason: {reason})")
+            self._closed = res.close
+            return len(self._buf)
+        return pos + size
 
     def _skip(self, pos: int, reason: str, res: FrameResult, min_skip: int = 1) -> int:
         """Discard bytes from ``pos`` to the next plausible header (or the end). Returns the new position."""

@@ -10,8 +10,11 @@ DUMP_REPORT, HELLO) is specified in docs/EXTENSION.md. Design points:
   fresh snapshot when its writer catches up.
 * **One event loop, one registry.** All state changes happen on the loop thread, so a snapshot
   taken between two awaits is consistent, and sequence numbers are gap-free.
-* **Never crash on input.** Bad frames and invalid messages are counted, logged once per kind and
-  published as BAD_FRAME events; the connection is dropped only after many consecutive bad bytes.
+* **Never crash on input.** Bad frames and invalid messages are counted and published as BAD_FRAME
+  events; our own diagnostics go to stderr once per kind, the original's warning lines every time
+  (as it does); the connection is dropped only after many consecutive bad bytes.
+* **The kernel, not the message, says who is connected** (``SO_PEERCRED``, see peers.py): liveness
+  of PID-namespace PIDs, PID mismatches, and who may free whose buffers.
 * **One connection's failure ends that connection only** (a monitor that vanishes mid-write, an
   unexpected error in a handler); running out of file descriptors refuses new connections; a full
   disk stops the recording; a log nobody reads drops log lines (server/logwriter.py). None of
@@ -20,7 +23,7 @@ DUMP_REPORT, HELLO) is specified in docs/EXTENSION.md. Design points:
   the bytes. A subscriber's snapshot is encoded in time slices from a frozen view of the registry
   (``Registry.freeze``), with other tasks running in between; events after it are queued meanwhile.
 
-Deliberate differences from the original (documented in docs/EXTENSION.md): no 8-device limit;
+Deliberate differences from the original (documented in docs/COMPATIBILITY.md): no 8-device limit;
 ``kill(pid, 0)`` failing with EPERM means *alive* (the original wipes a live process of another
 user); whole frames are always assembled (no stale tails).
 """
@@ -48,10 +51,22 @@ from ..core import eventcodec as codec
 from ..core import logformat as lf
 from ..core.devices import Inventory
 from ..core.events import Event, EventKind
-from ..core.protocol import PROBE_REPLY, PROBE_REQUEST, AllocMessage, Layout, MsgType, encode, validate
+from ..core.protocol import (
+    MAX_DEVICES,
+    MAX_SIZE,
+    PROBE_REPLY,
+    PROBE_REQUEST,
+    WIRE_BUFFER_TYPES,
+    AllocMessage,
+    Layout,
+    MsgType,
+    encode,
+    validate,
+)
 from ..core.registry import Registry
 from .framing import FrameReader, parse_layout
 from .logwriter import LogWriter
+from .peers import Ownership, PeerCred, peer_credentials
 
 __all__ = ["AllocationServer", "ServerConfig", "ServerStats", "SocketInUseError", "pid_alive"]
 
@@ -160,6 +175,17 @@ class ServerConfig:
     #: (monitors tick their time rules on it); 0 turns heartbeats off
     heartbeat_s: float = 0.1
     max_bad_bytes: int = 4096
+    #: ``memtop serve --journal``: restore the registry from this file at start, keep it up to date
+    journal: str | None = None
+    #: permissions of the socket file (0600: only our user's processes may connect), and its group
+    socket_mode: int = 0o600
+    socket_group: int | None = None
+    #: accept every FREE whatever the sender's UID (peer credentials are still counted)
+    trust_all: bool = False
+    #: validate every request fully (protocol.validate) instead of as the original of its layout does
+    strict: bool = False
+    #: log every original-format warning once per kind instead of every time (as the original does)
+    dedupe_warnings: bool = False
     #: live entries (buffers + CBs + kernels) beyond which new ALLOCs are refused; 0 = no bound
     max_buffers: int = 0
 
@@ -173,6 +199,13 @@ class ServerStats:
     invalid_messages: int = 0
     subscribers: int = 0
     resyncs: int = 0
+    #: connections whose messages report a PID other than the sender's (namespace PIDs / unexplained)
+    pid_namespace: int = 0
+    pid_mismatch: int = 0
+    refused_frees: int = 0
+    #: ALLOCs that replaced a live entry of another user (a stale or squatted address)
+    evicted_claims: int = 0
+    restored_buffers: int = 0
     #: connections closed at once because the server was out of file descriptors
     refused_connections: int = 0
     #: ALLOCs refused because --max-buffers live entries existed
@@ -230,11 +263,14 @@ class _Subscriber:
 
 
 class _Conn:
-    __slots__ = ("cid", "reader", "refused")
+    __slots__ = ("cid", "reader", "peer", "pid_noted", "refusal_noted", "refused")
 
-    def __init__(self, cid: int, reader: FrameReader) -> None:
+    def __init__(self, cid: int, reader: FrameReader, peer: PeerCred | None = None) -> None:
         self.cid = cid
         self.reader = reader
+        self.peer = peer
+        self.pid_noted = False  # the reported-vs-real PID line was logged for this connection
+        self.refusal_noted = False
         self.refused = 0  # ALLOCs refused by --max-buffers
 
 
@@ -258,7 +294,15 @@ class AllocationServer:
         self._logged_kinds: set[str] = set()
         self._next_cid = 0
         self._recorder = None
+        self._journal = None
+        self._journal_sync_due = False
         self._socket_ino: int | None = None
+        self.ownership = Ownership(config.trust_all)
+        #: reported PID -> who really sent it (the last connection that differed), for INFO
+        self._peer_notes: dict[int, dict] = {}
+        self.started_wall_ns = time.time_ns()
+        #: where the state before this server's start came from: "journal" (restored) or "unknown"
+        self.prior_state = "unknown"
         self._status: dict = {}  # the server's health as monitors see it (STATUS records)
         self._status_frame = b""
         self._frozen_at = 0  # len(registry) at the last gc.freeze()
@@ -275,21 +319,11 @@ class AllocationServer:
         """Bind, report started, serve until cancelled; on the way out print stats and unlink."""
         path = self.config.socket_path
         prepare_socket_path(path)
-        if self.config.record:  # before binding: a bad --record path fails with nothing bound and nothing printed
-            from ..recording import RecordingWriter
-
-            try:
-                self._recorder = RecordingWriter(self.config.record, self.config.inventory, socket_path=path,
-                                                 clock=self._clock)
-            except OSError as exc:
-                raise _start_error(exc, f"cannot write the recording {self.config.record}: "
-                                        f"{exc.strerror or exc}") from exc
+        notes = self._open_files(path)  # before binding: a bad path fails with nothing bound and nothing printed
         try:
-            listener = await anyio.create_unix_listener(path)
+            listener = await self._listen(path)
         except OSError as exc:
-            if self._recorder is not None:
-                self._recorder.close()
-                self._recorder = None
+            self._close_files()
             raise _start_error(exc, f"cannot listen on {path}: {_bind_reason(path, exc)}") from exc
         with contextlib.suppress(OSError):
             self._socket_ino = os.stat(path).st_ino
@@ -300,6 +334,9 @@ class AllocationServer:
             self._out(lf.start_banner(path, self.config.inventory if self.config.detection_banner else None,
                                       self.config.inventory_origin))
             self._out([lf.CLEANUP_STARTED])
+            self._out(notes, err=True)
+            if self.prior_state == "journal":
+                self.run_cleanup()  # owners that died while the server was down
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._every, self.config.cleanup_interval_s, self.run_cleanup)
                 tg.start_soon(self._every, self.config.stats_interval_s, self._print_stats)
@@ -307,6 +344,8 @@ class AllocationServer:
                 tg.start_soon(self._every, 1.0, self._maybe_freeze)
                 if self._recorder is not None:
                     tg.start_soon(self._every, 0.2, self._flush_recording)
+                if self._journal is not None:
+                    tg.start_soon(self._every, 1.0, self._sync_journal)
                 task_status.started(self)
                 await self._accept_loop(listener, tg)
         finally:
@@ -413,6 +452,10 @@ class AllocationServer:
             except OSError as exc:
                 self._recording_failed(exc)
             self._recorder = None
+        if self._journal is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._journal.close()
+            self._journal = None
         self._out(lf.stop_banner())
         self._logw.close()
         report = os.environ.get("MEMTOP_SERVE_STATUS_FILE")  # benchmarks/bench_stall.py: figures at exit
@@ -439,6 +482,127 @@ class AllocationServer:
             busy = min(lag, cpu() - c0)
             if busy > st.max_loop_busy_s:
                 st.max_loop_busy_s = busy
+
+    # ================================================================== files and socket
+    def _open_files(self, path: str) -> list[str]:
+        """Open the journal (restoring its state) and the recording. Returns the stderr lines to log."""
+        from ..recording import RecordingError, RecordingWriter
+
+        cfg = self.config
+        notes: list[str] = []
+        if cfg.journal and cfg.record and os.path.realpath(cfg.journal) == os.path.realpath(cfg.record):
+            raise OSError(f"--journal and --record name the same file ({cfg.record}); use two files")
+        try:
+            if cfg.journal:
+                notes += self._restore_journal(path)
+            if cfg.record:
+                try:
+                    self._recorder = RecordingWriter(cfg.record, cfg.inventory, socket_path=path, clock=self._clock)
+                except (OSError, RecordingError) as exc:
+                    raise OSError(f"cannot write the recording {cfg.record}: "
+                                  f"{getattr(exc, 'strerror', None) or exc}") from exc
+                rec = self._recorder
+                if rec.previous_sessions:
+                    notes.append(f"memtop serve: appending session {rec.previous_sessions + 1} to the recording "
+                                 f"{cfg.record} (the earlier sessions are kept)")
+                if rec.dropped_tail:
+                    notes.append(f"memtop serve: {cfg.record}: cut {rec.dropped_tail} bytes of a torn last record "
+                                 f"before appending")
+        except BaseException:
+            self._close_files()
+            raise
+        return notes
+
+    def _restore_journal(self, path: str) -> list[str]:
+        from .. import journal
+        from ..recording import RecordingError
+
+        cfg = self.config
+        try:
+            state = journal.load(cfg.journal)
+        except (OSError, RecordingError) as exc:
+            raise OSError(f"cannot read the journal {cfg.journal}: {getattr(exc, 'strerror', None) or exc}") from exc
+        notes = []
+        if state is not None:
+            owners = {b.owner_pid for b in state.buffers}
+            for pid, doc in state.owners.items():
+                if pid in owners:
+                    self.ownership.restore(pid, doc.get("uid"), doc.get("host_pids") or ())
+            state.owners = {p: d for p, d in state.owners.items() if p in owners}
+            self.registry.load_snapshot([b.copy() for b in state.buffers], state.seq)
+            self.prior_state = "journal"
+            self.stats.restored_buffers = len(state.buffers)
+            total = sum(b.size for b in state.buffers)
+            notes.append(f"memtop serve: restored {len(state.buffers)} buffers ({total / 1048576:g} MB) of "
+                         f"{len(owners)} processes from the journal {cfg.journal}")
+            if state.torn_note:
+                notes.append(f"memtop serve: {state.torn_note}")
+        try:
+            self._journal = journal.open_compacted(cfg.journal, state, cfg.inventory, socket_path=path,
+                                                   clock=self._clock)
+        except (OSError, RecordingError) as exc:
+            raise OSError(f"cannot write the journal {cfg.journal}: {getattr(exc, 'strerror', None) or exc}") from exc
+        return notes
+
+    def _close_files(self) -> None:
+        for name in ("_recorder", "_journal"):
+            w = getattr(self, name)
+            if w is not None:
+                with contextlib.suppress(OSError):
+                    w.close()
+                setattr(self, name, None)
+
+    def _journal_failed(self, exc: OSError) -> None:
+        """Stop journaling; empty the journal, so that a restart says "state unknown" instead of restoring stale state."""
+        from ..recording import open_private
+
+        self._out([f"⚠️  memtop serve: the journal {self.config.journal} cannot be written ({exc.strerror or exc}); "
+                   f"journaling stopped, the server goes on (the journal was emptied: a restart will not restore "
+                   f"stale state)"], err=True)
+        with contextlib.suppress(OSError, ValueError):
+            self._journal.close()
+        self._journal = None
+        with contextlib.suppress(OSError):
+            fd = open_private(self.config.journal)
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
+
+    def _sync_journal(self) -> None:
+        if self._journal is not None and self._journal_sync_due:
+            self._journal_sync_due = False
+            try:
+                self._journal.sync()
+            except OSError as exc:
+                self._journal_failed(exc)
+
+    async def _listen(self, path: str):
+        """Bind ``path`` with the configured mode (no moment with wider permissions) and group."""
+        mode = self.config.socket_mode
+        old = os.umask(0o777 & ~mode)
+        try:
+            listener = await anyio.create_unix_listener(path, mode=mode)
+        finally:
+            os.umask(old)
+        if self.config.socket_group is not None:
+            try:
+                os.chown(path, -1, self.config.socket_group)
+            except OSError:
+                await listener.aclose()
+                raise
+        return listener
+
+    def server_info(self) -> dict:
+        """What monitors are told in the subscription greeting (INFO record) and show in --json."""
+        st = self.stats
+        own = self.ownership
+        return {"started_wall_ns": self.started_wall_ns, "prior_state": self.prior_state,
+                "journal": self.config.journal, "restored_buffers": st.restored_buffers,
+                "pid_mismatch_connections": st.pid_mismatch, "pid_namespace_connections": st.pid_namespace,
+                "refused_frees": own.refused_frees, "evicted_claims": st.evicted_claims,
+                "trust_all": self.config.trust_all,
+                "reported_pids": sorted(self._peer_notes.values(), key=lambda d: d["pid"])}
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
         """Call ``fn`` every ``interval`` s; an error in it is logged once per kind and the next call still happens."""
@@ -475,7 +639,7 @@ class AllocationServer:
     # ================================================================== events
     def _publish(self, events: list[Event]) -> None:
         """Encode ``events`` once; queue the bytes for every subscriber and the recording."""
-        if not events or not (self._subs or self._recorder is not None):
+        if not events or not (self._subs or self._recorder is not None or self._journal is not None):
             return
         n = len(events)
         if n <= _MAX_EVENTS_PER_RECORD:
@@ -494,6 +658,14 @@ class AllocationServer:
                     rec.write_record(r, min(_MAX_EVENTS_PER_RECORD, n - i * _MAX_EVENTS_PER_RECORD))
             except (OSError, ValueError) as exc:
                 self._recording_failed(exc)
+        jr = self._journal
+        if jr is not None:
+            try:
+                for i, r in enumerate(records):
+                    jr.write_record(r, min(_MAX_EVENTS_PER_RECORD, n - i * _MAX_EVENTS_PER_RECORD))
+                self._journal_sync_due = True
+            except (OSError, ValueError) as exc:
+                self._journal_failed(exc)
 
     # ================================================================== recording and health
     def _flush_recording(self) -> None:
@@ -553,10 +725,12 @@ class AllocationServer:
     def run_cleanup(self) -> list[Event]:
         """Remove the entries of dead owner PIDs; log the block and publish the events."""
         reg = self.registry
-        dead = [p for p in reg.pids() if not self._is_alive(p)]
+        dead = [p for p in reg.pids() if not self._owner_alive(p)]
         if not dead:
             return []
         events = reg.cleanup(dead, self._clock())
+        for p in dead:
+            self.ownership.forget(p)
         self._out(lf.cleanup_block(events))
         self._publish(events)
         return events
@@ -564,7 +738,10 @@ class AllocationServer:
     def dump_lines(self) -> list[str]:
         """Cleanup, then the DUMP_REMAINING report, as the original prints it (request line to completion)."""
         lines = [lf.DUMP_REQUEST]
-        events = self.registry.cleanup([p for p in self.registry.pids() if not self._is_alive(p)], self._clock())
+        dead = [p for p in self.registry.pids() if not self._owner_alive(p)]
+        events = self.registry.cleanup(dead, self._clock())
+        for p in dead:
+            self.ownership.forget(p)
         lines += lf.cleanup_block(events)
         lines += lf.dump_report(self.registry)
         lines.append(lf.DUMP_COMPLETE)
@@ -572,12 +749,17 @@ class AllocationServer:
         self._publish(events)
         return lines
 
+    def _owner_alive(self, pid: int) -> bool:
+        """Liveness of a reported owner PID: through its host PIDs when it is a namespace PID (peers.py)."""
+        return self.ownership.alive(pid, self._is_alive)
+
     # ================================================================== connections
     async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one connection. Whatever happens in it ends this connection only, never the server."""
         self._next_cid += 1
         self.stats.connections += 1
-        conn = _Conn(self._next_cid, FrameReader(self._layout, max_bad_bytes=self.config.max_bad_bytes))
+        peer = peer_credentials(stream.extra(anyio.abc.SocketAttribute.raw_socket, None))
+        conn = _Conn(self._next_cid, FrameReader(self._layout, max_bad_bytes=self.config.max_bad_bytes), peer)
         try:
             await self._serve_connection(stream, conn)
         except _PEER_GONE:
@@ -656,8 +838,8 @@ class AllocationServer:
             events.append(reg.note(Event(EventKind.BAD_FRAME, ts_ns=ts, size=bad.nbytes,
                                          text=f"connection {conn.cid}: {bad.reason}")))
             unknown = _UNKNOWN_TYPE.fullmatch(bad.reason)
-            if unknown and bad.nbytes == layout:  # one whole frame of an unknown type: the original's line
-                self._once(f"type:{unknown[1]}", [lf.unknown_type_line(int(unknown[1]))])
+            if unknown and bad.nbytes in (int(layout), 72, 112, 128, 144, 648):  # a whole frame: the original's line
+                self._warn(f"type:{unknown[1]}", lf.unknown_type_line(int(unknown[1])))
                 continue
             self._once("bad:" + _kind(bad.reason), [f"⚠️  Bad frame on connection {conn.cid}: {bad.reason} "
                                                     f"({bad.nbytes} bytes skipped at offset {bad.offset})"])
@@ -669,14 +851,16 @@ class AllocationServer:
             t = m.type
             self.stats.messages += 1
             if pre_s5 and t in _S5_ONLY_TYPES:
-                self._once(f"type:{t}", [lf.unknown_type_line(t)])
+                self._warn(f"type:{t}", lf.unknown_type_line(t))
             elif t in _STATE_TYPES:
-                reason = validate(m)
+                reason = validate(m) if self.config.strict else _original_reason(m, pre_s5)
                 if reason is not None:
                     self._invalid(m, reason, ts, events, pre_s5)
                     continue
                 if cap and t in _ALLOC_TYPES and len(reg) >= cap and not self._replaces(m):
                     self._refuse_alloc(conn, m, ts, events)
+                    continue
+                if not self._permitted(conn, m, ts, events):
                     continue
                 if self.config.grow_inventory and m.device_id >= len(self.config.inventory):
                     self._grow_inventory(m.device_id)
@@ -687,6 +871,8 @@ class AllocationServer:
                     if line is not None:
                         lines.append(line)
             elif t == MsgType.QUERY:
+                # in the connection's layout, as the original's one send(sizeof): a smaller client reads
+                # its own size first, and every layout begins with the same 72 bytes
                 replies.append(self._response(m, layout))
             elif t == MsgType.DEVICE_INFO_QUERY:
                 replies.append(self._device_info(m, layout))
@@ -707,7 +893,7 @@ class AllocationServer:
                 subscribe = MsgType.SUBSCRIBE
                 break  # the rest of this connection is a subscription stream
             else:
-                self._once(f"type:{t}", [lf.unknown_type_line(t)])
+                self._warn(f"type:{t}", lf.unknown_type_line(t))
         self._flush(lines, events)
         return b"".join(replies), subscribe
 
@@ -752,7 +938,87 @@ class AllocationServer:
                                                               m.process_id if pre_s5 else None)
         else:
             kind, line = _kind(reason), f"⚠️  Invalid message ({reason}) - ignoring message"
-        self._once("invalid:" + kind, [line])
+        self._warn("invalid:" + kind, line)
+
+    def _warn(self, kind: str, line: str) -> None:
+        """An original-format warning (stderr): every time, as the original, unless --dedupe-warnings."""
+        if self.config.dedupe_warnings:
+            self._once(kind, [line])
+        else:
+            self._out([line], err=True)
+
+    def _permitted(self, conn: _Conn, m: AllocMessage, ts: int, events: list[Event]) -> bool:
+        """Peer-credential checks on a state message (peers.py): note PID mismatches, refuse foreign FREEs."""
+        own = self.ownership
+        peer = conn.peer
+        if peer is None:  # no peer credentials on this platform: the original's rules
+            return True
+        t = m.type
+        if t == MsgType.ALLOC or t == MsgType.CB_ALLOC or t == MsgType.KERNEL_LOAD:
+            new, mismatch = own.observe_alloc(m.process_id, peer)
+            if m.process_id != peer.pid and not conn.pid_noted:
+                conn.pid_noted = True
+                if len(self._peer_notes) < 1024 or m.process_id in self._peer_notes:
+                    self._peer_notes[m.process_id] = {"pid": m.process_id, "host_pid": peer.pid, "uid": peer.uid,
+                                                      "kind": "mismatch" if mismatch else "namespace"}
+                if mismatch:
+                    self.stats.pid_mismatch += 1
+                    self._out([f"⚠️  Connection {conn.cid}: messages report PID {m.process_id}, but the sender is "
+                               f"PID {peer.pid} (uid {peer.uid}), which has no such PID in any namespace; "
+                               f"shown as reported"], err=True)
+                else:
+                    self.stats.pid_namespace += 1
+                    self._out([f"Connection {conn.cid}: PID {m.process_id} is PID {peer.pid} on this host (uid "
+                               f"{peer.uid}, another PID namespace); its buffers live as long as PID {peer.pid}"],
+                              err=True)
+            if new and self._journal is not None:
+                o = own.owners().get(m.process_id)
+                if o is not None:
+                    try:
+                        self._journal.write_owner(m.process_id, o.uid, o.host_pids)
+                    except OSError as exc:
+                        self._journal_failed(exc)
+            if t == MsgType.ALLOC and own.several_uids:  # with one user, no entry can belong to another
+                b = self.registry.get(m.device_id, m.buffer_id, 0)
+                if b is not None:
+                    ouid = own.owner_uid(b.owner_pid)
+                    if not own.trust_all and ouid is not None and ouid != peer.uid:
+                        # Another user's process cannot hold this device address now: the live entry
+                        # is stale or a squatter's claim. Replace it instead of raising its ref_count.
+                        self.stats.evicted_claims += 1
+                        why = (f"connection {conn.cid}: ALLOC of buffer {m.buffer_id:#x} on device {m.device_id} by "
+                               f"PID {m.process_id} (uid {peer.uid}) replaces the entry of PID {b.owner_pid} "
+                               f"(uid {ouid})")
+                        ev = self.registry.evict(m.device_id, m.buffer_id, 0, ts, text=why)
+                        if ev is not None:
+                            events.append(ev)
+                        self._once("evict", [f"⚠️  {why[0].upper()}{why[1:]}"])
+                    else:
+                        own.observe_share((0, m.device_id, m.buffer_id), b.owner_pid, peer)
+            return True
+        if not own.several_uids and own.sole_uid in (None, peer.uid):
+            return True  # one user so far, and it is this sender: nothing to check
+        space = 5 if t == MsgType.CB_FREE else 6 if t == MsgType.KERNEL_UNLOAD else (
+            m.buffer_type if m.buffer_type in (5, 6) else 0)
+        b = self.registry.get(m.device_id, m.buffer_id, space)
+        if b is None:
+            return True
+        key = (space, m.device_id, m.buffer_id)
+        if own.may_free(key, b.owner_pid, peer):
+            if space != 0 or b.ref_count <= 1:
+                own.freed(key)
+            return True
+        self.stats.refused_frees += 1
+        why = (f"connection {conn.cid}: {MsgType(t).name} of buffer {m.buffer_id:#x} on device {m.device_id} refused: "
+               f"it belongs to PID {b.owner_pid} (uid {own.owner_uid(b.owner_pid)}), the sender is PID "
+               f"{peer.pid} (uid {peer.uid})")
+        events.append(self.registry.note(Event(EventKind.BAD_FRAME, ts_ns=ts, pid=m.process_id, device=m.device_id,
+                                               buffer_type=b.buffer_type, buffer_id=m.buffer_id, text=why)))
+        if not conn.refusal_noted:
+            conn.refusal_noted = True
+            self._out([f"⚠️  {why[0].upper()}{why[1:]} (further refusals on this connection are counted; "
+                       f"--trust-all accepts them)"], err=True)
+        return False
 
     # ================================================================== replies
     def _response(self, m: AllocMessage, layout: Layout) -> bytes:
@@ -830,7 +1096,7 @@ class AllocationServer:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._drain_input, stream, tg.cancel_scope)
-                await stream.send(codec.frame(codec.encode_hello()))  # at once: the monitor's timeout is short
+                await stream.send(codec.frame(codec.encode_hello(info=self.server_info())))  # at once, with INFO
                 await self._send_snapshot(stream, sub)
                 beat = self.config.heartbeat_s
                 while True:
@@ -864,6 +1130,24 @@ class AllocationServer:
         scope.cancel()
 
 
+def _original_reason(m: AllocMessage, pre_s5: bool) -> str | None:
+    """Why the original of the connection's layout would drop ``m``, or None (PROTOCOL.md §3, §5.8).
+
+    Every version rejects an ALLOC with buffer_type > 4; S5 (128/144 bytes) also a size outside
+    (0, 100 GiB]. The device range is ours (256 devices): S1-S4 index past their 8-entry array, S5
+    drops ids >= 8. CB_ALLOC / KERNEL_LOAD are checked for the device only (any kernel type is
+    counted, as "Unknown"); FREE-like messages are never rejected (an unknown key is reported).
+    """
+    t = m.type
+    if t == MsgType.ALLOC or t == MsgType.CB_ALLOC or t == MsgType.KERNEL_LOAD:
+        if not 0 <= m.device_id < MAX_DEVICES:
+            return f"device_id {m.device_id} out of range [0, {MAX_DEVICES})"
+        if t == MsgType.ALLOC:
+            if not pre_s5 and not 0 < m.size <= MAX_SIZE:
+                return f"absurd size {m.size} (expected 0 < size <= {MAX_SIZE})"
+            if m.buffer_type not in WIRE_BUFFER_TYPES:
+                return f"bad buffer_type {m.buffer_type} (expected 0..4)"
+    return None
 def _leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside (nested) exception groups, or ``[exc]``."""
     if isinstance(exc, BaseExceptionGroup):  # novermin (the 3.10 backport via _compat)

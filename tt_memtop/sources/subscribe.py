@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import anyio
 
-from ..client import EXTENSION_LAYOUT, ExtensionUnsupported, Resync, ServerStatus, subscribe
+from ..client import EXTENSION_LAYOUT, ExtensionUnsupported, Resync, ServerInfo, ServerStatus, subscribe
 from ..core.eventcodec import CodecError
 from ..core.protocol import Layout
 from .base import Capability, Emit, Source, Status
@@ -47,6 +47,8 @@ class SubscribeSource(Source):
         self.probed = probed
         self.interval = interval  # for polling, should the server turn out to be an original
         self.description = f"memtop serve at {socket_path}"
+        #: the server's INFO record (docs/EXTENSION.md), once connected
+        self.server_info: dict | None = None
         #: the server's last STATUS (recording stopped, refused allocations...), {} if none came
         self.server_status: dict = {}
 
@@ -85,14 +87,18 @@ class SubscribeSource(Source):
                     await poll.run(emit)
                     return
                 connected = False
-                async for item in subscribe(path, layout=self.layout):
+                info: list[ServerInfo] = []
+                note = ""
+                async for item in subscribe(path, layout=self.layout, on_info=info.append):
                     if not connected:
                         connected = True
                         delay = self.backoff_initial
-                        emit(Status("connected", "", CAPABILITIES))  # the description already names the path
+                        self.server_info = info[-1].info if info else None
+                        note = "; ".join(info[-1].notes()) if info else ""
+                        emit(Status("connected", note, CAPABILITIES))  # the description already names the path
                     if isinstance(item, ServerStatus):
                         self.server_status = item.fields
-                        emit(Status("connected", item.describe(), CAPABILITIES))
+                        emit(Status("connected", "; ".join(x for x in (item.describe(), note) if x), CAPABILITIES))
                     elif isinstance(item, Resync):
                         emit(Status("connected", f"monitor fell behind: {item.dropped} events skipped, "
                                                  f"state reloaded from a fresh snapshot", CAPABILITIES))

@@ -46,7 +46,7 @@ from .widgets.device_pane import DevicePane, DeviceRow
 from .widgets.event_feed import EventFeed
 from .widgets.header_bar import HeaderBar, HeaderInfo, Playback, clock
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
-from .widgets.processes_pane import ProcessesPane, process_rows
+from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
 LIST_PERIOD = 0.5  # the buffers and processes lists are re-ranked at most this often (and every sample period)
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
@@ -275,7 +275,7 @@ class MemtopApp(App[int]):
                 phases = type(old.phases)()
             except TypeError:  # a tracker that needs arguments: keep the new state without phases
                 phases = None
-        self.state = type(old)(feed_limit=old.feed.maxlen or 100_000, phases=phases)
+        self.state = type(old)(feed_limit=old.feed.maxlen or 100_000, phases=phases, geometry=old.insight.config)
         self.state.inventory = old.inventory
         self.state.status = old.status
         self.state.capabilities = old.capabilities
@@ -358,7 +358,8 @@ class MemtopApp(App[int]):
         elif self.pane == "processes" and now >= self._proc_due:
             self._proc_due = now + min(self.sample_period, LIST_PERIOD)
             self._proc_rows = process_rows(st, self.view_filter, self.procs)
-            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._processes_note())
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._processes_note(),
+                                  leaks_text(self.state))
             self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         self.frames += 1
         self.last_frame_events = st.events_total
@@ -534,7 +535,8 @@ class MemtopApp(App[int]):
         elif self.pane == "processes":
             if not self.paused:
                 self._proc_rows = process_rows(self.state, self.view_filter, self.procs)
-            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._processes_note())
+            self.w_processes.show(self._proc_rows, self.process_sort, self.process_invert, self._processes_note(),
+                                  leaks_text(self.state))
             self.w_processes.show_phases(self.state, [r.pid for r in self._proc_rows])
         elif self.pane == "feed" and not self.paused:
             self.w_feed.pull(self.state, self.view_filter, self._origin_ns())
@@ -795,11 +797,14 @@ class MemtopApp(App[int]):
         return max(last, int(self.clock() * 1e9))
 
     def open_details(self, buffer_id: int, buffer_type: int | None = None) -> None:
+        info = getattr(self.source, "server_info", None) or {}
+        reported = {d["pid"]: d for d in info.get("reported_pids") or () if isinstance(d, dict) and "pid" in d}
+
         def build():
             found = find_buffers(self.state, buffer_id, buffer_type)
             if buffer_type is None and found:
                 found = [b for b in found if b.buffer_type == found[0].buffer_type]
-            return details_renderable(self.state, buffer_id, found, self.procs, self.now_ns())
+            return details_renderable(self.state, buffer_id, found, self.procs, self.now_ns(), reported)
         self.push_screen(DetailsScreen(build, f"buffer {buffer_id:#x}"))
 
     def action_jump(self) -> None:
@@ -815,6 +820,16 @@ class MemtopApp(App[int]):
                 self.open_details(parse_id(text))
         self.push_screen(PromptScreen("Jump to buffer id (hex like 0x3e363c80, or decimal)",
                                       placeholder="0x3e363c80", check=problem), chosen)
+
+    def action_address_map(self) -> None:
+        from .screens.address_map import AddressMapScreen
+
+        devs = sorted(self.view_filter.devices) if self.view_filter.devices else None
+        self.push_screen(AddressMapScreen(lambda: self.state, device=devs[0] if devs else None))
+
+    def action_reset_peaks(self) -> None:
+        self.state.insight.reset_peaks(self.state.last_ts_ns)
+        self.notify("Peaks reset to the current values")
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(replay=self.player is not None, keymap=self.keymap))

@@ -192,7 +192,8 @@ class _Process:
         self.t = t0
         self.dram = _Heap(0x100000, banks=12)
         self.l1 = _Heap(1_499_136, banks=64, top_down=True)
-        self.trace_heap = _Heap(TRACE_ADDRESS, banks=1)
+        # the trace region's bottom, as in the Llama log; traces interleave over the 12 banks like any buffer
+        self.trace_heap = _Heap(TRACE_ADDRESS, banks=12)
         self.live: list[Tensor] = []  # long-lived tensors (weights, caches, system buffers)
         self.kernels: list[Tensor] = []
         self.cbs: list[Tensor] = []

@@ -38,7 +38,8 @@ def find_buffers(state: MonitorState, buffer_id: int, buffer_type: int | None = 
 
 
 def details_renderable(state: MonitorState, buffer_id: int, buffers: list[Buffer], procs: ProcInfo,
-                       now_ns: int) -> Group:
+                       now_ns: int, reported_pids: dict[int, dict] | None = None) -> Group:
+    """``reported_pids``: memtop serve's word on PIDs that are not their sender's (INFO record)."""
     origin = state.first_ts_ns
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
@@ -55,11 +56,22 @@ def details_renderable(state: MonitorState, buffer_id: int, buffers: list[Buffer
         grid.add_row("size", size_txt + (f" per device, {human(total)} in all" if len(buffers) > 1 else ""))
         owners = sorted({x.owner_pid for x in buffers})
         for pid in owners:
-            name = procs.name(pid)
-            cmd = procs.cmdline(pid)
-            alive = "exited" if pid in state.exited else {True: "alive", False: "dead", None: ""}[procs.alive(pid)]
+            real = (reported_pids or {}).get(pid)
+            host = real.get("host_pid") if real else None
+            if real and real.get("kind") == "namespace" and isinstance(host, int):
+                look = host  # the container's PID is this host process: name it, not whatever has that number here
+            else:
+                look = pid
+            name = procs.name(look)
+            cmd = procs.cmdline(look)
+            alive = "exited" if pid in state.exited else {True: "alive", False: "dead", None: ""}[procs.alive(look)]
             desc = " ".join(x for x in (name and f"{name}", alive and f"[{alive}]") if x)
             grid.add_row("owner", f"PID {pid} {desc}".rstrip())
+            if real:
+                how = ("host PID {h} (uid {u}), in another PID namespace" if real.get("kind") == "namespace" else
+                       "reported by PID {h} (uid {u}), which is not that PID")
+                grid.add_row("", Text(how.format(h=host, u=real.get("uid")),
+                                      style="dim" if real.get("kind") == "namespace" else "yellow"))
             if cmd:
                 grid.add_row("", Text(cmd, style="dim"))
         refs = sorted({x.ref_count for x in buffers})

@@ -99,6 +99,18 @@ def process_rows(state: MonitorState, f: ViewFilter, procs: ProcInfo) -> list[Pr
     return rows
 
 
+def leaks_text(state: MonitorState, limit: int = 3) -> str:
+    """One line on what processes left behind: died holding buffers, exited holding some, warm-up buffers in replay."""
+    rows = state.insight.leaks.rows()
+    words = {"died": "died holding", "exited": "exited holding", "reclaimed": "left",
+             "outlived_warmup": "kept from warm-up"}
+    parts = [f"PID {r['pid']} {words.get(r['kind'], r['kind'])} {r['buffers']:,} buffers ({human(r['bytes'])})"
+             for r in rows[:limit]]
+    if len(rows) > limit:
+        parts.append(f"+{len(rows) - limit} more")
+    return ("leaks: " + "; ".join(parts)) if parts else ""
+
+
 def sort_rows(rows: list[ProcRow], sort: str, invert: bool) -> list[ProcRow]:
     key = {"total": lambda r: r.total, "dram": lambda r: r.by_type[0], "l1": lambda r: r.by_type[1],
            "trace": lambda r: r.by_type[4], "pid": lambda r: -r.pid, "buffers": lambda r: r.count}[sort]
@@ -121,8 +133,9 @@ class ProcessesPane(RankedPane):
         if found:
             found.first().show(state, pids)
 
-    def show(self, rows: list[ProcRow], sort: str, invert: bool, note: str = "") -> None:
-        """``note``: why there is nothing to show (a source without per-process data), instead of the counts."""
+    def show(self, rows: list[ProcRow], sort: str, invert: bool, note: str = "", leaks: str = "") -> None:
+        """``note``: why there is nothing to show (a source without per-process data), instead of the counts;
+        ``leaks``: what processes left behind (core/leaks.py), appended to the status line."""
         status_line = self.status_line(note)
         if status_line is None:
             return
@@ -133,6 +146,8 @@ class ProcessesPane(RankedPane):
                           " · totals only: no buffers")
         else:
             status.append(f" using device memory · sorted by {sort} {'↑' if invert else '↓'} · Enter: its buffers")
+        if leaks:
+            status.append(" · " + leaks, "bold red")
         self.set_status(status_line, status)
         out = []
         for r in sort_rows(rows, sort, invert):

@@ -1,0 +1,121 @@
+"""High-water marks: per device x buffer type and per process x buffer type, with when they happened.
+
+Why: "how much is used now" does not explain an OOM an hour ago; the peak, its time and what was
+live then do (like ``torch.cuda.max_memory_allocated`` / memray's peak). Pure; time comes from the
+events. The counters are updated by :meth:`~tt_memtop.core.insight.Insight.observe` in its single
+pass over each batch (a list store or two per ALLOC / FREE / CLEANUP); :meth:`reset` starts the
+peaks afresh from the current values (``torch.cuda.reset_peak_memory_stats``).
+
+What was live at a peak (:class:`PeakCapture`) needs a scan of the live buffers, so it is taken
+lazily by the caller (:class:`~tt_memtop.core.insight.Insight`) at the end of a batch that set a
+new peak at least 1 % above the last capture, and only when as many events went by since the
+last scan as there are live buffers (amortised O(1) per event even with a million live buffers).
+A capture therefore describes the state at the end of that batch, near the peak, at ``bytes`` <=
+the peak it stands for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .protocol import BufferType
+
+__all__ = ["PeakCapture", "PeakTracker"]
+
+NTYPES = len(BufferType)
+
+
+@dataclass(slots=True)
+class PeakCapture:
+    """What was live on one device in one pool when (near when) its peak was set."""
+
+    device: int
+    buffer_type: int
+    bytes: int  # the pool's bytes when captured
+    ts_ns: int
+    top_buffers: list[dict] = field(default_factory=list)  # largest first: buffer_id, size, pid, name
+    by_pid: dict[int, int] = field(default_factory=dict)
+    by_phase: dict[str, int] = field(default_factory=dict)  # owner's phase at the time -> bytes
+
+    def as_dict(self) -> dict:
+        return {"bytes": self.bytes, "at_ns": self.ts_ns, "top_buffers": self.top_buffers,
+                "by_pid": {str(k): v for k, v in self.by_pid.items()}, "by_phase": self.by_phase}
+
+
+class PeakTracker:
+    """Current and peak bytes by (device, type) and (pid, type), peaks stamped with the event time."""
+
+    def __init__(self) -> None:
+        self.current: dict[int, list[int]] = {}
+        self.peak: dict[int, list[int]] = {}
+        self.peak_at: dict[int, list[int]] = {}
+        self.pid_current: dict[int, list[int]] = {}
+        self.pid_peak: dict[int, list[int]] = {}
+        self.pid_peak_at: dict[int, list[int]] = {}
+        self.rose: set[tuple[int, int]] = set()  # (device, type) whose peak rose since take_rose()
+        self.reset_at = 0
+
+    def _dev(self, device: int) -> tuple[list[int], list[int], list[int]]:
+        cur = self.current.get(device)
+        if cur is None:
+            cur = self.current[device] = [0] * NTYPES
+            self.peak[device] = [0] * NTYPES
+            self.peak_at[device] = [0] * NTYPES
+        return cur, self.peak[device], self.peak_at[device]
+
+    def _pid(self, pid: int) -> tuple[list[int], list[int], list[int]]:
+        cur = self.pid_current.get(pid)
+        if cur is None:
+            cur = self.pid_current[pid] = [0] * NTYPES
+            self.pid_peak[pid] = [0] * NTYPES
+            self.pid_peak_at[pid] = [0] * NTYPES
+        return cur, self.pid_peak[pid], self.pid_peak_at[pid]
+
+    def take_rose(self) -> set[tuple[int, int]]:
+        out, self.rose = self.rose, set()
+        return out
+
+    def load(self, registry, ts_ns: int) -> None:
+        """Start from a snapshot: current = the registry's totals; peaks at least that."""
+        self.current = {}
+        self.pid_current = {}
+        for d in registry.devices():
+            cur, peak, at = self._dev(d)
+            tot = registry.device_totals(d)
+            for t in range(NTYPES):
+                cur[t] = tot[t]
+                if tot[t] > peak[t]:
+                    peak[t] = tot[t]
+                    at[t] = ts_ns
+                    self.rose.add((d, t))
+        for pid in registry.pids():
+            cur, peak, at = self._pid(pid)
+            tot = registry.pid_totals(pid)
+            for t in range(NTYPES):
+                cur[t] = tot[t]
+                if tot[t] > peak[t]:
+                    peak[t] = tot[t]
+                    at[t] = ts_ns
+
+    def reset(self, ts_ns: int) -> None:
+        """Peaks := current values, stamped ``ts_ns``; processes holding nothing are forgotten."""
+        self.reset_at = ts_ns
+        for table, peaks, ats in ((self.current, self.peak, self.peak_at),
+                                  (self.pid_current, self.pid_peak, self.pid_peak_at)):
+            for key in list(table):
+                if table is self.pid_current and not any(table[key]):
+                    del table[key], peaks[key], ats[key]
+                    continue
+                peaks[key] = list(table[key])
+                ats[key] = [ts_ns] * NTYPES
+        self.rose = set()
+
+    # ------------------------------------------------------------------ queries
+    def device_peak(self, device: int, buffer_type: int) -> tuple[int, int]:
+        """(peak bytes, ts_ns when it was set) of one pool; (0, 0) if never used."""
+        p = self.peak.get(device)
+        return (p[buffer_type], self.peak_at[device][buffer_type]) if p is not None else (0, 0)
+
+    def pid_peaks(self) -> dict[int, tuple[list[int], list[int], list[int]]]:
+        """pid -> (current by type, peak by type, peak ts by type)."""
+        return {p: (self.pid_current[p], self.pid_peak[p], self.pid_peak_at[p]) for p in self.pid_peak}
