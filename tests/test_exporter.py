@@ -156,6 +156,11 @@ def test_web_session_command_is_read_only_and_keeps_the_source():
     assert cmd[:4] == [sys.executable, "-m", "tt_memtop", "--read-only"]
     assert cmd[cmd.index("--socket") + 1] == "/tmp/x.sock" and cmd[cmd.index("--device") + 1] == "0-3"
     assert "--web" not in cmd and cmd[cmd.index("--protocol") + 1] == "128"
+    tab = build_parser().parse_args(cmd[3:])  # what each tab runs parses (a default of None is left out)
+    assert tab.read_only and tab.socket == "/tmp/x.sock"
+    args = build_parser().parse_args(["--web", "--config", "/tmp/memtop.toml", "--interval", "0.5"])
+    tab = build_parser().parse_args(session_command(args)[3:])
+    assert tab.config == "/tmp/memtop.toml" and tab.interval == 0.5
 
 
 def test_exit_codes(tmp_path, capsys):

@@ -157,6 +157,24 @@ async def test_device_pane_shows_rates_history_and_peaks():
         assert any(c in text for c in "▁▂▃▄▅▆▇█")  # history
 
 
+
+async def test_r_resets_the_meters_peak_marks_too():
+    """`r` resets every peak the user sees: the core's (json, address map) and the meters' marks."""
+    app = fake_app(1, [], sample_period=0.5)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dp = app.query_one(DevicePane)
+        await wait_for(pilot, lambda: dp.rows)
+        app.source.push([_ev(EventKind.ALLOC, 1, 0, 0, DRAM, 0x10, 6 << 30)])
+        await wait_for(pilot, lambda: dp.rows[0].totals[DRAM] == 6 << 30)
+        app.source.push([_ev(EventKind.FREE, 2, 1, 0, DRAM, 0x10, 6 << 30),
+                         _ev(EventKind.ALLOC, 3, 2, 0, DRAM, 0x20, 1 << 30)])
+        await wait_for(pilot, lambda: dp.rows[0].totals[DRAM] == 1 << 30)
+        assert dp.rows[0].peak_dram == 6 << 30
+        await pilot.press("r")
+        await wait_for(pilot, lambda: dp.rows[0].peak_dram == 1 << 30)
+        assert app.state.insight.peaks.device_peak(0, DRAM)[0] == 1 << 30
+
+
 # ---------------------------------------------------------------------------------------------- 3. layouts
 @pytest.mark.parametrize(("size", "devices", "mode"), [((120, 40), 8, "two"), ((80, 24), 8, "one"),
                                                        ((200, 50), 32, "grid"), ((80, 24), 32, "grid")])

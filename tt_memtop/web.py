@@ -72,10 +72,11 @@ def session_command(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--protocol", args.protocol), ("--follow", args.follow), ("--source", args.source),
                         ("--shm-dir", args.shm_dir), ("--shm-interval", args.shm_interval), ("--arch", args.arch),
                         ("--device", args.device), ("--type", args.type), ("--pid", args.pid),
-                        ("--theme", args.theme)):
+                        ("--theme", args.theme), ("--config", getattr(args, "config", None))):
         if value not in (None, "", "auto"):
             cmd += [flag, str(value)]
-    cmd += ["--interval", repr(args.interval)]
+    if args.interval is not None:  # None: the config file's refresh, as in the terminal
+        cmd += ["--interval", repr(args.interval)]
     if args.no_demo:
         cmd.append("--no-demo")
     return cmd

@@ -233,7 +233,8 @@ class MemtopApp(App[int]):
         self._tick()
 
     def on_unmount(self) -> None:
-        gc.set_threshold(*self._gc_thresholds)
+        if hasattr(self, "_gc_thresholds"):  # not when the app ends before it was mounted
+            gc.set_threshold(*self._gc_thresholds)
         if self._froze:
             gc.unfreeze()
 
@@ -829,6 +830,7 @@ class MemtopApp(App[int]):
 
     def action_reset_peaks(self) -> None:
         self.state.insight.reset_peaks(self.state.last_ts_ns)
+        self.w_devices.reset_peaks()
         self.notify("Peaks reset to the current values")
 
     def action_help(self) -> None:

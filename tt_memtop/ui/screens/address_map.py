@@ -212,9 +212,7 @@ class AddressMapScreen(Screen[None]):
         self.redraw()
 
     def action_reset_peaks(self) -> None:
-        st = self.get_state()
-        st.insight.reset_peaks(st.last_ts_ns)
-        self.notify("Peaks reset to the current values")
+        self.app.action_reset_peaks()  # the core's peaks and the meters' marks, as `r` on the main screen
         self.redraw()
 
     def action_list_cell(self) -> None:

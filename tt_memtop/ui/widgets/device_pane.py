@@ -140,6 +140,13 @@ class DevicePane(ScrollView, can_focus=True):
         self._rates.clear()
         self._peaks.clear()
 
+    def reset_peaks(self) -> None:
+        """``r``: the meters' peak marks start over from the next frame, with the core's peaks.
+
+        The marks are the high-water of each bar as shown (the stacked sum of the types shown), which
+        every source has, totals-only ones too; core/peaks.py keeps the per-type peaks of event sources."""
+        self._peaks.clear()
+
     # ------------------------------------------------------------------ data in
     def update_frame(self, rows: list[DeviceRow], types_shown: frozenset[int], sample: bool,
                      dt: float = 0.0) -> None:
