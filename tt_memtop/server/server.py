@@ -64,6 +64,7 @@ from ..core.protocol import (
     validate,
 )
 from ..core.registry import Registry
+from ..procs import pid_exists
 from .framing import FrameReader, parse_layout
 from .logwriter import LogWriter
 from .peers import Ownership, PeerCred, peer_credentials
@@ -137,17 +138,7 @@ class SocketInUseError(RuntimeError):
 
 def pid_alive(pid: int) -> bool:
     """``kill(pid, 0)``: dead only if the process does not exist (EPERM means alive, unlike the original)."""
-    if pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
+    return pid <= 0 or pid_exists(pid)
 
 
 @dataclass

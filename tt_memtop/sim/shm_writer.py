@@ -41,6 +41,7 @@ from ..core.shm_layout import (
     V4,
     region_file_name,
 )
+from ..procs import pid_exists
 
 __all__ = ["POOL_INDEX", "RegionWriter", "pid_alive", "sim_chip_unique_id"]
 
@@ -60,15 +61,7 @@ def sim_chip_unique_id(device: int) -> int:
 
 def pid_alive(pid: int) -> bool:
     """``kill(pid, 0)``, as TT-Metal checks it: EPERM means the PID exists (another user's)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid > 0 and pid_exists(pid)
 
 
 def _now_ns() -> int:

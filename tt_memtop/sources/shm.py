@@ -37,6 +37,7 @@ from ..core.shm_layout import (
     read_consistent,
 )
 from ..core.usage import UsageView, build_view
+from ..procs import pid_exists
 from .base import Capability, Emit, Source, Status, TotalsSample
 
 __all__ = ["CAPS", "DEFAULT_INTERVAL", "DEFAULT_SHM_DIR", "SHM_DIR_ENV", "ShmSource", "default_shm_dir",
@@ -65,17 +66,7 @@ def totals_only_message(shm_dir: str, interval: float) -> str:
 
 def pid_alive(pid: int) -> bool:
     """``kill(pid, 0)`` as TT-Metal checks it: EPERM means the PID exists (another user's process)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
+    return pid > 0 and pid_exists(pid)
 
 
 def region_paths(shm_dir: str) -> list[str]:
