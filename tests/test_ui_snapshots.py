@@ -136,3 +136,16 @@ def test_devices_pane_galaxy_full_screen(snap_compare, recording):
     """Pane 1 on 200×50: all 32 devices one line each, with used/capacity, Δ/s and history."""
     app, n = make_app(recording("galaxy_32dev"), 32, pane="devices")
     assert snap_compare(app, terminal_size=SIZES["200x50"], run_before=settled(app, n))
+
+
+def test_address_map_screen(snap_compare, recording):
+    """`m` mid trace-replay: device 0's DRAM bank map, TRACE at the top, the largest free range marked."""
+    app, n = make_app(recording("llama_8dev"), 8)
+    wait = settled(app, n)
+
+    async def run_before(pilot) -> None:
+        await wait(pilot)
+        await pilot.press("m")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
