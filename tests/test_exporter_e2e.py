@@ -215,7 +215,6 @@ def test_serve_metrics_match_the_registry_while_a_workload_runs(served, tmp_path
                 break
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        assert not [p for p in os.listdir(tmp_path) if p.startswith("memtop.prom.")], "a temporary file was left"
 
         # The holder exits: its bytes leave the totals and its series are gone.
         holder.stdin.close()
@@ -229,6 +228,11 @@ def test_serve_metrics_match_the_registry_while_a_workload_runs(served, tmp_path
             time.sleep(0.1)
         assert not any(n.startswith("tt_memtop_process_") for (n, _k) in s)
         assert all(v == 0 for v in _used(s).values())
+        # Stopped, the exporter leaves only the textfile (a write in flight has its temporary file beside it)
+        exporter.send_signal(signal.SIGTERM)
+        exporter.wait(timeout=20)
+        assert textfile.exists()
+        assert not [p for p in os.listdir(tmp_path) if p.startswith("memtop.prom.")], "a temporary file was left"
     finally:
         for proc in (holder, exporter):
             if proc is not None and proc.poll() is None:
