@@ -6,6 +6,7 @@ import contextlib
 import io
 import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -105,3 +106,35 @@ def stop_process(proc, timeout: float = 20.0) -> int:
     except Exception:
         proc.kill()
         raise
+
+
+def replay_wire_steps(path: str, steps: list[dict], server: AllocationServer) -> list[bytes]:
+    """Send the recorded bytes connection by connection, in the recorded order; return the replies.
+
+    After each send we wait until the server has taken the message (as a message or a bad frame),
+    so that messages on different connections are applied in the recorded order."""
+    conns = {}
+    replies = []
+    st = server.stats
+
+    def taken() -> int:
+        return st.messages + st.bad_frames
+
+    for step in steps:
+        c = step["conn"]
+        if "send" in step:
+            before = taken()
+            if c not in conns:
+                conns[c] = raw_connect(path)
+            conns[c].sendall(bytes.fromhex(step["send"]))
+            deadline = time.monotonic() + 10
+            while taken() == before and time.monotonic() < deadline:
+                time.sleep(0.002)
+            assert taken() > before, f"server did not take step {step}"
+        elif "recv" in step:
+            replies.append(recv_exactly(conns[c], len(step["recv"]) // 2))
+        elif step.get("close"):
+            conns.pop(c).close()
+    for s in conns.values():
+        s.close()
+    return replies

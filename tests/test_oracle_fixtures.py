@@ -11,12 +11,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import time
 from pathlib import Path
 
 import anyio
 import pytest
-from server_helpers import raw_connect, recv_exactly, short_socket
+from server_helpers import replay_wire_steps, short_socket
 
 from tt_memtop.core.devices import Inventory
 from tt_memtop.core.logparse import DumpReport, LogParser, ProcessCleanup, StatsReport
@@ -44,38 +43,6 @@ def original_stdout(name: str) -> str:
     return (DATA / f"{name}.stdout").read_text(encoding="utf-8")
 
 
-def _replay(path: str, steps: list[dict], server: AllocationServer) -> list[bytes]:
-    """Send the recorded bytes connection by connection, in the recorded order; return the replies.
-
-    After each send we wait until the server has taken the message (as a message or a bad frame),
-    so that messages on different connections are applied in the recorded order."""
-    conns = {}
-    replies = []
-    st = server.stats
-
-    def taken() -> int:
-        return st.messages + st.bad_frames
-
-    for step in steps:
-        c = step["conn"]
-        if "send" in step:
-            before = taken()
-            if c not in conns:
-                conns[c] = raw_connect(path)
-            conns[c].sendall(bytes.fromhex(step["send"]))
-            deadline = time.monotonic() + 10
-            while taken() == before and time.monotonic() < deadline:
-                time.sleep(0.002)
-            assert taken() > before, f"server did not take step {step}"
-        elif "recv" in step:
-            replies.append(recv_exactly(conns[c], len(step["recv"]) // 2))
-        elif step.get("close"):
-            conns.pop(c).close()
-    for s in conns.values():
-        s.close()
-    return replies
-
-
 async def _run_ours(name: str, tmp_path) -> tuple[str, str, list[bytes]]:
     rec = wire(name)
     path = short_socket(tmp_path)
@@ -85,7 +52,7 @@ async def _run_ours(name: str, tmp_path) -> tuple[str, str, list[bytes]]:
     server = AllocationServer(config, log=log, err=err, is_alive=lambda pid: pid not in dead)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
-        replies = await anyio.to_thread.run_sync(_replay, path, rec["steps"], server)
+        replies = await anyio.to_thread.run_sync(replay_wire_steps, path, rec["steps"], server)
         with anyio.fail_after(10):
             while log.getvalue().count("📋 DUMP_REMAINING complete.") < 2:
                 await anyio.sleep(0.01)

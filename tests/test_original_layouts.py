@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 import pytest
 from original_servers import build, drive, req, small_clients_steps, why_unavailable
-from server_helpers import raw_connect, recv_exactly, running_server, short_socket
+from server_helpers import raw_connect, recv_exactly, replay_wire_steps, running_server, short_socket
 
 from tt_memtop.core.devices import Inventory
 from tt_memtop.core.protocol import MsgType
@@ -33,35 +33,6 @@ ORACLE_SOCKET = "/tmp/oracle/s.sock"
 NAME = "s4_112_small_clients"
 
 
-def _replay(path: str, steps: list[dict], server: AllocationServer) -> list[bytes]:
-    """Send the recorded bytes in order, waiting until the server has taken each message; return the replies."""
-    conns = {}
-    replies = []
-    st = server.stats
-
-    def taken() -> int:
-        return st.messages + st.bad_frames
-
-    for step in steps:
-        c = step["conn"]
-        if "send" in step:
-            before = taken()
-            if c not in conns:
-                conns[c] = raw_connect(path)
-            conns[c].sendall(bytes.fromhex(step["send"]))
-            deadline = time.monotonic() + 10
-            while taken() == before and time.monotonic() < deadline:
-                time.sleep(0.002)
-            assert taken() > before, f"server did not take step {step}"
-        elif "recv" in step:
-            replies.append(recv_exactly(conns[c], len(step["recv"]) // 2))
-        elif step.get("close"):
-            conns.pop(c).close()
-    for s in conns.values():
-        s.close()
-    return replies
-
-
 async def _ours(tmp_path, steps: list[dict], layout: str) -> tuple[str, str, list[bytes]]:
     path = short_socket(tmp_path)
     log, err = io.StringIO(), io.StringIO()
@@ -70,7 +41,7 @@ async def _ours(tmp_path, steps: list[dict], layout: str) -> tuple[str, str, lis
     server = AllocationServer(config, log=log, err=err, is_alive=lambda pid: True)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
-        replies = await anyio.to_thread.run_sync(_replay, path, steps, server)
+        replies = await anyio.to_thread.run_sync(replay_wire_steps, path, steps, server)
         with anyio.fail_after(10):
             while "📋 DUMP_REMAINING complete." not in log.getvalue():
                 await anyio.sleep(0.01)
