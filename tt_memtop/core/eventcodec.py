@@ -118,7 +118,7 @@ def encode_events(events: list[Event]) -> bytes:
     return bytes((RecordKind.EVENTS,)) + U32.pack(len(events)) + b"".join(map(encode_event, events))
 
 
-def decode_events_body(buf, off: int = 0) -> list[Event]:
+def _decode_events_body(buf, off: int = 0) -> list[Event]:
     (count,) = _unpack(U32, buf, off)
     off += 4
     out = []
@@ -126,6 +126,26 @@ def decode_events_body(buf, off: int = 0) -> list[Event]:
         ev, off = decode_event(buf, off)
         out.append(ev)
     return out
+
+
+def _native_decoder():
+    """The compiled batch decoder (tt_memtop/_native/events.c), set up for this module; None without it."""
+    from .._native import load
+
+    mod = load("events")
+    if mod is None:
+        return None
+    try:
+        mod.setup(Event, dict(_EVENT_KINDS), CodecError, tuple(_ENTRY_KINDS), _NTYPES, _MAX_DEVICES)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return mod.decode_events_body
+
+
+#: ``decode_events_body(body, off=0) -> list[Event]``: the events of an EVENTS record body, all at once.
+#: Compiled when the accelerator is built (same events, same CodecError messages), else pure Python.
+decode_events_body = _native_decoder() or _decode_events_body
+pure_decode_events_body = _decode_events_body
 
 
 # ------------------------------------------------------------------------------------------------ buffers
