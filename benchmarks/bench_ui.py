@@ -16,7 +16,13 @@ Per rate (msg/s over all producers; ``max`` = unpaced) it prints:
                 and this process share CLOCK_MONOTONIC) to the first displayed frame drawn with
                 it folded in; events between two frames are spread evenly over their timestamps;
 * resync        RESYNC records (the server dropped events for this monitor) and events dropped;
-* cpu           CPU seconds of the monitor and of the server per million events.
+* mon µs/ev     CPU of the monitor process per event folded (everything: decode, fold, frames);
+* fold µs/ev    the same without the frames (decode + fold + the event loop);
+* frame ms      CPU per displayed frame (the app's tick: widgets pull from the state; Textual's
+                layout and render; thread CPU time, so a busy machine does not inflate it);
+* srv µs/msg    CPU of ``memtop serve`` per message.
+
+On a shared machine the rates and lags move with the load (printed); the CPU figures much less.
 
 Every producer first allocates its share of ``--live`` buffers (the monitor folds them), then, on
 a common start, streams churn: each message allocates one buffer and frees the one allocated
@@ -39,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 MSG = struct.Struct("<B3xiQB3xiQQ6Q2Q6I4I")  # v144, PROTOCOL.md §2.5
 TAIL = (0,) * 18
@@ -124,7 +129,9 @@ def _weighted_pct(samples: list[tuple[float, float]], p: float) -> float:
 async def run_rate(args, rate: float) -> dict:
     from rich.console import Console
     from textual._compositor import CompositorUpdate
+    from textual.screen import Screen
 
+    from tt_memtop.sources.base import EventBatch
     from tt_memtop.sources.subscribe import SubscribeSource
     from tt_memtop.ui.app import MemtopApp, new_state
 
@@ -147,10 +154,22 @@ async def run_rate(args, rate: float) -> dict:
         orig_tick = app._tick
 
         def tick() -> None:
+            c0 = time.thread_time()
             orig_tick()
+            draw_cpu[0] += time.thread_time() - c0
             ticks[-1] = (app.state.events_total, app.state.last_ts_ns)
 
         app._tick = tick  # an instance attribute: on_mount's set_interval picks up the wrapper
+        # CPU spent drawing (thread time: what the frames cost, whatever else the machine runs)
+        draw_cpu = [0.0, 0.0]  # our tick (widgets pull from the state), Textual's layout + render
+        timer_update = Screen._on_timer_update
+
+        def on_timer_update(screen) -> None:
+            c0 = time.thread_time()
+            timer_update(screen)
+            draw_cpu[1] += time.thread_time() - c0
+
+        Screen._on_timer_update = on_timer_update
         orig_display = app._display
         sink = Console(file=open(os.devnull, "w"), force_terminal=True, color_system="truecolor",  # noqa: SIM115
                        width=args.width, height=args.height, legacy_windows=False)
@@ -165,7 +184,11 @@ async def run_rate(args, rate: float) -> dict:
         app._display = display
         orig_emit = app.emit
 
+        batches = [0]
+
         def emit(update) -> None:
+            if isinstance(update, EventBatch):
+                batches[0] += 1
             msg = getattr(update, "message", "")
             if "fell behind" in msg:
                 resyncs[0] += 1
@@ -191,6 +214,8 @@ async def run_rate(args, rate: float) -> dict:
             gc.collect()
             await pilot.pause(0.3)
             cpu0, scpu0 = time.process_time(), _cpu_s(server.pid)
+            draw0 = list(draw_cpu)
+            b0 = batches[0]
             ev0, t0 = app.state.events_total, time.monotonic_ns()
             f0 = len(frames)
             for p in procs:
@@ -200,6 +225,8 @@ async def run_rate(args, rate: float) -> dict:
             t1 = time.monotonic_ns()
             ev1, f1 = app.state.events_total, len(frames)
             cpu1, scpu1 = time.process_time(), _cpu_s(server.pid)
+            draw1 = list(draw_cpu)
+            b1 = batches[0]
             sent = sum(int(d.split()[1]) for d in done)
             sent_s = max(float(d.split()[2]) for d in done)
             # let the backlog drain (a few seconds at most) so the lag of the last events is measured too
@@ -230,8 +257,13 @@ async def run_rate(args, rate: float) -> dict:
                 "max": max((v for v, _ in lags), default=float("nan")), "resyncs": resyncs[0],
                 "dropped": resyncs[1], "backlog": backlog, "gaps": app.state.gaps,
                 "cpu_us": (cpu1 - cpu0) / max(1, folded) * 1e6, "server_us": (scpu1 - scpu0) / max(1, sent) * 1e6,
-                "live": len(app.state.registry)}
+                "live": len(app.state.registry), "per_batch": folded / max(1, b1 - b0),
+                "tick_ms": (draw1[0] - draw0[0]) / max(1, f1 - f0) * 1e3,
+                "render_ms": (draw1[1] - draw0[1]) / max(1, f1 - f0) * 1e3,
+                # CPU of everything but drawing, per event folded: decode + fold + the event loop
+                "fold_us": ((cpu1 - cpu0) - (draw1[0] - draw0[0]) - (draw1[1] - draw0[1])) / max(1, folded) * 1e6}
     finally:
+        Screen._on_timer_update = timer_update
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -250,12 +282,14 @@ async def main(args) -> int:
           f"producers={args.producers} phases={'off' if args.no_phases else 'on'} "
           f"{'pure Python' if os.environ.get('MEMTOP_PURE_PYTHON') else ''}")
     print(f"{'rate':>8} {'sent/s':>9} {'folded/s':>9} {'fps':>5} {'lag p50':>8} {'p99':>7} {'max':>7} "
-          f"{'resync':>6} {'dropped':>8} {'backlog':>8} {'mon µs/ev':>9} {'srv µs/msg':>10}")
+          f"{'resync':>6} {'dropped':>8} {'backlog':>8} {'mon µs/ev':>9} {'fold µs/ev':>10} {'frame ms':>8} "
+          f"{'srv µs/msg':>10} {'ev/rec':>6}")
     for rate in rates:
         r = await run_rate(args, rate)
         print(f"{'max' if not rate else f'{rate / 1000:.0f}k':>8} {r['sent_s']:>9,.0f} {r['folded_s']:>9,.0f} "
               f"{r['fps']:>5.1f} {r['p50']:>8.0f} {r['p99']:>7.0f} {r['max']:>7.0f} {r['resyncs']:>6} "
-              f"{r['dropped']:>8,} {r['backlog']:>8,} {r['cpu_us']:>9.2f} {r['server_us']:>10.2f}", flush=True)
+              f"{r['dropped']:>8,} {r['backlog']:>8,} {r['cpu_us']:>9.2f} {r['fold_us']:>10.2f} "
+              f"{r['tick_ms'] + r['render_ms']:>8.1f} {r['server_us']:>10.2f} {r['per_batch']:>6.0f}", flush=True)
     print(f"load average after {os.getloadavg()[0]:.2f}; targets: folded >= 200,000/s, fps >= 20, lag p99 < 100 ms")
     return 0
 
@@ -265,7 +299,6 @@ if __name__ == "__main__":
         a = sys.argv[2:]
         producer(a[0], int(a[1]), int(a[2]), float(a[3]), float(a[4]))
         sys.exit(0)
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default="100000,200000,300000,max", help="msg/s over all producers; max = unpaced")
     p.add_argument("--seconds", type=float, default=8.0)

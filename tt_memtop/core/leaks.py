@@ -59,15 +59,22 @@ class LeakTracker:
         """``phase_of(pid)``: the live phase; ``last_phase(pid)``: the phase before an exit;
         ``segments()``: the phase tracker's segments (hindsight), to tell warm-up from loading."""
         warm = self.warm
+        early: dict[int, bool] = {}  # pid -> phase_of(pid) in _EARLY: nothing here changes the phases
         for ev in events:
             k = ev.kind
             if k == _ALLOC:
-                if phase_of is not None and ev.buffer_type < _CB and ev.buffer_type != _TRACE \
-                        and phase_of(ev.pid) in _EARLY:
-                    warm[_k(ev.device, ev.buffer_id)] = (ev.pid, ev.size, ev.ts_ns)
+                if phase_of is not None and ev.buffer_type < _CB and ev.buffer_type != _TRACE:
+                    pid = ev.pid
+                    e = early.get(pid)
+                    if e is None:
+                        e = early[pid] = phase_of(pid) in _EARLY
+                    if e:
+                        d = ev.device  # _k, inlined
+                        warm[ev.buffer_id << 8 | d if 0 <= d < 256 else (d, ev.buffer_id)] = (pid, ev.size, ev.ts_ns)
             elif k == _FREE:
                 if warm:
-                    warm.pop(_k(ev.device, ev.buffer_id), None)
+                    d = ev.device
+                    warm.pop(ev.buffer_id << 8 | d if 0 <= d < 256 else (d, ev.buffer_id), None)
             elif k == _CLEANUP:
                 if warm:
                     warm.pop(_k(ev.device, ev.buffer_id), None)

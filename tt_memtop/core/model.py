@@ -287,12 +287,81 @@ class MonitorState:
     def apply_events(self, events: list[Event]) -> None:
         """Fold a batch of events: registry, phases, feed, history. The hot path of every monitor.
 
-        Per event this does only what must be per event (the registry, the tracker, the feed, the
-        history of the buffer id); counters, timestamps and the history's size bound are settled
-        once per batch.
+        Per event this does only what must be per event, in one pass per consumer (the registry,
+        the tracker, the feed, the history of the buffer id) so each pass is a tight loop (the
+        feed's is C-level); counters, timestamps and the history's size bound are settled once per
+        batch. A batch holding recorded totals samples (a replayed shared-memory recording) takes
+        the event-by-event path, since a sample is folded where it sits in the stream.
         """
         if not events:
             return
+        phases = self.phases
+        observe_batch = getattr(phases, "observe_batch", None) if phases is not None else None
+        if (observe_batch is None and phases is not None) or any(ev.kind is _TOTALS for ev in events):
+            self._apply_one_by_one(events)
+            return
+        apply_event = self.registry.apply_event
+        gaps = 0
+        last_seq = self.registry.seq
+        for ev in events:
+            seq = ev.seq
+            if seq:
+                if last_seq and seq > last_seq + 1:
+                    gaps += 1
+                last_seq = seq
+            apply_event(ev)
+        if observe_batch is None:
+            labels = [""] * len(events)
+        else:
+            names = self._phase_names
+            labels = []
+            add_label = labels.append
+            for ph in observe_batch(events):
+                name = names.get(ph)
+                if name is None:
+                    name = names[ph] = _name(ph)
+                add_label(name)
+        self.feed.extend(events)
+        self.feed_phases.extend(labels)
+        history = self.history
+        per_id = 2 * self.history_per_id  # flat list: two items per event
+        buffer_kinds = _BUFFER_KINDS
+        for ev, phase in zip(events, labels):
+            kind = ev.kind
+            if kind in buffer_kinds:
+                bid = ev.buffer_id
+                h = history.pop(bid, None)  # re-insert: dict order doubles as LRU order
+                if h is None:
+                    history[bid] = [ev, phase]
+                else:
+                    h += (ev, phase)  # a transient pair, freed at once: nothing new for the collector
+                    if len(h) > per_id:
+                        del h[:2]
+                    history[bid] = h
+            elif kind == _BAD_FRAME:
+                self.bad_frames += 1
+            elif kind == _PROCESS_EXIT:
+                self.exited.add(ev.pid)
+        self._end_batch(events, gaps, 0)
+
+    def _end_batch(self, events: list[Event], gaps: int, totals: int) -> None:
+        history = self.history
+        excess = len(history) - self.history_ids
+        if excess > 0:
+            for key in list(islice(history, excess)):
+                del history[key]
+        self.gaps += gaps
+        self.events_total += len(events) - totals
+        if totals:
+            self._commit_recorded_sample()
+        self._saw_ts(events[0].ts_ns)
+        self._saw_ts(events[-1].ts_ns)
+        self.insight.set_inventory(self.inventory)
+        self.insight.observe(events, self)
+
+    def _apply_one_by_one(self, events: list[Event]) -> None:
+        """:meth:`apply_events` event by event (recorded totals samples in the batch, or a tracker
+        without ``observe_batch``): the same state."""
         apply_event = self.registry.apply_event
         feed_append = self.feed.append
         phases_append = self.feed_phases.append
@@ -329,11 +398,11 @@ class MonitorState:
             phases_append(phase)
             if kind in buffer_kinds:
                 bid = ev.buffer_id
-                h = history.pop(bid, None)  # re-insert: dict order doubles as LRU order
+                h = history.pop(bid, None)
                 if h is None:
                     history[bid] = [ev, phase]
                 else:
-                    h += (ev, phase)  # a transient pair, freed at once: nothing new for the collector
+                    h += (ev, phase)
                     if len(h) > per_id:
                         del h[:2]
                     history[bid] = h
@@ -341,18 +410,7 @@ class MonitorState:
                 self.bad_frames += 1
             elif kind == _PROCESS_EXIT:
                 self.exited.add(ev.pid)
-        excess = len(history) - self.history_ids
-        if excess > 0:
-            for key in list(islice(history, excess)):
-                del history[key]
-        self.gaps += gaps
-        self.events_total += len(events) - totals
-        if totals:
-            self._commit_recorded_sample()
-        self._saw_ts(events[0].ts_ns)
-        self._saw_ts(events[-1].ts_ns)
-        self.insight.set_inventory(self.inventory)
-        self.insight.observe(events, self)
+        self._end_batch(events, gaps, totals)
 
     def tick(self, now_ns: int) -> None:
         """Let time-based phase rules run (the caller owns the clock)."""
