@@ -46,7 +46,7 @@ _KIND_CLASS = {
 #: a frame that brings more events than this shows only the newest this many (the rows are rebuilt
 #: from them): at 200k events/s a frame costs what it costs at 40k. The model's ring keeps the rest
 #: (a filter rebuilds from it).
-FOLLOW_ROWS = 2_000
+FOLLOW_ROWS = 1_000
 HEADER = f"{'time':<12} {'pid':>7} {'dev':<5} {'event':<10} {'type':<8} {'size':>9} {'buffer id':<12} {'phase':<9} detail"
 
 
