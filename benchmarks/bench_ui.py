@@ -1,7 +1,7 @@
 """The monitor end to end: can `memtop` fold 200k events/s from `memtop serve` and still draw 20+ fps?
 
 The real path, three kinds of processes: ``memtop serve`` (its own process, ``--quiet``), K producer
-processes (this file with ``--producer``: pre-packed 144-byte ALLOC/FREE messages over the real
+processes (this file with ``--run-producer``: pre-packed 144-byte ALLOC/FREE messages over the real
 socket, paced to a rate), and the monitor (this process): the real :class:`MemtopApp` subscribed
 through the socket (:class:`SubscribeSource`), headless under Textual's test driver. Headless
 Textual computes every frame but writes nothing; the benchmark turns each compositor update into
@@ -31,6 +31,11 @@ a common start, streams churn: each message allocates one buffer and frees the o
 
     python benchmarks/bench_ui.py [--rates 100000,200000,300000,max] [--seconds 8] [--live 100000]
                                   [--producers 2] [--pane feed|buffers|processes|devices] [--raw]
+                                  [--feeder serve|replay]
+
+``--feeder replay`` replaces the server and the producers by one process that streams pre-encoded
+EVENTS records (eventcodec's, as the server sends them) through the socket at the rate: what the
+monitor alone can take, when the server is the limit on the machine at hand.
 """
 
 from __future__ import annotations
@@ -105,6 +110,76 @@ def producer(path: str, idx: int, live: int, rate: float, seconds: float) -> Non
     s.close()
 
 
+def feeder(path: str, live: int, rate: float, seconds: float) -> None:
+    """``--feeder replay``: stand in for ``memtop serve`` on the subscription leg only (no producers).
+
+    Speaks the subscription stream of docs/EXTENSION.md (HELLO, an empty SNAPSHOT, EVENTS records
+    as the server encodes them, with eventcodec) through a real socket, paced to ``rate`` events/s:
+    the monitor's own ceiling, whatever the server reaches on this machine. Every record carries
+    the send time as its events' timestamp, as the server stamps a read's events with its receive time.
+    """
+    from tt_memtop.core import eventcodec as codec
+    from tt_memtop.core.devices import Inventory
+    from tt_memtop.core.events import Event, EventKind
+
+    per_rec = 512
+    cycle = max(2 * live, 4096)
+    slots = [_slot(0, s) for s in range(cycle)]
+    pid = os.getpid()
+    seq = [0]
+
+    def records(pairs) -> list[tuple[list[bytes], int]]:
+        """Pre-encoded EVENTS records split around their timestamps: ``ts.join(parts)`` is the record."""
+        out = []
+        evs = []
+        for kind, s in pairs:
+            d, t, size, addr = slots[s]
+            seq[0] += 1
+            evs.append(Event(kind, seq=seq[0], ts_ns=0x7A7A7A7A7A7A7A7A, pid=pid, device=d, buffer_type=t,
+                             buffer_id=addr, size=size, ref_count=1 if kind == EventKind.ALLOC else 0))
+            if len(evs) == per_rec:
+                out.append((codec.frame(codec.encode_events(evs)).split(b"\x7a" * 8), len(evs)))
+                evs = []
+        if evs:
+            out.append((codec.frame(codec.encode_events(evs)).split(b"\x7a" * 8), len(evs)))
+        return out
+
+    pre = records((EventKind.ALLOC, s) for s in range(live))
+    churn = records(pair for i in range(cycle) for pair in ((EventKind.ALLOC, (live + i) % cycle),
+                                                             (EventKind.FREE, i % cycle)))
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    print("listening", flush=True)
+    conn, _ = srv.accept()
+    conn.recv(4096)  # the SUBSCRIBE frame
+    conn.sendall(codec.frame(codec.encode_hello(info={"server": "bench_ui feeder"})))
+    conn.sendall(codec.frame(codec.encode_snapshot(codec.SnapshotRecord(0, time.monotonic_ns(), Inventory.uniform(8)))))
+    for parts, _n in pre:
+        conn.sendall(struct.pack("<q", time.monotonic_ns()).join(parts))
+    print("loaded", flush=True)
+    sys.stdin.readline()
+    sent = 0
+    i = 0
+    t0 = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        if now - t0 >= seconds:
+            break
+        due = (int((now - t0) * rate) - sent) if rate > 0 else 8192
+        while due > 0:
+            parts, n = churn[i]
+            i = (i + 1) % len(churn)
+            conn.sendall(struct.pack("<q", time.monotonic_ns()).join(parts))
+            sent += n
+            due -= n
+        if rate > 0:
+            time.sleep(TICK_S)
+    print(f"done {sent} {time.perf_counter() - t0:.3f}", flush=True)
+    sys.stdin.readline()
+    conn.close()
+
+
 # ------------------------------------------------------------------------------------------ monitor
 def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
@@ -137,13 +212,19 @@ async def run_rate(args, rate: float) -> dict:
 
     tmp = tempfile.mkdtemp(prefix="mtui", dir="/tmp")
     sock = os.path.join(tmp, "s.sock")
-    server = subprocess.Popen([sys.executable, "-m", "tt_memtop", "serve", "--socket", sock, "--devices", str(N_DEV),
-                               "--quiet", *args.server_arg], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    replay = args.feeder == "replay"
+    if replay:  # the subscription leg only: a feeder process in place of the server and the producers
+        server = subprocess.Popen([sys.executable, __file__, "--run-feeder", sock, str(args.live), str(rate),
+                                   str(args.seconds)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    else:
+        server = subprocess.Popen([sys.executable, "-m", "tt_memtop", "serve", "--socket", sock, "--devices",
+                                   str(N_DEV), "--quiet", *args.server_arg],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     procs: list[subprocess.Popen] = []
     try:
         while not os.path.exists(sock):
             if server.poll() is not None:
-                raise SystemExit("memtop serve failed to start")
+                raise SystemExit("the server failed to start")
             time.sleep(0.02)
         state = new_state(phases=not args.no_phases)
         src = SubscribeSource(sock, probed=True, reconnect=False)
@@ -202,18 +283,24 @@ async def run_rate(args, rate: float) -> dict:
         per = args.live // args.producers
         env = dict(os.environ)
         async with app.run_test(headless=True, size=(args.width, args.height)) as pilot:
-            procs = [subprocess.Popen([sys.executable, __file__, "--producer", sock, str(i), str(per),
-                                       str(rate / args.producers if rate else 0), str(args.seconds)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-                     for i in range(args.producers)]
+            if replay:
+                procs = [server]
+                await asyncio.to_thread(server.stdout.readline)  # listening
+                per = args.live
+            else:
+                procs = [subprocess.Popen([sys.executable, __file__, "--run-producer", sock, str(i), str(per),
+                                           str(rate / args.producers if rate else 0), str(args.seconds)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                         for i in range(args.producers)]
             for p in procs:
                 await asyncio.to_thread(p.stdout.readline)
             deadline = time.monotonic() + 120
-            while app.state.events_total < per * args.producers and time.monotonic() < deadline:
+            n_pre = per if replay else per * args.producers
+            while app.state.events_total < n_pre and time.monotonic() < deadline:
                 await pilot.pause(0.05)
             gc.collect()
             await pilot.pause(0.3)
-            cpu0, scpu0 = time.process_time(), _cpu_s(server.pid)
+            cpu0, scpu0 = time.process_time(), _cpu_s(server.pid)  # the feeder's when replaying
             draw0 = list(draw_cpu)
             b0 = batches[0]
             ev0, t0 = app.state.events_total, time.monotonic_ns()
@@ -268,7 +355,8 @@ async def run_rate(args, rate: float) -> dict:
             if p.poll() is None:
                 p.kill()
             p.wait()
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         try:
             server.wait(5)
         except subprocess.TimeoutExpired:
@@ -278,8 +366,10 @@ async def run_rate(args, rate: float) -> dict:
 
 async def main(args) -> int:
     rates = [0.0 if r == "max" else float(r) for r in args.rates.split(",")]
-    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; pane={args.pane} live={args.live:,} "
-          f"producers={args.producers} phases={'off' if args.no_phases else 'on'} "
+    via = "a replay feeder (no server: the monitor's ceiling)" if args.feeder == "replay" else \
+        f"memtop serve, {args.producers} producers"
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; via {via}; pane={args.pane} "
+          f"live={args.live:,} phases={'off' if args.no_phases else 'on'} "
           f"{'pure Python' if os.environ.get('MEMTOP_PURE_PYTHON') else ''}")
     print(f"{'rate':>8} {'sent/s':>9} {'folded/s':>9} {'fps':>5} {'lag p50':>8} {'p99':>7} {'max':>7} "
           f"{'resync':>6} {'dropped':>8} {'backlog':>8} {'mon µs/ev':>9} {'fold µs/ev':>10} {'frame ms':>8} "
@@ -295,9 +385,13 @@ async def main(args) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--producer":
+    if len(sys.argv) > 1 and sys.argv[1] == "--run-producer":
         a = sys.argv[2:]
         producer(a[0], int(a[1]), int(a[2]), float(a[3]), float(a[4]))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--run-feeder":
+        a = sys.argv[2:]
+        feeder(a[0], int(a[1]), float(a[2]), float(a[3]))
         sys.exit(0)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", default="100000,200000,300000,max", help="msg/s over all producers; max = unpaced")
@@ -311,4 +405,7 @@ if __name__ == "__main__":
     p.add_argument("--raw", action="store_true", help="the feed shows every event (default: grouped)")
     p.add_argument("--no-phases", action="store_true")
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for memtop serve")
+    p.add_argument("--feeder", default="serve", choices=["serve", "replay"],
+                   help="serve: memtop serve fed by producer processes (the real path, default); replay: a "
+                        "process replaying encoded EVENTS records at the rate (the monitor's own ceiling)")
     sys.exit(asyncio.run(main(p.parse_args())))
