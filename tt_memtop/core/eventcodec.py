@@ -119,12 +119,49 @@ def encode_events(events: list[Event]) -> bytes:
 
 
 def _decode_events_body(buf, off: int = 0) -> list[Event]:
+    """:func:`decode_event` in a loop, inlined: the events are made with ``object.__new__`` and slot
+    stores (a keyword call of ``Event(...)`` costs several times more)."""
     (count,) = _unpack(U32, buf, off)
     off += 4
-    out = []
+    out: list[Event] = []
+    append = out.append
+    unpack_from = EVENT.unpack_from
+    size = EVENT.size
+    end = len(buf)
+    kinds = _EVENT_KINDS
+    entries = _ENTRY_KINDS
+    new = object.__new__
     for _ in range(count):
-        ev, off = decode_event(buf, off)
-        out.append(ev)
+        if off + size > end:
+            raise CodecError(f"record truncated: need {size} bytes at offset {off}, have {end - off}")
+        seq, ts, kind, pid, dev, bt, bid, nbytes, refs, ln, lt, lx = unpack_from(buf, off)
+        off += size
+        name = trace = text = ""
+        if ln or lt or lx:
+            name = _s(buf, off, ln)
+            trace = _s(buf, off + ln, lt)
+            text = _s(buf, off + ln + lt, lx)
+            off += ln + lt + lx
+        k = kinds.get(kind)
+        if k is None:
+            raise CodecError(f"unknown event kind {kind}")
+        if kind in entries and (bt >= _NTYPES or not -1 <= dev < _MAX_DEVICES):
+            raise CodecError(f"{k.name} event with buffer_type {bt} on device {dev} "
+                             f"(expected buffer_type 0..{_NTYPES - 1}, device -1..{_MAX_DEVICES - 1})")
+        ev = new(Event)
+        ev.seq = seq
+        ev.ts_ns = ts
+        ev.kind = k
+        ev.pid = pid
+        ev.device = dev
+        ev.buffer_type = bt
+        ev.buffer_id = bid
+        ev.size = nbytes
+        ev.ref_count = refs
+        ev.name = name
+        ev.stack_trace = trace
+        ev.text = text
+        append(ev)
     return out
 
 
