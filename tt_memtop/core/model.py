@@ -326,7 +326,7 @@ class MonitorState:
         history = self.history
         per_id = 2 * self.history_per_id  # flat list: two items per event
         buffer_kinds = _BUFFER_KINDS
-        for ev, phase in zip(events, labels):
+        for ev, phase in zip(events, labels, strict=True):
             kind = ev.kind
             if kind in buffer_kinds:
                 bid = ev.buffer_id
