@@ -18,6 +18,7 @@ import anyio
 import pytest
 from ui_fakes import FakeSource
 
+from tt_memtop.core import insight as insight_mod
 from tt_memtop.core.events import Event, EventKind
 from tt_memtop.core.geometry import DRAM, L1, L1_SMALL, TRACE
 from tt_memtop.core.model import MonitorState, new_state
@@ -140,3 +141,48 @@ async def test_feed_of_a_fast_live_source_keeps_only_the_newest_rows():
             while not feed.rows or any(ev.device != 3 for ev, _ in feed.rows):
                 await pilot.pause(0.05)
         assert len(feed.rows) == sum(1 for e in state.feed if e.device == 3)
+
+
+NATIVE_PASS = insight_mod._load_native_pass()
+
+
+@pytest.mark.skipif(NATIVE_PASS is None, reason="the compiled insight pass is not built")
+@pytest.mark.parametrize("name", ["llama_8dev", "galaxy_32dev", "cnn_1dev", "two-traces", "killed"])
+def test_native_insight_pass_equals_the_pure_one(sessions, name, monkeypatch):
+    events = sessions[name]
+    monkeypatch.setattr(insight_mod, "_native_pass", None)
+    pure = _summary(_fold(events, 512, one_by_one=False))
+    monkeypatch.setattr(insight_mod, "_native_pass", NATIVE_PASS)
+    native = _fold(events, 512, one_by_one=False)
+    assert _summary(native) == pure
+    assert native.insight.captures.keys() == _fold(events, 512, one_by_one=True).insight.captures.keys()
+
+
+@pytest.mark.skipif(NATIVE_PASS is None, reason="the compiled insight pass is not built")
+def test_native_insight_pass_edge_values():
+    """Huge sizes and ids (past 64 bits once shifted), zero sizes, odd devices and types, CBs: same state."""
+    from tt_memtop.core.peaks import PeakTracker
+
+    big = 2**64 - 1
+    evs = [Event(EventKind.ALLOC, seq=1, ts_ns=5, pid=1, device=0, buffer_type=0, buffer_id=big, size=big),
+           Event(EventKind.ALLOC, seq=2, ts_ns=6, pid=1, device=255, buffer_type=3, buffer_id=1 << 40, size=1),
+           Event(EventKind.ALLOC, seq=3, ts_ns=7, pid=2, device=-1, buffer_type=1, buffer_id=9, size=64),
+           Event(EventKind.ALLOC, seq=4, ts_ns=8, pid=2, device=3, buffer_type=2, buffer_id=0, size=0),
+           Event(EventKind.FREE, seq=5, ts_ns=9, pid=1, device=0, buffer_type=0, buffer_id=big, size=big),
+           Event(EventKind.ALLOC, seq=6, ts_ns=10, pid=3, device=300, buffer_type=5, buffer_id=77, size=4096),
+           Event(EventKind.ALLOC, seq=7, ts_ns=11, pid=3, device=1, buffer_type=5, buffer_id=0x20000, size=4096),
+           Event(EventKind.CLEANUP, seq=8, ts_ns=12, pid=3, device=1, buffer_type=5, buffer_id=0x20000, size=4096),
+           Event(EventKind.ALLOC, seq=9, ts_ns=13, pid=4, device=2, buffer_type=9, buffer_id=1, size=1),
+           Event(EventKind.REF_INC, seq=10, ts_ns=14, pid=4, device=2, buffer_type=1, buffer_id=1, size=1),
+           Event(EventKind.ALLOC, seq=11, ts_ns=15, pid=4, device=2, buffer_type=6, buffer_id=1, size=2)]
+
+    def run(fn):
+        peaks = PeakTracker()
+        out = ({}, {}, {}, {}, [], [])
+        fn(evs, peaks, *out)
+        return out, peaks.current, peaks.peak, peaks.peak_at, peaks.pid_current, peaks.pid_peak, peaks.rose
+
+    pure = run(insight_mod._observe_pass)
+    assert run(NATIVE_PASS) == pure
+    assert pure[0][2][(big << 8) | 0] == -1 and pure[0][5]  # the freed huge id, a CB queued
+    assert NATIVE_PASS([object()], PeakTracker(), {}, {}, {}, {}, [], []) is False  # not Events: pure pass
