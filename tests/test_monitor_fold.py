@@ -19,6 +19,7 @@ import pytest
 from ui_fakes import FakeSource
 
 from tt_memtop.core import insight as insight_mod
+from tt_memtop.core import model as model_mod
 from tt_memtop.core.events import Event, EventKind
 from tt_memtop.core.geometry import DRAM, L1, L1_SMALL, TRACE
 from tt_memtop.core.model import MonitorState, new_state
@@ -186,3 +187,24 @@ def test_native_insight_pass_edge_values():
     assert run(NATIVE_PASS) == pure
     assert pure[0][2][(big << 8) | 0] == -1 and pure[0][5]  # the freed huge id, a CB queued
     assert NATIVE_PASS([object()], PeakTracker(), {}, {}, {}, {}, [], []) is False  # not Events: pure pass
+
+
+NATIVE_HISTORY = model_mod._load_native_history()
+
+
+@pytest.mark.skipif(NATIVE_HISTORY is None, reason="the compiled history pass is not built")
+@pytest.mark.parametrize("name", ["llama_8dev", "galaxy_32dev", "killed"])
+def test_native_history_pass_equals_the_pure_one(sessions, name, monkeypatch):
+    extra = [Event(EventKind.BAD_FRAME, seq=0, ts_ns=1, pid=9, text="garbage"),
+             Event(EventKind.PROCESS_EXIT, seq=0, ts_ns=2, pid=77, size=10, ref_count=1)]
+    events = sessions[name][:4000] + extra + sessions[name][4000:]
+    monkeypatch.setattr(model_mod, "_native_history", None)
+    pure = _fold(events, 512, one_by_one=False)
+    monkeypatch.setattr(model_mod, "_native_history", NATIVE_HISTORY)
+    native = _fold(events, 512, one_by_one=False)
+    assert _summary(native) == _summary(pure)
+    assert native.bad_frames == 1 and 77 in native.exited
+    small = MonitorState(history_per_id=2)
+    small.apply_events([Event(EventKind.ALLOC, seq=i + 1, ts_ns=i, pid=1, device=i % 3, buffer_type=0, buffer_id=5,
+                              size=8) for i in range(5)])
+    assert [e.seq for e in small.history[5][::2]] == [4, 5]  # bounded per id, newest last

@@ -66,6 +66,41 @@ class HistoryEntry(NamedTuple):
     phase: str
 
 
+def _history_pass(events: list[Event], labels: list[str], history: dict[int, list], per_id: int, buffer_kinds,
+                  bad_frame, process_exit, exited: set[int]) -> int:
+    """Each buffer event (and its phase label) into its buffer id's history, kept at ``per_id`` items and
+    moved to the end of the dict (LRU order); PROCESS_EXIT PIDs into ``exited``. Returns the BAD_FRAMEs
+    seen. The reference of the compiled pass (tt_memtop/_native/history.c)."""
+    bad = 0
+    for ev, phase in zip(events, labels, strict=True):
+        kind = ev.kind
+        if kind in buffer_kinds:
+            bid = ev.buffer_id
+            h = history.pop(bid, None)  # re-insert: dict order doubles as LRU order
+            if h is None:
+                history[bid] = [ev, phase]
+            else:
+                h += (ev, phase)  # a transient pair, freed at once: nothing new for the collector
+                if len(h) > per_id:
+                    del h[:2]
+                history[bid] = h
+        elif kind == bad_frame:
+            bad += 1
+        elif kind == process_exit:
+            exited.add(ev.pid)
+    return bad
+
+
+def _load_native_history():
+    from .._native import load
+
+    mod = load("history")
+    return mod.history_pass if mod is not None else None
+
+
+_native_history = _load_native_history()
+
+
 def _name(ph) -> str:
     """A Phase (a StrEnum) as its display name; "" for None."""
     return ph.value if ph is not None else ""
@@ -314,34 +349,20 @@ class MonitorState:
             labels = [""] * len(events)
         else:
             names = self._phase_names
-            labels = []
-            add_label = labels.append
-            for ph in observe_batch(events):
-                name = names.get(ph)
-                if name is None:
-                    name = names[ph] = _name(ph)
-                add_label(name)
+            phs = observe_batch(events)
+            try:
+                labels = list(map(names.__getitem__, phs))
+            except KeyError:  # a phase not named yet
+                for ph in phs:
+                    if ph not in names:
+                        names[ph] = _name(ph)
+                labels = list(map(names.__getitem__, phs))
         self.feed.extend(events)
         self.feed_phases.extend(labels)
-        history = self.history
-        per_id = 2 * self.history_per_id  # flat list: two items per event
-        buffer_kinds = _BUFFER_KINDS
-        for ev, phase in zip(events, labels, strict=True):
-            kind = ev.kind
-            if kind in buffer_kinds:
-                bid = ev.buffer_id
-                h = history.pop(bid, None)  # re-insert: dict order doubles as LRU order
-                if h is None:
-                    history[bid] = [ev, phase]
-                else:
-                    h += (ev, phase)  # a transient pair, freed at once: nothing new for the collector
-                    if len(h) > per_id:
-                        del h[:2]
-                    history[bid] = h
-            elif kind == _BAD_FRAME:
-                self.bad_frames += 1
-            elif kind == _PROCESS_EXIT:
-                self.exited.add(ev.pid)
+        if not isinstance(events, list):
+            events = list(events)
+        self.bad_frames += (_native_history or _history_pass)(events, labels, self.history, 2 * self.history_per_id,
+                                                              _BUFFER_KINDS, _BAD_FRAME, _PROCESS_EXIT, self.exited)
         self._end_batch(events, gaps, 0)
 
     def _end_batch(self, events: list[Event], gaps: int, totals: int) -> None:
