@@ -58,8 +58,8 @@ class _Proc:
         self.last_trace_alloc = ts
         self.last_compile = 0
         self.window = ev_.Window(cfg.window)
-        self.replay_sigs: set[tuple[int, int]] = set()
-        self.last_lead: tuple[tuple[int, int], int] | None = None  # last busy allocation on the lead device
+        self.replay_sigs: set[int] = set()
+        self.last_lead: tuple[int, int] | None = None  # last busy allocation on the lead device
         self.pending_l1: tuple[int, tuple[int, int, int]] | None = None  # an activation held while loading
         self.compiled_since_busy = False
         self.compiling = False  # compile signatures seen in the current warm-up
@@ -69,7 +69,7 @@ class _Proc:
         self.dram_tail: tuple[int, int] | None = None  # (ts, buffer_id) of a DRAM allocation that may be a trace
         self.lead: int | None = None  # the device whose allocation sequence is kept
         # (ts, sig, key) of the allocations on the lead device, for the capture search (relabel)
-        self.seq: deque[tuple[int, tuple[int, int], tuple[int, int, int]]] = deque(maxlen=_SEQ_MAX)
+        self.seq: deque[tuple[int, int, object]] = deque(maxlen=_SEQ_MAX)
         self.seq_floor = ts
         self.after_release = False
         self.hints: dict[int, int] = {}  # capture segment start -> where its capture run began
@@ -358,7 +358,7 @@ class PhaseTracker:
             return
         if size <= self._io_max:
             return
-        sig = (size, btype)
+        sig = size << 8 | btype  # the (size, type) shape, as one int (hashed at no cost)
         if proc.lead is None:
             proc.lead = dev
         tail = proc.dram_tail
@@ -439,7 +439,7 @@ class PhaseTracker:
                 proc.hold_until = ts + self._confirm_ns
         elif size > self._io_max and not ev_.is_program_object(btype):
             age = ts - born
-            sig = (size, btype)
+            sig = size << 8 | btype  # the (size, type) shape, as one int (hashed at no cost)
             if (proc.phase is _REPLAY or (proc.phase is _WARMUP and proc.trace)) and sig in proc.replay_sigs:
                 self._entry(proc, ev_.FREE, ts, ts)
             else:
@@ -543,7 +543,7 @@ class PhaseTracker:
         else:
             proc.quiet_at = _NEVER
 
-    def _entry(self, proc: _Proc, kind: int, ts: int, start: int, sig: tuple[int, int] | None = None,
+    def _entry(self, proc: _Proc, kind: int, ts: int, start: int, sig: int | None = None,
                key: object = None) -> None:
         """One piece of evidence: into the window, then the rule of its kind."""
         win = proc.window
