@@ -19,6 +19,7 @@ import pytest
 from ui_fakes import FakeSource
 
 from tt_memtop.core import insight as insight_mod
+from tt_memtop.core import leaks as leaks_mod
 from tt_memtop.core import model as model_mod
 from tt_memtop.core.events import Event, EventKind
 from tt_memtop.core.geometry import DRAM, L1, L1_SMALL, TRACE
@@ -208,3 +209,23 @@ def test_native_history_pass_equals_the_pure_one(sessions, name, monkeypatch):
     small.apply_events([Event(EventKind.ALLOC, seq=i + 1, ts_ns=i, pid=1, device=i % 3, buffer_type=0, buffer_id=5,
                               size=8) for i in range(5)])
     assert [e.seq for e in small.history[5][::2]] == [4, 5]  # bounded per id, newest last
+
+
+NATIVE_LEAKS = leaks_mod._load_native_pass()
+
+
+@pytest.mark.skipif(NATIVE_LEAKS is None, reason="the compiled leaks pass is not built")
+@pytest.mark.parametrize("scenario", ["killed", "leaky", "llama-t3k"])
+def test_native_leaks_pass_equals_the_pure_one(scenario, monkeypatch):
+    events = reference_events(build(scenario, 1), 144)
+    # odd devices and ids take the tuple key and the big-int key
+    events += [Event(EventKind.ALLOC, seq=0, ts_ns=events[-1].ts_ns + 1, pid=31337, device=dev, buffer_type=0,
+                     buffer_id=bid, size=4096) for dev, bid in ((300, 5), (2, 1 << 60), (-1, 7))]
+    monkeypatch.setattr(leaks_mod, "_native_pass", None)
+    pure = _fold(events, 512, one_by_one=False)
+    monkeypatch.setattr(leaks_mod, "_native_pass", NATIVE_LEAKS)
+    native = _fold(events, 512, one_by_one=False)
+    assert _summary(native) == _summary(pure)
+    assert native.insight.leaks.warm.keys() == pure.insight.leaks.warm.keys()
+    if scenario != "llama-t3k":
+        assert native.insight.leaks.rows()  # the scenario leaks: rows to compare
