@@ -780,6 +780,10 @@ class LogParser:
         out, self.records = self.records, []
         return out
 
+    def state_size(self) -> int:
+        """Live entries in the shadow state (what a :meth:`clone` costs, roughly: one dict entry each)."""
+        return len(self._live) + len(self._cbk)
+
     def live_buffers(self) -> list[Buffer]:
         """The shadow state as registry buffers (for a Snapshot)."""
         out = [Buffer(d, b, e[0], e[1], e[2], e[3]) for (d, b), e in self._live.items()]
