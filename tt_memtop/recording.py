@@ -298,6 +298,7 @@ class RecordingReader:
         self.damage: str | None = None  # why reading stopped before the end, if a record was undecodable
         self.at: ReadPosition | None = None
         self._stop = 0  # (decompressed) offset where the last iteration stopped
+        self._gzip_error: str | None = None  # why a compressed stream could not be read to its end
         f = open_stream(path, chunk_size)
         self.compressed = isinstance(f, gzip.GzipFile)
         try:
@@ -363,8 +364,8 @@ class RecordingReader:
                 yield off, view[0], view[1:]
                 off += _REC_HEAD.size + n
                 self._stop = off
-        except (EOFError, zlib.error, gzip.BadGzipFile):  # a truncated or damaged gzip stream: a torn tail
-            pass
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated or damaged gzip stream: a torn tail
+            self._gzip_error = str(exc) or type(exc).__name__
 
     def _torn(self, f: BinaryIO) -> int:
         """Bytes from ``_stop`` to the end of the (decompressed) data."""
@@ -374,11 +375,11 @@ class RecordingReader:
         n = 0
         try:
             f.seek(self._stop)
-            while piece := f.read(self.chunk_size):
+            while piece := f.read(1 << 16):
                 n += len(piece)
-        except (EOFError, zlib.error, gzip.BadGzipFile, OSError):
-            pass
-        return n
+        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+            self._gzip_error = str(exc) or type(exc).__name__
+        return max(n, 1) if self._gzip_error else n
 
     def _parse_header(self, body: memoryview) -> RecordingHeader:
         try:
@@ -418,6 +419,7 @@ class RecordingReader:
         self.owners = {}
         self.damage = None
         self.torn_bytes = 0
+        self._gzip_error = None
         live = {} if live is None else live
         first = self.header
         seq_shift, ts_shift, last_seq, last_ts = pos.seq_shift, pos.ts_shift, pos.last_seq, pos.last_ts
@@ -512,8 +514,11 @@ class RecordingReader:
         if not self.torn_bytes:
             return None
         where = f"offset {self._stop:,}{' of the decompressed data' if self.compressed else ''}"
-        why = f"an undecodable record ({self.damage})" if self.damage else "a torn or damaged record"
-        return (f"{self.path}: skipped the last {self.torn_bytes:,} bytes (from {where}): "
+        why = (f"an undecodable record ({self.damage})" if self.damage
+               else f"the gzip stream is truncated or damaged ({self._gzip_error})" if self._gzip_error
+               else "a torn or damaged record")
+        amount = "what follows" if self._gzip_error else f"the last {self.torn_bytes:,} bytes"
+        return (f"{self.path}: skipped {amount} (from {where}): "
                 f"{why}; everything before it was read")
 
 
