@@ -100,7 +100,7 @@ def write_recording(path: str, n_events: int, sessions: int) -> int:
         clock = _Clock(10**12 + s * 10**9)
         t_start = clock.now
         w = RecordingWriter(path, inv, socket_path="/tmp/tt_allocation_server.sock", clock=clock,
-                            wall_clock=lambda: wall)
+                            wall_clock=lambda w=wall: w)
         seq = 0
         batch: list[Event] = []
         for kind, dev, bt, bid, size, refs in session_events(pid, n_events // sessions, t_start, s):

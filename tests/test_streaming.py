@@ -37,45 +37,46 @@ def write_sessions(path: str, events_per_session: int, sessions: int = 3, weight
     written = 0
     wall = 10**18
     for s in range(sessions):
-        now = [10**12 + s * 10**11]
-
-        def clock() -> int:
-            return now[0]
-
         restored = None
         if restore_last and s == sessions - 1:
             restored = (7, [Buffer(0, 0x9000, 0, 4096, 99, 2, 5, 3, "kept"), Buffer(1, 0x9000, 1, 512, 99, 1, 6, 4)])
-        w = RecordingWriter(path, Inventory.uniform(DEVICES), clock=clock, wall_clock=lambda: wall, restored=restored)
-        pid = 100 + s
-        seq = 7 if restored else 0
-        batch: list[Event] = []
-
-        def add(kind: EventKind, dev: int, bid: int, size: int, bt: int = 0) -> None:
-            nonlocal seq, batch
-            seq += 1
-            now[0] += 25_000
-            batch.append(Event(kind, seq=seq, ts_ns=now[0], pid=pid, device=dev, buffer_type=bt, buffer_id=bid,
-                               size=size, ref_count=1 if kind == _A else 0))
-            if len(batch) == 256:
-                w.write_events(batch)
-                batch = []
-
-        for i in range(weights):
-            add(_A, i % DEVICES, 0x4000_0000 + i * 0x100, 1 << 16)
-        n = weights
-        while n < events_per_session - weights // 2:
-            dev = n % DEVICES
-            bid = 0x1000_0000 + (n // DEVICES % 16) * 0x40
-            add(_A, dev, bid, 8192, 1)
-            add(_F, dev, bid, 8192, 1)
-            n += 2
-        for i in range(weights // 2):  # the other half stays live: the next session's start ends it
-            add(_F, i % DEVICES, 0x4000_0000 + i * 0x100, 1 << 16)
-        w.write_events(batch)
-        w.close()
-        written += seq - (7 if restored else 0)
-        wall += now[0] - (10**12 + s * 10**11) + 10**9
+        n, duration = _write_session(path, 100 + s, 10**12 + s * 10**11, wall, events_per_session, weights, restored)
+        written += n
+        wall += duration + 10**9
     return written
+
+
+def _write_session(path: str, pid: int, start: int, wall: int, events: int, weights: int, restored) -> tuple[int, int]:
+    now = [start]
+    w = RecordingWriter(path, Inventory.uniform(DEVICES), clock=lambda: now[0], wall_clock=lambda: wall,
+                        restored=restored)
+    seq = first = 7 if restored else 0
+    batch: list[Event] = []
+
+    def add(kind: EventKind, dev: int, bid: int, size: int, bt: int = 0) -> None:
+        nonlocal seq, batch
+        seq += 1
+        now[0] += 25_000
+        batch.append(Event(kind, seq=seq, ts_ns=now[0], pid=pid, device=dev, buffer_type=bt, buffer_id=bid,
+                           size=size, ref_count=1 if kind == _A else 0))
+        if len(batch) == 256:
+            w.write_events(batch)
+            batch = []
+
+    for i in range(weights):
+        add(_A, i % DEVICES, 0x4000_0000 + i * 0x100, 1 << 16)
+    n = weights
+    while n < events - weights // 2:
+        dev = n % DEVICES
+        bid = 0x1000_0000 + (n // DEVICES % 16) * 0x40
+        add(_A, dev, bid, 8192, 1)
+        add(_F, dev, bid, 8192, 1)
+        n += 2
+    for i in range(weights // 2):  # the other half stays live: the next session's start ends it
+        add(_F, i % DEVICES, 0x4000_0000 + i * 0x100, 1 << 16)
+    w.write_events(batch)
+    w.close()
+    return seq - first, now[0] - start
 
 
 def straight_state(path: str, upto: int | None = None) -> tuple[dict, int]:
@@ -256,3 +257,40 @@ def test_a_fast_replay_tick_reads_a_bounded_batch(long_recording):
 
     assert len(sent) == 1 and len(sent[0].events) == MAX_PER_TICK
     assert src.position == MAX_PER_TICK and src.position_s < src.duration_s
+
+
+def test_report_of_a_run_whose_ids_never_repeat_folds_balanced_keys(monkeypatch):
+    from tt_memtop.core import report
+
+    monkeypatch.setattr(report, "MAX_KEYS", 1000)
+
+    def run(n: int) -> tuple[report.Report, int]:
+        b = report.ReportBuilder(position_unit="line")  # a log's report (no phase tracker)
+        seq = 0
+        tracemalloc.start()
+        try:
+            for chunk in range(n // 500):
+                evs = []
+                for i in range(chunk * 500, chunk * 500 + 500):
+                    seq += 2
+                    evs += [Event(_A, seq=seq - 1, ts_ns=seq * 1000, pid=1, device=i % 2, buffer_id=0x1000 + i,
+                                  size=64, ref_count=1),
+                            Event(_F, seq=seq, ts_ns=seq * 1000 + 1, pid=1, device=i % 2, buffer_id=0x1000 + i,
+                                  size=64)]
+                if chunk == 1:  # a never-allocated free and a buffer left live: kept whatever the folding
+                    evs += [Event(EventKind.FREE_UNKNOWN, seq=seq + 1, ts_ns=seq * 1000 + 2, pid=1, device=0,
+                                  buffer_id=0xDEAD),
+                            Event(_A, seq=seq + 2, ts_ns=seq * 1000 + 3, pid=1, device=1, buffer_id=0xBEEF, size=8,
+                                  ref_count=1)]
+                    seq += 2
+                b.add(evs)
+            return b.finish(), tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, peak_small = run(4_000)
+    big, peak_big = run(40_000)
+    assert big.buffer_status == {report.STATUS_FULLY_FREED: 40_000, report.STATUS_LIVE: 1,
+                                 report.STATUS_NEVER_ALLOCATED: 1}
+    assert [p["buffer_id"] for p in big.problem_ids] == [0xDEAD] and big.remaining_total == 1
+    assert peak_big < 3 * peak_small, (peak_small, peak_big)  # 10x the events, not 10x the memory
