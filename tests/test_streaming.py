@@ -294,3 +294,23 @@ def test_report_of_a_run_whose_ids_never_repeat_folds_balanced_keys(monkeypatch)
                                  report.STATUS_NEVER_ALLOCATED: 1}
     assert [p["buffer_id"] for p in big.problem_ids] == [0xDEAD] and big.remaining_total == 1
     assert peak_big < 3 * peak_small, (peak_small, peak_big)  # 10x the events, not 10x the memory
+
+
+def test_report_of_a_totals_recording_says_it_holds_samples_only(tmp_path):
+    """``memtop --record`` of shared-memory totals writes TOTALS events only: no "perfect cleanup" claim."""
+    from tt_memtop.commands.report import build_report
+    from tt_memtop.core.report import render_text
+    from tt_memtop.core.usage import ProcessUsage
+    from tt_memtop.sources.base import TotalsSample
+    from tt_memtop.sources.record import sample_events
+
+    path = str(tmp_path / "totals.rec")
+    with RecordingWriter(path, Inventory.uniform(2)) as w:
+        for i in range(5):
+            s = TotalsSample(ts_ns=i * 10**9, totals={0: (100 * i, 0, 0, 0, 0, 0)},
+                             processes={5: ProcessUsage(5, "llama", True, {0: (100 * i, 0, 0, 0, 0, 0)})})
+            w.write_events(sample_events(s, i * 10**9))
+    rep = build_report(path)
+    assert rep.totals_samples == 5 and rep.as_dict()["totals_samples"] == 5
+    text = render_text(rep, path)
+    assert "totals samples only" in text and "perfect cleanup" not in text

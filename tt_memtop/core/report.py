@@ -32,7 +32,7 @@ __all__ = ["Report", "ReportBuilder", "dump_mismatches", "render_text"]
 MiB = 1024 * 1024
 TYPE_NAMES = [t.name for t in BufferType]
 _ALLOC, _REF_INC, _REF_DEC, _FREE = EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE
-_UNKNOWN, _CLEANUP = EventKind.FREE_UNKNOWN, EventKind.CLEANUP
+_UNKNOWN, _CLEANUP, _TOTALS = EventKind.FREE_UNKNOWN, EventKind.CLEANUP, EventKind.TOTALS
 _CB = int(BufferType.CB)
 
 STATUS_FULLY_FREED = "fully freed"
@@ -110,7 +110,8 @@ class Report:
     dumps: list[dict]
     parse: dict | None = None
     events: int = 0
-    origin_ns: int = 0  # a recording's start on its clock (positions in "ns" are printed relative to it)
+    origin_ns: int = 0
+    totals_samples: int = 0  # TOTALS sample markers (a `memtop --record` of shared-memory or polled totals)  # a recording's start on its clock (positions in "ns" are printed relative to it)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -150,6 +151,7 @@ class ReportBuilder:
         self._dumps: list[dict] = []
         self._unknown = 0
         self._events = 0
+        self._samples = 0
         # leaks: what dead-PID cleanups reclaimed, and warm-up buffers alive in replay (phases need a real
         # clock: recordings only; a log's positions are line numbers)
         self._phases = PhaseTracker() if position_unit == "ns" else None
@@ -201,6 +203,10 @@ class ReportBuilder:
             self._unknown += 1
         elif kind == _CLEANUP:
             self._key(ev).cleaned += 1
+        elif kind == _TOTALS:
+            if ev.device == -1:
+                self._samples += 1
+            return  # totals change no buffer
         if (kind == _FREE or kind == _CLEANUP) and bt == BufferType.TRACE:
             t = self._trace_live.pop((ev.device, ev.buffer_id), None)
             if t is not None:
@@ -325,6 +331,7 @@ class ReportBuilder:
             parse=parse_stats,
             events=self._events,
             origin_ns=self.origin_ns,
+            totals_samples=self._samples,
         )
 
 
@@ -375,6 +382,11 @@ def render_text(rep: Report, title: str = "") -> str:
         p = rep.parse
         out.append(f"  {p['lines']:,} lines, {rep.events:,} events; {p['unknown']:,} unrecognised and "
                    f"{p['malformed']:,} malformed lines")
+    if rep.totals_samples and not rep.allocations and not rep.unknown_frees:
+        out += ["", f"This recording holds {rep.totals_samples:,} totals samples only (memtop --record of TT-Metal's "
+                    f"shared-memory statistics or of a polled server): there is no per-buffer event to report on. "
+                    f"`memtop replay` plays the totals back and `memtop analyze` infers the phases from them."]
+        return "\n".join(out)
     out += ["", "Allocations by type (new buffers; cumulative bytes):"]
     for name, a in rep.allocations.items():
         extra = f", plus {a['ref_increments']:,} re-allocations of a live address" if a["ref_increments"] else ""
