@@ -314,3 +314,44 @@ def test_report_of_a_totals_recording_says_it_holds_samples_only(tmp_path):
     assert rep.totals_samples == 5 and rep.as_dict()["totals_samples"] == 5
     text = render_text(rep, path)
     assert "totals samples only" in text and "perfect cleanup" not in text
+
+
+def _slow_scan(path: str) -> tuple:
+    r = RecordingReader(path)
+    total, t0, t1 = 0, None, None
+    for batch in r.batches():
+        if batch:
+            t0 = batch[0].ts_ns if t0 is None else t0
+            t1 = batch[-1].ts_ns
+            total += len(batch)
+    return (total, t0, t1), r.sessions, r.torn_bytes, r.damage
+
+
+def test_the_players_quick_scan_counts_what_the_reader_yields(tmp_path):
+    import struct
+    import zlib
+
+    from tt_memtop.core import eventcodec as codec
+
+    path = str(tmp_path / "s.ttrec")
+    write_sessions(path, 3_000, sessions=3, weights=100, restore_last=True)
+    w = RecordingWriter(path, Inventory.uniform(DEVICES))
+    w.write_events([Event(_A, seq=1, ts_ns=5, pid=1, buffer_id=1, size=8, ref_count=1, name="n" * 30, text="t")])
+    w.close()
+    cases = [path]
+    for name, tail in (("torn", b"\x40\x00\x00\x00\x00\x00\x00\x00torn"),
+                       ("bad", None)):  # a record with a valid CRC whose event has buffer_type 9
+        p = str(tmp_path / f"{name}.ttrec")
+        data = open(path, "rb").read()
+        if tail is None:
+            body = bytearray(codec.encode_events([Event(_A, seq=9, ts_ns=9, pid=1, buffer_id=2, size=8)]))
+            body[1 + 4 + 8 + 8 + 1 + 4 + 4] = 9  # kind byte, count, seq, ts, kind, pid, device -> buffer_type
+            tail = struct.pack("<II", len(body), zlib.crc32(bytes(body))) + bytes(body)
+        open(p, "wb").write(data + tail)
+        cases.append(p)
+    for p in cases:
+        r = RecordingReader(p)
+        got = r.scan()
+        want, sessions, torn, damage = _slow_scan(p)
+        assert (got, r.sessions, r.torn_bytes, r.damage) == (want, sessions, torn, damage), p
+    assert RecordingReader(cases[2]).scan()[0] == _slow_scan(path)[0][0] and _slow_scan(cases[2])[3]

@@ -48,6 +48,12 @@ OWNER_RECORD = 0x20
 RESTART_TEXT = "server restarted"
 
 
+_KINDS = frozenset(int(k) for k in EventKind)
+#: kinds whose device and buffer type a decoder checks (as :func:`~tt_memtop.core.eventcodec.decode_event` does)
+_ENTRY_KINDS = frozenset(int(k) for k in (EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
+                                          EventKind.FREE_UNKNOWN, EventKind.CLEANUP))
+
+
 class RecordingError(ValueError):
     """Not a recording, or one of a version this build cannot read."""
 
@@ -504,6 +510,103 @@ class RecordingReader:
             self.torn_bytes = self._torn(f)
         finally:
             _close(f)
+
+    def scan(self) -> tuple[int, int | None, int | None]:
+        """(events, first ``ts_ns``, last ``ts_ns``) of what :meth:`batches` yields, without making the events.
+
+        Several times faster than iterating (a player needs the length and the time span before it
+        plays); the same stops (torn tail, damaged record) and the same counts: fixed parts are read
+        in place, and a record that does not look right is handed to the real decoder.
+        """
+        ev_size = codec.EVENT.size
+        unpack = codec.EVENT.unpack_from
+        kinds = _KINDS
+        entry = _ENTRY_KINDS
+        live: dict = {}
+        total = 0
+        t0 = t1 = None
+        ts_shift = 0
+        last_ts = 0
+        first = self.header
+        self.sessions = 1
+        self.damage = None
+        self.torn_bytes = 0
+        self._gzip_error = None
+        f = open_stream(self.path, self.chunk_size)
+        try:
+            f.seek(self._data_offset)
+            for off, kind, body in self._records(f, self._data_offset):
+                if kind == codec.RecordKind.EVENTS:
+                    blen = len(body)
+                    ok = blen >= 4
+                    n = codec.U32.unpack_from(body, 0)[0] if ok else 0
+                    p = 4
+                    ts = None
+                    first_ts = None
+                    for _ in range(n):
+                        if p + ev_size > blen:
+                            ok = False
+                            break
+                        _, ts, k, _, dev, bt, bid, _, _, ln, lt, lx = unpack(body, p)
+                        p += ev_size + ln + lt + lx
+                        if p > blen or k not in kinds or (k in entry and (bt >= 7 or not -1 <= dev < 256)):
+                            ok = False
+                            break
+                        if first_ts is None:
+                            first_ts = ts
+                        if k == 1:
+                            live[(bt if bt in (5, 6) else 0, dev, bid)] = None
+                        elif k == 4 or k == 6:
+                            live.pop((bt if bt in (5, 6) else 0, dev, bid), None)
+                    if not ok:  # the real decoder says what is wrong, or that it is fine after all
+                        try:
+                            events = codec.decode_events_body(body)
+                        except codec.CodecError as exc:
+                            self.damage = str(exc)
+                            self._stop = off
+                            break
+                        for ev in events:
+                            _track(live, ev)
+                        n = len(events)
+                        first_ts = events[0].ts_ns if events else None
+                        ts = events[-1].ts_ns if events else None
+                    if n:
+                        total += n
+                        if t0 is None:
+                            t0 = first_ts + ts_shift
+                        t1 = last_ts = ts + ts_shift
+                elif kind == codec.RecordKind.HEADER:
+                    try:
+                        hdr = self._parse_header(body)
+                    except (RecordingError, codec.CodecError, struct.error):
+                        self._stop = off
+                        break
+                    self.sessions += 1
+                    ts_shift = (hdr.started_wall_ns - first.started_wall_ns) - (hdr.started_mono_ns
+                                                                                - first.started_mono_ns)
+                    if live:
+                        last_ts = max(last_ts, hdr.started_mono_ns + ts_shift)
+                        total += len(live)
+                        if t0 is None:
+                            t0 = last_ts
+                        t1 = last_ts
+                    live.clear()
+                elif kind == codec.RecordKind.SNAPSHOT:
+                    try:
+                        snap = codec.decode_snapshot_body(body)
+                    except codec.CodecError:
+                        continue
+                    for b in snap.buffers:
+                        total += 1 + (b.ref_count > 1)
+                        live[(b.buffer_type if b.buffer_type in (5, 6) else 0, b.device, b.buffer_id)] = None
+                        last_ts = b.alloc_ts_ns + ts_shift
+                        if t0 is None:
+                            t0 = last_ts
+                        t1 = last_ts
+            self.torn_bytes = self._torn(f)
+        finally:
+            _close(f)
+        return total, t0, t1
 
     def __iter__(self) -> Iterator[Event]:
         for events in self.batches():

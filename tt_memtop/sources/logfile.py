@@ -263,6 +263,7 @@ CHECKPOINT_SPACING = 4
 #: Events (lines of a log) one playback tick reads at most: at a speed the monitor cannot follow the
 #: replay falls behind its clock instead of reading millions of events into one batch.
 MAX_PER_TICK = 100_000
+_ALL = 1 << 62
 #: Estimated bytes of a log parser's clone per live buffer (a dict entry; the entries are shared).
 _PARSER_ENTRY_BYTES = 100
 
@@ -452,14 +453,7 @@ class _RecordingTimeline:
         self.path = path
         self._reader = reader = RecordingReader(path)
         self.header = reader.header
-        self.total = 0
-        self.t0 = self.t1 = None
-        for batch in reader.batches():  # one pass for the length and the time span
-            if batch:
-                if self.t0 is None:
-                    self.t0 = batch[0].ts_ns
-                self.t1 = batch[-1].ts_ns
-                self.total += len(batch)
+        self.total, self.t0, self.t1 = reader.scan()  # one quick pass for the length and the time span
         #: what was skipped at a torn or damaged record (one line), or None
         self.torn_note = reader.torn_note()
         self.t0 = self.t0 or 0
@@ -505,6 +499,7 @@ class _RecordingTimeline:
         while self._i >= len(self._batch):
             batch = next(self._batches, None)
             if batch is None:
+                self.total = self.pos  # what there is (the file may have changed since the scan)
                 return None
             self._batch, self._i = batch, 0
         return self._batch[self._i]
@@ -554,7 +549,7 @@ class _RecordingTimeline:
 
     def read_until(self, seconds: float, max_events: int | None = None) -> list[Event]:
         out: list[Event] = []
-        self._run(self.total + 1 if max_events is None else max_events, self.t0 + int(seconds * 1e9), out)
+        self._run(_ALL if max_events is None else max_events, self.t0 + int(seconds * 1e9), out)
         return out
 
     def seek(self, pos: int) -> None:
@@ -574,7 +569,7 @@ class _RecordingTimeline:
         behind = (ev := self._next()) is not None and ev.ts_ns > limit or self.pos >= self.total
         if behind or (best is not None and best[0] > self.pos):
             self._restart(best)
-        self._run(self.total + 1, limit, None)
+        self._run(_ALL, limit, None)
 
     def state(self) -> tuple[list, int]:
         return self.registry.snapshot(), self.registry.seq
