@@ -5,9 +5,11 @@ log file is therefore the only per-buffer feed it offers. :class:`FollowLogSourc
 (rebuilding the state from the file's beginning first); :class:`ReplaySource` plays a finished
 log or a tt-memtop recording back for post-mortems.
 
-Memory stays bounded on multi-million-line logs: files are streamed in 1 MiB chunks, and seeking
-uses a sparse index of checkpoints (file offset + parser state) that is thinned out as it
-grows, so going back re-reads at most one checkpoint interval.
+Memory stays bounded on multi-million-line logs and multi-million-event recordings: files are
+streamed (1 MiB chunks of a log, one record of a recording at a time), and seeking uses a sparse
+index of checkpoints (a log's file offset + parser state; a recording's reader position + its
+state, encoded) that is thinned out as it grows, within a memory budget, so going back re-reads at
+most one checkpoint interval. gzipped files are read as they are.
 """
 
 from __future__ import annotations
