@@ -132,9 +132,10 @@ def write_log(rec_path: str, log_path: str) -> int:
     return n
 
 
-def run(label: str, argv: list[str], events: int) -> None:
+def run(label: str, argv: list[str], events: int, src: str | None = None) -> None:
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {**os.environ, "PYTHONPATH": src} if src else None
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=src or None)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     err = p.stderr.read().decode(errors="replace").strip() if p.stderr else ""
@@ -142,10 +143,10 @@ def run(label: str, argv: list[str], events: int) -> None:
     code = os.waitstatus_to_exitcode(status)
     cpu = ru.ru_utime + ru.ru_stime
     rss_mb = ru.ru_maxrss / 1024  # KiB on Linux
-    print(f"{label:<24} exit {code}  wall {wall:7.1f} s  cpu {cpu:7.1f} s  peak RSS {rss_mb:7.1f} MB "
+    print(f"{label:<32} exit {code}  wall {wall:7.1f} s  cpu {cpu:7.1f} s  peak RSS {rss_mb:7.1f} MB "
           f"({rss_mb / 1024:.3f}x the 1 GB goal)  {events / max(cpu, 1e-9):>10,.0f} events/s (CPU)", flush=True)
     if code != 0 or err:
-        print(f"{'':24} stderr: {err[-500:]}", flush=True)
+        print(f"{'':32} stderr: {err[-500:]}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,9 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=3, help="sessions appended (server restarts; default 3)")
     ap.add_argument("--gzip", action="store_true", help="also run on a gzipped copy of the recording")
     ap.add_argument("--log", action="store_true", help="also run on the same events as an original-server log")
+    ap.add_argument("--no-recording", action="store_true", help="run only on the --gzip / --log inputs")
     ap.add_argument("--keep", metavar="PATH", help="write (or reuse, if it exists) the recording here and keep it")
     ap.add_argument("--only", choices=["analyze", "report", "replay"], action="append",
                     help="run only these commands (repeatable)")
+    ap.add_argument("--src", action="append", metavar="DIR",
+                    help="run the commands of the tt_memtop source tree in DIR (repeatable: A B A B comparisons; "
+                         "default: the installed one)")
+    ap.add_argument("--repeat", type=int, default=1, help="run each command this many times (default 1)")
     args = ap.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="bench_replay.")
     try:
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {path}: {n:,} events in {args.sessions} sessions, {os.path.getsize(path) / 1e6:,.0f} MB, "
                   f"in {time.perf_counter() - t0:.1f} s")
         print(f"load average: {os.getloadavg()[0]:.2f}")
-        inputs = [("recording", path)]
+        inputs = [] if args.no_recording else [("recording", path)]
         if args.gzip:
             gz = os.path.join(tmp, "run.ttrec.gz")
             with open(path, "rb") as src, gzip.open(gz, "wb", compresslevel=1) as dst:
@@ -186,12 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         memtop = [sys.executable, "-m", "tt_memtop"]
         commands = {"analyze": ["analyze", "--json"], "report": ["report", "--json"],
                     "replay": ["replay", "--json"]}
+        trees = args.src or [None]
         for what, p in inputs:
             for name, cmd in commands.items():
                 if args.only and name not in args.only:
                     continue
-                extra = [] if name != "replay" else []
-                run(f"{name} {what}", memtop + cmd[:1] + [p] + cmd[1:] + extra, n)
+                for _ in range(args.repeat):
+                    for src in trees:  # interleaved: A B A B
+                        tag = f" [{os.path.basename(src.rstrip('/'))}]" if src else ""
+                        run(f"{name} {what}{tag}", memtop + cmd[:1] + [p] + cmd[1:], n, src)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
