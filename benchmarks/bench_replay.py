@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep and os.path.exists(args.keep):
             from tt_memtop.recording import RecordingReader
 
-            n = sum(len(b) for b in RecordingReader(path).batches())
+            n = RecordingReader(path).scan()[0]
             print(f"reusing {path}: {n:,} events, {os.path.getsize(path) / 1e6:,.0f} MB")
         else:
             n = write_recording(path, args.events, args.sessions)
