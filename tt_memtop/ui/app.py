@@ -45,6 +45,7 @@ from .widgets.buffers_pane import BuffersPane
 from .widgets.device_pane import DevicePane, DeviceRow
 from .widgets.event_feed import EventFeed
 from .widgets.header_bar import HeaderBar, HeaderInfo, Playback, clock
+from .widgets.history_chart import stack_columns
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
 from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
@@ -190,7 +191,7 @@ class MemtopApp(App[int]):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield HeaderBar(id="header")
-        yield DevicePane(history_scale=self.history_scale, id="devices")
+        yield DevicePane(history_scale=self.history_scale, history=self._history_columns, id="devices")
         yield Tabs(*[Tab(PANE_TITLES[p], id=f"tab-{p}") for p in PANES], active=f"tab-{self.pane}", id="pane-tabs")
         with ContentSwitcher(initial=self.pane if self.pane != "devices" else "processes", id="panes"):
             yield EventFeed(limit=self.state.feed.maxlen or 100_000, grouped=self.feed_grouped,
@@ -827,6 +828,19 @@ class MemtopApp(App[int]):
 
         devs = sorted(self.view_filter.devices) if self.view_filter.devices else None
         self.push_screen(AddressMapScreen(lambda: self.state, device=devs[0] if devs else None))
+
+    def _history_columns(self, device: int, types: tuple[int, ...], span_ns: int, n: int) -> list[int]:
+        """The device pane's sparklines: the state's one usage history (the state is replaced by a seek)."""
+        return stack_columns(self.state, device, types, span_ns, n)
+
+    def action_history(self) -> None:
+        from .screens.history import HistoryScreen
+
+        devs = sorted(self.view_filter.devices) if self.view_filter.devices else None
+        self.push_screen(HistoryScreen(lambda: self.state, device=devs[0] if devs else None, now=self.now_ns,
+                                       scale=self.history_scale,
+                                       wall_offset_ns=self.wall_offset_ns if self.wall_clock else None,
+                                       origin_ns=self._origin_ns()))
 
     def action_reset_peaks(self) -> None:
         self.state.insight.reset_peaks(self.state.last_ts_ns)
