@@ -142,6 +142,8 @@ class MonitorState:
             self.polled = dict(update.totals)
             self.polled_ts_ns = update.ts_ns
             self._saw_ts(update.ts_ns)
+            if not self.has_events:  # the samples are the usage history (the chart's and the sparklines')
+                self.insight.record_totals(update.ts_ns, update.totals)
             if update.inventory is not None:
                 self.inventory = update.inventory
                 self.insight.set_inventory(self.inventory)

@@ -203,7 +203,7 @@ def chart_lines(data: ChartData, width: int, height: int, style: Callable[[str],
     # time labels under the ticks (relative to now = t1)
     span_s = (data.t1 - data.t0) / 1e9
     labels = [" "] * n
-    for i in range(TICKS + 1):
+    for i in (0, TICKS, *range(1, TICKS)):  # the ends first: "now" always shows
         c = min(n - 1, round(i * (n - 1) / TICKS))
         txt = ago(span_s * (1 - c / max(1, n - 1)))
         start = max(0, min(n - len(txt), c - len(txt) // 2)) if i not in (0, TICKS) else \
