@@ -80,6 +80,11 @@ def test_phase_bands_sit_under_their_time_and_the_peak_outside_the_span_is_said(
     lines = [_plain(x) for x in chart_lines(_chart(bands=bands), GUTTER + 10, 12, lambda _n: Style())]
     assert lines[10][GUTTER:] == "▒▒▒▒" + "██" + "████"  # loading 0-4 s, capture 4-6 s, replay 6-10 s
     assert lines[11].rstrip().endswith("now") and "-10s" in lines[11]
+    brief = [Segment(7, (0,), Phase.WARMUP, 0, 4 * NS), Segment(7, (0,), Phase.CAPTURE, 4 * NS, 4 * NS + NS // 10),
+             Segment(7, (0,), Phase.REPLAY, 4 * NS + NS // 10, 10 * NS)]
+    band = chart_lines(_chart(bands=brief), GUTTER + 5, 12, lambda n: Style(color=n) if n == "magenta" else Style())[10]
+    assert _plain(band)[GUTTER:] == "▓▓" + "█" + "██"  # a 0.1 s capture still takes its 2 s cell (in magenta)
+    assert [seg.style.color.name for seg in band[1:] if seg.style and seg.style.color] == ["magenta"]
     early = [_plain(x) for x in chart_lines(_chart(peak_at=0, t0=NS), GUTTER + 10, 12, lambda _n: Style())]
     assert "before this span" in early[0] and "▼" not in early[0]
 

@@ -75,8 +75,8 @@ def chart_data(state, device: int, pool: int, span_s: int | None, now_ns: int, s
     now = max(now_ns, state.last_ts_ns)
     if span_ns is None:
         t0 = series[0][0] if series else now - 60 * NS
-        if now - t0 < 10 * NS:
-            t0 = now - 10 * NS
+        if now - t0 < 2 * NS:  # a session of a moment: still a readable time axis
+            t0 = now - 2 * NS
     else:
         t0 = now - span_ns
     origin = state.first_ts_ns if origin_ns is None else origin_ns

@@ -29,6 +29,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from ...core.phases import Phase
 from ..format import human
 from .phase_timeline import band_cells
 
@@ -38,6 +39,8 @@ BLOCKS = " ▁▂▃▄▅▆▇█"  # 0..8 eighths of a cell, filled from the 
 GUTTER = 8  # y labels (7 cells) and the axis line
 OVERHEAD = 4  # rows besides the body: peak marker, axis, phases, times
 TICKS = 4  # time-axis intervals
+#: phases shown in a band cell whenever they touch it: short, and what a peak is usually explained by
+BRIEF_PHASES = frozenset({Phase.CAPTURE, Phase.RELEASED})
 
 
 def bucket_columns(series: list[tuple[int, int, int]], t0: int, t1: int, n: int) -> list[int | None]:
@@ -79,8 +82,10 @@ def axis_bytes(n: float) -> str:
     return human(n).replace(" GiB", "G").replace(" MiB", "M").replace(" KiB", "K").replace(" TiB", "T").replace(" B", "")
 
 
-def ago(seconds: float) -> str:
-    """``-10m``, ``-45s``, ``-1h30m``: a time-axis label relative to now."""
+def ago(seconds: float, precise: bool = False) -> str:
+    """``-10m``, ``-45s``, ``-1h30m`` (``precise``: ``-2.5s``): a time-axis label relative to now."""
+    if precise and 0.05 <= seconds < 60:
+        return "-" + f"{seconds:.1f}".rstrip("0").rstrip(".") + "s"
     s = int(round(seconds))
     if s <= 0:
         return "now"
@@ -196,7 +201,7 @@ def chart_lines(data: ChartData, width: int, height: int, style: Callable[[str],
 
     # phase band
     seg_band = [Segment(f"{'phases':>7} ", style("label"))]
-    for ch, st in band_cells(data.bands, data.t0, data.t1, n):
+    for ch, st in band_cells(data.bands, data.t0, data.t1, n, BRIEF_PHASES):
         seg_band.append(Segment(ch, style(st) if st else Style()))
     lines.append(seg_band)
 
@@ -205,7 +210,7 @@ def chart_lines(data: ChartData, width: int, height: int, style: Callable[[str],
     labels = [" "] * n
     for i in (0, TICKS, *range(1, TICKS)):  # the ends first: "now" always shows
         c = min(n - 1, round(i * (n - 1) / TICKS))
-        txt = ago(span_s * (1 - c / max(1, n - 1)))
+        txt = ago(span_s * (1 - c / max(1, n - 1)), span_s < 20)
         start = max(0, min(n - len(txt), c - len(txt) // 2)) if i not in (0, TICKS) else \
             (0 if i == 0 else n - len(txt))
         if all(labels[k] == " " for k in range(max(0, start - 1), min(n, start + len(txt) + 1))):

@@ -39,8 +39,10 @@ def band(segments: list[Segment], t0_ns: int, t1_ns: int, width: int) -> Text:
     return out
 
 
-def band_cells(segments: list[Segment], t0_ns: int, t1_ns: int, width: int) -> list[tuple[str, str]]:
-    """:func:`band` as (character, Rich style) per cell (the history chart draws it with Segments)."""
+def band_cells(segments: list[Segment], t0_ns: int, t1_ns: int, width: int,
+               keep: frozenset = frozenset()) -> list[tuple[str, str]]:
+    """:func:`band` as (character, Rich style) per cell (the history chart draws it with Segments).
+    ``keep``: phases that take a cell they touch at all (a capture of 0.1 s in a cell of 10 s still shows)."""
     out: list[tuple[str, str]] = []
     if width <= 0 or t1_ns <= t0_ns:
         return out
@@ -55,6 +57,8 @@ def band_cells(segments: list[Segment], t0_ns: int, t1_ns: int, width: int) -> l
         j = i
         while j < len(segs) and segs[j].start_ns < hi:
             got = min(hi, segs[j].end_ns) - max(lo, segs[j].start_ns)
+            if got > 0 and segs[j].phase in keep:
+                got += hi - lo  # more than any phase without the privilege can cover
             if got > cover:
                 best, cover = segs[j].phase, got
             j += 1
