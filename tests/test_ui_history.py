@@ -235,3 +235,18 @@ async def test_type_colours_stay_distinct_on_16_colours(theme):
         l1_bar = [ansi(t) for t in ("l1", "l1small", "sys", "cb", "kernel")]
         assert len(set(l1_bar)) == 5, l1_bar  # L1_SMALL and CB above all (they sit side by side)
         assert ansi("dram") != ansi("trace")
+
+
+def test_sparklines_may_read_coarser_buckets_without_losing_the_peak():
+    from tt_memtop.core.history import UsageHistory
+
+    h = UsageHistory()
+    for i in range(600):  # 2.5 minutes at 0.25 s, one 0.25 s spike
+        h.record((0, DRAM), i * NS // 4, 5 * GiB if i == 333 else GiB)
+    now = 600 * NS // 4
+    fine = h.series((0, DRAM), now, 120 * NS)
+    coarse = h.series((0, DRAM), now, 120 * NS, resolution_ns=3 * NS)  # 40 cells of 3 s
+    assert fine[1][0] - fine[0][0] == NS // 4 and coarse[1][0] - coarse[0][0] == 2 * NS
+    assert len(coarse) < len(fine) // 5
+    assert max(v for _s, v, _l in coarse) == max(v for _s, v, _l in fine) == 5 * GiB
+    assert bucket_columns(coarse, now - 120 * NS, now, 40) == bucket_columns(fine, now - 120 * NS, now, 40)

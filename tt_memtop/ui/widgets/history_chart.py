@@ -289,7 +289,7 @@ def stack_columns(state, device: int, types, span_ns: int, n: int) -> list[int]:
     if n <= 0:
         return out
     for t in types:
-        series = state.usage_history(device, t, span_ns)
+        series = state.usage_history(device, t, span_ns, span_ns // n)
         if not series:
             continue
         for i, v in enumerate(bucket_columns(series, now - span_ns, now, n)):
