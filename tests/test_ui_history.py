@@ -63,8 +63,9 @@ def test_chart_is_scaled_to_capacity_with_the_peak_marked_where_it_happened():
     assert body[-1].startswith("      0┤")
     col = [row[GUTTER + 12] for row in body]  # 800 of 1600 B: half the height, 4 of 8 rows
     assert col == [" "] * 4 + ["█"] * 4
-    col = [row[GUTTER + 8] for row in body]  # 400 B: 2 rows
-    assert col == [" "] * 6 + ["█"] * 2
+    col = [row[GUTTER + 8] for row in body]  # 400 B: 2 rows; the peak's height marked in the empty part
+    assert col == [" "] * 4 + ["▔", " "] + ["█"] * 2  # 800 B is the top of its row: the line at the top
+    assert body[4][GUTTER + 12] == "█" and body[4].count("▔") == 40 - 4  # all but the peak's bucket
 
 
 def test_chart_scale_is_the_capacity_even_when_use_is_tiny():

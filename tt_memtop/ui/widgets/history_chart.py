@@ -13,7 +13,7 @@ Pure parts (tested directly): :func:`bucket_columns` (history buckets -> one val
 with its component classes, so themes restyle it. Layout (rows)::
 
     peak marker    ▼ peak 6.1 GiB 00:03:12
-    body (>= 3)    bars in eighths of a cell, the y labels (capacity, half, 0) in the gutter
+    body (>= 3)    bars in eighths of a cell, _ ╌ ▔ at the peak's height, the y labels (capacity, half, 0)
     axis           └──┬──── ticks
     phases         ▒▒▒▓▓▓███ (the device's trace phases)
     times          -10m  -7m30s  -5m  ...  now
@@ -39,6 +39,7 @@ BLOCKS = " ▁▂▃▄▅▆▇█"  # 0..8 eighths of a cell, filled from the 
 GUTTER = 8  # y labels (7 cells) and the axis line
 OVERHEAD = 4  # rows besides the body: peak marker, axis, phases, times
 TICKS = 4  # time-axis intervals
+_EMPTY = frozenset(" ·_╌▔")  # cells drawn in the empty style: blank, not recorded, the peak line
 #: phases shown in a band cell whenever they touch it: short, and what a peak is usually explained by
 BRIEF_PHASES = frozenset({Phase.CAPTURE, Phase.RELEASED})
 
@@ -162,6 +163,13 @@ def chart_lines(data: ChartData, width: int, height: int, style: Callable[[str],
         else:
             eighths.append(max(1, min(body * 8, round(v * body * 8 / scale))))
     cap = data.capacity
+    # the high-water mark as a faint line across the empty cells of its row (also when it is before the span)
+    peak_e = max(1, round(data.peak * body * 8 / scale)) if 0 < data.peak <= scale else 0
+    peak_row = body - 1 - (peak_e - 1) // 8 if peak_e else -1
+    if peak_row == body - 1:
+        peak_row = -1  # on the floor it says nothing the bars do not
+    k_peak = peak_e - (body - 1 - peak_row) * 8  # 1..8 eighths up its row: a line low, mid or high in the cell
+    line_ch = "_" if k_peak <= 2 else "╌" if k_peak <= 6 else "▔"
     for r in range(body):
         from_bottom = body - 1 - r
         if r == 0:
@@ -179,16 +187,16 @@ def chart_lines(data: ChartData, width: int, height: int, style: Callable[[str],
         for c in range(n):
             k = eighths[c] - from_bottom * 8
             if k <= 0:
-                run.append("·" if cols[c] is None and r == body - 1 else " ")
+                run.append("·" if cols[c] is None and r == body - 1 else line_ch if r == peak_row else " ")
             else:
                 run.append(BLOCKS[min(8, k)])
         text = "".join(run)
-        # blanks and "not recorded" dots in the empty style, blocks in the bar's
+        # blanks, "not recorded" dots and the peak line in the empty style, blocks in the bar's
         i = 0
         while i < n:
             j = i
-            solid = text[i] not in " ·"
-            while j < n and (text[j] not in " ·") == solid:
+            solid = text[i] not in _EMPTY
+            while j < n and (text[j] not in _EMPTY) == solid:
                 j += 1
             segs.append(Segment(text[i:j], bar if solid else style("empty")))
             i = j
