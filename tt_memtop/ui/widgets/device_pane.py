@@ -5,7 +5,8 @@ Each tick the app hands it a frame of totals (:meth:`update_frame`); lines are d
 frame only, so a paused view stays frozen while scrolling.
 
 The sparklines read the monitor's one usage history (``MonitorState.usage_history``, the same the
-history screen ``h`` charts), the last :data:`SPARK_SPAN_NS`, recomputed once per sample period.
+history screen ``h`` charts), the last :data:`SPARK_SPAN_NS`, recomputed at most every
+:data:`SPARK_PERIOD` (and once more after the last change, so a still view shows the last state).
 
 Two stacked bars per device, by the memory they share: the DRAM bar stacks DRAM and TRACE
 (the trace region sits at the top of the DRAM banks) against total DRAM; the L1 bar stacks L1,
@@ -20,6 +21,7 @@ when they fit, one line per device, or the mesh grid of :mod:`.mesh_grid` (a 32-
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from rich.segment import Segment
@@ -38,6 +40,7 @@ __all__ = ["ARCH_SHORT", "DRAM_STACK", "GRID_CELL_MIN", "GRID_ROWS", "L1_STACK",
 
 _TYPE_CLASS = TYPE_CLASS
 SPARK_SPAN_NS = 120_000_000_000  # the sparklines show the last 2 minutes of the one usage history
+SPARK_PERIOD = 0.25  # s: a sparkline is recomputed at most this often (a Galaxy's 64 cost ~7 ms)
 _LEGEND = {0: "DRAM", 1: "L1", 2: "SYS", 3: "L1_SMALL", 4: "TRACE", 5: "CB", 6: "KERNEL"}
 ARCH_SHORT = {"Wormhole_B0": "WH", "Blackhole": "BH", "Grayskull": "GS", "Quasar": "QS"}
 PHASE_LEGEND = ("loading (weights placed) → warm-up (compile: short-lived buffers) → capture (TRACE allocated) → "
@@ -60,7 +63,9 @@ class DevicePane(ScrollView, can_focus=True):
         self.layout_mode = "one"  # "two", "one" or "grid": what the last build chose
         self._mesh_phase = ""  # the one phase of every device shown ("" when they differ)
         self.history = history  # the one usage history (None: no sparklines)
-        self._spark: dict[tuple[int, str, int], list[int]] = {}  # (device, bar, width) -> columns, this period
+        # (device, bar, width, types) -> (monotonic time computed, columns); see _spark_columns
+        self._spark: dict[tuple, tuple[float, list[int]]] = {}
+        self._spark_due = False  # a sparkline was left stale by the throttle: a redraw is scheduled
         self._prev: dict[int, tuple[int, int]] = {}
         self._rates: dict[int, tuple[float, float]] = {}
         self._peaks: dict[int, list[int]] = {}
@@ -107,8 +112,6 @@ class DevicePane(ScrollView, can_focus=True):
             elif prev is None:
                 self._prev[r.device] = (dram, l1)
             r.rate_dram, r.rate_l1 = self._rates.get(r.device, (0.0, 0.0))
-        if sample or types_shown != self.types_shown:
-            self._spark.clear()  # the sparklines advance with the sample period
         self.rows = rows
         self.types_shown = types_shown
         old = self._lines
@@ -270,12 +273,29 @@ class DevicePane(ScrollView, can_focus=True):
                 "l1": ("L1", L1_STACK, r.cap_l1, r.rate_l1, r.peak_l1)}
 
     def _spark_columns(self, device: int, which: str, stack: tuple[int, ...], width: int) -> list[int]:
-        key = (device, which, width)
-        cols = self._spark.get(key)
-        if cols is None:
-            types = tuple(t for t in stack if t in self.types_shown)
-            cols = self._spark[key] = self.history(device, types, SPARK_SPAN_NS, width) if self.history else []
+        """A meter's sparkline from the one history, recomputed at most every SPARK_PERIOD s (a frame that
+        comes sooner reuses it and schedules one redraw, so the last state is always drawn in the end)."""
+        if self.history is None:
+            return []
+        types = tuple(t for t in stack if t in self.types_shown)
+        key = (device, which, width, types)
+        now = time.monotonic()
+        hit = self._spark.get(key)
+        if hit is not None and now - hit[0] < SPARK_PERIOD:
+            if not self._spark_due and self.is_attached:
+                self._spark_due = True
+                self.set_timer(SPARK_PERIOD, self._spark_redraw)
+            return hit[1]
+        cols = self.history(device, types, SPARK_SPAN_NS, width)
+        self._spark[key] = (now, cols)
         return cols
+
+    def _spark_redraw(self) -> None:
+        self._spark_due = False
+        self._spark.clear()
+        old, self._lines = self._lines, None
+        if self._build_lines(max(self.scrollable_content_region.width, 40)) != old:  # idle: nothing redrawn
+            self.refresh()
 
     def _meter(self, r: DeviceRow, which: str, width: int) -> list[Segment]:
         """One meter in ``width`` cells: name, bar, then as much as fits of used/capacity, Δ/s, history."""

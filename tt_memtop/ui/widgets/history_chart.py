@@ -291,13 +291,15 @@ class HistoryChart(Widget):
 def stack_columns(state, device: int, types, span_ns: int, n: int) -> list[int]:
     """The summed history of several pools of one device in ``n`` columns over the last ``span_ns``
     (the device pane's sparklines: DRAM + TRACE, or the L1 pools). Each pool's column is its max, so
-    the sum is at least the stacked use at any instant in the column (0 where nothing was recorded)."""
+    the sum is at least the stacked use at any instant in the column (0 where nothing was recorded).
+    Read from history buckets up to two columns wide (a few dozen buckets, not hundreds: cheap enough
+    for every frame; a peak is never lost, it may widen by a cell)."""
     out = [0] * max(0, n)
     now = state.last_ts_ns
     if n <= 0:
         return out
     for t in types:
-        series = state.usage_history(device, t, span_ns, span_ns // n)
+        series = state.usage_history(device, t, span_ns, 2 * span_ns // n)  # buckets up to 2 cells wide: cheap
         if not series:
             continue
         for i, v in enumerate(bucket_columns(series, now - span_ns, now, n)):
