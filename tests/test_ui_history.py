@@ -251,3 +251,37 @@ def test_sparklines_may_read_coarser_buckets_without_losing_the_peak():
     assert len(coarse) < len(fine) // 5
     assert max(v for _s, v, _l in coarse) == max(v for _s, v, _l in fine) == 5 * GiB
     assert bucket_columns(coarse, now - 120 * NS, now, 40) == bucket_columns(fine, now - 120 * NS, now, 40)
+
+
+async def test_buffers_columns_drop_too():
+    events = [_ev(EventKind.ALLOC, 1, 1, GiB)]
+    app = MemtopApp(FakeSource(1, [events]), clock=lambda: 0.0, state=new_state(), pane="buffers")
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.w_buffers.table
+        await wait_for(pilot, lambda: table.row_count == 1)
+        await pilot.pause(0.2)
+        keys = [str(k.value) for k in table.columns]
+        assert keys[:5] == ["rank", "id", "dev", "type", "size"] and "refs" not in keys
+        assert table.max_scroll_x == 0
+
+
+async def test_a_sparkline_catches_up_after_a_burst():
+    """Sparklines are recomputed at most every SPARK_PERIOD; what arrives in between is drawn once it passes."""
+    first = [_ev(EventKind.ALLOC, 1, 1, GiB)]
+    src = FakeSource(1, [first])
+    app = MemtopApp(src, clock=lambda: 0.0, state=new_state(), sample_period=1e9)
+    async with app.run_test(size=(200, 50)) as pilot:
+        dp = app.query_one(DevicePane)
+        await wait_for(pilot, lambda: app.state.events_total == 1 and dp.rows)
+
+        def spark() -> str:
+            line = next(_plain(x) for x in dp._build_lines(dp.scrollable_content_region.width)
+                        if _plain(x).lstrip().startswith("0 WH"))
+            return line.rstrip()[-3:]
+
+        await wait_for(pilot, lambda: spark().strip() != "")
+        dp._spark.clear()  # computed right now: the burst below comes within SPARK_PERIOD of it
+        dp._lines = None
+        before = spark()
+        src.push([_ev(EventKind.ALLOC, 2, 2, 8 * GiB, bid=0x40000000)])  # 9 of 12 GiB
+        await wait_for(pilot, lambda: spark() != before and spark()[-1] in "▆▇")
