@@ -840,7 +840,8 @@ class MemtopApp(App[int]):
         self.push_screen(HistoryScreen(lambda: self.state, device=devs[0] if devs else None, now=self.now_ns,
                                        scale=self.history_scale,
                                        wall_offset_ns=self.wall_offset_ns if self.wall_clock else None,
-                                       origin_ns=self._origin_ns()))
+                                       origin_ns=self._origin_ns(),
+                                       start_word="replayed from" if self.player is not None else "attach"))
 
     def action_reset_peaks(self) -> None:
         self.state.insight.reset_peaks(self.state.last_ts_ns)

@@ -12,7 +12,8 @@ peaks, Esc / ``h`` / ``q`` closes. Redrawn twice a second from the live state (f
 a replay seek replaces it).
 
 The peak is the high-water mark since memtop attached (or since ``r``): nothing the sources send
-says what was used before that, so the title says "since HH:MM:SS (attach)".
+says what was used before that, so the title says "since HH:MM:SS (attach)" ("(replayed from)" in
+a replay, whose state starts at the file's start or where it was seeked to).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def _time_text(ns: int, wall_offset_ns: int | None, origin_ns: int) -> str:
 
 
 def chart_data(state, device: int, pool: int, span_s: int | None, now_ns: int, scale_frac: float = 1.0,
-               wall_offset_ns: int | None = None, origin_ns: int | None = None) -> tuple[ChartData, Text]:
+               wall_offset_ns: int | None = None, origin_ns: int | None = None,
+               start_word: str = "attach") -> tuple[ChartData, Text]:
     """The chart's data and the title line that goes with it, from a MonitorState (pure: now is passed in)."""
     span_ns = None if span_s is None else span_s * NS
     series = state.usage_history(device, pool, span_ns)
@@ -86,7 +88,7 @@ def chart_data(state, device: int, pool: int, span_s: int | None, now_ns: int, s
     if not peak:  # a totals-only source: the history's own high-water mark
         peak, at = ins.history.peak((device, pool))
     since_ns = ins.peaks.reset_at or state.first_ts_ns
-    since_word = "reset" if ins.peaks.reset_at else "attach"
+    since_word = "reset" if ins.peaks.reset_at else start_word
     scale = int(cap * scale_frac) if cap else max((v for _s, v, _l in series), default=0) * 5 // 4
     bands = [s for s in state.phase_bands() if not s.devices or device in s.devices]
     data = ChartData(series, t0, now, scale, cap, peak, at, _time_text(at, wall_offset_ns, origin) if at else "",
@@ -130,8 +132,9 @@ class HistoryScreen(Screen[None]):
 
     def __init__(self, get_state: Callable[[], object], device: int | None = None, pool: int = DRAM,
                  span: int | None = None, now: Callable[[], int] | None = None, scale: float = 1.0,
-                 wall_offset_ns: int | None = None, origin_ns: int | None = None) -> None:
+                 wall_offset_ns: int | None = None, origin_ns: int | None = None, start_word: str = "attach") -> None:
         super().__init__()
+        self.start_word = start_word  # what the state's first moment was: memtop attached, or a replay's start
         self.get_state = get_state
         self.device = device
         self.pool = pool
@@ -164,7 +167,7 @@ class HistoryScreen(Screen[None]):
             self.device = devs[0] if devs else 0
         now = self.now() if self.now is not None else st.last_ts_ns
         data, title = chart_data(st, self.device, self.pool, self.span, now, self.scale,
-                                 self.wall_offset_ns, self.origin_ns)
+                                 self.wall_offset_ns, self.origin_ns, self.start_word)
         self.query_one("#hist-title", Static).update(title)
         self.query_one("#hist-chart", HistoryChart).show(data)
         mesh = self.query_one("#hist-mesh", MeshGrid)
