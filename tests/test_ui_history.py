@@ -132,6 +132,8 @@ async def test_h_shows_the_chart_with_the_peak_at_its_column():
         await pilot.press("right_square_bracket")
         await pilot.pause(0.1)
         assert "device 1 TRACE" in str(screen.query_one("#hist-title").render())
+        shown = {b.description for _k, b, enabled, _t in screen.active_bindings.values() if b.show and enabled}
+        assert {"Span", "Pool", "Help", "Quit"} <= shown and not {"Sort", "Search", "Jump to id"} & shown
         mesh = str(screen.query_one("#hist-mesh").render())
         assert " 0 D" in mesh and " 1 D" in mesh  # the device picker is the mesh grid
         await pilot.press("escape")

@@ -72,6 +72,8 @@ REPLAY_ACTIONS = frozenset({"play_pause", "step", "seek", "seek_to", "speed"})
 #: the process). A key that acts on the server or the host (e.g. a DUMP) belongs here.
 WRITE_ACTIONS = frozenset({"screenshot", "suspend_process"})
 SEEK_STEP = 0.05  # [ / ]: this fraction of the duration
+#: the app's actions that stay on a screen with ``OWN_KEYS`` (help, quit, pausing and playback)
+SCREEN_KEEPS = REPLAY_ACTIONS | {"help", "quit", "toggle_pause", "resume", "command_palette"}
 TOTALS_ONLY_NOTE = ("this source reports totals only (the original allocation server, polled): no events, "
                     "buffers or processes. Run `memtop serve` as the server, or add --follow LOG.")
 SHM_NOTE = ("this source reports totals only (TT-Metal's shared-memory statistics): per device and per process, "
@@ -578,6 +580,8 @@ class MemtopApp(App[int]):
         a read-only view refuses WRITE_ACTIONS."""
         if self.read_only and action in WRITE_ACTIONS:
             return False
+        if getattr(self.screen, "OWN_KEYS", False) and action not in SCREEN_KEEPS:
+            return False  # a full screen with keys of its own (history): the main screen's keys would act unseen
         if action in REPLAY_ACTIONS:
             return self.player is not None
         if action == "toggle_pause":

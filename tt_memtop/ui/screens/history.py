@@ -111,6 +111,7 @@ def chart_data(state, device: int, pool: int, span_s: int | None, now_ns: int, s
 
 
 class HistoryScreen(Screen[None]):
+    OWN_KEYS = True  # the app hides its main-screen keys (sort, search, panes...) while this is on top
     BINDINGS = [
         Binding("escape,h,q", "close", "Close"),
         Binding("s", "span(1)", "Span"),
