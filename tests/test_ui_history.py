@@ -68,6 +68,12 @@ def test_chart_is_scaled_to_capacity_with_the_peak_marked_where_it_happened():
     assert body[4][GUTTER + 12] == "█" and body[4].count("▔") == 40 - 4  # all but the peak's bucket
 
 
+def test_a_zoomed_scale_marks_what_it_clips():
+    lines = [_plain(x) for x in chart_lines(_chart(scale=400), GUTTER + 10, 12, lambda _n: Style())]
+    top = lines[1][GUTTER:]  # 1600 B capacity shown at 25 %: 800 B is above the chart
+    assert top[3] == "▲" and top[2] == "█" and top[1] == " "  # 800 clipped, 400 exactly full, 100 low
+
+
 def test_chart_scale_is_the_capacity_even_when_use_is_tiny():
     lines = [_plain(x) for x in chart_lines(_chart(scale=12 * GiB, capacity=12 * GiB), GUTTER + 10, 12,
                                             lambda _n: Style())]

@@ -36,7 +36,8 @@ SCREEN = (
     ("grid", "many devices (a Galaxy) on a small screen: one cell per device (Galaxy 4 × 8), D = DRAM, "
              "L = L1 meters and %, ! = an outlier (its use stands out from the mesh's median)."),
     ("h history", "one device × pool over time, from 0 to its capacity (not to its own min..max), each column "
-                  "the maximum of what it covers; ▼ marks the peak and when; the trace phases run beneath "
+                  "the maximum of what it covers; ▼ marks the peak and when (a faint line its height), ▲ a "
+                  "column above a zoomed scale (H); the trace phases run beneath "
                   "the time axis. s: 1 min / 10 min / 1 h / the session, Tab: the pool, [ ]: the device. Peaks "
                   "count from when memtop attached (or from r): the title says since when."),
     ("feed", "grouped by default: one row per op across the mesh (dev 0-7), repeated alloc/free pairs "

@@ -13,7 +13,8 @@ Pure parts (tested directly): :func:`bucket_columns` (history buckets -> one val
 with its component classes, so themes restyle it. Layout (rows)::
 
     peak marker    ▼ peak 6.1 GiB 00:03:12
-    body (>= 3)    bars in eighths of a cell, _ ╌ ▔ at the peak's height, the y labels (capacity, half, 0)
+    body (>= 3)    bars in eighths of a cell (▲: above a zoomed scale), _ ╌ ▔ at the peak's height,
+                   the y labels (capacity or its H fraction, half, 0)
     axis           └──┬──── ticks
     phases         ▒▒▒▓▓▓███ (the device's trace phases)
     times          -10m  -7m30s  -5m  ...  now
@@ -188,6 +189,8 @@ def chart_lines(data: ChartData, width: int, height: int, style: Callable[[str],
             k = eighths[c] - from_bottom * 8
             if k <= 0:
                 run.append("·" if cols[c] is None and r == body - 1 else line_ch if r == peak_row else " ")
+            elif r == 0 and cols[c] is not None and cols[c] > scale:
+                run.append("▲")  # above the scale (H zoomed in): clipped, not at capacity
             else:
                 run.append(BLOCKS[min(8, k)])
         text = "".join(run)
