@@ -376,3 +376,19 @@ def test_the_players_quick_scan_counts_what_the_reader_yields(tmp_path):
         want, sessions, torn, damage = _slow_scan(p)
         assert (got, r.sessions, r.torn_bytes, r.damage) == (want, sessions, torn, damage), p
     assert RecordingReader(cases[2]).scan()[0] == _slow_scan(path)[0][0] and _slow_scan(cases[2])[3]
+
+
+def test_a_runaway_dump_block_is_counted_past_its_limit_not_held(monkeypatch):
+    from tt_memtop.core import logparse
+    from tt_memtop.core.logparse import DumpReport, LogParser
+
+    monkeypatch.setattr(logparse, "MAX_DUMP_ENTRIES", 3)
+    reg = Registry()
+    for i in range(8):  # the original lists the buffers of a group this small
+        reg.apply_event(Event(_A, seq=i + 1, pid=7, device=0, buffer_id=0x1000 * (i + 1), size=4096, ref_count=1))
+    lines = [lf.DUMP_REQUEST, *lf.dump_report(reg), lf.DUMP_COMPLETE]
+    parser = LogParser()
+    parser.feed([ln.encode() for ln in lines])
+    dumps = [r for r in parser.take_records() if isinstance(r, DumpReport)]
+    assert len(dumps) == 1 and len(dumps[0].buffers) == 3 and dumps[0].omitted == 5
+    assert dumps[0].total_tracked == 8
