@@ -353,12 +353,11 @@ def test_frozen_registry_keeps_ref_counts_as_of_the_freeze():
     for i in range(3):
         reg.apply(AllocMessage(type=MsgType.ALLOC, size=10, process_id=1, buffer_id=i), 0)
     fz = reg.freeze()
-    b0, b1, _ = fz.buffers
     reg.apply(AllocMessage(type=MsgType.ALLOC, size=10, process_id=1, buffer_id=0), 0)  # ref 2
     reg.apply(AllocMessage(type=MsgType.FREE, process_id=1, buffer_id=1), 0)  # gone
     reg.apply(AllocMessage(type=MsgType.ALLOC, size=10, process_id=1, buffer_id=7), 0)
-    assert [fz.ref_count(b) for b in fz.buffers] == [1, 1, 1] and len(fz.buffers) == 3
-    assert b0.ref_count == 2 and b1.ref_count == 0
+    assert [(b.buffer_id, b.ref_count) for b in fz.buffers()] == [(0, 1), (1, 1), (2, 1)] and len(fz) == 3
+    assert reg.get(0, 0).ref_count == 2 and reg.get(0, 1) is None
     assert fz.seq == 3 and fz.totals[0][0] == 3
     reg.thaw(fz)
     reg.check_invariants()

@@ -92,7 +92,7 @@ _UNKNOWN_TYPE = re.compile(r"unknown message type (\d+)")
 _MAX_EVENTS_PER_RECORD = 8192
 #: Longest stretch of snapshot encoding between two yields to other tasks (seconds).
 _SNAPSHOT_SLICE_S = 0.005
-_SNAPSHOT_SLICE_MIN = 256  # buffers encoded before the clock is looked at again
+_SNAPSHOT_SLICE_MIN = 1024  # entries encoded before the clock is looked at again
 #: accept() errors that mean "out of descriptors or memory": refuse the connection, keep serving
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: Collector settings while serving (as the TUI, ui/app.py): millions of long-lived acyclic Buffers would
@@ -1042,41 +1042,36 @@ class AllocationServer:
     async def _send_snapshot(self, stream: anyio.abc.ByteStream, sub: _Subscriber) -> None:
         """Send a SNAPSHOT of the registry as of now; events after it are queued in ``sub`` meanwhile.
 
-        Freezing the registry, resetting the queue and registering happen with no await in between,
-        so the snapshot is exactly the state before the first queued event. The buffers are then
-        encoded in slices of about 5 ms with other tasks (ingest) running in between; their
-        ref_counts are those of the frozen state (Registry.freeze keeps the originals).
+        Freezing the registry (a C-level copy of its rows: no objects, a few ms for a million),
+        resetting the queue and registering happen with no await in between, so the snapshot is
+        exactly the state before the first queued event. The rows are then encoded and sent in
+        slices of about 5 ms, with other tasks (ingest) running in between; a slow reader holds
+        only its own slice, never the loop.
         """
         reg = self.registry
         fz = reg.freeze()
         sub.queue, sub.queued, sub.overflow = [], 0, False
         # While a big snapshot is encoded and sent, the events behind it may number as many as its
         # entries (they cost about the same memory) before the subscriber counts as fallen behind.
-        sub.limit = max(self.config.subscriber_queue, len(fz.buffers))
+        sub.limit = max(self.config.subscriber_queue, len(fz))
         self._subs.add(sub)
         try:
-            bufs = fz.buffers
-            chunks = [codec.encode_snapshot_head(fz.seq, self._clock(), self.config.inventory, fz.totals, len(bufs))]
-            encode, refs, clock = codec.encode_buffer, fz.ref_count, time.perf_counter
-            i, n = 0, len(bufs)
-            while i < n:
+            head = codec.encode_snapshot_head(fz.seq, self._clock(), self.config.inventory, fz.totals, len(fz))
+            await stream.send(codec.U32.pack(len(head) + fz.encoded_size()) + head)
+            encode, clock = fz.encode, time.perf_counter
+            pos, end = 0, fz.done_at
+            while pos < end:
                 t_end = clock() + _SNAPSHOT_SLICE_S
                 parts = []
-                while i < n:
-                    j = min(n, i + _SNAPSHOT_SLICE_MIN)
-                    parts += [encode(b, refs(b)) for b in bufs[i:j]]
-                    i = j
+                while pos < end:
+                    data, pos = encode(pos, _SNAPSHOT_SLICE_MIN)
+                    parts.append(data)
                     if clock() >= t_end:
                         break
-                chunks.append(b"".join(parts))  # one slice's bytes: joining them all at once would stall too
-                if i < n:
-                    await anyio.sleep(0)  # let ingest run
+                await stream.send(b"".join(parts))  # waits for a slow reader (this task alone)
+                await anyio.sleep(0)  # let ingest run
         finally:
             reg.thaw(fz)
-        await stream.send(codec.U32.pack(sum(map(len, chunks))))
-        for k in range(len(chunks)):
-            await stream.send(chunks[k])
-            chunks[k] = b""  # sent: let it go
         sub.limit = self.config.subscriber_queue
         if self._status_frame:
             await stream.send(self._status_frame)

@@ -1,0 +1,283 @@
+"""The registry's storage: live entries as rows in typed columns, not as Python objects.
+
+A million live buffers as objects cost ~280 B each and make every garbage collection walk them; as
+columns they cost ~60 B (compiled) and nothing for the collector. A row holds (device, buffer_id,
+type, size, owner pid, ref_count, alloc ts, alloc seq, has-strings); its key is (id space, device,
+buffer_id), the id space being 0 for buffers, 1 for CBs, 2 for kernels. An owner index lists each
+PID's rows in insertion order (what dead-process cleanup removes).
+
+Rows are appended at the end; a removed row leaves a hole, squeezed out (order kept) once holes
+outnumber live rows. A slot number is valid only until the next :meth:`PyTable.remove`.
+
+Two implementations with one behaviour (one test suite runs both): ``tt_memtop/_native/table.c``
+(an open-addressing hash index over an array of rows) and :class:`PyTable` here (a dict index over
+``array`` columns), used when the extension is not built or ``MEMTOP_PURE_PYTHON=1``.
+:func:`table_class` picks one.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+
+NIL = 0xFFFFFFFF
+_ALIVE, _STRINGS = 1, 2
+_MIN_COMPACT = 1024
+#: eventcodec.BUFFER (kept here so the table does not import the codec)
+_BUFFER = struct.Struct("<iQBQiIqQHH")
+_I32 = (-(1 << 31), (1 << 31) - 1)
+
+
+def _space(btype: int) -> int:
+    return 1 if btype == 5 else 2 if btype == 6 else 0
+
+
+def _need(v: int, lo: int, hi: int) -> None:
+    if not isinstance(v, int):
+        raise TypeError("an int is required")
+    if not lo <= v <= hi:
+        raise OverflowError(f"value {v} out of range [{lo}, {hi}]")
+
+
+class PyTable:
+    """Rows in ``array`` columns, a dict (key -> slot) index, owner lists threaded through the rows."""
+
+    __slots__ = ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags", "_next", "_prev",
+                 "_index", "_owners", "_live", "_indexed")
+
+    def __init__(self, _indexed: bool = True) -> None:
+        self._indexed = _indexed
+        self.clear()
+
+    # -------------------------------------------------------------- helpers
+    @staticmethod
+    def _key(space: int, device: int, bid: int):
+        # one int for the usual case (not tracked by the GC, half a tuple's size); a tuple otherwise
+        return bid << 10 | space << 8 | device if 0 <= device < 256 else (space, device, bid)
+
+    def _alive(self, slot: int) -> bool:
+        return isinstance(slot, int) and 0 <= slot < len(self._flags) and bool(self._flags[slot] & _ALIVE)
+
+    def _check_slot(self, slot: int) -> None:
+        if not self._alive(slot):
+            raise IndexError(f"no live row at slot {slot}")
+
+    def _need_index(self) -> None:
+        if not self._indexed:
+            raise TypeError("a copy of a table has no index")
+
+    # -------------------------------------------------------------- API (same as table.c)
+    def __len__(self) -> int:
+        return self._live
+
+    @property
+    def nslots(self) -> int:
+        return len(self._flags)
+
+    def clear(self) -> None:
+        self._dev, self._bid, self._typ = array("i"), array("Q"), array("B")
+        self._size, self._pid, self._refs = array("Q"), array("i"), array("I")
+        self._ts, self._seq, self._flags = array("q"), array("Q"), array("B")
+        self._next, self._prev = array("I"), array("I")
+        self._index: dict = {}
+        self._owners: dict[int, list[int]] = {}  # pid -> [head, tail, count]
+        self._live = 0
+
+    def find(self, space: int, device: int, bid: int) -> int:
+        self._need_index()
+        if not (isinstance(space, int) and isinstance(device, int) and isinstance(bid, int)):
+            raise TypeError("an int is required")
+        if not 0 <= space <= 2:
+            return -1
+        return self._index.get(self._key(space, device, bid), -1)
+
+    def add(self, device: int, bid: int, btype: int, size: int, pid: int, refs: int, ts: int, seq: int,
+            strings: bool) -> int:
+        self._need_index()
+        _need(device, *_I32)
+        _need(bid, 0, (1 << 64) - 1)
+        _need(btype, 0, 255)
+        _need(size, 0, (1 << 64) - 1)
+        _need(pid, *_I32)
+        _need(refs, 0, NIL)
+        _need(ts, -(1 << 63), (1 << 63) - 1)
+        _need(seq, 0, (1 << 64) - 1)
+        key = self._key(_space(btype), device, bid)
+        if key in self._index:
+            raise KeyError("key is already in the table")
+        slot = len(self._flags)
+        if slot >= NIL - 1:
+            raise OverflowError("table full")
+        ow = self._owners.get(pid)
+        if ow is None:
+            ow = self._owners[pid] = [slot, NIL, 0]
+        else:
+            self._next[ow[1]] = slot
+        self._dev.append(device)
+        self._bid.append(bid)
+        self._typ.append(btype)
+        self._size.append(size)
+        self._pid.append(pid)
+        self._refs.append(refs)
+        self._ts.append(ts)
+        self._seq.append(seq)
+        self._flags.append(_ALIVE | _STRINGS if strings else _ALIVE)
+        self._next.append(NIL)
+        self._prev.append(ow[1])
+        ow[1] = slot
+        ow[2] += 1
+        self._index[key] = slot
+        self._live += 1
+        return slot
+
+    def remove(self, slot: int) -> None:
+        self._need_index()
+        self._check_slot(slot)
+        del self._index[self._key(_space(self._typ[slot]), self._dev[slot], self._bid[slot])]
+        pid = self._pid[slot]
+        ow = self._owners[pid]
+        nxt, prv = self._next[slot], self._prev[slot]
+        if prv != NIL:
+            self._next[prv] = nxt
+        else:
+            ow[0] = nxt
+        if nxt != NIL:
+            self._prev[nxt] = prv
+        else:
+            ow[1] = prv
+        ow[2] -= 1
+        if not ow[2]:
+            del self._owners[pid]
+        self._flags[slot] = 0
+        self._live -= 1
+        holes = len(self._flags) - self._live
+        if not self._live:
+            self.clear()
+        elif holes > self._live and holes >= _MIN_COMPACT:
+            self._compact()
+
+    def _compact(self) -> None:
+        flags = self._flags
+        keep = [s for s in range(len(flags)) if flags[s] & _ALIVE]
+        remap = dict(zip(keep, range(len(keep))))
+        for name in ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags"):
+            col = getattr(self, name)
+            setattr(self, name, array(col.typecode, [col[s] for s in keep]))
+        get = remap.get
+        self._next = array("I", [get(self._next[s], NIL) for s in keep])
+        self._prev = array("I", [get(self._prev[s], NIL) for s in keep])
+        self._index = {k: remap[s] for k, s in self._index.items()}
+        for ow in self._owners.values():
+            ow[0], ow[1] = remap[ow[0]], remap[ow[1]]
+
+    def set_refs(self, slot: int, refs: int) -> None:
+        self._check_slot(slot)
+        _need(refs, 0, NIL)
+        self._refs[slot] = refs
+
+    def row(self, slot: int) -> tuple:
+        self._check_slot(slot)
+        return (self._dev[slot], self._bid[slot], self._typ[slot], self._size[slot], self._pid[slot],
+                self._refs[slot], self._ts[slot], self._seq[slot], bool(self._flags[slot] & _STRINGS))
+
+    def rows(self, start: int, n: int, space: int) -> tuple[list[tuple], list[int], int]:
+        out: list[tuple] = []
+        slots: list[int] = []
+        flags, typ = self._flags, self._typ
+        end = len(flags)
+        s = min(max(0, start), end)
+        while s < end and len(out) < n:
+            if flags[s] & _ALIVE and (space < 0 or _space(typ[s]) == space):
+                out.append((self._dev[s], self._bid[s], typ[s], self._size[s], self._pid[s], self._refs[s],
+                            self._ts[s], self._seq[s], bool(flags[s] & _STRINGS)))
+                slots.append(s)
+            s += 1
+        return out, slots, s
+
+    def encode(self, start: int, n: int) -> tuple[bytes, int, int]:
+        flags = self._flags
+        end = len(flags)
+        s = min(max(0, start), end)
+        parts = []
+        pack = _BUFFER.pack
+        dev, bid, typ, size, pid, refs, ts, seq = (self._dev, self._bid, self._typ, self._size, self._pid,
+                                                   self._refs, self._ts, self._seq)
+        while s < end and len(parts) < n:
+            f = flags[s]
+            if f & _ALIVE:
+                if f & _STRINGS:
+                    return b"".join(parts), s + 1, s
+                parts.append(pack(dev[s], bid[s], typ[s], size[s], pid[s], refs[s], ts[s], seq[s], 0, 0))
+            s += 1
+        return b"".join(parts), s, -1
+
+    def owned(self, pid: int) -> list[int]:
+        self._need_index()
+        ow = self._owners.get(pid)
+        if ow is None:
+            return []
+        out = []
+        s, nxt = ow[0], self._next
+        while s != NIL:
+            out.append(s)
+            s = nxt[s]
+        return out
+
+    def owned_count(self, pid: int) -> int:
+        self._need_index()
+        ow = self._owners.get(pid)
+        return ow[2] if ow is not None else 0
+
+    def owners(self) -> list[int]:
+        self._need_index()
+        return list(self._owners)
+
+    def copy(self) -> PyTable:
+        """The rows as they are (C-level copies of the columns), without index or owners."""
+        c = PyTable.__new__(PyTable)
+        c._indexed = False
+        for name in ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags"):
+            setattr(c, name, getattr(self, name)[:])
+        c._next, c._prev = array("I"), array("I")
+        c._index, c._owners, c._live = {}, {}, self._live
+        return c
+
+    def nbytes(self) -> int:
+        """Memory held (columns, index, owner lists); the index's key and slot ints included."""
+        import sys
+
+        cols = sum(getattr(self, n).buffer_info()[1] * getattr(self, n).itemsize
+                   for n in ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags", "_next",
+                             "_prev"))
+        ints = sum(sys.getsizeof(k) + (sys.getsizeof(s) if s > 256 else 0) for k, s in self._index.items())
+        return cols + sys.getsizeof(self._index) + ints + sys.getsizeof(self._owners)
+
+    def check(self) -> None:
+        self._need_index()
+        live = [s for s in range(len(self._flags)) if self._flags[s] & _ALIVE]
+        assert len(live) == self._live, ("live count", len(live), self._live)
+        assert len(self._index) == self._live, ("index count", len(self._index))
+        for s in live:
+            k = self._key(_space(self._typ[s]), self._dev[s], self._bid[s])
+            assert self._index.get(k) == s, ("row not indexed", s)
+        owned = 0
+        for pid, (head, tail, count) in self._owners.items():
+            s, prev, n = head, NIL, 0
+            while s != NIL:
+                assert self._alive(s) and self._pid[s] == pid and self._prev[s] == prev, ("owner list", s)
+                assert prev == NIL or prev < s, ("owner order", s)
+                prev, s, n = s, self._next[s], n + 1
+                assert n <= len(self._flags), "owner cycle"
+            assert prev == tail and n == count and n > 0, ("owner count", pid, n, count)
+            owned += n
+        assert owned == self._live, ("owned total", owned)
+
+
+def table_class(pure: bool | None = None) -> type:
+    """The compiled Table when it is built (and pure Python is not asked for), else :class:`PyTable`."""
+    if pure:
+        return PyTable
+    from .. import _native
+
+    mod = _native.load("table")
+    return mod.Table if mod is not None else PyTable
