@@ -24,7 +24,7 @@ IMPLS = [pytest.param(False, id="native", marks=needs_native), pytest.param(True
 def _call(t, name, *args):
     try:
         return ("ok", getattr(t, name)(*args))
-    except (OverflowError, TypeError, KeyError, IndexError) as exc:
+    except (OverflowError, TypeError, KeyError, IndexError, RuntimeError) as exc:
         return ("err", type(exc).__name__)
 
 
@@ -47,7 +47,14 @@ _ops = st.lists(st.one_of(
     st.tuples(st.just("owned_count"), _ints),
     st.tuples(st.just("rows"), st.integers(-2, 12), st.integers(-1, 5), st.integers(-1, 3)),
     st.tuples(st.just("encode"), st.integers(-2, 12), st.integers(-1, 5)),
+    st.tuples(st.just("freeze")),
+    st.tuples(st.just("thaw"), st.integers(0, 3)),
+    st.tuples(st.just("clear")),
 ), max_size=80)
+
+
+def _view(v):
+    return (len(v), v.nslots, v.rows(0, 1 << 30, -1), v.encode(0, 1 << 30), _call(v, "row", 0))
 
 
 @needs_native
@@ -55,9 +62,24 @@ _ops = st.lists(st.one_of(
 @given(_ops)
 def test_native_table_answers_as_the_pure_one(ops):
     a, b = Native(), PyTable()
+    views = []  # (native view, pure view, what both showed when frozen)
     for op in ops:
-        assert _call(a, op[0], *op[1:]) == _call(b, op[0], *op[1:]), op
+        if op[0] == "freeze":
+            va, vb = a.freeze(), b.freeze()
+            views.append((va, vb, _view(va)))
+        elif op[0] == "thaw":
+            if views:
+                va, vb, _ = views.pop(op[1] % len(views))
+                va.close()
+                vb.close()
+                assert _view(va) == _view(vb) == (0, 0, ([], [], 0), (b"", 0, -1), ("err", "IndexError"))
+        elif op[0] == "clear":
+            assert _call(a, "clear") == _call(b, "clear"), op
+        else:
+            assert _call(a, op[0], *op[1:]) == _call(b, op[0], *op[1:]), op
         assert _state(a) == _state(b), op
+        for va, vb, seen in views:
+            assert _view(va) == _view(vb) == seen, op  # a view never changes
         a.check()
         b.check()
     ca, cb = a.copy(), b.copy()

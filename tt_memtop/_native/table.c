@@ -40,7 +40,18 @@ typedef struct {
     Owner *owners;
     uint32_t nowners, capowners, freeowner; /* free list threaded through .head */
     PyObject *owner_ix;                     /* dict pid -> owner index; NULL in a copy */
+    uint32_t frozen;                        /* open Frozen views: rows stay where they are */
 } Table;
+
+typedef struct {
+    PyObject_HEAD
+    Table *t;       /* NULL once closed */
+    uint32_t nrows, live;
+    uint8_t *flags; /* as of the freeze */
+    uint32_t *refs;
+} Frozen;
+
+static PyTypeObject FrozenType;
 
 static PyTypeObject TableType;
 
@@ -403,8 +414,10 @@ static PyObject *Table_remove(Table *t, PyObject *arg) {
     owner_unlink(t, slot);
     r->flags = 0;
     t->live--;
-    if (t->nrows - t->live > t->live && t->nrows - t->live >= MIN_COMPACT) compact(t);
-    if (t->live == 0) t->nrows = 0;
+    if (t->frozen == 0) {
+        if (t->nrows - t->live > t->live && t->nrows - t->live >= MIN_COMPACT) compact(t);
+        if (t->live == 0) t->nrows = 0;
+    }
     Py_RETURN_NONE;
 }
 
@@ -419,11 +432,24 @@ static PyObject *Table_set_refs(Table *t, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
-static PyObject *row_tuple(const Row *r) {
+static PyObject *row_tuple2(const Row *r, uint8_t flags, uint32_t refs) {
     return Py_BuildValue("(iKBKiILKO)", r->device, (unsigned long long)r->bid, r->type, (unsigned long long)r->size,
-                         r->pid, r->refs, (long long)r->ts, (unsigned long long)r->seq,
-                         (r->flags & F_STRINGS) ? Py_True : Py_False);
+                         r->pid, refs, (long long)r->ts, (unsigned long long)r->seq,
+                         (flags & F_STRINGS) ? Py_True : Py_False);
 }
+
+static PyObject *row_tuple(const Row *r) { return row_tuple2(r, r->flags, r->refs); }
+
+/* A view of rows: the table's own, or a Frozen view's (flags and refs as of the freeze). */
+typedef struct {
+    const Row *rows;
+    uint32_t nrows;
+    const uint8_t *flags;
+    const uint32_t *refs;
+} View;
+
+#define VFLAGS(v, s) ((v)->flags ? (v)->flags[s] : (v)->rows[s].flags)
+#define VREFS(v, s) ((v)->refs ? (v)->refs[s] : (v)->rows[s].refs)
 
 static PyObject *Table_row(Table *t, PyObject *arg) {
     uint32_t slot;
@@ -447,19 +473,20 @@ static int get_range(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, c
 }
 
 /* rows(start, n, space): up to n live rows of id space `space` (-1: all) from slot `start` on, as
- * (list of (slot, row tuple)... no: list of row tuples, list of slots, next slot). */
-static PyObject *Table_rows(Table *t, PyObject *const *args, Py_ssize_t nargs) {
+ * (row tuples, their slots, the slot to continue from). */
+static PyObject *view_rows(const View *v, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t start, n;
     if (get_range(args, nargs, 3, "rows(start, n, space)", &start, &n) < 0) return NULL;
     long space = PyLong_AsLong(args[2]);
     if (space == -1 && PyErr_Occurred()) return NULL;
     PyObject *out = PyList_New(0), *slots = PyList_New(0);
     if (out == NULL || slots == NULL) goto fail;
-    uint32_t s = (uint64_t)start < t->nrows ? (uint32_t)start : t->nrows;
-    for (; s < t->nrows && PyList_GET_SIZE(out) < n; s++) {
-        const Row *r = &t->rows[s];
-        if (!(r->flags & F_ALIVE) || (space >= 0 && space_of(r->type) != (unsigned)space)) continue;
-        PyObject *tup = row_tuple(r), *sl = PyLong_FromUnsignedLong(s);
+    uint32_t s = (uint64_t)start < v->nrows ? (uint32_t)start : v->nrows;
+    for (; s < v->nrows && PyList_GET_SIZE(out) < n; s++) {
+        const Row *r = &v->rows[s];
+        uint8_t f = VFLAGS(v, s);
+        if (!(f & F_ALIVE) || (space >= 0 && space_of(r->type) != (unsigned)space)) continue;
+        PyObject *tup = row_tuple2(r, f, VREFS(v, s)), *sl = PyLong_FromUnsignedLong(s);
         if (tup == NULL || sl == NULL || PyList_Append(out, tup) < 0 || PyList_Append(slots, sl) < 0) {
             Py_XDECREF(tup);
             Py_XDECREF(sl);
@@ -475,6 +502,11 @@ fail:
     return NULL;
 }
 
+static PyObject *Table_rows(Table *t, PyObject *const *args, Py_ssize_t nargs) {
+    View v = {t->rows, t->nrows, NULL, NULL};
+    return view_rows(&v, args, nargs);
+}
+
 static inline void put_le(unsigned char *p, uint64_t v, int n) {
     for (int i = 0; i < n; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
@@ -482,40 +514,45 @@ static inline void put_le(unsigned char *p, uint64_t v, int n) {
 /* encode(start, n): BUFFER records (eventcodec.encode_buffer) of up to n live rows from slot start on.
  * Stops before a row that has strings (they live with the caller). Returns (bytes, next slot, slot of
  * the row with strings or -1); that row is not encoded and `next` is past it. */
-static PyObject *Table_encode(Table *t, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *view_encode(const View *v, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t start, n;
     if (get_range(args, nargs, 2, "encode(start, n)", &start, &n) < 0) return NULL;
-    uint32_t s = (uint64_t)start < t->nrows ? (uint32_t)start : t->nrows;
+    uint32_t s = (uint64_t)start < v->nrows ? (uint32_t)start : v->nrows;
     uint32_t end = s, count = 0;
     long long special = -1;
-    for (; end < t->nrows && count < n; end++) {
-        const Row *r = &t->rows[end];
-        if (!(r->flags & F_ALIVE)) continue;
-        if (r->flags & F_STRINGS) break;
+    for (; end < v->nrows && count < n; end++) {
+        uint8_t f = VFLAGS(v, end);
+        if (!(f & F_ALIVE)) continue;
+        if (f & F_STRINGS) break;
         count++;
     }
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)count * BUFFER_SIZE);
     if (b == NULL) return NULL;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(b);
     for (; s < end; s++) {
-        const Row *r = &t->rows[s];
-        if (!(r->flags & F_ALIVE)) continue;
+        const Row *r = &v->rows[s];
+        if (!(VFLAGS(v, s) & F_ALIVE)) continue;
         put_le(p, (uint32_t)r->device, 4);
         put_le(p + 4, r->bid, 8);
         p[12] = r->type;
         put_le(p + 13, r->size, 8);
         put_le(p + 21, (uint32_t)r->pid, 4);
-        put_le(p + 25, r->refs, 4);
+        put_le(p + 25, VREFS(v, s), 4);
         put_le(p + 29, (uint64_t)r->ts, 8);
         put_le(p + 37, r->seq, 8);
         put_le(p + 45, 0, 4);
         p += BUFFER_SIZE;
     }
-    if (s < t->nrows && count < n && (t->rows[s].flags & F_ALIVE) && (t->rows[s].flags & F_STRINGS)) {
+    if (s < v->nrows && count < n && (VFLAGS(v, s) & F_ALIVE) && (VFLAGS(v, s) & F_STRINGS)) {
         special = s;
         s++;
     }
     return Py_BuildValue("(NIL)", b, s, special);
+}
+
+static PyObject *Table_encode(Table *t, PyObject *const *args, Py_ssize_t nargs) {
+    View v = {t->rows, t->nrows, NULL, NULL};
+    return view_encode(&v, args, nargs);
 }
 
 static PyObject *Table_owned(Table *t, PyObject *arg) {
@@ -588,7 +625,12 @@ static int table_init_empty(Table *t) {
 }
 
 static PyObject *Table_clear(Table *t, PyObject *Py_UNUSED(ignored)) {
-    if (need_index(t) == NULL || table_init_empty(t) < 0) return NULL;
+    if (need_index(t) == NULL) return NULL;
+    if (t->frozen) {
+        PyErr_SetString(PyExc_RuntimeError, "a frozen view of the table is open");
+        return NULL;
+    }
+    if (table_init_empty(t) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -600,6 +642,7 @@ static PyObject *Table_copy(Table *t, PyObject *Py_UNUSED(ignored)) {
     c->hash = NULL;
     c->owners = NULL;
     c->owner_ix = NULL;
+    c->frozen = 0;
     c->nowners = c->capowners = c->hcap = 0;
     c->freeowner = NIL;
     c->nrows = c->caprows = c->live = 0;
@@ -620,6 +663,124 @@ static PyObject *Table_copy(Table *t, PyObject *Py_UNUSED(ignored)) {
     }
     return (PyObject *)c;
 }
+
+/* freeze(): a view of the live rows as of now, without copying them: rows are only ever appended
+ * and, while a view is open, neither squeezed nor reused; flags and ref counts (the only fields that
+ * change in place) are copied. close() (or dropping the view) releases the table. */
+static PyObject *Table_freeze(Table *t, PyObject *Py_UNUSED(ignored)) {
+    if (need_index(t) == NULL) return NULL;
+    Frozen *f = PyObject_New(Frozen, &FrozenType);
+    if (f == NULL) return NULL;
+    f->t = NULL;
+    f->nrows = t->nrows;
+    f->live = t->live;
+    f->flags = PyMem_Malloc(t->nrows ? t->nrows : 1);
+    f->refs = PyMem_Malloc((t->nrows ? t->nrows : 1) * sizeof(uint32_t));
+    if (f->flags == NULL || f->refs == NULL) {
+        Py_DECREF(f);
+        return PyErr_NoMemory();
+    }
+    for (uint32_t s = 0; s < t->nrows; s++) {
+        f->flags[s] = t->rows[s].flags;
+        f->refs[s] = t->rows[s].refs;
+    }
+    Py_INCREF(t);
+    f->t = t;
+    t->frozen++;
+    return (PyObject *)f;
+}
+
+static void frozen_close(Frozen *f) {
+    if (f->t != NULL) {
+        f->t->frozen--;
+        Py_DECREF(f->t);
+        f->t = NULL;
+    }
+    PyMem_Free(f->flags);
+    PyMem_Free(f->refs);
+    f->flags = NULL;
+    f->refs = NULL;
+    f->nrows = f->live = 0;
+}
+
+static int frozen_view(Frozen *f, View *v) {
+    static const uint8_t none_f[1] = {0};
+    static const uint32_t none_r[1] = {0};
+    if (f->t == NULL) {
+        v->rows = NULL;
+        v->nrows = 0;
+        v->flags = none_f;
+        v->refs = none_r;
+        return 0;
+    }
+    v->rows = f->t->rows;
+    v->nrows = f->nrows;
+    v->flags = f->flags;
+    v->refs = f->refs;
+    return 0;
+}
+
+static PyObject *Frozen_rows(Frozen *f, PyObject *const *args, Py_ssize_t nargs) {
+    View v;
+    frozen_view(f, &v);
+    return view_rows(&v, args, nargs);
+}
+
+static PyObject *Frozen_encode(Frozen *f, PyObject *const *args, Py_ssize_t nargs) {
+    View v;
+    frozen_view(f, &v);
+    return view_encode(&v, args, nargs);
+}
+
+static PyObject *Frozen_row(Frozen *f, PyObject *arg) {
+    Py_ssize_t s = PyLong_AsSsize_t(arg);
+    if (s == -1 && PyErr_Occurred()) return NULL;
+    if (f->t == NULL || s < 0 || (uint64_t)s >= f->nrows || !(f->flags[s] & F_ALIVE)) {
+        PyErr_Format(PyExc_IndexError, "no live row at slot %zd", s);
+        return NULL;
+    }
+    return row_tuple2(&f->t->rows[s], f->flags[s], f->refs[s]);
+}
+
+static PyObject *Frozen_close(Frozen *f, PyObject *Py_UNUSED(ignored)) {
+    frozen_close(f);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Frozen_len(Frozen *f) { return f->live; }
+
+static PyObject *Frozen_get_nslots(Frozen *f, void *Py_UNUSED(c)) { return PyLong_FromUnsignedLong(f->nrows); }
+
+static void Frozen_dealloc(Frozen *f) {
+    frozen_close(f);
+    PyObject_Free(f);
+}
+
+static PyMethodDef Frozen_methods[] = {
+    {"rows", (PyCFunction)(void (*)(void))Frozen_rows, METH_FASTCALL, "rows(start, n, space) -> (rows, slots, next)"},
+    {"encode", (PyCFunction)(void (*)(void))Frozen_encode, METH_FASTCALL, "encode(start, n) -> (bytes, next, special)"},
+    {"row", (PyCFunction)Frozen_row, METH_O, "row(slot) as of the freeze"},
+    {"close", (PyCFunction)Frozen_close, METH_NOARGS, "release the table (idempotent)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Frozen_getset[] = {
+    {"nslots", (getter)Frozen_get_nslots, NULL, "slots as of the freeze, holes included", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Frozen_as_seq = {.sq_length = (lenfunc)Frozen_len};
+
+static PyTypeObject FrozenType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tt_memtop._native.table.Frozen",
+    .tp_basicsize = sizeof(Frozen),
+    .tp_dealloc = (destructor)Frozen_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The rows of a Table as of Table.freeze().",
+    .tp_methods = Frozen_methods,
+    .tp_getset = Frozen_getset,
+    .tp_as_sequence = &Frozen_as_seq,
+};
 
 static PyObject *Table_nbytes(Table *t, PyObject *Py_UNUSED(ignored)) {
     size_t n = sizeof(Table) + (size_t)t->caprows * sizeof(Row) + (size_t)t->hcap * sizeof(uint32_t) +
@@ -685,6 +846,7 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     t->hash = NULL;
     t->owners = NULL;
     t->owner_ix = NULL;
+    t->frozen = 0;
     if (table_init_empty(t) < 0) {
         Py_DECREF(t);
         return NULL;
@@ -712,6 +874,7 @@ static PyMethodDef Table_methods[] = {
     {"owners", (PyCFunction)Table_owners, METH_NOARGS, "owners() -> pids that own rows"},
     {"clear", (PyCFunction)Table_clear, METH_NOARGS, "remove everything"},
     {"copy", (PyCFunction)Table_copy, METH_NOARGS, "the live rows, without index"},
+    {"freeze", (PyCFunction)Table_freeze, METH_NOARGS, "a view of the rows as of now (no copy of them)"},
     {"nbytes", (PyCFunction)Table_nbytes, METH_NOARGS, "bytes of memory held"},
     {"check", (PyCFunction)Table_check, METH_NOARGS, "assert internal consistency"},
     {NULL, NULL, 0, NULL},
@@ -739,7 +902,7 @@ static PyTypeObject TableType = {
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "table", "Compiled registry table.", -1, NULL};
 
 PyMODINIT_FUNC PyInit_table(void) {
-    if (PyType_Ready(&TableType) < 0) return NULL;
+    if (PyType_Ready(&TableType) < 0 || PyType_Ready(&FrozenType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     Py_INCREF(&TableType);

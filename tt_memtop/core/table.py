@@ -43,11 +43,12 @@ class PyTable:
     """Rows in ``array`` columns, a dict (key -> slot) index, owner lists threaded through the rows."""
 
     __slots__ = ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags", "_next", "_prev",
-                 "_index", "_owners", "_live", "_indexed")
+                 "_index", "_owners", "_live", "_indexed", "_frozen")
 
     def __init__(self, _indexed: bool = True) -> None:
         self._indexed = _indexed
-        self.clear()
+        self._frozen = 0
+        self._reset()
 
     # -------------------------------------------------------------- helpers
     @staticmethod
@@ -75,6 +76,12 @@ class PyTable:
         return len(self._flags)
 
     def clear(self) -> None:
+        self._need_index()
+        if self._frozen:
+            raise RuntimeError("a frozen view of the table is open")
+        self._reset()
+
+    def _reset(self) -> None:
         self._dev, self._bid, self._typ = array("i"), array("Q"), array("B")
         self._size, self._pid, self._refs = array("Q"), array("i"), array("I")
         self._ts, self._seq, self._flags = array("q"), array("Q"), array("B")
@@ -150,9 +157,11 @@ class PyTable:
             del self._owners[pid]
         self._flags[slot] = 0
         self._live -= 1
+        if self._frozen:
+            return  # rows stay where they are while a frozen view is open
         holes = len(self._flags) - self._live
         if not self._live:
-            self.clear()
+            self._reset()
         elif holes > self._live and holes >= _MIN_COMPACT:
             self._compact()
 
@@ -242,6 +251,11 @@ class PyTable:
         c._index, c._owners, c._live = {}, {}, self._live
         return c
 
+    def freeze(self) -> PyFrozen:
+        """A view of the rows as of now (see table.c's freeze): flags and ref counts copied, the rest shared."""
+        self._need_index()
+        return PyFrozen(self)
+
     def nbytes(self) -> int:
         """Memory held (columns, index, owner lists); the index's key and slot ints included."""
         import sys
@@ -273,6 +287,50 @@ class PyTable:
         assert owned == self._live, ("owned total", owned)
 
 
+class PyFrozen:
+    """PyTable.freeze(): the table's columns (rows are only appended, and neither squeezed nor reused
+    while this is open) with flags and ref counts as of the freeze."""
+
+    __slots__ = ("_t", "_view", "_live")
+
+    def __init__(self, t: PyTable) -> None:
+        view = PyTable.__new__(PyTable)
+        view._indexed, view._frozen = False, 0
+        for name in ("_dev", "_bid", "_typ", "_size", "_pid", "_ts", "_seq"):
+            setattr(view, name, getattr(t, name))  # shared: appended to, never changed in place
+        view._flags, view._refs = t._flags[:], t._refs[:]
+        view._next, view._prev, view._index, view._owners, view._live = array("I"), array("I"), {}, {}, t._live
+        self._t, self._view, self._live = t, view, t._live
+        t._frozen += 1
+
+    def __len__(self) -> int:
+        return self._live
+
+    @property
+    def nslots(self) -> int:
+        return len(self._view._flags) if self._view is not None else 0
+
+    def rows(self, start: int, n: int, space: int):
+        return self._view.rows(start, n, space) if self._view is not None else ([], [], 0)
+
+    def encode(self, start: int, n: int):
+        return self._view.encode(start, n) if self._view is not None else (b"", 0, -1)
+
+    def row(self, slot: int) -> tuple:
+        if self._view is None:
+            raise IndexError(f"no live row at slot {slot}")
+        return self._view.row(slot)
+
+    def close(self) -> None:
+        if self._t is not None:
+            self._t._frozen -= 1
+            self._t = self._view = None
+            self._live = 0
+
+    def __del__(self) -> None:
+        self.close()
+
+
 def table_class(pure: bool | None = None) -> type:
     """The compiled Table when it is built (and pure Python is not asked for), else :class:`PyTable`."""
     if pure:
@@ -281,3 +339,74 @@ def table_class(pure: bool | None = None) -> type:
 
     mod = _native.load("table")
     return mod.Table if mod is not None else PyTable
+
+
+_MISSING = object()
+
+
+class LiveMap:
+    """A dict ``(device, buffer_id, id space) -> (ts, size, buffer_type)`` kept in table columns.
+
+    What phase inference remembers of every live buffer of a process (core/phases/machine.py): as a
+    dict of tuples that was ~200 B a buffer, as rows ~60 B. Keys whose space is not their type's, or
+    values no column holds, go to a plain dict beside it, so any key and value behave as in a dict.
+    """
+
+    __slots__ = ("_t", "_extra")
+
+    def __init__(self, pure: bool | None = None) -> None:
+        self._t = table_class(pure)()
+        self._extra: dict = {}
+
+    def _slot(self, key) -> int:
+        try:
+            dev, bid, sp = key
+            return self._t.find(sp, dev, bid)
+        except (TypeError, ValueError):
+            return -1
+
+    def get(self, key, default=None):
+        s = self._slot(key)
+        if s >= 0:
+            r = self._t.row(s)
+            return (r[6], r[3], r[2])
+        return self._extra.get(key, default) if self._extra else default
+
+    def __getitem__(self, key):
+        v = self.get(key, _MISSING)
+        if v is _MISSING:
+            raise KeyError(key)
+        return v
+
+    def __contains__(self, key) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def __setitem__(self, key, value) -> None:
+        s = self._slot(key)
+        if s >= 0:
+            self._t.remove(s)
+        elif self._extra:
+            self._extra.pop(key, None)
+        try:
+            dev, bid, sp = key
+            ts, size, bt = value
+            if isinstance(bt, int) and _space(bt) == sp:
+                self._t.add(dev, bid, bt, size, 0, 0, ts, 0, False)
+                return
+        except (TypeError, ValueError, OverflowError):
+            pass
+        self._extra[key] = value
+
+    def pop(self, key, default=None):
+        s = self._slot(key)
+        if s >= 0:
+            r = self._t.row(s)
+            self._t.remove(s)
+            return (r[6], r[3], r[2])
+        return self._extra.pop(key, default) if self._extra else default
+
+    def __len__(self) -> int:
+        return len(self._t) + len(self._extra)
+
+    def __bool__(self) -> bool:
+        return len(self._t) > 0 or bool(self._extra)
