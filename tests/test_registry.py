@@ -148,3 +148,31 @@ def test_totals_equal_live_sum_and_mirror_agrees(pure, steps):
     snap.load_snapshot(server.snapshot(), server.seq)
     snap.check_invariants()
     assert snap.seq == server.seq and snap.pids() == server.pids()
+
+
+@pure_and_native
+def test_cleanup_in_slices_gives_the_same_events_as_one_call(pure):
+    def fill(r):
+        for i in range(50):
+            r.apply(alloc(i % 3, 0x1000 + i, 100 + i, pid=1 + i % 2), i)
+            if i % 7 == 0:
+                r.apply(AllocMessage(type=MsgType.CB_ALLOC, device_id=0, buffer_id=i, size=64, process_id=2), i)
+    whole, sliced = Registry(pure), Registry(pure)
+    fill(whole)
+    fill(sliced)
+    want = whole.cleanup([1, 2, 9], 99)
+    got, calls = [], 0
+    while True:
+        part = sliced.cleanup([1, 2, 9], 99, limit=7)
+        if not part:
+            break
+        assert sum(e.kind == EventKind.CLEANUP for e in part) <= 7
+        got += part
+        calls += 1
+    assert calls > 5 and len(sliced) == len(whole) == 0
+    key = lambda e: (e.kind, e.pid, e.device, e.buffer_type, e.buffer_id, e.size, e.ref_count)  # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, want))
+    assert [key(e) for e in got if e.kind == EventKind.PROCESS_EXIT] == \
+        [key(e) for e in want if e.kind == EventKind.PROCESS_EXIT]  # each PID's total, once, at its end
+    assert [e.seq for e in got] == list(range(got[0].seq, got[0].seq + len(got)))
+    sliced.check_invariants()

@@ -245,6 +245,7 @@ class Registry:
         self._strings: dict[tuple[int, int, int], tuple[str, str]] = {}  # key -> (name, stack trace)
         self._counts = [0, 0, 0]  # live entries per id space
         self._usage: dict[int, _DeviceUsage] = {}  # every device that has ever held something
+        self._exiting: dict[int, tuple[int, int]] = {}  # pid -> (bytes, entries) removed so far by a sliced cleanup
         self.seq = 0  # sequence number of the last event produced or applied
         self.unknown_frees = 0
         self.unstorable = 0  # entries whose fields no table column can hold (never from a valid message)
@@ -457,22 +458,33 @@ class Registry:
         return self._stamp(Event(_FREE, ts_ns=ts_ns, pid=pid, device=dev, buffer_type=bt, buffer_id=bid,
                                  size=size, ref_count=0, name=name))
 
-    def cleanup(self, dead_pids: Iterable[int], ts_ns: int) -> list[Event]:
+    def cleanup(self, dead_pids: Iterable[int], ts_ns: int, limit: int | None = None) -> list[Event]:
         """Remove every entry owned by each dead PID. Returns CLEANUP events, then one PROCESS_EXIT per PID.
 
-        Whether a PID is dead is the caller's business (``kill(pid, 0)`` at the edge).
+        Whether a PID is dead is the caller's business (``kill(pid, 0)`` at the edge). ``limit``: remove
+        at most that many entries in this call (a PID with a million entries would otherwise hold the
+        caller for seconds); call again with the same PIDs until it returns no events. A PID's
+        PROCESS_EXIT comes once its last entry is gone and sums every call's share.
         """
         out: list[Event] = []
         tb = self._t
+        budget = limit if limit is not None else -1
         for pid in sorted(set(dead_pids)):
             if not isinstance(pid, int):
                 continue
-            rows = [tb.row(s) for s in tb.owned(pid)]
-            if not rows:
+            done = self._exiting.pop(pid, None)
+            slots = tb.owned(pid)
+            if not slots and done is None:
                 continue
+            total, count = done if done is not None else (0, 0)
+            if budget >= 0 and len(slots) > budget:
+                slots = slots[:budget]
+                partial = True
+            else:
+                partial = False
+            rows = [tb.row(s) for s in slots]
             # buffers, then CBs, then kernels, each in allocation order (as a scan of buffers() gives them)
             rows.sort(key=lambda r: _space(r[2]))
-            total = 0
             for row in rows:
                 dev, bid, bt, size, _pid, refs = row[:6]
                 name = self._name(row)
@@ -480,8 +492,13 @@ class Registry:
                 total += size
                 out.append(self._stamp(Event(EventKind.CLEANUP, ts_ns=ts_ns, pid=pid, device=dev, buffer_type=bt,
                                              buffer_id=bid, size=size, ref_count=refs, name=name)))
-            out.append(self._stamp(Event(EventKind.PROCESS_EXIT, ts_ns=ts_ns, pid=pid, size=total,
-                                         ref_count=len(rows))))
+            count += len(rows)
+            if budget >= 0:
+                budget -= len(rows)
+            if partial:
+                self._exiting[pid] = (total, count)
+                break
+            out.append(self._stamp(Event(EventKind.PROCESS_EXIT, ts_ns=ts_ns, pid=pid, size=total, ref_count=count)))
         return out
 
     def evict(self, device: int, buffer_id: int, buffer_type: int, ts_ns: int, text: str = "") -> Event | None:

@@ -93,6 +93,8 @@ _MAX_EVENTS_PER_RECORD = 8192
 #: Longest stretch of snapshot encoding between two yields to other tasks (seconds).
 _SNAPSHOT_SLICE_S = 0.005
 _SNAPSHOT_SLICE_MIN = 1024  # entries encoded before the clock is looked at again
+#: Most entries a periodic dead-process cleanup removes between two yields to other tasks (~10 ms)
+_CLEANUP_SLICE = 4096
 #: accept() errors that mean "out of descriptors or memory": refuse the connection, keep serving
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: Collector settings while serving (as the TUI, ui/app.py): millions of long-lived acyclic Buffers would
@@ -329,7 +331,7 @@ class AllocationServer:
             if self.prior_state == "journal":
                 self.run_cleanup()  # owners that died while the server was down
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._every, self.config.cleanup_interval_s, self.run_cleanup)
+                tg.start_soon(self._every_async, self.config.cleanup_interval_s, self.run_cleanup_sliced)
                 tg.start_soon(self._every, self.config.stats_interval_s, self._print_stats)
                 tg.start_soon(self._watch_loop_lag)
                 tg.start_soon(self._every, 1.0, self._maybe_freeze)
@@ -608,6 +610,19 @@ class AllocationServer:
                 self._once(f"periodic:{name}:{type(exc).__name__}", [
                     f"⚠️  {name} failed ({type(exc).__name__}: {exc}); the server keeps running"])
 
+    async def _every_async(self, interval: float, fn: Callable[[], object]) -> None:
+        """:meth:`_every` for a coroutine function ``fn``."""
+        if interval <= 0:
+            return
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await fn()
+            except Exception as exc:  # noqa: BLE001 - a periodic job must not end the server
+                name = getattr(fn, "__name__", "job").replace("_sliced", "")
+                self._once(f"periodic:{name}:{type(exc).__name__}", [
+                    f"⚠️  {name} failed ({type(exc).__name__}: {exc}); the server keeps running"])
+
     # ================================================================== output
     def _out(self, lines: list[str], err: bool = False) -> None:
         """Log ``lines``: queued for the writer thread, never blocking (see server/logwriter.py)."""
@@ -724,6 +739,28 @@ class AllocationServer:
             self.ownership.forget(p)
         self._out(lf.cleanup_block(events))
         self._publish(events)
+        return events
+
+    async def run_cleanup_sliced(self) -> list[Event]:
+        """:meth:`run_cleanup` in slices of _CLEANUP_SLICE entries, other tasks (ingest) running between
+        them: a dead process that held a million buffers costs ingest a few ms at a time, not seconds.
+        Each slice's events are published as it is done; the log block comes at the end, whole."""
+        reg = self.registry
+        dead = [p for p in reg.pids() if not self._owner_alive(p)]
+        if not dead:
+            return []
+        ts = self._clock()
+        events: list[Event] = []
+        while True:
+            part = reg.cleanup(dead, ts, limit=_CLEANUP_SLICE)
+            if not part:
+                break
+            self._publish(part)
+            events += part
+            await anyio.sleep(0)
+        for p in dead:
+            self.ownership.forget(p)
+        self._out(lf.cleanup_block(events))
         return events
 
     def dump_lines(self) -> list[str]:
