@@ -377,7 +377,8 @@ static PyObject *Table_add(Table *t, PyObject *const *args, Py_ssize_t nargs) {
         return NULL;
     }
     if (t->nrows == t->caprows) {
-        uint64_t cap = t->caprows < 64 ? 64 : (uint64_t)t->caprows + t->caprows / 2;
+        /* +1/8: little slack at a million rows; a big block grows in place (mremap), so no copying */
+        uint64_t cap = t->caprows < 512 ? 512 : (uint64_t)t->caprows + t->caprows / 8;
         if (cap > NIL - 1) cap = NIL - 1;
         Row *rows = PyMem_Realloc(t->rows, (size_t)cap * sizeof(Row));
         if (rows == NULL) {

@@ -102,8 +102,10 @@ _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 #: everything alive is moved out of the collector (gc.freeze) each time the registry grew by GC_FREEZE_GROWTH.
 GC_THRESHOLDS = (10_000, 10, 1_000)
 GC_FREEZE_GROWTH = 200_000
-#: Bytes per live entry the default --max-buffers assumes (measured: 282 B in the registry with its owner index)
-_BYTES_PER_ENTRY = 300
+#: Bytes per live entry the default --max-buffers assumes (measured by RSS over 1 M entries, bench_memory.py:
+#: ~60-70 B with the compiled table, ~220 B in pure Python), with room to spare
+_BYTES_PER_ENTRY = 100
+_BYTES_PER_ENTRY_PURE = 250
 _DEFAULT_MAX_ENTRIES = 50_000_000
 
 
@@ -114,7 +116,8 @@ def default_max_buffers() -> int:
             for line in f:
                 if line.startswith("MemTotal:"):
                     total = int(line.split()[1]) * 1024
-                    return max(100_000, min(_DEFAULT_MAX_ENTRIES, total // 2 // _BYTES_PER_ENTRY))
+                    per = _BYTES_PER_ENTRY if Registry().native else _BYTES_PER_ENTRY_PURE
+                    return max(100_000, min(_DEFAULT_MAX_ENTRIES, total // 2 // per))
     except (OSError, ValueError, IndexError):
         pass
     return _DEFAULT_MAX_ENTRIES
