@@ -102,7 +102,8 @@ gc.collect()
 load_s = time.perf_counter() - t0
 rss1, hwm = _rss()
 print(json.dumps({"rss0": rss0, "rss": rss1, "hwm": hwm, "per": (rss1 - rss0) / live, "load_s": load_s,
-                  "native": st.registry.native, "registry_per": st.registry.nbytes() / live}))
+                  "native": getattr(st.registry, "native", False),
+                  "registry_per": st.registry.nbytes() / live if hasattr(st.registry, "nbytes") else 0}))
 """
 
 
@@ -132,7 +133,7 @@ def main() -> None:
             per = statistics.median(r["per"] for r in rs)
             rss = statistics.median(r["rss"] for r in rs) / 1e6
             hwm = statistics.median(r["hwm"] for r in rs) / 1e6
-            extra = f", registry alone {rs[0]['registry_per']:.0f} B" if "registry_per" in rs[0] else ""
+            extra = f", registry alone {rs[0]['registry_per']:.0f} B" if rs[0].get("registry_per") else ""
             print(f"{what:<8}{impl:<7} {per:6.0f} B/buffer ({per / TARGET_B:.2f}x target){extra}; RSS {rss:6.0f} MB "
                   f"({rss / TARGET_RSS_MB:.2f}x), peak {hwm:.0f} MB; started at {rs[0]['rss0'] / 1e6:.0f} MB", flush=True)
 

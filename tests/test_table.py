@@ -44,6 +44,7 @@ _ops = st.lists(st.one_of(
     st.tuples(st.just("find"), st.integers(-1, 3), st.integers(-1, 3), _ints),
     st.tuples(st.just("row"), st.integers(-1, 12)),
     st.tuples(st.just("owned"), _ints),
+    st.tuples(st.just("owned"), st.integers(0, 3), st.integers(-1, 3)),
     st.tuples(st.just("owned_count"), _ints),
     st.tuples(st.just("rows"), st.integers(-2, 12), st.integers(-1, 5), st.integers(-1, 3)),
     st.tuples(st.just("encode"), st.integers(-2, 12), st.integers(-1, 5)),

@@ -556,9 +556,19 @@ static PyObject *Table_encode(Table *t, PyObject *const *args, Py_ssize_t nargs)
     return view_encode(&v, args, nargs);
 }
 
-static PyObject *Table_owned(Table *t, PyObject *arg) {
+static PyObject *Table_owned(Table *t, PyObject *const *args, Py_ssize_t nargs) {
     int32_t pid;
-    if (need_index(t) == NULL || get_i32(arg, &pid) < 0) {
+    Py_ssize_t limit = PY_SSIZE_T_MAX;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "owned(pid[, limit])");
+        return NULL;
+    }
+    if (nargs == 2) {
+        limit = PyLong_AsSsize_t(args[1]);
+        if (limit == -1 && PyErr_Occurred()) return NULL;
+        if (limit < 0) limit = 0;
+    }
+    if (need_index(t) == NULL || get_i32(args[0], &pid) < 0) {
         if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
             PyErr_Clear();
             return PyList_New(0);
@@ -567,10 +577,11 @@ static PyObject *Table_owned(Table *t, PyObject *arg) {
     }
     Owner *ow = owner_get(t, pid, 0);
     if (ow == NULL) return PyErr_Occurred() ? NULL : PyList_New(0);
-    PyObject *out = PyList_New(ow->count);
+    Py_ssize_t n = (Py_ssize_t)ow->count < limit ? (Py_ssize_t)ow->count : limit;
+    PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
     uint32_t s = ow->head;
-    for (uint32_t i = 0; i < ow->count; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = PyLong_FromUnsignedLong(s);
         if (v == NULL) {
             Py_DECREF(out);
@@ -870,7 +881,8 @@ static PyMethodDef Table_methods[] = {
     {"row", (PyCFunction)Table_row, METH_O, "row(slot) -> (device, bid, type, size, pid, refs, ts, seq, strings)"},
     {"rows", (PyCFunction)(void (*)(void))Table_rows, METH_FASTCALL, "rows(start, n, space) -> (rows, slots, next)"},
     {"encode", (PyCFunction)(void (*)(void))Table_encode, METH_FASTCALL, "encode(start, n) -> (bytes, next, special)"},
-    {"owned", (PyCFunction)Table_owned, METH_O, "owned(pid) -> slots in insertion order"},
+    {"owned", (PyCFunction)(void (*)(void))Table_owned, METH_FASTCALL,
+     "owned(pid[, limit]) -> the first (up to limit) slots of pid, in insertion order"},
     {"owned_count", (PyCFunction)Table_owned_count, METH_O, "owned_count(pid) -> int"},
     {"owners", (PyCFunction)Table_owners, METH_NOARGS, "owners() -> pids that own rows"},
     {"clear", (PyCFunction)Table_clear, METH_NOARGS, "remove everything"},

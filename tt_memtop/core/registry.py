@@ -473,15 +473,13 @@ class Registry:
             if not isinstance(pid, int):
                 continue
             done = self._exiting.pop(pid, None)
-            slots = tb.owned(pid)
+            slots = tb.owned(pid, budget + 1) if budget >= 0 else tb.owned(pid)
             if not slots and done is None:
                 continue
             total, count = done if done is not None else (0, 0)
-            if budget >= 0 and len(slots) > budget:
+            partial = budget >= 0 and len(slots) > budget
+            if partial:
                 slots = slots[:budget]
-                partial = True
-            else:
-                partial = False
             rows = [tb.row(s) for s in slots]
             # buffers, then CBs, then kernels, each in allocation order (as a scan of buffers() gives them)
             rows.sort(key=lambda r: _space(r[2]))

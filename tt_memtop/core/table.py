@@ -220,14 +220,17 @@ class PyTable:
             s += 1
         return b"".join(parts), s, -1
 
-    def owned(self, pid: int) -> list[int]:
+    def owned(self, pid: int, limit: int | None = None) -> list[int]:
         self._need_index()
+        if not isinstance(pid, int) or limit is not None and not isinstance(limit, int):
+            raise TypeError("an int is required")
         ow = self._owners.get(pid)
         if ow is None:
             return []
-        out = []
+        out: list[int] = []
+        n = ow[2] if limit is None else max(0, min(limit, ow[2]))
         s, nxt = ow[0], self._next
-        while s != NIL:
+        while len(out) < n:
             out.append(s)
             s = nxt[s]
         return out
