@@ -33,10 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from .table import table_class
-
 from .events import Event, EventKind
 from .protocol import AllocMessage, BufferType, KernelType, MsgType
+from .table import table_class
 
 NTYPES = len(BufferType)
 _CB = int(BufferType.CB)

@@ -168,7 +168,7 @@ class PyTable:
     def _compact(self) -> None:
         flags = self._flags
         keep = [s for s in range(len(flags)) if flags[s] & _ALIVE]
-        remap = dict(zip(keep, range(len(keep))))
+        remap = {s: i for i, s in enumerate(keep)}
         for name in ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags"):
             col = getattr(self, name)
             setattr(self, name, array(col.typecode, [col[s] for s in keep]))
