@@ -97,8 +97,9 @@ _SNAPSHOT_SLICE_MIN = 1024  # entries encoded before the clock is looked at agai
 _CLEANUP_SLICE = 4096
 #: accept() errors that mean "out of descriptors or memory": refuse the connection, keep serving
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: Collector settings while serving (as the TUI, ui/app.py): millions of long-lived acyclic Buffers would
-#: make each full collection a 0.5-1 s freeze of ingest. Young generations are still collected often;
+#: Collector settings while serving (as the TUI, ui/app.py). The registry is columns (core/table.py), so
+#: its entries cost the collector nothing; these keep whatever else accumulates (queued batches, per-
+#: connection state) from making full collections frequent. Young generations are still collected often;
 #: everything alive is moved out of the collector (gc.freeze) each time the registry grew by GC_FREEZE_GROWTH.
 GC_THRESHOLDS = (10_000, 10, 1_000)
 GC_FREEZE_GROWTH = 200_000
