@@ -85,14 +85,13 @@ gc.collect()
 rss0, _ = _rss()
 # one SNAPSHOT body as the server sends it: DRAM buffers over 8 devices, laid out without overlap
 addr = [0x100000] * 8
-parts = [codec.encode_snapshot_head(1, 1, Inventory(), {}, live)[1:]]
+body = bytearray(codec.encode_snapshot_head(1, 1, Inventory(), {}, live)[1:])
 for i in range(live):
     d = i % 8
     size = (4096, 16384, 65536, 2048)[i % 4]
-    parts.append(codec.encode_buffer(Buffer(d, addr[d], 0, size, 1000 + i % 4, 1, i, i + 1)))
+    body += codec.encode_buffer(Buffer(d, addr[d], 0, size, 1000 + i % 4, 1, i * 600, i + 1))  # 1 M over 0.6 s
     addr[d] += -(-size // 12 // 32) * 32
-body = b"".join(parts)
-del parts
+body = bytes(body)
 t0 = time.perf_counter()
 rec = codec.decode_snapshot_body(body)
 del body

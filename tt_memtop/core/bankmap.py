@@ -212,12 +212,25 @@ class SpaceMap:
 
     def load(self, items) -> None:
         """Replace the whole map with ``items`` ((start, size, buffer type), unique starts); built at the first query."""
-        pools = self.pools
         entries: dict[int, int] = {}
+        add = self.loader(entries)
         for start, size, t in items:
+            add(start, size, t)
+        self.set_loaded(entries)
+
+    def loader(self, entries: dict[int, int]):
+        """``add(start, size, buffer type)`` that fills ``entries`` for :meth:`set_loaded`: :meth:`load` one
+        item at a time, for a caller that loads many maps in one pass (no list of items per map)."""
+        pools = self.pools
+
+        def add(start: int, size: int, t: int) -> None:
             p = pools.get(t)
             if p is not None:
                 entries[start] = _pack(p.rng.per_bank(size), size, t)
+        return add
+
+    def set_loaded(self, entries: dict[int, int]) -> None:
+        """Replace the whole map with what a :meth:`loader` filled; built at the first query."""
         self.entries = entries
         self.pending = {}
         self._stale = True
