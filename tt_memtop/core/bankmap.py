@@ -93,8 +93,21 @@ _SIZE = (1 << 40) - 1
 _TYPE_SIZE = (1 << _LEN) - 1
 
 
+#: One int object per distinct packed entry: a model's buffers come in few sizes, and a packed entry is a
+#: 32-byte int, so a million map entries share a few thousand values instead of holding a million.
+_INTERNED: dict[int, int] = {}
+_INTERN_MAX = 1 << 16
+
+
 def _pack(length: int, size: int, buffer_type: int) -> int:
-    return length << _LEN | min(size, _SIZE) << 3 | buffer_type
+    v = length << _LEN | min(size, _SIZE) << 3 | buffer_type
+    got = _INTERNED.get(v)
+    if got is not None:
+        return got
+    if len(_INTERNED) >= _INTERN_MAX:
+        _INTERNED.clear()
+    _INTERNED[v] = v
+    return v
 
 
 def _end(start: int, packed: int) -> int:
