@@ -43,6 +43,7 @@ _ops = st.lists(st.one_of(
     st.tuples(st.just("set_refs"), st.integers(-1, 12), _ints),
     st.tuples(st.just("find"), st.integers(-1, 3), st.integers(-1, 3), _ints),
     st.tuples(st.just("row"), st.integers(-1, 12)),
+    st.tuples(st.just("lookup"), st.integers(-1, 3), st.integers(-1, 3), _ints),
     st.tuples(st.just("owned"), _ints),
     st.tuples(st.just("owned"), st.integers(0, 3), st.integers(-1, 3)),
     st.tuples(st.just("owned_count"), _ints),
@@ -172,3 +173,28 @@ def test_values_no_column_holds_are_counted_not_crashed(pure):
     assert reg.unstorable == 1 and len(reg) == 0
     assert reg.get(-(1 << 40), 1) is None and reg.owned_count(1 << 40) == 0 and reg.cleanup([1 << 40], 0) == []
     reg.check_invariants()
+
+
+_live_ops = st.lists(st.tuples(st.sampled_from(["set", "get", "pop", "in"]),
+                               st.tuples(st.integers(-1, 2), st.integers(-1, 4), st.integers(-1, 3)),
+                               st.tuples(_ints, _ints, st.integers(0, 7))), max_size=60)
+
+
+@pytest.mark.parametrize("pure", IMPLS)
+@settings(max_examples=200, deadline=None)
+@given(_live_ops)
+def test_live_map_behaves_as_a_dict(pure, ops):
+    from tt_memtop.core.table import LiveMap
+
+    m, d = LiveMap(pure), {}
+    for op, key, value in ops:
+        if op == "set":
+            m[key] = value
+            d[key] = value
+        elif op == "get":
+            assert m.get(key) == d.get(key)
+        elif op == "pop":
+            assert m.pop(key, "none") == d.pop(key, "none")
+        else:
+            assert (key in m) == (key in d)
+        assert len(m) == len(d) and bool(m) == bool(d)

@@ -354,6 +354,26 @@ static PyObject *Table_find(Table *t, PyObject *const *args, Py_ssize_t nargs) {
     return PyLong_FromLongLong(find_pos(t, space, device, bid, &pos));
 }
 
+static PyObject *row_tuple(const Row *r);
+
+/* lookup(space, device, buffer_id): the row tuple of that key, or None (find + row in one call). */
+static PyObject *Table_lookup(Table *t, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "lookup(space, device, buffer_id)");
+        return NULL;
+    }
+    if (need_index(t) == NULL) return NULL;
+    unsigned space;
+    int32_t device;
+    uint64_t bid;
+    int ok = get_key(args, &space, &device, &bid);
+    if (ok < 0) return NULL;
+    uint32_t pos;
+    int64_t s = ok ? find_pos(t, space, device, bid, &pos) : -1;
+    if (s < 0) Py_RETURN_NONE;
+    return row_tuple(&t->rows[s]);
+}
+
 static PyObject *Table_add(Table *t, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "add(device, buffer_id, type, size, pid, refs, ts, seq, strings)");
@@ -874,6 +894,7 @@ static void Table_dealloc(Table *t) {
 
 static PyMethodDef Table_methods[] = {
     {"find", (PyCFunction)(void (*)(void))Table_find, METH_FASTCALL, "find(space, device, buffer_id) -> slot or -1"},
+    {"lookup", (PyCFunction)(void (*)(void))Table_lookup, METH_FASTCALL, "lookup(space, device, buffer_id) -> row or None"},
     {"add", (PyCFunction)(void (*)(void))Table_add, METH_FASTCALL,
      "add(device, buffer_id, type, size, pid, refs, ts, seq, strings) -> slot"},
     {"remove", (PyCFunction)Table_remove, METH_O, "remove(slot): slots after it may move"},

@@ -98,6 +98,10 @@ class PyTable:
             return -1
         return self._index.get(self._key(space, device, bid), -1)
 
+    def lookup(self, space: int, device: int, bid: int) -> tuple | None:
+        s = self.find(space, device, bid)
+        return self.row(s) if s >= 0 else None
+
     def add(self, device: int, bid: int, btype: int, size: int, pid: int, refs: int, ts: int, seq: int,
             strings: bool) -> int:
         self._need_index()
@@ -369,9 +373,12 @@ class LiveMap:
             return -1
 
     def get(self, key, default=None):
-        s = self._slot(key)
-        if s >= 0:
-            r = self._t.row(s)
+        try:
+            dev, bid, sp = key
+            r = self._t.lookup(sp, dev, bid)
+        except (TypeError, ValueError):
+            r = None
+        if r is not None:
             return (r[6], r[3], r[2])
         return self._extra.get(key, default) if self._extra else default
 
@@ -385,19 +392,24 @@ class LiveMap:
         return self.get(key, _MISSING) is not _MISSING
 
     def __setitem__(self, key, value) -> None:
-        s = self._slot(key)
-        if s >= 0:
-            self._t.remove(s)
-        elif self._extra:
-            self._extra.pop(key, None)
+        t = self._t
         try:
             dev, bid, sp = key
             ts, size, bt = value
             if isinstance(bt, int) and _space(bt) == sp:
-                self._t.add(dev, bid, bt, size, 0, 0, ts, 0, False)
+                try:
+                    t.add(dev, bid, bt, size, 0, 0, ts, 0, False)
+                except KeyError:  # a live key: replace its row
+                    t.remove(t.find(sp, dev, bid))
+                    t.add(dev, bid, bt, size, 0, 0, ts, 0, False)
+                if self._extra:
+                    self._extra.pop(key, None)
                 return
         except (TypeError, ValueError, OverflowError):
             pass
+        s = self._slot(key)
+        if s >= 0:
+            t.remove(s)
         self._extra[key] = value
 
     def pop(self, key, default=None):
