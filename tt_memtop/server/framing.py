@@ -49,7 +49,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.protocol import LAYOUT_SIZES, ORIGINAL_TYPES, AllocMessage, Layout, decode, header_plausible, validate
+from ..core.protocol import (
+    KNOWN_TYPES,
+    LAYOUT_SIZES,
+    ORIGINAL_TYPES,
+    UNPADDED,
+    AllocMessage,
+    Layout,
+    decode,
+    decode_frames,
+    header_plausible,
+    validate,
+)
 
 __all__ = ["BadFrame", "FrameReader", "FrameResult", "parse_layout"]
 
@@ -59,6 +70,10 @@ DEFAULT_MAX_BAD_BYTES = 4096
 _REJECTED = -1
 #: bytes of a header that header_plausible checks (type, pad1 ... pad2)
 _FULL_HEADER = 20
+_KNOWN_BYTES = bytes(sorted(KNOWN_TYPES))
+_ORIGINAL_BYTES = bytes(sorted(ORIGINAL_TYPES))
+#: offsets of the pad bytes in a frame of each layout (pad1, pad2; v144's pad3 at its end)
+_PAD_OFFSETS = {lay: (1, 2, 3, 17, 18, 19) + ((140, 141, 142, 143) if lay == Layout.V144 else ()) for lay in UNPADDED}
 
 
 def parse_layout(value: Layout | int | str | None) -> Layout | None:
@@ -128,6 +143,8 @@ class FrameReader:
         if self._closed:
             return FrameResult(close=self._closed)
         self._buf += data
+        if self.layout in UNPADDED and len(self._buf) >= self.layout:
+            return self._run_whole()
         return self._run(None)
 
     def on_idle(self) -> FrameResult:
@@ -200,6 +217,46 @@ class FrameReader:
             self._closed = res.close
             pos = len(buf)
         self._consume(pos)
+        return res
+
+    def _run_whole(self) -> FrameResult:
+        """The common case at C speed: every whole frame in the buffer is a plain message of the layout.
+
+        Checked for all frames at once on strided slices (one per header byte that matters): a
+        known type byte, zero pads, and no original type byte where a smaller layout's frame would
+        begin (the rule of :meth:`_frame_size`; zero counters there in real requests). Then every
+        frame would be taken whole by :meth:`_run`, so they are decoded in one pass. If any frame
+        fails a check, :meth:`_run` does the chunk frame by frame. The partial frame at the end, if
+        any, is left to :meth:`_run`, as before.
+        """
+        layout = self.layout
+        buf = self._buf
+        n = len(buf) // layout
+        end = n * layout
+        if buf[0:end:layout].translate(None, _KNOWN_BYTES):
+            return self._run(None)
+        for off in _PAD_OFFSETS[layout]:
+            if buf[off:end:layout].count(0) != n:
+                return self._run(None)
+        for size in LAYOUT_SIZES:
+            if size >= layout:
+                break
+            if len(buf[size:end:layout].translate(None, _ORIGINAL_BYTES)) != n:
+                return self._run(None)
+        try:
+            msgs = decode_frames(buf, layout, n)
+        except Exception:  # noqa: BLE001 - defensive, as _run: the careful path decides
+            return self._run(None)
+        self.frames += n
+        self._bad_run = 0
+        self._aligned = True
+        self._consume(end)
+        res = FrameResult(msgs, [layout] * n)
+        if buf:
+            rest = self._run(None)
+            res.messages += rest.messages
+            res.layouts += rest.layouts
+            res.bad, res.close = rest.bad, rest.close
         return res
 
     def _detect(self, pos: int, why: str | None) -> int | None:

@@ -30,6 +30,7 @@ user); whole frames are always assembled (no stale tails).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import gc
@@ -68,12 +69,10 @@ from ..procs import pid_exists
 from .framing import FrameReader, parse_layout
 from .logwriter import LogWriter
 from .peers import Ownership, PeerCred, peer_credentials
+from .producers import CLOSE, READ_SIZE, SEND, SUBSCRIBE, ProducerReader
 
 __all__ = ["AllocationServer", "ServerConfig", "ServerStats", "SocketInUseError", "pid_alive"]
 
-#: Bytes read from a connection at a time: ~450 frames of 144 B, a few ms of work, so that one busy
-#: connection holds the loop (and every other producer) only briefly.
-_RECV_SIZE = 1 << 16
 _STATE_TYPES = frozenset({MsgType.ALLOC, MsgType.FREE, MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LOAD,
                           MsgType.KERNEL_UNLOAD})
 _EXTENSION_TYPES = frozenset({MsgType.SUBSCRIBE, MsgType.DUMP_REPORT, MsgType.HELLO})
@@ -297,6 +296,7 @@ class AllocationServer:
         self._status: dict = {}  # the server's health as monitors see it (STATUS records)
         self._status_frame = b""
         self._frozen_at = 0  # len(registry) at the last gc.freeze()
+        self._render = lf.line_renderer()  # per-event log lines of a chunk -> (UTF-8 bytes, count)
 
     def ledger(self) -> tuple[Registry, ServerStats, Inventory]:
         """Read-only access for in-process observers (the metrics exporter): the registry, counters, inventory.
@@ -778,6 +778,41 @@ class AllocationServer:
             f"the server keeps running"])
 
     async def _serve_connection(self, stream: anyio.abc.ByteStream, conn: _Conn) -> None:
+        """Read the connection from the loop's reader callback (producers.py); a subscription goes on here."""
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not the asyncio backend: the portable loop
+            sock = None
+        if sock is None:
+            await self._serve_connection_stream(stream, conn)
+            return
+        pump = ProducerReader(sock, conn.reader, lambda res, eof: self._ingest(conn, res),
+                              self.config.detect_idle_s)
+        try:
+            while True:
+                why, data = await pump.wait()
+                if why == SEND:  # a reply the peer did not take at once: only this connection waits for it
+                    rest, close, eof = data
+                    await stream.send(rest)
+                    if close:
+                        self._once("close", [f"⚠️  Connection {conn.cid}: {close}"])
+                        return
+                    if eof:
+                        return
+                    continue
+                if why == SUBSCRIBE:
+                    if data:
+                        await stream.send(data)
+                    await self._serve_subscriber(stream, conn)
+                elif why == CLOSE:
+                    self._once("close", [f"⚠️  Connection {conn.cid}: {data}"])
+                return
+        finally:
+            pump.close()
+
+    async def _serve_connection_stream(self, stream: anyio.abc.ByteStream, conn: _Conn) -> None:
+        """The same as :meth:`_serve_connection` with anyio's stream API (any backend)."""
         reader = conn.reader
         idle = self.config.detect_idle_s
         idle_tried = False
@@ -788,11 +823,11 @@ class AllocationServer:
                 try:
                     if reader.wants_idle and not idle_tried:
                         with anyio.move_on_after(idle):
-                            data = await stream.receive(_RECV_SIZE)
+                            data = await stream.receive(READ_SIZE)
                         if not data:
                             idle_tried = True
                     else:
-                        data = await stream.receive(_RECV_SIZE)
+                        data = await stream.receive(READ_SIZE)
                 except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
                     eof = True
                 if eof:
@@ -837,30 +872,66 @@ class AllocationServer:
         pre_s5 = layout in _PRE_S5_LAYOUTS
         ext_on = self.config.extensions
         cap = self._max_buffers
-        idf = self._id_format
+        strict = self.config.strict
+        grow = self.config.grow_inventory
+        checked = conn.peer is not None  # peer credentials to check (_permitted)
+        apply = reg.apply
+        add_event = events.append
+        add_line = lines.append if lines is not None else None
+        taken = 0
         for m in res.messages:
             t = m.type
-            self.stats.messages += 1
-            if pre_s5 and t in _S5_ONLY_TYPES:
+            taken += 1
+            if t == 1 or t == 2:
+                # ALLOC / FREE, the bulk of the traffic: the checks of the general case below, inline.
+                # A FREE is never invalid as the originals see it; an ALLOC is when _original_reason says so.
+                if strict:
+                    reason = validate(m)
+                elif t == 1 and not (0 <= m.device_id < MAX_DEVICES and m.buffer_type <= 4
+                                     and (pre_s5 or 0 < m.size <= MAX_SIZE)):
+                    reason = _original_reason(m, pre_s5)
+                else:
+                    reason = None
+                if reason is not None:
+                    self._invalid(m, reason, ts, events, pre_s5)
+                    continue
+                if cap and t == 1 and len(reg) >= cap and not self._replaces(m):
+                    self._refuse_alloc(conn, m, ts, events)
+                    continue
+                if checked and not self._permitted(conn, m, ts, events):
+                    continue
+                if grow and m.device_id >= len(self.config.inventory):
+                    self._grow_inventory(m.device_id)
+                ev = apply(m, ts)
+                add_event(ev)
+                if add_line is not None:
+                    if ev.buffer_type < 5:
+                        add_line(ev)  # formatted with the rest of the chunk (_flush): the line needs no later state
+                    else:  # a FREE in the CB / kernel space: its line carries the device's total now
+                        line = lf.event_line(ev, self._id_format, reg)
+                        if line is not None:
+                            add_line(line)
+            elif pre_s5 and t in _S5_ONLY_TYPES:
                 self._warn(f"type:{t}", lf.unknown_type_line(t))
             elif t in _STATE_TYPES:
-                reason = validate(m) if self.config.strict else _original_reason(m, pre_s5)
+                reason = validate(m) if strict else _original_reason(m, pre_s5)
                 if reason is not None:
                     self._invalid(m, reason, ts, events, pre_s5)
                     continue
                 if cap and t in _ALLOC_TYPES and len(reg) >= cap and not self._replaces(m):
                     self._refuse_alloc(conn, m, ts, events)
                     continue
-                if not self._permitted(conn, m, ts, events):
+                if checked and not self._permitted(conn, m, ts, events):
                     continue
-                if self.config.grow_inventory and m.device_id >= len(self.config.inventory):
+                if grow and m.device_id >= len(self.config.inventory):
                     self._grow_inventory(m.device_id)
-                ev = reg.apply(m, ts)
-                events.append(ev)
-                if lines is not None:
-                    line = lf.event_line(ev, idf, reg)
+                ev = apply(m, ts)
+                add_event(ev)
+                if add_line is not None:
+                    # CB / KERNEL lines carry the device's total right after this event: formatted now
+                    line = lf.event_line(ev, self._id_format, reg)
                     if line is not None:
-                        lines.append(line)
+                        add_line(line)
             elif t == MsgType.QUERY:
                 # in the connection's layout, as the original's one send(sizeof): a smaller client reads
                 # its own size first, and every layout begins with the same 72 bytes
@@ -885,6 +956,7 @@ class AllocationServer:
                 break  # the rest of this connection is a subscription stream
             else:
                 self._warn(f"type:{t}", lf.unknown_type_line(t))
+        self.stats.messages += taken
         self._flush(lines, events)
         return b"".join(replies), subscribe
 
@@ -905,10 +977,15 @@ class AllocationServer:
             self._once("inventory", [lf.inventory_grown_line(device, len(inv), inv.devices[-1].arch_name)])
             self.config.inventory = grown
 
-    def _flush(self, lines: list[str] | None, events: list[Event]) -> None:
-        """Write pending per-event lines and publish pending events (keeps log and stream in order)."""
+    def _flush(self, lines: list | None, events: list[Event]) -> None:
+        """Write pending per-event lines and publish pending events (keeps log and stream in order).
+
+        ``lines`` holds the chunk's log lines so far: text, or the Event of a buffer's line, formatted
+        here for the whole chunk at once (logformat.render_lines; compiled when available).
+        """
         if lines:
-            self._out(lines)
+            data, n = self._render(lines, self._id_format == "hex")
+            self._logw.write_bytes(data, n)
             lines.clear()
         if events:
             self._publish(events)
