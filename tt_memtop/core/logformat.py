@@ -144,11 +144,23 @@ def render_lines(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
 
 
 def line_renderer() -> Callable[[list, bool], tuple[bytes, int]]:
-    """:func:`render_lines`, compiled (``tt_memtop._native.wire``) when it is built and not turned off."""
+    """:func:`render_lines`, compiled (``tt_memtop._native.wire``) when it is built and not turned off.
+
+    The compiled one hands back what it cannot render exactly as :func:`render_lines` does (a value
+    out of range, a str that is not UTF-8): then this one renders the chunk.
+    """
     from .. import _native
 
     wire = _native.load("wire")
-    return wire.render_lines if wire is not None else render_lines
+    if wire is None:
+        return render_lines
+    fast = wire.render_lines
+
+    def render(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
+        out = fast(items, hex_ids)
+        return out if out is not None else render_lines(items, hex_ids)
+
+    return render
 
 
 # ---------------------------------------------------------------------------------------- blocks (§5.5–5.7, 5.10)

@@ -49,11 +49,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import _native
 from ..core.protocol import (
     KNOWN_TYPES,
     LAYOUT_SIZES,
     ORIGINAL_TYPES,
     UNPADDED,
+    WIRE_CLASSES,
     AllocMessage,
     Layout,
     decode,
@@ -70,6 +72,8 @@ DEFAULT_MAX_BAD_BYTES = 4096
 _REJECTED = -1
 #: bytes of a header that header_plausible checks (type, pad1 ... pad2)
 _FULL_HEADER = 20
+#: the compiled whole-chunk decoder (tt_memtop/_native/wire.c), or None: the pure path below
+WIRE = _native.load("wire")
 _KNOWN_BYTES = bytes(sorted(KNOWN_TYPES))
 _ORIGINAL_BYTES = bytes(sorted(ORIGINAL_TYPES))
 #: offsets of the pad bytes in a frame of each layout (pad1, pad2; v144's pad3 at its end)
@@ -125,6 +129,7 @@ class FrameReader:
         self._aligned = False
         self.frames = 0
         self.bad_bytes = 0
+        self._wire = WIRE  # read at construction: tests compare both paths
 
     # ------------------------------------------------------------------ public
     @property
@@ -233,20 +238,22 @@ class FrameReader:
         buf = self._buf
         n = len(buf) // layout
         end = n * layout
-        if buf[0:end:layout].translate(None, _KNOWN_BYTES):
-            return self._run(None)
-        for off in _PAD_OFFSETS[layout]:
-            if buf[off:end:layout].count(0) != n:
+        if self._wire is not None:
+            msgs = self._wire.decode_whole(buf, layout, WIRE_CLASSES[layout])
+            if msgs is None:
                 return self._run(None)
-        for size in LAYOUT_SIZES:
-            if size >= layout:
-                break
-            if len(buf[size:end:layout].translate(None, _ORIGINAL_BYTES)) != n:
+        else:
+            if buf[0:end:layout].translate(None, _KNOWN_BYTES):
                 return self._run(None)
-        try:
+            for off in _PAD_OFFSETS[layout]:
+                if buf[off:end:layout].count(0) != n:
+                    return self._run(None)
+            for size in LAYOUT_SIZES:
+                if size >= layout:
+                    break
+                if len(buf[size:end:layout].translate(None, _ORIGINAL_BYTES)) != n:
+                    return self._run(None)
             msgs = decode_frames(buf, layout, n)
-        except Exception:  # noqa: BLE001 - defensive, as _run: the careful path decides
-            return self._run(None)
         self.frames += n
         self._bad_run = 0
         self._aligned = True

@@ -6,10 +6,11 @@
 queue (:meth:`LogWriter.write`, never blocks); one writer thread puts them on the file
 descriptors in order (stdout and stderr share the thread, so their relative order is kept).
 
-The loop never wakes the thread for each batch of lines (a wake-up per batch, each a hand-over of
-the interpreter lock, cost more than formatting the lines): the thread, once woken, lets lines gather
-for ``FLUSH_INTERVAL_S`` and writes them in one ``write``; it is woken only when it has nothing
-left to write. So a line reaches the file at most about 10 ms after it was logged.
+The loop does not wake the thread for each batch of lines (a wake-up per batch, each a hand-over of
+the interpreter lock, cost more than formatting the lines): while lines keep coming, the thread
+collects them every ``FLUSH_INTERVAL_S`` by itself and writes them in one ``write``; only the first
+line after a quiet interval wakes it. So a line reaches the file at most about 10 ms after it was
+logged, and an idle server's thread sleeps.
 
 When the queue is full, further lines are dropped and counted; once the writer has caught up
 it writes one line to the error stream: ``⚠️  memtop serve: N log lines dropped (log output
@@ -26,7 +27,6 @@ import contextlib
 import errno
 import os
 import threading
-import time
 from collections import deque
 from typing import TextIO
 
@@ -175,25 +175,26 @@ class LogWriter:
 
     # ------------------------------------------------------------------ writer thread
     def _run(self) -> None:
+        wait: float | None = None  # None: nothing came for a while; sleep until write() wakes us
         while True:
             with self._cond:
-                while not self._queue and not self._closed and not self.dropped:
-                    self._idle = True
-                    self._cond.wait()
-                self._idle = False
-                closing = self._closed
-            if not closing:
-                time.sleep(FLUSH_INTERVAL_S)  # let lines gather: one write for all of them
-            with self._cond:
+                if not self._queue and not self._closed and not self.dropped:
+                    self._idle = wait is None
+                    self._cond.wait(wait)
+                    self._idle = False
                 if not self._queue:
                     dropped, self.dropped = self.dropped, 0
                     if not dropped and self._closed:
                         return
+                    if not dropped:
+                        wait = None  # a whole interval without lines
+                        continue
                     items = []
                 else:
                     dropped = 0
                     items = list(self._queue)
                     self._queue.clear()
+            wait = FLUSH_INTERVAL_S  # lines are coming: gather them for an interval, unprompted
             if dropped:  # caught up after dropping: say so once
                 self._err.write_fd((dropped_line(dropped) + "\n").encode("utf-8"))
                 continue
