@@ -53,6 +53,10 @@ class ProducerReader:
         self._done: asyncio.Future | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._reading = False
+        # one receive buffer for the life of the connection: recv() would allocate (and the C
+        # allocator give back and fault in again) 64 KiB for every read, however few bytes came
+        self._rbuf = bytearray(READ_SIZE)
+        self._rview = memoryview(self._rbuf)
 
     # ------------------------------------------------------------------ task side
     def resume(self) -> None:
@@ -101,16 +105,16 @@ class ProducerReader:
     def _on_readable(self) -> None:
         try:
             try:
-                data = self._sock.recv(READ_SIZE)
+                n = self._sock.recv_into(self._rbuf)
             except (BlockingIOError, InterruptedError):
                 return
             except (ConnectionError, OSError):
-                data = b""
-            if not data:
+                n = 0
+            if not n:
                 self._handle(self._reader.on_eof(), eof=True)
                 return
             self._cancel_idle()
-            self._handle(self._reader.feed(data), eof=False)
+            self._handle(self._reader.feed(self._rview[:n]), eof=False)
         except Exception as exc:  # noqa: BLE001 - ends this connection only (its task reports it)
             self._fail(exc)
 
