@@ -21,7 +21,6 @@ from tt_memtop.core.protocol import (
     AllocMessage,
     Layout,
     MsgType,
-    WireMessage,
     decode,
     decode_frames,
     encode,
