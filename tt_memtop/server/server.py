@@ -875,6 +875,12 @@ class AllocationServer:
         strict = self.config.strict
         grow = self.config.grow_inventory
         checked = conn.peer is not None  # peer credentials to check (_permitted)
+        own = self.ownership
+        # What _permitted would decide without looking, for the whole chunk (no other connection runs
+        # meanwhile, and this one can only add its own UID): a FREE while this sender's UID is the only
+        # one; an ALLOC of a PID whose first ALLOC in this chunk was checked, while there is one UID.
+        frees_ok = checked and not own.several_uids and own.sole_uid in (None, conn.peer.uid)
+        alloc_ok_pid: int | None = None
         apply = reg.apply
         add_event = events.append
         add_line = lines.append if lines is not None else None
@@ -898,8 +904,15 @@ class AllocationServer:
                 if cap and t == 1 and len(reg) >= cap and not self._replaces(m):
                     self._refuse_alloc(conn, m, ts, events)
                     continue
-                if checked and not self._permitted(conn, m, ts, events):
-                    continue
+                if checked:
+                    if t == 2:
+                        if not frees_ok and not self._permitted(conn, m, ts, events):
+                            continue
+                    elif m.process_id != alloc_ok_pid:
+                        if not self._permitted(conn, m, ts, events):
+                            continue
+                        if not own.several_uids:
+                            alloc_ok_pid = m.process_id
                 if grow and m.device_id >= len(self.config.inventory):
                     self._grow_inventory(m.device_id)
                 ev = apply(m, ts)
