@@ -279,3 +279,36 @@ def test_serve_log_and_replies_are_the_same_pure_and_compiled(tmp_path):
     assert out_native == out_pure
     assert err_native == err_pure
     assert reply_native == reply_pure
+
+
+async def test_a_sender_that_does_not_read_its_replies_holds_up_only_itself(tmp_path):
+    """QUERYs whose replies are not read: that connection waits (its replies all arrive later), others go on."""
+    import threading
+
+    import anyio
+    from server_helpers import query, raw_connect, recv_exactly, running_server, short_socket
+
+    path = short_socket(tmp_path)
+    n = 6000  # 6000 replies of 144 B: far more than the socket buffers hold
+    async with running_server(path) as server:
+        greedy = raw_connect(path, timeout=30)
+        sent = threading.Event()
+
+        def flood():
+            greedy.sendall(encode(AllocMessage(type=MsgType.QUERY, device_id=0), 144) * n)
+            sent.set()
+
+        writer = threading.Thread(target=flood, daemon=True)
+        writer.start()
+        await anyio.sleep(0.5)  # the server has filled greedy's receive side and stopped reading it
+        other = raw_connect(path)
+        other.sendall(encode(AllocMessage(type=MsgType.ALLOC, device_id=1, size=4096, buffer_type=1, process_id=7,
+                                          buffer_id=0x10), 144))
+        assert await anyio.to_thread.run_sync(query, other, 1) == (0, 4096, 0, 0)
+        other.close()
+        replies = await anyio.to_thread.run_sync(recv_exactly, greedy, n * 144)
+        await anyio.to_thread.run_sync(writer.join, 30)
+        assert sent.is_set()
+        assert all(decode(replies, 144, k * 144).type == MsgType.RESPONSE for k in range(n))
+        greedy.close()
+        assert server.stats.connection_errors == 0
