@@ -67,6 +67,8 @@ class ProducerReader:
     async def wait(self) -> tuple[str, Any]:
         self._done = self._loop.create_future()
         self.resume()
+        if self._reader.wants_idle and self._idle_timer is None:  # after a late reply, as after a read
+            self._idle_timer = self._loop.call_later(self._idle_s, self._on_idle)
         try:
             return await self._done
         finally:
