@@ -9,7 +9,8 @@ before a start barrier, each sending N ALLOC/FREE frames of the layout with one 
 per frame (as TT-Metal's client does), then a QUERY whose reply says the server applied everything.
 Both servers log to a file. For each K the servers run A B A B (``--rounds``), each on a fresh
 process; the figures are medians: messages/s from the barrier to the last reply, and the server's
-CPU time per message (user + system of the whole process, all threads, from /proc/PID/stat).
+CPU time per message (user + system of the whole process, all threads, from /proc/PID/stat). With
+one producer the message order is fixed, so the per-message log lines of both are compared too.
 
 The original is a binary built from its public source (tests/original_servers.py builds S1 (72 B,
 decimal ids) and S4 (112 B, hex ids) with the socket path patched); its socket path is read from its
@@ -113,6 +114,23 @@ def _count_lines(log: str) -> int:
         return sum(1 for line in f if b"[PID " in line)
 
 
+def _message_lines(log: str) -> list[str]:
+    """The per-message lines of a one-producer run, with the producer's PID (in ids too) written as P."""
+    with open(log, encoding="utf-8", errors="replace") as f:
+        lines = [line for line in f if "[PID " in line]
+    m = re.search(r"\[PID (\d+)\]", lines[0]) if lines else None
+    if m is None:
+        return lines
+    pid = int(m.group(1))
+    out = []
+    for line in lines:
+        line = line.replace(f"[PID {pid}]", "[PID P]")
+        line = re.sub(rf"0x{pid:x}([0-9a-f]{{8}})\b", r"0xP\1", line)
+        line = re.sub(r"\b\d{10,}\b", lambda x: f"P+{int(x.group(0)) - (pid << 32)}", line)
+        out.append(line)
+    return out
+
+
 def compare(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp(prefix="mtbench", dir="/tmp")
     loadgen = build_loadgen(tmp)
@@ -133,6 +151,7 @@ def compare(args: argparse.Namespace) -> None:
     for k in args.producers:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in subjects}
         lines: dict[str, int] = {}
+        same: dict[str, list[str]] = {}
         for _ in range(args.rounds):
             for name, what in subjects:
                 log = os.path.join(tmp, f"{name}.log")
@@ -143,6 +162,8 @@ def compare(args: argparse.Namespace) -> None:
                 finally:
                     stop(server)
                 lines[name] = _count_lines(log)
+                if k == 1 and args.original:
+                    same[name] = _message_lines(log)
         base = None
         for name, _ in subjects:
             rate = statistics.median(r for r, _ in results[name])
@@ -151,6 +172,11 @@ def compare(args: argparse.Namespace) -> None:
                 base = (rate, cpu)
             ratio = f"{rate / base[0]:>13.2f}{cpu / base[1]:>11.2f}" if base and name != "original" else ""
             print(f"{name:<13}{k:>4}{rate:>12,.0f}{cpu:>12.2f}{lines[name]:>11}{ratio}", flush=True)
+        if same:
+            ref = same.pop("original")
+            for name, got in same.items():
+                verdict = "identical" if got == ref else "DIFFERENT"
+                print(f"# K=1: {name}'s per-message log lines vs the original's (PID normalised): {verdict}")
     print(f"# load average at the end {os.getloadavg()[0]:.2f}")
 
 
