@@ -2,6 +2,7 @@
 
     python benchmarks/bench_server.py --original /path/to/s4 [--layout 112] [--producers 1,4,16]
     python benchmarks/bench_server.py                      # ours only: absolute figures
+    python benchmarks/bench_server.py --original BINARY --rate 25000  # CPU at a realistic 25k msg/s
     python benchmarks/bench_server.py --monitors 0,5,20    # producer rate while monitors subscribe
 
 The load is benchmarks/loadgen.c, compiled here with gcc: K producer processes, each connected
@@ -96,12 +97,13 @@ def stop(server: tuple) -> None:
     out.close()
 
 
-def measure(server: tuple, loadgen: str, layout: int, k: int, n: int) -> tuple[float, float]:
+def measure(server: tuple, loadgen: str, layout: int, k: int, n: int, rate: float = 0) -> tuple[float, float]:
     """(messages/s, server CPU µs per message) of one loadgen run against a started server."""
     proc, _, sock = server
     time.sleep(0.3)  # start-up work done
     c0 = cpu_seconds(proc.pid)
-    res = subprocess.run([loadgen, sock, str(layout), str(k), str(n // k)], capture_output=True, text=True)
+    res = subprocess.run([loadgen, sock, str(layout), str(k), str(n // k), "1024", str(rate / k)],
+                         capture_output=True, text=True)
     c1 = cpu_seconds(proc.pid)
     if res.returncode != 0:
         raise SystemExit(f"loadgen failed: {res.stderr.strip()}")
@@ -141,7 +143,8 @@ def compare(args: argparse.Namespace) -> None:
     subjects.append(("memtop", None))
     if args.pure:
         subjects.append(("memtop-pure", {**os.environ, "MEMTOP_PURE_PYTHON": "1"}))
-    print(f"# layout {layout} B, {args.messages} messages per run, {args.rounds} rounds, "
+    pace = f", offered {args.rate:,.0f} msg/s" if args.rate else ""
+    print(f"# layout {layout} B, {args.messages} messages per run{pace}, {args.rounds} rounds, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     if not args.original:
         print("# no --original: absolute figures only (a ratio needs the original measured in the same run; "
@@ -158,7 +161,7 @@ def compare(args: argparse.Namespace) -> None:
                 sock = os.path.join(tmp, "ours.sock")
                 server = start_original(what, log) if name == "original" else start_ours(sock, log, layout, what)
                 try:
-                    results[name].append(measure(server, loadgen, layout, k, args.messages))
+                    results[name].append(measure(server, loadgen, layout, k, args.messages, args.rate))
                 finally:
                     stop(server)
                 lines[name] = _count_lines(log)
@@ -214,6 +217,9 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=200_000, help="messages per run, split among producers")
     ap.add_argument("--rounds", type=int, default=2, help="A B rounds per K (default 2: A B A B)")
     ap.add_argument("--pure", action="store_true", help="also run ours with MEMTOP_PURE_PYTHON=1")
+    ap.add_argument("--rate", type=float, default=0, metavar="MSG/S",
+                    help="offer this many messages/s in all (paced producers) instead of as many as are taken: "
+                         "the CPU figures then say what a realistic load costs")
     ap.add_argument("--monitors", default="", metavar="N,N,...", help="monitor counts to compare (e.g. 0,5,20)")
     args = ap.parse_args()
     if args.monitors:

@@ -1,14 +1,16 @@
 /* A C-speed load generator for the allocation server: K producer processes, each sending
  * ALLOC/FREE requests with one blocking send() per frame, as TT-Metal's AllocationClient does.
  *
- *   loadgen SOCKET LAYOUT K N [WINDOW]
+ *   loadgen SOCKET LAYOUT K N [WINDOW [RATE]]
  *
  * LAYOUT is the frame size (72, 112, 128 or 144; the tail of every frame is zero, as a client that
  * memsets its struct sends it). Each of the K children connects, then waits at a start barrier
  * (a pipe the parent closes once all are connected), sends N frames (ALLOCs, and FREEs of the
  * oldest live buffer once WINDOW buffers are live, so the registry stays small; all are freed by
  * the end), then a QUERY, and waits for its reply: when every child has its reply, the server has
- * applied every message. Buffer ids are (pid << 32) | i, so producers never collide.
+ * applied every message. Buffer ids are (pid << 32) | i, so producers never collide. With RATE
+ * (messages/s per producer) each producer paces itself: every millisecond it sends the frames
+ * that are due, one send() each; without it, it sends as fast as the server takes them.
  *
  * Prints one line: "messages seconds" (from the barrier's release to the last reply).
  * Built by benchmarks/bench_server.py with gcc at run time; not part of the package.
@@ -57,7 +59,7 @@ static int send_all(int fd, const void *p, size_t n) {
     return 0;
 }
 
-static int producer(const char *path, int layout, long n, long window, int barrier, int report) {
+static int producer(const char *path, int layout, long n, long window, double rate, int barrier, int report) {
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un addr;
     memset(&addr, 0, sizeof addr);
@@ -76,7 +78,15 @@ static int producer(const char *path, int layout, long n, long window, int barri
     uint64_t base = (uint64_t)(uint32_t)pid << 32;
     long next_alloc = 0, next_free = 0;
     h->process_id = pid;
+    double start = now();
     for (long i = 0; i < n; i++) {
+        if (rate > 0 && i % 64 == 0) {
+            double due = start + i / rate;
+            while (now() < due) {
+                struct timespec ts = {0, 1000000};
+                nanosleep(&ts, NULL);
+            }
+        }
         long live = next_alloc - next_free;
         if (live >= window || (live > 0 && n - i <= live)) {
             long j = next_free++;
@@ -117,7 +127,7 @@ static int producer(const char *path, int layout, long n, long window, int barri
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: loadgen SOCKET LAYOUT K N [WINDOW]\n");
+        fprintf(stderr, "usage: loadgen SOCKET LAYOUT K N [WINDOW [RATE]]\n");
         return 2;
     }
     const char *path = argv[1];
@@ -125,6 +135,7 @@ int main(int argc, char **argv) {
     int k = atoi(argv[3]);
     long n = atol(argv[4]);
     long window = argc > 5 ? atol(argv[5]) : 1024;
+    double rate = argc > 6 ? atof(argv[6]) : 0;
     if (layout < 72 || layout > 1024 || k < 1 || n < 1 || window < 1) {
         fprintf(stderr, "loadgen: bad arguments\n");
         return 2;
@@ -136,7 +147,7 @@ int main(int argc, char **argv) {
         if (c == 0) {
             close(barrier[1]);
             close(report[0]);
-            _exit(producer(path, layout, n, window, barrier[0], report[1]));
+            _exit(producer(path, layout, n, window, rate, barrier[0], report[1]));
         }
     }
     close(barrier[0]);
