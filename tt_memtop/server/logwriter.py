@@ -106,7 +106,10 @@ class LogWriter:
         self.dropped_total = 0
         self._queue: deque[tuple[_Sink, bytes]] = deque()
         self._pending = 0  # bytes in the queue
-        self._cond = threading.Condition()
+        # a plain Lock under the Condition: ``with self._lock`` is C-level (Condition.__enter__ is not),
+        # and write() takes it for every batch of lines
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closed = False
         self._thread: threading.Thread | None = None
         self._idle = False  # the thread waits for lines (only then does write() wake it)
@@ -142,7 +145,7 @@ class LogWriter:
         self._enqueue(sink, data, nlines)
 
     def _enqueue(self, sink: _Sink, data: bytes, nlines: int) -> None:
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             if self._pending + len(data) > self.limit and self._pending:

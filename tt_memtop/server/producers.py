@@ -36,14 +36,14 @@ EOF, CLOSE, SUBSCRIBE, SEND = "eof", "close", "subscribe", "send"
 class ProducerReader:
     """Feeds one connection's bytes to ``ingest`` from the loop's reader callback (see the module docstring).
 
-    ``ingest(result, eof) -> (reply bytes, subscribe?)`` applies a :class:`FrameResult`.
+    ``ingest(result) -> (reply bytes, subscribe?)`` applies a :class:`FrameResult`.
     :meth:`wait` returns ``(why, data)``: ``("eof", b"")``, ``("close", reason)``, ``("subscribe",
     reply)`` (the reply to send before the subscription starts), or ``("send", rest)``: the
     caller sends ``rest`` and calls :meth:`resume`, then :meth:`wait` again.
     """
 
     def __init__(self, sock: socket.socket, reader: FrameReader,
-                 ingest: Callable[[FrameResult, bool], tuple[bytes, Any]], idle: float) -> None:
+                 ingest: Callable[[FrameResult], tuple[bytes, Any]], idle: float) -> None:
         self._sock = sock
         self._fd = sock.fileno()
         self._reader = reader
@@ -128,7 +128,7 @@ class ProducerReader:
             self._fail(exc)
 
     def _handle(self, res: FrameResult, eof: bool, idle: bool = False) -> None:
-        reply, subscribe = self._ingest(res, eof)
+        reply, subscribe = self._ingest(res)
         if subscribe is not None and not eof:
             self._finish(SUBSCRIBE, reply)
             return

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import os
 import re
@@ -787,8 +788,7 @@ class AllocationServer:
         if sock is None:
             await self._serve_connection_stream(stream, conn)
             return
-        pump = ProducerReader(sock, conn.reader, lambda res, eof: self._ingest(conn, res),
-                              self.config.detect_idle_s)
+        pump = ProducerReader(sock, conn.reader, functools.partial(self._ingest, conn), self.config.detect_idle_s)
         try:
             while True:
                 why, data = await pump.wait()
