@@ -3,10 +3,11 @@
 Semantics, replies and log lines follow PROTOCOL.md §3–§5; the extension (SUBSCRIBE,
 DUMP_REPORT, HELLO) is specified in docs/EXTENSION.md. Design points:
 
-* **Producers never wait on monitors.** Each connection's handler decodes a whole chunk of
-  frames, applies it to the registry and hands the resulting events to every subscriber's
-  bounded queue synchronously (no await on the ingest path except the socket read and, for
-  QUERY-style requests, the reply). A subscriber whose queue overflows is told RESYNC and gets a
+* **Producers never wait on monitors.** Each producer connection is read from the event loop's
+  reader callback (producers.py); each read's whole frames are decoded at once (framing.py),
+  applied to the registry, and the resulting events handed to every subscriber's bounded queue
+  synchronously, all in that callback (no await on the ingest path; only a reply the peer does not
+  take at once is finished by the connection's task). docs/PERFORMANCE.md has the figures. A subscriber whose queue overflows is told RESYNC and gets a
   fresh snapshot when its writer catches up.
 * **One event loop, one registry.** All state changes happen on the loop thread, so a snapshot
   taken between two awaits is consistent, and sequence numbers are gap-free.
