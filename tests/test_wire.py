@@ -312,3 +312,31 @@ async def test_a_sender_that_does_not_read_its_replies_holds_up_only_itself(tmp_
         assert all(decode(replies, 144, k * 144).type == MsgType.RESPONSE for k in range(n))
         greedy.close()
         assert server.stats.connection_errors == 0
+
+
+def test_log_lines_reach_the_file_while_the_writer_runs_and_after_a_quiet_spell(tmp_path):
+    """The log thread collects lines by itself while they come, and is woken by the first after a pause."""
+    import time
+
+    from tt_memtop.server.logwriter import FLUSH_INTERVAL_S, LogWriter
+
+    path = tmp_path / "log.txt"
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 10
+        while text not in path.read_text(encoding="utf-8"):
+            assert time.monotonic() < deadline, f"{text!r} never reached the log"
+            time.sleep(0.005)
+
+    with open(path, "w", encoding="utf-8") as out:
+        w = LogWriter(out)
+        for i in range(50):  # a burst: collected in a few writes
+            w.write([f"line {i}"])
+            w.write_bytes(f"bytes {i}\n".encode(), 1)
+        wait_for("bytes 49\n")
+        time.sleep(FLUSH_INTERVAL_S * 5)  # quiet: the thread goes to sleep
+        w.write(["after the pause"])
+        wait_for("after the pause\n")
+        assert w.close(5)
+    text = path.read_text(encoding="utf-8")
+    assert text == "".join(f"line {i}\nbytes {i}\n" for i in range(50)) + "after the pause\n"
