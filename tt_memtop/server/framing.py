@@ -38,6 +38,13 @@ alone in the buffer and the peer is idle or closed: the originals, reading one `
 ``recv``, handle such a message alone in its read the same way. :attr:`FrameResult.layouts` says
 the size each message was framed as.
 
+**Whole chunks.** Once the layout is known (and is not 648), a chunk whose whole frames are all
+plain messages of it (known type, zero pads, no original type byte where a smaller layout's frame
+would begin) is checked and decoded at once, in C when ``tt_memtop._native.wire`` is built
+(:meth:`FrameReader._run_whole`); anything else in a chunk sends it through the frame-by-frame
+rules above, which give the same result for plain frames (tests/test_wire.py compares the two).
+Its messages are then :class:`~tt_memtop.core.protocol.WireMessage` tuples, not AllocMessages.
+
 **Garbage.** Off the frame grid (at the start of a stream, or after bytes that fit no frame) a
 frame start that is not a plausible header is reported as a :class:`BadFrame` with
 :func:`protocol.validate`'s reason and the reader scans forward to the next plausible header.
@@ -237,23 +244,13 @@ class FrameReader:
         layout = self.layout
         buf = self._buf
         n = len(buf) // layout
+        try:
+            msgs = self._whole_frames(buf, layout, n)
+        except Exception:  # noqa: BLE001 - defensive, as in _run: the frame-by-frame path decides
+            msgs = None
+        if msgs is None:
+            return self._run(None)
         end = n * layout
-        if self._wire is not None:
-            msgs = self._wire.decode_whole(buf, layout, WIRE_CLASSES[layout])
-            if msgs is None:
-                return self._run(None)
-        else:
-            if buf[0:end:layout].translate(None, _KNOWN_BYTES):
-                return self._run(None)
-            for off in _PAD_OFFSETS[layout]:
-                if buf[off:end:layout].count(0) != n:
-                    return self._run(None)
-            for size in LAYOUT_SIZES:
-                if size >= layout:
-                    break
-                if len(buf[size:end:layout].translate(None, _ORIGINAL_BYTES)) != n:
-                    return self._run(None)
-            msgs = decode_frames(buf, layout, n)
         self.frames += n
         self._bad_run = 0
         self._aligned = True
@@ -265,6 +262,23 @@ class FrameReader:
             res.layouts += rest.layouts
             res.bad, res.close = rest.bad, rest.close
         return res
+
+    def _whole_frames(self, buf: bytearray, layout: Layout, n: int) -> list | None:
+        """The ``n`` whole frames at the start of ``buf`` decoded, or None if one is not a plain message."""
+        if self._wire is not None:
+            return self._wire.decode_whole(buf, layout, WIRE_CLASSES[layout])
+        end = n * layout
+        if buf[0:end:layout].translate(None, _KNOWN_BYTES):
+            return None
+        for off in _PAD_OFFSETS[layout]:
+            if buf[off:end:layout].count(0) != n:
+                return None
+        for size in LAYOUT_SIZES:
+            if size >= layout:
+                break
+            if len(buf[size:end:layout].translate(None, _ORIGINAL_BYTES)) != n:
+                return None
+        return decode_frames(buf, layout, n)
 
     def _detect(self, pos: int, why: str | None) -> int | None:
         buf = self._buf
