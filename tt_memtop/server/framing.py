@@ -65,6 +65,7 @@ from ..core.protocol import (
     WIRE_CLASSES,
     AllocMessage,
     Layout,
+    WireMessage,
     decode,
     decode_frames,
     header_plausible,
@@ -105,7 +106,8 @@ class BadFrame:
 
 @dataclass(slots=True)
 class FrameResult:
-    messages: list[AllocMessage] = field(default_factory=list)
+    #: AllocMessages, or WireMessage tuples from a whole chunk (read alike, compare equal)
+    messages: list[AllocMessage | WireMessage] = field(default_factory=list)
     #: the size each message was framed as (normally the connection's layout; see FrameReader._frame_size)
     layouts: list[Layout] = field(default_factory=list)
     bad: list[BadFrame] = field(default_factory=list)
