@@ -118,6 +118,8 @@ def render_lines(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
     out = []
     add = out.append
     names = _TYPE_NAMES
+    alloc, ref_inc, ref_dec, free = int(EventKind.ALLOC), int(EventKind.REF_INC), int(EventKind.REF_DEC), \
+        int(EventKind.FREE)
     for ev in items:
         if ev.__class__ is str:
             add(ev)
@@ -125,12 +127,12 @@ def render_lines(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
         k = ev.kind
         bid = ev.buffer_id
         ids = f"0x{bid:x}" if hex_ids else str(bid)
-        if k == EventKind.ALLOC or k == EventKind.REF_INC:
+        if k == alloc or k == ref_inc:
             bt = ev.buffer_type
-            refs = f", ref_count={ev.ref_count}" if k == EventKind.REF_INC else ""
+            refs = f", ref_count={ev.ref_count}" if k == ref_inc else ""
             add(f"✓ [PID {ev.pid}] Allocated {ev.size} bytes of {names[bt] if 0 <= bt < 5 else 'UNKNOWN'} "
                 f"on device {ev.device} (buffer_id={ids}{refs})")
-        elif k == EventKind.FREE or k == EventKind.REF_DEC:
+        elif k == free or k == ref_dec:
             rc = ev.ref_count
             tail = f"ref_count={rc} remaining" if rc > 0 else "FINAL"
             add(f"✗ [PID {ev.pid}] Freed buffer {ids} on device {ev.device} ({ev.size} bytes, {tail})")
