@@ -136,7 +136,8 @@ def test_demo_into_a_pipe_prints_once_and_exits(tmp_path):
     text = out.read_text()
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[" not in text  # no escape codes
-    assert "DEMO" in text and "Wormhole_B0" in text
+    assert "DEMO llama-t3k at 1x" in text and "Wormhole_B0" in text  # simulated data says so, once
+    assert text.count("DEMO") == 1
     rows = [ln for ln in text.splitlines() if ln.strip()[:1].isdigit()]
     assert len([r for r in rows if "Wormhole_B0" in r]) == 8  # the T3K's 8 devices, with memory in use
 
@@ -185,7 +186,7 @@ def _run_in_pty(argv: list[str]) -> subprocess.CompletedProcess:
 
 class DemoFake(FakeSource):
     demo = True
-    description = "DEMO llama-t3k at 0.25x (no server at /tmp/tt_allocation_server.sock)"
+    description = "llama-t3k at 0.25x (no server at /tmp/tt_allocation_server.sock)"  # as DemoSource words it
 
 
 @pytest.mark.parametrize("width", [60, 80, 200])
@@ -195,6 +196,8 @@ async def test_demo_badge_at_any_width(width):
         await pilot.pause(0.3)
         text = app.query_one(HeaderBar).render().plain
     assert "DEMO" in text[:20], text
+    assert text.count("DEMO") == 1, text  # the badge; the description does not repeat it
+    assert "llama-t3k" in text or width < 200  # the description, where the width leaves room for it
     assert "connected" not in text  # a demo is simulated, not a connection to the user's hardware
 
 

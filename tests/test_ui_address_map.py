@@ -84,13 +84,18 @@ async def test_processes_pane_names_the_leaks_of_a_dead_process():
 
 def test_mesh_cells_mark_the_outlier():
     from tt_memtop.ui.widgets.mesh_grid import mesh_cells, mesh_text
+    from tt_memtop.ui.widgets.meter import DeviceRow
 
     fr = {d: 0.40 for d in range(32)}
     fr[13] = 0.80
     cells = mesh_cells(fr)
     assert [c.device for c in cells if c.outlier] == [13]
-    text = mesh_text(cells, 8, selected=0).plain.splitlines()
-    assert len(text) == 4 and "[13  80%]!" in text[1]
+    cap = 12 << 30
+    rows = [DeviceRow(d, "Wormhole_B0", [int(cap * fr[d]), 0, 0, 0, 0, 0, 0], cap, 1) for d in range(32)]
+    text = mesh_text(rows, 80, selected=0).plain.splitlines()
+    assert len(text) == 8  # 4 columns x 8: devices 8-15 in the second column
+    cell13 = text[5].split("13 D", 1)[1]
+    assert cell13.split("%", 1)[0].endswith("80") and cell13.split("%", 2)[2].startswith("!")
 
 
 async def test_galaxy_map_has_a_mesh_grid_with_the_outlier():
@@ -105,4 +110,7 @@ async def test_galaxy_map_has_a_mesh_grid_with_the_outlier():
         await wait_for(pilot, lambda: isinstance(app.screen, AddressMapScreen))
         await pilot.pause(0.2)
         mesh = str(app.screen.query_one("#map-mesh").render()).splitlines()
-        assert len(mesh) == 4 and "[21  50%]!" in mesh[2]
+        assert len(mesh) == 8  # the device pane's grid: 4 columns x 8
+        cell21 = mesh[21 % 8].split("21 D", 1)[1]
+        assert cell21.split("%", 1)[0].endswith("50") and cell21.split("%", 2)[2].startswith("!")
+        assert sum(line.count("!") for line in mesh) == 1

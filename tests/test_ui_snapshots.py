@@ -149,3 +149,30 @@ def test_address_map_screen(snap_compare, recording):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", ["80x24", "120x40"])
+def test_history_screen(snap_compare, recording, size):
+    """`h` mid trace-replay: device 0's DRAM over the session, 0..capacity, the peak marked, the phases beneath."""
+    app, n = make_app(recording("llama_8dev"), 8)
+    wait = settled(app, n)
+
+    async def run_before(pilot) -> None:
+        await wait(pilot)
+        await pilot.press("h")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=run_before)
+
+
+def test_history_screen_l1_galaxy(snap_compare, recording):
+    """`h` then Tab Tab on a Galaxy: L1 of device 0, the 32-device mesh grid as the picker."""
+    app, n = make_app(recording("galaxy_32dev"), 32)
+    wait = settled(app, n)
+
+    async def run_before(pilot) -> None:
+        await wait(pilot)
+        await pilot.press("h", "tab", "tab")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=SIZES["200x50"], run_before=run_before)

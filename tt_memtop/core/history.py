@@ -74,18 +74,26 @@ class UsageHistory:
     def keys(self) -> list[tuple[int, int]]:
         return sorted(self._series)
 
-    def series(self, key: tuple[int, int], now_ns: int, span_ns: int | None = None) -> list[tuple[int, int, int]]:
-        """Buckets covering ``[now - span, now]`` (the whole history when ``span_ns`` is None), gaps filled."""
+    def series(self, key: tuple[int, int], now_ns: int, span_ns: int | None = None,
+               resolution_ns: int = 0) -> list[tuple[int, int, int]]:
+        """Buckets covering ``[now - span, now]`` (the whole history when ``span_ns`` is None), gaps filled.
+
+        ``resolution_ns``: the caller draws one cell per this much time (a sparkline of 2 minutes in 40
+        cells: 3 s), so a coarser level that still covers the span will do: fewer buckets, same maxima."""
         lv = self._series.get(key)
         if not lv:
             return []
         level = lv[-1]
-        for cand in lv:  # the finest level that still holds the whole span (it has not wrapped past it)
+        for i, cand in enumerate(lv):  # the finest level that still holds the whole span (it has not wrapped)
             b = cand.buckets
             if not b:
                 continue
             if len(b) < b.maxlen or (span_ns is not None and b[0][0] <= now_ns - span_ns):
                 level = cand
+                for coarser in lv[i + 1:]:  # as coarse as the caller's cells allow
+                    if coarser.width > resolution_ns or not coarser.buckets:
+                        break
+                    level = coarser
                 break
         if span_ns is None or not level.buckets:
             lo = level.buckets[0][0] if level.buckets else now_ns
@@ -95,7 +103,16 @@ class UsageHistory:
         w = level.width
         prev_last = None
         expect = lo
-        for start, vmax, last in level.buckets:
+        buckets = level.buckets
+        if buckets and buckets[0][0] < lo:  # only the tail is wanted: walk back to it, not through it all
+            tail = []
+            for b in reversed(buckets):
+                tail.append(b)
+                if b[0] < lo:  # the last one before the span: its value carries into it
+                    break
+            tail.reverse()
+            buckets = tail
+        for start, vmax, last in buckets:
             if start < lo:
                 prev_last = last
                 continue

@@ -407,6 +407,16 @@ class Insight:
                     self.history.record((d, t), ts_ns, v, v)
         self.last_ts_ns = max(self.last_ts_ns, ts_ns)
 
+    def record_totals(self, ts_ns: int, totals: dict) -> None:
+        """A totals-only source's sample (the original server polled, TT-Metal's shared memory): device ->
+        (dram, l1, l1_small, trace, cb, kernel). Its samples are the usage history there is no event for."""
+        if not ts_ns:
+            return
+        record = self.history.record
+        for d, w in totals.items():
+            for t, v in zip((0, 1, 3, 4, 5, 6), w, strict=False):  # a short tuple: the pools it has
+                record((d, t), ts_ns, v, v)
+
     def reset_peaks(self, ts_ns: int) -> None:
         self.peaks.reset(ts_ns)
         self.captures = {}

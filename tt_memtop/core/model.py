@@ -142,6 +142,8 @@ class MonitorState:
             self.polled = dict(update.totals)
             self.polled_ts_ns = update.ts_ns
             self._saw_ts(update.ts_ns)
+            if not self.has_events:  # the samples are the usage history (the chart's and the sparklines')
+                self.insight.record_totals(update.ts_ns, update.totals)
             if update.inventory is not None:
                 self.inventory = update.inventory
                 self.insight.set_inventory(self.inventory)
@@ -413,13 +415,15 @@ class MonitorState:
         return _name(self.phases.phase(pid)) if self.phases is not None else ""
 
     # ------------------------------------------------------------------ insight (peaks, maps, history)
-    def usage_history(self, device: int, buffer_type: int, span_ns: int | None = None) -> list[tuple[int, int, int]]:
+    def usage_history(self, device: int, buffer_type: int, span_ns: int | None = None,
+                      resolution_ns: int = 0) -> list[tuple[int, int, int]]:
         """``[(bucket_start_ns, max_bytes, last_bytes), ...]`` of one pool up to now, for a chart.
 
         Max-preserving (a peak survives any zoom level), as long as the session (core/history.py);
-        scale it to the pool's capacity. ``span_ns``: only the last stretch (None: everything).
+        scale it to the pool's capacity. ``span_ns``: only the last stretch (None: everything);
+        ``resolution_ns``: the time one cell of the chart stands for (coarser buckets will do).
         """
-        return self.insight.history.series((device, buffer_type), self.last_ts_ns, span_ns)
+        return self.insight.history.series((device, buffer_type), self.last_ts_ns, span_ns, resolution_ns)
 
     def phase_bands(self) -> list:
         """Phase segments on the same clock as :meth:`usage_history` (for bands under the chart); [] without phases."""

@@ -293,7 +293,8 @@ def _pct(x: float | None) -> str:
 def render_table(doc: dict) -> str:
     """``--once``: a table per device like realtime_monitor.py / ``nvitop -1``, then the processes."""
     src = doc["source"]
-    lines = [f"memtop · {src['description'] or src['kind']} · {doc['generated_at']}"]
+    demo = "DEMO " if src["kind"] == "demo" else ""  # simulated data says so (the TUI: its header badge)
+    lines = [f"memtop · {demo}{src['description'] or src['kind']} · {doc['generated_at']}"]
     if not src["per_buffer"] and src["message"]:
         lines.append(f"note: {src['message']}")
     lines += [f"note: {n}" for n in src.get("server", {}).get("notes", [])]

@@ -48,7 +48,8 @@ class DemoSource(Source):
         self.seed = seed
         self.layout = Layout(layout)
         self.cleanup_interval_s = cleanup_interval_s
-        self.description = f"DEMO {scenario} at {speed:g}x" + (f" ({reason})" if reason else "")
+        # no "DEMO" here: the header's badge says it (once); one-shot output prefixes it from ``demo``
+        self.description = f"{scenario} at {speed:g}x" + (f" ({reason})" if reason else "")
         self.runs = 0  # completed plays of the scenario
 
     async def run(self, emit: Emit) -> None:

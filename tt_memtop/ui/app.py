@@ -45,6 +45,7 @@ from .widgets.buffers_pane import BuffersPane
 from .widgets.device_pane import DevicePane, DeviceRow
 from .widgets.event_feed import EventFeed
 from .widgets.header_bar import HeaderBar, HeaderInfo, Playback, clock
+from .widgets.history_chart import stack_columns
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
 from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
@@ -71,6 +72,8 @@ REPLAY_ACTIONS = frozenset({"play_pause", "step", "seek", "seek_to", "speed"})
 #: the process). A key that acts on the server or the host (e.g. a DUMP) belongs here.
 WRITE_ACTIONS = frozenset({"screenshot", "suspend_process"})
 SEEK_STEP = 0.05  # [ / ]: this fraction of the duration
+#: the app's actions that stay on a screen with ``OWN_KEYS`` (help, quit, pausing and playback)
+SCREEN_KEEPS = REPLAY_ACTIONS | {"help", "quit", "toggle_pause", "resume", "command_palette"}
 TOTALS_ONLY_NOTE = ("this source reports totals only (the original allocation server, polled): no events, "
                     "buffers or processes. Run `memtop serve` as the server, or add --follow LOG.")
 SHM_NOTE = ("this source reports totals only (TT-Metal's shared-memory statistics): per device and per process, "
@@ -190,7 +193,7 @@ class MemtopApp(App[int]):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield HeaderBar(id="header")
-        yield DevicePane(history_scale=self.history_scale, id="devices")
+        yield DevicePane(history_scale=self.history_scale, history=self._history_columns, id="devices")
         yield Tabs(*[Tab(PANE_TITLES[p], id=f"tab-{p}") for p in PANES], active=f"tab-{self.pane}", id="pane-tabs")
         with ContentSwitcher(initial=self.pane if self.pane != "devices" else "processes", id="panes"):
             yield EventFeed(limit=self.state.feed.maxlen or 100_000, grouped=self.feed_grouped,
@@ -577,6 +580,8 @@ class MemtopApp(App[int]):
         a read-only view refuses WRITE_ACTIONS."""
         if self.read_only and action in WRITE_ACTIONS:
             return False
+        if getattr(self.screen, "OWN_KEYS", False) and action not in SCREEN_KEEPS:
+            return False  # a full screen with keys of its own (history): the main screen's keys would act unseen
         if action in REPLAY_ACTIONS:
             return self.player is not None
         if action == "toggle_pause":
@@ -827,6 +832,20 @@ class MemtopApp(App[int]):
 
         devs = sorted(self.view_filter.devices) if self.view_filter.devices else None
         self.push_screen(AddressMapScreen(lambda: self.state, device=devs[0] if devs else None))
+
+    def _history_columns(self, device: int, types: tuple[int, ...], span_ns: int, n: int) -> list[int]:
+        """The device pane's sparklines: the state's one usage history (the state is replaced by a seek)."""
+        return stack_columns(self.state, device, types, span_ns, n)
+
+    def action_history(self) -> None:
+        from .screens.history import HistoryScreen
+
+        devs = sorted(self.view_filter.devices) if self.view_filter.devices else None
+        self.push_screen(HistoryScreen(lambda: self.state, device=devs[0] if devs else None, now=self.now_ns,
+                                       scale=self.history_scale,
+                                       wall_offset_ns=self.wall_offset_ns if self.wall_clock else None,
+                                       origin_ns=self._origin_ns(),
+                                       start_word="replayed from" if self.player is not None else "attach"))
 
     def action_reset_peaks(self) -> None:
         self.state.insight.reset_peaks(self.state.last_ts_ns)

@@ -66,6 +66,8 @@ KEYS: tuple[Key, ...] = (
     Key("j", "jump", "Jump to a buffer by id (hex or decimal)", "View", show=True, label="j", short="Jump to id"),
     Key("m", "address_map", "Address map: per-bank free ranges, TRACE region, largest free; Enter lists a slice",
         "View", label="m", short="Map"),
+    Key("h", "history", "History chart: a device's pool over time, 0..capacity, peak and phases marked",
+        "View", show=True, label="h", short="History"),
     Key("r", "reset_peaks", "Reset peaks (high-water marks) to the current values", "View", label="r",
         short="Reset peaks"),
     Key("p,space", "play_pause", "Pause / resume the playback (at the end: play again from the start)", "Replay",

@@ -9,7 +9,7 @@ fragmentation), its peak and the device's headroom.
 
 Keys: arrows move the cursor, Enter lists the slice's buffers, Tab switches DRAM / L1, ``[`` /
 ``]`` the device, ``r`` resets peaks, Esc / ``m`` / ``q`` closes. With more than 8 devices (a
-Galaxy) a mesh grid of the devices, coloured by DRAM use with outliers marked, picks the device. Redrawn twice a second from the
+Galaxy) the mesh grid of the devices (the device pane's, outliers marked) shows which one is picked. Redrawn twice a second from the
 live state (the app's state may be replaced by a replay seek, so it is fetched each time).
 """
 
@@ -25,7 +25,7 @@ from textual.widgets import DataTable, Static
 
 from ...core.geometry import DRAM, L1, L1_SMALL, POOLS, TRACE
 from ...output.address_map import LEGEND, cell_symbol, map_cells, pool_line
-from ..widgets.mesh_grid import MeshGrid
+from ..widgets.mesh_grid import MeshGrid, mesh_rows
 
 __all__ = ["AddressMapScreen", "cell_style"]
 
@@ -140,18 +140,11 @@ class AddressMapScreen(Screen[None]):
         self.query_one("#map-info", Static).update(self._info(ins))
 
     def _mesh(self, st, devs: list[int]) -> None:
-        """More than 8 devices (a Galaxy): the mesh as a grid coloured by DRAM use, outliers marked."""
+        """More than 8 devices (a Galaxy): the mesh grid of the device pane, outliers marked, this device reversed."""
         mesh = self.query_one("#map-mesh", MeshGrid)
         mesh.set_class(len(devs) > 8, "-mesh")
-        if len(devs) <= 8:
-            return
-        fractions = {}
-        for d in devs:
-            g = st.insight.geometry(d)
-            t = st.registry.device_totals(d)
-            cap = g.dram_banks * g.dram_bank_size
-            fractions[d] = (t[DRAM] + t[TRACE]) / cap if cap else 0.0
-        mesh.show(fractions, 8, self.device)
+        if len(devs) > 8:
+            mesh.show(mesh_rows(st, devs), selected=self.device)
 
     def _info(self, ins) -> Text:
         out = Text()

@@ -31,9 +31,15 @@ SCREEN = (
     ("▏ peak", "the highest use seen since memtop started (or since the type filter changed)."),
     ("numbers", "used / capacity and the share; yellow from 75 %, red from 90 % (config: [thresholds])."),
     ("Δ", "change per second over the last refresh period (+ grows, - shrinks; · no change)."),
-    ("history", "use over time on an absolute scale: full height = capacity (H: 50 / 25 / 10 %); each cell "
-                "is the maximum of the samples it covers, so a spike is never averaged away."),
-    ("grid", "many devices (a Galaxy) on a small screen: one cell per device, D = DRAM, L = L1, %."),
+    ("history", "the last 2 minutes on an absolute scale: full height = capacity (H: 50 / 25 / 10 %); each "
+                "cell is the maximum of what it covers, so a spike is never averaged away (h: the full chart)."),
+    ("grid", "many devices (a Galaxy) on a small screen: one cell per device (Galaxy 4 × 8), D = DRAM, "
+             "L = L1 meters and %, ! = an outlier (its use stands out from the mesh's median)."),
+    ("h history", "one device × pool over time, from 0 to its capacity (not to its own min..max), each column "
+                  "the maximum of what it covers; ▼ marks the peak and when (a faint line its height), ▲ a "
+                  "column above a zoomed scale (H); the trace phases run beneath "
+                  "the time axis. s: 1 min / 10 min / 1 h / the session, Tab: the pool, [ ]: the device. Peaks "
+                  "count from when memtop attached (or from r): the title says since when."),
     ("feed", "grouped by default: one row per op across the mesh (dev 0-7), repeated alloc/free pairs "
              "coalesced (a/f ×120 … alloc/free × 120 in 3.0 s); e shows every event. Times are wall clock "
              "(as TT-Metal's logs print them); w counts from the first event."),
@@ -84,8 +90,8 @@ class HelpScreen(ModalScreen[None]):
             yield Static(legend_table(SCREEN, "What you see"))
             yield Static((
                 "[b]Colours[/b]  DRAM bar: [b $primary]█[/] DRAM  [b $secondary]█[/] TRACE   L1 bar: "
-                "[b $success]█[/] L1  [b $warning]█[/] L1_SMALL  [b $foreground-muted]█[/] SYS  "
-                "[b $accent]█[/] CB  [b $primary-lighten-2]█[/] KERNEL   (the legend above the bars shows them "
+                "[b $success-darken-2]█[/] L1  [b $warning]█[/] L1_SMALL  [b $foreground-darken-3]█[/] SYS  "
+                "[b $accent-darken-3]█[/] CB  [b $primary-lighten-2]█[/] KERNEL   (the legend above the bars shows them "
                 "in the current theme)"), classes="help-colours")
             yield Static("")
             yield Static(legend_table(PHASES, "Trace phases"))

@@ -44,6 +44,7 @@ class BuffersPane(RankedPane):
 
     COLUMNS = COLUMNS
     GROW = ("proc", "name")
+    DROP = ("refs", "total", "age", "name")  # least important first (a narrow terminal leaves them out)
     NAME = "buffers"
 
     def show(self, window: Window, sort: str, invert: bool, group: bool, now_ns: int, pname, note: str = "") -> None:

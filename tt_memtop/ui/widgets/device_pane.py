@@ -4,6 +4,10 @@ A Line-API ScrollView: a Galaxy's 32 devices are 32 cheap lines, scrolled, never
 Each tick the app hands it a frame of totals (:meth:`update_frame`); lines are drawn from that
 frame only, so a paused view stays frozen while scrolling.
 
+The sparklines read the monitor's one usage history (``MonitorState.usage_history``, the same the
+history screen ``h`` charts), the last :data:`SPARK_SPAN_NS`, recomputed at most every
+:data:`SPARK_PERIOD` (and once more after the last change, so a still view shows the last state).
+
 Two stacked bars per device, by the memory they share: the DRAM bar stacks DRAM and TRACE
 (the trace region sits at the top of the DRAM banks) against total DRAM; the L1 bar stacks L1,
 L1_SMALL, SYSTEM_MEMORY, CB and KERNEL against total L1. Bars are exactly proportional (eighths
@@ -11,14 +15,14 @@ of a cell with partial blocks; nothing gets a cell it has not earned). History i
 absolute scale (capacity × ``history_scale``), each cell the max of the samples it covers.
 
 The layout is chosen by the room there is (as btop does): two lines per device with history
-when they fit, one line per device, or a compact mesh grid (a 32-device Galaxy on 8 lines).
+when they fit, one line per device, or the mesh grid of :mod:`.mesh_grid` (a 32-device Galaxy on
+8 lines, outliers marked; the same grid the address-map and history screens pick devices with).
 """
 
 from __future__ import annotations
 
-import math
-from collections import deque
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 
 from rich.segment import Segment
 from rich.style import Style
@@ -27,94 +31,30 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from ..format import human, level, rate, sparkline
+from .mesh_grid import COMPONENT_CLASSES as MESH_CLASSES
+from .mesh_grid import GRID_CELL_MIN, GRID_ROWS, mesh_lines
+from .meter import DRAM_STACK, L1_STACK, TYPE_CLASS, DeviceRow, bar_cells, bar_segments
 
-DRAM_STACK = (0, 4)  # DRAM, TRACE
-L1_STACK = (1, 3, 2, 5, 6)  # L1, L1_SMALL, SYSTEM_MEMORY, CB, KERNEL
-_TYPE_CLASS = {0: "dram", 1: "l1", 2: "sys", 3: "l1small", 4: "trace", 5: "cb", 6: "kernel"}
-HISTORY = 240  # samples kept per device and bar (downsampled with max to the sparkline's width)
+__all__ = ["ARCH_SHORT", "DRAM_STACK", "GRID_CELL_MIN", "GRID_ROWS", "L1_STACK", "SPARK_SPAN_NS", "DevicePane",
+           "DeviceRow", "bar_cells"]
+
+_TYPE_CLASS = TYPE_CLASS
+SPARK_SPAN_NS = 120_000_000_000  # the sparklines show the last 2 minutes of the one usage history
+SPARK_PERIOD = 0.25  # s: a sparkline is recomputed at most this often (a Galaxy's 64 cost ~7 ms)
 _LEGEND = {0: "DRAM", 1: "L1", 2: "SYS", 3: "L1_SMALL", 4: "TRACE", 5: "CB", 6: "KERNEL"}
 ARCH_SHORT = {"Wormhole_B0": "WH", "Blackhole": "BH", "Grayskull": "GS", "Quasar": "QS"}
-_PARTIAL = " ▏▎▍▌▋▊▉"  # 0..7 eighths of a cell, filled from the left
-GRID_CELL_MIN = 19  # narrowest mesh-grid cell: "12 D██ 71% L█   3%" (a Galaxy on 80 columns: 4 × 8)
-GRID_ROWS = 8  # a mesh grid aims at this many lines (a Galaxy: 4 columns × 8)
 PHASE_LEGEND = ("loading (weights placed) → warm-up (compile: short-lived buffers) → capture (TRACE allocated) → "
                 "replay (trace runs, near silence) → released → teardown · ? explains · Enter on a buffer: evidence")
-
-
-@dataclass(slots=True)
-class DeviceRow:
-    """What one device shows in a frame. ``totals`` has 7 entries by BufferType; caps 0 = unknown.
-    ``rate_*``: bytes per second over the last sample period; ``peak_*``: the highest use seen."""
-
-    device: int
-    arch: str
-    totals: list[int]
-    cap_dram: int
-    cap_l1: int
-    rate_dram: float = 0.0
-    rate_l1: float = 0.0
-    phase: str = ""
-    buffers: int = 0  # live entries; -1 = unknown (a totals-only source)
-    peak_dram: int = 0
-    peak_l1: int = 0
-
-
-def bar_cells(parts: list[tuple[int, str]], cap: int, width: int, peak: int = 0) -> list[tuple[str, str, str]]:
-    """A stacked bar as (char, fg class, bg class) per cell: ``parts`` are (bytes, class) in stack order.
-
-    Exactly proportional, in eighths of a cell: a cell where one part ends and the next begins is a
-    partial block in the first part's colour over the next part's (or the empty background). A
-    ``peak`` beyond the current use is a thin mark in the empty part (btop's high-water mark)."""
-    cells: list[tuple[str, str, str]] = []
-    if width <= 0 or cap <= 0:
-        return cells
-    total8 = width * 8
-    bounds: list[tuple[int, str]] = []  # (end in eighths, class), cumulative
-    acc = 0
-    for size, cls in parts:
-        if size <= 0:
-            continue
-        acc += size
-        bounds.append((min(total8, int(acc * total8 / cap)), cls))
-
-    def owner(e: int) -> str:  # the class covering eighth ``e``
-        for end, cls in bounds:
-            if e < end:
-                return cls
-        return "empty"
-
-    for c in range(width):
-        lo = c * 8
-        first = owner(lo)
-        if first == owner(lo + 7):
-            cells.append(("█" if first != "empty" else " ", first, "empty"))
-            continue
-        # a boundary inside the cell: the first owner's eighths, over the colour of what follows it
-        k = next((end for end, _ in bounds if lo < end <= lo + 7), lo + 8) - lo
-        last = owner(lo + k)
-        if first == "empty":  # (cannot happen: parts are contiguous from 0) keep it safe
-            cells.append((" ", "empty", "empty"))
-        else:
-            cells.append((_PARTIAL[k] if 0 < k < 8 else "█", first, last))
-    if peak > acc and cap:
-        pc = min(width - 1, int(peak * width / cap))
-        ch, fg, _bg = cells[pc]
-        if fg == "empty":
-            cells[pc] = ("▏" if pc else "│", "peak", "empty")
-    return cells
+#: history(device, types, span_ns, columns) -> bytes per column (max-preserving), oldest first
+HistoryFn = Callable[[int, tuple[int, ...], int, int], list[int]]
 
 
 class DevicePane(ScrollView, can_focus=True):
     """Meters against capacity; colours from component classes so themes restyle them."""
 
-    COMPONENT_CLASSES = {
-        "devicepane--dram", "devicepane--trace", "devicepane--l1", "devicepane--l1small", "devicepane--sys",
-        "devicepane--cb", "devicepane--kernel", "devicepane--empty", "devicepane--ok", "devicepane--warn",
-        "devicepane--crit", "devicepane--label", "devicepane--dim", "devicepane--spark", "devicepane--phase",
-        "devicepane--peak",
-    }
+    COMPONENT_CLASSES = set(MESH_CLASSES) | {"devicepane--spark", "devicepane--phase"}
 
-    def __init__(self, history_scale: float = 1.0, **kw) -> None:
+    def __init__(self, history_scale: float = 1.0, history: HistoryFn | None = None, **kw) -> None:
         super().__init__(**kw)
         self.rows: list[DeviceRow] = []
         self.expanded = False  # the Devices pane has the whole screen
@@ -122,8 +62,10 @@ class DevicePane(ScrollView, can_focus=True):
         self.types_shown: frozenset[int] = frozenset(range(7))
         self.layout_mode = "one"  # "two", "one" or "grid": what the last build chose
         self._mesh_phase = ""  # the one phase of every device shown ("" when they differ)
-        self._hist_dram: dict[int, deque[int]] = {}
-        self._hist_l1: dict[int, deque[int]] = {}
+        self.history = history  # the one usage history (None: no sparklines)
+        # (device, bar, width, types) -> (monotonic time computed, columns); see _spark_columns
+        self._spark: dict[tuple, tuple[float, list[int]]] = {}
+        self._spark_due = False  # a sparkline was left stale by the throttle: a redraw is scheduled
         self._prev: dict[int, tuple[int, int]] = {}
         self._rates: dict[int, tuple[float, float]] = {}
         self._peaks: dict[int, list[int]] = {}
@@ -133,9 +75,8 @@ class DevicePane(ScrollView, can_focus=True):
         self._styles: dict[str, Style] = {}
 
     def reset(self) -> None:
-        """Forget history, rates and peaks (a replay moved in time)."""
-        self._hist_dram.clear()
-        self._hist_l1.clear()
+        """Forget rates and peaks (a replay moved in time; the history is the state's)."""
+        self._spark.clear()
         self._prev.clear()
         self._rates.clear()
         self._peaks.clear()
@@ -165,8 +106,6 @@ class DevicePane(ScrollView, can_focus=True):
             r.peak_dram, r.peak_l1 = pk
             prev = self._prev.get(r.device)
             if sample:
-                self._hist_dram.setdefault(r.device, deque(maxlen=HISTORY)).append(dram)
-                self._hist_l1.setdefault(r.device, deque(maxlen=HISTORY)).append(l1)
                 if prev is not None and dt > 0:
                     self._rates[r.device] = ((dram - prev[0]) / dt, (l1 - prev[1]) / dt)
                 self._prev[r.device] = (dram, l1)
@@ -318,31 +257,7 @@ class DevicePane(ScrollView, can_focus=True):
                                                                      self._style("dim"))]
 
     def _bar(self, totals: list[int], stack: tuple[int, ...], cap: int, width: int, peak: int = 0) -> list[Segment]:
-        if width <= 0:
-            return []
-        if not cap:
-            txt = "capacity unknown"[:width]
-            return [Segment(txt.center(width), self._style("dim"))]
-        parts = [(totals[t], _TYPE_CLASS[t]) for t in stack if t in self.types_shown]
-        segs: list[Segment] = []
-        empty_bg = self._style("empty").bgcolor
-        run_text, run_style = "", None
-        for ch, fg, bg in bar_cells(parts, cap, width, peak):
-            if fg == "empty":
-                style = self._style("empty")
-            else:
-                fg_style = self._style(fg)
-                bg_color = empty_bg if bg == "empty" else self._style(bg).color
-                style = Style(color=fg_style.color, bgcolor=bg_color)
-            if style == run_style:
-                run_text += ch
-            else:
-                if run_text:
-                    segs.append(Segment(run_text, run_style))
-                run_text, run_style = ch, style
-        if run_text:
-            segs.append(Segment(run_text, run_style))
-        return segs
+        return bar_segments(totals, stack, cap, width, self._style, self.types_shown, peak)
 
     def _numbers(self, used: int, cap: int, short: bool) -> Segment:
         frac = used / cap if cap else 0.0
@@ -354,12 +269,37 @@ class DevicePane(ScrollView, can_focus=True):
         return Segment(f" {human(used):>9}/{'?':<9}{'':>6}", self._style("dim"))
 
     def _parts(self, r: DeviceRow):
-        return {"dram": ("DRAM", DRAM_STACK, r.cap_dram, r.rate_dram, self._hist_dram.get(r.device), r.peak_dram),
-                "l1": ("L1", L1_STACK, r.cap_l1, r.rate_l1, self._hist_l1.get(r.device), r.peak_l1)}
+        return {"dram": ("DRAM", DRAM_STACK, r.cap_dram, r.rate_dram, r.peak_dram),
+                "l1": ("L1", L1_STACK, r.cap_l1, r.rate_l1, r.peak_l1)}
+
+    def _spark_columns(self, device: int, which: str, stack: tuple[int, ...], width: int) -> list[int]:
+        """A meter's sparkline from the one history, recomputed at most every SPARK_PERIOD s (a frame that
+        comes sooner reuses it and schedules one redraw, so the last state is always drawn in the end)."""
+        if self.history is None:
+            return []
+        types = tuple(t for t in stack if t in self.types_shown)
+        key = (device, which, width, types)
+        now = time.monotonic()
+        hit = self._spark.get(key)
+        if hit is not None and now - hit[0] < SPARK_PERIOD:
+            if not self._spark_due and self.is_attached:
+                self._spark_due = True
+                self.set_timer(SPARK_PERIOD, self._spark_redraw)
+            return hit[1]
+        cols = self.history(device, types, SPARK_SPAN_NS, width)
+        self._spark[key] = (now, cols)
+        return cols
+
+    def _spark_redraw(self) -> None:
+        self._spark_due = False
+        self._spark.clear()
+        old, self._lines = self._lines, None
+        if self._build_lines(max(self.scrollable_content_region.width, 40)) != old:  # idle: nothing redrawn
+            self.refresh()
 
     def _meter(self, r: DeviceRow, which: str, width: int) -> list[Segment]:
         """One meter in ``width`` cells: name, bar, then as much as fits of used/capacity, Δ/s, history."""
-        name, stack, cap, rate_v, hist, peak = self._parts(r)[which]
+        name, stack, cap, rate_v, peak = self._parts(r)[which]
         used = sum(r.totals[t] for t in stack if t in self.types_shown)
         segs = [Segment(f"{name:<5}", self._style("label"))]
         avail = width - 5
@@ -378,7 +318,8 @@ class DevicePane(ScrollView, can_focus=True):
             segs.append(Segment(f" {rate(rate_v):>11}", self._style("dim")))
         if spark_w:
             scale = cap * self.history_scale if cap else 0
-            segs.append(Segment(" " + sparkline(hist or (), spark_w, scale).rjust(spark_w), self._style("spark")))
+            hist = self._spark_columns(r.device, which, stack, spark_w)
+            segs.append(Segment(" " + sparkline(hist, spark_w, scale).rjust(spark_w), self._style("spark")))
         return segs
 
     def _half_line(self, r: DeviceRow, width: int, which: str) -> list[Segment]:
@@ -405,36 +346,5 @@ class DevicePane(ScrollView, can_focus=True):
         return segs
 
     def _grid_lines(self, rows: list[DeviceRow], width: int) -> list[list[Segment]]:
-        """A compact mesh grid: devices in columns (a Galaxy 4 × 8), each cell two short bars and %."""
-        n = len(rows)
-        cols_max = max(1, width // GRID_CELL_MIN)
-        lines_left = max(1, self._budget() - 2)
-        cols = max(1, min(cols_max, max(math.ceil(n / GRID_ROWS), math.ceil(n / lines_left))))
-        while cols < cols_max and n % cols:
-            cols += 1
-        cell_w = width // cols
-        bar_w = max(2, (cell_w - 3 - 1 - 4 - 2 - 4 - 1) // 2)
-        nrows = math.ceil(n / cols)
-        out: list[list[Segment]] = []
-        for i in range(nrows):
-            line: list[Segment] = []
-            for j in range(cols):
-                k = j * nrows + i  # down the columns: device numbers run like a mesh's rows
-                if k >= n:
-                    break
-                r = rows[k]
-                cell = [Segment(f"{r.device:>2} ", self._style("label"))]
-                for which in ("dram", "l1"):
-                    _name, stack, cap, _rate, _hist, peak = self._parts(r)[which]
-                    used = sum(r.totals[t] for t in stack if t in self.types_shown)
-                    cell.append(Segment("D" if which == "dram" else " L", self._style("dim")))
-                    cell += self._bar(r.totals, stack, cap, bar_w, peak)
-                    frac = used / cap if cap else 0.0
-                    cell.append(Segment(f"{frac * 100:3.0f}%" if cap else f"{'?':>4}",
-                                        self._style(level(frac)) if cap else self._style("dim")))
-                used_w = sum(len(s.text) for s in cell)
-                if j < cols - 1:
-                    cell.append(Segment(" " * max(1, cell_w - used_w)))
-                line += cell
-            out.append(line)
-        return out
+        """The mesh grid (a Galaxy 4 x 8): see :mod:`.mesh_grid`."""
+        return mesh_lines(rows, width, self._style, max(1, self._budget() - 2), self.types_shown)

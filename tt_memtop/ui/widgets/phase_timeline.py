@@ -15,7 +15,7 @@ from textual.widgets import Static
 from ...core.model import MonitorState
 from ...core.phases import Phase, Segment
 
-__all__ = ["PHASE_CELLS", "PhaseTimeline", "band", "timeline_renderable"]
+__all__ = ["PHASE_CELLS", "PhaseTimeline", "band", "band_cells", "legend", "timeline_renderable"]
 
 #: phase -> (cell character, style)
 PHASE_CELLS: dict[Phase, tuple[str, str]] = {
@@ -34,6 +34,16 @@ NS = 1_000_000_000
 def band(segments: list[Segment], t0_ns: int, t1_ns: int, width: int) -> Text:
     """One cell per ``(t1 - t0) / width``: the phase that covers most of it (blank: not seen)."""
     out = Text()
+    for ch, style in band_cells(segments, t0_ns, t1_ns, width):
+        out.append(ch, style)
+    return out
+
+
+def band_cells(segments: list[Segment], t0_ns: int, t1_ns: int, width: int,
+               keep: frozenset = frozenset()) -> list[tuple[str, str]]:
+    """:func:`band` as (character, Rich style) per cell (the history chart draws it with Segments).
+    ``keep``: phases that take a cell they touch at all (a capture of 0.1 s in a cell of 10 s still shows)."""
+    out: list[tuple[str, str]] = []
     if width <= 0 or t1_ns <= t0_ns:
         return out
     step = (t1_ns - t0_ns) / width
@@ -47,11 +57,12 @@ def band(segments: list[Segment], t0_ns: int, t1_ns: int, width: int) -> Text:
         j = i
         while j < len(segs) and segs[j].start_ns < hi:
             got = min(hi, segs[j].end_ns) - max(lo, segs[j].start_ns)
+            if got > 0 and segs[j].phase in keep:
+                got += hi - lo  # more than any phase without the privilege can cover
             if got > cover:
                 best, cover = segs[j].phase, got
             j += 1
-        ch, style = PHASE_CELLS.get(best, (" ", "")) if best is not None else (" ", "")
-        out.append(ch, style)
+        out.append(PHASE_CELLS.get(best, (" ", "")) if best is not None else (" ", ""))
     return out
 
 

@@ -15,7 +15,7 @@ from .buffers_pane import devices_text
 from .phase_timeline import PhaseTimeline
 from .ranked_pane import RankedPane
 
-#: what matters first (a narrow terminal scrolls the rest into view): who, which phase, how much
+#: what matters first: who, which phase, how much (a narrow terminal drops columns in DROP order)
 COLUMNS = (("rank", "#", 2), ("pid", "pid", 7), ("name", "process", None), ("phase", "phase", 8),
            ("total", "total", 8), ("dram", "DRAM", 8), ("trace", "TRACE", 8), ("l1", "L1", 8), ("l1s", "L1_SMALL", 8),
            ("cbk", "CB+KERN", 8), ("devs", "devs", 4), ("n", "buffers", 7), ("state", "state", 6))
@@ -122,6 +122,8 @@ class ProcessesPane(RankedPane):
 
     COLUMNS = COLUMNS
     GROW = ("name",)
+    #: least important first: 80 columns keep #, pid, process, phase, total, DRAM, TRACE, L1
+    DROP = ("devs", "n", "cbk", "l1s", "state", "l1", "trace", "dram")
     NAME = "processes"
 
     def compose(self) -> ComposeResult:

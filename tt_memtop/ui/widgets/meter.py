@@ -1,0 +1,117 @@
+"""Stacked meters against capacity, shared by the device pane's rows and the mesh grid's cells.
+
+:class:`DeviceRow` is what one device shows in a frame; :func:`bar_cells` lays a stacked bar out
+in eighths of a cell (pure); :func:`bar_segments` styles it with a widget's ``style(name)``
+(component classes ``devicepane--<name>``, so one stylesheet colours every meter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.segment import Segment
+from rich.style import Style
+
+__all__ = ["DRAM_STACK", "L1_STACK", "TYPE_CLASS", "DeviceRow", "bar_cells", "bar_segments", "stack_used"]
+
+DRAM_STACK = (0, 4)  # DRAM, TRACE
+L1_STACK = (1, 3, 2, 5, 6)  # L1, L1_SMALL, SYSTEM_MEMORY, CB, KERNEL
+TYPE_CLASS = {0: "dram", 1: "l1", 2: "sys", 3: "l1small", 4: "trace", 5: "cb", 6: "kernel"}
+_PARTIAL = " ▏▎▍▌▋▊▉"  # 0..7 eighths of a cell, filled from the left
+
+
+@dataclass(slots=True)
+class DeviceRow:
+    """What one device shows in a frame. ``totals`` has 7 entries by BufferType; caps 0 = unknown.
+    ``rate_*``: bytes per second over the last sample period; ``peak_*``: the highest use seen."""
+
+    device: int
+    arch: str
+    totals: list[int]
+    cap_dram: int
+    cap_l1: int
+    rate_dram: float = 0.0
+    rate_l1: float = 0.0
+    phase: str = ""
+    buffers: int = 0  # live entries; -1 = unknown (a totals-only source)
+    peak_dram: int = 0
+    peak_l1: int = 0
+
+
+def stack_used(totals: list[int], stack: tuple[int, ...], shown: frozenset[int]) -> int:
+    return sum(totals[t] for t in stack if t in shown)
+
+
+def bar_cells(parts: list[tuple[int, str]], cap: int, width: int, peak: int = 0) -> list[tuple[str, str, str]]:
+    """A stacked bar as (char, fg class, bg class) per cell: ``parts`` are (bytes, class) in stack order.
+
+    Exactly proportional, in eighths of a cell: a cell where one part ends and the next begins is a
+    partial block in the first part's colour over the next part's (or the empty background). A
+    ``peak`` beyond the current use is a thin mark in the empty part (btop's high-water mark)."""
+    cells: list[tuple[str, str, str]] = []
+    if width <= 0 or cap <= 0:
+        return cells
+    total8 = width * 8
+    bounds: list[tuple[int, str]] = []  # (end in eighths, class), cumulative
+    acc = 0
+    for size, cls in parts:
+        if size <= 0:
+            continue
+        acc += size
+        bounds.append((min(total8, int(acc * total8 / cap)), cls))
+
+    def owner(e: int) -> str:  # the class covering eighth ``e``
+        for end, cls in bounds:
+            if e < end:
+                return cls
+        return "empty"
+
+    for c in range(width):
+        lo = c * 8
+        first = owner(lo)
+        if first == owner(lo + 7):
+            cells.append(("█" if first != "empty" else " ", first, "empty"))
+            continue
+        # a boundary inside the cell: the first owner's eighths, over the colour of what follows it
+        k = next((end for end, _ in bounds if lo < end <= lo + 7), lo + 8) - lo
+        last = owner(lo + k)
+        if first == "empty":  # (cannot happen: parts are contiguous from 0) keep it safe
+            cells.append((" ", "empty", "empty"))
+        else:
+            cells.append((_PARTIAL[k] if 0 < k < 8 else "█", first, last))
+    if peak > acc and cap:
+        pc = min(width - 1, int(peak * width / cap))
+        ch, fg, _bg = cells[pc]
+        if fg == "empty":
+            cells[pc] = ("▏" if pc else "│", "peak", "empty")
+    return cells
+
+
+def bar_segments(totals: list[int], stack: tuple[int, ...], cap: int, width: int, style: Callable[[str], Style],
+                 shown: frozenset[int], peak: int = 0) -> list[Segment]:
+    """:func:`bar_cells` of the ``stack`` types in ``shown``, as runs of styled segments."""
+    if width <= 0:
+        return []
+    if not cap:
+        return [Segment("capacity unknown"[:width].center(width), style("dim"))]
+    parts = [(totals[t], TYPE_CLASS[t]) for t in stack if t in shown]
+    segs: list[Segment] = []
+    empty = style("empty")
+    empty_bg = empty.bgcolor
+    run_text, run_style = "", None
+    for ch, fg, bg in bar_cells(parts, cap, width, peak):
+        if fg == "empty":
+            st = empty
+        else:
+            bg_color = empty_bg if bg == "empty" else style(bg).color
+            st = Style(color=style(fg).color, bgcolor=bg_color)
+        if st == run_style:
+            run_text += ch
+        else:
+            if run_text:
+                segs.append(Segment(run_text, run_style))
+            run_text, run_style = ch, st
+    if run_text:
+        segs.append(Segment(run_text, run_style))
+    return segs
