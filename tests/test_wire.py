@@ -211,25 +211,16 @@ def _serve_session(tmp_path, pure: bool) -> tuple[str, str, bytes]:
     import os
     import signal
     import socket
-    import subprocess
-    import sys
-    import time
 
-    from server_helpers import recv_exactly, short_socket
+    from server_helpers import recv_exactly, serve_process, short_socket
 
     sock_path = short_socket(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != _native.PURE_ENV}
-    if pure:
-        env[_native.PURE_ENV] = "1"
     out, err = tmp_path / f"out{pure}.txt", tmp_path / f"err{pure}.txt"
     with open(out, "wb") as fo, open(err, "wb") as fe:
-        proc = subprocess.Popen([sys.executable, "-m", "tt_memtop", "serve", "--socket", sock_path, "--devices", "2"],
-                                stdout=fo, stderr=fe, env=env)
+        # "" is "not pure" (tt_memtop._native.pure_python); serve_process returns once the socket answers
+        proc = serve_process(sock_path, "--devices", "2", stdout=fo, stderr=fe,
+                             env={_native.PURE_ENV: "1" if pure else ""}, timeout=30)
         try:
-            deadline = time.monotonic() + 30
-            while not os.path.exists(sock_path):
-                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.02)
             pid = os.getpid()
 
             def req(t, dev=0, size=0, bt=0, bid=0):
