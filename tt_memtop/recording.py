@@ -16,6 +16,7 @@ file that is not a recording is refused rather than appended to.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import stat
@@ -31,8 +32,8 @@ from .core.devices import Inventory
 from .core.events import Event, EventKind
 from .core.registry import Buffer
 
-__all__ = ["FILE_MAGIC", "RecordingError", "RecordingHeader", "RecordingReader", "RecordingWriter",
-           "read_header", "read_recording"]
+__all__ = ["FILE_MAGIC", "ReadPosition", "RecordingError", "RecordingHeader", "RecordingReader", "RecordingWriter",
+           "is_recording_file", "live_of", "open_stream", "read_header", "read_recording"]
 
 FILE_MAGIC = b"TTMEMREC"
 FORMAT_VERSION = 1
@@ -45,6 +46,12 @@ READ_CHUNK = 1 << 20  # readers stream the file in pieces of this size
 OWNER_RECORD = 0x20
 #: text of the synthetic CLEANUP events with which readers end a session's buffers
 RESTART_TEXT = "server restarted"
+
+
+_KINDS = frozenset(int(k) for k in EventKind)
+#: kinds whose device and buffer type a decoder checks (as :func:`~tt_memtop.core.eventcodec.decode_event` does)
+_ENTRY_KINDS = frozenset(int(k) for k in (EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE,
+                                          EventKind.FREE_UNKNOWN, EventKind.CLEANUP))
 
 
 class RecordingError(ValueError):
@@ -230,13 +237,62 @@ class RecordingWriter:
         self.close()
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_stream(path: str, chunk_size: int = READ_CHUNK) -> BinaryIO:
+    """``path`` for reading, decompressed on the fly if it is gzipped (sniffed, whatever its name)."""
+    f = open(path, "rb", buffering=chunk_size)  # noqa: SIM115 - returned to the caller
+    try:
+        if f.peek(2)[:2] == GZIP_MAGIC:
+            return gzip.GzipFile(fileobj=f, mode="rb")  # closing it leaves f open: see _close
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _close(f: BinaryIO) -> None:
+    inner = getattr(f, "fileobj", None)
+    f.close()
+    if inner is not None:
+        inner.close()
+
+
+def is_recording_file(path: str) -> bool:
+    """A tt-memtop recording (its magic bytes), gzipped or not?"""
+    try:
+        f = open_stream(path)
+    except OSError:
+        return False
+    try:
+        return f.read(len(FILE_MAGIC)) == FILE_MAGIC
+    except (OSError, EOFError, zlib.error):  # a damaged gzip stream
+        return False
+    finally:
+        _close(f)
+
+
+#: the state a reader carries from record to record (a seek resumes from one of these)
+@dataclass(slots=True, frozen=True)
+class ReadPosition:
+    offset: int  # of a record in the (decompressed) file
+    sessions: int = 1
+    seq_shift: int = 0
+    ts_shift: int = 0
+    last_seq: int = 0
+    last_ts: int = 0
+
+
 class RecordingReader:
     """Iterate a recording's events, streaming: memory stays bounded by one record plus the read buffer.
 
     ``header`` is read on construction; the file is opened again by each iteration (a reader can be
-    iterated more than once), read in ``chunk_size`` pieces and closed when the iteration ends.
+    iterated more than once), read in ``chunk_size`` pieces and closed when the iteration ends. A
+    gzipped recording (``gzip rec``) is read the same way, decompressed on the fly.
     ``torn_bytes`` (after an iteration): bytes after the last good record (a torn or corrupt tail,
-    skipped, not an error).
+    skipped, not an error). While :meth:`batches` runs, ``at`` is the :class:`ReadPosition` of the
+    record that produced the batch just yielded: ``batches(start=at, live=...)`` resumes there.
     """
 
     def __init__(self, path: str, *, chunk_size: int = READ_CHUNK) -> None:
@@ -246,8 +302,16 @@ class RecordingReader:
         self.sessions = 0
         self.owners: dict[int, dict] = {}
         self.damage: str | None = None  # why reading stopped before the end, if a record was undecodable
-        with open(path, "rb", buffering=chunk_size) as f:
-            head = f.read(_FILE_HEAD.size)
+        self.at: ReadPosition | None = None
+        self._stop = 0  # (decompressed) offset where the last iteration stopped
+        self._gzip_error: str | None = None  # why a compressed stream could not be read to its end
+        f = open_stream(path, chunk_size)
+        self.compressed = isinstance(f, gzip.GzipFile)
+        try:
+            try:
+                head = f.read(_FILE_HEAD.size)
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise RecordingError(f"{path}: damaged gzip stream ({exc})") from None
             if len(head) < _FILE_HEAD.size:
                 raise RecordingError(f"{path}: too short to be a tt-memtop recording")
             magic, version = _FILE_HEAD.unpack(head)
@@ -256,37 +320,72 @@ class RecordingReader:
             if version != FORMAT_VERSION:
                 raise RecordingError(f"{path}: recording format {version} is not supported (this build reads "
                                      f"{FORMAT_VERSION})")
-            first = next(self._records(f), None)
-            if first is None or first[0] != codec.RecordKind.HEADER:
+            first = next(self._records(f, _FILE_HEAD.size), None)
+            if first is None or first[1] != codec.RecordKind.HEADER:
                 raise RecordingError(f"{path}: the header record is missing or damaged")
-            self.header = self._parse_header(first[1])
-            self._data_offset = f.tell()  # the first EVENTS record
+            self.header = self._parse_header(first[2])
+            self._data_offset = first[0] + _REC_HEAD.size + 1 + len(first[2])  # the record after it
+        finally:
+            _close(f)
 
-    def _records(self, f: BinaryIO) -> Iterator[tuple[int, memoryview]]:
-        """(kind, body) of each intact record from ``f``'s position; sets ``torn_bytes`` when it stops.
+    def _size(self, f: BinaryIO) -> int | None:
+        return None if self.compressed else os.fstat(f.fileno()).st_size
+
+    def _read(self, f: BinaryIO, n: int) -> bytes:
+        """``n`` bytes (fewer at the end of the data); a compressed stream is read in pieces, so that a corrupt
+        length costs no more memory than the data that is really there."""
+        if n <= self.chunk_size or not self.compressed:
+            return f.read(n)
+        parts = []
+        while n > 0 and (piece := f.read(min(n, self.chunk_size))):
+            parts.append(piece)
+            n -= len(piece)
+        return b"".join(parts)
+
+    def _records(self, f: BinaryIO, off: int) -> Iterator[tuple[int, int, memoryview]]:
+        """(offset, kind, body) of each intact record from offset ``off`` (``f`` is there); sets ``_stop``.
 
         A record is trusted only when its whole length is in the file and its CRC matches; a length
         that runs past the end of the file is never read (a corrupt length cannot make us buffer the
         file).
         """
-        size = os.fstat(f.fileno()).st_size
-        off = f.tell()
-        while True:
-            head = f.read(_REC_HEAD.size)
-            if len(head) < _REC_HEAD.size:
-                break
-            n, crc = _REC_HEAD.unpack(head)
-            if n == 0 or off + _REC_HEAD.size + n > size:
-                size = os.fstat(f.fileno()).st_size  # a recording still being written may have grown
-                if n == 0 or off + _REC_HEAD.size + n > size:
+        size = self._size(f)
+        self._stop = off
+        try:
+            while True:
+                head = f.read(_REC_HEAD.size)
+                if len(head) < _REC_HEAD.size:
                     break
-            rec = f.read(n)
-            if len(rec) < n or zlib.crc32(rec) != crc:
-                break
-            off += _REC_HEAD.size + n
-            view = memoryview(rec)
-            yield view[0], view[1:]
-        self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - off)
+                n, crc = _REC_HEAD.unpack(head)
+                if n == 0:
+                    break
+                if size is not None and off + _REC_HEAD.size + n > size:
+                    size = os.fstat(f.fileno()).st_size  # a recording still being written may have grown
+                    if off + _REC_HEAD.size + n > size:
+                        break
+                rec = self._read(f, n)
+                if len(rec) < n or zlib.crc32(rec) != crc:
+                    break
+                view = memoryview(rec)
+                yield off, view[0], view[1:]
+                off += _REC_HEAD.size + n
+                self._stop = off
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated or damaged gzip stream: a torn tail
+            self._gzip_error = str(exc) or type(exc).__name__
+
+    def _torn(self, f: BinaryIO) -> int:
+        """Bytes from ``_stop`` to the end of the (decompressed) data."""
+        size = self._size(f)
+        if size is not None:
+            return max(0, size - self._stop)
+        n = 0
+        try:
+            f.seek(self._stop)
+            while piece := f.read(1 << 16):
+                n += len(piece)
+        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+            self._gzip_error = str(exc) or type(exc).__name__
+        return max(n, 1) if self._gzip_error else n
 
     def _parse_header(self, body: memoryview) -> RecordingHeader:
         try:
@@ -305,7 +404,8 @@ class RecordingReader:
             raise RecordingError(f"{self.path}: the header record is damaged (device id out of range)")
         return RecordingHeader(cv, wall, mono, sp, inv)
 
-    def batches(self) -> Iterator[list[Event]]:
+    def batches(self, start: ReadPosition | None = None,
+                live: dict[tuple[int, int, int], list] | None = None) -> Iterator[list[Event]]:
         """The events, one list per EVENTS record, read lazily from the file, sessions joined into one run.
 
         Later sessions (the server was started again on the same file) are made to continue the
@@ -316,26 +416,31 @@ class RecordingReader:
         state from a journal then starts with ALLOC (and REF_INC) events rebuilding that state.
         After an iteration ``sessions`` is the number of sessions read and ``owners`` the last
         ownership record of each reported PID.
+
+        ``start`` / ``live`` resume an iteration at a record (an earlier ``at``) with the buffers
+        live there (:func:`live_of` of the state then), without reading what is before it.
         """
-        self.sessions = 1
-        self.owners: dict[int, dict] = {}
-        live: dict[tuple[int, int, int], list] = {}
+        pos = start or ReadPosition(self._data_offset)
+        self.sessions = pos.sessions
+        self.owners = {}
+        self.damage = None
+        self.torn_bytes = 0
+        self._gzip_error = None
+        live = {} if live is None else live
         first = self.header
-        seq_shift = 0
-        ts_shift = 0
-        last_seq = 0
-        last_ts = 0
-        with open(self.path, "rb", buffering=self.chunk_size) as f:
-            f.seek(self._data_offset)
-            for kind, body in self._records(f):
+        seq_shift, ts_shift, last_seq, last_ts = pos.seq_shift, pos.ts_shift, pos.last_seq, pos.last_ts
+        f = open_stream(self.path, self.chunk_size)
+        try:
+            f.seek(pos.offset)
+            for off, kind, body in self._records(f, pos.offset):
+                at = ReadPosition(off, self.sessions, seq_shift, ts_shift, last_seq, last_ts)
                 if kind == codec.RecordKind.EVENTS:
                     try:
                         events = codec.decode_events_body(body)
                     except codec.CodecError as exc:  # an intact CRC over an undecodable body: stop as at a torn tail
                         self.damage = str(exc)
-                        self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - f.tell() + _REC_HEAD.size
-                                              + len(body) + 1)
-                        return
+                        self._stop = off
+                        break
                     for ev in events:
                         if seq_shift and ev.seq:
                             ev.seq += seq_shift
@@ -345,14 +450,14 @@ class RecordingReader:
                     if events:
                         last_seq = events[-1].seq or last_seq
                         last_ts = events[-1].ts_ns
+                    self.at = at
                     yield events
                 elif kind == codec.RecordKind.HEADER:
                     try:
                         hdr = self._parse_header(body)
                     except (RecordingError, codec.CodecError, struct.error):
-                        self.torn_bytes = max(0, os.fstat(f.fileno()).st_size - f.tell() + _REC_HEAD.size
-                                              + len(body) + 1)
-                        return
+                        self._stop = off
+                        break
                     self.sessions += 1
                     ts_shift = (hdr.started_wall_ns - first.started_wall_ns) - (hdr.started_mono_ns
                                                                                 - first.started_mono_ns)
@@ -367,6 +472,8 @@ class RecordingReader:
                     live.clear()
                     seq_shift = last_seq
                     if ended:
+                        last_ts = ts
+                        self.at = at
                         yield ended
                 elif kind == codec.RecordKind.SNAPSHOT:
                     try:
@@ -385,10 +492,14 @@ class RecordingReader:
                             rebuilt.append(Event(EventKind.REF_INC, seq=last_seq, ts_ns=ev.ts_ns, pid=b.owner_pid,
                                                  device=b.device, buffer_type=b.buffer_type, buffer_id=b.buffer_id,
                                                  size=b.size, ref_count=b.ref_count))
+                    snap_seq = snap.seq
+                    del snap  # its buffers: the events now say the same
                     for ev in rebuilt:
                         _track(live, ev)
-                    seq_shift = last_seq - snap.seq  # the session's events follow the snapshot's seq
+                    seq_shift = last_seq - snap_seq  # the session's events follow the snapshot's seq
                     if rebuilt:
+                        last_ts = rebuilt[-1].ts_ns
+                        self.at = at
                         yield rebuilt
                 elif kind == OWNER_RECORD:
                     try:
@@ -396,6 +507,106 @@ class RecordingReader:
                         self.owners[int(doc["pid"])] = doc
                     except (ValueError, KeyError, TypeError):
                         continue
+            self.torn_bytes = self._torn(f)
+        finally:
+            _close(f)
+
+    def scan(self) -> tuple[int, int | None, int | None]:
+        """(events, first ``ts_ns``, last ``ts_ns``) of what :meth:`batches` yields, without making the events.
+
+        Several times faster than iterating (a player needs the length and the time span before it
+        plays); the same stops (torn tail, damaged record) and the same counts: fixed parts are read
+        in place, and a record that does not look right is handed to the real decoder.
+        """
+        ev_size = codec.EVENT.size
+        unpack = codec.EVENT.unpack_from
+        kinds = _KINDS
+        entry = _ENTRY_KINDS
+        live: dict = {}
+        total = 0
+        t0 = t1 = None
+        ts_shift = 0
+        last_ts = 0
+        first = self.header
+        self.sessions = 1
+        self.damage = None
+        self.torn_bytes = 0
+        self._gzip_error = None
+        f = open_stream(self.path, self.chunk_size)
+        try:
+            f.seek(self._data_offset)
+            for off, kind, body in self._records(f, self._data_offset):
+                if kind == codec.RecordKind.EVENTS:
+                    blen = len(body)
+                    ok = blen >= 4
+                    n = codec.U32.unpack_from(body, 0)[0] if ok else 0
+                    p = 4
+                    ts = None
+                    first_ts = None
+                    for _ in range(n):
+                        if p + ev_size > blen:
+                            ok = False
+                            break
+                        _, ts, k, _, dev, bt, bid, _, _, ln, lt, lx = unpack(body, p)
+                        p += ev_size + ln + lt + lx
+                        if p > blen or k not in kinds or (k in entry and (bt >= 7 or not -1 <= dev < 256)):
+                            ok = False
+                            break
+                        if first_ts is None:
+                            first_ts = ts
+                        if k == 1:
+                            live[(bt if bt in (5, 6) else 0, dev, bid)] = None
+                        elif k == 4 or k == 6:
+                            live.pop((bt if bt in (5, 6) else 0, dev, bid), None)
+                    if not ok:  # the real decoder says what is wrong, or that it is fine after all
+                        try:
+                            events = codec.decode_events_body(body)
+                        except codec.CodecError as exc:
+                            self.damage = str(exc)
+                            self._stop = off
+                            break
+                        for ev in events:
+                            _track(live, ev)
+                        n = len(events)
+                        first_ts = events[0].ts_ns if events else None
+                        ts = events[-1].ts_ns if events else None
+                    if n:
+                        total += n
+                        if t0 is None:
+                            t0 = first_ts + ts_shift
+                        t1 = last_ts = ts + ts_shift
+                elif kind == codec.RecordKind.HEADER:
+                    try:
+                        hdr = self._parse_header(body)
+                    except (RecordingError, codec.CodecError, struct.error):
+                        self._stop = off
+                        break
+                    self.sessions += 1
+                    ts_shift = (hdr.started_wall_ns - first.started_wall_ns) - (hdr.started_mono_ns
+                                                                                - first.started_mono_ns)
+                    if live:
+                        last_ts = max(last_ts, hdr.started_mono_ns + ts_shift)
+                        total += len(live)
+                        if t0 is None:
+                            t0 = last_ts
+                        t1 = last_ts
+                    live.clear()
+                elif kind == codec.RecordKind.SNAPSHOT:
+                    try:
+                        snap = codec.decode_snapshot_body(body)
+                    except codec.CodecError:
+                        continue
+                    for b in snap.buffers:
+                        total += 1 + (b.ref_count > 1)
+                        live[(b.buffer_type if b.buffer_type in (5, 6) else 0, b.device, b.buffer_id)] = None
+                        last_ts = b.alloc_ts_ns + ts_shift
+                        if t0 is None:
+                            t0 = last_ts
+                        t1 = last_ts
+            self.torn_bytes = self._torn(f)
+        finally:
+            _close(f)
+        return total, t0, t1
 
     def __iter__(self) -> Iterator[Event]:
         for events in self.batches():
@@ -405,13 +616,19 @@ class RecordingReader:
         """After an iteration: one line saying what was skipped at a torn or damaged record, else None."""
         if not self.torn_bytes:
             return None
-        try:
-            size = os.stat(self.path).st_size
-        except OSError:
-            size = self.torn_bytes
-        why = f"an undecodable record ({self.damage})" if self.damage else "a torn or damaged record"
-        return (f"{self.path}: skipped the last {self.torn_bytes:,} bytes (from offset {size - self.torn_bytes:,}): "
+        where = f"offset {self._stop:,}{' of the decompressed data' if self.compressed else ''}"
+        why = (f"an undecodable record ({self.damage})" if self.damage
+               else f"the gzip stream is truncated or damaged ({self._gzip_error})" if self._gzip_error
+               else "a torn or damaged record")
+        amount = "what follows" if self._gzip_error else f"the last {self.torn_bytes:,} bytes"
+        return (f"{self.path}: skipped {amount} (from {where}): "
                 f"{why}; everything before it was read")
+
+
+def live_of(buffers: Iterable[Buffer]) -> dict[tuple[int, int, int], list]:
+    """What :meth:`RecordingReader.batches` tracks (to end them at a session boundary) for a state of ``buffers``."""
+    return {(b.buffer_type if b.buffer_type in (5, 6) else 0, b.device, b.buffer_id):
+            [b.owner_pid, b.buffer_type, b.size, b.ref_count, b.name] for b in buffers}
 
 
 def _track(live: dict[tuple[int, int, int], list], ev: Event) -> None:

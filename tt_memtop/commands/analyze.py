@@ -42,25 +42,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def is_recording(path: str) -> bool:
-    from ..recording import FILE_MAGIC
+    from ..recording import is_recording_file
 
-    with open(path, "rb") as f:
-        return f.read(len(FILE_MAGIC)) == FILE_MAGIC
+    return is_recording_file(path)
 
 
-def log_events(path: str, event_rate: float | None = None) -> list[Event]:
-    """Events of a server log, stamped on a nominal clock (see the module docstring)."""
+def log_events(path: str, event_rate: float | None = None) -> Iterator[Event]:
+    """Events of a server log, stamped on a nominal clock (see the module docstring), streamed.
+
+    Without ``event_rate`` the rate depends on how many devices the whole log names: a first pass
+    parses the log for that alone (keeping nothing but the set of devices), the second stamps.
+    """
     from ..core.logparse import LogParser
+    from ..sources.logfile import open_log, read_line_chunks
 
-    parser = LogParser()
-    with open(path, "rb") as f:
-        events = parser.feed(raw.rstrip(b"\r\n") for raw in f)
     if event_rate is None:
-        event_rate = NOMINAL_RATE_PER_DEVICE * max(1, len({ev.device for ev in events}))
+        parser = LogParser()
+        devices: set[int] = set()
+        with open_log(path) as f:
+            for lines, _ in read_line_chunks(f):
+                devices.update(ev.device for ev in parser.feed(lines))
+                parser.take_records()
+        event_rate = NOMINAL_RATE_PER_DEVICE * max(1, len(devices))
     step = 1e9 / event_rate
-    for i, ev in enumerate(events):
-        ev.ts_ns = int(i * step)
-    return events
+    parser = LogParser()
+    i = 0
+    with open_log(path) as f:
+        for lines, _ in read_line_chunks(f):
+            events = parser.feed(lines)
+            parser.take_records()  # records are for reports
+            for ev in events:
+                ev.ts_ns = int(i * step)
+                i += 1
+                yield ev
 
 
 def file_events(path: str, speed: float = 1.0, event_rate: float | None = None,

@@ -72,6 +72,11 @@ _TYPE_BY_BYTES = {k.encode(): v for k, v in TYPE_NAMES.items()}
 
 
 # ---------------------------------------------------------------------------------------- records
+#: Group and buffer lines one DUMP report keeps (a real one lists the live buffers; a crafted or runaway
+#: block of millions of lines is counted past this, not held)
+MAX_DUMP_ENTRIES = 1 << 20
+
+
 @dataclass(slots=True)
 class DumpGroup:
     """``  L1: 28 buffers, 6.14453 MB total`` (``mb_text`` kept verbatim for exact comparison)."""
@@ -113,6 +118,7 @@ class DumpReport:
     empty: bool = False  # "No buffers remaining - perfect cleanup!"
     complete: bool = False
     requested: bool = False  # preceded by "Received DUMP_REMAINING request"
+    omitted: int = 0  # group / buffer lines past MAX_DUMP_ENTRIES (a crafted or runaway block), counted only
 
     def devices(self) -> list[int]:
         return sorted({g.device for g in self.groups})
@@ -780,6 +786,10 @@ class LogParser:
         out, self.records = self.records, []
         return out
 
+    def state_size(self) -> int:
+        """Live entries in the shadow state (what a :meth:`clone` costs, roughly: one dict entry each)."""
+        return len(self._live) + len(self._cbk)
+
     def live_buffers(self) -> list[Buffer]:
         """The shadow state as registry buffers (for a Snapshot)."""
         out = [Buffer(d, b, e[0], e[1], e[2], e[3]) for (d, b), e in self._live.items()]
@@ -888,22 +898,32 @@ class LogParser:
             self._dev = int(c[1])
         elif kind == K_DUMP_GROUP:
             self._type = c[1]
-            self._dump().groups.append(DumpGroup(self._dev, c[1], int(c[2]), c[3]))
+            d = self._dump()
+            if len(d.groups) < MAX_DUMP_ENTRIES:
+                d.groups.append(DumpGroup(self._dev, c[1], int(c[2]), c[3]))
+            else:
+                d.omitted += 1
         elif kind == K_DUMP_BUFFER:
-            self._dump().buffers.append(DumpBuffer(self._dev, self._type, _int_id(c[1]), _kb(c[2]), int(c[3]),
-                                                   int(c[4])))
+            d = self._dump()
+            if len(d.buffers) < MAX_DUMP_ENTRIES:
+                d.buffers.append(DumpBuffer(self._dev, self._type, _int_id(c[1]), _kb(c[2]), int(c[3]), int(c[4])))
+            else:
+                d.omitted += 1
         elif kind == K_DUMP_REMAINING:
             self._dump().total_remaining = int(c[1])
             if not self._dump().requested:  # a server without the request/complete lines (none known)
                 self._dump().complete = True
         elif kind == K_D648:
             bid, kb, pid, refs, age, name = c[1:]
-            self._dump(start=True).buffers.append(DumpBuffer(self._dev, "", _int_id(bid), _kb(kb), int(pid),
-                                                             int(refs), (name or "").strip(),
-                                                             age_s=int(age) if age else None))
+            d = self._dump(start=True)
+            if len(d.buffers) >= MAX_DUMP_ENTRIES:
+                d.omitted += 1
+            else:
+                d.buffers.append(DumpBuffer(self._dev, "", _int_id(bid), _kb(kb), int(pid), int(refs),
+                                            (name or "").strip(), age_s=int(age) if age else None))
         elif kind == K_D648_TRACE:
             d = self._dump(start=True)
-            if d.buffers:
+            if d.buffers and not d.omitted:  # (past the limit, the last buffer kept is not the one traced)
                 b = d.buffers[-1]
                 b.stack_trace = f"{b.stack_trace}\n{c[1]}" if b.stack_trace else c[1]
         elif kind == K_STATS_START:

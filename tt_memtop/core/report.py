@@ -6,7 +6,10 @@ buffers lived, who leaked what — answered from the same event stream every oth
 
 Feed it in order with :meth:`ReportBuilder.add` (events, and the log parser's records when the
 input is a log), then :meth:`ReportBuilder.finish`. Memory is bounded by the number of distinct
-(device, buffer id) keys and live buffers, never by the number of lines.
+(device, buffer id) keys and live buffers, never by the number of lines; past :data:`MAX_KEYS`
+distinct keys, those whose every allocation was freed (and are not live) are folded into the
+"fully freed" count (a key seen again later is then counted again), so that a run whose ids never
+repeat still fits.
 
 Positions: with a log parsed with ``line_as_ts=True`` an event's ``ts_ns`` is its line number
 (``position_unit="line"``); with a recording it is the server's clock (``"ns"``).
@@ -29,7 +32,7 @@ __all__ = ["Report", "ReportBuilder", "dump_mismatches", "render_text"]
 MiB = 1024 * 1024
 TYPE_NAMES = [t.name for t in BufferType]
 _ALLOC, _REF_INC, _REF_DEC, _FREE = EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE
-_UNKNOWN, _CLEANUP = EventKind.FREE_UNKNOWN, EventKind.CLEANUP
+_UNKNOWN, _CLEANUP, _TOTALS = EventKind.FREE_UNKNOWN, EventKind.CLEANUP, EventKind.TOTALS
 _CB = int(BufferType.CB)
 
 STATUS_FULLY_FREED = "fully freed"
@@ -37,6 +40,19 @@ STATUS_LIVE = "still allocated"
 STATUS_OVER_FREED = "freed more often than allocated"
 STATUS_NEVER_ALLOCATED = "freed but never seen allocated"
 STATUS_CLEANED = "removed by dead-process cleanup"
+#: distinct (device, buffer id) keys kept with their counters before balanced ones are folded (see above)
+MAX_KEYS = 1 << 21
+#: trace buffers listed (the first ones)
+MAX_TRACE_ROWS = 1000
+
+
+def _k(device: int, buffer_id: int) -> int | tuple[int, int]:
+    """One int per (device, buffer id), as the registry keys them (a tuple only for a device outside 0..255)."""
+    return buffer_id << 8 | device if 0 <= device < 256 else (device, buffer_id)
+
+
+def _unk(key: int | tuple[int, int]) -> tuple[int, int]:
+    return key if isinstance(key, tuple) else (key & 0xFF, key >> 8)
 
 
 def _g(x: float) -> str:
@@ -94,7 +110,8 @@ class Report:
     dumps: list[dict]
     parse: dict | None = None
     events: int = 0
-    origin_ns: int = 0  # a recording's start on its clock (positions in "ns" are printed relative to it)
+    origin_ns: int = 0
+    totals_samples: int = 0  # TOTALS sample markers (a `memtop --record` of shared-memory or polled totals)  # a recording's start on its clock (positions in "ns" are printed relative to it)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -122,7 +139,9 @@ class ReportBuilder:
         self.map_until = map_until
         self.max_ids = max_ids
         self.registry = Registry()
-        self._keys: dict[tuple[int, int], _Key] = {}
+        self._keys: dict[int | tuple[int, int], _Key] = {}
+        self._key_limit = MAX_KEYS
+        self._folded = 0  # balanced keys folded into the "fully freed" count
         self._alloc_count = [0] * len(TYPE_NAMES)
         self._alloc_bytes = [0] * len(TYPE_NAMES)
         self._ref_inc = [0] * len(TYPE_NAMES)
@@ -132,6 +151,7 @@ class ReportBuilder:
         self._dumps: list[dict] = []
         self._unknown = 0
         self._events = 0
+        self._samples = 0
         # leaks: what dead-PID cleanups reclaimed, and warm-up buffers alive in replay (phases need a real
         # clock: recordings only; a log's positions are line numbers)
         self._phases = PhaseTracker() if position_unit == "ns" else None
@@ -140,10 +160,23 @@ class ReportBuilder:
         self._before_exit = (lambda pid: phase_before_exit(self._phases, pid)) if self._phases is not None else None
 
     def _key(self, ev: Event) -> _Key:
-        k = self._keys.get((ev.device, ev.buffer_id))
+        key = _k(ev.device, ev.buffer_id)
+        k = self._keys.get(key)
         if k is None:
-            k = self._keys[(ev.device, ev.buffer_id)] = _Key()
+            if len(self._keys) >= self._key_limit:
+                self._fold()
+            k = self._keys[key] = _Key()
         return k
+
+    def _fold(self) -> None:
+        """Too many distinct keys: count the balanced, dead ones (all a report says of them) and drop them."""
+        reg = self.registry
+        drop = [key for key, k in self._keys.items()
+                if k.allocs == k.frees and not k.unknown and not k.cleaned and reg.get(*_unk(key)) is None]
+        for key in drop:
+            del self._keys[key]
+        self._folded += len(drop)
+        self._key_limit = max(MAX_KEYS, 2 * len(self._keys))
 
     def _event(self, ev: Event) -> None:
         kind = ev.kind
@@ -170,13 +203,18 @@ class ReportBuilder:
             self._unknown += 1
         elif kind == _CLEANUP:
             self._key(ev).cleaned += 1
+        elif kind == _TOTALS:
+            if ev.device == -1:
+                self._samples += 1
+            return  # totals change no buffer
         if (kind == _FREE or kind == _CLEANUP) and bt == BufferType.TRACE:
             t = self._trace_live.pop((ev.device, ev.buffer_id), None)
             if t is not None:
                 t["freed_at"] = ev.ts_ns
                 t["lifetime"] = ev.ts_ns - t["allocated_at"]
                 t["end"] = "freed" if kind == _FREE else "owner process died"
-                self._trace.append(t)
+                if len(self._trace) < MAX_TRACE_ROWS:
+                    self._trace.append(t)
         self.registry.apply_event(ev)
         if self._phases is not None:
             self._phases.observe(ev)
@@ -234,9 +272,10 @@ class ReportBuilder:
                 g["ids"] = sorted(g["ids"]) if g["buffers"] <= 10 else []
         remaining = {d: dict(sorted(remaining[d].items(), key=lambda kv: TYPE_NAMES.index(kv[0])))
                      for d in sorted(remaining)}
-        status: dict[str, int] = {}
+        status: dict[str, int] = {STATUS_FULLY_FREED: self._folded} if self._folded else {}
         problems = []
-        for (dev, bid), k in self._keys.items():
+        for key, k in self._keys.items():
+            dev, bid = _unk(key)
             live = reg.get(dev, bid) is not None
             if k.allocs == 0 and k.frees > 0:
                 st = STATUS_NEVER_ALLOCATED
@@ -257,7 +296,8 @@ class ReportBuilder:
         # which devices allocated and freed each problem id (an address is per device, ids repeat across a mesh)
         wanted = {p["buffer_id"] for p in problems}
         across: dict[int, dict[int, dict]] = {}
-        for (dev, bid), k in self._keys.items():
+        for key, k in self._keys.items():
+            dev, bid = _unk(key)
             if bid in wanted:
                 across.setdefault(bid, {})[dev] = {"allocs": k.allocs, "frees": k.frees}
         for p in problems:
@@ -272,7 +312,7 @@ class ReportBuilder:
                           "devices": sorted(reg.pid_device_totals(pid))})
         leaks.sort(key=lambda x: -x["bytes"])
         leaks += self._leaks.rows()
-        trace = self._trace + list(self._trace_live.values())
+        trace = self._trace + list(self._trace_live.values())[:MAX_TRACE_ROWS]
         return Report(
             position_unit=self.position_unit,
             remaining=remaining,
@@ -291,6 +331,7 @@ class ReportBuilder:
             parse=parse_stats,
             events=self._events,
             origin_ns=self.origin_ns,
+            totals_samples=self._samples,
         )
 
 
@@ -341,6 +382,11 @@ def render_text(rep: Report, title: str = "") -> str:
         p = rep.parse
         out.append(f"  {p['lines']:,} lines, {rep.events:,} events; {p['unknown']:,} unrecognised and "
                    f"{p['malformed']:,} malformed lines")
+    if rep.totals_samples and not rep.allocations and not rep.unknown_frees:
+        out += ["", f"This recording holds {rep.totals_samples:,} totals samples only (memtop --record of TT-Metal's "
+                    f"shared-memory statistics or of a polled server): there is no per-buffer event to report on. "
+                    f"`memtop replay` plays the totals back and `memtop analyze` infers the phases from them."]
+        return "\n".join(out)
     out += ["", "Allocations by type (new buffers; cumulative bytes):"]
     for name, a in rep.allocations.items():
         extra = f", plus {a['ref_increments']:,} re-allocations of a live address" if a["ref_increments"] else ""

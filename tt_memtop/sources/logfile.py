@@ -5,9 +5,11 @@ log file is therefore the only per-buffer feed it offers. :class:`FollowLogSourc
 (rebuilding the state from the file's beginning first); :class:`ReplaySource` plays a finished
 log or a tt-memtop recording back for post-mortems.
 
-Memory stays bounded on multi-million-line logs: files are streamed in 1 MiB chunks, and seeking
-uses a sparse index of checkpoints (file offset + parser state) that is thinned out as it
-grows, so going back re-reads at most one checkpoint interval.
+Memory stays bounded on multi-million-line logs and multi-million-event recordings: files are
+streamed (1 MiB chunks of a log, one record of a recording at a time), and seeking uses a sparse
+index of checkpoints (a log's file offset + parser state; a recording's reader position + its
+state, encoded) that is thinned out as it grows, within a memory budget, so going back re-reads at
+most one checkpoint interval. gzipped files are read as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import gzip
 import os
 import time
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -43,7 +46,7 @@ def read_line_chunks(f: BinaryIO, chunk_size: int = CHUNK) -> Iterator[tuple[lis
     """
     rest = b""
     offset = f.tell()
-    while chunk := f.read(chunk_size):
+    while chunk := _read_chunk(f, chunk_size):
         lines = (rest + chunk).split(b"\n")
         rest = lines.pop()
         offset += len(chunk)
@@ -53,20 +56,35 @@ def read_line_chunks(f: BinaryIO, chunk_size: int = CHUNK) -> Iterator[tuple[lis
         yield [rest[:-1] if rest.endswith(b"\r") else rest], offset
 
 
+def _read_chunk(f: BinaryIO, size: int) -> bytes:
+    """``f.read(size)``; a truncated or damaged gzip stream becomes an OSError that names the file."""
+    try:
+        return f.read(size)
+    except (EOFError, zlib.error) as exc:
+        raise OSError(f"{getattr(f, 'name', 'the log')}: the gzip stream is truncated or damaged ({exc}); "
+                      f"gunzip what is left of it (zcat FILE > LOG) to read the lines before the damage") from None
+
+
 def open_log(path: str) -> BinaryIO:
-    """A log for reading; ``.gz`` logs are decompressed on the fly (seekable, slowly)."""
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")  # noqa: SIM115
+    """A log for reading; a gzipped log (sniffed, whatever its name) is decompressed on the fly (seekable, slowly)."""
+    f = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    try:
+        gzipped = f.read(2) == b"\x1f\x8b"
+        f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    if gzipped:
+        f.close()
+        return gzip.open(path, "rb")  # noqa: SIM115
+    return f
 
 
 def is_recording(path: str) -> bool:
-    """A tt-memtop recording (magic bytes) rather than a text log?"""
-    from ..recording import FILE_MAGIC
+    """A tt-memtop recording (magic bytes, gzipped or not) rather than a text log?"""
+    from ..recording import is_recording_file
 
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(FILE_MAGIC)) == FILE_MAGIC
-    except OSError:
-        return False
+    return is_recording_file(path)
 
 
 class NotALogError(ValueError):
@@ -88,7 +106,7 @@ def check_log(path: str, allow_empty: bool = False) -> None:
     from ..core.logparse import LogParser
 
     with open_log(path) as f:
-        head = f.read(SNIFF_BYTES)
+        head = _read_chunk(f, SNIFF_BYTES)
     if not head:
         if allow_empty:
             return
@@ -238,24 +256,51 @@ class FollowLogSource(Source):
 
 
 # ---------------------------------------------------------------------------------------- replay timelines
-class _Checkpoints:
-    """A sparse, bounded index of (position, state). Thinned by half when full, so the spacing doubles."""
+#: Memory the checkpoints of one replay may hold (estimated bytes of their states): with many live
+#: buffers they are fewer and further apart, never more than this, whatever the file's length.
+CHECKPOINT_BUDGET = 64 << 20
+#: A checkpoint costs O(live buffers) to take: they are spaced at least this many events (lines) per
+#: live buffer apart, so that taking them stays a small part of the playback's work.
+CHECKPOINT_SPACING = 4
+#: Events (lines of a log) one playback tick reads at most: at a speed the monitor cannot follow the
+#: replay falls behind its clock instead of reading millions of events into one batch.
+MAX_PER_TICK = 100_000
+_ALL = 1 << 62
+#: Estimated bytes of a log parser's clone per live buffer (a dict entry; the entries are shared).
+_PARSER_ENTRY_BYTES = 100
 
-    def __init__(self, interval: int, limit: int = 64) -> None:
+
+class _Checkpoints:
+    """A sparse, bounded index of (position, state). Thinned by half when full, so the spacing doubles.
+
+    Bounded twice: at most ``limit`` items, and at most ``budget`` in the sum of their ``cost``
+    (the caller's estimate of a state's bytes) — a state of a million live buffers is not kept 64 times.
+    """
+
+    def __init__(self, interval: int, limit: int = 64, budget: int = CHECKPOINT_BUDGET) -> None:
         self.interval = interval
         self.limit = limit
+        self.budget = budget
         self.items: list[tuple[int, object]] = []
+        self._costs: list[int] = []
 
-    def due(self, pos: int) -> bool:
+    @property
+    def cost(self) -> int:
+        return sum(self._costs)
+
+    def due(self, pos: int, size: int = 0) -> bool:
+        """Time for a checkpoint at ``pos``, for a state of ``size`` live entries?"""
         last = self.items[-1][0] if self.items else 0
-        return pos - last >= self.interval
+        return pos - last >= max(self.interval, CHECKPOINT_SPACING * size)
 
-    def add(self, pos: int, state: object) -> None:
+    def add(self, pos: int, state: object, cost: int = 0) -> None:
         if self.items and self.items[-1][0] >= pos:
             return
         self.items.append((pos, state))
-        if len(self.items) > self.limit:
+        self._costs.append(cost)
+        while len(self.items) > self.limit or (len(self.items) > 1 and sum(self._costs) > self.budget):
             self.items = self.items[1::2]
+            self._costs = self._costs[1::2]
             self.interval *= 2
 
     def best(self, pos: int) -> tuple[int, object] | None:
@@ -266,6 +311,13 @@ class _Checkpoints:
             else:
                 break
         return best
+
+    def last_where(self, pred) -> tuple[int, object] | None:
+        """The last checkpoint whose state satisfies ``pred`` (states ordered as positions are)."""
+        for item in reversed(self.items):
+            if pred(item[1]):
+                return item
+        return None
 
 
 class _LogTimeline:
@@ -290,7 +342,7 @@ class _LogTimeline:
         n = 0
         last = b"\n"
         with open_log(path) as f:
-            while chunk := f.read(CHUNK):
+            while chunk := _read_chunk(f, CHUNK):
                 n += chunk.count(b"\n")
                 last = chunk[-1:]
         return n + (last != b"\n")
@@ -319,8 +371,9 @@ class _LogTimeline:
     def _fill(self) -> bool:
         if self._pending_at < len(self._pending):
             return True
-        if self.ckpt.due(self.pos):  # only at chunk boundaries: the file offset is exact there
-            self.ckpt.add(self.pos, (self._offset, self.parser.clone()))
+        size = self.parser.state_size()
+        if self.ckpt.due(self.pos, size):  # only at chunk boundaries: the file offset is exact there
+            self.ckpt.add(self.pos, (self._offset, self.parser.clone()), size * _PARSER_ENTRY_BYTES)
         for lines, offset in self._chunks:
             self._pending, self._pending_at, self._offset = lines, 0, offset
             return True
@@ -367,8 +420,32 @@ class _LogTimeline:
         return self.parser.live_buffers(), self.parser.seq
 
 
+def _encode_state(registry: Registry) -> bytes:
+    """A registry's live entries, compactly (a checkpoint holds bytes, not a copy of every Buffer object)."""
+    from ..core.eventcodec import encode_buffer
+
+    return b"".join([encode_buffer(b) for b in registry.buffers()])
+
+
+def _decode_state(blob: bytes) -> list:
+    from ..core.eventcodec import decode_buffer
+
+    out = []
+    off, end = 0, len(blob)
+    view = memoryview(blob)
+    while off < end:
+        b, off = decode_buffer(view, off)
+        out.append(b)
+    return out
+
+
 class _RecordingTimeline:
-    """A tt-memtop recording as a timeline of events; time = the events' own timestamps."""
+    """A tt-memtop recording as a timeline of events; time = the events' own timestamps.
+
+    Streams: one record's events are held at a time. Seeking goes back to a checkpoint (the
+    reader's position at a record, the state there encoded compactly, see :class:`_Checkpoints`)
+    and reads on from there; nothing before it is read again.
+    """
 
     unit = "events"
 
@@ -376,16 +453,9 @@ class _RecordingTimeline:
         from ..recording import RecordingReader
 
         self.path = path
-        self._reader_cls = RecordingReader
-        reader = RecordingReader(path)
+        self._reader = reader = RecordingReader(path)
         self.header = reader.header
-        self.total = 0
-        self.t0 = self.t1 = None
-        for ev in reader:  # one pass for the length and the time span
-            if self.t0 is None:
-                self.t0 = ev.ts_ns
-            self.t1 = ev.ts_ns
-            self.total += 1
+        self.total, self.t0, self.t1 = reader.scan()  # one quick pass for the length and the time span
         #: what was skipped at a torn or damaged record (one line), or None
         self.torn_note = reader.torn_note()
         self.t0 = self.t0 or 0
@@ -393,20 +463,27 @@ class _RecordingTimeline:
         self.ckpt = _Checkpoints(checkpoint_every)
         self._restart()
 
-    def _restart(self, skip: int = 0) -> None:
-        self._it = iter(self._reader_cls(self.path))
-        for _ in range(skip):
-            next(self._it, None)
-        self.pos = skip
+    def _restart(self, ckpt: tuple[int, object] | None = None) -> None:
+        from ..recording import live_of
+
         self.registry = Registry()
-        self._peek: Event | None = None
-        self.last_ts = self.t0
         #: the TOTALS events of the last recorded totals sample (a shared-memory recording): a seek's
         #: snapshot has no buffers for them, so they are sent after it
         self.last_sample: list[Event] = []
+        if ckpt is None:
+            self.pos, start, live = 0, None, None
+            self.last_ts = self.t0
+        else:
+            self.pos, (start, blob, seq, self.last_ts, sample) = ckpt
+            self.registry.load_snapshot(_decode_state(blob), seq)
+            live = live_of(self.registry.buffers())
+            self.last_sample = list(sample)
+        self._batches = self._reader.batches(start, live)
+        self._batch: list[Event] = []
+        self._i = 0
 
     def close(self) -> None:
-        pass
+        self._batches.close()
 
     @property
     def duration_s(self) -> float:
@@ -421,63 +498,80 @@ class _RecordingTimeline:
         return inv if inv.devices else None
 
     def _next(self) -> Event | None:
-        if self._peek is None:
-            self._peek = next(self._it, None)
-        return self._peek
+        while self._i >= len(self._batch):
+            batch = next(self._batches, None)
+            if batch is None:
+                self.total = self.pos  # what there is (the file may have changed since the scan)
+                return None
+            self._batch, self._i = batch, 0
+        return self._batch[self._i]
 
-    def _take(self) -> Event:
-        ev, self._peek = self._peek, None
-        if self.ckpt.due(self.pos):
-            self.ckpt.add(self.pos, (self.registry.snapshot(), self.registry.seq, self.last_ts,
-                                     list(self.last_sample)))
-        if ev.kind == EventKind.TOTALS:
-            if ev.device == -1:  # a sample starts (tt_memtop.sources.record)
-                self.last_sample = [ev]
-            else:
-                self.last_sample.append(ev)
-        self.registry.apply_event(ev)
-        self.pos += 1
-        self.last_ts = ev.ts_ns
-        return ev
+    def _checkpoint(self) -> None:
+        """At the start of a batch (the reader's ``at`` is its record): remember the state before it."""
+        blob = _encode_state(self.registry)
+        self.ckpt.add(self.pos, (self._reader.at, blob, self.registry.seq, self.last_ts, list(self.last_sample)),
+                      len(blob))
+
+    def _run(self, n: int, limit_ts: int | None, out: list[Event] | None) -> None:
+        """Apply up to ``n`` events (those with ``ts_ns <= limit_ts``, if given), appended to ``out`` unless None."""
+        apply = self.registry.apply_event
+        totals = EventKind.TOTALS
+        while n > 0 and self._next() is not None:
+            batch, i = self._batch, self._i
+            if i == 0 and self.ckpt.due(self.pos, len(self.registry)):
+                self._checkpoint()
+            j = min(len(batch), i + n)
+            if limit_ts is not None:  # up to the first later event (as a clock would deliver them)
+                end, j = j, i
+                while j < end and batch[j].ts_ns <= limit_ts:
+                    j += 1
+                if j == i:
+                    return
+            for ev in batch[i:j] if (i or j < len(batch)) else batch:
+                if ev.kind == totals:
+                    if ev.device == -1:  # a sample starts (tt_memtop.sources.record)
+                        self.last_sample = [ev]
+                    else:
+                        self.last_sample.append(ev)
+                apply(ev)
+            if out is not None:
+                out += batch[i:j] if (i or j < len(batch)) else batch
+            self.last_ts = batch[j - 1].ts_ns
+            self.pos += j - i
+            n -= j - i
+            self._i = j
 
     def read(self, n: int) -> list[Event]:
-        out = []
-        while n > 0 and self._next() is not None:
-            out.append(self._take())
-            n -= 1
+        out: list[Event] = []
+        self._run(n, None, out)
         return out
 
     def read_events(self, n: int) -> list[Event]:
         return self.read(n)
 
-    def read_until(self, seconds: float) -> list[Event]:
-        limit = self.t0 + int(seconds * 1e9)
-        out = []
-        while (ev := self._next()) is not None and ev.ts_ns <= limit:
-            out.append(self._take())
+    def read_until(self, seconds: float, max_events: int | None = None) -> list[Event]:
+        out: list[Event] = []
+        self._run(_ALL if max_events is None else max_events, self.t0 + int(seconds * 1e9), out)
         return out
 
     def seek(self, pos: int) -> None:
         pos = max(0, min(pos, self.total))
-        if pos < self.pos:
-            best = self.ckpt.best(pos)
-            if best is None:
-                self._restart()
-            else:
-                self._restart(best[0])
-                buffers, seq, self.last_ts, sample = best[1]
-                self.last_sample = list(sample)
-                self.registry.load_snapshot(buffers, seq)
-        self.read(pos - self.pos)
+        best = self.ckpt.best(pos)
+        if pos < self.pos or (best is not None and best[0] > self.pos):
+            self._restart(best)
+        self._run(pos - self.pos, None, None)
 
     def seek_time(self, seconds: float) -> None:
         if seconds <= 0:  # the very start: before the first event, even when others share its timestamp
             self.seek(0)
             return
         limit = self.t0 + int(seconds * 1e9)
-        if (ev := self._next()) is not None and ev.ts_ns > limit or self.pos >= self.total:
-            self.seek(0)
-        self.read_until(seconds)
+        # the last checkpoint whose events before it all came no later than the target
+        best = self.ckpt.last_where(lambda state: state[3] <= limit)
+        behind = (ev := self._next()) is not None and ev.ts_ns > limit or self.pos >= self.total
+        if behind or (best is not None and best[0] > self.pos):
+            self._restart(best)
+        self._run(_ALL, limit, None)
 
     def state(self) -> tuple[list, int]:
         return self.registry.snapshot(), self.registry.seq
@@ -631,9 +725,14 @@ class ReplaySource(Source):
         tl = self.timeline
         self._clock_s = min(self.duration_s, self._clock_s + dt * self.speed)
         if self.recording:
-            events = tl.read_until(self._clock_s)
+            events = tl.read_until(self._clock_s, MAX_PER_TICK)
+            if len(events) >= MAX_PER_TICK:  # behind: the clock waits for the events
+                self._clock_s = tl.time_of(tl.pos)
         else:
-            events = tl.read(max(0, tl.pos_of(self._clock_s) - tl.pos))
+            want = max(0, tl.pos_of(self._clock_s) - tl.pos)
+            events = tl.read(min(want, MAX_PER_TICK))
+            if want > MAX_PER_TICK:
+                self._clock_s = tl.time_of(tl.pos)
         if self._carry:
             events, self._carry = self._carry + events, []
         self._batch(emit, events)
