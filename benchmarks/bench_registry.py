@@ -6,6 +6,12 @@ exercise the phase rules), and the memory a registry of ``--live`` buffers takes
 Single-threaded and short, so far less noisy than ``bench_ui.py``; run it before and after a change.
 
     python benchmarks/bench_registry.py [--live 1000000] [--events 400000]
+
+It also times, with ``--live`` entries, the single steps a server takes on its event loop that grow
+with the registry (what can make a producer wait: issue 8.10), for the compiled table and pure
+Python: ``freeze`` for a SUBSCRIBE, the worst 1024-entry snapshot slice, the whole snapshot's
+encoding, and one 4096-entry slice of a dead process's cleanup (CPU time). bench_memory.py prints
+bytes per live buffer of real server and monitor processes.
 """
 
 from __future__ import annotations
@@ -69,11 +75,40 @@ def timed(label: str, n: int, fn) -> None:
     print(f"{label:<44}{n / dt:>12,.0f} ev/s {dt / n * 1e6:>8.2f} us/ev", flush=True)
 
 
+def loop_steps(live: int) -> None:
+    """CPU time of the registry's long steps with ``live`` entries, compiled table and pure Python."""
+    for pure in (False, True):
+        reg = Registry(pure)
+        reg.load_snapshot(snapshot_buffers(live), live)
+        label = "pure" if pure else ("native" if reg.native else "native (not built: pure)")
+        gc.collect()
+        c0 = time.process_time()
+        fz = reg.freeze()
+        c1 = time.process_time()
+        pos, worst = 0, 0.0
+        while pos < fz.done_at:
+            s0 = time.process_time()
+            _data, pos = fz.encode(pos, 1024)
+            worst = max(worst, time.process_time() - s0)
+        c2 = time.process_time()
+        reg.thaw(fz)
+        owner = 1000  # a quarter of the entries
+        s0 = time.process_time()
+        reg.cleanup([owner], 1, limit=4096)
+        c3 = time.process_time()
+        print(f"{label:<7} {live:,} live: freeze {1e3 * (c1 - c0):.1f} ms, worst snapshot slice "
+              f"{1e3 * worst:.2f} ms, whole snapshot {1e3 * (c2 - c1):.0f} ms, a 4096-entry cleanup slice "
+              f"{1e3 * (c3 - s0):.1f} ms (CPU)", flush=True)
+        del reg, fz
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--live", type=int, default=1_000_000)
     ap.add_argument("--events", type=int, default=400_000)
     args = ap.parse_args()
+
+    loop_steps(args.live)
 
     # memory of a registry holding `live` buffers (loaded from a snapshot, as the UI does)
     bufs = snapshot_buffers(args.live)
@@ -85,8 +120,8 @@ def main() -> None:
     dt = time.perf_counter() - t0
     cur, _peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    print(f"load_snapshot of {args.live:,} buffers: {dt:.2f} s, {cur / 2**20:.0f} MiB "
-          f"({cur / max(1, args.live):.0f} B/buffer)")
+    print(f"load_snapshot of {args.live:,} buffers: {dt:.2f} s, {cur / 2**20:.0f} MiB traced "
+          f"({cur / max(1, args.live):.0f} B/buffer; the compiled table's rows: {reg.nbytes() / max(1, args.live):.0f} B)")
     del bufs
 
     msgs = churn_messages(args.events)

@@ -12,6 +12,8 @@ mirror subscriber equals the server) and that the server exits 0 on SIGTERM.
     python benchmarks/bench_stall.py --preload 100000 --messages 50000 --seconds 10
 
 Prints worst / p99 send() block per run; the goal (docs/ROBUSTNESS.md) is worst < 50 ms.
+``--step-profile FILE`` also lists the server's single event-loop steps over 20 ms of CPU, with the
+coroutine each ran (what to fix, as opposed to time the OS did not run the server).
 tests/test_faults.py runs the same machinery, smaller, with assertions.
 """
 
@@ -245,7 +247,7 @@ class Mirror(threading.Thread):
 
 def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: int = 8, devices: int = 2,
         seconds: float = 0.0, fd_limit: int = 0, log: str = "stalled", record_dir: str | None = None,
-        seed: int = 1, monitors: int = 6) -> Figures:
+        seed: int = 1, monitors: int = 6, step_profile: str | None = None) -> Figures:
     """Run the scenario (see the module docstring); return its figures. ``log``: "stalled" | "quiet"."""
     rnd = random.Random(seed)
     fig = Figures()
@@ -265,8 +267,12 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
 
     status_file = os.path.join(tmp, "status.json")
-    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, preexec_fn=limits,
-                              env={**os.environ, "MEMTOP_SERVE_STATUS_FILE": status_file})
+    env = {**os.environ, "MEMTOP_SERVE_STATUS_FILE": status_file}
+    if step_profile:  # benchmarks/step_profile/sitecustomize.py, in the server only
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "step_profile")
+        env.update(MEMTOP_STEP_PROFILE=step_profile, PYTHONPATH=os.pathsep.join(
+            p for p in (here, os.environ.get("PYTHONPATH", "")) if p))
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, preexec_fn=limits, env=env)
     drained = bytearray()
     drain = threading.Thread(target=lambda: drained.extend(server.stdout.read()), daemon=True)
     procs: list[subprocess.Popen] = []
@@ -380,14 +386,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.0, help="keep the monkeys going at least this long")
     ap.add_argument("--monitors", type=int, default=6, help="misbehaving monitors at any time (0 = none: baseline)")
     ap.add_argument("--fd-limit", type=int, default=0, help="run the server with this RLIMIT_NOFILE and flood it")
+    ap.add_argument("--step-profile", metavar="FILE",
+                    help="write the server's event-loop steps over 20 ms of CPU (with their coroutine stacks) to FILE")
     ap.add_argument("--log", choices=["stalled", "quiet"], default="stalled",
                     help="stalled: log lines into a pipe nobody reads until the end (default); quiet: --quiet")
     args = ap.parse_args()
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
     fig = run(preload_n=args.preload, producers=args.producers, messages=args.messages, rate=args.rate,
               seconds=args.seconds, fd_limit=args.fd_limit, log=args.log,
-              monitors=args.monitors)
+              monitors=args.monitors, step_profile=args.step_profile)
     print(fig.line())
+    if args.step_profile and os.path.exists(args.step_profile):
+        with open(args.step_profile) as f:
+            print("server steps over 20 ms of CPU:", "".join(f.readlines()[:6]), sep="\n", end="")
     if fig.lost_events or not fig.mirror_equal or fig.server_exit != 0 or fig.tracebacks:
         print(fig.stderr_tail)
         raise SystemExit(1)

@@ -1,11 +1,19 @@
 """Registry semantics (PROTOCOL.md §4) and the never-drift invariant."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tt_memtop.core.events import EventKind
 from tt_memtop.core.protocol import AllocMessage, BufferType, MsgType
 from tt_memtop.core.registry import Registry
+from tt_memtop.core.table import PyTable, table_class
+
+#: Every test runs against both tables: the compiled one (skipped when it is not built) and pure Python.
+IMPLS = [pytest.param(False, id="native", marks=pytest.mark.skipif(table_class() is PyTable,
+                                                                    reason="compiled table not built")),
+         pytest.param(True, id="pure")]
+pure_and_native = pytest.mark.parametrize("pure", IMPLS)
 
 
 def alloc(dev, bid, size, btype=BufferType.DRAM, pid=100):
@@ -16,8 +24,9 @@ def free(dev, bid, pid=100):
     return AllocMessage(type=MsgType.FREE, device_id=dev, buffer_id=bid, process_id=pid)
 
 
-def test_alloc_free_refcount():
-    r = Registry()
+@pure_and_native
+def test_alloc_free_refcount(pure):
+    r = Registry(pure)
     e = r.apply(alloc(0, 0x19000, 65536, BufferType.L1), 1)
     assert e.kind == EventKind.ALLOC and e.seq == 1
     e = r.apply(alloc(0, 0x19000, 65536, BufferType.L1, pid=200), 2)
@@ -32,8 +41,9 @@ def test_alloc_free_refcount():
     assert len(r) == 0
 
 
-def test_unknown_free_changes_nothing():
-    r = Registry()
+@pure_and_native
+def test_unknown_free_changes_nothing(pure):
+    r = Registry(pure)
     r.apply(alloc(2, 1, 10), 1)
     e = r.apply(free(2, 0xDEAD000), 2)
     assert e.kind == EventKind.FREE_UNKNOWN and e.buffer_id == 0xDEAD000
@@ -41,8 +51,9 @@ def test_unknown_free_changes_nothing():
     assert r.wire_totals(2)[0] == 10
 
 
-def test_system_memory_lumped_on_wire_but_kept_apart():
-    r = Registry()
+@pure_and_native
+def test_system_memory_lumped_on_wire_but_kept_apart(pure):
+    r = Registry(pure)
     r.apply(alloc(5, 256, 256, BufferType.SYSTEM_MEMORY), 1)
     r.apply(alloc(5, 0x8000, 24576, BufferType.L1_SMALL), 2)
     assert r.wire_totals(5) == (0, 0, 256 + 24576, 0, 0, 0)
@@ -50,16 +61,18 @@ def test_system_memory_lumped_on_wire_but_kept_apart():
     assert t[BufferType.SYSTEM_MEMORY] == 256 and t[BufferType.L1_SMALL] == 24576
 
 
-def test_same_id_on_each_device_is_distinct():
-    r = Registry()
+@pure_and_native
+def test_same_id_on_each_device_is_distinct(pure):
+    r = Registry(pure)
     for d in range(32):
         r.apply(alloc(d, 0x3E363C80, 12_503_040, BufferType.TRACE), d)
     assert r.num_buffers == 32
     assert all(r.wire_totals(d)[3] == 12_503_040 for d in range(32))
 
 
-def test_cleanup_removes_everything_a_dead_pid_owns():
-    r = Registry()
+@pure_and_native
+def test_cleanup_removes_everything_a_dead_pid_owns(pure):
+    r = Registry(pure)
     r.apply(alloc(0, 1, 100, pid=1), 1)
     r.apply(alloc(0, 1, 100, pid=2), 2)  # ref 2, owner still 1
     r.apply(alloc(6, 2, 4096, BufferType.L1, pid=2), 3)
@@ -74,8 +87,9 @@ def test_cleanup_removes_everything_a_dead_pid_owns():
     r.check_invariants()
 
 
-def test_cb_and_kernel_accounting_uses_stored_size():
-    r = Registry()
+@pure_and_native
+def test_cb_and_kernel_accounting_uses_stored_size(pure):
+    r = Registry(pure)
     cb = AllocMessage(type=MsgType.CB_ALLOC, device_id=0, buffer_id=3, size=65536, process_id=7)
     r.apply(cb, 1)
     r.apply(cb, 2)  # overwrite: replaces, does not double count
@@ -106,11 +120,12 @@ _steps = st.lists(st.one_of(_msgs, st.tuples(st.just("cleanup"), st.sets(st.inte
                   max_size=120)
 
 
+@pure_and_native
 @settings(max_examples=300, deadline=None)
 @given(_steps)
-def test_totals_equal_live_sum_and_mirror_agrees(steps):
-    server = Registry()
-    mirror = Registry()
+def test_totals_equal_live_sum_and_mirror_agrees(pure, steps):
+    server = Registry(pure)
+    mirror = Registry(pure)
     events = []
     for i, step in enumerate(steps):
         if isinstance(step, tuple):
@@ -129,7 +144,35 @@ def test_totals_equal_live_sum_and_mirror_agrees(steps):
         assert all(x >= 0 for x in server.wire_totals(d))
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     # a snapshot reproduces the state too
-    snap = Registry()
+    snap = Registry(pure)
     snap.load_snapshot(server.snapshot(), server.seq)
     snap.check_invariants()
     assert snap.seq == server.seq and snap.pids() == server.pids()
+
+
+@pure_and_native
+def test_cleanup_in_slices_gives_the_same_events_as_one_call(pure):
+    def fill(r):
+        for i in range(50):
+            r.apply(alloc(i % 3, 0x1000 + i, 100 + i, pid=1 + i % 2), i)
+            if i % 7 == 0:
+                r.apply(AllocMessage(type=MsgType.CB_ALLOC, device_id=0, buffer_id=i, size=64, process_id=2), i)
+    whole, sliced = Registry(pure), Registry(pure)
+    fill(whole)
+    fill(sliced)
+    want = whole.cleanup([1, 2, 9], 99)
+    got, calls = [], 0
+    while True:
+        part = sliced.cleanup([1, 2, 9], 99, limit=7)
+        if not part:
+            break
+        assert sum(e.kind == EventKind.CLEANUP for e in part) <= 7
+        got += part
+        calls += 1
+    assert calls > 5 and len(sliced) == len(whole) == 0
+    key = lambda e: (e.kind, e.pid, e.device, e.buffer_type, e.buffer_id, e.size, e.ref_count)  # noqa: E731
+    assert sorted(map(key, got)) == sorted(map(key, want))
+    assert [key(e) for e in got if e.kind == EventKind.PROCESS_EXIT] == \
+        [key(e) for e in want if e.kind == EventKind.PROCESS_EXIT]  # each PID's total, once, at its end
+    assert [e.seq for e in got] == list(range(got[0].seq, got[0].seq + len(got)))
+    sliced.check_invariants()

@@ -353,12 +353,11 @@ def test_frozen_registry_keeps_ref_counts_as_of_the_freeze():
     for i in range(3):
         reg.apply(AllocMessage(type=MsgType.ALLOC, size=10, process_id=1, buffer_id=i), 0)
     fz = reg.freeze()
-    b0, b1, _ = fz.buffers
     reg.apply(AllocMessage(type=MsgType.ALLOC, size=10, process_id=1, buffer_id=0), 0)  # ref 2
     reg.apply(AllocMessage(type=MsgType.FREE, process_id=1, buffer_id=1), 0)  # gone
     reg.apply(AllocMessage(type=MsgType.ALLOC, size=10, process_id=1, buffer_id=7), 0)
-    assert [fz.ref_count(b) for b in fz.buffers] == [1, 1, 1] and len(fz.buffers) == 3
-    assert b0.ref_count == 2 and b1.ref_count == 0
+    assert [(b.buffer_id, b.ref_count) for b in fz.buffers()] == [(0, 1), (1, 1), (2, 1)] and len(fz) == 3
+    assert reg.get(0, 0).ref_count == 2 and reg.get(0, 1) is None
     assert fz.seq == 3 and fz.totals[0][0] == 3
     reg.thaw(fz)
     reg.check_invariants()
@@ -536,3 +535,27 @@ def test_log_writer_counts_lines_lost_to_a_full_disk(tiny_fs):
             w.write([f"line {i}"])
         assert w.close(5)
         assert w.dropped_total >= 1
+
+
+async def test_periodic_cleanup_of_a_big_dead_process_yields_to_ingest(tmp_path):
+    """A dead PID's entries are removed in slices (run_cleanup_sliced), each published as it is done."""
+    import tt_memtop.server.server as srv
+
+    path = short_socket(tmp_path)
+    alive = {"dead": False}
+    async with running_server(path, quiet=True, cleanup_interval_s=0.05,
+                              is_alive=lambda pid: not (alive["dead"] and pid == 4242)) as server:
+        with raw_connect(path) as prod:
+            await _send(prod, b"".join(encode(AllocMessage(type=MsgType.ALLOC, size=4096, process_id=4242,
+                                                           buffer_id=0x1000 + i * 64), 144)
+                                       for i in range(3 * srv._CLEANUP_SLICE + 5)))
+            assert await anyio.to_thread.run_sync(query, prod) == ((3 * srv._CLEANUP_SLICE + 5) * 4096, 0, 0, 0)
+            batches = []
+            real = server._publish
+            server._publish = lambda evs: (batches.append(len(evs)), real(evs))
+            alive["dead"] = True
+            with anyio.fail_after(20):
+                while server.registry.num_buffers:
+                    await anyio.sleep(0.02)
+            assert len(batches) >= 4 and max(batches) <= srv._CLEANUP_SLICE + 1
+            assert await anyio.to_thread.run_sync(query, prod) == (0, 0, 0, 0)

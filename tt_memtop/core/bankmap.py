@@ -93,8 +93,21 @@ _SIZE = (1 << 40) - 1
 _TYPE_SIZE = (1 << _LEN) - 1
 
 
+#: One int object per distinct packed entry: a model's buffers come in few sizes, and a packed entry is a
+#: 32-byte int, so a million map entries share a few thousand values instead of holding a million.
+_INTERNED: dict[int, int] = {}
+_INTERN_MAX = 1 << 16
+
+
 def _pack(length: int, size: int, buffer_type: int) -> int:
-    return length << _LEN | min(size, _SIZE) << 3 | buffer_type
+    v = length << _LEN | min(size, _SIZE) << 3 | buffer_type
+    got = _INTERNED.get(v)
+    if got is not None:
+        return got
+    if len(_INTERNED) >= _INTERN_MAX:
+        _INTERNED.clear()
+    _INTERNED[v] = v
+    return v
 
 
 def _end(start: int, packed: int) -> int:
@@ -212,12 +225,25 @@ class SpaceMap:
 
     def load(self, items) -> None:
         """Replace the whole map with ``items`` ((start, size, buffer type), unique starts); built at the first query."""
-        pools = self.pools
         entries: dict[int, int] = {}
+        add = self.loader(entries)
         for start, size, t in items:
+            add(start, size, t)
+        self.set_loaded(entries)
+
+    def loader(self, entries: dict[int, int]):
+        """``add(start, size, buffer type)`` that fills ``entries`` for :meth:`set_loaded`: :meth:`load` one
+        item at a time, for a caller that loads many maps in one pass (no list of items per map)."""
+        pools = self.pools
+
+        def add(start: int, size: int, t: int) -> None:
             p = pools.get(t)
             if p is not None:
                 entries[start] = _pack(p.rng.per_bank(size), size, t)
+        return add
+
+    def set_loaded(self, entries: dict[int, int]) -> None:
+        """Replace the whole map with what a :meth:`loader` filled; built at the first query."""
         self.entries = entries
         self.pending = {}
         self._stale = True

@@ -201,6 +201,60 @@ def encode_snapshot(snap: SnapshotRecord) -> bytes:
     return head + b"".join([encode_buffer(b) for b in snap.buffers])
 
 
+class BufferRecords:
+    """The BUFFER records of a SNAPSHOT: checked when decoded, made into Buffers only while iterated.
+
+    A million Buffers alive at once (~150 B each) would be most of an attaching monitor's memory, and
+    freed they leave its heap fragmented; the registry keeps rows in columns, so nothing needs them
+    all at once. Iterating again decodes again (each Buffer is new). A sequence: len, iteration,
+    indexing (by decoding), equality with a list.
+    """
+
+    __slots__ = ("_buf", "_off", "_n")
+
+    def __init__(self, buf, off: int, n: int) -> None:
+        self._buf, self._off, self._n = buf, off, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self):
+        buf, off = self._buf, self._off
+        for _ in range(self._n):
+            b, off = decode_buffer(buf, off)
+            yield b
+
+    def __getitem__(self, i):
+        return list(self)[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (BufferRecords, list, tuple)):
+            return len(other) == self._n and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"BufferRecords({self._n} buffers)"
+
+
+def _skip_buffers(buf, off: int, n: int) -> int:
+    """Check ``n`` BUFFER records from ``off`` (what :func:`decode_buffer` checks); return the offset after them."""
+    unpack, size, end = BUFFER.unpack_from, BUFFER.size, len(buf)
+    for _ in range(n):
+        if off + size > end:
+            raise CodecError(f"record truncated: need {size} bytes at offset {off}, have {end - off}")
+        dev, _bid, bt, _size, _pid, _refs, _ts, _seq, ln, lt = unpack(buf, off)
+        if bt >= _NTYPES or not -1 <= dev < _MAX_DEVICES:
+            raise CodecError(f"buffer with buffer_type {bt} on device {dev}")
+        off += size
+        if ln or lt:
+            if off + ln + lt > end:
+                raise CodecError("string runs past the end of the record")
+            off += ln + lt
+    return off
+
+
 def decode_snapshot_body(buf, off: int = 0) -> SnapshotRecord:
     seq, ts = _unpack(SNAP_HEAD, buf, off)
     inv, off = decode_inventory(buf, off + SNAP_HEAD.size)
@@ -213,11 +267,8 @@ def decode_snapshot_body(buf, off: int = 0) -> SnapshotRecord:
         totals[dev] = (n, list(t))
     (nb,) = _unpack(U32, buf, off)
     off += 4
-    buffers = []
-    for _ in range(nb):
-        b, off = decode_buffer(buf, off)
-        buffers.append(b)
-    return SnapshotRecord(seq, ts, inv, totals, buffers)
+    _skip_buffers(buf, off, nb)  # bad bytes fail here, not later while iterating
+    return SnapshotRecord(seq, ts, inv, totals, BufferRecords(buf, off, nb))
 
 
 # ------------------------------------------------------------------------------------------------ small records

@@ -364,10 +364,12 @@ class Insight:
         self._recorded = {}
         self.peaks.load(registry, ts_ns)
         self.peaks.take_rose()
+        # Two passes over the rows, no list of a million items in between (freed, such a list leaves the
+        # heap fragmented around the maps' entries): the regions first, then the maps, laid out for them.
         devs: dict[int, _Device] = {}
-        items: dict[tuple[int, int], list] = {}  # (device, memory) -> [(address, size, type)]
         mapped = _MAPPED
-        for b in registry.buffer_list():
+        view = registry.buffer_list()
+        for b in view:
             t = b.buffer_type
             bid = b.buffer_id
             if bid <= 0 or (t not in mapped and t != _CB):
@@ -376,14 +378,11 @@ class Insight:
             dev = devs.get(d)
             if dev is None:
                 dev = devs[d] = self._device(d)
-                items[d, DRAM] = []
-                items[d, L1] = []
             if t == _CB:
                 top = bid + b.size
                 if dev.geom.l1_unreserved_base <= bid and top <= dev.geom.worker_l1_size:
                     dev.cbs[bid] = top
                 continue
-            items[d, SPACE_OF[t]].append((bid, b.size, t))
             if t == TRACE:
                 if bid < dev.geom.dram_bank_size and (not dev.trace_min or bid < dev.trace_min):
                     dev.trace_min = bid
@@ -392,14 +391,28 @@ class Insight:
                     (not dev.small_min or bid < dev.small_min):
                 dev.small_min = bid
                 dev.dirty_geom = True
-        for (d, memory), its in items.items():
-            dev = devs[d]
+        loaders: dict[int, list] = {}  # device -> [(entries, add) per memory: DRAM, L1]
+        for d, dev in devs.items():
             if dev.dirty_geom:  # the regions are known now: lay the maps out for them before loading
                 dev.dirty_geom = False
                 rng = self._ranges(dev)
                 dev.spaces[DRAM].set_pools({DRAM: rng[DRAM], TRACE: rng[TRACE]})
                 dev.spaces[L1].set_pools({L1: rng[L1], L1_SMALL: rng[L1_SMALL]})
-            dev.spaces[memory].load(its)
+            per = loaders[d] = {}
+            for memory in (DRAM, L1):
+                entries: dict[int, int] = {}
+                per[memory] = (entries, dev.spaces[memory].loader(entries))
+        space_of = SPACE_OF
+        for b in view:
+            t = b.buffer_type
+            bid = b.buffer_id
+            if bid <= 0 or t not in mapped:
+                continue
+            loaders[b.device][space_of[t]][1](bid, b.size, t)
+        del view
+        for d, per in loaders.items():
+            for memory, (entries, _add) in per.items():
+                devs[d].spaces[memory].set_loaded(entries)
         for d in registry.devices():
             tot = registry.device_totals(d)
             for t, v in enumerate(tot):

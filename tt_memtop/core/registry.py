@@ -23,6 +23,10 @@ never negative.
 
 Every change is returned as an :class:`~tt_memtop.core.events.Event`; :meth:`apply_event`
 replays such events, so a mirror built from a server's events has the server's state.
+
+Storage is columns, not objects (:mod:`tt_memtop.core.table`, compiled when built): ~60 B per live
+entry instead of ~280, and nothing for the garbage collector to walk. Names and stack traces, which
+few entries have, live in a side dict.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Iterable, Iterator
 
 from .events import Event, EventKind
 from .protocol import AllocMessage, BufferType, KernelType, MsgType
+from .table import table_class
 
 NTYPES = len(BufferType)
 _CB = int(BufferType.CB)
@@ -38,10 +43,18 @@ _KERNEL = int(BufferType.KERNEL)
 _KERNEL_NAMES = {int(k): k.name.title() for k in KernelType}
 _ALLOC, _REF_INC, _REF_DEC, _FREE = EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE
 _FREE_UNKNOWN, _CLEANUP = EventKind.FREE_UNKNOWN, EventKind.CLEANUP
+_U32 = 0xFFFFFFFF
+#: rows fetched from the table per call when iterating
+_CHUNK = 4096
 
 
 class Buffer:
-    """One live entry: a buffer, a circular buffer (CB) or a kernel binary."""
+    """One live entry: a buffer, a circular buffer (CB) or a kernel binary.
+
+    The registry keeps its entries as rows in columns (:mod:`tt_memtop.core.table`); a Buffer is a copy
+    of one row, made when asked for (:meth:`Registry.get`, :meth:`Registry.buffers`). Changing it
+    changes nothing in the registry.
+    """
 
     __slots__ = ("device", "buffer_id", "buffer_type", "size", "owner_pid", "ref_count", "alloc_ts_ns",
                  "alloc_seq", "name", "stack_trace")
@@ -69,23 +82,13 @@ class Buffer:
             return NotImplemented
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
 
-    #: Hashed by identity: the registry's owner index keys on entries. Two live entries are never
-    #: equal (they differ in device, buffer_id or id space), so each is its own key.
+    #: Hashed by identity (a Buffer is a value made on demand from the registry's rows; two made from
+    #: the same row are equal but distinct objects).
     __hash__ = object.__hash__
 
     def __repr__(self) -> str:
         return (f"Buffer(dev={self.device}, id={self.buffer_id:#x}, type={BufferType(self.buffer_type).name}, "
                 f"size={self.size}, pid={self.owner_pid}, refs={self.ref_count})")
-
-
-def _key(device: int, buffer_id: int) -> int | tuple[int, int]:
-    """The dict key of (device, buffer_id) within one id space: one int, ``buffer_id << 8 | device``.
-
-    An int is half the size of a tuple, hashes faster and is not tracked by the GC. It is unique
-    for any ``buffer_id`` (even negative) as long as ``0 <= device < 256`` (``MAX_DEVICES``); any
-    other device falls back to the tuple, so the mapping stays one-to-one whatever the input.
-    """
-    return buffer_id << 8 | device if 0 <= device < 256 else (device, buffer_id)
 
 
 #: Index of the live-entry count after the NTYPES byte totals in a (pid, device) usage list.
@@ -104,34 +107,122 @@ class _DeviceUsage:
         self.by_pid: dict[int, list[int]] = {}
 
 
-def _space_rank(b: Buffer) -> int:
-    return 1 if b.buffer_type == _CB else 2 if b.buffer_type == _KERNEL else 0
+
+
+def _space(buffer_type: int) -> int:
+    """The id space of a type: 0 buffers, 1 CBs, 2 kernels (each has its own ids)."""
+    return 1 if buffer_type == _CB else 2 if buffer_type == _KERNEL else 0
+
+
+def _rows_as_buffers(table, strings: dict, space: int = -1) -> Iterator[Buffer]:
+    """Buffers made from the live rows of ``table`` (of one id space, or all), in row order."""
+    rows_of = table.rows
+    pos = 0
+    while True:
+        rows, _slots, pos = rows_of(pos, _CHUNK, space)
+        if not rows:
+            return
+        for dev, bid, bt, size, pid, refs, ts, seq, has in rows:
+            if has:
+                name, trace = strings.get((_space(bt), dev, bid), ("", ""))
+                yield Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace)
+            else:
+                yield Buffer(dev, bid, bt, size, pid, refs, ts, seq)
+
+
+class BufferList:
+    """The live entries at one instant, as Buffers made while iterating (a copy of the rows, not of objects).
+
+    What :meth:`Registry.buffer_list` gives a worker thread to scan while the registry changes: taking
+    it copies the columns (C-level, a few ms for a million rows), not a million objects.
+    """
+
+    __slots__ = ("_rows", "_strings", "_counts")
+
+    def __init__(self, rows, strings: dict, counts: list[int]) -> None:
+        self._rows = rows
+        self._strings = strings
+        self._counts = counts
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Buffer]:
+        for space in range(3):
+            if self._counts[space]:
+                yield from _rows_as_buffers(self._rows, self._strings, space)
+
+    def __getitem__(self, i):
+        return list(self)[i]
 
 
 class FrozenState:
-    """The registry as of ``seq``, held open while a subscriber's snapshot is encoded piecemeal.
+    """The registry as of ``seq``, held while a subscriber's snapshot is encoded piecemeal.
 
-    ``buffers`` are the live entries themselves (no copies: taking them is one C-level list copy,
-    cheap even for millions of entries). Entries only ever change in place by their ref_count, so
-    the registry records the original ref_count of an entry the first time it changes while this
-    state is open (:meth:`ref_count` gives the value as of ``seq``). Release it with
-    :meth:`Registry.thaw`.
+    A frozen view of the rows (:meth:`Table.freeze`: no copy of them, only of their flags and ref
+    counts, ~5 B an entry; the table neither moves nor reuses rows while it is open), a copy of the
+    rare names and of the per-device totals. Release it with :meth:`Registry.thaw`.
     """
 
-    __slots__ = ("seq", "buffers", "totals", "_refs")
+    __slots__ = ("seq", "totals", "_rows", "_strings", "_counts")
 
-    def __init__(self, seq: int, buffers: list[Buffer], totals: dict[int, tuple[int, list[int]]]) -> None:
+    def __init__(self, seq: int, rows, strings: dict, totals: dict[int, tuple[int, list[int]]],
+                 counts: list[int]) -> None:
         self.seq = seq
-        self.buffers = buffers
+        self._rows = rows
+        self._strings = strings
         self.totals = totals  # device -> (live buffers, bytes by type)
-        self._refs: dict[int, int] = {}
+        self._counts = counts
 
-    def keep(self, b: Buffer) -> None:
-        if b.alloc_seq <= self.seq and id(b) not in self._refs:
-            self._refs[id(b)] = b.ref_count
+    def __len__(self) -> int:
+        return len(self._rows) if self._rows is not None else 0
 
-    def ref_count(self, b: Buffer) -> int:
-        return self._refs.get(id(b), b.ref_count) if self._refs else b.ref_count
+    def buffers(self) -> BufferList:
+        """The frozen entries (buffers, then CBs, then kernels), made while iterating."""
+        return BufferList(self._rows, self._strings, self._counts)
+
+    def encode(self, pos: int, n: int) -> tuple[bytes, int]:
+        """BUFFER records (:func:`eventcodec.encode_buffer`) of up to about ``n`` entries from row ``pos``
+        on (row order: a subscriber's mirror gets the same set, in its own order); returns (bytes,
+        next pos), pos past the end when done."""
+        from .eventcodec import encode_buffer
+
+        out = []
+        encode = self._rows.encode
+        while n > 0:
+            data, nxt, special = encode(pos, n)
+            out.append(data)
+            n -= len(data) // _BUFFER_RECORD + 1
+            pos = nxt
+            if special < 0:
+                break
+            dev, bid, bt, size, pid, refs, ts, seq, _has = self._rows.row(special)
+            name, trace = self._strings.get((_space(bt), dev, bid), ("", ""))
+            out.append(encode_buffer(Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace)))
+        return b"".join(out), pos
+
+    def encoded_size(self) -> int:
+        """Bytes :meth:`encode` produces for all the entries (the SNAPSHOT's length is sent before them)."""
+        from .eventcodec import _b
+
+        n = len(self) * _BUFFER_RECORD
+        for name, trace in self._strings.values():
+            n += len(_b(name)) + len(_b(trace))
+        return n
+
+    @property
+    def done_at(self) -> int:
+        """The row position past the last row (what :meth:`encode` returns once everything is encoded)."""
+        return self._rows.nslots if self._rows is not None else 0
+
+    def close(self) -> None:
+        if self._rows is not None:
+            self._rows.close()
+        self._rows = None
+        self._strings = {}
+
+
+_BUFFER_RECORD = 49  # eventcodec.BUFFER.size
 
 
 class Registry:
@@ -139,52 +230,69 @@ class Registry:
 
     Bookkeeping per change is two dict look-ups (device, then owner PID within it); per-process
     figures (:meth:`pids`, :meth:`pid_totals`, :meth:`pid_count`) are summed over devices on demand.
+    ``pure``: True forces the pure-Python table, None (default) takes the compiled one when built.
     """
 
-    def __init__(self) -> None:
-        # One address space per kind of entry: buffers, CBs and kernels may share ids. Keys: _key().
-        self._buffers: dict[int | tuple[int, int], Buffer] = {}
-        self._cbs: dict[int | tuple[int, int], Buffer] = {}
-        self._kernels: dict[int | tuple[int, int], Buffer] = {}
+    def __init__(self, pure: bool | None = None) -> None:
+        self._pure = pure
+        self._table_class = table_class(pure)
+        self._reset()
+
+    def _reset(self) -> None:
+        # rows keyed by (id space, device, buffer_id): buffers, CBs and kernels may share ids
+        self._t = self._table_class()
+        self._strings: dict[tuple[int, int, int], tuple[str, str]] = {}  # key -> (name, stack trace)
+        self._counts = [0, 0, 0]  # live entries per id space
         self._usage: dict[int, _DeviceUsage] = {}  # every device that has ever held something
-        # owner PID -> its live entries (dict keys: insertion-ordered, no values): what dead-process
-        # cleanup removes, without scanning every entry
-        self._owned: dict[int, dict[Buffer, None]] = {}
-        # open snapshots (see :meth:`freeze`): each keeps the original ref_count of entries changed since
-        self._frozen: list[FrozenState] = []
+        self._exiting: dict[int, tuple[int, int]] = {}  # pid -> (bytes, entries) removed so far by a sliced cleanup
         self.seq = 0  # sequence number of the last event produced or applied
         self.unknown_frees = 0
+        self.unstorable = 0  # entries whose fields no table column can hold (never from a valid message)
         self.messages = 0
 
+    @property
+    def native(self) -> bool:
+        """True when the compiled table holds the rows."""
+        return self._table_class.__module__ != __name__.rsplit(".", 1)[0] + ".table"
+
     # ------------------------------------------------------------------ queries
-    def _space(self, buffer_type: int) -> dict[int | tuple[int, int], Buffer]:
-        if buffer_type == _CB:
-            return self._cbs
-        if buffer_type == _KERNEL:
-            return self._kernels
-        return self._buffers
+    def _buffer(self, slot: int) -> Buffer:
+        dev, bid, bt, size, pid, refs, ts, seq, has = self._t.row(slot)
+        if has:
+            name, trace = self._strings.get((_space(bt), dev, bid), ("", ""))
+            return Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace)
+        return Buffer(dev, bid, bt, size, pid, refs, ts, seq)
 
     def get(self, device: int, buffer_id: int, buffer_type: int = 0) -> Buffer | None:
-        return self._space(buffer_type).get(_key(device, buffer_id))
+        """A copy of the live entry at (device, buffer_id) in ``buffer_type``'s id space, or None."""
+        s = self._t.find(_space(buffer_type), device, buffer_id)
+        return self._buffer(s) if s >= 0 else None
 
     def buffers(self) -> Iterator[Buffer]:
-        """Every live entry: buffers, then CBs, then kernels."""
-        yield from self._buffers.values()
-        yield from self._cbs.values()
-        yield from self._kernels.values()
+        """Every live entry (as Buffers made on demand): buffers, then CBs, then kernels, each in allocation order."""
+        for space in range(3):
+            if self._counts[space]:
+                yield from _rows_as_buffers(self._t, self._strings, space)
 
-    def buffer_list(self) -> list[Buffer]:
-        """The live entries of :meth:`buffers` as a new list (of the same objects, not copies): a
-        consistent view that a worker thread can scan while the registry keeps changing."""
-        return [*self._buffers.values(), *self._cbs.values(), *self._kernels.values()]
+    def buffer_list(self) -> BufferList:
+        """The live entries of :meth:`buffers` at this instant: a consistent view that a worker thread
+        can scan while the registry keeps changing (a copy of the rows; Buffers are made while iterating)."""
+        return BufferList(self._t.copy(), dict(self._strings), list(self._counts))
 
     def __len__(self) -> int:
-        return len(self._buffers) + len(self._cbs) + len(self._kernels)
+        return len(self._t)
 
     @property
     def num_buffers(self) -> int:
         """Live buffers as the original counts them (CBs and kernels excluded)."""
-        return len(self._buffers)
+        return self._counts[0]
+
+    def nbytes(self) -> int:
+        """Memory the entries take (rows, index, owner lists, names; not the small per-device totals)."""
+        import sys
+
+        return self._t.nbytes() + sys.getsizeof(self._strings) + sum(
+            sys.getsizeof(k) + sys.getsizeof(n) + sys.getsizeof(t) for k, (n, t) in self._strings.items())
 
     def devices(self) -> list[int]:
         """Devices that have ever held something, ascending."""
@@ -231,61 +339,61 @@ class Registry:
     def pid_count(self, pid: int) -> int:
         return sum(u.by_pid[pid][_N] for u in self._usage.values() if pid in u.by_pid)
 
+    def owned_count(self, pid: int) -> int:
+        """Live entries (buffers, CBs, kernels) owned by ``pid``."""
+        return self._t.owned_count(pid) if isinstance(pid, int) else 0
+
     # ------------------------------------------------------------------ bookkeeping
-    def _account(self, b: Buffer, sign: int) -> None:
-        """Add (sign +1) or take away (-1) ``b`` in the device and (pid, device) totals."""
-        t = b.buffer_type
-        size = b.size if sign > 0 else -b.size
-        u = self._usage.get(b.device)
+    def _account(self, device: int, t: int, size: int, pid: int, sign: int) -> None:
+        """Add (sign +1) or take away (-1) an entry in the device and (pid, device) totals."""
+        if sign < 0:
+            size = -size
+        u = self._usage.get(device)
         if u is None:
-            u = self._usage[b.device] = _DeviceUsage()
+            u = self._usage[device] = _DeviceUsage()
         u.totals[t] += size
         if t != _CB and t != _KERNEL:
             u.count += sign
-        pt = u.by_pid.get(b.owner_pid)
+        pt = u.by_pid.get(pid)
         if pt is None:
-            pt = u.by_pid[b.owner_pid] = [0] * (NTYPES + 1)
+            pt = u.by_pid[pid] = [0] * (NTYPES + 1)
         pt[t] += size
         pt[_N] += sign
         if not pt[_N]:
-            del u.by_pid[b.owner_pid]
+            del u.by_pid[pid]
 
-    def _put(self, space: dict, key: int | tuple[int, int], b: Buffer) -> None:
-        """Store ``b`` under ``key`` (its _key) in ``space`` (its id space), replacing any entry there."""
-        old = space.get(key)
-        if old is not None:
-            self._account(old, -1)
-            self._disown(old)
-        space[key] = b
-        self._account(b, +1)
-        owned = self._owned.get(b.owner_pid)
-        if owned is None:
-            owned = self._owned[b.owner_pid] = {}
-        owned[b] = None
+    def _put(self, device: int, bid: int, btype: int, size: int, pid: int, refs: int, ts: int, seq: int,
+             name: str, trace: str) -> None:
+        """Store an entry, replacing any entry under its key (in its id space)."""
+        t = self._t
+        space = _space(btype)
+        old = t.find(space, device, bid)
+        if old >= 0:
+            self._drop(old, t.row(old))
+        try:
+            t.add(device, bid, btype, size, pid, min(refs, _U32), ts, seq, bool(name or trace))
+        except (OverflowError, TypeError):
+            self.unstorable += 1  # a field no column holds (a crafted recording): not tracked, nothing broken
+            return
+        if name or trace:
+            self._strings[space, device, bid] = (name, trace)
+        self._counts[space] += 1
+        self._account(device, btype, size, pid, +1)
 
-    def _drop(self, space: dict, key: int | tuple[int, int], b: Buffer) -> None:
-        del space[key]
-        self._account(b, -1)
-        self._disown(b)
+    def _drop(self, slot: int, row: tuple) -> None:
+        """Remove the entry at ``slot`` (whose row is ``row``). Other slots may move."""
+        dev, bid, bt, size, pid, _refs, _ts, _seq, has = row
+        space = _space(bt)
+        if has:
+            self._strings.pop((space, dev, bid), None)
+        self._t.remove(slot)
+        self._counts[space] -= 1
+        self._account(dev, bt, size, pid, -1)
 
-    def _disown(self, b: Buffer) -> None:
-        owned = self._owned.get(b.owner_pid)
-        if owned is not None:
-            owned.pop(b, None)
-            if not owned:
-                del self._owned[b.owner_pid]
-
-    def _set_refs(self, b: Buffer, ref_count: int) -> None:
-        """Change ``b.ref_count``, keeping the old value for every open snapshot that holds ``b``."""
-        for fz in self._frozen:
-            fz.keep(b)
-        b.ref_count = ref_count
-
-    def _insert(self, b: Buffer) -> None:
-        self._put(self._space(b.buffer_type), _key(b.device, b.buffer_id), b)
-
-    def _remove(self, b: Buffer) -> None:
-        self._drop(self._space(b.buffer_type), _key(b.device, b.buffer_id), b)
+    def _name(self, row: tuple) -> str:
+        if not row[8]:
+            return ""
+        return self._strings.get((_space(row[2]), row[0], row[1]), ("", ""))[0]
 
     def _stamp(self, ev: Event) -> Event:
         self.seq += 1
@@ -313,72 +421,94 @@ class Registry:
         return None
 
     def _alloc(self, msg: AllocMessage, ts_ns: int, btype: int, name: str, trace: str) -> Event:
-        key = _key(msg.device_id, msg.buffer_id)
-        space = self._space(btype)
-        b = space.get(key)
-        if b is not None and btype != _CB and btype != _KERNEL:
-            self._set_refs(b, b.ref_count + 1)
-            return self._stamp(Event(_REF_INC, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
-                                     buffer_type=b.buffer_type, buffer_id=msg.buffer_id, size=msg.size,
-                                     ref_count=b.ref_count))
+        tb = self._t
+        if btype != _CB and btype != _KERNEL:
+            s = tb.find(0, msg.device_id, msg.buffer_id)
+            if s >= 0:
+                row = tb.row(s)
+                refs = min(row[5] + 1, _U32)
+                tb.set_refs(s, refs)
+                return self._stamp(Event(_REF_INC, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
+                                         buffer_type=row[2], buffer_id=msg.buffer_id, size=msg.size,
+                                         ref_count=refs))
         ev = self._stamp(Event(_ALLOC, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
                                buffer_type=btype, buffer_id=msg.buffer_id, size=msg.size, ref_count=1,
                                name=name, stack_trace=trace))
-        self._put(space, key, Buffer(msg.device_id, msg.buffer_id, btype, msg.size, msg.process_id, 1, ts_ns,
-                                     ev.seq, name, trace))
+        self._put(msg.device_id, msg.buffer_id, btype, msg.size, msg.process_id, 1, ts_ns, ev.seq, name, trace)
         return ev
 
     def _free(self, msg: AllocMessage, ts_ns: int, space_type: int) -> Event:
-        space = self._space(space_type)
-        key = _key(msg.device_id, msg.buffer_id)
-        b = space.get(key)
-        if b is None:
+        tb = self._t
+        s = tb.find(_space(space_type), msg.device_id, msg.buffer_id)
+        if s < 0:
             self.unknown_frees += 1
             return self._stamp(Event(_FREE_UNKNOWN, ts_ns=ts_ns, pid=msg.process_id, device=msg.device_id,
                                      buffer_type=space_type, buffer_id=msg.buffer_id, size=msg.size))
+        row = tb.row(s)
+        dev, bid, bt, size, pid, refs = row[:6]
         if space_type == 0:
-            self._set_refs(b, b.ref_count - 1)
-            if b.ref_count > 0:
-                return self._stamp(Event(_REF_DEC, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
-                                         buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size,
-                                         ref_count=b.ref_count))
-        self._drop(space, key, b)
-        return self._stamp(Event(_FREE, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
-                                 buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size, ref_count=0,
-                                 name=b.name))
+            refs -= 1
+            if refs > 0:
+                tb.set_refs(s, refs)
+                return self._stamp(Event(_REF_DEC, ts_ns=ts_ns, pid=pid, device=dev, buffer_type=bt,
+                                         buffer_id=bid, size=size, ref_count=refs))
+        name = self._name(row)
+        self._drop(s, row)
+        return self._stamp(Event(_FREE, ts_ns=ts_ns, pid=pid, device=dev, buffer_type=bt, buffer_id=bid,
+                                 size=size, ref_count=0, name=name))
 
-    def cleanup(self, dead_pids: Iterable[int], ts_ns: int) -> list[Event]:
+    def cleanup(self, dead_pids: Iterable[int], ts_ns: int, limit: int | None = None) -> list[Event]:
         """Remove every entry owned by each dead PID. Returns CLEANUP events, then one PROCESS_EXIT per PID.
 
-        Whether a PID is dead is the caller's business (``kill(pid, 0)`` at the edge).
+        Whether a PID is dead is the caller's business (``kill(pid, 0)`` at the edge). ``limit``: remove
+        at most that many entries in this call (a PID with a million entries would otherwise hold the
+        caller for seconds); call again with the same PIDs until it returns no events. A PID's
+        PROCESS_EXIT comes once its last entry is gone and sums every call's share.
         """
         out: list[Event] = []
+        tb = self._t
+        budget = limit if limit is not None else -1
         for pid in sorted(set(dead_pids)):
-            owned = self._owned.get(pid)
-            if not owned:
+            if not isinstance(pid, int):
                 continue
+            done = self._exiting.pop(pid, None)
+            slots = tb.owned(pid, budget + 1) if budget >= 0 else tb.owned(pid)
+            if not slots and done is None:
+                continue
+            total, count = done if done is not None else (0, 0)
+            partial = budget >= 0 and len(slots) > budget
+            if partial:
+                slots = slots[:budget]
+            rows = [tb.row(s) for s in slots]
             # buffers, then CBs, then kernels, each in allocation order (as a scan of buffers() gives them)
-            victims = sorted(owned, key=_space_rank)
-            total = 0
-            for b in victims:
-                self._remove(b)
-                total += b.size
-                out.append(self._stamp(Event(EventKind.CLEANUP, ts_ns=ts_ns, pid=pid, device=b.device,
-                                             buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size,
-                                             ref_count=b.ref_count, name=b.name)))
-            out.append(self._stamp(Event(EventKind.PROCESS_EXIT, ts_ns=ts_ns, pid=pid, size=total,
-                                         ref_count=len(victims))))
+            rows.sort(key=lambda r: _space(r[2]))
+            for row in rows:
+                dev, bid, bt, size, _pid, refs = row[:6]
+                name = self._name(row)
+                self._drop(tb.find(_space(bt), dev, bid), row)
+                total += size
+                out.append(self._stamp(Event(EventKind.CLEANUP, ts_ns=ts_ns, pid=pid, device=dev, buffer_type=bt,
+                                             buffer_id=bid, size=size, ref_count=refs, name=name)))
+            count += len(rows)
+            if budget >= 0:
+                budget -= len(rows)
+            if partial:
+                self._exiting[pid] = (total, count)
+                break
+            out.append(self._stamp(Event(EventKind.PROCESS_EXIT, ts_ns=ts_ns, pid=pid, size=total, ref_count=count)))
         return out
 
     def evict(self, device: int, buffer_id: int, buffer_type: int, ts_ns: int, text: str = "") -> Event | None:
         """Remove one entry whatever its ref_count (a stale or foreign claim on a key). Returns its CLEANUP event."""
-        b = self.get(device, buffer_id, buffer_type)
-        if b is None:
+        s = self._t.find(_space(buffer_type), device, buffer_id)
+        if s < 0:
             return None
-        self._remove(b)
-        return self._stamp(Event(EventKind.CLEANUP, ts_ns=ts_ns, pid=b.owner_pid, device=b.device,
-                                 buffer_type=b.buffer_type, buffer_id=b.buffer_id, size=b.size,
-                                 ref_count=b.ref_count, name=b.name, text=text))
+        row = self._t.row(s)
+        dev, bid, bt, size, pid, refs = row[:6]
+        name = self._name(row)
+        self._drop(s, row)
+        return self._stamp(Event(EventKind.CLEANUP, ts_ns=ts_ns, pid=pid, device=dev, buffer_type=bt,
+                                 buffer_id=bid, size=size, ref_count=refs, name=name, text=text))
 
     def note(self, ev: Event) -> Event:
         """Stamp a non-state event (BAD_FRAME, DUMP, ...) with the next sequence number."""
@@ -390,61 +520,52 @@ class Registry:
         if ev.seq:
             self.seq = ev.seq
         k = ev.kind
-        if k == _ALLOC or k == _FREE or k == _CLEANUP or k == _REF_INC or k == _REF_DEC:
-            t = ev.buffer_type
-            space = self._cbs if t == _CB else self._kernels if t == _KERNEL else self._buffers  # = _space(t)
-            key = _key(ev.device, ev.buffer_id)
-            if k == _ALLOC:
-                self._put(space, key, Buffer(ev.device, ev.buffer_id, t, ev.size, ev.pid, 1, ev.ts_ns, ev.seq,
-                                             ev.name, ev.stack_trace))
-                return
-            b = space.get(key)
-            if b is not None:
+        if k == _ALLOC:
+            self._put(ev.device, ev.buffer_id, ev.buffer_type, ev.size, ev.pid, 1, ev.ts_ns, ev.seq, ev.name,
+                      ev.stack_trace)
+        elif k == _FREE or k == _CLEANUP or k == _REF_INC or k == _REF_DEC:
+            tb = self._t
+            s = tb.find(_space(ev.buffer_type), ev.device, ev.buffer_id)
+            if s >= 0:
                 if k == _FREE or k == _CLEANUP:
-                    self._drop(space, key, b)
-                else:
-                    self._set_refs(b, ev.ref_count)
+                    self._drop(s, tb.row(s))
+                elif isinstance(ev.ref_count, int):
+                    tb.set_refs(s, min(max(ev.ref_count, 0), _U32))
         elif k == _FREE_UNKNOWN:
             self.unknown_frees += 1
 
-    def owned_count(self, pid: int) -> int:
-        """Live entries (buffers, CBs, kernels) owned by ``pid``."""
-        return len(self._owned.get(pid, ()))
-
     def load_snapshot(self, buffers: Iterable[Buffer], seq: int) -> None:
-        """Replace the whole state with a snapshot taken at ``seq``.
-
-        The registry takes ownership of the Buffer objects (every producer makes fresh ones: a
-        decoded SUBSCRIBE snapshot, :meth:`snapshot`, a log parser's state); not copying them halves
-        the peak memory of attaching to a server with a million live buffers.
-        """
-        self.__init__()
+        """Replace the whole state with a snapshot taken at ``seq`` (Buffers are read, not kept)."""
+        self._reset()
+        put = self._put
         for b in buffers:
-            self._insert(b)
+            put(b.device, b.buffer_id, b.buffer_type, b.size, b.owner_pid, b.ref_count, b.alloc_ts_ns, b.alloc_seq,
+                b.name, b.stack_trace)
         self.seq = seq
 
     def freeze(self) -> FrozenState:
-        """The state as of now (:class:`FrozenState`), in O(entries) C-level copying; :meth:`thaw` it after use."""
-        fz = FrozenState(self.seq, self.buffer_list(),
-                         {d: (u.count, list(u.totals)) for d, u in sorted(self._usage.items())})
-        self._frozen.append(fz)
-        return fz
+        """The state as of now (:class:`FrozenState`, a few ms for a million entries); :meth:`thaw` it after use."""
+        return FrozenState(self.seq, self._t.freeze(), dict(self._strings),
+                           {d: (u.count, list(u.totals)) for d, u in sorted(self._usage.items())}, list(self._counts))
 
     def thaw(self, fz: FrozenState) -> None:
-        """Stop tracking changes for ``fz`` (idempotent)."""
-        if fz in self._frozen:
-            self._frozen.remove(fz)
+        """Let ``fz``'s copy go (idempotent)."""
+        fz.close()
 
     def snapshot(self) -> list[Buffer]:
-        """Copies of every live entry (for subscribers)."""
-        return [b.copy() for b in self.buffers()]
+        """Every live entry as new Buffers (for subscribers, checkpoints)."""
+        return list(self.buffers())
 
     def check_invariants(self) -> None:
         """Assert that every total equals the sum over live entries and none is negative (for tests)."""
+        self._t.check()
         dev: dict[int, list[int]] = {}
         cnt: dict[int, int] = {}
         pid: dict[int, list[int]] = {}
         pd: dict[tuple[int, int], list[int]] = {}
+        spaces = [0, 0, 0]
+        owners: dict[int, int] = {}
+        named = 0
         for b in self.buffers():
             dev.setdefault(b.device, [0] * NTYPES)[b.buffer_type] += b.size
             if b.buffer_type not in (_CB, _KERNEL):
@@ -452,6 +573,9 @@ class Registry:
             pid.setdefault(b.owner_pid, [0] * NTYPES)[b.buffer_type] += b.size
             pd.setdefault((b.owner_pid, b.device), [0] * NTYPES + [0])[b.buffer_type] += b.size
             pd[b.owner_pid, b.device][_N] += 1
+            spaces[_space(b.buffer_type)] += 1
+            owners[b.owner_pid] = owners.get(b.owner_pid, 0) + 1
+            named += bool(b.name or b.stack_trace)
             assert b.ref_count >= 1, b
         for d, u in self._usage.items():
             assert u.totals == dev.get(d, [0] * NTYPES), (d, u.totals, dev.get(d))
@@ -463,8 +587,6 @@ class Registry:
         assert {p: self.pid_totals(p) for p in self.pids()} == pid, ([self.pid_totals(p) for p in self.pids()], pid)
         assert sum(self.pid_count(p) for p in self.pids()) == len(self)
         assert {(p, d): t for d, u in self._usage.items() for p, t in u.by_pid.items()} == pd
-        owners: dict[int, int] = {}
-        for b in self.buffers():
-            owners[b.owner_pid] = owners.get(b.owner_pid, 0) + 1
-            assert b in self._owned[b.owner_pid], b
-        assert {p: len(o) for p, o in self._owned.items()} == owners
+        assert spaces == self._counts, (spaces, self._counts)
+        assert sorted(self._t.owners()) == sorted(owners) and all(self.owned_count(p) == n for p, n in owners.items())
+        assert len(self._strings) == named, (len(self._strings), named)

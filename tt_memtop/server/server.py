@@ -71,16 +71,21 @@ _PEER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfS
 _MAX_EVENTS_PER_RECORD = 8192
 #: Longest stretch of snapshot encoding between two yields to other tasks (seconds).
 _SNAPSHOT_SLICE_S = 0.005
-_SNAPSHOT_SLICE_MIN = 256  # buffers encoded before the clock is looked at again
+_SNAPSHOT_SLICE_MIN = 1024  # entries encoded before the clock is looked at again
+#: Most entries a periodic dead-process cleanup removes between two yields to other tasks (~10 ms)
+_CLEANUP_SLICE = 4096
 #: accept() errors that mean "out of descriptors or memory": refuse the connection, keep serving
 _ACCEPT_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-#: Collector settings while serving (as the TUI, ui/app.py): millions of long-lived acyclic Buffers would
-#: make each full collection a 0.5-1 s freeze of ingest. Young generations are still collected often;
+#: Collector settings while serving (as the TUI, ui/app.py). The registry is columns (core/table.py), so
+#: its entries cost the collector nothing; these keep whatever else accumulates (queued batches, per-
+#: connection state) from making full collections frequent. Young generations are still collected often;
 #: everything alive is moved out of the collector (gc.freeze) each time the registry grew by GC_FREEZE_GROWTH.
 GC_THRESHOLDS = (10_000, 10, 1_000)
 GC_FREEZE_GROWTH = 200_000
-#: Bytes per live entry the default --max-buffers assumes (measured: 282 B in the registry with its owner index)
-_BYTES_PER_ENTRY = 300
+#: Bytes per live entry the default --max-buffers assumes (measured by RSS over 1 M entries, bench_memory.py:
+#: ~60-70 B with the compiled table, ~220 B in pure Python), with room to spare
+_BYTES_PER_ENTRY = 100
+_BYTES_PER_ENTRY_PURE = 250
 _DEFAULT_MAX_ENTRIES = 50_000_000
 
 
@@ -91,7 +96,8 @@ def default_max_buffers() -> int:
             for line in f:
                 if line.startswith("MemTotal:"):
                     total = int(line.split()[1]) * 1024
-                    return max(100_000, min(_DEFAULT_MAX_ENTRIES, total // 2 // _BYTES_PER_ENTRY))
+                    per = _BYTES_PER_ENTRY if Registry().native else _BYTES_PER_ENTRY_PURE
+                    return max(100_000, min(_DEFAULT_MAX_ENTRIES, total // 2 // per))
     except (OSError, ValueError, IndexError):
         pass
     return _DEFAULT_MAX_ENTRIES
@@ -312,7 +318,7 @@ class AllocationServer(ProducerIngest):
             if self.prior_state == "journal":
                 self.run_cleanup()  # owners that died while the server was down
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._every, self.config.cleanup_interval_s, self.run_cleanup)
+                tg.start_soon(self._every_async, self.config.cleanup_interval_s, self.run_cleanup_sliced)
                 tg.start_soon(self._every, self.config.stats_interval_s, self._print_stats)
                 tg.start_soon(self._watch_loop_lag)
                 tg.start_soon(self._every, 1.0, self._maybe_freeze)
@@ -591,6 +597,19 @@ class AllocationServer(ProducerIngest):
                 self._once(f"periodic:{name}:{type(exc).__name__}", [
                     f"⚠️  {name} failed ({type(exc).__name__}: {exc}); the server keeps running"])
 
+    async def _every_async(self, interval: float, fn: Callable[[], object]) -> None:
+        """:meth:`_every` for a coroutine function ``fn``."""
+        if interval <= 0:
+            return
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await fn()
+            except Exception as exc:  # noqa: BLE001 - a periodic job must not end the server
+                name = getattr(fn, "__name__", "job").replace("_sliced", "")
+                self._once(f"periodic:{name}:{type(exc).__name__}", [
+                    f"⚠️  {name} failed ({type(exc).__name__}: {exc}); the server keeps running"])
+
     # ================================================================== output
     def _out(self, lines: list[str], err: bool = False) -> None:
         """Log ``lines``: queued for the writer thread, never blocking (see server/logwriter.py)."""
@@ -695,6 +714,28 @@ class AllocationServer(ProducerIngest):
         self._publish(events)
         return events
 
+    async def run_cleanup_sliced(self) -> list[Event]:
+        """:meth:`run_cleanup` in slices of _CLEANUP_SLICE entries, other tasks (ingest) running between
+        them: a dead process that held a million buffers costs ingest a few ms at a time, not seconds.
+        Each slice's events are published as it is done; the log block comes at the end, whole."""
+        reg = self.registry
+        dead = [p for p in reg.pids() if not self._owner_alive(p)]
+        if not dead:
+            return []
+        ts = self._clock()
+        events: list[Event] = []
+        while True:
+            part = reg.cleanup(dead, ts, limit=_CLEANUP_SLICE)
+            if not part:
+                break
+            self._publish(part)
+            events += part
+            await anyio.sleep(0)
+        for p in dead:
+            self.ownership.forget(p)
+        self._out(lf.cleanup_block(events))
+        return events
+
     def dump_lines(self) -> list[str]:
         """Cleanup, then the DUMP_REMAINING report, as the original prints it (request line to completion)."""
         lines = [lf.DUMP_REQUEST]
@@ -750,41 +791,36 @@ class AllocationServer(ProducerIngest):
     async def _send_snapshot(self, stream: anyio.abc.ByteStream, sub: _Subscriber) -> None:
         """Send a SNAPSHOT of the registry as of now; events after it are queued in ``sub`` meanwhile.
 
-        Freezing the registry, resetting the queue and registering happen with no await in between,
-        so the snapshot is exactly the state before the first queued event. The buffers are then
-        encoded in slices of about 5 ms with other tasks (ingest) running in between; their
-        ref_counts are those of the frozen state (Registry.freeze keeps the originals).
+        Freezing the registry (a C-level copy of its rows: no objects, a few ms for a million),
+        resetting the queue and registering happen with no await in between, so the snapshot is
+        exactly the state before the first queued event. The rows are then encoded and sent in
+        slices of about 5 ms, with other tasks (ingest) running in between; a slow reader holds
+        only its own slice, never the loop.
         """
         reg = self.registry
         fz = reg.freeze()
         sub.queue, sub.queued, sub.overflow = [], 0, False
         # While a big snapshot is encoded and sent, the events behind it may number as many as its
         # entries (they cost about the same memory) before the subscriber counts as fallen behind.
-        sub.limit = max(self.config.subscriber_queue, len(fz.buffers))
+        sub.limit = max(self.config.subscriber_queue, len(fz))
         self._subs.add(sub)
         try:
-            bufs = fz.buffers
-            chunks = [codec.encode_snapshot_head(fz.seq, self._clock(), self.config.inventory, fz.totals, len(bufs))]
-            encode, refs, clock = codec.encode_buffer, fz.ref_count, time.perf_counter
-            i, n = 0, len(bufs)
-            while i < n:
+            head = codec.encode_snapshot_head(fz.seq, self._clock(), self.config.inventory, fz.totals, len(fz))
+            await stream.send(codec.U32.pack(len(head) + fz.encoded_size()) + head)
+            encode, clock = fz.encode, time.perf_counter
+            pos, end = 0, fz.done_at
+            while pos < end:
                 t_end = clock() + _SNAPSHOT_SLICE_S
                 parts = []
-                while i < n:
-                    j = min(n, i + _SNAPSHOT_SLICE_MIN)
-                    parts += [encode(b, refs(b)) for b in bufs[i:j]]
-                    i = j
+                while pos < end:
+                    data, pos = encode(pos, _SNAPSHOT_SLICE_MIN)
+                    parts.append(data)
                     if clock() >= t_end:
                         break
-                chunks.append(b"".join(parts))  # one slice's bytes: joining them all at once would stall too
-                if i < n:
-                    await anyio.sleep(0)  # let ingest run
+                await stream.send(b"".join(parts))  # waits for a slow reader (this task alone)
+                await anyio.sleep(0)  # let ingest run
         finally:
             reg.thaw(fz)
-        await stream.send(codec.U32.pack(sum(map(len, chunks))))
-        for k in range(len(chunks)):
-            await stream.send(chunks[k])
-            chunks[k] = b""  # sent: let it go
         sub.limit = self.config.subscriber_queue
         if self._status_frame:
             await stream.send(self._status_frame)

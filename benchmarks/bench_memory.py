@@ -1,0 +1,141 @@
+"""Memory per live buffer, server and monitor, compiled table and pure Python (issue 15: <= 100 B each,
+1 M live buffers in <= 150 MB RSS per process).
+
+* server: a real ``memtop serve`` process (``--quiet``), filled with ``--live`` ALLOCs through its
+  socket (144-byte frames, one QUERY barrier); RSS before and after, from /proc.
+* monitor: a fresh process with a :class:`MonitorState` (phase inference on, as the TUI runs it) fed
+  one SNAPSHOT record of ``--live`` buffers decoded by the subscription client's codec; RSS before
+  and after (the decoded record dropped), and the peak (VmHWM) while loading.
+
+Each figure is measured in its own process, native and pure interleaved (A B A B with --repeat 2).
+
+    python benchmarks/bench_memory.py [--live 1000000] [--repeat 1] [--only server|monitor]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+TARGET_B, TARGET_RSS_MB = 100, 150
+
+
+def _rss(pid: int | str = "self") -> tuple[int, int]:
+    """(VmRSS, VmHWM) in bytes."""
+    got = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                k, v = line.split(":")
+                got[k] = int(v.split()[0]) * 1024
+    return got["VmRSS"], got["VmHWM"]
+
+
+def server_figures(live: int, pure: bool) -> dict:
+    from bench_stall import preload, query
+
+    tmp = tempfile.mkdtemp(prefix="mtmem", dir="/tmp")
+    path = os.path.join(tmp, "s.sock")
+    env = {**os.environ, "MEMTOP_PURE_PYTHON": "1" if pure else "0"}
+    srv = subprocess.Popen([sys.executable, "-m", "tt_memtop", "serve", "--socket", path, "--quiet", "--devices", "8",
+                            "--cleanup-interval", "3600", "--stats-interval", "3600"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):
+            if srv.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("memtop serve did not start")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        rss0, _ = _rss(srv.pid)
+        t0 = time.perf_counter()
+        preload(path, live, 8)
+        fill_s = time.perf_counter() - t0
+        assert query(path, 0) == 4096 * len(range(0, live, 8))
+        time.sleep(1.5)  # the server's periodic tasks run once
+        rss1, hwm = _rss(srv.pid)
+    finally:
+        srv.terminate()
+        srv.wait(30)
+    return {"rss0": rss0, "rss": rss1, "hwm": hwm, "per": (rss1 - rss0) / live, "fill_s": fill_s}
+
+
+MONITOR = r"""
+import gc, json, sys, time
+sys.path.insert(0, sys.argv[3])
+from bench_memory import _rss
+from tt_memtop.core import eventcodec as codec
+from tt_memtop.core.devices import Inventory
+from tt_memtop.core.model import new_state
+from tt_memtop.core.registry import Buffer
+from tt_memtop.sources.base import Snapshot
+
+live = int(sys.argv[1])
+st = new_state()
+gc.collect()
+rss0, _ = _rss()
+# one SNAPSHOT body as the server sends it: DRAM buffers over 8 devices, laid out without overlap
+addr = [0x100000] * 8
+body = bytearray(codec.encode_snapshot_head(1, 1, Inventory(), {}, live)[1:])
+for i in range(live):
+    d = i % 8
+    size = (4096, 16384, 65536, 2048)[i % 4]
+    body += codec.encode_buffer(Buffer(d, addr[d], 0, size, 1000 + i % 4, 1, i * 600, i + 1))  # 1 M over 0.6 s
+    addr[d] += -(-size // 12 // 32) * 32
+body = bytes(body)
+t0 = time.perf_counter()
+rec = codec.decode_snapshot_body(body)
+del body
+st.apply(Snapshot(rec.buffers, rec.seq, rec.ts_ns, rec.inventory))
+del rec
+gc.collect()
+load_s = time.perf_counter() - t0
+rss1, hwm = _rss()
+print(json.dumps({"rss0": rss0, "rss": rss1, "hwm": hwm, "per": (rss1 - rss0) / live, "load_s": load_s,
+                  "native": getattr(st.registry, "native", False),
+                  "registry_per": st.registry.nbytes() / live if hasattr(st.registry, "nbytes") else 0}))
+"""
+
+
+def monitor_figures(live: int, pure: bool) -> dict:
+    env = {**os.environ, "MEMTOP_PURE_PYTHON": "1" if pure else "0"}
+    out = subprocess.run([sys.executable, "-c", MONITOR, str(live), "", HERE], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--live", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--only", choices=("server", "monitor"))
+    args = ap.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f}; {args.live:,} live buffers; target <= {TARGET_B} B/buffer, "
+          f"<= {TARGET_RSS_MB} MB RSS (at 1 M)")
+    for what, fn in (("server", server_figures), ("monitor", monitor_figures)):
+        if args.only and args.only != what:
+            continue
+        runs: dict[str, list[dict]] = {"native": [], "pure": []}
+        for _ in range(args.repeat):
+            for impl in ("native", "pure"):
+                runs[impl].append(fn(args.live, impl == "pure"))
+        for impl, rs in runs.items():
+            per = statistics.median(r["per"] for r in rs)
+            rss = statistics.median(r["rss"] for r in rs) / 1e6
+            hwm = statistics.median(r["hwm"] for r in rs) / 1e6
+            extra = f", registry alone {rs[0]['registry_per']:.0f} B" if rs[0].get("registry_per") else ""
+            print(f"{what:<8}{impl:<7} {per:6.0f} B/buffer ({per / TARGET_B:.2f}x target){extra}; RSS {rss:6.0f} MB "
+                  f"({rss / TARGET_RSS_MB:.2f}x), peak {hwm:.0f} MB; started at {rs[0]['rss0'] / 1e6:.0f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Loaded by ``python benchmarks/bench_stall.py --step-profile``, in the server process only: which event-loop
+steps take long, in CPU time of the loop thread (wall time on a shared machine mostly measures the OS).
+
+Wraps ``asyncio.events.Handle._run``; at exit writes the longest steps (> 20 ms of CPU), each with the
+coroutine stack it ran, to the file named by ``MEMTOP_STEP_PROFILE``.
+"""
+
+import os
+
+if os.environ.get("MEMTOP_STEP_PROFILE"):
+    import asyncio.events
+    import atexit
+    import time
+
+    _run_handle = asyncio.events.Handle._run
+    _long: list[tuple[float, str]] = []
+
+    def _where(cb) -> str:
+        task = getattr(cb, "__self__", None)
+        if task is None or not hasattr(task, "get_coro"):
+            return repr(cb)[:80]
+        frames, coro = [], task.get_coro()
+        while coro is not None:
+            fr = getattr(coro, "cr_frame", None)
+            if fr is not None:
+                frames.append(f"{fr.f_code.co_name}:{fr.f_lineno}")
+            coro = getattr(coro, "cr_await", None)
+        return " > ".join(frames)
+
+    def _timed(self) -> None:
+        c0 = time.thread_time()
+        _run_handle(self)
+        dt = time.thread_time() - c0
+        if dt > 0.02:
+            _long.append((dt, _where(getattr(self, "_callback", None))))
+
+    asyncio.events.Handle._run = _timed
+
+    def _dump() -> None:
+        with open(os.environ["MEMTOP_STEP_PROFILE"], "w") as f:
+            f.write(f"{len(_long)} steps over 20 ms of CPU\n")
+            for dt, where in sorted(_long, reverse=True)[:40]:
+                f.write(f"{dt * 1e3:8.1f} ms  {where}\n")
+
+    atexit.register(_dump)
