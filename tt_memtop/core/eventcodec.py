@@ -118,14 +118,71 @@ def encode_events(events: list[Event]) -> bytes:
     return bytes((RecordKind.EVENTS,)) + U32.pack(len(events)) + b"".join(map(encode_event, events))
 
 
-def decode_events_body(buf, off: int = 0) -> list[Event]:
+def _decode_events_body(buf, off: int = 0) -> list[Event]:
+    """:func:`decode_event` in a loop, inlined: the events are made with ``object.__new__`` and slot
+    stores (a keyword call of ``Event(...)`` costs several times more)."""
     (count,) = _unpack(U32, buf, off)
     off += 4
-    out = []
+    out: list[Event] = []
+    append = out.append
+    unpack_from = EVENT.unpack_from
+    size = EVENT.size
+    end = len(buf)
+    kinds = _EVENT_KINDS
+    entries = _ENTRY_KINDS
+    new = object.__new__
     for _ in range(count):
-        ev, off = decode_event(buf, off)
-        out.append(ev)
+        if off + size > end:
+            raise CodecError(f"record truncated: need {size} bytes at offset {off}, have {end - off}")
+        seq, ts, kind, pid, dev, bt, bid, nbytes, refs, ln, lt, lx = unpack_from(buf, off)
+        off += size
+        name = trace = text = ""
+        if ln or lt or lx:
+            name = _s(buf, off, ln)
+            trace = _s(buf, off + ln, lt)
+            text = _s(buf, off + ln + lt, lx)
+            off += ln + lt + lx
+        k = kinds.get(kind)
+        if k is None:
+            raise CodecError(f"unknown event kind {kind}")
+        if kind in entries and (bt >= _NTYPES or not -1 <= dev < _MAX_DEVICES):
+            raise CodecError(f"{k.name} event with buffer_type {bt} on device {dev} "
+                             f"(expected buffer_type 0..{_NTYPES - 1}, device -1..{_MAX_DEVICES - 1})")
+        ev = new(Event)
+        ev.seq = seq
+        ev.ts_ns = ts
+        ev.kind = k
+        ev.pid = pid
+        ev.device = dev
+        ev.buffer_type = bt
+        ev.buffer_id = bid
+        ev.size = nbytes
+        ev.ref_count = refs
+        ev.name = name
+        ev.stack_trace = trace
+        ev.text = text
+        append(ev)
     return out
+
+
+def _native_decoder():
+    """The compiled batch decoder (tt_memtop/_native/events.c), set up for this module; None without it."""
+    from .._native import load
+
+    mod = load("events")
+    if mod is None:
+        return None
+    try:
+        mod.setup(Event, dict(_EVENT_KINDS), CodecError, tuple(_ENTRY_KINDS), _NTYPES, _MAX_DEVICES)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return mod.decode_events_body
+
+
+#: ``decode_events_body(body, off=0) -> list[Event]``: the events of an EVENTS record body, all at once.
+#: Compiled when the accelerator is built (same events, same CodecError messages), else pure Python.
+decode_events_body = _native_decoder() or _decode_events_body
+pure_decode_events_body = _decode_events_body
 
 
 # ------------------------------------------------------------------------------------------------ buffers

@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .bankmap import PoolStats, SpaceMap
-from .events import EventKind
+from .events import Event, EventKind
 from .geometry import (
     DRAM,
     L1,
@@ -173,61 +173,13 @@ class Insight:
         self._state = state
         peaks = self.peaks
         rose = peaks.rose
-        pend = self._pending
-        last_alloc = self._last_alloc
-        cbs = self._cb_pending
-        regions = self._region_pending
         dev_rows: dict = {}
         pid_rows: dict = {}
-        mapped = _MAPPED
-        for ev in events:
-            k = ev.kind
-            if k is _ALLOC:
-                size = ev.size
-            elif k is _FREE or k is _CLEANUP:
-                size = -ev.size
-            else:
-                continue
-            t = ev.buffer_type
-            if not 0 <= t < NTYPES:
-                continue
-            d = ev.device
-            r = dev_rows.get(d)
-            if r is None:
-                cur, peak, at = peaks._dev(d)
-                r = dev_rows[d] = (cur, peak, at, list(cur))  # the last: the batch's max, for the history
-            cur = r[0]
-            v = cur[t] + size
-            cur[t] = v
-            if size > 0 and t < _CB:  # CB / KERNEL peaks: from the registry's totals after the batch
-                if v > r[3][t]:
-                    r[3][t] = v
-                    if v > r[1][t]:
-                        r[1][t] = v
-                        r[2][t] = ev.ts_ns
-                        rose.add((d, t))
-            p = ev.pid
-            r = pid_rows.get(p)
-            if r is None:
-                r = pid_rows[p] = peaks._pid(p)
-            cur = r[0]
-            v = cur[t] + size
-            cur[t] = v
-            if size > 0 and t < _CB and v > r[1][t]:
-                r[1][t] = v
-                r[2][t] = ev.ts_ns
-            bid = ev.buffer_id
-            if bid > 0 and 0 <= d < 256:
-                if t in mapped:
-                    if size > 0:
-                        pend[bid << 8 | d] = size << 3 | t
-                        last_alloc[d << 3 | t] = size
-                        if t == TRACE or t == L1_SMALL:  # rare: the regions' lowest addresses, even if freed at once
-                            regions.append((d, bid, t))
-                    else:
-                        pend[bid << 8 | d] = -1 - t
-                elif t == _CB:
-                    cbs.append((d, bid, size))
+        args = (events, peaks, dev_rows, pid_rows, self._pending, self._last_alloc, self._cb_pending,
+                self._region_pending)
+        if _native_pass is None or not _native_pass(*args):  # False: not all Events (the pure pass takes any)
+            _observe_pass(*args)
+        pend = self._pending
         if state is not None:
             # the registry is authoritative at the end of the batch: a CB / KERNEL re-ALLOC of a live id
             # replaces the old entry without a FREE, which running counters would count twice
@@ -510,3 +462,77 @@ class Insight:
                 d["at_peak"] = cap.as_dict()
             pools[POOLS[t]] = d
         return {"pools": pools, "headroom": self.headroom(device).as_dict()}
+
+
+def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, last_alloc: dict, cbs: list,
+                  regions: list) -> None:
+    """Insight's per-event pass (see :meth:`Insight.observe`): running peak counters per device x type
+    (with the batch's max, for the history) and per PID x type, and each buffer's new state queued
+    for the bank maps. The reference of the compiled pass (tt_memtop/_native/insight.c)."""
+    rose = peaks.rose
+    mapped = _MAPPED
+    for ev in events:
+        k = ev.kind
+        if k is _ALLOC:
+            size = ev.size
+        elif k is _FREE or k is _CLEANUP:
+            size = -ev.size
+        else:
+            continue
+        t = ev.buffer_type
+        if not 0 <= t < NTYPES:
+            continue
+        d = ev.device
+        r = dev_rows.get(d)
+        if r is None:
+            cur, peak, at = peaks._dev(d)
+            r = dev_rows[d] = (cur, peak, at, list(cur))  # the last: the batch's max, for the history
+        cur = r[0]
+        v = cur[t] + size
+        cur[t] = v
+        if size > 0 and t < _CB:  # CB / KERNEL peaks: from the registry's totals after the batch
+            if v > r[3][t]:
+                r[3][t] = v
+                if v > r[1][t]:
+                    r[1][t] = v
+                    r[2][t] = ev.ts_ns
+                    rose.add((d, t))
+        p = ev.pid
+        r = pid_rows.get(p)
+        if r is None:
+            r = pid_rows[p] = peaks._pid(p)
+        cur = r[0]
+        v = cur[t] + size
+        cur[t] = v
+        if size > 0 and t < _CB and v > r[1][t]:
+            r[1][t] = v
+            r[2][t] = ev.ts_ns
+        bid = ev.buffer_id
+        if bid > 0 and 0 <= d < 256:
+            if t in mapped:
+                if size > 0:
+                    pend[bid << 8 | d] = size << 3 | t
+                    last_alloc[d << 3 | t] = size
+                    if t == TRACE or t == L1_SMALL:  # rare: the regions' lowest addresses, even if freed at once
+                        regions.append((d, bid, t))
+                else:
+                    pend[bid << 8 | d] = -1 - t
+            elif t == _CB:
+                cbs.append((d, bid, size))
+
+
+def _load_native_pass():
+    """The compiled pass, set up for this module; None without it (or with MEMTOP_PURE_PYTHON=1)."""
+    from .._native import load
+
+    mod = load("insight")
+    if mod is None:
+        return None
+    try:
+        mod.setup(Event, _ALLOC, _FREE, _CLEANUP, NTYPES, _CB, TRACE, L1_SMALL, tuple(_MAPPED))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return mod.observe_pass
+
+
+_native_pass = _load_native_pass()

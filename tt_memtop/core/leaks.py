@@ -59,19 +59,14 @@ class LeakTracker:
         """``phase_of(pid)``: the live phase; ``last_phase(pid)``: the phase before an exit;
         ``segments()``: the phase tracker's segments (hindsight), to tell warm-up from loading."""
         warm = self.warm
-        for ev in events:
-            k = ev.kind
-            if k == _ALLOC:
-                if phase_of is not None and ev.buffer_type < _CB and ev.buffer_type != _TRACE \
-                        and phase_of(ev.pid) in _EARLY:
-                    warm[_k(ev.device, ev.buffer_id)] = (ev.pid, ev.size, ev.ts_ns)
-            elif k == _FREE:
-                if warm:
-                    warm.pop(_k(ev.device, ev.buffer_id), None)
-            elif k == _CLEANUP:
-                if warm:
-                    warm.pop(_k(ev.device, ev.buffer_id), None)
-                self._reclaimed(ev, last_phase)
+
+        def reclaimed(ev) -> None:
+            self._reclaimed(ev, last_phase)
+
+        if _native_pass is not None:
+            _native_pass(events, warm, phase_of, _EARLY, reclaimed, _ALLOC, _FREE, _CLEANUP, _CB, _TRACE)
+        else:
+            _warm_pass(events, warm, phase_of, reclaimed)
         if phase_of is not None and events and warm:
             self._check_replay({ev.pid for ev in events}, phase_of, events[-1].ts_ns, segments)
 
@@ -114,3 +109,38 @@ class LeakTracker:
         rows.sort(key=lambda r: -r["bytes"])
         rows += sorted(self.outlived.values(), key=lambda r: -r["bytes"])
         return rows
+
+
+def _warm_pass(events, warm: dict, phase_of, reclaimed) -> None:
+    """LeakTracker's per-event pass (see :meth:`LeakTracker.observe`): the warm-up set in, FREE and
+    CLEANUP out, CLEANUPs to ``reclaimed``. The reference of the compiled pass (tt_memtop/_native/leaks.c)."""
+    early: dict[int, bool] = {}  # pid -> phase_of(pid) in _EARLY: nothing here changes the phases
+    for ev in events:
+        k = ev.kind
+        if k == _ALLOC:
+            if phase_of is not None and ev.buffer_type < _CB and ev.buffer_type != _TRACE:
+                pid = ev.pid
+                e = early.get(pid)
+                if e is None:
+                    e = early[pid] = phase_of(pid) in _EARLY
+                if e:
+                    d = ev.device  # _k, inlined
+                    warm[ev.buffer_id << 8 | d if 0 <= d < 256 else (d, ev.buffer_id)] = (pid, ev.size, ev.ts_ns)
+        elif k == _FREE:
+            if warm:
+                d = ev.device
+                warm.pop(ev.buffer_id << 8 | d if 0 <= d < 256 else (d, ev.buffer_id), None)
+        elif k == _CLEANUP:
+            if warm:
+                warm.pop(_k(ev.device, ev.buffer_id), None)
+            reclaimed(ev)
+
+
+def _load_native_pass():
+    from .._native import load
+
+    mod = load("leaks")
+    return mod.warm_pass if mod is not None else None
+
+
+_native_pass = _load_native_pass()

@@ -66,6 +66,41 @@ class HistoryEntry(NamedTuple):
     phase: str
 
 
+def _history_pass(events: list[Event], labels: list[str], history: dict[int, list], per_id: int, buffer_kinds,
+                  bad_frame, process_exit, exited: set[int]) -> int:
+    """Each buffer event (and its phase label) into its buffer id's history, kept at ``per_id`` items and
+    moved to the end of the dict (LRU order); PROCESS_EXIT PIDs into ``exited``. Returns the BAD_FRAMEs
+    seen. The reference of the compiled pass (tt_memtop/_native/history.c)."""
+    bad = 0
+    for ev, phase in zip(events, labels, strict=True):
+        kind = ev.kind
+        if kind in buffer_kinds:
+            bid = ev.buffer_id
+            h = history.pop(bid, None)  # re-insert: dict order doubles as LRU order
+            if h is None:
+                history[bid] = [ev, phase]
+            else:
+                h += (ev, phase)  # a transient pair, freed at once: nothing new for the collector
+                if len(h) > per_id:
+                    del h[:2]
+                history[bid] = h
+        elif kind == bad_frame:
+            bad += 1
+        elif kind == process_exit:
+            exited.add(ev.pid)
+    return bad
+
+
+def _load_native_history():
+    from .._native import load
+
+    mod = load("history")
+    return mod.history_pass if mod is not None else None
+
+
+_native_history = _load_native_history()
+
+
 def _name(ph) -> str:
     """A Phase (a StrEnum) as its display name; "" for None."""
     return ph.value if ph is not None else ""
@@ -289,12 +324,67 @@ class MonitorState:
     def apply_events(self, events: list[Event]) -> None:
         """Fold a batch of events: registry, phases, feed, history. The hot path of every monitor.
 
-        Per event this does only what must be per event (the registry, the tracker, the feed, the
-        history of the buffer id); counters, timestamps and the history's size bound are settled
-        once per batch.
+        Per event this does only what must be per event, in one pass per consumer (the registry,
+        the tracker, the feed, the history of the buffer id) so each pass is a tight loop (the
+        feed's is C-level); counters, timestamps and the history's size bound are settled once per
+        batch. A batch holding recorded totals samples (a replayed shared-memory recording) takes
+        the event-by-event path, since a sample is folded where it sits in the stream.
         """
         if not events:
             return
+        phases = self.phases
+        observe_batch = getattr(phases, "observe_batch", None) if phases is not None else None
+        if (observe_batch is None and phases is not None) or any(ev.kind is _TOTALS for ev in events):
+            self._apply_one_by_one(events)
+            return
+        apply_event = self.registry.apply_event
+        gaps = 0
+        last_seq = self.registry.seq
+        for ev in events:
+            seq = ev.seq
+            if seq:
+                if last_seq and seq > last_seq + 1:
+                    gaps += 1
+                last_seq = seq
+            apply_event(ev)
+        if observe_batch is None:
+            labels = [""] * len(events)
+        else:
+            names = self._phase_names
+            phs = observe_batch(events)
+            try:
+                labels = list(map(names.__getitem__, phs))
+            except KeyError:  # a phase not named yet
+                for ph in phs:
+                    if ph not in names:
+                        names[ph] = _name(ph)
+                labels = list(map(names.__getitem__, phs))
+        self.feed.extend(events)
+        self.feed_phases.extend(labels)
+        if not isinstance(events, list):
+            events = list(events)
+        self.bad_frames += (_native_history or _history_pass)(events, labels, self.history, 2 * self.history_per_id,
+                                                              _BUFFER_KINDS, _BAD_FRAME, _PROCESS_EXIT, self.exited)
+        self._end_batch(events, gaps, 0)
+
+    def _end_batch(self, events: list[Event], gaps: int, totals: int) -> None:
+        history = self.history
+        excess = len(history) - self.history_ids
+        if excess > 0:
+            for key in list(islice(history, excess)):
+                del history[key]
+        self.gaps += gaps
+        self.events_total += len(events) - totals
+        if totals:
+            self._commit_recorded_sample()
+        self._saw_ts(events[0].ts_ns)
+        self._saw_ts(events[-1].ts_ns)
+        self.insight.set_inventory(self.inventory)
+        self.insight.observe(events, self)
+
+    def _apply_one_by_one(self, events: list[Event]) -> None:
+        """:meth:`apply_events` event by event (recorded totals samples in the batch, or a tracker
+        without ``observe_batch``): the same state."""
         apply_event = self.registry.apply_event
         feed_append = self.feed.append
         phases_append = self.feed_phases.append
@@ -331,11 +421,11 @@ class MonitorState:
             phases_append(phase)
             if kind in buffer_kinds:
                 bid = ev.buffer_id
-                h = history.pop(bid, None)  # re-insert: dict order doubles as LRU order
+                h = history.pop(bid, None)
                 if h is None:
                     history[bid] = [ev, phase]
                 else:
-                    h += (ev, phase)  # a transient pair, freed at once: nothing new for the collector
+                    h += (ev, phase)
                     if len(h) > per_id:
                         del h[:2]
                     history[bid] = h
@@ -343,18 +433,7 @@ class MonitorState:
                 self.bad_frames += 1
             elif kind == _PROCESS_EXIT:
                 self.exited.add(ev.pid)
-        excess = len(history) - self.history_ids
-        if excess > 0:
-            for key in list(islice(history, excess)):
-                del history[key]
-        self.gaps += gaps
-        self.events_total += len(events) - totals
-        if totals:
-            self._commit_recorded_sample()
-        self._saw_ts(events[0].ts_ns)
-        self._saw_ts(events[-1].ts_ns)
-        self.insight.set_inventory(self.inventory)
-        self.insight.observe(events, self)
+        self._end_batch(events, gaps, totals)
 
     def tick(self, now_ns: int) -> None:
         """Let time-based phase rules run (the caller owns the clock)."""

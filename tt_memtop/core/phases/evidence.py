@@ -68,23 +68,24 @@ class Window:
     """The last ``n`` evidence entries of a process, with counts by kind: O(1) per entry.
 
     Each entry is ``(kind, ts, start, sig, key)``: ``start`` is where its evidence began (a
-    temporary's allocation), ``sig`` the (size, type) of an allocation, ``key`` its live-map key.
+    temporary's allocation), ``sig`` the shape of an allocation (``size << 8 | type``), ``key`` its
+    live-map key.
     """
 
     __slots__ = ("entries", "counts", "sigs", "n")
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.entries: deque[tuple[int, int, int, tuple[int, int] | None, object]] = deque()
+        self.entries: deque[tuple[int, int, int, int | None, object]] = deque()
         self.counts = [0] * 6
-        self.sigs: dict[tuple[int, int], int] = {}
+        self.sigs: dict[int, int] = {}
 
     def resize(self, n: int) -> None:
         self.n = n
         while len(self.entries) > n:
             self._pop()
 
-    def add(self, kind: int, ts: int, start: int, sig: tuple[int, int] | None = None, key: object = None) -> None:
+    def add(self, kind: int, ts: int, start: int, sig: int | None = None, key: object = None) -> None:
         entries = self.entries
         entries.append((kind, ts, start, sig, key))
         self.counts[kind] += 1
@@ -109,10 +110,10 @@ class Window:
         self.counts = [0] * 6
         self.sigs.clear()
 
-    def since(self, ts: int) -> list[tuple[int, int, int, tuple[int, int] | None, object]]:
+    def since(self, ts: int) -> list[tuple[int, int, int, int | None, object]]:
         """The entries at or after ``ts`` (O(entries): called only when a rule fires)."""
         return [e for e in self.entries if e[1] >= ts]
 
-    def variety(self, exclude: set[tuple[int, int]]) -> int:
+    def variety(self, exclude: set[int]) -> int:
         """Distinct allocation signatures in the window, not counting ``exclude``."""
         return sum(1 for s in self.sigs if s not in exclude)

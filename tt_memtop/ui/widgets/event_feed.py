@@ -30,6 +30,7 @@ from textual.strip import Strip
 
 from ...core.events import Event, EventKind
 from ...core.model import MonitorState
+from ...sources.base import Capability
 from ..feed_groups import OP, PAIR, FeedGroups, FeedRow
 from ..filters import ViewFilter
 from ..format import KIND_LABELS, TYPE_SHORT, elapsed, human, type_name, wall_time
@@ -41,6 +42,11 @@ _KIND_CLASS = {
     EventKind.FREE_UNKNOWN: "warn", EventKind.CLEANUP: "warn", EventKind.PROCESS_EXIT: "warn",
     EventKind.BAD_FRAME: "warn",
 }
+#: While following a live source whose events have outgrown the model's ring (``MonitorState.feed``),
+#: a frame that brings more events than this shows only the newest this many (the rows are rebuilt
+#: from them): at 200k events/s a frame costs what it costs at 40k. The model's ring keeps the rest
+#: (a filter rebuilds from it).
+FOLLOW_ROWS = 1_000
 HEADER = f"{'time':<12} {'pid':>7} {'dev':<5} {'event':<10} {'type':<8} {'size':>9} {'buffer id':<12} {'phase':<9} detail"
 
 
@@ -108,6 +114,7 @@ class EventFeed(ScrollView, can_focus=True):
         self._seen = 0  # model.events_total at the last pull
         self._filter = ViewFilter()
         self.empty_text = "no events yet"
+        self.skipped = 0  # events never made rows: more arrived in one frame than FOLLOW_ROWS (see pull)
 
     @property
     def rows(self) -> Sequence[tuple[Event, str]]:
@@ -168,6 +175,15 @@ class EventFeed(ScrollView, can_focus=True):
         if fresh <= 0:
             return
         fresh = min(fresh, len(state.feed))
+        if fresh > FOLLOW_ROWS and self.follow and not view_filter.active and state.events_total > len(state.feed) \
+                and Capability.SEEK not in state.capabilities:
+            # live, faster than anyone reads (tens of thousands of events a frame) and past what the model's
+            # ring holds (the scrollback is partial anyway): the newest FOLLOW_ROWS replace the rows, so a
+            # frame costs the same at any rate. A replay keeps every row (its speed is the user's choice,
+            # and it can be paused to scroll back).
+            self.skipped += fresh - FOLLOW_ROWS
+            self._clear()
+            fresh = FOLLOW_ROWS
         evs = list(islice(reversed(state.feed), fresh))[::-1]
         phs = list(islice(reversed(state.feed_phases), fresh))[::-1]
         if len(phs) < len(evs):

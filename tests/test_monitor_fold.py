@@ -1,0 +1,231 @@
+"""The monitor's batch fold gives the state the event-by-event fold gives, and the feed stays bounded at any rate.
+
+* ``MonitorState.apply_events`` (one pass per consumer, ``PhaseTracker.observe_batch``) against
+  ``MonitorState._apply_one_by_one`` (the event-by-event path) on recorded Llama / Galaxy sessions
+  folded in arbitrary batch sizes: feed, phases of the feed, histories, registry, peaks, leaks;
+* ``observe_batch`` returns what ``phase()`` says after each ``observe``;
+* the event feed of a live source past the model's ring keeps at most ``FOLLOW_ROWS`` rows, the
+  newest, in both views, and a filter still rebuilds from the model's ring.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import anyio
+import pytest
+from ui_fakes import FakeSource
+
+from tt_memtop.core import insight as insight_mod
+from tt_memtop.core import leaks as leaks_mod
+from tt_memtop.core import model as model_mod
+from tt_memtop.core.events import Event, EventKind
+from tt_memtop.core.geometry import DRAM, L1, L1_SMALL, TRACE
+from tt_memtop.core.model import MonitorState, new_state
+from tt_memtop.core.phases import PhaseTracker
+from tt_memtop.recording import read_recording
+from tt_memtop.sim.scenarios import build
+from tt_memtop.sim.score import reference_events
+from tt_memtop.ui.app import MemtopApp
+from tt_memtop.ui.filters import ViewFilter
+from tt_memtop.ui.widgets.event_feed import FOLLOW_ROWS, EventFeed
+
+RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory):
+    out = {}
+    for name in ("llama_8dev", "galaxy_32dev", "cnn_1dev"):
+        path = tmp_path_factory.mktemp("rec") / f"{name}.rec"
+        with gzip.open(RECORDINGS / f"{name}.rec.gz", "rb") as src, path.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        out[name] = list(read_recording(str(path)))
+    for name in ("two-traces", "killed"):  # a release (the live view's hold) and a dead-PID cleanup
+        out[name] = reference_events(build(name, 0), 144)
+    return out
+
+
+def _fold(events, batch: int, one_by_one: bool) -> MonitorState:
+    st = new_state()
+    for i in range(0, len(events), batch):
+        chunk = events[i:i + batch]
+        if one_by_one:
+            st._apply_one_by_one(chunk)
+        else:
+            st.apply_events(chunk)
+    return st
+
+
+def _summary(st: MonitorState) -> dict:
+    ins = st.insight
+    return {
+        "feed": [(e.seq, e.kind, e.buffer_id) for e in st.feed], "feed_phases": list(st.feed_phases),
+        "history": {k: [(e.seq if isinstance(e, Event) else e) for e in v] for k, v in st.history.items()},
+        "history_order": list(st.history), "gaps": st.gaps, "events": st.events_total, "exited": st.exited,
+        "bad": st.bad_frames, "registry": sorted((b.device, b.buffer_id, b.buffer_type, b.size, b.owner_pid,
+                                                  b.ref_count) for b in st.registry.buffers()),
+        "peaks": (ins.peaks.peak, ins.peaks.peak_at, ins.peaks.pid_peak, ins.peaks.pid_peak_at, ins.peaks.current),
+        "leaks": (ins.leaks.rows(), sorted(ins.leaks.warm.items(), key=repr)),
+        "segments": [(s.pid, s.phase, s.start_ns, s.end_ns) for s in st.phases.segments()],
+        "maps": {d: [ins.pool_stats(d, t).as_dict() for t in (DRAM, L1, L1_SMALL, TRACE)] for d in ins.devices()},
+    }
+
+
+@pytest.mark.parametrize("name", ["llama_8dev", "galaxy_32dev", "cnn_1dev", "two-traces", "killed"])
+@pytest.mark.parametrize("batch", [1, 7, 512])
+def test_batch_fold_equals_event_by_event_fold(sessions, name, batch):
+    events = sessions[name]
+    if batch == 1:
+        events = events[:3000]  # one call per event: enough of the session to go through its phases
+    assert len(events) > 500
+    assert _summary(_fold(events, batch, one_by_one=False)) == _summary(_fold(events, batch, one_by_one=True))
+
+
+@pytest.mark.parametrize("scenario", ["llama-t3k", "two-traces", "killed"])
+def test_observe_batch_is_observe_then_phase(scenario):
+    events = reference_events(build(scenario, 0), 144)
+    a, b = PhaseTracker(), PhaseTracker()
+    got = []
+    for i in range(0, len(events), 300):
+        got += a.observe_batch(events[i:i + 300])
+    want = []
+    for ev in events:
+        b.observe(ev)
+        want.append(b.phase(ev.pid))
+    assert got == want
+    assert len(set(got)) >= 3  # the session goes through several phases
+    assert a.segments() == b.segments()
+
+
+def _churn(n: int, start: int = 0) -> list[Event]:
+    out = []
+    for i in range(start, start + n):
+        kind = EventKind.ALLOC if i % 2 == 0 else EventKind.FREE
+        out.append(Event(kind, seq=i + 1, ts_ns=1_000_000_000 + i * 1000, pid=4242, device=i % 8, buffer_type=1,
+                         buffer_id=0x40000 + (i // 2 % 500) * 0x400, size=4096, ref_count=1 if i % 2 == 0 else 0))
+    return out
+
+
+async def test_feed_of_a_fast_live_source_keeps_only_the_newest_rows():
+    src = FakeSource(8, [])
+    state = MonitorState(feed_limit=5_000)
+    app = MemtopApp(src, clock=lambda: 0.0, state=state, pane="feed")
+    async with app.run_test(headless=True, size=(160, 40)) as pilot:
+        feed = app.query_one(EventFeed)
+        with anyio.fail_after(20):
+            while src.emit is None:
+                await pilot.pause(0.02)
+        app.paused = True  # draw nothing until the burst is folded: one frame then brings all of it
+        src.push(_churn(20_000))
+        with anyio.fail_after(30):
+            while state.events_total < 20_000:
+                await pilot.pause(0.05)
+        app.paused = False
+        with anyio.fail_after(20):
+            while feed._seen < 20_000:
+                await pilot.pause(0.05)
+        assert len(feed.rows) == FOLLOW_ROWS  # raw rows: the newest only, not the ring's 5,000 nor all 20,000
+        assert feed.rows[-1][0].seq == 20_000 and feed.rows[0][0].seq == 20_000 - FOLLOW_ROWS + 1
+        assert 0 < len(feed.grouped_rows) <= FOLLOW_ROWS
+        assert feed.skipped == 5_000 - FOLLOW_ROWS  # the ring's older events were never made rows
+        # a slow trickle afterwards is appended as before
+        src.push(_churn(10, 20_000))
+        with anyio.fail_after(20):
+            while feed._seen < 20_010:
+                await pilot.pause(0.05)
+        assert feed.rows[-1][0].seq == 20_010 and len(feed.rows) == FOLLOW_ROWS + 10
+        # a filter rebuilds from the model's ring (every event of device 3 it still holds)
+        app.set_filter(ViewFilter(devices=frozenset({3})))
+        with anyio.fail_after(20):
+            while not feed.rows or any(ev.device != 3 for ev, _ in feed.rows):
+                await pilot.pause(0.05)
+        assert len(feed.rows) == sum(1 for e in state.feed if e.device == 3)
+
+
+NATIVE_PASS = insight_mod._load_native_pass()
+
+
+@pytest.mark.skipif(NATIVE_PASS is None, reason="the compiled insight pass is not built")
+@pytest.mark.parametrize("name", ["llama_8dev", "galaxy_32dev", "cnn_1dev", "two-traces", "killed"])
+def test_native_insight_pass_equals_the_pure_one(sessions, name, monkeypatch):
+    events = sessions[name]
+    monkeypatch.setattr(insight_mod, "_native_pass", None)
+    pure = _summary(_fold(events, 512, one_by_one=False))
+    monkeypatch.setattr(insight_mod, "_native_pass", NATIVE_PASS)
+    native = _fold(events, 512, one_by_one=False)
+    assert _summary(native) == pure
+    assert native.insight.captures.keys() == _fold(events, 512, one_by_one=True).insight.captures.keys()
+
+
+@pytest.mark.skipif(NATIVE_PASS is None, reason="the compiled insight pass is not built")
+def test_native_insight_pass_edge_values():
+    """Huge sizes and ids (past 64 bits once shifted), zero sizes, odd devices and types, CBs: same state."""
+    from tt_memtop.core.peaks import PeakTracker
+
+    big = 2**64 - 1
+    evs = [Event(EventKind.ALLOC, seq=1, ts_ns=5, pid=1, device=0, buffer_type=0, buffer_id=big, size=big),
+           Event(EventKind.ALLOC, seq=2, ts_ns=6, pid=1, device=255, buffer_type=3, buffer_id=1 << 40, size=1),
+           Event(EventKind.ALLOC, seq=3, ts_ns=7, pid=2, device=-1, buffer_type=1, buffer_id=9, size=64),
+           Event(EventKind.ALLOC, seq=4, ts_ns=8, pid=2, device=3, buffer_type=2, buffer_id=0, size=0),
+           Event(EventKind.FREE, seq=5, ts_ns=9, pid=1, device=0, buffer_type=0, buffer_id=big, size=big),
+           Event(EventKind.ALLOC, seq=6, ts_ns=10, pid=3, device=300, buffer_type=5, buffer_id=77, size=4096),
+           Event(EventKind.ALLOC, seq=7, ts_ns=11, pid=3, device=1, buffer_type=5, buffer_id=0x20000, size=4096),
+           Event(EventKind.CLEANUP, seq=8, ts_ns=12, pid=3, device=1, buffer_type=5, buffer_id=0x20000, size=4096),
+           Event(EventKind.ALLOC, seq=9, ts_ns=13, pid=4, device=2, buffer_type=9, buffer_id=1, size=1),
+           Event(EventKind.REF_INC, seq=10, ts_ns=14, pid=4, device=2, buffer_type=1, buffer_id=1, size=1),
+           Event(EventKind.ALLOC, seq=11, ts_ns=15, pid=4, device=2, buffer_type=6, buffer_id=1, size=2)]
+
+    def run(fn):
+        peaks = PeakTracker()
+        out = ({}, {}, {}, {}, [], [])
+        fn(evs, peaks, *out)
+        return out, peaks.current, peaks.peak, peaks.peak_at, peaks.pid_current, peaks.pid_peak, peaks.rose
+
+    pure = run(insight_mod._observe_pass)
+    assert run(NATIVE_PASS) == pure
+    assert pure[0][2][(big << 8) | 0] == -1 and pure[0][5]  # the freed huge id, a CB queued
+    assert NATIVE_PASS([object()], PeakTracker(), {}, {}, {}, {}, [], []) is False  # not Events: pure pass
+
+
+NATIVE_HISTORY = model_mod._load_native_history()
+
+
+@pytest.mark.skipif(NATIVE_HISTORY is None, reason="the compiled history pass is not built")
+@pytest.mark.parametrize("name", ["llama_8dev", "galaxy_32dev", "killed"])
+def test_native_history_pass_equals_the_pure_one(sessions, name, monkeypatch):
+    extra = [Event(EventKind.BAD_FRAME, seq=0, ts_ns=1, pid=9, text="garbage"),
+             Event(EventKind.PROCESS_EXIT, seq=0, ts_ns=2, pid=77, size=10, ref_count=1)]
+    events = sessions[name][:4000] + extra + sessions[name][4000:]
+    monkeypatch.setattr(model_mod, "_native_history", None)
+    pure = _fold(events, 512, one_by_one=False)
+    monkeypatch.setattr(model_mod, "_native_history", NATIVE_HISTORY)
+    native = _fold(events, 512, one_by_one=False)
+    assert _summary(native) == _summary(pure)
+    assert native.bad_frames == 1 and 77 in native.exited
+    small = MonitorState(history_per_id=2)
+    small.apply_events([Event(EventKind.ALLOC, seq=i + 1, ts_ns=i, pid=1, device=i % 3, buffer_type=0, buffer_id=5,
+                              size=8) for i in range(5)])
+    assert [e.seq for e in small.history[5][::2]] == [4, 5]  # bounded per id, newest last
+
+
+NATIVE_LEAKS = leaks_mod._load_native_pass()
+
+
+@pytest.mark.skipif(NATIVE_LEAKS is None, reason="the compiled leaks pass is not built")
+@pytest.mark.parametrize("scenario", ["killed", "leaky", "llama-t3k"])
+def test_native_leaks_pass_equals_the_pure_one(scenario, monkeypatch):
+    events = reference_events(build(scenario, 1), 144)
+    # odd devices and ids take the tuple key and the big-int key
+    events += [Event(EventKind.ALLOC, seq=0, ts_ns=events[-1].ts_ns + 1, pid=31337, device=dev, buffer_type=0,
+                     buffer_id=bid, size=4096) for dev, bid in ((300, 5), (2, 1 << 60), (-1, 7))]
+    monkeypatch.setattr(leaks_mod, "_native_pass", None)
+    pure = _fold(events, 512, one_by_one=False)
+    monkeypatch.setattr(leaks_mod, "_native_pass", NATIVE_LEAKS)
+    native = _fold(events, 512, one_by_one=False)
+    assert _summary(native) == _summary(pure)
+    assert native.insight.leaks.warm.keys() == pure.insight.leaks.warm.keys()
+    if scenario != "llama-t3k":
+        assert native.insight.leaks.rows()  # the scenario leaks: rows to compare

@@ -1,0 +1,325 @@
+/* The per-event pass of tt_memtop.core.insight.Insight.observe, in C.
+ *
+ * Insight folds every ALLOC / FREE / CLEANUP into running peak counters per device x type and per
+ * PID x type, and queues each buffer's new state for the bank maps. In Python that pass is about a
+ * sixth of a monitor's fold at 200k events/s; here it is the same operations on the same Python
+ * objects (lists of ints, dicts, sets), in the same order, so every result is the pure path's:
+ * Insight._observe_pass is the reference and tests run both.
+ *
+ *   setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped)   once, from insight
+ *   observe_pass(events, peaks, dev_rows, pid_rows, pend, last_alloc, cbs, regions) -> bool
+ *     (False, having changed nothing, when an item is not exactly an Event: the caller runs the pure pass)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+enum { S_KIND, S_PID, S_DEV, S_BT, S_BID, S_SIZE, S_TS, NSLOTS };
+static const char *SLOT_NAMES[NSLOTS] = {"kind", "pid", "device", "buffer_type", "buffer_id", "size", "ts_ns"};
+static Py_ssize_t slot_off[NSLOTS];
+static PyTypeObject *event_type = NULL;
+static PyObject *k_alloc = NULL, *k_free = NULL, *k_cleanup = NULL;
+static long ntypes = 7, t_cb = 5, t_trace = 3, t_small = 2;
+static unsigned mapped_mask = 0; /* bit t: type t has a place in the bank maps */
+static PyObject *zero = NULL, *s_dev = NULL, *s_pid = NULL;
+
+static PyObject *setup(PyObject *self, PyObject *args) {
+    PyObject *type, *a, *f, *c, *mapped;
+    if (!PyArg_ParseTuple(args, "O!OOOllllO", &PyType_Type, &type, &a, &f, &c, &ntypes, &t_cb, &t_trace, &t_small,
+                          &mapped))
+        return NULL;
+    if (ntypes < 1 || ntypes > 30) {
+        PyErr_SetString(PyExc_ValueError, "ntypes out of range");
+        return NULL;
+    }
+    Py_ssize_t offs[NSLOTS];
+    for (int i = 0; i < NSLOTS; i++) {
+        PyObject *d = PyObject_GetAttrString(type, SLOT_NAMES[i]);
+        if (d == NULL) return NULL;
+        int ok = Py_TYPE(d) == &PyMemberDescr_Type && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+        if (ok) offs[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "Event.%s is not a slot", SLOT_NAMES[i]);
+            return NULL;
+        }
+    }
+    unsigned mask = 0;
+    PyObject *it = PyObject_GetIter(mapped), *item;
+    if (it == NULL) return NULL;
+    while ((item = PyIter_Next(it)) != NULL) {
+        long v = PyLong_AsLong(item);
+        Py_DECREF(item);
+        if (v == -1 && PyErr_Occurred()) break;
+        if (v >= 0 && v < 31) mask |= 1u << v;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return NULL;
+    memcpy(slot_off, offs, sizeof offs);
+    mapped_mask = mask;
+    Py_INCREF(type);
+    Py_XSETREF(event_type, (PyTypeObject *)type);
+    Py_INCREF(a);
+    Py_XSETREF(k_alloc, a);
+    Py_INCREF(f);
+    Py_XSETREF(k_free, f);
+    Py_INCREF(c);
+    Py_XSETREF(k_cleanup, c);
+    Py_RETURN_NONE;
+}
+
+/* A borrowed slot value of an Event (never NULL after the type check: AttributeError otherwise). */
+static inline PyObject *slot(PyObject *ev, int i) {
+    PyObject *v = *(PyObject **)((char *)ev + slot_off[i]);
+    if (v == NULL) PyErr_Format(PyExc_AttributeError, "Event has no %s", SLOT_NAMES[i]);
+    return v;
+}
+
+/* lst[t] = lst[t] + size; returns a new reference to the sum (NULL on error). */
+static PyObject *add_at(PyObject *lst, Py_ssize_t t, PyObject *size) {
+    if (!PyList_Check(lst) || t >= PyList_GET_SIZE(lst)) {
+        PyErr_SetString(PyExc_TypeError, "peak counters must be lists of one int per buffer type");
+        return NULL;
+    }
+    PyObject *v = PyNumber_Add(PyList_GET_ITEM(lst, t), size);
+    if (v == NULL) return NULL;
+    Py_INCREF(v);
+    PyList_SetItem(lst, t, v); /* steals the extra reference */
+    return v;
+}
+
+static inline int list_gt(PyObject *v, PyObject *lst, Py_ssize_t t) {
+    if (!PyList_Check(lst) || t >= PyList_GET_SIZE(lst)) {
+        PyErr_SetString(PyExc_TypeError, "peak counters must be lists of one int per buffer type");
+        return -1;
+    }
+    return PyObject_RichCompareBool(v, PyList_GET_ITEM(lst, t), Py_GT);
+}
+
+static inline int list_set(PyObject *lst, Py_ssize_t t, PyObject *v) {
+    Py_INCREF(v);
+    return PyList_SetItem(lst, t, v);
+}
+
+/* (a << shift) | b for Python ints a >= 0 (checked by the caller), small b >= 0. */
+static PyObject *shift_or(PyObject *a, int shift, long b) {
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
+    if (x == -1 && PyErr_Occurred()) return NULL;
+    if (!overflow && x >= 0 && x < (1LL << (62 - shift))) return PyLong_FromLongLong((x << shift) | b);
+    PyObject *s = PyLong_FromLong(shift), *bb = PyLong_FromLong(b), *out = NULL;
+    if (s && bb) {
+        PyObject *l = PyNumber_Lshift(a, s);
+        if (l) {
+            out = PyNumber_Or(l, bb);
+            Py_DECREF(l);
+        }
+    }
+    Py_XDECREF(s);
+    Py_XDECREF(bb);
+    return out;
+}
+
+static int set_item_new(PyObject *d, PyObject *key, PyObject *val) {
+    if (key == NULL || val == NULL) {
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+        return -1;
+    }
+    int r = PyDict_SetItem(d, key, val);
+    Py_DECREF(key);
+    Py_DECREF(val);
+    return r;
+}
+
+static PyObject *observe_pass(PyObject *self, PyObject *args) {
+    PyObject *events, *peaks, *dev_rows, *pid_rows, *pend, *last_alloc, *cbs, *regions;
+    if (!PyArg_ParseTuple(args, "OOO!O!O!O!O!O!", &events, &peaks, &PyDict_Type, &dev_rows, &PyDict_Type, &pid_rows,
+                          &PyDict_Type, &pend, &PyDict_Type, &last_alloc, &PyList_Type, &cbs, &PyList_Type, &regions))
+        return NULL;
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tt_memtop._native.insight: setup() was not called");
+        return NULL;
+    }
+    PyObject *rose = PyObject_GetAttrString(peaks, "rose");
+    if (rose == NULL) return NULL;
+    PyObject *seq = PySequence_Fast(events, "events must be a sequence");
+    if (seq == NULL) {
+        Py_DECREF(rose);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *size = NULL;
+    int ok = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (Py_TYPE(items[i]) != event_type) { /* not all Events: nothing done, the caller takes the pure pass */
+            Py_DECREF(seq);
+            Py_DECREF(rose);
+            Py_RETURN_FALSE;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev = items[i];
+        Py_CLEAR(size);
+        PyObject *k = slot(ev, S_KIND);
+        if (k == NULL) goto done;
+        int positive; /* size > 0 */
+        if (k == k_alloc) {
+            PyObject *s = slot(ev, S_SIZE);
+            if (s == NULL) goto done;
+            Py_INCREF(s);
+            size = s;
+        } else if (k == k_free || k == k_cleanup) {
+            PyObject *s = slot(ev, S_SIZE);
+            if (s == NULL) goto done;
+            size = PyNumber_Negative(s);
+            if (size == NULL) goto done;
+        } else {
+            continue;
+        }
+        positive = PyObject_RichCompareBool(size, zero, Py_GT);
+        if (positive < 0) goto done;
+        PyObject *tobj = slot(ev, S_BT);
+        if (tobj == NULL) goto done;
+        long t = PyLong_AsLong(tobj);
+        if (t == -1 && PyErr_Occurred()) goto done;
+        if (!(0 <= t && t < ntypes)) continue;
+        PyObject *d = slot(ev, S_DEV), *ts = slot(ev, S_TS);
+        if (d == NULL || ts == NULL) goto done;
+        /* ---- the device row: (current, peak, peak_at, the batch's max) */
+        PyObject *r = PyDict_GetItemWithError(dev_rows, d);
+        if (r == NULL) {
+            if (PyErr_Occurred()) goto done;
+            PyObject *got = PyObject_CallMethodObjArgs(peaks, s_dev, d, NULL);
+            if (got == NULL) goto done;
+            if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 3) {
+                Py_DECREF(got);
+                PyErr_SetString(PyExc_TypeError, "PeakTracker._dev must return (current, peak, peak_at)");
+                goto done;
+            }
+            PyObject *copy = PySequence_List(PyTuple_GET_ITEM(got, 0));
+            PyObject *row = copy ? PyTuple_Pack(4, PyTuple_GET_ITEM(got, 0), PyTuple_GET_ITEM(got, 1),
+                                                PyTuple_GET_ITEM(got, 2), copy)
+                                 : NULL;
+            Py_DECREF(got);
+            Py_XDECREF(copy);
+            if (row == NULL) goto done;
+            int bad = PyDict_SetItem(dev_rows, d, row);
+            Py_DECREF(row);
+            if (bad) goto done;
+            r = row; /* the dict holds it now */
+        }
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 4) {
+            PyErr_SetString(PyExc_TypeError, "bad device row");
+            goto done;
+        }
+        PyObject *v = add_at(PyTuple_GET_ITEM(r, 0), t, size);
+        if (v == NULL) goto done;
+        if (positive && t < t_cb) {
+            int gt = list_gt(v, PyTuple_GET_ITEM(r, 3), t);
+            if (gt > 0) {
+                if (list_set(PyTuple_GET_ITEM(r, 3), t, v) < 0) gt = -1;
+                int gp = gt < 0 ? -1 : list_gt(v, PyTuple_GET_ITEM(r, 1), t);
+                if (gp > 0) {
+                    PyObject *key = Py_BuildValue("(Ol)", d, t);
+                    if (key == NULL || list_set(PyTuple_GET_ITEM(r, 1), t, v) < 0 ||
+                        list_set(PyTuple_GET_ITEM(r, 2), t, ts) < 0 || PySet_Add(rose, key) < 0)
+                        gp = -1;
+                    Py_XDECREF(key);
+                }
+                if (gp < 0) gt = -1;
+            }
+            if (gt < 0) {
+                Py_DECREF(v);
+                goto done;
+            }
+        }
+        Py_DECREF(v);
+        /* ---- the PID row: (current, peak, peak_at) */
+        PyObject *p = slot(ev, S_PID);
+        if (p == NULL) goto done;
+        r = PyDict_GetItemWithError(pid_rows, p);
+        if (r == NULL) {
+            if (PyErr_Occurred()) goto done;
+            PyObject *got = PyObject_CallMethodObjArgs(peaks, s_pid, p, NULL);
+            if (got == NULL) goto done;
+            int bad = PyDict_SetItem(pid_rows, p, got);
+            Py_DECREF(got);
+            if (bad) goto done;
+            r = got;
+        }
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 3) {
+            PyErr_SetString(PyExc_TypeError, "bad PID row");
+            goto done;
+        }
+        v = add_at(PyTuple_GET_ITEM(r, 0), t, size);
+        if (v == NULL) goto done;
+        if (positive && t < t_cb) {
+            int gt = list_gt(v, PyTuple_GET_ITEM(r, 1), t);
+            if (gt > 0 && (list_set(PyTuple_GET_ITEM(r, 1), t, v) < 0 || list_set(PyTuple_GET_ITEM(r, 2), t, ts) < 0))
+                gt = -1;
+            if (gt < 0) {
+                Py_DECREF(v);
+                goto done;
+            }
+        }
+        Py_DECREF(v);
+        /* ---- the buffer's new state for the bank maps */
+        PyObject *bid = slot(ev, S_BID);
+        if (bid == NULL) goto done;
+        int bpos = PyObject_RichCompareBool(bid, zero, Py_GT);
+        if (bpos < 0) goto done;
+        int ovf = 0;
+        long dv = PyLong_AsLongAndOverflow(d, &ovf);
+        if (dv == -1 && PyErr_Occurred()) goto done;
+        if (!bpos || ovf || dv < 0 || dv >= 256) continue;
+        if (mapped_mask & (1u << t)) {
+            PyObject *key = shift_or(bid, 8, dv);
+            if (key == NULL) goto done;
+            if (positive) {
+                if (set_item_new(pend, key, shift_or(size, 3, t)) < 0) goto done;
+                if (set_item_new(last_alloc, PyLong_FromLong(dv << 3 | t), (Py_INCREF(size), size)) < 0) goto done;
+                if (t == t_trace || t == t_small) {
+                    PyObject *rec = Py_BuildValue("(lOl)", dv, bid, t);
+                    if (rec == NULL) goto done;
+                    int bad = PyList_Append(regions, rec);
+                    Py_DECREF(rec);
+                    if (bad) goto done;
+                }
+            } else if (set_item_new(pend, key, PyLong_FromLong(-1 - t)) < 0) {
+                goto done;
+            }
+        } else if (t == t_cb) {
+            PyObject *rec = Py_BuildValue("(lOO)", dv, bid, size);
+            if (rec == NULL) goto done;
+            int bad = PyList_Append(cbs, rec);
+            Py_DECREF(rec);
+            if (bad) goto done;
+        }
+    }
+    ok = 1;
+done:
+    Py_XDECREF(size);
+    Py_DECREF(seq);
+    Py_DECREF(rose);
+    if (!ok) return NULL;
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_VARARGS, "setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped)"},
+    {"observe_pass", observe_pass, METH_VARARGS,
+     "observe_pass(events, peaks, dev_rows, pid_rows, pend, last_alloc, cbs, regions): Insight's per-event pass"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "insight", "Insight's per-event pass.", -1, methods};
+
+PyMODINIT_FUNC PyInit_insight(void) {
+    zero = PyLong_FromLong(0);
+    s_dev = PyUnicode_InternFromString("_dev");
+    s_pid = PyUnicode_InternFromString("_pid");
+    if (zero == NULL || s_dev == NULL || s_pid == NULL) return NULL;
+    return PyModule_Create(&module);
+}
