@@ -1,12 +1,31 @@
-"""FrameReader: whole frames, layout detection, garbage resynchronisation, never raising."""
+"""FrameReader: whole frames, layout detection, garbage resynchronisation, never raising.
+
+Every test runs twice: with the compiled whole-chunk decoder (tt_memtop/_native/wire.c) and with
+the pure-Python one (skipped where the extension is not built).
+"""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tt_memtop import _native
 from tt_memtop.core.protocol import LAYOUT_SIZES, AllocMessage, Layout, MsgType, encode, header_plausible
+from tt_memtop.server import framing
 from tt_memtop.server.framing import FrameReader
+
+
+@pytest.fixture(autouse=True, params=["native", "pure"])
+def wire_impl(request, monkeypatch):
+    """framing.WIRE as each implementation (FrameReader reads it when it is made)."""
+    mod = None
+    if request.param == "native":
+        mod = _native.load("wire")
+        if mod is None:
+            pytest.skip("tt_memtop._native.wire is not built (or MEMTOP_PURE_PYTHON is set)")
+    monkeypatch.setattr(framing, "WIRE", mod)
+    return request.param
 
 ALLOC = AllocMessage(type=MsgType.ALLOC, device_id=1, size=4096, buffer_type=1, process_id=42, buffer_id=0x1000)
 

@@ -12,7 +12,7 @@ DUMP report always prints them in hex.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from .devices import Inventory
@@ -106,6 +106,63 @@ def event_line(ev: Event, id_format: IdFormat = "hex", registry: Registry | None
     if k == EventKind.FREE_UNKNOWN:
         return unknown_free_line(ev.pid, ev.buffer_id, ev.device, id_format)
     return None
+
+
+def render_lines(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
+    """A chunk's per-event lines at once: (UTF-8 bytes, each line ending in a newline; number of lines).
+
+    ``items`` are lines (str, taken as they are) or events of buffers (not CB / KERNEL: those lines
+    need the registry at the time of the event, so the caller formats them then), formatted as
+    :func:`event_line` does. The compiled ``wire.render_lines`` does the same (see :func:`line_renderer`).
+    """
+    out = []
+    add = out.append
+    names = _TYPE_NAMES
+    alloc, ref_inc, ref_dec, free = int(EventKind.ALLOC), int(EventKind.REF_INC), int(EventKind.REF_DEC), \
+        int(EventKind.FREE)
+    for ev in items:
+        if ev.__class__ is str:
+            add(ev)
+            continue
+        k = ev.kind
+        bid = ev.buffer_id
+        ids = f"0x{bid:x}" if hex_ids else str(bid)
+        if k == alloc or k == ref_inc:
+            bt = ev.buffer_type
+            refs = f", ref_count={ev.ref_count}" if k == ref_inc else ""
+            add(f"✓ [PID {ev.pid}] Allocated {ev.size} bytes of {names[bt] if 0 <= bt < 5 else 'UNKNOWN'} "
+                f"on device {ev.device} (buffer_id={ids}{refs})")
+        elif k == free or k == ref_dec:
+            rc = ev.ref_count
+            tail = f"ref_count={rc} remaining" if rc > 0 else "FINAL"
+            add(f"✗ [PID {ev.pid}] Freed buffer {ids} on device {ev.device} ({ev.size} bytes, {tail})")
+        elif k == EventKind.FREE_UNKNOWN:
+            add(f"⚠ [PID {ev.pid}] Deallocation for unknown buffer {ids} on device {ev.device} "
+                f"(allocated before tracking started)")
+    if not out:
+        return b"", 0
+    out.append("")
+    return "\n".join(out).encode("utf-8", "replace"), len(out) - 1
+
+
+def line_renderer() -> Callable[[list, bool], tuple[bytes, int]]:
+    """:func:`render_lines`, compiled (``tt_memtop._native.wire``) when it is built and not turned off.
+
+    The compiled one hands back what it cannot render exactly as :func:`render_lines` does (a value
+    out of range, a str that is not UTF-8): then this one renders the chunk.
+    """
+    from .. import _native
+
+    wire = _native.load("wire")
+    if wire is None:
+        return render_lines
+    fast = wire.render_lines
+
+    def render(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
+        out = fast(items, hex_ids)
+        return out if out is not None else render_lines(items, hex_ids)
+
+    return render
 
 
 # ---------------------------------------------------------------------------------------- blocks (§5.5–5.7, 5.10)

@@ -16,8 +16,10 @@ Pure: bytes in, dataclasses out, and back. No sockets. The reference for every o
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, replace
+from collections import namedtuple
+from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
+from itertools import repeat
 
 __all__ = [
     "Arch",
@@ -33,7 +35,9 @@ __all__ = [
     "PROBE_REQUEST",
     "AllocMessage",
     "MsgType",
+    "WireMessage",
     "decode",
+    "decode_frames",
     "decode_header",
     "encode",
     "header_plausible",
@@ -247,6 +251,87 @@ def decode(buf: bytes | bytearray | memoryview, layout: Layout | int, offset: in
             pads = (v[1], v[5], pad3.to_bytes(4, "little"))
     m.pads = pads
     return m
+
+
+# ---------------------------------------------------------------------------------------- whole chunks
+#: The fields each fixed-size layout carries, in wire order (the pads are checked apart, not kept).
+_HEAD_FIELDS = ("type", "device_id", "size", "buffer_type", "process_id", "buffer_id", "timestamp",
+                "dram_allocated", "l1_allocated", "l1_small_allocated", "trace_allocated")
+_INFO_FIELDS = ("total_dram_size", "total_l1_size", "arch_type", "num_dram_channels", "dram_size_per_channel",
+                "l1_size_per_core", "is_available", "num_devices")
+_CBK_FIELDS = ("cb_allocated", "kernel_allocated")
+_RING_FIELDS = ("ringbuffer_total_size", "ringbuffer_used_bytes", "ringbuffer_num_programs")
+WIRE_FIELDS: dict[Layout, tuple[str, ...]] = {
+    Layout.V72: _HEAD_FIELDS,
+    Layout.V112: _HEAD_FIELDS + _INFO_FIELDS,
+    Layout.V128: _HEAD_FIELDS + _CBK_FIELDS + _INFO_FIELDS,
+    Layout.V144: _HEAD_FIELDS + _CBK_FIELDS + _INFO_FIELDS + _RING_FIELDS,
+}
+#: The same layouts without their pad fields (pad1, pad2, and v144's pad3 skipped): one tuple per frame.
+UNPADDED: dict[Layout, struct.Struct] = {
+    Layout.V72: struct.Struct("<B3xiQB3xiQQ4Q"),
+    Layout.V112: struct.Struct("<B3xiQB3xiQQ4Q2Q6I"),
+    Layout.V128: struct.Struct("<B3xiQB3xiQQ6Q2Q6I"),
+    Layout.V144: struct.Struct("<B3xiQB3xiQQ6Q2Q6I3I4x"),
+}
+_MESSAGE_FIELDS = tuple(f.name for f in fields(AllocMessage) if f.name != "pads")
+
+
+class WireMessage(tuple):
+    """What :func:`decode_frames` returns for each frame: one immutable tuple, read like an AllocMessage.
+
+    One subclass per layout (``WIRE_CLASSES[layout]``): a named tuple of the layout's fields, with
+    every AllocMessage field the layout lacks at its default (0 / "") and ``pads`` empty (the pads
+    of a decoded frame are zero: framing checks them). Building one is a C-level tuple copy, several
+    times cheaper than an AllocMessage; it compares equal to the AllocMessage of the same fields
+    (:meth:`to_message` gives that one).
+    """
+
+    __slots__ = ()
+    layout: Layout
+    pads: tuple[bytes, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (AllocMessage, WireMessage)):
+            return all(getattr(self, f) == getattr(other, f) for f in _MESSAGE_FIELDS)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None  # as AllocMessage
+
+    def __repr__(self) -> str:
+        return repr(self.to_message())
+
+    def to_message(self) -> AllocMessage:
+        return AllocMessage(**{f: getattr(self, f) for f in WIRE_FIELDS[self.layout]})
+
+    def with_(self, **changes) -> AllocMessage:
+        return self.to_message().with_(**changes)
+
+
+def _wire_class(layout: Layout) -> type:
+    names = WIRE_FIELDS[layout]
+    ns = {f.name: f.default for f in fields(AllocMessage) if f.name not in names and f.name != "pads"}
+    ns.update(__slots__=(), __module__=__name__, layout=layout, __repr__=WireMessage.__repr__,
+              __doc__=f"A decoded {int(layout)}-byte frame (see WireMessage).")
+    return type(f"WireMessage{int(layout)}", (namedtuple(f"_Wire{int(layout)}", names), WireMessage), ns)
+
+
+WIRE_CLASSES: dict[Layout, type] = {lay: _wire_class(lay) for lay in UNPADDED}
+
+
+def decode_frames(buf: bytes | bytearray | memoryview, layout: Layout | int, count: int) -> list:
+    """Decode ``count`` consecutive frames of a fixed-size ``layout`` (not 648) from the start of ``buf``.
+
+    The caller has checked the frames (framing.py: known type, zero pads). One C-level pass: no
+    per-frame Python code.
+    """
+    layout = Layout(layout)
+    it = UNPADDED[layout].iter_unpack(memoryview(buf)[: count * int(layout)])
+    return list(map(tuple.__new__, repeat(WIRE_CLASSES[layout], count), it))
 
 
 def _cbytes(text: str, n: int) -> bytes:

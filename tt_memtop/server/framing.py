@@ -38,6 +38,13 @@ alone in the buffer and the peer is idle or closed: the originals, reading one `
 ``recv``, handle such a message alone in its read the same way. :attr:`FrameResult.layouts` says
 the size each message was framed as.
 
+**Whole chunks.** Once the layout is known (and is not 648), a chunk whose whole frames are all
+plain messages of it (known type, zero pads, no original type byte where a smaller layout's frame
+would begin) is checked and decoded at once, in C when ``tt_memtop._native.wire`` is built
+(:meth:`FrameReader._run_whole`); anything else in a chunk sends it through the frame-by-frame
+rules above, which give the same result for plain frames (tests/test_wire.py compares the two).
+Its messages are then :class:`~tt_memtop.core.protocol.WireMessage` tuples, not AllocMessages.
+
 **Garbage.** Off the frame grid (at the start of a stream, or after bytes that fit no frame) a
 frame start that is not a plausible header is reported as a :class:`BadFrame` with
 :func:`protocol.validate`'s reason and the reader scans forward to the next plausible header.
@@ -49,7 +56,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..core.protocol import LAYOUT_SIZES, ORIGINAL_TYPES, AllocMessage, Layout, decode, header_plausible, validate
+from .. import _native
+from ..core.protocol import (
+    KNOWN_TYPES,
+    LAYOUT_SIZES,
+    ORIGINAL_TYPES,
+    UNPADDED,
+    WIRE_CLASSES,
+    AllocMessage,
+    Layout,
+    WireMessage,
+    decode,
+    decode_frames,
+    header_plausible,
+    validate,
+)
 
 __all__ = ["BadFrame", "FrameReader", "FrameResult", "parse_layout"]
 
@@ -59,6 +80,12 @@ DEFAULT_MAX_BAD_BYTES = 4096
 _REJECTED = -1
 #: bytes of a header that header_plausible checks (type, pad1 ... pad2)
 _FULL_HEADER = 20
+#: the compiled whole-chunk decoder (tt_memtop/_native/wire.c), or None: the pure path below
+WIRE = _native.load("wire")
+_KNOWN_BYTES = bytes(sorted(KNOWN_TYPES))
+_ORIGINAL_BYTES = bytes(sorted(ORIGINAL_TYPES))
+#: offsets of the pad bytes in a frame of each layout (pad1, pad2; v144's pad3 at its end)
+_PAD_OFFSETS = {lay: (1, 2, 3, 17, 18, 19) + ((140, 141, 142, 143) if lay == Layout.V144 else ()) for lay in UNPADDED}
 
 
 def parse_layout(value: Layout | int | str | None) -> Layout | None:
@@ -79,7 +106,8 @@ class BadFrame:
 
 @dataclass(slots=True)
 class FrameResult:
-    messages: list[AllocMessage] = field(default_factory=list)
+    #: AllocMessages, or WireMessage tuples from a whole chunk (read alike, compare equal)
+    messages: list[AllocMessage | WireMessage] = field(default_factory=list)
     #: the size each message was framed as (normally the connection's layout; see FrameReader._frame_size)
     layouts: list[Layout] = field(default_factory=list)
     bad: list[BadFrame] = field(default_factory=list)
@@ -110,6 +138,7 @@ class FrameReader:
         self._aligned = False
         self.frames = 0
         self.bad_bytes = 0
+        self._wire = WIRE  # read at construction: tests compare both paths
 
     # ------------------------------------------------------------------ public
     @property
@@ -128,6 +157,8 @@ class FrameReader:
         if self._closed:
             return FrameResult(close=self._closed)
         self._buf += data
+        if self.layout in UNPADDED and len(self._buf) >= self.layout:
+            return self._run_whole()
         return self._run(None)
 
     def on_idle(self) -> FrameResult:
@@ -201,6 +232,55 @@ class FrameReader:
             pos = len(buf)
         self._consume(pos)
         return res
+
+    def _run_whole(self) -> FrameResult:
+        """The common case at C speed: every whole frame in the buffer is a plain message of the layout.
+
+        Checked for all frames at once on strided slices (one per header byte that matters): a
+        known type byte, zero pads, and no original type byte where a smaller layout's frame would
+        begin (the rule of :meth:`_frame_size`; zero counters there in real requests). Then every
+        frame would be taken whole by :meth:`_run`, so they are decoded in one pass. If any frame
+        fails a check, :meth:`_run` does the chunk frame by frame. The partial frame at the end, if
+        any, is left to :meth:`_run`, as before.
+        """
+        layout = self.layout
+        buf = self._buf
+        n = len(buf) // layout
+        try:
+            msgs = self._whole_frames(buf, layout, n)
+        except Exception:  # noqa: BLE001 - defensive, as in _run: the frame-by-frame path decides
+            msgs = None
+        if msgs is None:
+            return self._run(None)
+        end = n * layout
+        self.frames += n
+        self._bad_run = 0
+        self._aligned = True
+        self._consume(end)
+        res = FrameResult(msgs, [layout] * n)
+        if buf:
+            rest = self._run(None)
+            res.messages += rest.messages
+            res.layouts += rest.layouts
+            res.bad, res.close = rest.bad, rest.close
+        return res
+
+    def _whole_frames(self, buf: bytearray, layout: Layout, n: int) -> list | None:
+        """The ``n`` whole frames at the start of ``buf`` decoded, or None if one is not a plain message."""
+        if self._wire is not None:
+            return self._wire.decode_whole(buf, layout, WIRE_CLASSES[layout])
+        end = n * layout
+        if buf[0:end:layout].translate(None, _KNOWN_BYTES):
+            return None
+        for off in _PAD_OFFSETS[layout]:
+            if buf[off:end:layout].count(0) != n:
+                return None
+        for size in LAYOUT_SIZES:
+            if size >= layout:
+                break
+            if len(buf[size:end:layout].translate(None, _ORIGINAL_BYTES)) != n:
+                return None
+        return decode_frames(buf, layout, n)
 
     def _detect(self, pos: int, why: str | None) -> int | None:
         buf = self._buf

@@ -3,10 +3,11 @@
 Semantics, replies and log lines follow PROTOCOL.md §3–§5; the extension (SUBSCRIBE,
 DUMP_REPORT, HELLO) is specified in docs/EXTENSION.md. Design points:
 
-* **Producers never wait on monitors.** Each connection's handler decodes a whole chunk of
-  frames, applies it to the registry and hands the resulting events to every subscriber's
-  bounded queue synchronously (no await on the ingest path except the socket read and, for
-  QUERY-style requests, the reply). A subscriber whose queue overflows is told RESYNC and gets a
+* **Producers never wait on monitors.** Each producer connection is read from the event loop's
+  reader callback (producers.py); each read's whole frames are decoded at once (framing.py),
+  applied to the registry, and the resulting events handed to every subscriber's bounded queue
+  synchronously, all in that callback (no await on the ingest path; only a reply the peer does not
+  take at once is finished by the connection's task). docs/PERFORMANCE.md has the figures. A subscriber whose queue overflows is told RESYNC and gets a
   fresh snapshot when its writer catches up.
 * **One event loop, one registry.** All state changes happen on the loop thread, so a snapshot
   taken between two awaits is consistent, and sequence numbers are gap-free.
@@ -34,7 +35,6 @@ import contextlib
 import errno
 import gc
 import os
-import re
 import socket
 import stat
 import sys
@@ -52,42 +52,21 @@ from ..core import logformat as lf
 from ..core.devices import Inventory
 from ..core.events import Event, EventKind
 from ..core.protocol import (
-    MAX_DEVICES,
-    MAX_SIZE,
-    PROBE_REPLY,
-    PROBE_REQUEST,
-    WIRE_BUFFER_TYPES,
-    AllocMessage,
     Layout,
     MsgType,
-    encode,
-    validate,
 )
 from ..core.registry import Registry
 from ..procs import pid_exists
 from .framing import FrameReader, parse_layout
 from .logwriter import LogWriter
 from .peers import Ownership, PeerCred, peer_credentials
+from .producers import ProducerIngest
 
 __all__ = ["AllocationServer", "ServerConfig", "ServerStats", "SocketInUseError", "pid_alive"]
 
-#: Bytes read from a connection at a time: ~450 frames of 144 B, a few ms of work, so that one busy
-#: connection holds the loop (and every other producer) only briefly.
-_RECV_SIZE = 1 << 16
-_STATE_TYPES = frozenset({MsgType.ALLOC, MsgType.FREE, MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LOAD,
-                          MsgType.KERNEL_UNLOAD})
 _EXTENSION_TYPES = frozenset({MsgType.SUBSCRIBE, MsgType.DUMP_REPORT, MsgType.HELLO})
-#: Types 8-12 exist only in the 128/144-byte (S5-era) protocol. The servers that speak 72/112 bytes
-#: (S1-S4; the 648-byte note extends the 72-byte struct) log them as "Unknown message type: N" and
-#: change nothing, so a v72/v112/v648 connection gets the same (checked against S1 and S4).
-_S5_ONLY_TYPES = frozenset({MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LOAD, MsgType.KERNEL_UNLOAD,
-                            MsgType.DUMP_KERNELS})
-_PRE_S5_LAYOUTS = frozenset({Layout.V72, Layout.V112, Layout.V648})
-_ALLOC_TYPES = frozenset({MsgType.ALLOC, MsgType.CB_ALLOC, MsgType.KERNEL_LOAD})
 #: What a peer that went away looks like (ends its connection quietly)
 _PEER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ConnectionError, OSError)
-#: protocol.validate's reason for a type byte no version knows
-_UNKNOWN_TYPE = re.compile(r"unknown message type (\d+)")
 #: Most events put in one EVENTS record on the subscription stream.
 _MAX_EVENTS_PER_RECORD = 8192
 #: Longest stretch of snapshot encoding between two yields to other tasks (seconds).
@@ -271,8 +250,11 @@ class _Conn:
         self.refused = 0  # ALLOCs refused by --max-buffers
 
 
-class AllocationServer:
-    """Serve the allocation protocol on a Unix socket until cancelled. See the module docstring."""
+class AllocationServer(ProducerIngest):
+    """Serve the allocation protocol on a Unix socket until cancelled. See the module docstring.
+
+    The ingest path (a producer connection's reads, checks, registry, log lines, replies) is
+    :class:`~tt_memtop.server.producers.ProducerIngest`."""
 
     def __init__(self, config: ServerConfig, log: TextIO | None = None, err: TextIO | None = None,
                  is_alive: Callable[[int], bool] = pid_alive, clock: Callable[[], int] = time.monotonic_ns) -> None:
@@ -303,6 +285,7 @@ class AllocationServer:
         self._status: dict = {}  # the server's health as monitors see it (STATUS records)
         self._status_frame = b""
         self._frozen_at = 0  # len(registry) at the last gc.freeze()
+        self._render = lf.line_renderer()  # per-event log lines of a chunk -> (UTF-8 bytes, count)
 
     def ledger(self) -> tuple[Registry, ServerStats, Inventory]:
         """Read-only access for in-process observers (the metrics exporter): the registry, counters, inventory.
@@ -718,20 +701,6 @@ class AllocationServer:
                 "max_loop_lag_s": round(st.max_loop_lag_s, 6), "max_loop_busy_s": round(st.max_loop_busy_s, 6), "connections": st.connections,
                 "recording": "stopped" if st.recording_error else ("on" if self._recorder is not None else "off")}
 
-    def _refuse_alloc(self, conn: _Conn, m: AllocMessage, ts: int, events: list[Event]) -> None:
-        st = self.stats
-        st.refused_allocs += 1
-        conn.refused += 1
-        if conn.refused == 1:  # one line per connection, and a STATUS every power of two
-            self._out([f"⚠️  Refusing ALLOC on connection {conn.cid} (PID {m.process_id}): {len(self.registry):,} "
-                       f"live entries reached --max-buffers {self._max_buffers:,}; refused allocations are "
-                       f"counted, not tracked"], err=True)
-        if st.refused_allocs & (st.refused_allocs - 1) == 0:
-            self._set_status(refused_allocs=st.refused_allocs, max_buffers=self._max_buffers)
-        events.append(self.registry.note(Event(
-            EventKind.BAD_FRAME, ts_ns=ts, pid=m.process_id, device=m.device_id, buffer_id=m.buffer_id, size=m.size,
-            text=f"connection {conn.cid}: ALLOC refused: --max-buffers {self._max_buffers} live entries reached")))
-
     def run_cleanup(self) -> list[Event]:
         """Remove the entries of dead owner PIDs; log the block and publish the events."""
         reg = self.registry
@@ -818,267 +787,6 @@ class AllocationServer:
             f"⚠️  Connection {conn.cid} ended on an internal error ({type(first).__name__}: {first}); "
             f"the server keeps running"])
 
-    async def _serve_connection(self, stream: anyio.abc.ByteStream, conn: _Conn) -> None:
-        reader = conn.reader
-        idle = self.config.detect_idle_s
-        idle_tried = False
-        async with stream:
-            while True:
-                eof = False
-                data = b""
-                try:
-                    if reader.wants_idle and not idle_tried:
-                        with anyio.move_on_after(idle):
-                            data = await stream.receive(_RECV_SIZE)
-                        if not data:
-                            idle_tried = True
-                    else:
-                        data = await stream.receive(_RECV_SIZE)
-                except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                    eof = True
-                if eof:
-                    res = reader.on_eof()
-                elif data:
-                    idle_tried = False
-                    res = reader.feed(data)
-                else:
-                    res = reader.on_idle()
-                reply, ext = self._ingest(conn, res)
-                if reply:
-                    await stream.send(reply)
-                if ext is not None and not eof:
-                    await self._serve_subscriber(stream, conn)
-                    return
-                if res.close:
-                    self._once("close", [f"⚠️  Connection {conn.cid}: {res.close}"])
-                    return
-                if eof:
-                    return
-
-    def _ingest(self, conn: _Conn, res) -> tuple[bytes, MsgType | None]:
-        """Apply one chunk of frames. Returns (reply bytes, SUBSCRIBE if the connection subscribed)."""
-        ts = self._clock()
-        reg = self.registry
-        events: list[Event] = []
-        lines: list[str] | None = None if self.config.quiet else []
-        replies: list[bytes] = []
-        subscribe = None
-        layout = conn.reader.layout or Layout.V72
-        for bad in res.bad:
-            self.stats.bad_frames += 1
-            self.stats.bad_bytes += bad.nbytes
-            events.append(reg.note(Event(EventKind.BAD_FRAME, ts_ns=ts, size=bad.nbytes,
-                                         text=f"connection {conn.cid}: {bad.reason}")))
-            unknown = _UNKNOWN_TYPE.fullmatch(bad.reason)
-            if unknown and bad.nbytes in (int(layout), 72, 112, 128, 144, 648):  # a whole frame: the original's line
-                self._warn(f"type:{unknown[1]}", lf.unknown_type_line(int(unknown[1])))
-                continue
-            self._once("bad:" + _kind(bad.reason), [f"⚠️  Bad frame on connection {conn.cid}: {bad.reason} "
-                                                    f"({bad.nbytes} bytes skipped at offset {bad.offset})"])
-        pre_s5 = layout in _PRE_S5_LAYOUTS
-        ext_on = self.config.extensions
-        cap = self._max_buffers
-        idf = self._id_format
-        for m in res.messages:
-            t = m.type
-            self.stats.messages += 1
-            if pre_s5 and t in _S5_ONLY_TYPES:
-                self._warn(f"type:{t}", lf.unknown_type_line(t))
-            elif t in _STATE_TYPES:
-                reason = validate(m) if self.config.strict else _original_reason(m, pre_s5)
-                if reason is not None:
-                    self._invalid(m, reason, ts, events, pre_s5)
-                    continue
-                if cap and t in _ALLOC_TYPES and len(reg) >= cap and not self._replaces(m):
-                    self._refuse_alloc(conn, m, ts, events)
-                    continue
-                if not self._permitted(conn, m, ts, events):
-                    continue
-                if self.config.grow_inventory and m.device_id >= len(self.config.inventory):
-                    self._grow_inventory(m.device_id)
-                ev = reg.apply(m, ts)
-                events.append(ev)
-                if lines is not None:
-                    line = lf.event_line(ev, idf, reg)
-                    if line is not None:
-                        lines.append(line)
-            elif t == MsgType.QUERY:
-                # in the connection's layout, as the original's one send(sizeof): a smaller client reads
-                # its own size first, and every layout begins with the same 72 bytes
-                replies.append(self._response(m, layout))
-            elif t == MsgType.DEVICE_INFO_QUERY:
-                replies.append(self._device_info(m, layout))
-            elif t == MsgType.DUMP_REMAINING or (t == MsgType.DUMP_REPORT and ext_on):
-                self._flush(lines, events)
-                report = self.dump_lines()
-                self._out(report)
-                if t == MsgType.DUMP_REPORT:
-                    replies.append(codec.frame(codec.encode_hello()) + codec.frame(
-                        codec.encode_report("\n".join(report) + "\n")))
-            elif t == MsgType.DUMP_KERNELS:
-                self._flush(lines, events)
-                self._out(lf.dump_kernels(reg, ts))
-                self._publish([reg.note(Event(EventKind.DUMP, ts_ns=ts, text="DUMP_KERNELS"))])
-            elif t == MsgType.HELLO and ext_on:
-                replies.append(codec.frame(codec.encode_hello()))
-            elif t == MsgType.SUBSCRIBE and ext_on:
-                subscribe = MsgType.SUBSCRIBE
-                break  # the rest of this connection is a subscription stream
-            else:
-                self._warn(f"type:{t}", lf.unknown_type_line(t))
-        self._flush(lines, events)
-        return b"".join(replies), subscribe
-
-    def _replaces(self, m: AllocMessage) -> bool:
-        """Does this ALLOC-like message hit a live entry (a ref-count bump or a CB/kernel overwrite)?"""
-        reg = self.registry
-        if m.type == MsgType.CB_ALLOC:
-            return reg.get(m.device_id, m.buffer_id, 5) is not None
-        if m.type == MsgType.KERNEL_LOAD:
-            return reg.get(m.device_id, m.buffer_id, 6) is not None
-        return reg.get(m.device_id, m.buffer_id, 0) is not None
-
-    def _grow_inventory(self, device: int) -> None:
-        """A device beyond the inventory: DEVICE_INFO and snapshots report it from now on (item: Galaxy on 8)."""
-        inv = self.config.inventory
-        grown = inv.grown_to(device)
-        if grown is not inv:
-            self._once("inventory", [lf.inventory_grown_line(device, len(inv), inv.devices[-1].arch_name)])
-            self.config.inventory = grown
-
-    def _flush(self, lines: list[str] | None, events: list[Event]) -> None:
-        """Write pending per-event lines and publish pending events (keeps log and stream in order)."""
-        if lines:
-            self._out(lines)
-            lines.clear()
-        if events:
-            self._publish(events)
-            events.clear()
-
-    def _invalid(self, m: AllocMessage, reason: str, ts: int, events: list[Event], pre_s5: bool = False) -> None:
-        self.stats.invalid_messages += 1
-        events.append(self.registry.note(Event(EventKind.BAD_FRAME, ts_ns=ts, pid=m.process_id, device=m.device_id,
-                                               buffer_type=m.buffer_type & 0xFF, buffer_id=m.buffer_id,
-                                               text=f"invalid {MsgType(m.type).name}: {reason}")))
-        if reason.startswith("device_id"):
-            kind, line = "device", lf.invalid_device_line(m.device_id)
-        elif reason.startswith("absurd size"):
-            kind, line = "size", lf.invalid_size_line(m.size)
-        elif reason.startswith("bad buffer_type"):
-            # S1-S4 (72/112-byte servers) print the sender's PID; S5 does not
-            kind, line = "btype", lf.invalid_buffer_type_line(m.buffer_type, m.buffer_id, m.device_id,
-                                                              m.process_id if pre_s5 else None)
-        else:
-            kind, line = _kind(reason), f"⚠️  Invalid message ({reason}) - ignoring message"
-        self._warn("invalid:" + kind, line)
-
-    def _warn(self, kind: str, line: str) -> None:
-        """An original-format warning (stderr): every time, as the original, unless --dedupe-warnings."""
-        if self.config.dedupe_warnings:
-            self._once(kind, [line])
-        else:
-            self._out([line], err=True)
-
-    def _permitted(self, conn: _Conn, m: AllocMessage, ts: int, events: list[Event]) -> bool:
-        """Peer-credential checks on a state message (peers.py): note PID mismatches, refuse foreign FREEs."""
-        own = self.ownership
-        peer = conn.peer
-        if peer is None:  # no peer credentials on this platform: the original's rules
-            return True
-        t = m.type
-        if t == MsgType.ALLOC or t == MsgType.CB_ALLOC or t == MsgType.KERNEL_LOAD:
-            new, mismatch = own.observe_alloc(m.process_id, peer)
-            if m.process_id != peer.pid and not conn.pid_noted:
-                conn.pid_noted = True
-                if len(self._peer_notes) < 1024 or m.process_id in self._peer_notes:
-                    self._peer_notes[m.process_id] = {"pid": m.process_id, "host_pid": peer.pid, "uid": peer.uid,
-                                                      "kind": "mismatch" if mismatch else "namespace"}
-                if mismatch:
-                    self.stats.pid_mismatch += 1
-                    self._out([f"⚠️  Connection {conn.cid}: messages report PID {m.process_id}, but the sender is "
-                               f"PID {peer.pid} (uid {peer.uid}), which has no such PID in any namespace; "
-                               f"shown as reported"], err=True)
-                else:
-                    self.stats.pid_namespace += 1
-                    self._out([f"Connection {conn.cid}: PID {m.process_id} is PID {peer.pid} on this host (uid "
-                               f"{peer.uid}, another PID namespace); its buffers live as long as PID {peer.pid}"],
-                              err=True)
-            if new and self._journal is not None:
-                o = own.owners().get(m.process_id)
-                if o is not None:
-                    try:
-                        self._journal.write_owner(m.process_id, o.uid, o.host_pids)
-                    except OSError as exc:
-                        self._journal_failed(exc)
-            if t == MsgType.ALLOC and own.several_uids:  # with one user, no entry can belong to another
-                b = self.registry.get(m.device_id, m.buffer_id, 0)
-                if b is not None:
-                    ouid = own.owner_uid(b.owner_pid)
-                    if not own.trust_all and ouid is not None and ouid != peer.uid:
-                        # Another user's process cannot hold this device address now: the live entry
-                        # is stale or a squatter's claim. Replace it instead of raising its ref_count.
-                        self.stats.evicted_claims += 1
-                        why = (f"connection {conn.cid}: ALLOC of buffer {m.buffer_id:#x} on device {m.device_id} by "
-                               f"PID {m.process_id} (uid {peer.uid}) replaces the entry of PID {b.owner_pid} "
-                               f"(uid {ouid})")
-                        ev = self.registry.evict(m.device_id, m.buffer_id, 0, ts, text=why)
-                        if ev is not None:
-                            events.append(ev)
-                        self._once("evict", [f"⚠️  {why[0].upper()}{why[1:]}"])
-                    else:
-                        own.observe_share((0, m.device_id, m.buffer_id), b.owner_pid, peer)
-            return True
-        if not own.several_uids and own.sole_uid in (None, peer.uid):
-            return True  # one user so far, and it is this sender: nothing to check
-        space = 5 if t == MsgType.CB_FREE else 6 if t == MsgType.KERNEL_UNLOAD else (
-            m.buffer_type if m.buffer_type in (5, 6) else 0)
-        b = self.registry.get(m.device_id, m.buffer_id, space)
-        if b is None:
-            return True
-        key = (space, m.device_id, m.buffer_id)
-        if own.may_free(key, b.owner_pid, peer):
-            if space != 0 or b.ref_count <= 1:
-                own.freed(key)
-            return True
-        self.stats.refused_frees += 1
-        why = (f"connection {conn.cid}: {MsgType(t).name} of buffer {m.buffer_id:#x} on device {m.device_id} refused: "
-               f"it belongs to PID {b.owner_pid} (uid {own.owner_uid(b.owner_pid)}), the sender is PID "
-               f"{peer.pid} (uid {peer.uid})")
-        events.append(self.registry.note(Event(EventKind.BAD_FRAME, ts_ns=ts, pid=m.process_id, device=m.device_id,
-                                               buffer_type=b.buffer_type, buffer_id=m.buffer_id, text=why)))
-        if not conn.refusal_noted:
-            conn.refusal_noted = True
-            self._out([f"⚠️  {why[0].upper()}{why[1:]} (further refusals on this connection are counted; "
-                       f"--trust-all accepts them)"], err=True)
-        return False
-
-    # ================================================================== replies
-    def _response(self, m: AllocMessage, layout: Layout) -> bytes:
-        dram, l1, l1s, trace, cb, kern = self.registry.wire_totals(m.device_id)
-        r = AllocMessage(type=MsgType.RESPONSE, device_id=m.device_id, dram_allocated=dram, l1_allocated=l1,
-                         l1_small_allocated=l1s, trace_allocated=trace, cb_allocated=cb, kernel_allocated=kern)
-        if m.buffer_id == PROBE_REQUEST and self.config.extensions:  # tt-memtop's silent probe (EXTENSION.md)
-            r.timestamp, r.size = PROBE_REPLY, codec.CODEC_VERSION
-        return encode(r, layout)
-
-    def _device_info(self, m: AllocMessage, layout: Layout) -> bytes:
-        inv = self.config.inventory
-        r = AllocMessage(type=MsgType.DEVICE_INFO_RESPONSE, device_id=m.device_id)
-        if m.device_id == -1:
-            r.num_devices = len(inv)
-            r.is_available = int(len(inv) > 0)
-        else:
-            d = inv.get(m.device_id)
-            if d is not None:
-                r.is_available = int(d.available)
-                r.arch_type = int(d.arch)
-                r.num_dram_channels = d.num_dram_channels
-                r.dram_size_per_channel = d.dram_size_per_channel
-                r.l1_size_per_core = d.l1_size_per_core
-                r.total_dram_size = d.total_dram
-                r.total_l1_size = d.total_l1
-        return encode(r, layout)
-
     # ================================================================== subscription
     async def _send_snapshot(self, stream: anyio.abc.ByteStream, sub: _Subscriber) -> None:
         """Send a SNAPSHOT of the registry as of now; events after it are queued in ``sub`` meanwhile.
@@ -1157,24 +865,6 @@ class AllocationServer:
         scope.cancel()
 
 
-def _original_reason(m: AllocMessage, pre_s5: bool) -> str | None:
-    """Why the original of the connection's layout would drop ``m``, or None (PROTOCOL.md §3, §5.8).
-
-    Every version rejects an ALLOC with buffer_type > 4; S5 (128/144 bytes) also a size outside
-    (0, 100 GiB]. The device range is ours (256 devices): S1-S4 index past their 8-entry array, S5
-    drops ids >= 8. CB_ALLOC / KERNEL_LOAD are checked for the device only (any kernel type is
-    counted, as "Unknown"); FREE-like messages are never rejected (an unknown key is reported).
-    """
-    t = m.type
-    if t == MsgType.ALLOC or t == MsgType.CB_ALLOC or t == MsgType.KERNEL_LOAD:
-        if not 0 <= m.device_id < MAX_DEVICES:
-            return f"device_id {m.device_id} out of range [0, {MAX_DEVICES})"
-        if t == MsgType.ALLOC:
-            if not pre_s5 and not 0 < m.size <= MAX_SIZE:
-                return f"absurd size {m.size} (expected 0 < size <= {MAX_SIZE})"
-            if m.buffer_type not in WIRE_BUFFER_TYPES:
-                return f"bad buffer_type {m.buffer_type} (expected 0..4)"
-    return None
 def _leaves(exc: BaseException) -> list[BaseException]:
     """The exceptions inside (nested) exception groups, or ``[exc]``."""
     if isinstance(exc, BaseExceptionGroup):  # novermin (the 3.10 backport via _compat)
@@ -1189,10 +879,6 @@ def _open_spare() -> int | None:
     except OSError:
         return None
 
-
-def _kind(reason: str) -> str:
-    """A reason with its numbers blanked: what "once per kind" logging keys on."""
-    return re.sub(r"\d+", "N", reason)
 
 
 def _start_error(exc: OSError, message: str) -> OSError:
