@@ -117,6 +117,10 @@ def raise_fd_limit() -> tuple[int, int]:
     return soft, hard
 
 
+#: listen() backlog (the kernel caps it at net.core.somaxconn)
+LISTEN_BACKLOG = 65536
+
+
 class SocketInUseError(RuntimeError):
     """Another server answers on the socket path (or the path is not a socket): we refuse to replace it."""
 
@@ -558,8 +562,31 @@ class AllocationServer(ProducerIngest):
                 self._journal_failed(exc)
 
     async def _listen(self, path: str):
-        """Bind ``path`` with the configured mode (no moment with wider permissions) and group."""
+        """Bind ``path`` with the configured mode (no moment with wider permissions) and group, and
+        listen, in one synchronous step: the socket file never exists without a listener behind it.
+        (anyio's ``create_unix_listener`` binds and chmods in worker threads before it listens, so a
+        TT-Metal process or monitor connecting in that window - milliseconds on a loaded host - was
+        refused although the socket file was already there.)"""
         mode = self.config.socket_mode
+        if not hasattr(anyio.abc.SocketListener, "from_socket"):  # anyio < 4.9: its own (threaded) bind
+            return await self._listen_anyio(path, mode)
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old = os.umask(0o777 & ~mode)
+            try:
+                raw.bind(path)
+            finally:
+                os.umask(old)
+            os.chmod(path, mode)
+            if self.config.socket_group is not None:
+                os.chown(path, -1, self.config.socket_group)
+            raw.listen(LISTEN_BACKLOG)
+        except BaseException:
+            raw.close()
+            raise
+        return await anyio.abc.SocketListener.from_socket(raw)
+
+    async def _listen_anyio(self, path: str, mode: int):
         old = os.umask(0o777 & ~mode)
         try:
             listener = await anyio.create_unix_listener(path, mode=mode)
