@@ -66,6 +66,11 @@ class RecordingHeader:
     socket_path: str
     inventory: Inventory
 
+    def clock_shift_from(self, first: RecordingHeader) -> int:
+        """What to add to this session's monotonic times to put them on ``first``'s clock: each
+        session's monotonic clock starts anew, the wall clock says how far apart they started."""
+        return (self.started_wall_ns - first.started_wall_ns) - (self.started_mono_ns - first.started_mono_ns)
+
 
 def open_private(path: str) -> int:
     """Open ``path`` for writing without following a symlink; create it ``0600``. Returns the fd.
@@ -459,8 +464,7 @@ class RecordingReader:
                         self._stop = off
                         break
                     self.sessions += 1
-                    ts_shift = (hdr.started_wall_ns - first.started_wall_ns) - (hdr.started_mono_ns
-                                                                                - first.started_mono_ns)
+                    ts_shift = hdr.clock_shift_from(first)
                     seq_shift = last_seq
                     ts = max(last_ts, hdr.started_mono_ns + ts_shift)
                     ended = []
@@ -582,8 +586,7 @@ class RecordingReader:
                         self._stop = off
                         break
                     self.sessions += 1
-                    ts_shift = (hdr.started_wall_ns - first.started_wall_ns) - (hdr.started_mono_ns
-                                                                                - first.started_mono_ns)
+                    ts_shift = hdr.clock_shift_from(first)
                     if live:
                         last_ts = max(last_ts, hdr.started_mono_ns + ts_shift)
                         total += len(live)

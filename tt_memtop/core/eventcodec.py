@@ -385,41 +385,42 @@ def encode_heartbeat(ts_ns: int, seq: int) -> bytes:
 
 def decode_heartbeat_body(buf, off: int = 0) -> tuple[int, int]:
     return _unpack(_HEARTBEAT, buf, off)
-def encode_info(info: dict) -> bytes:
+
+
+def _encode_json(kind: RecordKind, doc: dict) -> bytes:
     import json
 
-    return bytes((RecordKind.INFO,)) + json.dumps(info, sort_keys=True).encode("utf-8")
+    return bytes((kind,)) + json.dumps(doc, sort_keys=True).encode("utf-8")
 
 
-def decode_info_body(buf, off: int = 0) -> dict:
+def _decode_json_body(kind: RecordKind, buf, off: int) -> dict:
+    """The JSON object a record carries after its kind byte (INFO, STATUS)."""
     import json
 
     try:
         doc = json.loads(bytes(buf[off:]).decode("utf-8", "replace"))
     except ValueError as exc:
-        raise CodecError(f"INFO record is not JSON ({exc})") from None
+        raise CodecError(f"{kind.name} record is not JSON ({exc})") from None
     if not isinstance(doc, dict):
-        raise CodecError("INFO record is not a JSON object")
+        raise CodecError(f"{kind.name} record is not a JSON object")
     return doc
+
+
+def encode_info(info: dict) -> bytes:
+    return _encode_json(RecordKind.INFO, info)
+
+
+def decode_info_body(buf, off: int = 0) -> dict:
+    return _decode_json_body(RecordKind.INFO, buf, off)
 
 
 def encode_status(status: dict) -> bytes:
     """A STATUS record: the server's health as a JSON object (keys in docs/EXTENSION.md)."""
-    import json
-
-    return bytes((RecordKind.STATUS,)) + json.dumps(status, sort_keys=True).encode("utf-8")
+    return _encode_json(RecordKind.STATUS, status)
 
 
 def decode_status_body(buf, off: int = 0) -> dict:
-    import json
-
-    try:
-        doc = json.loads(bytes(buf[off:]).decode("utf-8", "replace"))
-    except ValueError as exc:
-        raise CodecError(f"STATUS record is not JSON ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise CodecError("STATUS record is not a JSON object")
-    return doc
+    return _decode_json_body(RecordKind.STATUS, buf, off)
 
 
 def frame(record: bytes) -> bytes:

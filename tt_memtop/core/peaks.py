@@ -80,22 +80,9 @@ class PeakTracker:
         self.current = {}
         self.pid_current = {}
         for d in registry.devices():
-            cur, peak, at = self._dev(d)
-            tot = registry.device_totals(d)
-            for t in range(NTYPES):
-                cur[t] = tot[t]
-                if tot[t] > peak[t]:
-                    peak[t] = tot[t]
-                    at[t] = ts_ns
-                    self.rose.add((d, t))
+            self.rose.update((d, t) for t in _start_from(self._dev(d), registry.device_totals(d), ts_ns))
         for pid in registry.pids():
-            cur, peak, at = self._pid(pid)
-            tot = registry.pid_totals(pid)
-            for t in range(NTYPES):
-                cur[t] = tot[t]
-                if tot[t] > peak[t]:
-                    peak[t] = tot[t]
-                    at[t] = ts_ns
+            _start_from(self._pid(pid), registry.pid_totals(pid), ts_ns)
 
     def reset(self, ts_ns: int) -> None:
         """Peaks := current values, stamped ``ts_ns``; processes holding nothing are forgotten."""
@@ -119,3 +106,17 @@ class PeakTracker:
     def pid_peaks(self) -> dict[int, tuple[list[int], list[int], list[int]]]:
         """pid -> (current by type, peak by type, peak ts by type)."""
         return {p: (self.pid_current[p], self.pid_peak[p], self.pid_peak_at[p]) for p in self.pid_peak}
+
+
+def _start_from(entry: tuple[list[int], list[int], list[int]], totals: list[int], ts_ns: int) -> list[int]:
+    """Set one (current, peak, peak_at) entry's current to ``totals``, raise its peaks to at least that;
+    the types whose peak rose."""
+    cur, peak, at = entry
+    rose = []
+    for t in range(NTYPES):
+        cur[t] = totals[t]
+        if totals[t] > peak[t]:
+            peak[t] = totals[t]
+            at[t] = ts_ns
+            rose.append(t)
+    return rose
