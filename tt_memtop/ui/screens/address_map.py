@@ -26,6 +26,7 @@ from textual.widgets import DataTable, Static
 from ...core.geometry import DRAM, L1, L1_SMALL, POOLS, TRACE
 from ...output.address_map import LEGEND, cell_symbol, map_cells, pool_line
 from ..widgets.mesh_grid import MeshGrid, mesh_rows
+from . import cycled
 
 __all__ = ["AddressMapScreen", "cell_style"]
 
@@ -200,8 +201,7 @@ class AddressMapScreen(Screen[None]):
     def action_device(self, step: int) -> None:
         devs = self._devices()
         if devs:
-            i = devs.index(self.device) if self.device in devs else 0
-            self.device = devs[(i + step) % len(devs)]
+            self.device = cycled(devs, self.device, step)
         self.redraw()
 
     def action_reset_peaks(self) -> None:

@@ -35,6 +35,7 @@ from ..widgets.header_bar import clock
 from ..widgets.history_chart import ChartData, HistoryChart
 from ..widgets.mesh_grid import MeshGrid, mesh_rows
 from ..widgets.phase_timeline import legend
+from . import cycled
 
 __all__ = ["POOLS", "SPANS", "HistoryScreen", "chart_data", "pool_capacity"]
 
@@ -181,21 +182,17 @@ class HistoryScreen(Screen[None]):
         self.dismiss(None)
 
     def action_span(self, step: int) -> None:
-        spans = [s for s, _ in SPANS]
-        i = spans.index(self.span) if self.span in spans else 0
-        self.span = spans[(i + step) % len(spans)]
+        self.span = cycled([s for s, _ in SPANS], self.span, step)
         self.redraw()
 
     def action_pool(self, step: int) -> None:
-        i = POOLS.index(self.pool) if self.pool in POOLS else 0
-        self.pool = POOLS[(i + step) % len(POOLS)]
+        self.pool = cycled(POOLS, self.pool, step)
         self.redraw()
 
     def action_device(self, step: int) -> None:
         devs = self._devices()
         if devs:
-            i = devs.index(self.device) if self.device in devs else 0
-            self.device = devs[(i + step) % len(devs)]
+            self.device = cycled(devs, self.device, step)
         self.redraw()
 
     def action_scale(self) -> None:
