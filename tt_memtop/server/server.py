@@ -51,10 +51,7 @@ from ..core import eventcodec as codec
 from ..core import logformat as lf
 from ..core.devices import Inventory
 from ..core.events import Event, EventKind
-from ..core.protocol import (
-    Layout,
-    MsgType,
-)
+from ..core.protocol import Layout
 from ..core.registry import Registry
 from ..procs import pid_exists
 from .framing import FrameReader, parse_layout
@@ -64,7 +61,6 @@ from .producers import ProducerIngest
 
 __all__ = ["AllocationServer", "ServerConfig", "ServerStats", "SocketInUseError", "pid_alive"]
 
-_EXTENSION_TYPES = frozenset({MsgType.SUBSCRIBE, MsgType.DUMP_REPORT, MsgType.HELLO})
 #: What a peer that went away looks like (ends its connection quietly)
 _PEER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ConnectionError, OSError)
 #: Most events put in one EVENTS record on the subscription stream.
