@@ -2,6 +2,9 @@
 
 Differential: the same operations on both, every answer compared (including errors on values no
 column holds), plus the things a small hypothesis run does not reach (compaction of holes, encode).
+Compaction and (in table.c) hash growth are incremental; ``tune()`` shrinks their thresholds so that
+hypothesis reaches every step of them with a few rows, and ``stats()`` gives the most work one call
+did, which the work-bound tests check instead of wall time.
 """
 
 import random
@@ -28,10 +31,14 @@ def _call(t, name, *args):
         return ("err", type(exc).__name__)
 
 
+_COMPACTION_STATS = ("compacting", "cursor", "compactions", "max_scanned", "max_moved")
+
+
 def _state(t):
     rows, slots, nxt = t.rows(0, 1 << 30, -1)
+    st = t.stats()
     return (len(t), t.nslots, rows, slots, nxt, sorted(t.owners()), {p: t.owned(p) for p in t.owners()},
-            t.encode(0, 1 << 30))
+            t.encode(0, 1 << 30), [st[k] for k in _COMPACTION_STATS])
 
 
 _ints = st.one_of(st.integers(0, 5), st.integers(-3, 3), st.sampled_from([-(1 << 63), (1 << 64) - 1, 1 << 64,
@@ -52,21 +59,54 @@ _ops = st.lists(st.one_of(
     st.tuples(st.just("freeze")),
     st.tuples(st.just("thaw"), st.integers(0, 3)),
     st.tuples(st.just("clear")),
+    # many distinct rows at once, then every other one of a pid removed: holes, compaction, index growth
+    st.tuples(st.just("churn"), st.integers(1, 40), st.integers(0, 3)),
+    # remove everything of a pid one row at a time, looking its next slot up each time (Registry.cleanup)
+    st.tuples(st.just("drop_owner"), st.integers(0, 3)),
 ), max_size=80)
+_tuning = st.one_of(st.none(), st.tuples(st.integers(1, 6), st.integers(1, 4), st.integers(1, 3)))
 
 
 def _view(v):
     return (len(v), v.nslots, v.rows(0, 1 << 30, -1), v.encode(0, 1 << 30), _call(v, "row", 0))
 
 
+def _churn(t, n, pid, base):
+    for i in range(n):
+        t.add(i % 3, base + i, (0, 1, 5, 6)[i % 4], 64 + i, pid, 1, i, base + i, i % 11 == 0)
+    k = 0
+    while k < t.owned_count(pid):
+        t.remove(t.owned(pid, k + 1)[k])  # slots move as it goes: look the next one up each time
+        k += 1
+
+
+def _drop_owner(t, pid):
+    while True:
+        s = t.owned(pid, 1)
+        if not s:
+            return
+        t.remove(s[0])
+
+
 @needs_native
 @settings(max_examples=300, deadline=None)
-@given(_ops)
-def test_native_table_answers_as_the_pure_one(ops):
+@given(_ops, _tuning)
+def test_native_table_answers_as_the_pure_one(ops, tuning):
     a, b = Native(), PyTable()
+    if tuning is not None:
+        a.tune(*tuning)
+        b.tune(*tuning)
     views = []  # (native view, pure view, what both showed when frozen)
+    base = 1 << 40
     for op in ops:
-        if op[0] == "freeze":
+        if op[0] == "churn":
+            _churn(a, op[1], 50 + op[2], base)
+            _churn(b, op[1], 50 + op[2], base)
+            base += op[1]
+        elif op[0] == "drop_owner":
+            _drop_owner(a, op[1])
+            _drop_owner(b, op[1])
+        elif op[0] == "freeze":
             va, vb = a.freeze(), b.freeze()
             views.append((va, vb, _view(va)))
         elif op[0] == "thaw":
@@ -198,3 +238,94 @@ def test_live_map_behaves_as_a_dict(pure, ops):
         else:
             assert (key in m) == (key in d)
         assert len(m) == len(d) and bool(m) == bool(d)
+
+
+@pytest.mark.parametrize("pure", IMPLS)
+def test_no_call_does_more_than_a_step_of_housekeeping(pure):
+    """Churn that compacts several times (and, compiled, doubles the index up to 2^17 buckets): the most
+    work one add/remove did stays at one step, whatever the table's size (a work bound, not a wall time)."""
+    from tt_memtop.core.table import COMPACT_STEP
+
+    t, ref = table_class(pure)(), {}
+    rnd = random.Random(7)
+    seen_compacting = seen_migrating = 0
+    nxt = 0
+    for _round in range(4):
+        for _ in range(15000):
+            key = (nxt % 4, 0x10000 + nxt)
+            ref[key] = t.add(key[0], key[1], 0, 4096, 7 + nxt % 5, 1, nxt, nxt + 1, False)
+            nxt += 1
+            st = t.stats()
+            seen_compacting += st["compacting"]
+            seen_migrating += st["migrating"]
+        for key in rnd.sample(sorted(ref), len(ref) * 3 // 4):  # holes outnumber rows: compaction starts
+            del ref[key]
+            t.remove(t.find(0, *key))
+            seen_compacting += t.stats()["compacting"]
+        t.check()
+    st = t.stats()
+    assert st["compactions"] >= 3 and seen_compacting > 100, st
+    assert 0 < st["max_scanned"] <= COMPACT_STEP and 0 < st["max_moved"] <= COMPACT_STEP, st
+    if not pure:
+        assert st["growths"] >= 12 and seen_migrating > 100, st
+        assert 0 < st["max_migrated"] <= 32, st
+    assert len(t) == len(ref) and all(t.find(0, *k) >= 0 for k in ref)
+    rows = t.rows(0, 1 << 30, -1)[0]
+    assert [r[7] for r in rows] == sorted(r[7] for r in rows)  # insertion order kept by every step
+
+
+@pytest.mark.parametrize("pure", IMPLS)
+def test_compaction_waits_for_an_open_view_and_then_finishes(pure):
+    t = table_class(pure)()
+    for i in range(5000):
+        t.add(0, i, 0, 1, 1 + i % 3, 1, i, i, False)
+    for i in range(0, 5000, 4):
+        t.remove(t.find(0, 0, i))
+    view = t.freeze()
+    seen = view.rows(0, 1 << 30, -1)
+    for i in range(5000):
+        if i % 4:
+            t.remove(t.find(0, 0, i))  # holes outnumber rows, but nothing may move under the view
+        t.add(0, 10000 + i, 0, 1, 2, 1, i, 10000 + i, False)
+    assert view.rows(0, 1 << 30, -1) == seen and t.stats()["compactions"] == 0
+    t.check()
+    view.close()
+    for i in range(2000):  # ordinary traffic drives the cursor on
+        t.remove(t.find(0, 0, 10000 + i))
+        t.check() if i % 500 == 0 else None
+    st = t.stats()
+    assert st["compactions"] >= 1 and not st["compacting"] and t.nslots < 5000, st  # was 10000
+    t.check()
+    assert [r[1] for r in t.rows(0, 1 << 30, -1)[0]] == list(range(12000, 15000))
+
+
+@pytest.mark.parametrize("pure", IMPLS)
+def test_a_frozen_snapshot_streamed_in_slices_while_ingest_compacts(pure):
+    """Registry-level: SUBSCRIBE's snapshot is encoded slice by slice while ingest goes on (and, between
+    two snapshots, compacts): each snapshot is exactly the state at its freeze."""
+    reg = Registry(pure)
+    n = 0
+    for i in range(6000):
+        reg.apply(AllocMessage(type=MsgType.ALLOC, size=10, process_id=1 + i % 3, buffer_id=i), 0)
+    for _round in range(3):
+        want = sorted(codec.encode_buffer(b) for b in reg.buffers())
+        fz = reg.freeze()
+        pos, body = 0, []
+        while pos < fz.done_at:
+            data, pos = fz.encode(pos, 500)
+            body.append(data)
+            for _ in range(300):  # ingest between slices: frees and allocs
+                reg.apply(AllocMessage(type=MsgType.FREE, process_id=1, buffer_id=n), 0)
+                reg.apply(AllocMessage(type=MsgType.ALLOC, size=20, process_id=2, buffer_id=100000 + n), 0)
+                n += 1
+        raw, off, got = b"".join(body), 0, []
+        while off < len(raw):
+            b, off = codec.decode_buffer(raw, off)
+            got.append(codec.encode_buffer(b))
+        assert sorted(got) == want
+        reg.thaw(fz)
+        for _ in range(3000):  # no view open: these frees compact
+            reg.apply(AllocMessage(type=MsgType.FREE, process_id=1, buffer_id=n), 0)
+            n += 1
+        reg.check_invariants()
+    assert reg._t.stats()["compactions"] >= 1

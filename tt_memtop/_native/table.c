@@ -5,7 +5,17 @@
  * Behaviour is defined by the pure-Python twin, tt_memtop/core/table.py (PyTable); both are tested
  * by one suite. Rows are appended; a removed row leaves a hole, and holes are squeezed out (order
  * kept) once they outnumber the live rows. A row's slot number is therefore only valid until the
- * next remove(). No Python object is kept per entry: about 56 bytes of row + 8 of index.
+ * next add() or remove(). No Python object is kept per entry: about 56 bytes of row + 8 of index.
+ *
+ * No single call does O(N) work (a producer waits on the thread that calls us):
+ * - Compaction is incremental: a cursor (crd) walks the rows from the lowest hole on and moves each
+ *   live row down to cwr, COMPACT_STEP slots per add()/remove(); [0, cwr) is done, [cwr, crd) is
+ *   holes, [crd, nrows) not yet visited. A moved row's index entry and owner-list neighbours are
+ *   fixed as it moves. It pauses while a frozen view is open (rows must stay where they are).
+ * - The hash index grows incrementally: on doubling, the old array is kept and HASH_STEP of its
+ *   buckets are moved to the new one per add()/remove(); lookups look in both meanwhile (moved
+ *   entries leave a tombstone in the old array so its probe chains stay whole). The old array is
+ *   fully drained long before the next doubling (2 buckets per insert would do).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,6 +27,9 @@
 #define F_STRINGS 2u
 #define BUFFER_SIZE 49 /* eventcodec.BUFFER: <iQBQiIqQHH */
 #define MIN_COMPACT 1024u
+#define TOMB 0xFFFFFFFFu      /* an entry of the old hash array already moved to the new one */
+#define COMPACT_STEP 32u      /* slots the compaction cursor visits per add()/remove() (same in table.py) */
+#define HASH_STEP 32u         /* old hash buckets migrated per add()/remove() */
 
 typedef struct {
     uint64_t bid, size, seq;
@@ -41,6 +54,14 @@ typedef struct {
     uint32_t nowners, capowners, freeowner; /* free list threaded through .head */
     PyObject *owner_ix;                     /* dict pid -> owner index; NULL in a copy */
     uint32_t frozen;                        /* open Frozen views: rows stay where they are */
+    uint32_t *ohash;                        /* the previous hash array while it is drained, else NULL */
+    uint32_t ohcap, omig;                   /* its size; buckets [0, omig) are moved already */
+    uint32_t compacting, cwr, crd;          /* compaction cursor (see the top of the file) */
+    uint32_t hole_lo;                       /* lowest hole outside a running compaction's reach; NIL: none */
+    /* work bounds, for tests (stats()): most slots visited / rows moved / old buckets migrated by one call */
+    uint32_t max_scanned, max_moved, max_migrated;
+    uint64_t ncompactions, ngrowths;
+    uint32_t min_compact, compact_step, hash_step; /* MIN_COMPACT, COMPACT_STEP, HASH_STEP unless tune()d */
 } Table;
 
 typedef struct {
@@ -170,44 +191,98 @@ static int check_slot(Table *t, PyObject *o, uint32_t *slot) {
 }
 
 /* ------------------------------------------------------------------ index */
-static int64_t find_pos(Table *t, unsigned space, int32_t device, uint64_t bid, uint32_t *pos) {
-    uint32_t mask = t->hcap - 1, i = hash_key(space, device, bid, mask);
+/* Probe one hash array for a key: its slot, or -1 with *pos at the first empty bucket. */
+static int64_t probe(const Table *t, const uint32_t *h, uint32_t cap, unsigned space, int32_t device, uint64_t bid,
+                     uint32_t *pos) {
+    uint32_t mask = cap - 1, i = hash_key(space, device, bid, mask);
     for (;;) {
-        uint32_t e = t->hash[i];
+        uint32_t e = h[i];
         if (e == 0) {
             *pos = i;
             return -1;
         }
-        Row *r = &t->rows[e - 1];
-        if (r->bid == bid && r->device == device && space_of(r->type) == space) {
-            *pos = i;
-            return (int64_t)(e - 1);
+        if (e != TOMB) {
+            const Row *r = &t->rows[e - 1];
+            if (r->bid == bid && r->device == device && space_of(r->type) == space) {
+                *pos = i;
+                return (int64_t)(e - 1);
+            }
         }
         i = (i + 1) & mask;
     }
 }
 
+/* The slot of a key (-1: none) and where its index entry is: bucket *pos of the new array, or of the
+ * old one when *in_old. When absent, *pos is the new array's bucket to insert it at. */
+static int64_t find_pos2(const Table *t, unsigned space, int32_t device, uint64_t bid, uint32_t *pos, int *in_old) {
+    int64_t s = probe(t, t->hash, t->hcap, space, device, bid, pos);
+    *in_old = 0;
+    if (s >= 0 || t->ohash == NULL) return s;
+    uint32_t opos;
+    int64_t o = probe(t, t->ohash, t->ohcap, space, device, bid, &opos);
+    if (o >= 0) {
+        *pos = opos;
+        *in_old = 1;
+    }
+    return o;
+}
+
+static int64_t find_pos(const Table *t, unsigned space, int32_t device, uint64_t bid, uint32_t *pos) {
+    int in_old;
+    return find_pos2(t, space, device, bid, pos, &in_old);
+}
+
+static void hash_put_new(Table *t, uint32_t e) {
+    const Row *r = &t->rows[e - 1];
+    uint32_t mask = t->hcap - 1, i = hash_key(space_of(r->type), r->device, r->bid, mask);
+    while (t->hash[i]) i = (i + 1) & mask;
+    t->hash[i] = e;
+}
+
+/* Move up to `budget` buckets of the old hash array into the new one; free it once drained. */
+static void migrate_step(Table *t, uint32_t budget) {
+    if (t->ohash == NULL) return;
+    uint32_t end = t->ohcap - t->omig > budget ? t->omig + budget : t->ohcap, moved = 0;
+    for (uint32_t j = t->omig; j < end; j++) {
+        uint32_t e = t->ohash[j];
+        if (e && e != TOMB) {
+            hash_put_new(t, e);
+            t->ohash[j] = TOMB;
+        }
+        moved++;
+    }
+    t->omig = end;
+    if (moved > t->max_migrated) t->max_migrated = moved;
+    if (t->omig == t->ohcap) {
+        PyMem_Free(t->ohash);
+        t->ohash = NULL;
+        t->ohcap = t->omig = 0;
+    }
+}
+
+/* Make room for `want` entries at load <= 1/2: a new array twice the size (zeroed lazily by the OS),
+ * the current one kept to be drained by migrate_step. O(1) apart from the allocation. */
 static int grow_hash(Table *t, uint32_t want) {
-    uint32_t cap = t->hcap;
+    if ((uint64_t)want * 2 <= t->hcap) return 0;
+    uint64_t cap = (uint64_t)t->hcap * 2;
     while ((uint64_t)want * 2 > cap) cap *= 2;
-    if (cap == t->hcap) return 0;
-    uint32_t *h = PyMem_Calloc(cap, sizeof(uint32_t));
+    if (cap > ((uint64_t)1 << 31)) {
+        PyErr_SetString(PyExc_OverflowError, "table full");
+        return -1;
+    }
+    uint32_t *h = PyMem_Calloc((size_t)cap, sizeof(uint32_t));
     if (h == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    uint32_t mask = cap - 1;
-    for (uint32_t j = 0; j < t->hcap; j++) {
-        uint32_t e = t->hash[j];
-        if (!e) continue;
-        Row *r = &t->rows[e - 1];
-        uint32_t i = hash_key(space_of(r->type), r->device, r->bid, mask);
-        while (h[i]) i = (i + 1) & mask;
-        h[i] = e;
-    }
-    PyMem_Free(t->hash);
+    /* never happens in use: the previous growth is drained after hcap / (2 * HASH_STEP) calls */
+    if (t->ohash != NULL) migrate_step(t, UINT32_MAX);
+    t->ohash = t->hash;
+    t->ohcap = t->hcap;
+    t->omig = 0;
     t->hash = h;
-    t->hcap = cap;
+    t->hcap = (uint32_t)cap;
+    t->ngrowths++;
     return 0;
 }
 
@@ -297,44 +372,78 @@ static void owner_unlink(Table *t, uint32_t slot) {
 }
 
 /* ------------------------------------------------------------------ compaction */
-static void compact(Table *t) {
-    uint32_t *remap = PyMem_Malloc((size_t)t->nrows * sizeof(uint32_t));
-    if (remap == NULL) return; /* not now: holes are harmless */
-    uint32_t n = 0;
-    for (uint32_t s = 0; s < t->nrows; s++) {
-        if (t->rows[s].flags & F_ALIVE) {
-            remap[s] = n;
-            if (n != s) t->rows[n] = t->rows[s];
-            n++;
-        } else {
-            remap[s] = NIL;
+/* Move the live row at `from` to the hole at `to` (< from), fixing its index entry and owner-list
+ * neighbours. -1 (nothing changed, no error set): its owner could not be looked up now. */
+static int move_row(Table *t, uint32_t from, uint32_t to) {
+    Row *r = &t->rows[from];
+    Owner *ow = NULL;
+    if (r->oprev == NIL || r->onext == NIL) {
+        ow = owner_get(t, r->pid, 0);
+        if (ow == NULL) {
+            PyErr_Clear();
+            return -1;
         }
     }
-    for (uint32_t s = 0; s < n; s++) {
-        Row *r = &t->rows[s];
-        if (r->onext != NIL) r->onext = remap[r->onext];
-        if (r->oprev != NIL) r->oprev = remap[r->oprev];
-    }
-    if (t->hash != NULL)
-        for (uint32_t j = 0; j < t->hcap; j++)
-            if (t->hash[j]) t->hash[j] = remap[t->hash[j] - 1] + 1;
-    for (uint32_t o = 0; o < t->nowners; o++) {
-        Owner *ow = &t->owners[o];
-        if (ow->count) {
-            ow->head = remap[ow->head];
-            ow->tail = remap[ow->tail];
+    uint32_t pos;
+    int in_old;
+    if (find_pos2(t, space_of(r->type), r->device, r->bid, &pos, &in_old) != (int64_t)from) return -1;
+    (in_old ? t->ohash : t->hash)[pos] = to + 1;
+    if (r->oprev != NIL) t->rows[r->oprev].onext = to; else ow->head = to;
+    if (r->onext != NIL) t->rows[r->onext].oprev = to; else ow->tail = to;
+    t->rows[to] = *r;
+    r->flags = 0;
+    return 0;
+}
+
+/* Advance the compaction cursor by up to `budget` slots (not while a frozen view is open). */
+static void compact_step(Table *t, uint32_t budget) {
+    if (!t->compacting || t->frozen) return;
+    uint32_t scanned = 0, moved = 0;
+    while (scanned < budget && t->crd < t->nrows) {
+        if (t->rows[t->crd].flags & F_ALIVE) {
+            if (t->crd != t->cwr) {
+                if (move_row(t, t->crd, t->cwr) < 0) break; /* try again on the next call */
+                moved++;
+            }
+            t->cwr++;
         }
+        t->crd++;
+        scanned++;
     }
-    PyMem_Free(remap);
-    t->nrows = n;
-    if (t->caprows > 64 && t->caprows > 2 * n + 64) {
-        uint32_t cap = n + n / 2 + 64;
+    if (scanned > t->max_scanned) t->max_scanned = scanned;
+    if (moved > t->max_moved) t->max_moved = moved;
+    if (t->crd < t->nrows) return;
+    t->nrows = t->cwr;
+    t->compacting = 0;
+    if (t->caprows > 64 && t->caprows > 2 * t->nrows + 64) {
+        uint32_t cap = t->nrows + t->nrows / 2 + 64;
         Row *rows = PyMem_Realloc(t->rows, (size_t)cap * sizeof(Row));
         if (rows != NULL) {
             t->rows = rows;
             t->caprows = cap;
         }
     }
+}
+
+/* After a row was removed at `slot`: note the hole, start or advance the compaction. */
+static void after_remove(Table *t, uint32_t slot) {
+    if (!t->compacting || slot < t->cwr) {
+        if (slot < t->hole_lo) t->hole_lo = slot; /* a hole at or past crd is the cursor's business */
+    }
+    if (t->frozen) return;
+    if (t->live == 0) {
+        t->nrows = 0;
+        t->compacting = 0;
+        t->hole_lo = NIL;
+        return;
+    }
+    if (!t->compacting && t->nrows - t->live > t->live && t->nrows - t->live >= t->min_compact) {
+        t->compacting = 1;
+        t->cwr = t->crd = t->hole_lo;
+        t->hole_lo = NIL;
+        t->ncompactions++;
+    }
+    compact_step(t, t->compact_step);
 }
 
 /* ------------------------------------------------------------------ methods */
@@ -386,6 +495,8 @@ static PyObject *Table_add(Table *t, PyObject *const *args, Py_ssize_t nargs) {
         get_u64(args[3], &r.size) < 0 || get_i32(args[4], &r.pid) < 0 || get_u32(args[5], &r.refs) < 0 ||
         get_i64(args[6], &r.ts) < 0 || get_u64(args[7], &r.seq) < 0)
         return NULL;
+    migrate_step(t, t->hash_step);
+    compact_step(t, t->compact_step); /* before the new row: it must not be moved once its slot is returned */
     if (t->nrows >= NIL - 1) {
         PyErr_SetString(PyExc_OverflowError, "table full");
         return NULL;
@@ -425,20 +536,20 @@ static PyObject *Table_add(Table *t, PyObject *const *args, Py_ssize_t nargs) {
 
 static PyObject *Table_remove(Table *t, PyObject *arg) {
     uint32_t slot, pos;
+    int in_old;
     if (need_index(t) == NULL || check_slot(t, arg, &slot) < 0) return NULL;
     Row *r = &t->rows[slot];
-    if (find_pos(t, space_of(r->type), r->device, r->bid, &pos) != (int64_t)slot) {
+    if (find_pos2(t, space_of(r->type), r->device, r->bid, &pos, &in_old) != (int64_t)slot) {
         PyErr_SetString(PyExc_SystemError, "table index out of step");
         return NULL;
     }
-    hash_delete(t, pos);
+    if (in_old) t->ohash[pos] = TOMB; /* keeps the old array's probe chains whole */
+    else hash_delete(t, pos);
     owner_unlink(t, slot);
     r->flags = 0;
     t->live--;
-    if (t->frozen == 0) {
-        if (t->nrows - t->live > t->live && t->nrows - t->live >= MIN_COMPACT) compact(t);
-        if (t->live == 0) t->nrows = 0;
-    }
+    migrate_step(t, t->hash_step);
+    after_remove(t, slot);
     Py_RETURN_NONE;
 }
 
@@ -635,12 +746,14 @@ static PyObject *Table_owners(Table *t, PyObject *Py_UNUSED(ignored)) {
 static void table_free(Table *t) {
     PyMem_Free(t->rows);
     PyMem_Free(t->hash);
+    PyMem_Free(t->ohash);
     PyMem_Free(t->owners);
     t->rows = NULL;
-    t->hash = NULL;
+    t->hash = t->ohash = NULL;
     t->owners = NULL;
     t->nrows = t->caprows = t->live = t->hcap = t->nowners = t->capowners = 0;
-    t->freeowner = NIL;
+    t->ohcap = t->omig = t->compacting = t->cwr = t->crd = 0;
+    t->freeowner = t->hole_lo = NIL;
 }
 
 static int table_init_empty(Table *t) {
@@ -671,10 +784,17 @@ static PyObject *Table_copy(Table *t, PyObject *Py_UNUSED(ignored)) {
     Table *c = PyObject_New(Table, &TableType);
     if (c == NULL) return NULL;
     c->rows = NULL;
-    c->hash = NULL;
+    c->hash = c->ohash = NULL;
     c->owners = NULL;
     c->owner_ix = NULL;
     c->frozen = 0;
+    c->ohcap = c->omig = c->compacting = c->cwr = c->crd = 0;
+    c->hole_lo = NIL;
+    c->max_scanned = c->max_moved = c->max_migrated = 0;
+    c->ncompactions = c->ngrowths = 0;
+    c->min_compact = MIN_COMPACT;
+    c->compact_step = COMPACT_STEP;
+    c->hash_step = HASH_STEP;
     c->nowners = c->capowners = c->hcap = 0;
     c->freeowner = NIL;
     c->nrows = c->caprows = c->live = 0;
@@ -815,7 +935,7 @@ static PyTypeObject FrozenType = {
 };
 
 static PyObject *Table_nbytes(Table *t, PyObject *Py_UNUSED(ignored)) {
-    size_t n = sizeof(Table) + (size_t)t->caprows * sizeof(Row) + (size_t)t->hcap * sizeof(uint32_t) +
+    size_t n = sizeof(Table) + (size_t)t->caprows * sizeof(Row) + ((size_t)t->hcap + t->ohcap) * sizeof(uint32_t) +
                (size_t)t->capowners * sizeof(Owner);
     return PyLong_FromSize_t(n);
 }
@@ -839,9 +959,28 @@ static PyObject *Table_check(Table *t, PyObject *Py_UNUSED(ignored)) {
     for (uint32_t j = 0; j < t->hcap; j++)
         if (t->hash[j]) {
             inhash++;
-            if (t->hash[j] - 1 >= t->nrows || !(t->rows[t->hash[j] - 1].flags & F_ALIVE)) return fail_check("stale index", j);
+            if (t->hash[j] == TOMB || t->hash[j] - 1 >= t->nrows || !(t->rows[t->hash[j] - 1].flags & F_ALIVE))
+                return fail_check("stale index", j);
         }
+    if (t->ohash != NULL) {
+        if (t->omig >= t->ohcap || t->ohcap >= t->hcap) return fail_check("old index", t->omig);
+        for (uint32_t j = 0; j < t->ohcap; j++) {
+            uint32_t e = t->ohash[j];
+            if (!e || e == TOMB) continue;
+            inhash++;
+            if (j < t->omig || e - 1 >= t->nrows || !(t->rows[e - 1].flags & F_ALIVE)) return fail_check("stale old index", j);
+        }
+    }
     if (inhash != live) return fail_check("index count", inhash);
+    if (t->compacting) {
+        if (t->cwr > t->crd || t->crd > t->nrows) return fail_check("compaction cursor", t->crd);
+        for (uint32_t s = t->cwr; s < t->crd; s++)
+            if (t->rows[s].flags & F_ALIVE) return fail_check("live row behind the cursor", s);
+    }
+    if (t->hole_lo != NIL && (t->hole_lo >= t->nrows || (t->rows[t->hole_lo].flags & F_ALIVE)))
+        return fail_check("lowest hole", t->hole_lo);
+    for (uint32_t s = 0; s < t->nrows && s < t->hole_lo; s++)
+        if (!(t->rows[s].flags & F_ALIVE) && !(t->compacting && s >= t->cwr)) return fail_check("hole below the lowest", s);
     PyObject *key, *val;
     Py_ssize_t it = 0;
     uint32_t owned = 0;
@@ -863,6 +1002,36 @@ static PyObject *Table_check(Table *t, PyObject *Py_UNUSED(ignored)) {
     Py_RETURN_NONE;
 }
 
+/* stats(): what the incremental housekeeping is doing and the most work one call did (for tests). */
+static PyObject *Table_stats(Table *t, PyObject *Py_UNUSED(ignored)) {
+    return Py_BuildValue("{sOsIsKsIsIsOsKsI}", "compacting", t->compacting ? Py_True : Py_False, "cursor",
+                         t->compacting ? t->crd : 0u, "compactions", (unsigned long long)t->ncompactions,
+                         "max_scanned", t->max_scanned, "max_moved", t->max_moved, "migrating",
+                         t->ohash != NULL ? Py_True : Py_False, "growths", (unsigned long long)t->ngrowths,
+                         "max_migrated", t->max_migrated);
+}
+
+/* tune(min_compact, compact_step, hash_step): small values let a test reach every incremental path
+ * with a few rows (table.py's tune() takes the same, hash_step ignored). */
+static PyObject *Table_tune(Table *t, PyObject *const *args, Py_ssize_t nargs) {
+    uint32_t v[3];
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "tune(min_compact, compact_step, hash_step)");
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (get_u32(args[i], &v[i]) < 0) return NULL;
+        if (v[i] == 0) {
+            PyErr_SetString(PyExc_ValueError, "tune() values must be >= 1");
+            return NULL;
+        }
+    }
+    t->min_compact = v[0];
+    t->compact_step = v[1];
+    t->hash_step = v[2];
+    Py_RETURN_NONE;
+}
+
 static Py_ssize_t Table_len(Table *t) { return t->live; }
 
 static PyObject *Table_get_nslots(Table *t, void *Py_UNUSED(c)) { return PyLong_FromUnsignedLong(t->nrows); }
@@ -875,10 +1044,15 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     Table *t = (Table *)type->tp_alloc(type, 0);
     if (t == NULL) return NULL;
     t->rows = NULL;
-    t->hash = NULL;
+    t->hash = t->ohash = NULL;
     t->owners = NULL;
     t->owner_ix = NULL;
     t->frozen = 0;
+    t->max_scanned = t->max_moved = t->max_migrated = 0;
+    t->ncompactions = t->ngrowths = 0;
+    t->min_compact = MIN_COMPACT;
+    t->compact_step = COMPACT_STEP;
+    t->hash_step = HASH_STEP;
     if (table_init_empty(t) < 0) {
         Py_DECREF(t);
         return NULL;
@@ -911,6 +1085,8 @@ static PyMethodDef Table_methods[] = {
     {"freeze", (PyCFunction)Table_freeze, METH_NOARGS, "a view of the rows as of now (no copy of them)"},
     {"nbytes", (PyCFunction)Table_nbytes, METH_NOARGS, "bytes of memory held"},
     {"check", (PyCFunction)Table_check, METH_NOARGS, "assert internal consistency"},
+    {"tune", (PyCFunction)(void (*)(void))Table_tune, METH_FASTCALL, "tune(min_compact, compact_step, hash_step)"},
+    {"stats", (PyCFunction)Table_stats, METH_NOARGS, "incremental compaction / index growth and the most work per call"},
     {NULL, NULL, 0, NULL},
 };
 

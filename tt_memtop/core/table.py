@@ -7,7 +7,15 @@ buffer_id), the id space being 0 for buffers, 1 for CBs, 2 for kernels. An owner
 PID's rows in insertion order (what dead-process cleanup removes).
 
 Rows are appended at the end; a removed row leaves a hole, squeezed out (order kept) once holes
-outnumber live rows. A slot number is valid only until the next :meth:`PyTable.remove`.
+outnumber live rows. A slot number is valid only until the next :meth:`PyTable.add` or
+:meth:`PyTable.remove`.
+
+No call does work proportional to the table (the server's event loop, and so every producer, waits
+on it): the squeeze is incremental. A cursor walks the rows from the lowest hole on and moves each
+live row down, ``COMPACT_STEP`` slots per add/remove, fixing the row's index entry and owner-list
+neighbours as it goes; it pauses while a frozen view is open. (table.c also grows its hash index
+incrementally; the pure table's dict resizes itself, which is the one O(N) step left on the pure path.)
+:meth:`PyTable.stats` reports the most work one call did.
 
 Two implementations with one behaviour (one test suite runs both): ``tt_memtop/_native/table.c``
 (an open-addressing hash index over an array of rows) and :class:`PyTable` here (a dict index over
@@ -23,6 +31,8 @@ from array import array
 NIL = 0xFFFFFFFF
 _ALIVE, _STRINGS = 1, 2
 _MIN_COMPACT = 1024
+#: slots the compaction cursor visits per add/remove (table.c's COMPACT_STEP)
+COMPACT_STEP = 32
 #: eventcodec.BUFFER (kept here so the table does not import the codec)
 _BUFFER = struct.Struct("<iQBQiIqQHH")
 _I32 = (-(1 << 31), (1 << 31) - 1)
@@ -43,11 +53,14 @@ class PyTable:
     """Rows in ``array`` columns, a dict (key -> slot) index, owner lists threaded through the rows."""
 
     __slots__ = ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags", "_next", "_prev",
-                 "_index", "_owners", "_live", "_indexed", "_frozen")
+                 "_index", "_owners", "_live", "_indexed", "_frozen", "_compacting", "_cwr", "_crd", "_hole_lo",
+                 "_work", "_min_compact", "_step")
 
     def __init__(self, _indexed: bool = True) -> None:
         self._indexed = _indexed
         self._frozen = 0
+        self._work = [0, 0, 0]  # most slots visited / rows moved by one call, compactions started
+        self._min_compact, self._step = _MIN_COMPACT, COMPACT_STEP
         self._reset()
 
     # -------------------------------------------------------------- helpers
@@ -89,6 +102,9 @@ class PyTable:
         self._index: dict = {}
         self._owners: dict[int, list[int]] = {}  # pid -> [head, tail, count]
         self._live = 0
+        # compaction cursor: [0, cwr) done, [cwr, crd) holes, [crd, nslots) not visited yet
+        self._compacting, self._cwr, self._crd = False, 0, 0
+        self._hole_lo = NIL  # lowest hole outside a running compaction's reach
 
     def find(self, space: int, device: int, bid: int) -> int:
         self._need_index()
@@ -113,6 +129,8 @@ class PyTable:
         _need(refs, 0, NIL)
         _need(ts, -(1 << 63), (1 << 63) - 1)
         _need(seq, 0, (1 << 64) - 1)
+        if self._compacting and not self._frozen:
+            self._compact_step()  # before the new row: it must not move once its slot is returned
         key = self._key(_space(btype), device, bid)
         if key in self._index:
             raise KeyError("key is already in the table")
@@ -161,27 +179,79 @@ class PyTable:
             del self._owners[pid]
         self._flags[slot] = 0
         self._live -= 1
+        if (not self._compacting or slot < self._cwr) and slot < self._hole_lo:
+            self._hole_lo = slot  # a hole at or past the cursor is the cursor's business
         if self._frozen:
             return  # rows stay where they are while a frozen view is open
-        holes = len(self._flags) - self._live
         if not self._live:
             self._reset()
-        elif holes > self._live and holes >= _MIN_COMPACT:
-            self._compact()
+            return
+        holes = len(self._flags) - self._live
+        if not self._compacting and holes > self._live and holes >= self._min_compact:
+            self._compacting = True
+            self._cwr = self._crd = self._hole_lo
+            self._hole_lo = NIL
+            self._work[2] += 1
+        if self._compacting:
+            self._compact_step()
 
-    def _compact(self) -> None:
+    def _compact_step(self) -> None:
+        """Advance the compaction cursor by up to COMPACT_STEP slots (table.c's compact_step)."""
         flags = self._flags
-        keep = [s for s in range(len(flags)) if flags[s] & _ALIVE]
-        remap = {s: i for i, s in enumerate(keep)}
-        for name in ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags"):
-            col = getattr(self, name)
-            setattr(self, name, array(col.typecode, [col[s] for s in keep]))
-        get = remap.get
-        self._next = array("I", [get(self._next[s], NIL) for s in keep])
-        self._prev = array("I", [get(self._prev[s], NIL) for s in keep])
-        self._index = {k: remap[s] for k, s in self._index.items()}
-        for ow in self._owners.values():
-            ow[0], ow[1] = remap[ow[0]], remap[ow[1]]
+        end = len(flags)
+        rd, wr = self._crd, self._cwr
+        stop = min(end, rd + self._step)
+        moved = 0
+        work = self._work
+        if stop - rd > work[0]:
+            work[0] = stop - rd
+        while rd < stop:
+            if flags[rd] & _ALIVE:
+                if rd != wr:
+                    self._move(rd, wr)
+                    moved += 1
+                wr += 1
+            rd += 1
+        if moved > work[1]:
+            work[1] = moved
+        self._crd, self._cwr = rd, wr
+        if rd == end:
+            for name in ("_dev", "_bid", "_typ", "_size", "_pid", "_refs", "_ts", "_seq", "_flags", "_next",
+                         "_prev"):
+                del getattr(self, name)[wr:]
+            self._compacting = False
+
+    def _move(self, frm: int, to: int) -> None:
+        """Move the live row at ``frm`` to the hole at ``to`` (< frm): its index entry and owner links follow."""
+        for col in (self._dev, self._bid, self._typ, self._size, self._pid, self._refs, self._ts, self._seq,
+                    self._flags, self._next, self._prev):
+            col[to] = col[frm]
+        self._flags[frm] = 0
+        self._index[self._key(_space(self._typ[to]), self._dev[to], self._bid[to])] = to
+        prv, nxt = self._prev[to], self._next[to]
+        ow = self._owners[self._pid[to]] if prv == NIL or nxt == NIL else None
+        if prv != NIL:
+            self._next[prv] = to
+        else:
+            ow[0] = to
+        if nxt != NIL:
+            self._prev[nxt] = to
+        else:
+            ow[1] = to
+
+    def tune(self, min_compact: int, compact_step: int, hash_step: int) -> None:
+        """Small thresholds, so that a test reaches the incremental paths with a few rows (as table.c's tune())."""
+        for v in (min_compact, compact_step, hash_step):
+            _need(v, 0, NIL)
+            if v < 1:
+                raise ValueError("tune() values must be >= 1")
+        self._min_compact, self._step = min_compact, compact_step
+
+    def stats(self) -> dict:
+        """What the incremental compaction is doing, and the most work one call did (table.c's stats())."""
+        return {"compacting": self._compacting, "cursor": self._crd if self._compacting else 0,
+                "compactions": self._work[2], "max_scanned": self._work[0], "max_moved": self._work[1],
+                "migrating": False, "growths": 0, "max_migrated": 0}
 
     def set_refs(self, slot: int, refs: int) -> None:
         self._check_slot(slot)
@@ -292,6 +362,13 @@ class PyTable:
             assert prev == tail and n == count and n > 0, ("owner count", pid, n, count)
             owned += n
         assert owned == self._live, ("owned total", owned)
+        if self._compacting:
+            assert self._cwr <= self._crd <= len(self._flags), ("compaction cursor", self._cwr, self._crd)
+            assert not any(self._flags[s] & _ALIVE for s in range(self._cwr, self._crd)), "live row behind the cursor"
+        if self._hole_lo != NIL:
+            assert self._hole_lo < len(self._flags) and not self._flags[self._hole_lo] & _ALIVE, "lowest hole"
+        for s in range(min(len(self._flags), self._hole_lo)):
+            assert self._flags[s] & _ALIVE or self._compacting and s >= self._cwr, ("hole below the lowest", s)
 
 
 class PyFrozen:
