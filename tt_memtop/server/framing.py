@@ -19,7 +19,11 @@ candidate not yet rejected is at least as long as the buffer, we wait. When exac
 are buffered and the peer goes quiet (the caller calls :meth:`on_idle` after a short idle
 period) or closes (:meth:`on_eof`), *L* is accepted: a lone 72-byte DUMP request on its own
 connection therefore works, as does a TT-Metal client that sends one 144-byte ALLOC and pauses.
-The layout, once chosen, holds for the life of the connection.
+The layout, once chosen, holds for the life of the connection. When every candidate is
+contradicted (or the peer goes quiet with no candidate left that more bytes could decide), the
+stream may be good frames followed by garbage in the same read: the candidate with the longest run
+(at least two) of whole frames with plausible headers is taken, so those frames are applied and only
+the garbage after them is reported, once.
 
 Limits of the heuristic: a request whose tail is not zero where a smaller frame would begin
 (e.g. a v648 ``buffer_name`` starting with a byte that is a known type followed by three NULs)
@@ -292,8 +296,29 @@ class FrameReader:
                 continue  # rejected: try the next size
             if avail == size and why is not None:
                 return size
-            return None  # wait for more bytes
-        return _REJECTED
+            if why is None:
+                return None  # wait for more bytes
+            break  # quiet or closed: the bigger sizes will get no more bytes to be told by
+        # Every size that could be told was contradicted somewhere in the buffer: good frames, then
+        # garbage, in one read? Take the frames before the garbage rather than skip them as garbage.
+        size = self._longest_run(pos)
+        if size is not None:
+            return size
+        return _REJECTED if avail > self.candidates[-1] else None
+
+    def _longest_run(self, pos: int) -> int | None:
+        """The candidate size with the most (at least two) whole frames from ``pos`` on whose headers are all
+        plausible (the smaller on a tie), or None. A wrong size fails at once in real streams: its first
+        boundary falls on zero counters inside the real frame."""
+        buf = self._buf
+        best, best_n = None, 1
+        for size in self.candidates:
+            n = 1
+            while pos + (n + 1) * size <= len(buf) and header_plausible(buf, pos + n * size):
+                n += 1
+            if n > best_n:
+                best, best_n = size, n
+        return best
 
     def _frame_size(self, pos: int, layout: Layout, why: str | None) -> Layout | None:
         """Size of the frame at ``pos`` on a connection of ``layout``; None: wait for more bytes.
