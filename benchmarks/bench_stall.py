@@ -10,6 +10,7 @@ mirror subscriber equals the server) and that the server exits 0 on SIGTERM.
 
     python benchmarks/bench_stall.py                      # 1 M live buffers, the docs' figures
     python benchmarks/bench_stall.py --preload 100000 --messages 50000 --seconds 10
+    python benchmarks/bench_stall.py --table                # in-process: the registry table's worst call
 
 Prints worst / p99 send() block per run; the goal (docs/ROBUSTNESS.md) is worst < 50 ms.
 ``--step-profile FILE`` also lists the server's single event-loop steps over 20 ms of CPU, with the
@@ -377,6 +378,35 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
     return fig
 
 
+def table_worst_call(live: int = 1_000_000, churn: int = 2_000_000, pure: bool = False) -> str:
+    """The longest single add()/remove() (CPU time of this thread) of the registry's table while it fills
+    to ``live`` rows and then churns (free the oldest, add a new one: what holds 1 M live while producers
+    run), with what the table says of its own work per call (stats()). No server, no other process."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+    from tt_memtop.core.table import table_class
+
+    t = table_class(pure)()
+    clock = time.thread_time_ns
+    worst = {"fill": 0, "churn": 0}
+    add, remove, find = t.add, t.remove, t.find
+    for i in range(live):
+        c = clock()
+        add(i & 1, i, 0, 4096, 1000 + i % 4, 1, i, i, False)
+        worst["fill"] = max(worst["fill"], clock() - c)
+    for k in range(churn):
+        s = find(0, k & 1, k)
+        c = clock()
+        remove(s)
+        add((live + k) & 1, live + k, 0, 4096, 1000 + k % 4, 1, k, live + k, False)
+        worst["churn"] = max(worst["churn"], clock() - c)
+    st = t.stats()
+    return (f"{'pure' if t.__class__.__module__.endswith('core.table') else 'compiled'} table, {live:,} live: worst "
+            f"add while filling {worst['fill'] / 1e6:.2f} ms, worst remove+add while churning {churn:,} "
+            f"{worst['churn'] / 1e6:.2f} ms (CPU); {st['compactions']} compactions (most slots per call "
+            f"{st['max_scanned']}, rows moved {st['max_moved']}), {st['growths']} index doublings (most old "
+            f"buckets moved per call {st['max_migrated']})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preload", type=int, default=1_000_000, help="live buffers before the run (default 1 M)")
@@ -390,7 +420,13 @@ def main() -> None:
                     help="write the server's event-loop steps over 20 ms of CPU (with their coroutine stacks) to FILE")
     ap.add_argument("--log", choices=["stalled", "quiet"], default="stalled",
                     help="stalled: log lines into a pipe nobody reads until the end (default); quiet: --quiet")
+    ap.add_argument("--table", action="store_true",
+                    help="only the in-process table figure (worst single call at --preload live rows), both tables")
     args = ap.parse_args()
+    if args.table:
+        for pure in (False, True):
+            print(table_worst_call(args.preload, 2 * args.preload, pure))
+        return
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
     fig = run(preload_n=args.preload, producers=args.producers, messages=args.messages, rate=args.rate,
               seconds=args.seconds, fd_limit=args.fd_limit, log=args.log,
