@@ -66,8 +66,10 @@ _PEER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfS
 #: Most events put in one EVENTS record on the subscription stream.
 _MAX_EVENTS_PER_RECORD = 8192
 #: Longest stretch of snapshot encoding between two yields to other tasks (seconds).
-_SNAPSHOT_SLICE_S = 0.005
+_SNAPSHOT_SLICE_S = 0.003
 _SNAPSHOT_SLICE_MIN = 1024  # entries encoded before the clock is looked at again
+#: most bytes in one snapshot slice: joining and sending tens of MB is itself a long step
+_SNAPSHOT_SLICE_BYTES = 1 << 20
 #: Most entries a periodic dead-process cleanup removes between two yields to other tasks (~10 ms)
 _CLEANUP_SLICE = 4096
 #: accept() errors that mean "out of descriptors or memory": refuse the connection, keep serving
@@ -270,6 +272,7 @@ class AllocationServer(ProducerIngest):
         self._layout = parse_layout(config.layout)
         self._id_format = config.log_format
         self._subs: set[_Subscriber] = set()
+        self._snapshot_turn: anyio.Lock | None = None  # one snapshot slice at a time, server-wide (made on the loop)
         self._logged_kinds: set[str] = set()
         self._next_cid = 0
         self._recorder = None
@@ -817,8 +820,9 @@ class AllocationServer(ProducerIngest):
         Freezing the registry (a C-level copy of its rows: no objects, a few ms for a million),
         resetting the queue and registering happen with no await in between, so the snapshot is
         exactly the state before the first queued event. The rows are then encoded and sent in
-        slices of about 5 ms, with other tasks (ingest) running in between; a slow reader holds
-        only its own slice, never the loop.
+        slices of about 3 ms / 1 MiB, with other tasks (ingest) running in between; a slow reader
+        holds only its own slice, never the loop. Slices take turns server-wide, so monitors
+        attaching together cost ingest one slice per loop pass, not one each.
         """
         reg = self.registry
         fz = reg.freeze()
@@ -832,15 +836,20 @@ class AllocationServer(ProducerIngest):
             await stream.send(codec.U32.pack(len(head) + fz.encoded_size()) + head)
             encode, clock = fz.encode, time.perf_counter
             pos, end = 0, fz.done_at
+            if self._snapshot_turn is None:
+                self._snapshot_turn = anyio.Lock()
             while pos < end:
-                t_end = clock() + _SNAPSHOT_SLICE_S
-                parts = []
-                while pos < end:
-                    data, pos = encode(pos, _SNAPSHOT_SLICE_MIN)
-                    parts.append(data)
-                    if clock() >= t_end:
-                        break
-                await stream.send(b"".join(parts))  # waits for a slow reader (this task alone)
+                async with self._snapshot_turn:
+                    t_end = clock() + _SNAPSHOT_SLICE_S
+                    parts, nbytes = [], 0
+                    while pos < end:
+                        data, pos = encode(pos, _SNAPSHOT_SLICE_MIN)
+                        parts.append(data)
+                        nbytes += len(data)
+                        if nbytes >= _SNAPSHOT_SLICE_BYTES or clock() >= t_end:
+                            break
+                    chunk = b"".join(parts)
+                await stream.send(chunk)  # waits for a slow reader (this task alone, not holding the turn)
                 await anyio.sleep(0)  # let ingest run
         finally:
             reg.thaw(fz)
