@@ -328,7 +328,7 @@ class AllocationServer(ProducerIngest):
                 if self._recorder is not None:
                     tg.start_soon(self._every, 0.2, self._flush_recording)
                 if self._journal is not None:
-                    tg.start_soon(self._every, 1.0, self._sync_journal)
+                    tg.start_soon(self._every_async, 1.0, self._sync_journal)
                 task_status.started(self)
                 await self._accept_loop(listener, tg)
         finally:
@@ -552,13 +552,17 @@ class AllocationServer(ProducerIngest):
             finally:
                 os.close(fd)
 
-    def _sync_journal(self) -> None:
-        if self._journal is not None and self._journal_sync_due:
+    async def _sync_journal(self) -> None:
+        """The journal's once-a-second fsync, in a worker thread: on a busy disk an fsync takes up to
+        seconds, and on the loop thread every producer would wait for it."""
+        j = self._journal
+        if j is not None and self._journal_sync_due:
             self._journal_sync_due = False
             try:
-                self._journal.sync()
-            except OSError as exc:
-                self._journal_failed(exc)
+                await anyio.to_thread.run_sync(j.sync)  # the file object's own lock orders it with writes
+            except (OSError, ValueError) as exc:
+                if self._journal is j:  # not already stopped (a closed file is ValueError) meanwhile
+                    self._journal_failed(exc if isinstance(exc, OSError) else OSError(str(exc)))
 
     async def _listen(self, path: str):
         """Bind ``path`` with the configured mode (no moment with wider permissions) and group, and
