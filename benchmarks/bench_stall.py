@@ -130,6 +130,8 @@ class Figures:
     tracebacks: int = 0
     stderr_tail: str = ""
     seconds: float = 0.0
+    server_cpu_s: float = 0.0  # CPU the server process used in all (user + system), for the load it was given
+    server_major_faults: int = 0  # page faults that waited for the disk (pages the kernel had reclaimed)
     producers: list = field(default_factory=list)  # (worst block s, at s after the producer started) each
 
     def line(self) -> str:
@@ -137,7 +139,19 @@ class Figures:
                 f"{self.sends:,} sends ({self.messages:,} messages); server loop worst stall "
                 f"{self.server_loop_lag_s * 1e3:.1f} ms wall / {self.server_loop_busy_s * 1e3:.1f} ms CPU; events lost {self.lost_events}; "
                 f"mirror equal {self.mirror_equal} ({self.mirror_resyncs} resyncs); {self.monkeys} monkey monitors, "
-                f"{self.floods} fd floods; server exit {self.server_exit}; {self.seconds:.1f} s")
+                f"{self.floods} fd floods; server exit {self.server_exit}; {self.seconds:.1f} s, server CPU "
+                f"{self.server_cpu_s:.1f} s, {self.server_major_faults} major page faults")
+
+
+def _cpu_seconds(pid: int) -> tuple[float, int]:
+    """User + system CPU of a running process and its major page faults (waits for the disk), from Linux
+    /proc; (0, 0) if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[9])
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0
 
 
 def _connect(path: str, timeout: float = 10.0) -> socket.socket:
@@ -248,7 +262,7 @@ class Mirror(threading.Thread):
 
 def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: int = 8, devices: int = 2,
         seconds: float = 0.0, fd_limit: int = 0, log: str = "stalled", record_dir: str | None = None,
-        seed: int = 1, monitors: int = 6, step_profile: str | None = None) -> Figures:
+        seed: int = 1, monitors: int = 6, step_profile: str | None = None, server_nice: int = 0) -> Figures:
     """Run the scenario (see the module docstring); return its figures. ``log``: "stalled" | "quiet"."""
     rnd = random.Random(seed)
     fig = Figures()
@@ -266,6 +280,8 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
     def limits() -> None:
         if fd_limit:
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+        if server_nice:
+            os.nice(server_nice)
 
     status_file = os.path.join(tmp, "status.json")
     env = {**os.environ, "MEMTOP_SERVE_STATUS_FILE": status_file}
@@ -273,7 +289,10 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
         here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "step_profile")
         env.update(MEMTOP_STEP_PROFILE=step_profile, PYTHONPATH=os.pathsep.join(
             p for p in (here, os.environ.get("PYTHONPATH", "")) if p))
-    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, preexec_fn=limits, env=env)
+    # its own session, as `memtop serve` started from its own terminal is: with the scheduler's autogroups
+    # (Linux default) a session shares the CPU as one, and the producers and monkeys are in this one
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, preexec_fn=limits, env=env,
+                              start_new_session=True)
     drained = bytearray()
     drain = threading.Thread(target=lambda: drained.extend(server.stdout.read()), daemon=True)
     procs: list[subprocess.Popen] = []
@@ -356,6 +375,7 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
         if not drain.is_alive() and log == "stalled":
             drain.start()  # the reader comes back: the stalled log drains
         time.sleep(0.2)
+        fig.server_cpu_s, fig.server_major_faults = _cpu_seconds(server.pid)
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
         try:
@@ -420,6 +440,9 @@ def main() -> None:
                     help="write the server's event-loop steps over 20 ms of CPU (with their coroutine stacks) to FILE")
     ap.add_argument("--log", choices=["stalled", "quiet"], default="stalled",
                     help="stalled: log lines into a pipe nobody reads until the end (default); quiet: --quiet")
+    ap.add_argument("--server-nice", type=int, default=0,
+                    help="run the server at this nice increment (negative needs root): on a shared machine, "
+                         "separates what the server does from time the OS gives other jobs")
     ap.add_argument("--table", action="store_true",
                     help="only the in-process table figure (worst single call at --preload live rows), both tables")
     args = ap.parse_args()
@@ -430,7 +453,7 @@ def main() -> None:
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
     fig = run(preload_n=args.preload, producers=args.producers, messages=args.messages, rate=args.rate,
               seconds=args.seconds, fd_limit=args.fd_limit, log=args.log,
-              monitors=args.monitors, step_profile=args.step_profile)
+              monitors=args.monitors, step_profile=args.step_profile, server_nice=args.server_nice)
     print(fig.line())
     if args.step_profile and os.path.exists(args.step_profile):
         with open(args.step_profile) as f:
