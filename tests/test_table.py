@@ -63,6 +63,7 @@ _ops = st.lists(st.one_of(
     st.tuples(st.just("churn"), st.integers(1, 40), st.integers(0, 3)),
     # remove everything of a pid one row at a time, looking its next slot up each time (Registry.cleanup)
     st.tuples(st.just("drop_owner"), st.integers(0, 3)),
+    st.tuples(st.just("copy")),
 ), max_size=80)
 _tuning = st.one_of(st.none(), st.tuples(st.integers(1, 6), st.integers(1, 4), st.integers(1, 3)))
 
@@ -106,6 +107,10 @@ def test_native_table_answers_as_the_pure_one(ops, tuning):
         elif op[0] == "drop_owner":
             _drop_owner(a, op[1])
             _drop_owner(b, op[1])
+        elif op[0] == "copy":  # mid-compaction too: the live rows, in order
+            ca, cb = a.copy(), b.copy()
+            assert ca.rows(0, 1 << 30, -1)[0] == cb.rows(0, 1 << 30, -1)[0] == a.rows(0, 1 << 30, -1)[0]
+            assert ca.encode(0, 1 << 30)[0] == cb.encode(0, 1 << 30)[0]
         elif op[0] == "freeze":
             va, vb = a.freeze(), b.freeze()
             views.append((va, vb, _view(va)))
