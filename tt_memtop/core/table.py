@@ -337,6 +337,8 @@ class PyTable:
             setattr(c, name, getattr(self, name)[:])
         c._next, c._prev = array("I"), array("I")
         c._index, c._owners, c._live = [], {}, self._live
+        c._frozen, c._work, c._min_compact, c._step = 0, [0, 0, 0], _MIN_COMPACT, COMPACT_STEP
+        c._compacting, c._cwr, c._crd, c._hole_lo = False, 0, 0, NIL
         return c
 
     def freeze(self) -> PyFrozen:
