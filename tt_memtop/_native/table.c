@@ -62,15 +62,32 @@ typedef struct {
     uint32_t max_scanned, max_moved, max_migrated;
     uint64_t ncompactions, ngrowths;
     uint32_t min_compact, compact_step, hash_step; /* MIN_COMPACT, COMPACT_STEP, HASH_STEP unless tune()d */
+    struct FrozenS *views;                         /* the open Frozen views (a list through .next) */
 } Table;
 
-typedef struct {
+/* A view of the rows as of a freeze. Rows below nrows keep every field but flags and refs while it
+ * is open; the table saves those of a row into every open view (save_for_views) before it changes
+ * them, so a freeze copies nothing: `saved` marks the rows whose flags[] / refs[] hold the old
+ * values (all three arrays are calloc'd: pages the OS zeroes when first touched). */
+typedef struct FrozenS {
     PyObject_HEAD
-    Table *t;       /* NULL once closed */
+    Table *t; /* NULL once closed */
     uint32_t nrows, live;
-    uint8_t *flags; /* as of the freeze */
+    uint64_t *saved; /* bit per row below nrows */
+    uint8_t *flags;
     uint32_t *refs;
+    struct FrozenS *next, *prev; /* in t->views */
 } Frozen;
+
+/* Before the flags or ref count of the row at `slot` change: keep them for every view that sees it. */
+static void save_for_views(Table *t, uint32_t slot) {
+    for (Frozen *f = t->views; f != NULL; f = f->next) {
+        if (slot >= f->nrows || (f->saved[slot >> 6] >> (slot & 63) & 1u)) continue;
+        f->flags[slot] = t->rows[slot].flags;
+        f->refs[slot] = t->rows[slot].refs;
+        f->saved[slot >> 6] |= (uint64_t)1 << (slot & 63);
+    }
+}
 
 static PyTypeObject FrozenType;
 
@@ -546,6 +563,7 @@ static PyObject *Table_remove(Table *t, PyObject *arg) {
     if (in_old) t->ohash[pos] = TOMB; /* keeps the old array's probe chains whole */
     else hash_delete(t, pos);
     owner_unlink(t, slot);
+    if (t->views != NULL) save_for_views(t, slot);
     r->flags = 0;
     t->live--;
     migrate_step(t, t->hash_step);
@@ -560,6 +578,7 @@ static PyObject *Table_set_refs(Table *t, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     if (check_slot(t, args[0], &slot) < 0 || get_u32(args[1], &refs) < 0) return NULL;
+    if (t->views != NULL) save_for_views(t, slot);
     t->rows[slot].refs = refs;
     Py_RETURN_NONE;
 }
@@ -572,16 +591,18 @@ static PyObject *row_tuple2(const Row *r, uint8_t flags, uint32_t refs) {
 
 static PyObject *row_tuple(const Row *r) { return row_tuple2(r, r->flags, r->refs); }
 
-/* A view of rows: the table's own, or a Frozen view's (flags and refs as of the freeze). */
+/* A view of rows: the table's own (saved == NULL), or a Frozen view's (flags and refs as of the freeze). */
 typedef struct {
     const Row *rows;
     uint32_t nrows;
+    const uint64_t *saved;
     const uint8_t *flags;
     const uint32_t *refs;
 } View;
 
-#define VFLAGS(v, s) ((v)->flags ? (v)->flags[s] : (v)->rows[s].flags)
-#define VREFS(v, s) ((v)->refs ? (v)->refs[s] : (v)->rows[s].refs)
+#define VSAVED(v, s) ((v)->saved != NULL && ((v)->saved[(s) >> 6] >> ((s) & 63) & 1u))
+#define VFLAGS(v, s) (VSAVED(v, s) ? (v)->flags[s] : (v)->rows[s].flags)
+#define VREFS(v, s) (VSAVED(v, s) ? (v)->refs[s] : (v)->rows[s].refs)
 
 static PyObject *Table_row(Table *t, PyObject *arg) {
     uint32_t slot;
@@ -635,7 +656,7 @@ fail:
 }
 
 static PyObject *Table_rows(Table *t, PyObject *const *args, Py_ssize_t nargs) {
-    View v = {t->rows, t->nrows, NULL, NULL};
+    View v = {t->rows, t->nrows, NULL, NULL, NULL};
     return view_rows(&v, args, nargs);
 }
 
@@ -683,7 +704,7 @@ static PyObject *view_encode(const View *v, PyObject *const *args, Py_ssize_t na
 }
 
 static PyObject *Table_encode(Table *t, PyObject *const *args, Py_ssize_t nargs) {
-    View v = {t->rows, t->nrows, NULL, NULL};
+    View v = {t->rows, t->nrows, NULL, NULL, NULL};
     return view_encode(&v, args, nargs);
 }
 
@@ -795,6 +816,7 @@ static PyObject *Table_copy(Table *t, PyObject *Py_UNUSED(ignored)) {
     c->min_compact = MIN_COMPACT;
     c->compact_step = COMPACT_STEP;
     c->hash_step = HASH_STEP;
+    c->views = NULL;
     c->nowners = c->capowners = c->hcap = 0;
     c->freeowner = NIL;
     c->nrows = c->caprows = c->live = 0;
@@ -818,38 +840,50 @@ static PyObject *Table_copy(Table *t, PyObject *Py_UNUSED(ignored)) {
 
 /* freeze(): a view of the live rows as of now, without copying them: rows are only ever appended
  * and, while a view is open, neither squeezed nor reused; flags and ref counts (the only fields that
- * change in place) are copied. close() (or dropping the view) releases the table. */
+ * change in place) are saved into the view when they change (save_for_views). O(1): no row is read.
+ * close() (or dropping the view) releases the table. */
 static PyObject *Table_freeze(Table *t, PyObject *Py_UNUSED(ignored)) {
     if (need_index(t) == NULL) return NULL;
     Frozen *f = PyObject_New(Frozen, &FrozenType);
     if (f == NULL) return NULL;
     f->t = NULL;
+    f->next = f->prev = NULL;
+    f->saved = NULL;
+    f->flags = NULL;
+    f->refs = NULL;
     f->nrows = t->nrows;
     f->live = t->live;
-    f->flags = PyMem_Malloc(t->nrows ? t->nrows : 1);
-    f->refs = PyMem_Malloc((t->nrows ? t->nrows : 1) * sizeof(uint32_t));
-    if (f->flags == NULL || f->refs == NULL) {
+    size_t n = t->nrows ? t->nrows : 1;
+    f->saved = PyMem_Calloc((n + 63) / 64, sizeof(uint64_t));
+    f->flags = PyMem_Calloc(n, 1);
+    f->refs = PyMem_Calloc(n, sizeof(uint32_t));
+    if (f->saved == NULL || f->flags == NULL || f->refs == NULL) {
         Py_DECREF(f);
         return PyErr_NoMemory();
     }
-    for (uint32_t s = 0; s < t->nrows; s++) {
-        f->flags[s] = t->rows[s].flags;
-        f->refs[s] = t->rows[s].refs;
-    }
     Py_INCREF(t);
     f->t = t;
+    f->next = t->views;
+    if (t->views != NULL) t->views->prev = f;
+    t->views = f;
     t->frozen++;
     return (PyObject *)f;
 }
 
 static void frozen_close(Frozen *f) {
-    if (f->t != NULL) {
-        f->t->frozen--;
-        Py_DECREF(f->t);
+    Table *t = f->t;
+    if (t != NULL) {
+        if (f->prev != NULL) f->prev->next = f->next; else t->views = f->next;
+        if (f->next != NULL) f->next->prev = f->prev;
+        f->next = f->prev = NULL;
+        t->frozen--;
         f->t = NULL;
+        Py_DECREF(t);
     }
+    PyMem_Free(f->saved);
     PyMem_Free(f->flags);
     PyMem_Free(f->refs);
+    f->saved = NULL;
     f->flags = NULL;
     f->refs = NULL;
     f->nrows = f->live = 0;
@@ -858,15 +892,18 @@ static void frozen_close(Frozen *f) {
 static int frozen_view(Frozen *f, View *v) {
     static const uint8_t none_f[1] = {0};
     static const uint32_t none_r[1] = {0};
+    static const uint64_t none_s[1] = {0};
     if (f->t == NULL) {
         v->rows = NULL;
         v->nrows = 0;
+        v->saved = none_s;
         v->flags = none_f;
         v->refs = none_r;
         return 0;
     }
     v->rows = f->t->rows;
     v->nrows = f->nrows;
+    v->saved = f->saved;
     v->flags = f->flags;
     v->refs = f->refs;
     return 0;
@@ -887,11 +924,13 @@ static PyObject *Frozen_encode(Frozen *f, PyObject *const *args, Py_ssize_t narg
 static PyObject *Frozen_row(Frozen *f, PyObject *arg) {
     Py_ssize_t s = PyLong_AsSsize_t(arg);
     if (s == -1 && PyErr_Occurred()) return NULL;
-    if (f->t == NULL || s < 0 || (uint64_t)s >= f->nrows || !(f->flags[s] & F_ALIVE)) {
+    View v;
+    frozen_view(f, &v);
+    if (f->t == NULL || s < 0 || (uint64_t)s >= f->nrows || !(VFLAGS(&v, s) & F_ALIVE)) {
         PyErr_Format(PyExc_IndexError, "no live row at slot %zd", s);
         return NULL;
     }
-    return row_tuple2(&f->t->rows[s], f->flags[s], f->refs[s]);
+    return row_tuple2(&f->t->rows[s], VFLAGS(&v, s), VREFS(&v, s));
 }
 
 static PyObject *Frozen_close(Frozen *f, PyObject *Py_UNUSED(ignored)) {
@@ -1053,6 +1092,7 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     t->min_compact = MIN_COMPACT;
     t->compact_step = COMPACT_STEP;
     t->hash_step = HASH_STEP;
+    t->views = NULL;
     if (table_init_empty(t) < 0) {
         Py_DECREF(t);
         return NULL;
