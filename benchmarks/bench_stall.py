@@ -26,6 +26,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import struct
@@ -394,6 +395,7 @@ def run(*, preload_n: int, producers: int, messages: int, rate: float, chunk: in
         fig.tracebacks = text.count("Traceback")
         fig.stderr_tail += "\n".join(text.splitlines()[-15:])
         err.close()
+        shutil.rmtree(tmp, ignore_errors=True)
         fig.seconds = time.monotonic() - t_begin
     return fig
 
