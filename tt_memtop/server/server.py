@@ -821,7 +821,7 @@ class AllocationServer(ProducerIngest):
     async def _send_snapshot(self, stream: anyio.abc.ByteStream, sub: _Subscriber) -> None:
         """Send a SNAPSHOT of the registry as of now; events after it are queued in ``sub`` meanwhile.
 
-        Freezing the registry (a view of its rows: nothing copied in the compiled table, ~1 ms pure),
+        Freezing the registry (a view of its rows: nothing copied in the compiled table, a few ms pure),
         resetting the queue and registering happen with no await in between, so the snapshot is
         exactly the state before the first queued event. The rows are then encoded and sent in
         slices of about 3 ms / 1 MiB, with other tasks (ingest) running in between; a slow reader
