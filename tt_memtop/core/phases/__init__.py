@@ -27,8 +27,10 @@ TT-Metal — a DRAM buffer allocated top-down (far above every bottom-up DRAM bu
 the stream goes quiet (:mod:`.evidence`).
 
 Modules: :mod:`.types` (the vocabulary), :mod:`.evidence` (what one event says),
-:mod:`.machine` (the live state machine), :mod:`.relabel` (hindsight for :func:`analyze`),
-:mod:`.polled` (a coarse per-device phase from polled totals).
+:mod:`.machine` (the live state machine: input and queries), :mod:`.process` (what it knows of one
+PID), :mod:`.rules` (per-event rules), :mod:`.deadlines` (time rules), :mod:`.transitions` (phase
+changes and segments), :mod:`.describe` (the evidence text), :mod:`.relabel` (hindsight for
+:func:`analyze`), :mod:`.polled` (a coarse per-device phase from polled totals).
 
 What live input cannot know, and :func:`analyze` can: where a capture starts (before its trace
 buffer exists the capture run looks like any other run), and when a killed process died if no
