@@ -47,13 +47,22 @@ from .types import Phase, PhaseConfig, PhaseState, Segment
 
 __all__ = ["Phase", "PhaseConfig", "PhaseState", "PhaseTracker", "Segment", "analyze"]
 
+_BATCH = 4096
+
 
 def analyze(events: Iterable[Event], config: PhaseConfig | None = None) -> list[Segment]:
     """Offline inference: the live tracker over every event, then hindsight (capture starts, deaths)."""
     tracker = PhaseTracker(config)
     last = 0
-    for ev in events:
-        tracker.observe(ev)
-        last = max(last, ev.ts_ns)
+    batch: list[Event] = []
+    for ev in events:  # in batches: the compiled twin's path when built (the same state as observe() each)
+        batch.append(ev)
+        if len(batch) == _BATCH:
+            tracker.observe_batch(batch)
+            last = max(last, max(e.ts_ns for e in batch))
+            batch = []
+    if batch:
+        tracker.observe_batch(batch)
+        last = max(last, max(e.ts_ns for e in batch))
     tracker.tick(last)
     return tracker.segments(relabel_capture=True)

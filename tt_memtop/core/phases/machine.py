@@ -26,6 +26,34 @@ _NS = 1_000_000_000
 _ALLOC, _FREE, _CLEANUP, _EXIT = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP, EventKind.PROCESS_EXIT
 _IGNORED = frozenset({EventKind.BAD_FRAME, EventKind.DUMP, EventKind.TOTALS})
 _IDLE, _LOADING, _EXITED = Phase.IDLE, Phase.LOADING, Phase.EXITED
+#: The compiled twin's integer range (tt_memtop/_native/phases.c): a tracker that saw a value beyond
+#: it (a crafted recording) stays on the Python path, which has no range.
+_TS_LIM, _SIZE_LIM, _BID_LIM = 1 << 61, 1 << 48, 1 << 62
+
+
+def _load_native():
+    from ..._native import load
+    from .evidence import TopDown, Window
+
+    mod = load("phases")
+    if mod is None:
+        return None
+    try:
+        mod.setup(Proc, Window, TopDown, Event, tuple(Phase), EventKind.ALLOC, EventKind.FREE)
+    except (TypeError, ValueError, AttributeError):  # the classes changed shape: the reference only
+        return None
+    return mod
+
+
+_native = _load_native()
+
+
+def _in_compiled_range(ev: Event) -> bool:
+    try:
+        return (-_TS_LIM <= ev.ts_ns <= _TS_LIM and 0 <= ev.size < _SIZE_LIM and 0 <= ev.buffer_id < _BID_LIM
+                and -(1 << 31) <= ev.device < 1 << 31)
+    except TypeError:
+        return False
 
 
 class PhaseTracker(EventRules, Deadlines, Transitions):
@@ -36,8 +64,11 @@ class PhaseTracker(EventRules, Deadlines, Transitions):
     (:mod:`.transitions`); the evidence text is :mod:`.describe`'s.
     """
 
-    def __init__(self, config: PhaseConfig | None = None) -> None:
+    def __init__(self, config: PhaseConfig | None = None, pure: bool | None = None) -> None:
+        """``pure``: True keeps :meth:`observe_batch` on the Python reference (None: the compiled twin when built)."""
         cfg = self.config = config or PhaseConfig()
+        self._native = None if pure else _native
+        self._python_only = False  # a value beyond the compiled twin's range was seen: Python from now on
         self._procs: dict[int, Proc] = {}
         self._polled: dict[int, PolledDevice] = {}
         self._now = 0
@@ -62,6 +93,8 @@ class PhaseTracker(EventRules, Deadlines, Transitions):
         if kind in _IGNORED:
             return
         ts = ev.ts_ns
+        if not self._python_only and not _in_compiled_range(ev):
+            self._python_only = True
         if ts > self._now:
             self._now = ts
         proc = self._procs.get(ev.pid)
@@ -95,7 +128,10 @@ class PhaseTracker(EventRules, Deadlines, Transitions):
     def observe_batch(self, events) -> list[Phase]:
         """:meth:`observe` each event in turn; returns, per event, :meth:`phase` of its PID right after it.
 
-        The monitor's fold: one call per batch instead of two per event (the live phase labels the feed)."""
+        The monitor's fold: one call per batch instead of two per event (the live phase labels the feed).
+        Compiled when built (``tt_memtop/_native/phases.c``: the same rules on the same objects)."""
+        if self._native is not None and not self._python_only:
+            return self._native.observe_batch(self, events)
         out: list[Phase] = []
         append = out.append
         observe = self.observe
@@ -121,6 +157,8 @@ class PhaseTracker(EventRules, Deadlines, Transitions):
         Sooner than the server's dead-PID cleanup (every 3-5 s); the server's CLEANUP events then
         change nothing.
         """
+        if not -_TS_LIM <= now_ns <= _TS_LIM:
+            self._python_only = True
         proc = self._procs.get(pid)
         if proc is None or proc.phase is _EXITED:
             return
@@ -131,6 +169,8 @@ class PhaseTracker(EventRules, Deadlines, Transitions):
 
     def observe_totals(self, ts_ns: int, device: int, wire_totals: tuple[int, ...]) -> None:
         """Fold one polled totals sample ``(dram, l1, l1_small, trace, cb, kernel)`` of ``device``."""
+        if not -_TS_LIM <= ts_ns <= _TS_LIM:
+            self._python_only = True
         if ts_ns > self._now:
             self._now = ts_ns
         polled = self._polled.get(device)
@@ -140,6 +180,8 @@ class PhaseTracker(EventRules, Deadlines, Transitions):
 
     def tick(self, now_ns: int) -> None:
         """Let time pass without events: quiet processes become idle, replay again, or end their capture."""
+        if not -_TS_LIM <= now_ns <= _TS_LIM:
+            self._python_only = True
         if now_ns > self._now:
             self._now = now_ns
         now = self._now
