@@ -337,16 +337,7 @@ class MonitorState:
         if (observe_batch is None and phases is not None) or any(ev.kind is _TOTALS for ev in events):
             self._apply_one_by_one(events)
             return
-        apply_event = self.registry.apply_event
-        gaps = 0
-        last_seq = self.registry.seq
-        for ev in events:
-            seq = ev.seq
-            if seq:
-                if last_seq and seq > last_seq + 1:
-                    gaps += 1
-                last_seq = seq
-            apply_event(ev)
+        gaps = self.registry.apply_batch(events)
         if observe_batch is None:
             labels = [""] * len(events)
         else:
