@@ -16,7 +16,7 @@
  * this module set otherwise). Then every deadline is a timestamp plus a configured duration (checked
  * below 2^50 ns) and nothing overflows; a tracker that saw anything else stays on the Python path.
  *
- *   setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind)   once, from rules.py
+ *   setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind, LiveMap)   once, from machine.py
  *   observe_batch(tracker, events) -> list[Phase]
  */
 #define PY_SSIZE_T_CLEAN
@@ -69,13 +69,15 @@ static PyObject *phase_obj[PH_N];
 static PyObject *kind_alloc, *kind_free;
 static PyObject *small_int[6]; /* 0..5: entry kinds, space ids */
 static int ready = 0;
+static PyTypeObject *livemap_type = NULL;
+static Py_ssize_t lm_t_off, lm_extra_off;
 
 /* interned names */
 static PyObject *s_observe, *s_new_proc, *s_check_quiet, *s_width, *s_on_trace_alloc, *s_on_trace_free, *s_rules,
     *s_enter, *s_get, *s_pop, *s_append, *s_popleft, *s_add, *s_discard, *s_now, *s_procs, *s_python_only,
     *s_topdown, *s_config, *s_load_min_bytes, *s_io_max, *s_young_ns, *s_long_ns, *s_idle_ns, *s_show_ns,
     *s_return_ns, *s_settle_ns, *s_hold_ns, *s_iter_ns, *s_evwin_ns, *s_pause_factor, *s_application,
-    *s_APPLICATION, *s_empty;
+    *s_APPLICATION, *s_empty, *s_lookup, *s_find, *s_row, *s_remove;
 
 #define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
 
@@ -134,10 +136,18 @@ static inline int pg_true(PyObject *proc, int f) {
 }
 
 static PyObject *setup(PyObject *self, PyObject *args) {
-    PyObject *pt, *wt, *tt, *et, *phases, *ka, *kf;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!OOO", &PyType_Type, &pt, &PyType_Type, &wt, &PyType_Type, &tt,
-                          &PyType_Type, &et, &phases, &ka, &kf))
+    PyObject *pt, *wt, *tt, *et, *phases, *ka, *kf, *lt;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OOOO!", &PyType_Type, &pt, &PyType_Type, &wt, &PyType_Type, &tt,
+                          &PyType_Type, &et, &phases, &ka, &kf, &PyType_Type, &lt))
         return NULL;
+    {
+        static const char *lm_names[2] = {"_t", "_extra"};
+        Py_ssize_t lo[2];
+        if (offsets((PyTypeObject *)lt, lm_names, 2, lo) < 0) return NULL;
+        lm_t_off = lo[0];
+        lm_extra_off = lo[1];
+        Py_XSETREF(livemap_type, (PyTypeObject *)Py_NewRef(lt));
+    }
     if (offsets((PyTypeObject *)pt, PROC_NAMES, P_N, proc_off) < 0 ||
         offsets((PyTypeObject *)wt, WIN_NAMES, W_N, win_off) < 0 ||
         offsets((PyTypeObject *)tt, TD_NAMES, T_N, td_off) < 0 ||
@@ -246,6 +256,179 @@ static inline int meth1_0(PyObject *obj, PyObject *name, PyObject *arg) {
     if (r == NULL) return -1;
     Py_DECREF(r);
     return 0;
+}
+
+/* ---------------------------------------------------------------- LiveMap (core/table.py), twinned
+ * A process's live map is a LiveMap: a table of rows plus a dict for what no row holds. Its get, set,
+ * pop and truth are done here with the same calls on its table and dict (LiveMap's own Python methods
+ * would be the larger part of the cost). Any other mapping is used through its methods. */
+
+static inline PyObject *mcall(PyObject *obj, PyObject *name, PyObject *const *args, size_t n) {
+    PyObject *stack[10];
+    stack[0] = obj;
+    for (size_t i = 0; i < n; i++) stack[i + 1] = args[i];
+    return PyObject_VectorcallMethod(name, stack, (n + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+static inline int caught(PyObject *e1, PyObject *e2, PyObject *e3) {
+    if (PyErr_ExceptionMatches(e1) || PyErr_ExceptionMatches(e2) || (e3 != NULL && PyErr_ExceptionMatches(e3))) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+/* row -> (ts, size, buffer_type) */
+static PyObject *lm_value(PyObject *r) {
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 7) {
+        PyErr_SetString(PyExc_TypeError, "a table row is not a tuple");
+        return NULL;
+    }
+    return PyTuple_Pack(3, PyTuple_GET_ITEM(r, 6), PyTuple_GET_ITEM(r, 3), PyTuple_GET_ITEM(r, 2));
+}
+/* LiveMap._slot: the row of (sp, dev, bid), -1 none, -2 error */
+static Py_ssize_t lm_slot(PyObject *t, PyObject *dev, PyObject *bid, PyObject *sp, PyObject **slot) {
+    PyObject *a[3] = {sp, dev, bid};
+    PyObject *s = mcall(t, s_find, a, 3);
+    if (s == NULL) return caught(PyExc_TypeError, PyExc_ValueError, NULL) ? -1 : -2;
+    Py_ssize_t v = PyLong_AsSsize_t(s);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(s);
+        return -2;
+    }
+    *slot = s;
+    return v;
+}
+static int lm_extra(PyObject *live, PyObject **extra) {
+    *extra = SLOT(live, lm_extra_off);
+    if (*extra == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._extra");
+        return -1;
+    }
+    return PyObject_IsTrue(*extra);
+}
+static PyObject *lm_get(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp) {
+    if (Py_TYPE(live) != livemap_type) return meth1(live, s_get, key);
+    PyObject *t = SLOT(live, lm_t_off), *extra;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+        return NULL;
+    }
+    PyObject *a[3] = {sp, dev, bid};
+    PyObject *r = mcall(t, s_lookup, a, 3);
+    if (r == NULL) {
+        if (!caught(PyExc_TypeError, PyExc_ValueError, NULL)) return NULL;
+        r = Py_NewRef(Py_None);
+    }
+    if (r != Py_None) {
+        PyObject *v = lm_value(r);
+        Py_DECREF(r);
+        return v;
+    }
+    Py_DECREF(r);
+    int any = lm_extra(live, &extra);
+    if (any < 0) return NULL;
+    if (!any) return Py_NewRef(Py_None);
+    return meth2(extra, s_get, key, Py_None);
+}
+static int lm_set(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp, PyObject *value) {
+    if (Py_TYPE(live) != livemap_type) return PyObject_SetItem(live, key, value);
+    PyObject *t = SLOT(live, lm_t_off), *extra, *slot = NULL;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+        return -1;
+    }
+    PyObject *ts = PyTuple_GET_ITEM(value, 0), *size = PyTuple_GET_ITEM(value, 1), *bt = PyTuple_GET_ITEM(value, 2);
+    /* the caller's bt is a plain int whose space is sp */
+    PyObject *a[9] = {dev, bid, bt, size, small_int[0], small_int[0], ts, small_int[0], Py_False};
+    PyObject *x = mcall(t, s_add, a, 9);
+    if (x == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_KeyError)) { /* a live key: replace its row */
+            PyErr_Clear();
+            PyObject *fa[3] = {sp, dev, bid};
+            slot = mcall(t, s_find, fa, 3); /* t.remove(t.find(sp, dev, bid)) */
+            if (slot == NULL) goto outer;
+            x = mcall(t, s_remove, &slot, 1);
+            Py_CLEAR(slot);
+            if (x == NULL) goto outer;
+            Py_DECREF(x);
+            x = mcall(t, s_add, a, 9);
+            if (x == NULL) goto outer;
+        } else {
+            goto outer;
+        }
+    }
+    Py_DECREF(x);
+    int any = lm_extra(live, &extra);
+    if (any < 0) return -1;
+    if (any) {
+        x = meth2(extra, s_pop, key, Py_None);
+        if (x == NULL) return -1;
+        Py_DECREF(x);
+    }
+    return 0;
+outer: /* LiveMap.__setitem__'s except (TypeError, ValueError, OverflowError): into the dict */
+    if (!caught(PyExc_TypeError, PyExc_ValueError, PyExc_OverflowError)) return -1;
+    {
+        Py_ssize_t s = lm_slot(t, dev, bid, sp, &slot);
+        if (s == -2) return -1;
+        if (s >= 0) {
+            x = mcall(t, s_remove, &slot, 1);
+            Py_DECREF(slot);
+            if (x == NULL) return -1;
+            Py_DECREF(x);
+        } else {
+            Py_XDECREF(slot);
+        }
+    }
+    extra = SLOT(live, lm_extra_off);
+    if (extra == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._extra");
+        return -1;
+    }
+    return PyObject_SetItem(extra, key, value);
+}
+static PyObject *lm_pop(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp) {
+    if (Py_TYPE(live) != livemap_type) return meth2(live, s_pop, key, Py_None);
+    PyObject *t = SLOT(live, lm_t_off), *extra, *slot = NULL;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+        return NULL;
+    }
+    Py_ssize_t s = lm_slot(t, dev, bid, sp, &slot);
+    if (s == -2) return NULL;
+    if (s >= 0) {
+        PyObject *r = mcall(t, s_row, &slot, 1);
+        if (r == NULL) {
+            Py_DECREF(slot);
+            return NULL;
+        }
+        PyObject *x = mcall(t, s_remove, &slot, 1);
+        Py_DECREF(slot);
+        if (x == NULL) {
+            Py_DECREF(r);
+            return NULL;
+        }
+        Py_DECREF(x);
+        PyObject *v = lm_value(r);
+        Py_DECREF(r);
+        return v;
+    }
+    Py_XDECREF(slot);
+    int any = lm_extra(live, &extra);
+    if (any < 0) return NULL;
+    if (!any) return Py_NewRef(Py_None);
+    return meth2(extra, s_pop, key, Py_None);
+}
+static int lm_bool(PyObject *live) {
+    if (Py_TYPE(live) != livemap_type) return PyObject_IsTrue(live);
+    PyObject *t = SLOT(live, lm_t_off), *extra;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Size(t);
+    if (n < 0) return -1;
+    if (n > 0) return 1;
+    return lm_extra(live, &extra);
 }
 
 static inline long mesh_width(PyObject *proc) {
@@ -574,10 +757,10 @@ static int on_alloc(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject
     int is_trace = btype == TRACE || top == 2;
     PyObject *live = PG(proc, P_LIVE);
     if (live == NULL) goto done;
-    old = meth1(live, s_get, key);
+    old = lm_get(live, key, dev, bid, small_int[space]);
     if (old == NULL) goto done;
     val = PyTuple_Pack(3, tso, sizeo, bto);
-    if (val == NULL || PyObject_SetItem(live, key, val) < 0) goto done;
+    if (val == NULL || lm_set(live, key, dev, bid, small_int[space], val) < 0) goto done;
     PyObject *dev_live = PG(proc, P_DEV_LIVE);
     if (dev_live == NULL) goto done;
     if (old == Py_None) {
@@ -784,7 +967,7 @@ static int drop(Ctx *c, PyObject *proc, PyObject *dev, PyObject *bid, int space,
     if (key == NULL) return -1;
     int rc = -1;
     PyObject *live = PG(proc, P_LIVE);
-    PyObject *g = live ? meth2(live, s_pop, key, Py_None) : NULL;
+    PyObject *g = live ? lm_pop(live, key, dev, bid, small_int[space]) : NULL;
     if (g == NULL) goto done;
     if (g == Py_None) {
         Py_DECREF(g);
@@ -916,7 +1099,7 @@ static int on_free(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject 
     if (PG(proc, P_PHASE) == NULL) goto done;
     if (is_phase(proc, PH_TEARDOWN) || is_phase(proc, PH_RELEASED)) {
         PyObject *live = PG(proc, P_LIVE);
-        int any = live ? PyObject_IsTrue(live) : -1;
+        int any = live ? lm_bool(live) : -1;
         if (any < 0) goto done;
         if (!any) {
             PyObject *args[3] = {proc, phase_obj[PH_EXITED], tso};
@@ -1154,7 +1337,7 @@ fail:
 }
 
 static PyMethodDef methods[] = {
-    {"setup", setup, METH_VARARGS, "setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind)"},
+    {"setup", setup, METH_VARARGS, "setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind, LiveMap)"},
     {"observe_batch", (PyCFunction)(void (*)(void))observe_batch, METH_FASTCALL,
      "observe_batch(tracker, events) -> the live phase of each event's process right after it"},
     {NULL, NULL, 0, NULL},
@@ -1205,5 +1388,9 @@ PyMODINIT_FUNC PyInit_phases(void) {
     INTERN(s_application, "Application");
     INTERN(s_APPLICATION, "APPLICATION");
     INTERN(s_empty, "");
+    INTERN(s_lookup, "lookup");
+    INTERN(s_find, "find");
+    INTERN(s_row, "row");
+    INTERN(s_remove, "remove");
     return PyModule_Create(&moddef);
 }
