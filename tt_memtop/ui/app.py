@@ -14,6 +14,7 @@ from it (a fresh MonitorState: feed, histories and phases of the old position ar
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections import deque
@@ -119,6 +120,32 @@ class KeyCommands(Provider):
         return run
 
 
+
+def ignore_stale_wakeups(loop: asyncio.AbstractEventLoop) -> None:
+    """Let ``loop`` drop the one harmless error it would print: a socket's reader firing for a wait that
+    was just cancelled (anyio's ``add_reader(fd, future.set_result)``: the task waiting in ``receive`` is
+    cancelled — the app quits, a seek restarts the source — in the same loop iteration as data arrives,
+    so ``set_result`` meets a cancelled future: InvalidStateError, printed as "Exception in callback").
+    Every other error goes to the handler that was there before. Idempotent."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "_memtop_stale_wakeups", False):
+        return
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict) -> None:
+        handle = context.get("handle")
+        callback = getattr(handle, "_callback", None)
+        if isinstance(context.get("exception"), asyncio.InvalidStateError) and \
+                getattr(callback, "__name__", "") == "set_result" and isinstance(getattr(callback, "__self__", None),
+                                                                                   asyncio.Future):
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    handler._memtop_stale_wakeups = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
+
 class MemtopApp(App[int]):
     """``clock`` (monotonic seconds) drives what is shown (uptime, rate); it is injectable so tests and
     snapshots have no wall-clock text. Refresh scheduling always uses the real monotonic clock."""
@@ -210,6 +237,7 @@ class MemtopApp(App[int]):
                 yield cmd
 
     def on_mount(self) -> None:
+        ignore_stale_wakeups(asyncio.get_running_loop())
         self._gc_thresholds = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLDS)
         # The main screen's widgets, kept: queries on the app would search a modal when one is open.
