@@ -8,8 +8,9 @@ preloaded) are decoded and folded in chunks of 512, as the app's ``_fold`` does.
     python benchmarks/bench_fold.py [--live 50000] [--events 200000] [--profile] [--no-phases]
 
 For A/B on a shared machine use callgrind's instruction count, which the load does not move:
-run ``--events 0`` and ``--events N`` under ``valgrind --tool=callgrind`` (``--callgrind`` does
-both and prints instructions per event: the difference over N).
+``--callgrind`` runs this script twice under ``valgrind --tool=callgrind``, once folding the churn
+and once not (everything else, the records' encoding included, the same), and prints the
+difference per churn event.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def run(args) -> None:
     from tt_memtop.core.model import new_state
 
     pre, churn = records(args.live, args.events)
+    if args.fold_none:  # callgrind's baseline: everything but folding the churn (encoding it included)
+        churn = []
     state = new_state(phases=not args.no_phases)
     fold(state, pre)
     gc.collect()
@@ -100,11 +103,12 @@ def run(args) -> None:
         print(f"{n:,} events folded, {(c1 - c0) / n * 1e6:.2f} µs/event CPU ({len(state.registry):,} live)")
 
 
-def _instructions(args, events: int) -> int:
+def _instructions(args, fold: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "cg.out")
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-               "--live", str(args.live), "--events", str(events)] + (["--no-phases"] if args.no_phases else [])
+               "--live", str(args.live), "--events", str(args.events)] + (["--no-phases"] if args.no_phases else []) \
+            + ([] if fold else ["--fold-none"])
         res = subprocess.run(cmd, capture_output=True, text=True, check=True)
         m = re.search(r"Collected : (\d+)", res.stderr)
         if m is None:
@@ -120,10 +124,11 @@ def main() -> int:
     p.add_argument("--profile", action="store_true", help="cProfile the churn, top functions by own time")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--callgrind", action="store_true", help="instructions per churn event under callgrind")
+    p.add_argument("--fold-none", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.callgrind:
-        base = _instructions(args, 0)
-        full = _instructions(args, args.events)
+        base = _instructions(args, False)
+        full = _instructions(args, True)
         print(f"callgrind: {(full - base) / args.events:,.0f} instructions/event "
               f"(decode + fold, chunks of {CHUNK}, {args.live:,} live, "
               f"{'pure Python' if os.environ.get('MEMTOP_PURE_PYTHON') else 'compiled passes'})")
