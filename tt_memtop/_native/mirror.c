@@ -120,6 +120,15 @@ static int flush(Ctx *c) {
 
 /* seq[i] += delta for a list (the counts list, a usage list) */
 static int item_add(PyObject *list, Py_ssize_t i, PyObject *delta) {
+    if (PyList_CheckExact(list) && i >= 0 && i < PyList_GET_SIZE(list) && PyLong_CheckExact(delta) &&
+        PyLong_CheckExact(PyList_GET_ITEM(list, i))) { /* int + int: no index adjustment, no lookup */
+        PyObject *v = PyList_GET_ITEM(list, i);
+        PyObject *nv = PyNumber_Add(v, delta);
+        if (nv == NULL) return -1;
+        PyList_SET_ITEM(list, i, nv);
+        Py_DECREF(v);
+        return 0;
+    }
     PyObject *v = PySequence_GetItem(list, i);
     if (v == NULL) return -1;
     PyObject *nv = PyNumber_Add(v, delta);

@@ -443,6 +443,7 @@ static inline long mesh_width(PyObject *proc) {
 static int count_of(PyObject *win, int k, long long *out) {
     PyObject *counts = get(win, win_off[W_COUNTS], "counts");
     if (counts == NULL) return -1;
+    if (PyList_CheckExact(counts) && k < PyList_GET_SIZE(counts)) return as_ll(PyList_GET_ITEM(counts, k), out);
     PyObject *v = PySequence_GetItem(counts, k);
     if (v == NULL) return -1;
     int r = as_ll(v, out);
@@ -450,6 +451,18 @@ static int count_of(PyObject *win, int k, long long *out) {
     return r;
 }
 static int count_add(PyObject *counts, int k, long delta) {
+    if (PyList_CheckExact(counts) && k < PyList_GET_SIZE(counts) && PyLong_CheckExact(PyList_GET_ITEM(counts, k))) {
+        int o = 0;
+        long v = PyLong_AsLongAndOverflow(PyList_GET_ITEM(counts, k), &o);
+        if (!o && v > -(1L << 40) && v < (1L << 40)) { /* the list's own int, plus delta: what += makes */
+            PyObject *nv = PyLong_FromLong(v + delta);
+            if (nv == NULL) return -1;
+            PyObject *old = PyList_GET_ITEM(counts, k);
+            PyList_SET_ITEM(counts, k, nv);
+            Py_DECREF(old);
+            return 0;
+        }
+    }
     PyObject *v = PySequence_GetItem(counts, k);
     if (v == NULL) return -1;
     PyObject *d = PyLong_FromLong(delta);
@@ -493,10 +506,18 @@ static int window_add(PyObject *win, int kind, PyObject *ts, PyObject *start, Py
     if (len < 0) return -1;
     PyObject *nmax = get(win, win_off[W_NMAX], "n");
     if (nmax == NULL) return -1;
-    PyObject *lenobj = PyLong_FromSsize_t(len);
-    if (lenobj == NULL) return -1;
-    int over = PyObject_RichCompareBool(lenobj, nmax, Py_GT);
-    Py_DECREF(lenobj);
+    int over;
+    long long nm;
+    int o = 0;
+    if (PyLong_CheckExact(nmax) && (nm = PyLong_AsLongLongAndOverflow(nmax, &o), !o) && !PyErr_Occurred()) {
+        over = (long long)len > nm;
+    } else {
+        PyErr_Clear();
+        PyObject *lenobj = PyLong_FromSsize_t(len);
+        if (lenobj == NULL) return -1;
+        over = PyObject_RichCompareBool(lenobj, nmax, Py_GT);
+        Py_DECREF(lenobj);
+    }
     if (over < 0) return -1;
     if (!over) return 0;
     /* _pop */

@@ -94,8 +94,8 @@ class PhaseTracker(EventRules, Deadlines, Transitions):
         if kind in _IGNORED:
             return
         ts = ev.ts_ns
-        if not self._python_only and not _in_compiled_range(ev):
-            self._python_only = True
+        if self._native is not None and not self._python_only and not _in_compiled_range(ev):
+            self._python_only = True  # (a pure tracker never takes the compiled path: no check)
         if ts > self._now:
             self._now = ts
         proc = self._procs.get(ev.pid)
