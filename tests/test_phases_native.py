@@ -167,3 +167,23 @@ def test_pure_tracker_without_the_compiled_module(monkeypatch):
     evs = [Event(EventKind.ALLOC, seq=i, ts_ns=1000 * i, pid=7, device=i % 2, buffer_type=0, buffer_id=0x1000 * i,
                  size=1 << 21) for i in range(1, 20)]
     assert tr.observe_batch(evs)[-1].value == "loading"
+
+
+def test_memtop_analyze_prints_the_same_timeline_compiled_and_pure(tmp_path):
+    """End to end, real subprocesses: ``memtop analyze`` of a recorded Galaxy session, with and without
+    the compiled accelerators (MEMTOP_PURE_PYTHON=1), prints the same timeline."""
+    import os
+    import subprocess
+    import sys
+
+    rec = tmp_path / "galaxy.rec"
+    with gzip.open(RECORDINGS / "galaxy_32dev.rec.gz", "rb") as src, rec.open("wb") as dst:
+        shutil.copyfileobj(src, dst)
+    out = {}
+    for pure in ("", "1"):
+        env = dict(os.environ, MEMTOP_PURE_PYTHON=pure)
+        res = subprocess.run([sys.executable, "-m", "tt_memtop", "analyze", "--json", str(rec)], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        out[pure] = res.stdout
+    assert out[""] == out["1"] and '"phase"' in out[""]
