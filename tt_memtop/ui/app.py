@@ -333,10 +333,12 @@ class MemtopApp(App[int]):
         """Fold queued updates into the state, yielding every ``SLICE_S`` so frames keep their rate
         even when a source delivers more than this process can fold (then the header shows the backlog).
 
-        Consecutive event batches are folded together, a chunk at a time (:meth:`_take_events`): a
-        source's records are small at high rates (~450 events), and each fold has a fixed cost (the
-        per-batch passes of insight, leaks, history). A chunk is sized to take about a quarter of a
-        slice at the measured cost per event, so a frame never waits for more than a slice and a chunk.
+        While more than a chunk is queued (the fold is behind), consecutive event batches are folded
+        together, a chunk at a time (:meth:`_take_events`): a source's records are small at high
+        rates (~450 events), and each fold has a fixed cost (the per-batch passes of insight, leaks,
+        history). Keeping up, each record is folded as it came (the usage history has a point per
+        record then; behind, per chunk). A chunk is sized to take about a quarter of a slice at the
+        measured cost per event, so a frame never waits for more than a slice and a chunk.
         """
         pending = self._pending
         apply = self.state.apply
@@ -347,7 +349,9 @@ class MemtopApp(App[int]):
             while pending:
                 update = pending[0]
                 if isinstance(update, EventBatch):
-                    chunk = self._take_events(self._chunk)
+                    # behind (more than a chunk queued): records together; else one record (or a chunk of it)
+                    n = self._chunk if self._pending_events > self._chunk else min(self._chunk, len(update.events))
+                    chunk = self._take_events(n)
                     t0 = time.perf_counter()
                     apply(EventBatch(chunk), time.monotonic_ns())
                     self._pending_events -= len(chunk)
