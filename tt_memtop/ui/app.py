@@ -52,8 +52,7 @@ from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
 LIST_PERIOD = 0.5  # the buffers and processes lists are re-ranked at most this often (and every sample period)
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
-CHUNK = 512  # events folded at a time, until the fold's cost per event is known
-CHUNK_MIN, CHUNK_MAX = 256, 4096  # ... then a quarter of a slice's worth, within these
+CHUNK = 512  # events folded at a time from a big batch (fixed: the usage history has a point per fold)
 RANK_SPACING = 4.0  # a buffers ranking that took t s is not repeated for RANK_SPACING * t s
 #: Collector thresholds while the app runs. The state holds millions of long-lived, acyclic objects
 #: (a Buffer per live buffer, the feed's Events): with the defaults (700, 10, 10) the collector
@@ -121,7 +120,6 @@ class KeyCommands(Provider):
         return run
 
 
-
 def ignore_stale_wakeups(loop: asyncio.AbstractEventLoop) -> None:
     """Let ``loop`` drop the one harmless error it would print: a socket's reader firing for a wait that
     was just cancelled (anyio's ``add_reader(fd, future.set_result)``: the task waiting in ``receive`` is
@@ -146,6 +144,7 @@ def ignore_stale_wakeups(loop: asyncio.AbstractEventLoop) -> None:
 
     handler._memtop_stale_wakeups = True  # type: ignore[attr-defined]
     loop.set_exception_handler(handler)
+
 
 class MemtopApp(App[int]):
     """``clock`` (monotonic seconds) drives what is shown (uptime, rate); it is injectable so tests and
@@ -201,8 +200,6 @@ class MemtopApp(App[int]):
         self.last_frame_events = 0  # state.events_total when the last frame was drawn
         self.ingest_error: str | None = None
         self._pending: deque[Update] = deque()
-        self._chunk = CHUNK  # events per fold (see _fold)
-        self._fold_cost = 0.0  # seconds per event folded (moving average)
         self._pending_events = 0  # events emitted but not folded yet (the backlog)
         self._wake = anyio.Event()
         self._started = clock()
@@ -331,15 +328,7 @@ class MemtopApp(App[int]):
 
     async def _fold(self) -> None:
         """Fold queued updates into the state, yielding every ``SLICE_S`` so frames keep their rate
-        even when a source delivers more than this process can fold (then the header shows the backlog).
-
-        While more than a chunk is queued (the fold is behind), consecutive event batches are folded
-        together, a chunk at a time (:meth:`_take_events`): a source's records are small at high
-        rates (~450 events), and each fold has a fixed cost (the per-batch passes of insight, leaks,
-        history). Keeping up, each record is folded as it came (the usage history has a point per
-        record then; behind, per chunk). A chunk is sized to take about a quarter of a slice at the
-        measured cost per event, so a frame never waits for more than a slice and a chunk.
-        """
+        even when a source delivers more than this process can fold (then the header shows the backlog)."""
         pending = self._pending
         apply = self.state.apply
         while True:
@@ -348,51 +337,24 @@ class MemtopApp(App[int]):
             deadline = time.perf_counter() + SLICE_S
             while pending:
                 update = pending[0]
-                if isinstance(update, EventBatch):
-                    # behind (more than a chunk queued): records together; else one record (or a chunk of it)
-                    n = self._chunk if self._pending_events > self._chunk else min(self._chunk, len(update.events))
-                    chunk = self._take_events(n)
-                    t0 = time.perf_counter()
+                if isinstance(update, EventBatch) and len(update.events) > CHUNK:
+                    chunk = update.events[:CHUNK]
+                    del update.events[:CHUNK]
                     apply(EventBatch(chunk), time.monotonic_ns())
-                    self._pending_events -= len(chunk)
-                    self._learn_cost(len(chunk), time.perf_counter() - t0)
+                    self._pending_events -= CHUNK
                 else:
                     pending.popleft()
                     if isinstance(update, Snapshot) and update.reset:
                         self._reset_state()
                         apply = self.state.apply
                     apply(update, time.monotonic_ns())
-                    if isinstance(update, Snapshot):
+                    if isinstance(update, EventBatch):
+                        self._pending_events -= len(update.events)
+                    elif isinstance(update, Snapshot):
                         self._maybe_freeze()
                 if time.perf_counter() >= deadline:
                     await anyio.sleep(0)
                     deadline = time.perf_counter() + SLICE_S
-
-    def _take_events(self, n: int) -> list:
-        """Up to ``n`` events from the front of the queue, across consecutive event batches, in order."""
-        pending = self._pending
-        out: list = []
-        while pending and len(out) < n:
-            update = pending[0]
-            if not isinstance(update, EventBatch):
-                break
-            evs = update.events
-            need = n - len(out)
-            if len(evs) > need:
-                out += evs[:need]
-                del evs[:need]
-            else:
-                out += evs
-                pending.popleft()
-        return out
-
-    def _learn_cost(self, n: int, seconds: float) -> None:
-        """Track the fold's cost per event (a moving average) and size the next chunks from it."""
-        if n < 64:
-            return
-        per = seconds / n
-        self._fold_cost = per if not self._fold_cost else 0.8 * self._fold_cost + 0.2 * per
-        self._chunk = max(CHUNK_MIN, min(CHUNK_MAX, int(SLICE_S / 4 / max(self._fold_cost, 1e-9))))
 
     # ------------------------------------------------------------------ drawing (fixed rate)
     def _tick(self) -> None:
