@@ -566,24 +566,42 @@ class AllocationServer(ProducerIngest):
 
     async def _listen(self, path: str):
         """Bind ``path`` with the configured mode (no moment with wider permissions) and group, and
-        listen, in one synchronous step: the socket file never exists without a listener behind it.
+        listen, in one synchronous step, under a temporary name renamed to ``path`` once listening:
+        the socket file never exists without a listener behind it.
         (anyio's ``create_unix_listener`` binds and chmods in worker threads before it listens, so a
         TT-Metal process or monitor connecting in that window - milliseconds on a loaded host - was
         refused although the socket file was already there.)"""
         mode = self.config.socket_mode
         if not hasattr(anyio.abc.SocketListener, "from_socket"):  # anyio < 4.9: its own (threaded) bind
             return await self._listen_anyio(path, mode)
+        # Even bind() and listen() back to back leave a window (two system calls) in which a client
+        # spinning on the path is refused: bind a temporary name beside it, listen, then rename it into
+        # place (atomic), unless the temporary name would be too long for a socket address.
+        tmp = os.path.join(os.path.dirname(path) or ".", f".memtop-{os.getpid():x}.sock")
+        if len(os.fsencode(tmp)) > 107 or len(os.fsencode(path)) > 107:
+            tmp = path  # (a path too long to bind must fail as such, not be renamed into place)
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            if tmp != path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)  # a leftover of this PID (a crashed start): ours to replace
             old = os.umask(0o777 & ~mode)
             try:
-                raw.bind(path)
+                raw.bind(tmp)
             finally:
                 os.umask(old)
-            os.chmod(path, mode)
-            if self.config.socket_group is not None:
-                os.chown(path, -1, self.config.socket_group)
-            raw.listen(LISTEN_BACKLOG)
+            try:
+                os.chmod(tmp, mode)
+                if self.config.socket_group is not None:
+                    os.chown(tmp, -1, self.config.socket_group)
+                raw.listen(LISTEN_BACKLOG)
+                if tmp != path:
+                    os.rename(tmp, path)
+            except BaseException:
+                if tmp != path:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                raise
         except BaseException:
             raw.close()
             raise
