@@ -343,28 +343,25 @@ class Insight:
                     (not dev.small_min or bid < dev.small_min):
                 dev.small_min = bid
                 dev.dirty_geom = True
-        loaders: dict[int, list] = {}  # device -> [(entries, add) per memory: DRAM, L1]
+        loaders: dict[int, dict] = {}  # device -> memory (DRAM, L1) -> add(start, size, type)
         for d, dev in devs.items():
             if dev.dirty_geom:  # the regions are known now: lay the maps out for them before loading
                 dev.dirty_geom = False
                 rng = self._ranges(dev)
                 dev.spaces[DRAM].set_pools({DRAM: rng[DRAM], TRACE: rng[TRACE]})
                 dev.spaces[L1].set_pools({L1: rng[L1], L1_SMALL: rng[L1_SMALL]})
-            per = loaders[d] = {}
-            for memory in (DRAM, L1):
-                entries: dict[int, int] = {}
-                per[memory] = (entries, dev.spaces[memory].loader(entries))
+            loaders[d] = {memory: dev.spaces[memory].loader() for memory in (DRAM, L1)}
         space_of = SPACE_OF
         for b in view:
             t = b.buffer_type
             bid = b.buffer_id
             if bid <= 0 or t not in mapped:
                 continue
-            loaders[b.device][space_of[t]][1](bid, b.size, t)
+            loaders[b.device][space_of[t]](bid, b.size, t)
         del view
         for d, per in loaders.items():
-            for memory, (entries, _add) in per.items():
-                devs[d].spaces[memory].set_loaded(entries)
+            for memory in per:
+                devs[d].spaces[memory].set_loaded()
         for d in registry.devices():
             tot = registry.device_totals(d)
             for t, v in enumerate(tot):

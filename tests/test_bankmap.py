@@ -1,0 +1,164 @@
+"""The compact bank map (tt_memtop/core/bankmap.py, sorted columns) against the reference it replaced
+(tests/bankmap_reference.py, dicts and sortedcontainers): the same answers to every query after
+any sequence of allocs, frees, bulk bursts, loads and pool moves (hypothesis), with small blocks
+so that splits and emptied blocks are exercised too."""
+
+from __future__ import annotations
+
+import random
+from array import array
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests import bankmap_reference as ref_mod
+from tt_memtop.core import bankmap
+from tt_memtop.core.bankmap import SpaceMap, _Runs
+from tt_memtop.core.geometry import DRAM, L1, TRACE, PoolRange
+
+TOP = 8200
+
+
+def pools(split: int = 5000) -> dict:
+    return {DRAM: PoolRange(DRAM, 4, 32, split, 32), TRACE: PoolRange(TRACE, 4, split, 8000, 32)}
+
+
+@pytest.fixture(params=[(4, 8), (1024, 256)], ids=["small-blocks", "default"])
+def tuned(request, monkeypatch):
+    """Block size and bulk threshold: tiny ones split blocks and take the bulk path within a short sequence
+    (module settings, the same for every example: safe to share between hypothesis' inputs)."""
+    load, bulk = request.param
+    monkeypatch.setattr(bankmap, "LOAD", load)
+    monkeypatch.setattr(bankmap, "BULK_MIN", bulk)
+    monkeypatch.setattr(ref_mod, "BULK_MIN", bulk)
+    return request.param
+
+
+def same(new: SpaceMap, ref, window: tuple[int, int] = (100, 3000)) -> None:
+    assert len(new) == len(ref)
+    for t in new.pools:
+        assert new.stats(t) == ref.stats(t)
+        assert new.lowest(t) == ref.lowest(t)
+        assert new.highest_end(t) == ref.highest_end(t)
+    assert new.lowest(L1) is None and ref.lowest(L1) is None
+    assert new.intervals(0, TOP) == ref.intervals(0, TOP)
+    assert new.intervals(*window) == ref.intervals(*window)
+    assert new.cells(0, TOP, 7) == ref.cells(0, TOP, 7)
+    assert new.cells(*window, 64) == ref.cells(*window, 64)
+    assert (new.outside, new.maxlen, new.overlapping) == (ref.outside, ref.maxlen, ref.overlapping)
+    new.check()
+    ref.check()
+
+
+addr = st.integers(0, TOP)
+op = st.one_of(
+    st.tuples(st.just("alloc"), addr, st.integers(0, 3000), st.sampled_from([DRAM, TRACE, L1])),
+    st.tuples(st.just("alloc"), addr, st.integers(1, 200), st.sampled_from([DRAM, TRACE])),
+    st.tuples(st.just("free"), addr),
+    st.tuples(st.just("query"), st.integers(0, TOP), st.integers(0, TOP)),
+    st.tuples(st.just("pools"), st.integers(0, 8000)),
+    st.tuples(st.just("burst"), st.integers(0, 400), st.integers(0, 2**32)),
+    st.tuples(st.just("load"), st.lists(st.tuples(addr, st.integers(0, 3000), st.sampled_from([DRAM, TRACE, L1])),
+                                        max_size=60)),
+)
+
+
+def _apply(m, o, live: dict) -> None:
+    kind = o[0]
+    if kind == "alloc":
+        m.alloc(o[1], o[2], o[3])
+    elif kind == "free":
+        m.free(o[1])
+    elif kind == "pools":
+        m.set_pools(pools(max(32, o[1])))
+    elif kind == "burst":
+        rnd = random.Random(o[2])
+        for _ in range(o[1]):
+            s = rnd.randrange(0, TOP)
+            if rnd.random() < 0.4:
+                m.free(s)
+            else:
+                m.alloc(s, rnd.randrange(0, 400), rnd.choice([DRAM, TRACE]))
+    elif kind == "load":
+        m.load(o[1])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(op, max_size=40))
+def test_same_answers_as_the_reference(tuned, ops):
+    new, ref = SpaceMap(pools()), ref_mod.SpaceMap(pools())
+    for o in ops:
+        _apply(new, o, {})
+        _apply(ref, o, {})
+        if o[0] == "query":
+            lo, hi = sorted(o[1:])
+            same(new, ref, (lo, hi + 1))
+    same(new, ref)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_long_random_run_matches_the_reference(tuned, seed):
+    """Thousands of changes, mostly without overlaps (the incremental neighbour path), a query now and then."""
+    rnd = random.Random(seed)
+    new, ref = SpaceMap(pools()), ref_mod.SpaceMap(pools())
+    live: list[int] = []
+    for step in range(3000):
+        if live and rnd.random() < 0.48:
+            s = live.pop(rnd.randrange(len(live)))
+            new.free(s)
+            ref.free(s)
+        else:
+            s = rnd.randrange(0, 8000 // 32) * 32
+            if s not in live:
+                live.append(s)
+                size, t = rnd.choice([128, 256, 1024]), DRAM if s < 5000 else TRACE
+                new.alloc(s, size, t)
+                ref.alloc(s, size, t)
+        if step % 97 == 0:
+            same(new, ref)
+    same(new, ref)
+
+
+def test_load_keeps_the_last_of_equal_starts_and_sorts():
+    new, ref = SpaceMap(pools()), ref_mod.SpaceMap(pools())
+    items = [(4000, 64, DRAM), (64, 128, DRAM), (4000, 256, DRAM), (6000, 32, TRACE), (64, 0, TRACE), (9000, 1, L1)]
+    new.load(items)
+    ref.load(items)
+    same(new, ref)
+    assert [(s, t, size) for s, _e, t, size in new.intervals(0, TOP)] == [(64, TRACE, 0), (4000, DRAM, 256),
+                                                                           (6000, TRACE, 32)]
+
+
+def test_runs_split_and_empty_blocks(monkeypatch):
+    monkeypatch.setattr(bankmap, "LOAD", 2)
+    r = _Runs(track=True)
+    keys = list(range(0, 400, 10))
+    random.Random(3).shuffle(keys)
+    for k in keys:
+        r.put(k, k + 1 + k % 7)
+        r.check()
+    assert len(r.ks) > 5 and [k for k, _ in r] == sorted(keys)
+    assert r.largest() == (7, 20)  # size 7 where k % 7 == 6: 20, 90, 160, ...; the lowest key wins
+    assert r.floor(65) == (60, 65) and r.lower(60) == (50, 52) and r.ceil(61) == (70, 71) and r.ceil(391) is None
+    assert r.floor(-1) is None and r.lower(0) is None and r.ceil(-5) == (0, 1)
+    assert list(r.iter_from(375)) == [(380, 383), (390, 396)]
+    for k in sorted(keys)[:-1]:
+        r.pop(k)
+        r.check()
+    assert list(r) == [(390, 396)] and r.largest() == (6, 390) and len(r.ks) == 1
+    with pytest.raises(KeyError):
+        r.pop(5)
+
+
+def test_columns_cost_16_bytes_an_interval():
+    """The point of the columns: a map of many intervals costs about two 8-byte words each."""
+    import sys
+
+    m = SpaceMap({DRAM: PoolRange(DRAM, 12, 32, 1 << 30, 32)})
+    n = 50_000
+    m.load((32 + i * 4096, 12 * 4096, DRAM) for i in range(n))
+    assert len(m) == n and m.stats(DRAM).free_segments == 1
+    size = sum(sys.getsizeof(a) for a in m.iv.ks + m.iv.vs)
+    assert size / n < 17.5
+    assert isinstance(m.iv.ks[0], array)
