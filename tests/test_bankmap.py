@@ -162,3 +162,27 @@ def test_columns_cost_16_bytes_an_interval():
     size = sum(sys.getsizeof(a) for a in m.iv.ks + m.iv.vs)
     assert size / n < 17.5
     assert isinstance(m.iv.ks[0], array)
+
+
+def test_a_big_snapshot_load_gives_the_free_heap_back(monkeypatch):
+    """Insight.load of at least TRIM_MIN buffers ends with malloc_trim (core/heap.py); smaller ones do not."""
+    from tt_memtop.core import heap, insight
+    from tt_memtop.core.devices import Inventory
+    from tt_memtop.core.registry import Buffer, Registry
+
+    assert heap.give_back_free_heap() in (True, False)  # glibc: True; elsewhere a no-op
+    calls = []
+    monkeypatch.setattr(insight, "give_back_free_heap", lambda: calls.append(1))
+    monkeypatch.setattr(insight, "TRIM_MIN", 3)
+    reg = Registry()
+    reg.load_snapshot([Buffer(0, 32 + 4096 * i, DRAM, 4096, 1, 1, i, i) for i in range(2)], 1)
+    ins = insight.Insight()
+    ins.load(reg, Inventory(), 10)
+    assert calls == []
+    reg.load_snapshot([Buffer(0, 32 + 4096 * i, DRAM, 4096, 1, 1, i, i) for i in range(3)], 2)
+    ins.load(reg, Inventory(), 10)
+    assert calls == [1] and ins.pool_stats(0, DRAM).used_per_bank == 3 * per_bank(4096)
+
+
+def per_bank(size: int) -> int:
+    return -(-(-(-size // 12)) // 32) * 32

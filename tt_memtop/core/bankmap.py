@@ -31,6 +31,7 @@ space are then rebuilt from the intervals, O(n), once per move.
 
 from __future__ import annotations
 
+import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
@@ -189,23 +190,23 @@ class _Runs:
         ks, vs = self.ks, self.vs
         for b in range(i, len(ks)):
             if j:
-                yield from zip(ks[b][j:], vs[b][j:])
+                yield from zip(ks[b][j:], vs[b][j:], strict=True)
                 j = 0
             else:
-                yield from zip(ks[b], vs[b])
+                yield from zip(ks[b], vs[b], strict=True)
 
     def __iter__(self):
-        for kb, vb in zip(self.ks, self.vs):
-            yield from zip(kb, vb)
+        for kb, vb in zip(self.ks, self.vs, strict=True):
+            yield from zip(kb, vb, strict=True)
 
     def reversed_items(self):
-        for kb, vb in zip(reversed(self.ks), reversed(self.vs)):
-            yield from zip(reversed(kb), reversed(vb))
+        for kb, vb in zip(reversed(self.ks), reversed(self.vs), strict=True):
+            yield from zip(reversed(kb), reversed(vb), strict=True)
 
     def columns(self) -> tuple[array, array]:
         """All keys and all values, each as one array."""
         ks, vs = array("Q"), array("Q")
-        for kb, vb in zip(self.ks, self.vs):
+        for kb, vb in zip(self.ks, self.vs, strict=True):
             ks.extend(kb)
             vs.extend(vb)
         return ks, vs
@@ -305,7 +306,7 @@ class _Runs:
         assert len(self.ks) == len(self.vs) == len(self.firsts)
         assert self.n == sum(map(len, self.ks))
         prev = -1
-        for i, (kb, vb) in enumerate(zip(self.ks, self.vs)):
+        for i, (kb, vb) in enumerate(zip(self.ks, self.vs, strict=True)):
             assert 0 < len(kb) <= 2 * LOAD and len(kb) == len(vb) and self.firsts[i] == kb[0]
             for k in kb:
                 assert k > prev
@@ -513,7 +514,7 @@ class SpaceMap:
         used = dict.fromkeys(self.pools, 0)
         maxlen = 0
         max_end = -1
-        for s, v in zip(ks, vs):
+        for s, v in zip(ks, vs, strict=True):
             n = lengths[v]
             e = s + n
             if s < max_end:
@@ -533,7 +534,7 @@ class SpaceMap:
             gs, ge = array("Q"), array("Q")
             pos = lo
             i0 = bisect_left(ks, lo - maxlen)
-            for s, v in zip(islice(ks, i0, None), islice(vs, i0, None)):
+            for s, v in zip(islice(ks, i0, None), islice(vs, i0, None), strict=True):
                 if s >= hi:
                     break
                 e = s + lengths[v]
@@ -646,6 +647,17 @@ class SpaceMap:
     def __len__(self) -> int:
         self.flush()
         return len(self.iv)
+
+    def nbytes(self) -> int:
+        """Memory the map holds (columns, block lists, the length cache, pending changes; not shared ints)."""
+        size = sys.getsizeof
+        runs = [self.iv] + [p.gaps for p in self.pools.values()]
+        n = sum(size(r.ks) + size(r.vs) + size(r.firsts) + sum(map(size, r.ks)) + sum(map(size, r.vs)) +
+                (size(r.bmax) if r.bmax is not None else 0) for r in runs)
+        n += size(self.lengths) + size(self.pending) + size(self.overlapping)
+        if self._loaded is not None:
+            n += sum(map(size, self._loaded))
+        return n
 
     def stats(self, pool: int) -> PoolStats:
         self.flush()

@@ -39,6 +39,7 @@ from .geometry import (
     pool_ranges,
     round_region,
 )
+from .heap import give_back_free_heap
 from .history import UsageHistory
 from .leaks import LeakTracker, phase_before_exit
 from .peaks import PeakCapture, PeakTracker
@@ -55,6 +56,7 @@ NTYPES = len(BufferType)
 _MAPPED = frozenset((DRAM, L1, L1_SMALL, TRACE))
 TOP_N = 10
 CAPTURE_MIN_GAP_NS = 250_000_000  # at most one what-was-live capture per quarter second (event time)
+TRIM_MIN = 100_000  # snapshots of at least this many buffers end with the free heap given back (core/heap.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +370,8 @@ class Insight:
                 if v:
                     self.history.record((d, t), ts_ns, v, v)
         self.last_ts_ns = max(self.last_ts_ns, ts_ns)
+        if len(registry) >= TRIM_MIN:  # the registry's and the maps' load freed their growth steps: give them back
+            give_back_free_heap()
 
     def record_totals(self, ts_ns: int, totals: dict) -> None:
         """A totals-only source's sample (the original server polled, TT-Metal's shared memory): device ->
@@ -389,6 +393,10 @@ class Insight:
         """Devices that held something with an address (or any bytes) since the start."""
         self._flush()
         return sorted(set(self._devices) | set(self.peaks.current))
+
+    def map_nbytes(self) -> int:
+        """Memory the devices' bank maps hold (:meth:`.bankmap.SpaceMap.nbytes`), for benchmarks."""
+        return sum(m.nbytes() for dev in self._devices.values() for m in dev.spaces.values())
 
     def geometry(self, device: int) -> ArchGeometry:
         dev = self._devices.get(device)
