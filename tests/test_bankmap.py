@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tests import bankmap_reference as ref_mod
 from tt_memtop.core import bankmap
 from tt_memtop.core.bankmap import SpaceMap, _Runs
-from tt_memtop.core.geometry import DRAM, L1, TRACE, PoolRange
+from tt_memtop.core.geometry import DRAM, L1, TRACE, PoolRange, per_bank_size
 
 TOP = 8200
 
@@ -185,4 +185,4 @@ def test_a_big_snapshot_load_gives_the_free_heap_back(monkeypatch):
 
 
 def per_bank(size: int) -> int:
-    return -(-(-(-size // 12)) // 32) * 32
+    return per_bank_size(size, 12, 32)  # Wormhole DRAM: 12 banks, 32 B alignment
