@@ -33,6 +33,7 @@ space are then rebuilt from the intervals, O(n), once per move.
 from __future__ import annotations
 
 from bisect import bisect_left
+
 from sortedcontainers import SortedDict, SortedList
 
 from tt_memtop.core.bankmap import Cell, PoolStats

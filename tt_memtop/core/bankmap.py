@@ -39,6 +39,7 @@ from itertools import islice
 from operator import lt, sub
 
 from .geometry import PoolRange
+from .heap import give_back_free_heap
 
 __all__ = ["Cell", "PoolStats", "SpaceMap"]
 
@@ -96,15 +97,19 @@ class Cell:
 
 _SIZE = (1 << 40) - 1  # sizes are kept below 2**40 (an interval's value: size << 3 | buffer type)
 _U64 = 1 << 64
+_U32_MAX = (1 << 32) - 1
+_NARROW = "I" if array("I").itemsize == 4 else ""  # the 4-byte column type ("": none, keep 8 bytes)
 _INTERN_MAX = 1 << 16
 LOAD = 1024  # items per block of a _Runs: a block splits at 2 * LOAD
+TRIM_MIN = 50_000  # a loaded map of this many intervals gives the free heap back once built (core/heap.py)
 
 
 class _Runs:
-    """Sorted unique keys with one value each, in blocks of two parallel ``array('Q')``.
+    """Sorted unique keys with one value each, in blocks of two parallel arrays: 4-byte items
+    (``'I'``) while a block's values fit, 8-byte (``'Q'``) once one does not.
 
     Why not a dict and a ``SortedList``: with a million live buffers those cost ~80 B an interval
-    (a dict entry, the key's int object, a list slot); two 8-byte columns cost 16 B. A lookup is
+    (a dict entry, the key's int object, a list slot); two columns cost 8-16 B. A lookup is
     two bisects (the blocks' first keys, then the block), an insert or delete moves at most
     ``2 * LOAD`` items of one block. With ``track`` (free segments: key = start, value = end) each
     block also keeps the size of its largest segment, recomputed lazily (-1: unknown), so the
@@ -121,8 +126,8 @@ class _Runs:
         self.bmax: list[int] | None = [] if track else None
         if keys:
             for i in range(0, len(keys), LOAD):
-                self.ks.append(keys[i:i + LOAD])
-                self.vs.append(vals[i:i + LOAD])
+                self.ks.append(_narrow(keys[i:i + LOAD]))
+                self.vs.append(_narrow(vals[i:i + LOAD]))
                 self.firsts.append(keys[i])
             self.n = len(keys)
             if track:
@@ -207,8 +212,8 @@ class _Runs:
         """All keys and all values, each as one array."""
         ks, vs = array("Q"), array("Q")
         for kb, vb in zip(self.ks, self.vs, strict=True):
-            ks.extend(kb)
-            vs.extend(vb)
+            ks.extend(kb if kb.typecode == "Q" else iter(kb))
+            vs.extend(vb if vb.typecode == "Q" else iter(vb))
         return ks, vs
 
     # ------------------------------------------------------------------ changes
@@ -216,8 +221,8 @@ class _Runs:
         """Set the value of ``k`` (inserted if absent)."""
         firsts = self.firsts
         if not firsts:
-            self.ks.append(array("Q", (k,)))
-            self.vs.append(array("Q", (v,)))
+            self.ks.append(_narrow(array("Q", (k,))))
+            self.vs.append(_narrow(array("Q", (v,))))
             firsts.append(k)
             self.n = 1
             if self.bmax is not None:
@@ -237,10 +242,22 @@ class _Runs:
                     bmax[i] = v - k
                 elif vs[j] - k == m and v - k < m:
                     bmax[i] = -1
-            vs[j] = v
+            try:
+                vs[j] = v
+            except OverflowError:  # a 4-byte block meets a value past 2**32: widen it
+                vs = self.vs[i] = array("Q", vs)
+                vs[j] = v
             return
-        ks.insert(j, k)
-        self.vs[i].insert(j, v)
+        try:
+            ks.insert(j, k)
+        except OverflowError:
+            ks = self.ks[i] = array("Q", ks)
+            ks.insert(j, k)
+        try:
+            self.vs[i].insert(j, v)
+        except OverflowError:
+            vs = self.vs[i] = array("Q", self.vs[i])
+            vs.insert(j, v)
         self.n += 1
         if j == 0:
             firsts[i] = k
@@ -308,11 +325,19 @@ class _Runs:
         prev = -1
         for i, (kb, vb) in enumerate(zip(self.ks, self.vs, strict=True)):
             assert 0 < len(kb) <= 2 * LOAD and len(kb) == len(vb) and self.firsts[i] == kb[0]
+            assert kb.typecode in ("I", "Q") and vb.typecode in ("I", "Q")
             for k in kb:
                 assert k > prev
                 prev = k
             if self.bmax is not None:
                 assert self.bmax[i] in (-1, max(map(sub, vb, kb))), (i, self.bmax[i])
+
+
+def _narrow(a: array) -> array:
+    """``a`` in 4-byte items if they all fit (per-bank addresses and most sizes do: 4 B saved an item)."""
+    if _NARROW and a.typecode == "Q" and (not a or max(a) <= _U32_MAX):
+        return array(_NARROW, a)
+    return a
 
 
 class _Lengths(dict):
@@ -476,6 +501,9 @@ class SpaceMap:
             starts, vals = self._loaded
             self._loaded = None
             self._rebuild(*_sorted_unique(starts, vals))
+            if len(starts) >= TRIM_MIN:  # the flat load columns and the sort's temporaries are gone now
+                del starts, vals
+                give_back_free_heap()
         if not self.pending:
             return
         pending, self.pending = self.pending, {}
