@@ -9,10 +9,11 @@ pool look alike, and one interval set per (device, memory) describes them all.
 Structure (one :class:`SpaceMap` per device and memory — DRAM holds the DRAM and TRACE pools,
 L1 the L1 and L1_SMALL pools):
 
-* the live intervals: start -> size << 3 | type in two sorted ``array('Q')`` columns cut in
-  blocks (:class:`_Runs`: 16 B an interval; a dict, its keys' int objects and a ``SortedList``
-  took ~78 B with a million live buffers); the per-bank length of an interval is looked up by
-  that value, one entry per distinct size and type (:class:`_Lengths`);
+* the live intervals: start -> size << 3 | type in two sorted array columns cut in blocks
+  (:class:`_Runs`: 4-byte items while they fit — per-bank addresses are below 4 GiB — so 8 B an
+  interval; a dict, its keys' int objects and a ``SortedList`` took ~78 B with a million live
+  buffers); the per-bank length of an interval is looked up by that value, one entry per
+  distinct size and type (:class:`_Lengths`);
 * per pool, its free segments: start -> end, in the same blocked columns, each block keeping the
   size of its largest segment (recomputed lazily), so the largest free range is a max over the
   blocks and the segment count a length;
