@@ -102,6 +102,7 @@ _U32_MAX = (1 << 32) - 1
 _NARROW = "I" if array("I").itemsize == 4 else ""  # the 4-byte column type ("": none, keep 8 bytes)
 _INTERN_MAX = 1 << 16
 LOAD = 1024  # items per block of a _Runs: a block splits at 2 * LOAD
+PENDING_MAX = 1 << 15  # queued changes of one map applied without waiting for a query (bounds their memory)
 TRIM_MIN = 50_000  # a loaded map of this many intervals gives the free heap back once built (core/heap.py)
 
 
@@ -451,7 +452,7 @@ class SpaceMap:
         # start -> size << 3 | buffer type, in sorted columns (16 B an interval); the per-bank length
         # comes from ``lengths``, one entry per distinct size and type
         self.iv = _Runs()
-        self.pending: dict[int, tuple[int, int] | None] = {}  # start -> (size, type) or None (freed)
+        self.pending: dict[int, int] = {}  # start -> size << 3 | type, or -1: freed (or a type with no pool)
         self.pools = {t: _Pool(r) for t, r in pools.items()}
         self.lengths = _Lengths(self.pools)
         self.maxlen = 0
@@ -463,11 +464,17 @@ class SpaceMap:
     # ------------------------------------------------------------------ changes (cheap; applied by flush)
     def alloc(self, start: int, size: int, buffer_type: int) -> None:
         if 0 <= start < _U64:
-            self.pending[start] = (size, buffer_type)
+            pending = self.pending
+            pending[start] = min(max(size, 0), _SIZE) << 3 | buffer_type if buffer_type in self.pools else -1
+            if len(pending) > PENDING_MAX:
+                self.flush()
 
     def free(self, start: int) -> None:
         if 0 <= start < _U64:
-            self.pending[start] = None
+            pending = self.pending
+            pending[start] = -1
+            if len(pending) > PENDING_MAX:
+                self.flush()
 
     def load(self, items) -> None:
         """Replace the whole map with ``items`` ((start, size, buffer type)); built at the first query."""
@@ -516,11 +523,11 @@ class SpaceMap:
         for start, new in pending.items():
             old = get(start)
             if old is not None:
-                if new is not None and old == min(max(new[0], 0), _SIZE) << 3 | new[1]:
+                if old == new:
                     continue
                 self._remove(start, old)
-            if new is not None:
-                self._add(start, new[0], new[1])
+            if new >= 0:
+                self._add(start, new)
 
     def _bulk(self, pending: dict) -> None:
         """Apply many changes at once (attaching, loading weights): rebuild in O(n log n), sorting in C."""
@@ -531,9 +538,9 @@ class SpaceMap:
                 starts.append(s)
                 vals.append(v)
         for s, new in pending.items():
-            if new is not None and new[1] in pools:
+            if new >= 0 and new & 7 in pools:
                 starts.append(s)
-                vals.append(min(max(new[0], 0), _SIZE) << 3 | new[1])
+                vals.append(new)
         self._rebuild(*_sorted_unique(starts, vals))
 
     def _rebuild(self, ks: array, vs: array) -> None:
@@ -582,11 +589,10 @@ class SpaceMap:
         self.iv = _Runs(ks, vs)
 
     # ------------------------------------------------------------------ the interval set
-    def _add(self, start: int, size: int, btype: int) -> None:
-        p = self.pools.get(btype)
+    def _add(self, start: int, v: int) -> None:
+        p = self.pools.get(v & 7)
         if p is None:
             return
-        v = min(max(size, 0), _SIZE) << 3 | btype
         length = self.lengths[v]
         end = start + length
         if self.overlapping or length > 0:
