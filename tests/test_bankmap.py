@@ -224,3 +224,16 @@ def test_a_big_snapshot_load_gives_the_free_heap_back(monkeypatch):
 
 def per_bank(size: int) -> int:
     return per_bank_size(size, 12, 32)  # Wormhole DRAM: 12 banks, 32 B alignment
+
+
+def test_building_a_big_loaded_map_gives_the_free_heap_back(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bankmap, "give_back_free_heap", lambda: calls.append(1))
+    monkeypatch.setattr(bankmap, "TRIM_MIN", 3)
+    m = SpaceMap(pools())
+    m.load([(64, 32, DRAM), (128, 32, DRAM)])
+    assert m.stats(DRAM).used_per_bank == 64 and calls == []  # built at the first query, below TRIM_MIN
+    m.load([(64, 32, DRAM), (128, 32, DRAM), (6000, 32, TRACE)])
+    assert calls == [] and len(m) == 3 and calls == [1]  # built (and trimmed) when asked, once
+    m.stats(TRACE)
+    assert calls == [1]
