@@ -19,6 +19,7 @@ import os
 import time
 import zlib
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import BinaryIO
 
 import anyio
@@ -266,6 +267,15 @@ CHECKPOINT_SPACING = 4
 #: replay falls behind its clock instead of reading millions of events into one batch.
 MAX_PER_TICK = 100_000
 _ALL = 1 << 62
+#: Events (lines of a log) a seek reads between two looks at the clock (see SEEK_SLICE_S).
+SEEK_STEP = 8192
+#: A seek reads for at most about this long, then pauses SEEK_PAUSE_S for the UI (frames, keys).
+SEEK_SLICE_S = 0.03
+SEEK_PAUSE_S = 0.005
+_K_ALLOC, _K_FREE, _K_CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
+_K_REF_INC, _K_REF_DEC, _K_TOTALS = EventKind.REF_INC, EventKind.REF_DEC, EventKind.TOTALS
+
+_FIRST = itemgetter(0)
 #: Estimated bytes of a log parser's clone per live buffer (a dict entry; the entries are shared).
 _PARSER_ENTRY_BYTES = 100
 
@@ -278,6 +288,7 @@ class _Checkpoints:
     """
 
     def __init__(self, interval: int, limit: int = 64, budget: int = CHECKPOINT_BUDGET) -> None:
+        self.enabled = True  # False: nothing will seek back (a headless replay), none is taken
         self.interval = interval
         self.limit = limit
         self.budget = budget
@@ -290,6 +301,8 @@ class _Checkpoints:
 
     def due(self, pos: int, size: int = 0) -> bool:
         """Time for a checkpoint at ``pos``, for a state of ``size`` live entries?"""
+        if not self.enabled:
+            return False
         last = self.items[-1][0] if self.items else 0
         return pos - last >= max(self.interval, CHECKPOINT_SPACING * size)
 
@@ -400,7 +413,8 @@ class _LogTimeline:
             out += evs
         return out
 
-    def seek(self, pos: int) -> None:
+    def seek_steps(self, pos: int, step: int = SEEK_STEP) -> Iterator[float]:
+        """Seek to line ``pos`` in steps of about ``step`` lines, yielding the progress (0..1) after each."""
         pos = max(0, min(pos, self.total))
         best = self.ckpt.best(pos)
         if pos < self.pos or (best is not None and best[0] > self.pos):
@@ -412,19 +426,28 @@ class _LogTimeline:
             self.f.seek(offset)
             self._pending, self._pending_at, self._offset = [], 0, offset
             self._chunks = read_line_chunks(self.f)
+        start = self.pos
         while self.pos < pos:
-            if not self.read(min(pos - self.pos, 65536)) and not self._fill():
+            if not self.read(min(pos - self.pos, step)) and not self._fill():
                 break
+            yield (self.pos - start) / max(1, pos - start)
+
+    def seek(self, pos: int) -> None:
+        for _ in self.seek_steps(pos, 65536):
+            pass
 
     def state(self) -> tuple[list, int]:
         return self.parser.live_buffers(), self.parser.seq
 
 
 def _encode_state(registry: Registry) -> bytes:
-    """A registry's live entries, compactly (a checkpoint holds bytes, not a copy of every Buffer object)."""
-    from ..core.eventcodec import encode_buffer
-
-    return b"".join([encode_buffer(b) for b in registry.buffers()])
+    """A registry's live entries, compactly (a checkpoint holds bytes, not a copy of every Buffer object):
+    BUFFER records in row order, encoded from the table's columns (no Buffer is made)."""
+    fz = registry.freeze()
+    try:
+        return fz.encode(0, len(fz) + 1)[0]
+    finally:
+        registry.thaw(fz)
 
 
 def _decode_state(blob: bytes) -> list:
@@ -463,22 +486,30 @@ class _RecordingTimeline:
         self.ckpt = _Checkpoints(checkpoint_every)
         self._restart()
 
-    def _restart(self, ckpt: tuple[int, object] | None = None) -> None:
+    def _live(self) -> dict:
+        """What the reader ends at a session boundary: the registry's live entries (it has folded every
+        batch before the reader reads on), so the reader tracks nothing per event."""
         from ..recording import live_of
 
+        return live_of(self.registry.buffers())
+
+    def events_until(self, seconds: float) -> int:
+        """About how many events the first ``seconds`` of log time hold (the quick scan's index)."""
+        return min(self.total, self._reader.events_until(self.t0 + int(seconds * 1e9)))
+
+    def _restart(self, ckpt: tuple[int, object] | None = None) -> None:
         self.registry = Registry()
         #: the TOTALS events of the last recorded totals sample (a shared-memory recording): a seek's
         #: snapshot has no buffers for them, so they are sent after it
         self.last_sample: list[Event] = []
         if ckpt is None:
-            self.pos, start, live = 0, None, None
+            self.pos, start = 0, None
             self.last_ts = self.t0
         else:
             self.pos, (start, blob, seq, self.last_ts, sample) = ckpt
             self.registry.load_snapshot(_decode_state(blob), seq)
-            live = live_of(self.registry.buffers())
             self.last_sample = list(sample)
-        self._batches = self._reader.batches(start, live)
+        self._batches = self._reader.batches(start, live_source=self._live)
         self._batch: list[Event] = []
         self._i = 0
 
@@ -512,6 +543,65 @@ class _RecordingTimeline:
         self.ckpt.add(self.pos, (self._reader.at, blob, self.registry.seq, self.last_ts, list(self.last_sample)),
                       len(blob))
 
+    def _fold_net(self, batch: list[Event], limit_ts: int | None) -> bool:
+        """Fold a whole batch that nobody will see (a seek passing through it) by its net effect.
+
+        Per key only what decides the end state is applied: its last ALLOC or FREE / CLEANUP (an
+        ALLOC replaces any entry under its key, so what came before it does not matter) and the last
+        reference-count change after it; an allocation made and freed within the batch costs one
+        no-op FREE. Applied in their original order, so the registry ends with the rows, order, totals
+        and ``seq`` that applying every event gives. False (nothing applied) when an event is later
+        than ``limit_ts``: the caller then goes event by event.
+        """
+        tails: dict[tuple[int, int, int], list] = {}
+        rest: list[tuple[int, Event]] = []
+        alloc, free, cleanup, inc, dec, totals = (_K_ALLOC, _K_FREE, _K_CLEANUP, _K_REF_INC, _K_REF_DEC,
+                                                  _K_TOTALS)
+        sample = None  # a copy of last_sample once a TOTALS event changes it (nothing changes on a bail-out)
+        seq = 0
+        lim = _ALL if limit_ts is None else limit_ts
+        i = 0
+        for ev in batch:
+            if ev.ts_ns > lim:
+                return False
+            k = ev.kind
+            if k == alloc or k == free or k == cleanup:
+                bt = ev.buffer_type
+                tails[(1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)] = [(i, ev)]
+            elif k == inc or k == dec:
+                bt = ev.buffer_type
+                key = (1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)
+                t = tails.get(key)
+                if t is None:
+                    tails[key] = [(i, ev)]
+                elif t[-1][1].kind == inc or t[-1][1].kind == dec:
+                    t[-1] = (i, ev)
+                else:
+                    t.append((i, ev))
+            elif k == totals:
+                if ev.device == -1:  # a sample starts (tt_memtop.sources.record)
+                    sample = [ev]
+                else:
+                    if sample is None:
+                        sample = list(self.last_sample)
+                    sample.append(ev)
+            else:
+                rest.append((i, ev))
+            if ev.seq:
+                seq = ev.seq
+            i += 1
+        plan = [x for t in tails.values() for x in t]
+        plan += rest
+        plan.sort(key=_FIRST)
+        apply = self.registry.apply_event
+        for _, ev in plan:
+            apply(ev)
+        if seq:
+            self.registry.seq = seq
+        if sample is not None:
+            self.last_sample = sample
+        return True
+
     def _run(self, n: int, limit_ts: int | None, out: list[Event] | None) -> None:
         """Apply up to ``n`` events (those with ``ts_ns <= limit_ts``, if given), appended to ``out`` unless None."""
         apply = self.registry.apply_event
@@ -520,6 +610,12 @@ class _RecordingTimeline:
             batch, i = self._batch, self._i
             if i == 0 and self.ckpt.due(self.pos, len(self.registry)):
                 self._checkpoint()
+            if out is None and i == 0 and len(batch) <= n and self._fold_net(batch, limit_ts):
+                self.last_ts = batch[-1].ts_ns
+                self.pos += len(batch)
+                n -= len(batch)
+                self._i = len(batch)
+                continue
             j = min(len(batch), i + n)
             if limit_ts is not None:  # up to the first later event (as a clock would deliver them)
                 end, j = j, i
@@ -554,16 +650,25 @@ class _RecordingTimeline:
         self._run(_ALL if max_events is None else max_events, self.t0 + int(seconds * 1e9), out)
         return out
 
-    def seek(self, pos: int) -> None:
+    def seek_steps(self, pos: int, step: int = SEEK_STEP) -> Iterator[float]:
+        """Seek to event ``pos`` in steps of about ``step`` events, yielding the progress (0..1) after
+        each: between two steps the timeline is consistent (a player may stop or retarget there)."""
         pos = max(0, min(pos, self.total))
         best = self.ckpt.best(pos)
         if pos < self.pos or (best is not None and best[0] > self.pos):
             self._restart(best)
-        self._run(pos - self.pos, None, None)
+        start = self.pos
+        while self.pos < pos:
+            before = self.pos
+            self._run(min(step, pos - self.pos), None, None)
+            if self.pos == before:
+                break
+            yield (self.pos - start) / max(1, pos - start)
 
-    def seek_time(self, seconds: float) -> None:
+    def seek_time_steps(self, seconds: float, step: int = SEEK_STEP) -> Iterator[float]:
+        """Seek to log time ``seconds`` (every event up to it, none after) in steps, as :meth:`seek_steps`."""
         if seconds <= 0:  # the very start: before the first event, even when others share its timestamp
-            self.seek(0)
+            yield from self.seek_steps(0, step)
             return
         limit = self.t0 + int(seconds * 1e9)
         # the last checkpoint whose events before it all came no later than the target
@@ -571,7 +676,22 @@ class _RecordingTimeline:
         behind = (ev := self._next()) is not None and ev.ts_ns > limit or self.pos >= self.total
         if behind or (best is not None and best[0] > self.pos):
             self._restart(best)
-        self._run(_ALL, limit, None)
+        start = self.pos
+        goal = max(self.events_until(seconds), start + 1)
+        while True:
+            before = self.pos
+            self._run(step, limit, None)
+            if self.pos - before < step:
+                return
+            yield min(0.99, (self.pos - start) / max(1, goal - start))
+
+    def seek(self, pos: int) -> None:
+        for _ in self.seek_steps(pos, _ALL):
+            pass
+
+    def seek_time(self, seconds: float) -> None:
+        for _ in self.seek_time_steps(seconds, _ALL):
+            pass
 
     def state(self) -> tuple[list, int]:
         return self.registry.snapshot(), self.registry.seq
@@ -612,6 +732,17 @@ class ReplaySource(Source):
         self.description = f"replay of {'recording' if self.recording else 'log'} {path}"
         self.short_description = f"{'recording' if self.recording else 'log'} {os.path.basename(path)}"
         self._clock_s = 0.0  # playback position in log time (seconds)
+        #: a seek in progress (see :meth:`_work_on_seek`): steps of the timeline, each yielding its progress
+        self._job: Iterator[float] | None = None
+        self._job_target_s = 0.0  # where it goes (log time)
+        self._job_back = False  # it goes back to where the seek started (Esc): nothing to send at its end
+        self._origin: tuple[int, float, list[Event]] | None = None  # (position, clock, carry) on screen
+        #: how far the seek in progress has got (0..1), None when not seeking
+        self.seek_progress: float | None = None
+        #: longest stretch of seeking between two chances for the UI to draw and take keys, and the
+        #: pause given it then (0: a headless replay, nothing else to run)
+        self.seek_slice_s = SEEK_SLICE_S
+        self.seek_pause_s = SEEK_PAUSE_S
         self._ops: list[tuple[str, float]] = []
         self._carry: list[Event] = []  # read but not sent: a step of N events ended inside a line's events
         self._wake: anyio.Event | None = None
@@ -650,6 +781,16 @@ class ReplaySource(Source):
         """Seek relative to the current position (negative: back). Queued skips add up."""
         self._push("skip", seconds)
 
+    def cancel_seek(self) -> None:
+        """Stop the seek in progress: the player goes back to where it was (what the screen still shows)."""
+        self._push("cancel")
+
+    def no_seeking(self) -> None:
+        """Nothing will seek back or draw (a headless replay to the end): take no checkpoints, and
+        let a seek run without pauses."""
+        self.timeline.ckpt.enabled = False
+        self.seek_pause_s = 0.0
+
     def set_speed(self, speed: float) -> None:
         self.speed = max(0.01, float(speed))
         self._push("noop")
@@ -659,21 +800,31 @@ class ReplaySource(Source):
         return self.timeline.duration_s
 
     @property
+    def seeking(self) -> bool:
+        """A seek is in progress (its progress: :attr:`seek_progress`, its target: :attr:`seek_target_s`);
+        until it ends, the position is still the one on screen."""
+        return self._job is not None
+
+    @property
+    def seek_target_s(self) -> float:
+        return self._job_target_s
+
+    @property
     def position_s(self) -> float:
         return self._clock_s
 
     @property
     def fraction(self) -> float:
-        return self.timeline.pos / self.timeline.total if self.timeline.total else 1.0
+        return self.position / self.timeline.total if self.timeline.total else 1.0
 
     @property
     def at_end(self) -> bool:
-        return self.timeline.pos >= self.timeline.total and not self._carry
+        return not self.seeking and self.timeline.pos >= self.timeline.total and not self._carry
 
     @property
     def position(self) -> int:
         """Lines (logs) or events (recordings) played so far; see :attr:`length` and :attr:`unit`."""
-        return self.timeline.pos
+        return self._origin[0] if self._origin is not None else self.timeline.pos
 
     @property
     def length(self) -> int:
@@ -692,8 +843,9 @@ class ReplaySource(Source):
     def _status(self, emit: Emit, state: str | None = None) -> None:
         tl = self.timeline
         state = state or ("ended" if self.at_end else "paused" if self.paused else "playing")
-        emit(Status(state, f"{self.description}: {tl.pos:,}/{tl.total:,} {tl.unit}, "
-                           f"{self._clock_s:.1f}/{self.duration_s:.1f} s at {self.speed:g}x", REPLAY_CAPS))
+        seeking = f", seeking to {self._job_target_s:.1f} s" if self.seeking else ""
+        emit(Status(state, f"{self.description}: {self.position:,}/{tl.total:,} {tl.unit}, "
+                           f"{self._clock_s:.1f}/{self.duration_s:.1f} s at {self.speed:g}x{seeking}", REPLAY_CAPS))
 
     def _batch(self, emit: Emit, events: list[Event], stamped: bool = False) -> None:
         if not events:
@@ -711,15 +863,46 @@ class ReplaySource(Source):
             emit(EventBatch(list(sample)))
 
     def _seek_to(self, emit: Emit, seconds: float) -> None:
+        """Start seeking to ``seconds`` (or retarget the seek in progress). The reading is done in
+        slices by :meth:`_work_on_seek`; the new state is sent when it is there."""
         tl = self.timeline
         seconds = max(0.0, min(seconds, self.duration_s))
-        if self.recording:
-            tl.seek_time(seconds)
-        else:
-            tl.seek(tl.pos_of(seconds))
-        self._clock_s = seconds
+        if self._origin is None:
+            self._origin = (tl.pos, self._clock_s, self._carry)
         self._carry = []
-        self._snapshot(emit, reset=True)
+        self._job_target_s = seconds
+        self._job_back = False
+        self._job = tl.seek_time_steps(seconds) if self.recording else tl.seek_steps(tl.pos_of(seconds))
+        self.seek_progress = 0.0
+
+    def _cancel_seek(self) -> None:
+        """Esc during a seek: read back to the position on screen (through a checkpoint: quick), silently."""
+        if self._job is None or self._job_back or self._origin is None:
+            return
+        pos, clock_s, _carry = self._origin
+        self._job_target_s = clock_s
+        self._job_back = True
+        self._job = self.timeline.seek_steps(pos)
+        self.seek_progress = 0.0
+
+    def _work_on_seek(self, emit: Emit) -> None:
+        """Read on for at most ``seek_slice_s``; when the seek is done, send the new state (a reset)."""
+        assert self._job is not None
+        deadline = time.perf_counter() + self.seek_slice_s
+        for progress in self._job:
+            self.seek_progress = progress
+            if time.perf_counter() >= deadline:
+                return
+        self._job, self.seek_progress = None, None
+        origin, self._origin = self._origin, None
+        if self._job_back:  # back where it started: the screen already shows this state
+            self._job_back = False
+            _pos, self._clock_s, self._carry = origin
+        else:
+            self._clock_s = self._job_target_s
+            self._carry = []
+            self._snapshot(emit, reset=True)
+        self._status(emit)
 
     def _advance(self, emit: Emit, dt: float) -> None:
         tl = self.timeline
@@ -740,8 +923,17 @@ class ReplaySource(Source):
     def _apply_ops(self, emit: Emit) -> None:
         ops, self._ops = self._ops, []
         tl = self.timeline
+        later: list[tuple[str, float]] = []  # steps wait for the seek in progress to end
         for op, arg in ops:
-            if op == "pause":
+            if self.seeking and op in ("step", "step_events", "toggle"):
+                if op == "toggle":  # no end to play again from while seeking: just pause / resume
+                    self.paused = not self.paused
+                else:
+                    later.append((op, arg))
+                continue
+            if op == "cancel":
+                self._cancel_seek()
+            elif op == "pause":
                 self.paused = True
             elif op == "resume":
                 self.paused = False
@@ -765,9 +957,11 @@ class ReplaySource(Source):
                 self._batch(emit, events, stamped=True)
             elif op == "seek":
                 self._seek_to(emit, arg)
-            elif op == "skip":
-                self._seek_to(emit, self._clock_s + arg)
-        if ops:
+            elif op == "skip":  # from where a seek in progress goes: queued skips add up
+                base = self._job_target_s if self.seeking and not self._job_back else self._clock_s
+                self._seek_to(emit, base + arg)
+        self._ops[:0] = later
+        if len(ops) > len(later):
             self._status(emit)
 
     async def run(self, emit: Emit) -> None:
@@ -782,6 +976,13 @@ class ReplaySource(Source):
         try:
             while True:
                 self._apply_ops(emit)
+                if self._job is not None:
+                    self._work_on_seek(emit)
+                    if self._job is not None:  # more to read: let the UI draw and take keys meanwhile
+                        await anyio.sleep(self.seek_pause_s)
+                        last = time.monotonic()
+                        continue
+                    last = time.monotonic()  # the time spent seeking is not playback time
                 now = time.monotonic()
                 if not self.paused and not self.at_end:
                     self._advance(emit, now - last)
