@@ -16,7 +16,6 @@ file that is not a recording is refused rather than appended to.
 
 from __future__ import annotations
 
-import bisect
 import gzip
 import json
 import os
@@ -42,8 +41,8 @@ _FILE_HEAD = struct.Struct("<8sH")
 _REC_HEAD = struct.Struct("<II")  # length, crc32
 _HEADER_BODY = struct.Struct("<Hqq")  # codec version, wall ns, monotonic ns
 READ_CHUNK = 1 << 20  # readers stream the file in pieces of this size
-#: events between two entries of :attr:`RecordingReader.time_index` (16 B an entry: 16 M events, 4 kB)
-INDEX_SPACING = 1 << 16
+#: events between two entries of :attr:`RecordingReader.time_index` (16 M events: 1,000 entries)
+INDEX_SPACING = 1 << 14
 #: Record kind, recordings only: JSON ``{"pid", "uid", "host_pids"}``, who owns buffers reported as ``pid``
 #: (peer credentials; restored with a journal). Readers of events skip it.
 OWNER_RECORD = 0x20
@@ -539,8 +538,8 @@ class RecordingReader:
         """(events, first ``ts_ns``, last ``ts_ns``) of what :meth:`batches` yields, without making the events.
 
         Also fills ``time_index``: (``ts_ns`` of a record's last event, events up to it) every
-        :data:`INDEX_SPACING` events or so, from which :meth:`events_until` estimates how many events
-        a time holds (a player's seek progress) without reading them.
+        :data:`INDEX_SPACING` events or so, from which a player estimates how many events a time
+        holds (its seek progress) without reading them.
 
         Several times faster than iterating (a player needs the length and the time span before it
         plays); the same stops (torn tail, damaged record) and the same counts: fixed parts are read
@@ -616,12 +615,15 @@ class RecordingReader:
                         break
                     self.sessions += 1
                     ts_shift = hdr.clock_shift_from(first)
+                    if total:  # a session ends: the index spans the gap to the next one exactly
+                        index.append((last_ts, total))
                     if live:
                         last_ts = max(last_ts, hdr.started_mono_ns + ts_shift)
                         total += len(live)
                         if t0 is None:
                             t0 = last_ts
                         t1 = last_ts
+                        index.append((last_ts, total))
                     live.clear()
                 elif kind == codec.RecordKind.SNAPSHOT:
                     try:
@@ -639,13 +641,6 @@ class RecordingReader:
         finally:
             _close(f)
         return total, t0, t1
-
-    def events_until(self, ts_ns: int) -> int:
-        """About how many events come no later than ``ts_ns`` (from the last :meth:`scan`; exact to
-        within :data:`INDEX_SPACING` events, never more than there are)."""
-        index = self.time_index
-        i = bisect.bisect_right(index, (ts_ns, 1 << 62))
-        return index[i - 1][1] if i else 0
 
     def __iter__(self) -> Iterator[Event]:
         for events in self.batches():

@@ -14,6 +14,7 @@ most one checkpoint interval. gzipped files are read as they are.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import os
 import time
@@ -462,6 +463,65 @@ def _decode_state(blob: bytes) -> list:
     return out
 
 
+def fold_net(registry: Registry, batch: list[Event], limit_ts: int | None,
+             last_sample: list[Event]) -> list[Event] | None:
+    """Fold a whole batch that nobody will see (a seek passing through it) by its net effect.
+
+    Per key only what decides the end state is applied: its last ALLOC or FREE / CLEANUP (an ALLOC
+    replaces any entry under its key, so what came before it does not matter) and the last
+    reference-count change after it; an allocation made and freed within the batch costs one no-op
+    FREE. Applied in their original order, so the registry ends with the rows, their order, the
+    totals and the ``seq`` that applying every event gives. Returns the last totals sample after the
+    batch (``last_sample`` itself if it has none), or None, with nothing applied, when an event is
+    later than ``limit_ts``: the caller then goes event by event.
+    """
+    tails: dict[tuple[int, int, int], list] = {}
+    rest: list[tuple[int, Event]] = []
+    alloc, free, cleanup, inc, dec, totals = _K_ALLOC, _K_FREE, _K_CLEANUP, _K_REF_INC, _K_REF_DEC, _K_TOTALS
+    sample = None  # a copy of last_sample once a TOTALS event changes it
+    seq = 0
+    lim = _ALL if limit_ts is None else limit_ts
+    i = 0
+    for ev in batch:
+        if ev.ts_ns > lim:
+            return None
+        k = ev.kind
+        if k == alloc or k == free or k == cleanup:
+            bt = ev.buffer_type
+            tails[(1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)] = [(i, ev)]
+        elif k == inc or k == dec:
+            bt = ev.buffer_type
+            key = (1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)
+            t = tails.get(key)
+            if t is None:
+                tails[key] = [(i, ev)]
+            elif t[-1][1].kind == inc or t[-1][1].kind == dec:
+                t[-1] = (i, ev)  # reference counts are absolute: the last one is what stays
+            else:
+                t.append((i, ev))
+        elif k == totals:
+            if ev.device == -1:  # a sample starts (tt_memtop.sources.record)
+                sample = [ev]
+            else:
+                if sample is None:
+                    sample = list(last_sample)
+                sample.append(ev)
+        else:
+            rest.append((i, ev))
+        if ev.seq:
+            seq = ev.seq
+        i += 1
+    plan = [x for t in tails.values() for x in t]
+    plan += rest
+    plan.sort(key=_FIRST)
+    apply = registry.apply_event
+    for _, ev in plan:
+        apply(ev)
+    if seq:
+        registry.seq = seq
+    return last_sample if sample is None else sample
+
+
 class _RecordingTimeline:
     """A tt-memtop recording as a timeline of events; time = the events' own timestamps.
 
@@ -494,8 +554,16 @@ class _RecordingTimeline:
         return live_of(self.registry.buffers())
 
     def events_until(self, seconds: float) -> int:
-        """About how many events the first ``seconds`` of log time hold (the quick scan's index)."""
-        return min(self.total, self._reader.events_until(self.t0 + int(seconds * 1e9)))
+        """About how many events the first ``seconds`` of log time hold: the quick scan's index,
+        interpolated between its entries (a seek's progress)."""
+        ts = self.t0 + int(seconds * 1e9)
+        index = self._reader.time_index
+        i = bisect.bisect_right(index, (ts, 1 << 62))
+        t_a, n_a = index[i - 1] if i else (self.t0, 0)
+        t_b, n_b = index[i] if i < len(index) else (self.t1, self.total)
+        if t_b <= t_a:
+            return min(self.total, n_a)
+        return max(0, min(self.total, n_a + int((n_b - n_a) * (ts - t_a) / (t_b - t_a))))
 
     def _restart(self, ckpt: tuple[int, object] | None = None) -> None:
         self.registry = Registry()
@@ -543,65 +611,6 @@ class _RecordingTimeline:
         self.ckpt.add(self.pos, (self._reader.at, blob, self.registry.seq, self.last_ts, list(self.last_sample)),
                       len(blob))
 
-    def _fold_net(self, batch: list[Event], limit_ts: int | None) -> bool:
-        """Fold a whole batch that nobody will see (a seek passing through it) by its net effect.
-
-        Per key only what decides the end state is applied: its last ALLOC or FREE / CLEANUP (an
-        ALLOC replaces any entry under its key, so what came before it does not matter) and the last
-        reference-count change after it; an allocation made and freed within the batch costs one
-        no-op FREE. Applied in their original order, so the registry ends with the rows, order, totals
-        and ``seq`` that applying every event gives. False (nothing applied) when an event is later
-        than ``limit_ts``: the caller then goes event by event.
-        """
-        tails: dict[tuple[int, int, int], list] = {}
-        rest: list[tuple[int, Event]] = []
-        alloc, free, cleanup, inc, dec, totals = (_K_ALLOC, _K_FREE, _K_CLEANUP, _K_REF_INC, _K_REF_DEC,
-                                                  _K_TOTALS)
-        sample = None  # a copy of last_sample once a TOTALS event changes it (nothing changes on a bail-out)
-        seq = 0
-        lim = _ALL if limit_ts is None else limit_ts
-        i = 0
-        for ev in batch:
-            if ev.ts_ns > lim:
-                return False
-            k = ev.kind
-            if k == alloc or k == free or k == cleanup:
-                bt = ev.buffer_type
-                tails[(1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)] = [(i, ev)]
-            elif k == inc or k == dec:
-                bt = ev.buffer_type
-                key = (1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)
-                t = tails.get(key)
-                if t is None:
-                    tails[key] = [(i, ev)]
-                elif t[-1][1].kind == inc or t[-1][1].kind == dec:
-                    t[-1] = (i, ev)
-                else:
-                    t.append((i, ev))
-            elif k == totals:
-                if ev.device == -1:  # a sample starts (tt_memtop.sources.record)
-                    sample = [ev]
-                else:
-                    if sample is None:
-                        sample = list(self.last_sample)
-                    sample.append(ev)
-            else:
-                rest.append((i, ev))
-            if ev.seq:
-                seq = ev.seq
-            i += 1
-        plan = [x for t in tails.values() for x in t]
-        plan += rest
-        plan.sort(key=_FIRST)
-        apply = self.registry.apply_event
-        for _, ev in plan:
-            apply(ev)
-        if seq:
-            self.registry.seq = seq
-        if sample is not None:
-            self.last_sample = sample
-        return True
-
     def _run(self, n: int, limit_ts: int | None, out: list[Event] | None) -> None:
         """Apply up to ``n`` events (those with ``ts_ns <= limit_ts``, if given), appended to ``out`` unless None."""
         apply = self.registry.apply_event
@@ -610,7 +619,9 @@ class _RecordingTimeline:
             batch, i = self._batch, self._i
             if i == 0 and self.ckpt.due(self.pos, len(self.registry)):
                 self._checkpoint()
-            if out is None and i == 0 and len(batch) <= n and self._fold_net(batch, limit_ts):
+            if (out is None and i == 0 and len(batch) <= n
+                    and (sample := fold_net(self.registry, batch, limit_ts, self.last_sample)) is not None):
+                self.last_sample = sample
                 self.last_ts = batch[-1].ts_ns
                 self.pos += len(batch)
                 n -= len(batch)
@@ -743,6 +754,7 @@ class ReplaySource(Source):
         #: pause given it then (0: a headless replay, nothing else to run)
         self.seek_slice_s = SEEK_SLICE_S
         self.seek_pause_s = SEEK_PAUSE_S
+        self.seek_step = SEEK_STEP  # events (lines) read between two looks at the clock
         self._ops: list[tuple[str, float]] = []
         self._carry: list[Event] = []  # read but not sent: a step of N events ended inside a line's events
         self._wake: anyio.Event | None = None
@@ -872,7 +884,8 @@ class ReplaySource(Source):
         self._carry = []
         self._job_target_s = seconds
         self._job_back = False
-        self._job = tl.seek_time_steps(seconds) if self.recording else tl.seek_steps(tl.pos_of(seconds))
+        self._job = (tl.seek_time_steps(seconds, self.seek_step) if self.recording
+                     else tl.seek_steps(tl.pos_of(seconds), self.seek_step))
         self.seek_progress = 0.0
 
     def _cancel_seek(self) -> None:
@@ -882,7 +895,7 @@ class ReplaySource(Source):
         pos, clock_s, _carry = self._origin
         self._job_target_s = clock_s
         self._job_back = True
-        self._job = self.timeline.seek_steps(pos)
+        self._job = self.timeline.seek_steps(pos, self.seek_step)
         self.seek_progress = 0.0
 
     def _work_on_seek(self, emit: Emit) -> None:
