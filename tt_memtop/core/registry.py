@@ -31,6 +31,7 @@ few entries have, live in a side dict.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 
 from .events import Event, EventKind
@@ -130,6 +131,76 @@ def _rows_as_buffers(table, strings: dict, space: int = -1) -> Iterator[Buffer]:
                 yield Buffer(dev, bid, bt, size, pid, refs, ts, seq)
 
 
+#: Columns of a table row (``Table.rows``), for :meth:`Registry.top` / :meth:`BufferList.top` orders.
+COL_DEVICE, COL_ID, COL_TYPE, COL_SIZE, COL_PID, COL_REFS, COL_TS, COL_SEQ = range(8)
+#: rows fetched per call while ranking (a list of this many row tuples at a time)
+_RANK_CHUNK = 16384
+
+
+def _rank_rows(table, strings: dict, counts: list[int], limit: int, order, smallest: bool,
+               devices, types, pids, where) -> tuple[int, list[Buffer]]:
+    """The selection behind :meth:`Registry.top`: one pass over the row tuples, no Buffer per row.
+
+    A heap keeps the best ``limit`` rows so far; once it is full, each chunk of rows is first cut
+    (a list comprehension over the tuples) to those whose first order column is at least as good as
+    the heap's worst, so almost no row is ever decorated. Ties on the whole order go to the row met
+    first (buffers, then CBs, then kernels, each in row order), as ``heapq.nlargest`` /
+    ``nsmallest`` over :meth:`Registry.buffers` would do.
+    """
+    if limit <= 0:
+        limit = 0
+    spec = [(c, -s if smallest else s) for c, s in order] or [(COL_SIZE, 1)]
+    col, sign = spec[0]
+    heap: list[tuple] = []
+    push, replace = heapq.heappush, heapq.heapreplace
+    matched = 0
+    for space in range(3):
+        if not counts[space]:
+            continue
+        pos = 0
+        tie_base = space << 40
+        while True:
+            rows, slots, pos = table.rows(pos, _RANK_CHUNK, space)
+            if not rows:
+                break
+            pairs = zip(slots, rows, strict=True)
+            if devices:
+                pairs = [p for p in pairs if p[1][0] in devices]
+            if types:
+                pairs = [p for p in pairs if p[1][2] in types]
+            if pids:
+                pairs = [p for p in pairs if p[1][4] in pids]
+            if where is not None:
+                pairs = [p for p in pairs
+                         if where(p[1], strings.get((_space(p[1][2]), p[1][0], p[1][1]), ("", ""))[0]
+                                  if p[1][8] else "")]
+            if devices or types or pids or where is not None:
+                matched += len(pairs)
+            else:
+                matched += len(rows)
+            if not limit:
+                continue
+            if len(heap) >= limit:  # only rows that can enter the heap: as good as its worst on the first column
+                worst = heap[0][0]
+                if sign > 0:
+                    pairs = [p for p in pairs if p[1][col] >= worst]
+                else:
+                    pairs = [p for p in pairs if p[1][col] <= -worst]
+            for slot, r in pairs:
+                item = (*[s * r[c] for c, s in spec], -(tie_base + slot), r)
+                if len(heap) < limit:
+                    push(heap, item)
+                elif item > heap[0]:
+                    replace(heap, item)
+    heap.sort(reverse=True)
+    out = []
+    for item in heap:
+        dev, bid, bt, size, pid, refs, ts, seq, has = item[-1]
+        name, trace = strings.get((_space(bt), dev, bid), ("", "")) if has else ("", "")
+        out.append(Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace))
+    return matched, out
+
+
 class BufferList:
     """The live entries at one instant, as Buffers made while iterating (a copy of the rows, not of objects).
 
@@ -154,6 +225,12 @@ class BufferList:
 
     def __getitem__(self, i):
         return list(self)[i]
+
+    def top(self, limit: int, order=((COL_SIZE, 1),), *, smallest: bool = False, devices=(), types=(), pids=(),
+            where=None) -> tuple[int, list[Buffer]]:
+        """:meth:`Registry.top` over these entries (a worker thread ranks them while the registry changes)."""
+        return _rank_rows(self._rows, self._strings, self._counts, limit, order, smallest, devices, types, pids,
+                          where)
 
 
 class FrozenState:
@@ -278,6 +355,18 @@ class Registry:
         """The live entries of :meth:`buffers` at this instant: a consistent view that a worker thread
         can scan while the registry keeps changing (a copy of the rows; Buffers are made while iterating)."""
         return BufferList(self._t.copy(), dict(self._strings), list(self._counts))
+
+    def top(self, limit: int, order=((COL_SIZE, 1),), *, smallest: bool = False, devices=(), types=(), pids=(),
+            where=None) -> tuple[int, list[Buffer]]:
+        """The best ``limit`` live entries, ranked from the table's rows (a Buffer only for each winner).
+
+        ``order``: (column, sign) pairs, the ``COL_*`` columns of a row; the key is the tuple of
+        ``sign * row[column]``, best = largest (``smallest``: best = smallest). Ties on the whole key
+        go to the entry :meth:`buffers` yields first. ``devices`` / ``types`` / ``pids``: only
+        entries in these sets (empty: all); ``where(row, name)``: a further predicate. Returns
+        (entries that pass the filters, the winners best first).
+        """
+        return _rank_rows(self._t, self._strings, self._counts, limit, order, smallest, devices, types, pids, where)
 
     def __len__(self) -> int:
         return len(self._t)
