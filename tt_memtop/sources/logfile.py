@@ -20,7 +20,6 @@ import os
 import time
 import zlib
 from collections.abc import Iterator
-from operator import itemgetter
 from typing import BinaryIO
 
 import anyio
@@ -276,7 +275,6 @@ SEEK_PAUSE_S = 0.005
 _K_ALLOC, _K_FREE, _K_CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
 _K_REF_INC, _K_REF_DEC, _K_TOTALS = EventKind.REF_INC, EventKind.REF_DEC, EventKind.TOTALS
 
-_FIRST = itemgetter(0)
 #: Estimated bytes of a log parser's clone per live buffer (a dict entry; the entries are shared).
 _PARSER_ENTRY_BYTES = 100
 
@@ -475,30 +473,25 @@ def fold_net(registry: Registry, batch: list[Event], limit_ts: int | None,
     batch (``last_sample`` itself if it has none), or None, with nothing applied, when an event is
     later than ``limit_ts``: the caller then goes event by event.
     """
-    tails: dict[tuple[int, int, int], list] = {}
-    rest: list[tuple[int, Event]] = []
+    last: dict[tuple[int, int, int], int] = {}  # key -> index of its last ALLOC / FREE / CLEANUP
+    refs: dict[tuple[int, int, int], int] = {}  # key -> index of its last reference-count change after that
+    rest: list[int] = []  # events of no buffer (FREE_UNKNOWN counts, the rest only moves seq)
     alloc, free, cleanup, inc, dec, totals = _K_ALLOC, _K_FREE, _K_CLEANUP, _K_REF_INC, _K_REF_DEC, _K_TOTALS
     sample = None  # a copy of last_sample once a TOTALS event changes it
-    seq = 0
     lim = _ALL if limit_ts is None else limit_ts
-    i = 0
-    for ev in batch:
+    for i, ev in enumerate(batch):
         if ev.ts_ns > lim:
             return None
         k = ev.kind
         if k == alloc or k == free or k == cleanup:
             bt = ev.buffer_type
-            tails[(1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)] = [(i, ev)]
-        elif k == inc or k == dec:
-            bt = ev.buffer_type
             key = (1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)
-            t = tails.get(key)
-            if t is None:
-                tails[key] = [(i, ev)]
-            elif t[-1][1].kind == inc or t[-1][1].kind == dec:
-                t[-1] = (i, ev)  # reference counts are absolute: the last one is what stays
-            else:
-                t.append((i, ev))
+            last[key] = i
+            if refs:
+                refs.pop(key, None)
+        elif k == inc or k == dec:  # reference counts are absolute: the last one is what stays
+            bt = ev.buffer_type
+            refs[(1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)] = i
         elif k == totals:
             if ev.device == -1:  # a sample starts (tt_memtop.sources.record)
                 sample = [ev]
@@ -507,18 +500,16 @@ def fold_net(registry: Registry, batch: list[Event], limit_ts: int | None,
                     sample = list(last_sample)
                 sample.append(ev)
         else:
-            rest.append((i, ev))
-        if ev.seq:
-            seq = ev.seq
-        i += 1
-    plan = [x for t in tails.values() for x in t]
-    plan += rest
-    plan.sort(key=_FIRST)
+            rest.append(i)
+    plan = [*last.values(), *refs.values(), *rest]
+    plan.sort()
     apply = registry.apply_event
-    for _, ev in plan:
-        apply(ev)
-    if seq:
-        registry.seq = seq
+    for i in plan:
+        apply(batch[i])
+    for ev in reversed(batch):
+        if ev.seq:
+            registry.seq = ev.seq
+            break
     return last_sample if sample is None else sample
 
 
