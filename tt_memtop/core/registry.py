@@ -32,6 +32,8 @@ few entries have, live in a side dict.
 from __future__ import annotations
 
 import heapq
+import struct
+import sys
 from collections.abc import Iterable, Iterator
 
 from .events import Event, EventKind
@@ -137,6 +139,114 @@ COL_DEVICE, COL_ID, COL_TYPE, COL_SIZE, COL_PID, COL_REFS, COL_TS, COL_SEQ = ran
 _RANK_CHUNK = 16384
 
 
+#: (byte offset, width, memoryview format) of each column in a BUFFER record (``Table.encode``,
+#: :data:`tt_memtop.core.eventcodec.BUFFER`: ``<iQBQiIqQHH``, 49 B)
+_RECORD_COLS = {COL_DEVICE: (0, 4, "i"), COL_ID: (4, 8, "Q"), COL_TYPE: (12, 1, "B"), COL_SIZE: (13, 8, "Q"),
+                COL_PID: (21, 4, "i"), COL_REFS: (25, 4, "I"), COL_TS: (29, 8, "q"), COL_SEQ: (37, 8, "Q")}
+_RECORD = struct.Struct("<iQBQiIqQHH")
+#: records encoded per call while ranking (about 3 MB of them at a time)
+_RANK_BLOCK = 65536
+
+
+def _record_column(data: bytes, n: int, col: int):
+    """Column ``col`` of ``n`` encoded records as a sequence of ints: strided byte copies, no object per row."""
+    off, width, fmt = _RECORD_COLS[col]
+    if width == 1:
+        return data[off::_BUFFER_RECORD]
+    out = bytearray(width * n)
+    for k in range(width):
+        out[k::width] = data[off + k::_BUFFER_RECORD]
+    return memoryview(out).cast(fmt)
+
+
+def _rank(table, strings: dict, counts: list[int], limit: int, order, smallest: bool,
+          devices, types, pids, where) -> tuple[int, list[Buffer]]:
+    """:meth:`Registry.top`: from the table's encoded records (its columns, a few C-level copies per
+    block) when no row predicate needs names, else from its row tuples."""
+    if where is None and sys.byteorder == "little":
+        return _rank_records(table, strings, limit, order, smallest, devices, types, pids)
+    return _rank_rows(table, strings, counts, limit, order, smallest, devices, types, pids, where)
+
+
+def _rank_records(table, strings: dict, limit: int, order, smallest: bool, devices, types,
+                  pids) -> tuple[int, list[Buffer]]:
+    """The selection of :func:`_rank_rows` over blocks of encoded records: the first order column and the
+    filter columns are cut out of each block as arrays, the block's best ``limit`` values (and the
+    heap's worst) bound what can win, and only those records are unpacked and decorated."""
+    limit = max(0, limit)
+    spec = [(c, -s if smallest else s) for c, s in order] or [(COL_SIZE, 1)]
+    col, sign = spec[0]
+    heap: list[tuple] = []
+    push, replace = heapq.heappush, heapq.heapreplace
+    unpack = _RECORD.unpack_from
+    matched = 0
+    idx = 0  # records met so far: with the id space, the order of buffers() (ties go to the first)
+
+    def consider(row: tuple, i: int) -> None:
+        bt = row[2]
+        item = (*[s * row[c] for c, s in spec], -((_space(bt) << 40) | i), row)
+        if len(heap) < limit:
+            push(heap, item)
+        elif item > heap[0]:
+            replace(heap, item)
+
+    pos = 0
+    while True:
+        data, nxt, special = table.encode(pos, _RANK_BLOCK)
+        n = len(data) // _BUFFER_RECORD
+        if n:
+            sel = range(n)
+            if devices:
+                dv = _record_column(data, n, COL_DEVICE)
+                sel = [i for i in sel if dv[i] in devices]
+            if types:
+                tv = _record_column(data, n, COL_TYPE)
+                sel = [i for i in sel if tv[i] in types]
+            if pids:
+                pv = _record_column(data, n, COL_PID)
+                sel = [i for i in sel if pv[i] in pids]
+            matched += len(sel)
+            if limit and sel:
+                v = _record_column(data, n, col)
+                vals = v if isinstance(sel, range) else [v[i] for i in sel]
+                big = len(vals) >= 4 * limit  # worth a first cut by the block's own limit-th best
+                if sign > 0:  # a winner's value is at least the block's limit-th best, and the heap's worst
+                    bound = heapq.nlargest(limit, vals)[-1] if big else None
+                    if len(heap) >= limit and (bound is None or heap[0][0] > bound):
+                        bound = heap[0][0]
+                    cand = sel if bound is None else [i for i in sel if v[i] >= bound]
+                else:
+                    bound = heapq.nsmallest(limit, vals)[-1] if big else None
+                    if len(heap) >= limit and (bound is None or -heap[0][0] < bound):
+                        bound = -heap[0][0]
+                    cand = sel if bound is None else [i for i in sel if v[i] <= bound]
+                for i in cand:
+                    consider((*unpack(data, i * _BUFFER_RECORD)[:8], False), idx + i)
+            idx += n
+        if special >= 0:  # a row with a name or a stack trace: encoded apart, taken as a row
+            row = table.row(special)
+            if ((not devices or row[0] in devices) and (not types or row[2] in types)
+                    and (not pids or row[4] in pids)):
+                matched += 1
+                if limit:
+                    consider(row, idx)
+            idx += 1
+        elif not n:
+            break
+        pos = nxt
+    return matched, _winners(heap, strings)
+
+
+def _winners(heap: list[tuple], strings: dict) -> list[Buffer]:
+    heap.sort(reverse=True)
+    out = []
+    for item in heap:
+        dev, bid, bt, size, pid, refs, ts, seq, has = item[-1]
+        name, trace = strings.get((_space(bt), dev, bid), ("", "")) if has else ("", "")
+        out.append(Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace))
+    return out
+
+
 def _rank_rows(table, strings: dict, counts: list[int], limit: int, order, smallest: bool,
                devices, types, pids, where) -> tuple[int, list[Buffer]]:
     """The selection behind :meth:`Registry.top`: one pass over the row tuples, no Buffer per row.
@@ -192,13 +302,7 @@ def _rank_rows(table, strings: dict, counts: list[int], limit: int, order, small
                     push(heap, item)
                 elif item > heap[0]:
                     replace(heap, item)
-    heap.sort(reverse=True)
-    out = []
-    for item in heap:
-        dev, bid, bt, size, pid, refs, ts, seq, has = item[-1]
-        name, trace = strings.get((_space(bt), dev, bid), ("", "")) if has else ("", "")
-        out.append(Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace))
-    return matched, out
+    return matched, _winners(heap, strings)
 
 
 class BufferList:
@@ -229,8 +333,7 @@ class BufferList:
     def top(self, limit: int, order=((COL_SIZE, 1),), *, smallest: bool = False, devices=(), types=(), pids=(),
             where=None) -> tuple[int, list[Buffer]]:
         """:meth:`Registry.top` over these entries (a worker thread ranks them while the registry changes)."""
-        return _rank_rows(self._rows, self._strings, self._counts, limit, order, smallest, devices, types, pids,
-                          where)
+        return _rank(self._rows, self._strings, self._counts, limit, order, smallest, devices, types, pids, where)
 
 
 class FrozenState:
@@ -366,7 +469,7 @@ class Registry:
         entries in these sets (empty: all); ``where(row, name)``: a further predicate. Returns
         (entries that pass the filters, the winners best first).
         """
-        return _rank_rows(self._t, self._strings, self._counts, limit, order, smallest, devices, types, pids, where)
+        return _rank(self._t, self._strings, self._counts, limit, order, smallest, devices, types, pids, where)
 
     def __len__(self) -> int:
         return len(self._t)
