@@ -20,7 +20,7 @@ from tt_memtop.ui.filters import ViewFilter
 LIVE = 200_000
 
 
-def _events(n: int, seed: int = 7) -> list[Event]:
+def _events(n: int, seed: int = 7, names: tuple[str, ...] = ("", "", "", "kv_cache", "weights")) -> list[Event]:
     """``n`` live entries with many ties: 8 devices, one id on several devices, few sizes, CBs and
     kernels sharing ids with buffers (their own id spaces), some names, equal timestamps."""
     rnd = random.Random(seed)
@@ -30,13 +30,13 @@ def _events(n: int, seed: int = 7) -> list[Event]:
         out.append(Event(EventKind.ALLOC, seq=i + 1, ts_ns=1_000 + i // 3, pid=100 + rnd.randrange(5),
                          device=rnd.randrange(8), buffer_type=bt, buffer_id=rnd.randrange(n // 4) * 32,
                          size=4096 * rnd.choice((1, 2, 2, 4, 64, 64)), ref_count=1,
-                         name=rnd.choice(("", "", "", "kv_cache", "weights"))))
+                         name=rnd.choice(names)))
     return out
 
 
-def _registry(n: int, pure: bool) -> Registry:
+def _registry(n: int, pure: bool, names: tuple[str, ...] = ("", "", "", "kv_cache", "weights")) -> Registry:
     reg = Registry(pure=pure)
-    for ev in _events(n * 6 // 5):
+    for ev in _events(n * 6 // 5, names=names):
         reg.apply_event(ev)
     assert len(reg) >= n  # some keys repeat (replaced)
     return reg
@@ -50,7 +50,19 @@ def registry(request) -> Registry:
 
 @pytest.fixture(scope="module")
 def big_registry() -> Registry:
-    return _registry(LIVE, False)
+    """Names are rare here: the records come in big blocks (the cut by a block's own best is used)."""
+    return _registry(LIVE, False, names=("",) * 2000 + ("kv_cache",))
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["native", "pure"])
+def test_the_top_of_big_blocks_of_records_is_the_top_from_buffers(pure):
+    reg = _registry(12_000, pure, names=("",) * 500 + ("w",))
+    for sort in SORT_ORDER:
+        for filt in FILTERS[:4]:
+            for invert in (False, True):
+                new = compute_window(reg.buffer_list(), filt, sort, invert, limit=100)
+                old = compute_window(iter(reg.buffer_list()), filt, sort, invert, limit=100)
+                assert (new.matched, new.live, new.rows) == (old.matched, old.live, old.rows), (sort, filt, invert)
 
 
 FILTERS = [ViewFilter(), ViewFilter(devices=frozenset({3})), ViewFilter(types=frozenset({1, 5})),
@@ -115,3 +127,23 @@ async def test_the_buffers_pane_shows_the_top_of_200k_live_buffers():
         table = app.w_buffers.table
         shown = [row.key.value for row in table.ordered_rows]
         assert shown == [f"{b.device}:{b.buffer_type}:{b.buffer_id}" for b in expected]
+
+
+def test_ranking_makes_a_buffer_only_per_row_shown(big_registry, monkeypatch):
+    import tt_memtop.core.registry as registry_module
+
+    made = []
+
+    class Counted(registry_module.Buffer):
+        __slots__ = ()
+
+        def __init__(self, *args, **kw) -> None:
+            made.append(1)
+            super().__init__(*args, **kw)
+
+    snapshot = big_registry.buffer_list()
+    monkeypatch.setattr(registry_module, "Buffer", Counted)
+    for sort in ("size", "age"):
+        window = compute_window(snapshot, ViewFilter(), sort, limit=200)
+        assert len(window.rows) == 200 and window.live >= LIVE
+    assert len(made) == 400  # not one per live buffer
