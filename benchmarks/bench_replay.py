@@ -185,6 +185,20 @@ async def main(path):
             first, total = await seek(app, src, fraction)
             print(f"{label:<22} first frame after {first * 1e3:8.0f} ms, new state on screen after {total:6.2f} s "
                   f"({time.process_time() - c0:.1f} s CPU), at {src.position:,} events", flush=True)
+    if not hasattr(src, "indexed"):
+        return
+    src = ReplaySource(path, paused=True)  # a player left idle: it reads ahead, taking checkpoints
+    app = MemtopApp(src, state=new_state(), pane="processes")
+    async with app.run_test(size=(160, 45)) as pilot:
+        t0, c0 = time.perf_counter(), time.process_time()
+        while src.indexed < 0.6:
+            await pilot.pause(0.1)
+        print(f"idle player read 60 % ahead in {time.perf_counter() - t0:.1f} s ({time.process_time() - c0:.1f} s CPU, "
+              f"{app.frames} frames drawn meanwhile)", flush=True)
+        c0 = time.process_time()
+        first, total = await seek(app, src, 0.5)
+        print(f"{'then a seek to 50 %':<22} first frame after {first * 1e3:8.0f} ms, new state on screen after "
+              f"{total:6.2f} s ({time.process_time() - c0:.1f} s CPU)", flush=True)
 
 asyncio.run(main(sys.argv[1]))
 """

@@ -142,6 +142,7 @@ def _slow_player(path: str) -> ReplaySource:
     """A player whose seeks take hundreds of slices of one record (256 events) each."""
     src = ReplaySource(path, paused=True, tick=0.01)
     src.seek_step, src.seek_slice_s, src.seek_pause_s = 200, 0.0, 0.01
+    src.index_ahead = False  # no checkpoints ahead of the seek (see the indexer's own test)
     return src
 
 
@@ -207,3 +208,23 @@ async def test_esc_during_a_seek_goes_back_to_where_the_player_was(recording):
         p.step_events(5)  # and it plays on from there
         await _until(pilot, lambda: p.position == before[0] + 5 and not app._pending)
         assert app.state.events_total == before[2] + 5
+
+
+async def test_an_idle_player_reads_ahead_so_a_first_seek_starts_near_its_target(recording):
+    src = ReplaySource(recording, paused=True, tick=0.01)
+    sent = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(src.run, sent.append)
+        with anyio.fail_after(60):
+            while src.indexed < 1.0:
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()
+    assert src.position == 0 and src.paused  # reading ahead moved nothing on screen
+    tl = src.timeline
+    assert len(tl.ckpt.items) > 3 and tl.ckpt.items[-1][0] > tl.total // 2
+    fresh = _RecordingTimeline(recording)
+    seconds = 0.7 * tl.duration_s
+    cold = len(list(fresh.seek_time_steps(seconds, step=1_000)))
+    warm = len(list(tl.seek_time_steps(seconds, step=1_000)))
+    assert warm * 3 < cold, (warm, cold)
+    assert tl.pos == fresh.pos and _state(tl) == _state(fresh) == straight_state(recording, tl.pos)[0]

@@ -272,6 +272,8 @@ SEEK_STEP = 8192
 #: A seek reads for at most about this long, then pauses SEEK_PAUSE_S for the UI (frames, keys).
 SEEK_SLICE_S = 0.03
 SEEK_PAUSE_S = 0.005
+#: A player reads a recording ahead (for checkpoints) for at most this long per tick when idle.
+INDEX_SLICE_S = 0.012
 _K_ALLOC, _K_FREE, _K_CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
 _K_REF_INC, _K_REF_DEC, _K_TOTALS = EventKind.REF_INC, EventKind.REF_DEC, EventKind.TOTALS
 
@@ -537,6 +539,30 @@ class _RecordingTimeline:
         self.ckpt = _Checkpoints(checkpoint_every)
         self._restart()
 
+    def follower(self) -> _RecordingTimeline:
+        """Another reading of the same recording (its own reader and state) that shares this one's quick
+        scan and checkpoints: an indexer reading ahead adds checkpoints that this timeline's seeks use."""
+        from ..recording import RecordingReader
+
+        tl = object.__new__(_RecordingTimeline)
+        tl.path = self.path
+        tl._reader = RecordingReader(self.path)
+        tl._reader.time_index = self._reader.time_index
+        tl.header, tl.total, tl.t0, tl.t1, tl.torn_note = self.header, self.total, self.t0, self.t1, None
+        tl.ckpt = self.ckpt
+        tl._restart(self.ckpt.items[-1] if self.ckpt.items else None)
+        return tl
+
+    def index_step(self, step: int = SEEK_STEP) -> bool:
+        """Read ``step`` more events only to take checkpoints (an indexer, see :meth:`follower`); False at the end.
+        Checkpoints another reading took further on are jumped to rather than read up to."""
+        items = self.ckpt.items
+        if items and items[-1][0] > self.pos + self.ckpt.interval:
+            self._restart(items[-1])
+        before = self.pos
+        self._run(step, None, None)
+        return self.pos > before and self.pos < self.total
+
     def _live(self) -> dict:
         """What the reader ends at a session boundary: the registry's live entries (it has folded every
         batch before the reader reads on), so the reader tracks nothing per event."""
@@ -746,6 +772,11 @@ class ReplaySource(Source):
         self.seek_slice_s = SEEK_SLICE_S
         self.seek_pause_s = SEEK_PAUSE_S
         self.seek_step = SEEK_STEP  # events (lines) read between two looks at the clock
+        #: a recording is read ahead while the player has nothing else to do, to take checkpoints
+        #: (a first seek forward then starts near its target); INDEX_SLICE_S of each tick at most
+        self.index_ahead = self.recording
+        self.index_slice_s = INDEX_SLICE_S
+        self._indexer: _RecordingTimeline | None = None
         self._ops: list[tuple[str, float]] = []
         self._carry: list[Event] = []  # read but not sent: a step of N events ended inside a line's events
         self._wake: anyio.Event | None = None
@@ -793,6 +824,26 @@ class ReplaySource(Source):
         let a seek run without pauses."""
         self.timeline.ckpt.enabled = False
         self.seek_pause_s = 0.0
+        self.index_ahead = False
+
+    @property
+    def indexed(self) -> float:
+        """How much of a recording the indexer has read ahead (0..1; 1 when there is nothing left to read)."""
+        ix = self._indexer
+        if ix is None:
+            return 0.0 if self.index_ahead else 1.0
+        return ix.pos / ix.total if ix.total and self.index_ahead else 1.0
+
+    def _index_some(self) -> None:
+        """Read ahead for at most ``index_slice_s`` (idle time: no seek in progress)."""
+        if self._indexer is None:
+            self._indexer = self.timeline.follower()
+        deadline = time.perf_counter() + self.index_slice_s
+        while time.perf_counter() < deadline:
+            if not self._indexer.index_step(self.seek_step):
+                self.index_ahead = False
+                self._indexer.close()
+                return
 
     def set_speed(self, speed: float) -> None:
         self.speed = max(0.01, float(speed))
@@ -1001,8 +1052,12 @@ class ReplaySource(Source):
                         return
                 elif not self.at_end:
                     ended = False
+                if self.index_ahead and not self._ops:
+                    self._index_some()
                 with anyio.move_on_after(self.tick):
                     await self._wake.wait()
                 self._wake = anyio.Event()
         finally:
             self.timeline.close()
+            if self._indexer is not None:
+                self._indexer.close()
