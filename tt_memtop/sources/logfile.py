@@ -777,6 +777,7 @@ class ReplaySource(Source):
         self.index_ahead = self.recording
         self.index_slice_s = INDEX_SLICE_S
         self._indexer: _RecordingTimeline | None = None
+        self._behind = False  # the last tick of playback read all it may (MAX_PER_TICK): no idle time
         self._ops: list[tuple[str, float]] = []
         self._carry: list[Event] = []  # read but not sent: a step of N events ended inside a line's events
         self._wake: anyio.Event | None = None
@@ -964,7 +965,8 @@ class ReplaySource(Source):
         self._clock_s = min(self.duration_s, self._clock_s + dt * self.speed)
         if self.recording:
             events = tl.read_until(self._clock_s, MAX_PER_TICK)
-            if len(events) >= MAX_PER_TICK:  # behind: the clock waits for the events
+            self._behind = len(events) >= MAX_PER_TICK
+            if self._behind:  # behind: the clock waits for the events
                 self._clock_s = tl.time_of(tl.pos)
         else:
             want = max(0, tl.pos_of(self._clock_s) - tl.pos)
@@ -1052,8 +1054,8 @@ class ReplaySource(Source):
                         return
                 elif not self.at_end:
                     ended = False
-                if self.index_ahead and not self._ops:
-                    self._index_some()
+                if self.index_ahead and not self._ops and not (self._behind and not self.paused):
+                    self._index_some()  # idle time only: not while playing faster than the events can be read
                 with anyio.move_on_after(self.tick):
                     await self._wake.wait()
                 self._wake = anyio.Event()
