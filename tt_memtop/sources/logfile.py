@@ -505,9 +505,7 @@ def fold_net(registry: Registry, batch: list[Event], limit_ts: int | None,
             rest.append(i)
     plan = [*last.values(), *refs.values(), *rest]
     plan.sort()
-    apply = registry.apply_event
-    for i in plan:
-        apply(batch[i])
+    registry.apply_batch([batch[i] for i in plan])
     for ev in reversed(batch):
         if ev.seq:
             registry.seq = ev.seq
