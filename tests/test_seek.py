@@ -158,11 +158,16 @@ async def test_the_screen_stays_live_while_a_seek_reads_and_the_state_is_the_str
         await _until(pilot, lambda: app.frames >= frames + 3)  # frames go on while it reads
         await _until(pilot, lambda: "seeking…" in _header(app))
         # keys are taken while it seeks (a pilot's press waits for the app to be idle: up to 1 s of it)
+        handled: list[tuple[bool, float]] = []  # (seeking?, its target) when each key's action ran
+        show_pane, seek = app.action_show_pane, app.action_seek
+        app.action_show_pane = lambda pane: (handled.append((p.seeking, 0.0)), show_pane(pane))
+        app.action_seek = lambda d: (handled.append((p.seeking, p.seek_target_s)), seek(d))
         await pilot.press("3")
         await _until(pilot, lambda: app.pane == "buffers")
         await pilot.press("right_square_bracket")  # another +5 %: the seek in progress goes on further
-        assert p.seeking, "the seek ended before the keys were handled: make it slower"
-        assert abs(p.seek_target_s - 0.5 * p.duration_s) < 1e-6
+        await _until(pilot, lambda: len(handled) == 2)
+        assert handled[0][0] and handled[1][0], f"the seek ended before the keys were handled: {handled}"
+        assert abs(handled[1][1] - 0.45 * p.duration_s) < 1e-6  # then moved on by 5 %
         await _until(pilot, lambda: not p.seeking and not app._pending)
         await pilot.pause(0.05)
         assert abs(p.position_s - 0.5 * p.duration_s) < 1e-6
