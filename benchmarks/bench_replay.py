@@ -14,6 +14,7 @@ weights of a session stay live, so the next session's start ends them (CLEANUP e
     python benchmarks/bench_replay.py --events 16000000       # the issue's figure
     python benchmarks/bench_replay.py --gzip --log            # also a gzipped recording / a server log
     python benchmarks/bench_replay.py --keep rec.ttrec --only report
+    python benchmarks/bench_replay.py --keep rec.ttrec --only seek --src OLD --src NEW   # the player's seeks
 
 ``--log`` also writes the same events as an original-server log (the original's line formats)
 and runs the three commands on it.
@@ -149,6 +150,69 @@ def run(label: str, argv: list[str], events: int, src: str | None = None) -> Non
         print(f"{'':32} stderr: {err[-500:]}", flush=True)
 
 
+_SEEK_CHILD = """
+import asyncio, sys, time
+from tt_memtop.core.model import new_state
+from tt_memtop.sources.logfile import ReplaySource
+from tt_memtop.ui.app import MemtopApp
+
+async def seek(app, src, fraction):
+    f0, t0 = app.frames, time.perf_counter()
+    src.seek(fraction)
+    first = None
+    while True:
+        await asyncio.sleep(0.002)
+        now = time.perf_counter() - t0
+        if first is None and app.frames > f0:
+            first = now
+        if not src._ops and not getattr(src, "seeking", False) and not app._pending:
+            f1 = app.frames
+            while app.frames == f1:  # the new state on screen
+                await asyncio.sleep(0.002)
+            total = time.perf_counter() - t0
+            return (total if first is None else first), total  # None: the loop was blocked until now
+
+async def main(path):
+    t = time.process_time()
+    src = ReplaySource(path, paused=True)
+    print(f"open (quick scan) {time.process_time() - t:.1f} s CPU", flush=True)
+    app = MemtopApp(src, state=new_state(), pane="processes")
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.pause(1.0)
+        for label, fraction in (("first seek to 50 %", 0.5), ("seek back to 45 %", 0.45),
+                                ("seek forward to 60 %", 0.6)):
+            c0 = time.process_time()
+            first, total = await seek(app, src, fraction)
+            print(f"{label:<22} first frame after {first * 1e3:8.0f} ms, new state on screen after {total:6.2f} s "
+                  f"({time.process_time() - c0:.1f} s CPU), at {src.position:,} events", flush=True)
+    if not hasattr(src, "indexed"):
+        return
+    src = ReplaySource(path, paused=True)  # a player left idle: it reads ahead, taking checkpoints
+    app = MemtopApp(src, state=new_state(), pane="processes")
+    async with app.run_test(size=(160, 45)) as pilot:
+        t0, c0 = time.perf_counter(), time.process_time()
+        while src.indexed < 0.6:
+            await pilot.pause(0.1)
+        print(f"idle player read 60 % ahead in {time.perf_counter() - t0:.1f} s ({time.process_time() - c0:.1f} s CPU, "
+              f"{app.frames} frames drawn meanwhile)", flush=True)
+        c0 = time.process_time()
+        first, total = await seek(app, src, 0.5)
+        print(f"{'then a seek to 50 %':<22} first frame after {first * 1e3:8.0f} ms, new state on screen after "
+              f"{total:6.2f} s ({time.process_time() - c0:.1f} s CPU)", flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def run_seek(path: str, src: str | None) -> None:
+    """The TUI player (a real App, headless) seeking a recording: time to the first frame after the
+    seek key (the screen's responsiveness) and until the new state is on screen."""
+    env = {**os.environ, "PYTHONPATH": src} if src else None
+    tag = f" [{os.path.basename(src.rstrip('/'))}]" if src else ""
+    print(f"player seeks{tag}, load average {os.getloadavg()[0]:.2f}:", flush=True)
+    subprocess.run([sys.executable, "-c", _SEEK_CHILD, path], env=env, cwd=src or None, check=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000, help="events in the recording (default 1 M)")
@@ -157,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", action="store_true", help="also run on the same events as an original-server log")
     ap.add_argument("--no-recording", action="store_true", help="run only on the --gzip / --log inputs")
     ap.add_argument("--keep", metavar="PATH", help="write (or reuse, if it exists) the recording here and keep it")
-    ap.add_argument("--only", choices=["analyze", "report", "replay"], action="append",
-                    help="run only these commands (repeatable)")
+    ap.add_argument("--only", choices=["analyze", "report", "replay", "seek"], action="append",
+                    help="run only these commands (repeatable; seek: the TUI player's seeks, on the recording)")
     ap.add_argument("--src", action="append", metavar="DIR",
                     help="run the commands of the tt_memtop source tree in DIR (repeatable: A B A B comparisons; "
                          "default: the installed one)")
@@ -193,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"analyze": ["analyze", "--json"], "report": ["report", "--json"],
                     "replay": ["replay", "--json"]}
         trees = args.src or [None]
+        if not args.no_recording and (not args.only or "seek" in args.only):
+            for _ in range(args.repeat):
+                for src in trees:
+                    run_seek(path, src)
         for what, p in inputs:
             for name, cmd in commands.items():
                 if args.only and name not in args.only:

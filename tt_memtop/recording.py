@@ -41,6 +41,8 @@ _FILE_HEAD = struct.Struct("<8sH")
 _REC_HEAD = struct.Struct("<II")  # length, crc32
 _HEADER_BODY = struct.Struct("<Hqq")  # codec version, wall ns, monotonic ns
 READ_CHUNK = 1 << 20  # readers stream the file in pieces of this size
+#: events between two entries of :attr:`RecordingReader.time_index` (16 M events: 1,000 entries)
+INDEX_SPACING = 1 << 14
 #: Record kind, recordings only: JSON ``{"pid", "uid", "host_pids"}``, who owns buffers reported as ``pid``
 #: (peer credentials; restored with a journal). Readers of events skip it.
 OWNER_RECORD = 0x20
@@ -308,6 +310,7 @@ class RecordingReader:
         self.owners: dict[int, dict] = {}
         self.damage: str | None = None  # why reading stopped before the end, if a record was undecodable
         self.at: ReadPosition | None = None
+        self.time_index: list[tuple[int, int]] = []  # see scan()
         self._stop = 0  # (decompressed) offset where the last iteration stopped
         self._gzip_error: str | None = None  # why a compressed stream could not be read to its end
         f = open_stream(path, chunk_size)
@@ -410,7 +413,8 @@ class RecordingReader:
         return RecordingHeader(cv, wall, mono, sp, inv)
 
     def batches(self, start: ReadPosition | None = None,
-                live: dict[tuple[int, int, int], list] | None = None) -> Iterator[list[Event]]:
+                live: dict[tuple[int, int, int], list] | None = None, *,
+                live_source: Callable[[], dict[tuple[int, int, int], list]] | None = None) -> Iterator[list[Event]]:
         """The events, one list per EVENTS record, read lazily from the file, sessions joined into one run.
 
         Later sessions (the server was started again on the same file) are made to continue the
@@ -424,6 +428,11 @@ class RecordingReader:
 
         ``start`` / ``live`` resume an iteration at a record (an earlier ``at``) with the buffers
         live there (:func:`live_of` of the state then), without reading what is before it.
+
+        ``live_source``: the consumer keeps the state itself (a player folding every batch into a
+        registry before it asks for the next one): the reader then tracks nothing per event and, at
+        a session boundary, ends what ``live_source()`` says is live (``live`` is ignored). The
+        synthetic CLEANUP events then come in the consumer's order, as after a resume with ``live``.
         """
         pos = start or ReadPosition(self._data_offset)
         self.sessions = pos.sessions
@@ -431,7 +440,8 @@ class RecordingReader:
         self.damage = None
         self.torn_bytes = 0
         self._gzip_error = None
-        live = {} if live is None else live
+        track = live_source is None
+        live = {} if live is None or not track else live
         first = self.header
         seq_shift, ts_shift, last_seq, last_ts = pos.seq_shift, pos.ts_shift, pos.last_seq, pos.last_ts
         f = open_stream(self.path, self.chunk_size)
@@ -446,12 +456,18 @@ class RecordingReader:
                         self.damage = str(exc)
                         self._stop = off
                         break
-                    for ev in events:
-                        if seq_shift and ev.seq:
-                            ev.seq += seq_shift
-                        if ts_shift:
+                    if track:
+                        for ev in events:
+                            if seq_shift and ev.seq:
+                                ev.seq += seq_shift
+                            if ts_shift:
+                                ev.ts_ns += ts_shift
+                            _track(live, ev)
+                    elif seq_shift or ts_shift:
+                        for ev in events:
+                            if seq_shift and ev.seq:
+                                ev.seq += seq_shift
                             ev.ts_ns += ts_shift
-                        _track(live, ev)
                     if events:
                         last_seq = events[-1].seq or last_seq
                         last_ts = events[-1].ts_ns
@@ -467,6 +483,8 @@ class RecordingReader:
                     ts_shift = hdr.clock_shift_from(first)
                     seq_shift = last_seq
                     ts = max(last_ts, hdr.started_mono_ns + ts_shift)
+                    if not track:
+                        live = live_source()
                     ended = []
                     for (_, device, buffer_id), (pid, btype, size, refs, name) in live.items():
                         last_seq += 1
@@ -498,8 +516,9 @@ class RecordingReader:
                                                  size=b.size, ref_count=b.ref_count))
                     snap_seq = snap.seq
                     del snap  # its buffers: the events now say the same
-                    for ev in rebuilt:
-                        _track(live, ev)
+                    if track:
+                        for ev in rebuilt:
+                            _track(live, ev)
                     seq_shift = last_seq - snap_seq  # the session's events follow the snapshot's seq
                     if rebuilt:
                         last_ts = rebuilt[-1].ts_ns
@@ -518,6 +537,10 @@ class RecordingReader:
     def scan(self) -> tuple[int, int | None, int | None]:
         """(events, first ``ts_ns``, last ``ts_ns``) of what :meth:`batches` yields, without making the events.
 
+        Also fills ``time_index``: (``ts_ns`` of a record's last event, events up to it) every
+        :data:`INDEX_SPACING` events or so, from which a player estimates how many events a time
+        holds (its seek progress) without reading them.
+
         Several times faster than iterating (a player needs the length and the time span before it
         plays); the same stops (torn tail, damaged record) and the same counts: fixed parts are read
         in place, and a record that does not look right is handed to the real decoder.
@@ -529,6 +552,8 @@ class RecordingReader:
         live: dict = {}
         total = 0
         t0 = t1 = None
+        self.time_index = index = []
+        next_mark = INDEX_SPACING
         ts_shift = 0
         last_ts = 0
         first = self.header
@@ -579,6 +604,9 @@ class RecordingReader:
                         if t0 is None:
                             t0 = first_ts + ts_shift
                         t1 = last_ts = ts + ts_shift
+                        if total >= next_mark:
+                            index.append((t1, total))
+                            next_mark = total + INDEX_SPACING
                 elif kind == codec.RecordKind.HEADER:
                     try:
                         hdr = self._parse_header(body)
@@ -587,12 +615,15 @@ class RecordingReader:
                         break
                     self.sessions += 1
                     ts_shift = hdr.clock_shift_from(first)
+                    if total:  # a session ends: the index spans the gap to the next one exactly
+                        index.append((last_ts, total))
                     if live:
                         last_ts = max(last_ts, hdr.started_mono_ns + ts_shift)
                         total += len(live)
                         if t0 is None:
                             t0 = last_ts
                         t1 = last_ts
+                        index.append((last_ts, total))
                     live.clear()
                 elif kind == codec.RecordKind.SNAPSHOT:
                     try:

@@ -31,6 +31,9 @@ few entries have, live in a side dict.
 
 from __future__ import annotations
 
+import heapq
+import struct
+import sys
 from collections.abc import Iterable, Iterator
 
 from .events import Event, EventKind
@@ -130,6 +133,178 @@ def _rows_as_buffers(table, strings: dict, space: int = -1) -> Iterator[Buffer]:
                 yield Buffer(dev, bid, bt, size, pid, refs, ts, seq)
 
 
+#: Columns of a table row (``Table.rows``), for :meth:`Registry.top` / :meth:`BufferList.top` orders.
+COL_DEVICE, COL_ID, COL_TYPE, COL_SIZE, COL_PID, COL_REFS, COL_TS, COL_SEQ = range(8)
+#: rows fetched per call while ranking (a list of this many row tuples at a time)
+_RANK_CHUNK = 16384
+
+
+#: (byte offset, width, memoryview format) of each column in a BUFFER record (``Table.encode``,
+#: :data:`tt_memtop.core.eventcodec.BUFFER`: ``<iQBQiIqQHH``, 49 B)
+_RECORD_COLS = {COL_DEVICE: (0, 4, "i"), COL_ID: (4, 8, "Q"), COL_TYPE: (12, 1, "B"), COL_SIZE: (13, 8, "Q"),
+                COL_PID: (21, 4, "i"), COL_REFS: (25, 4, "I"), COL_TS: (29, 8, "q"), COL_SEQ: (37, 8, "Q")}
+_RECORD = struct.Struct("<iQBQiIqQHH")
+#: records encoded per call while ranking (about 3 MB of them at a time)
+_RANK_BLOCK = 65536
+
+
+def _record_column(data: bytes, n: int, col: int):
+    """Column ``col`` of ``n`` encoded records as a sequence of ints: strided byte copies, no object per row."""
+    off, width, fmt = _RECORD_COLS[col]
+    if width == 1:
+        return data[off::_BUFFER_RECORD]
+    out = bytearray(width * n)
+    for k in range(width):
+        out[k::width] = data[off + k::_BUFFER_RECORD]
+    return memoryview(out).cast(fmt)
+
+
+def _rank(table, strings: dict, counts: list[int], limit: int, order, smallest: bool,
+          devices, types, pids, where) -> tuple[int, list[Buffer]]:
+    """:meth:`Registry.top`: from the table's encoded records (its columns, a few C-level copies per
+    block) when no row predicate needs names, else from its row tuples."""
+    if where is None and sys.byteorder == "little":
+        return _rank_records(table, strings, limit, order, smallest, devices, types, pids)
+    return _rank_rows(table, strings, counts, limit, order, smallest, devices, types, pids, where)
+
+
+def _rank_records(table, strings: dict, limit: int, order, smallest: bool, devices, types,
+                  pids) -> tuple[int, list[Buffer]]:
+    """The selection of :func:`_rank_rows` over blocks of encoded records: the first order column and the
+    filter columns are cut out of each block as arrays, the block's best ``limit`` values (and the
+    heap's worst) bound what can win, and only those records are unpacked and decorated."""
+    limit = max(0, limit)
+    spec = [(c, -s if smallest else s) for c, s in order] or [(COL_SIZE, 1)]
+    col, sign = spec[0]
+    heap: list[tuple] = []
+    push, replace = heapq.heappush, heapq.heapreplace
+    unpack = _RECORD.unpack_from
+    matched = 0
+    idx = 0  # records met so far: with the id space, the order of buffers() (ties go to the first)
+
+    def consider(row: tuple, i: int) -> None:
+        bt = row[2]
+        item = (*[s * row[c] for c, s in spec], -((_space(bt) << 40) | i), row)
+        if len(heap) < limit:
+            push(heap, item)
+        elif item > heap[0]:
+            replace(heap, item)
+
+    pos = 0
+    while True:
+        data, nxt, special = table.encode(pos, _RANK_BLOCK)
+        n = len(data) // _BUFFER_RECORD
+        if n:
+            sel = range(n)
+            if devices:
+                dv = _record_column(data, n, COL_DEVICE)
+                sel = [i for i in sel if dv[i] in devices]
+            if types:
+                tv = _record_column(data, n, COL_TYPE)
+                sel = [i for i in sel if tv[i] in types]
+            if pids:
+                pv = _record_column(data, n, COL_PID)
+                sel = [i for i in sel if pv[i] in pids]
+            matched += len(sel)
+            if limit and sel:
+                v = _record_column(data, n, col)
+                vals = v if isinstance(sel, range) else [v[i] for i in sel]
+                big = len(vals) >= 4 * limit  # worth a first cut by the block's own limit-th best
+                if sign > 0:  # a winner's value is at least the block's limit-th best, and the heap's worst
+                    bound = heapq.nlargest(limit, vals)[-1] if big else None
+                    if len(heap) >= limit and (bound is None or heap[0][0] > bound):
+                        bound = heap[0][0]
+                    cand = sel if bound is None else [i for i in sel if v[i] >= bound]
+                else:
+                    bound = heapq.nsmallest(limit, vals)[-1] if big else None
+                    if len(heap) >= limit and (bound is None or -heap[0][0] < bound):
+                        bound = -heap[0][0]
+                    cand = sel if bound is None else [i for i in sel if v[i] <= bound]
+                for i in cand:
+                    consider((*unpack(data, i * _BUFFER_RECORD)[:8], False), idx + i)
+            idx += n
+        if special >= 0:  # a row with a name or a stack trace: encoded apart, taken as a row
+            row = table.row(special)
+            if ((not devices or row[0] in devices) and (not types or row[2] in types)
+                    and (not pids or row[4] in pids)):
+                matched += 1
+                if limit:
+                    consider(row, idx)
+            idx += 1
+        elif not n:
+            break
+        pos = nxt
+    return matched, _winners(heap, strings)
+
+
+def _winners(heap: list[tuple], strings: dict) -> list[Buffer]:
+    heap.sort(reverse=True)
+    out = []
+    for item in heap:
+        dev, bid, bt, size, pid, refs, ts, seq, has = item[-1]
+        name, trace = strings.get((_space(bt), dev, bid), ("", "")) if has else ("", "")
+        out.append(Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace))
+    return out
+
+
+def _rank_rows(table, strings: dict, counts: list[int], limit: int, order, smallest: bool,
+               devices, types, pids, where) -> tuple[int, list[Buffer]]:
+    """The selection behind :meth:`Registry.top`: one pass over the row tuples, no Buffer per row.
+
+    A heap keeps the best ``limit`` rows so far; once it is full, each chunk of rows is first cut
+    (a list comprehension over the tuples) to those whose first order column is at least as good as
+    the heap's worst, so almost no row is ever decorated. Ties on the whole order go to the row met
+    first (buffers, then CBs, then kernels, each in row order), as ``heapq.nlargest`` /
+    ``nsmallest`` over :meth:`Registry.buffers` would do.
+    """
+    if limit <= 0:
+        limit = 0
+    spec = [(c, -s if smallest else s) for c, s in order] or [(COL_SIZE, 1)]
+    col, sign = spec[0]
+    heap: list[tuple] = []
+    push, replace = heapq.heappush, heapq.heapreplace
+    matched = 0
+    for space in range(3):
+        if not counts[space]:
+            continue
+        pos = 0
+        tie_base = space << 40
+        while True:
+            rows, slots, pos = table.rows(pos, _RANK_CHUNK, space)
+            if not rows:
+                break
+            pairs = zip(slots, rows, strict=True)
+            if devices:
+                pairs = [p for p in pairs if p[1][0] in devices]
+            if types:
+                pairs = [p for p in pairs if p[1][2] in types]
+            if pids:
+                pairs = [p for p in pairs if p[1][4] in pids]
+            if where is not None:
+                pairs = [p for p in pairs
+                         if where(p[1], strings.get((_space(p[1][2]), p[1][0], p[1][1]), ("", ""))[0]
+                                  if p[1][8] else "")]
+            if devices or types or pids or where is not None:
+                matched += len(pairs)
+            else:
+                matched += len(rows)
+            if not limit:
+                continue
+            if len(heap) >= limit:  # only rows that can enter the heap: as good as its worst on the first column
+                worst = heap[0][0]
+                if sign > 0:
+                    pairs = [p for p in pairs if p[1][col] >= worst]
+                else:
+                    pairs = [p for p in pairs if p[1][col] <= -worst]
+            for slot, r in pairs:
+                item = (*[s * r[c] for c, s in spec], -(tie_base + slot), r)
+                if len(heap) < limit:
+                    push(heap, item)
+                elif item > heap[0]:
+                    replace(heap, item)
+    return matched, _winners(heap, strings)
+
+
 class BufferList:
     """The live entries at one instant, as Buffers made while iterating (a copy of the rows, not of objects).
 
@@ -154,6 +329,11 @@ class BufferList:
 
     def __getitem__(self, i):
         return list(self)[i]
+
+    def top(self, limit: int, order=((COL_SIZE, 1),), *, smallest: bool = False, devices=(), types=(), pids=(),
+            where=None) -> tuple[int, list[Buffer]]:
+        """:meth:`Registry.top` over these entries (a worker thread ranks them while the registry changes)."""
+        return _rank(self._rows, self._strings, self._counts, limit, order, smallest, devices, types, pids, where)
 
 
 class FrozenState:
@@ -278,6 +458,18 @@ class Registry:
         """The live entries of :meth:`buffers` at this instant: a consistent view that a worker thread
         can scan while the registry keeps changing (a copy of the rows; Buffers are made while iterating)."""
         return BufferList(self._t.copy(), dict(self._strings), list(self._counts))
+
+    def top(self, limit: int, order=((COL_SIZE, 1),), *, smallest: bool = False, devices=(), types=(), pids=(),
+            where=None) -> tuple[int, list[Buffer]]:
+        """The best ``limit`` live entries, ranked from the table's rows (a Buffer only for each winner).
+
+        ``order``: (column, sign) pairs, the ``COL_*`` columns of a row; the key is the tuple of
+        ``sign * row[column]``, best = largest (``smallest``: best = smallest). Ties on the whole key
+        go to the entry :meth:`buffers` yields first. ``devices`` / ``types`` / ``pids``: only
+        entries in these sets (empty: all); ``where(row, name)``: a further predicate. Returns
+        (entries that pass the filters, the winners best first).
+        """
+        return _rank(self._t, self._strings, self._counts, limit, order, smallest, devices, types, pids, where)
 
     def __len__(self) -> int:
         return len(self._t)

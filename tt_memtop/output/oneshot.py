@@ -370,6 +370,11 @@ def render_table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _ended(update) -> bool:
+    """A replay's final state is there (it seeks to its end in slices: earlier updates are not it)."""
+    return isinstance(update, Status) and update.state == "ended"
+
+
 def _settles(update, source: Source) -> bool:
     """Has ``source`` delivered a complete picture? (first sample / snapshot / caught-up log / end)."""
     if isinstance(update, TotalsSample) and update.crosscheck:
@@ -404,8 +409,11 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
                   f"{getattr(args, 'shm_dir', None) or os.environ.get('TT_MEMTOP_SHM_DIR') or '/dev/shm'} "
                   f"(start a server with `memtop serve`)", file=sys.stderr)
             return 1
-    if hasattr(source, "hold_at_end"):  # a replay: jump to the end and report the final state
+    replay = hasattr(source, "hold_at_end")
+    if replay:  # a replay: jump to the end and report the final state, once the player says it ended
         source.hold_at_end = False
+        if hasattr(source, "no_seeking"):  # nothing seeks back: no checkpoints to take
+            source.no_seeking()
         source.seek(1.0)
     from ..geometry_args import geometry_from_args
 
@@ -418,7 +426,7 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
         if isinstance(update, Status) and update.state in ("disconnected", "error") and not settled.is_set():
             failed.append(update)
             settled.set()
-        elif _settles(update, source):
+        elif _ended(update) if replay else _settles(update, source):
             settled.set()
 
     ndjson = getattr(args, "ndjson", False)
@@ -431,7 +439,7 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
             settled.set()
 
         tg.start_soon(drive)
-        with anyio.move_on_after(SETTLE_TIMEOUT_S):
+        with anyio.move_on_after(None if replay else SETTLE_TIMEOUT_S):  # a replay ends by itself
             await settled.wait()
         if not settled.is_set():
             tg.cancel_scope.cancel()

@@ -14,6 +14,7 @@ most one checkpoint interval. gzipped files are read as they are.
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import os
 import time
@@ -266,6 +267,16 @@ CHECKPOINT_SPACING = 4
 #: replay falls behind its clock instead of reading millions of events into one batch.
 MAX_PER_TICK = 100_000
 _ALL = 1 << 62
+#: Events (lines of a log) a seek reads between two looks at the clock (see SEEK_SLICE_S).
+SEEK_STEP = 8192
+#: A seek reads for at most about this long, then pauses SEEK_PAUSE_S for the UI (frames, keys).
+SEEK_SLICE_S = 0.03
+SEEK_PAUSE_S = 0.005
+#: A player reads a recording ahead (for checkpoints) for at most this long per tick when idle.
+INDEX_SLICE_S = 0.012
+_K_ALLOC, _K_FREE, _K_CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
+_K_REF_INC, _K_REF_DEC, _K_TOTALS = EventKind.REF_INC, EventKind.REF_DEC, EventKind.TOTALS
+
 #: Estimated bytes of a log parser's clone per live buffer (a dict entry; the entries are shared).
 _PARSER_ENTRY_BYTES = 100
 
@@ -278,6 +289,7 @@ class _Checkpoints:
     """
 
     def __init__(self, interval: int, limit: int = 64, budget: int = CHECKPOINT_BUDGET) -> None:
+        self.enabled = True  # False: nothing will seek back (a headless replay), none is taken
         self.interval = interval
         self.limit = limit
         self.budget = budget
@@ -290,6 +302,8 @@ class _Checkpoints:
 
     def due(self, pos: int, size: int = 0) -> bool:
         """Time for a checkpoint at ``pos``, for a state of ``size`` live entries?"""
+        if not self.enabled:
+            return False
         last = self.items[-1][0] if self.items else 0
         return pos - last >= max(self.interval, CHECKPOINT_SPACING * size)
 
@@ -400,7 +414,8 @@ class _LogTimeline:
             out += evs
         return out
 
-    def seek(self, pos: int) -> None:
+    def seek_steps(self, pos: int, step: int = SEEK_STEP) -> Iterator[float]:
+        """Seek to line ``pos`` in steps of about ``step`` lines, yielding the progress (0..1) after each."""
         pos = max(0, min(pos, self.total))
         best = self.ckpt.best(pos)
         if pos < self.pos or (best is not None and best[0] > self.pos):
@@ -412,19 +427,28 @@ class _LogTimeline:
             self.f.seek(offset)
             self._pending, self._pending_at, self._offset = [], 0, offset
             self._chunks = read_line_chunks(self.f)
+        start = self.pos
         while self.pos < pos:
-            if not self.read(min(pos - self.pos, 65536)) and not self._fill():
+            if not self.read(min(pos - self.pos, step)) and not self._fill():
                 break
+            yield (self.pos - start) / max(1, pos - start)
+
+    def seek(self, pos: int) -> None:
+        for _ in self.seek_steps(pos, 65536):
+            pass
 
     def state(self) -> tuple[list, int]:
         return self.parser.live_buffers(), self.parser.seq
 
 
 def _encode_state(registry: Registry) -> bytes:
-    """A registry's live entries, compactly (a checkpoint holds bytes, not a copy of every Buffer object)."""
-    from ..core.eventcodec import encode_buffer
-
-    return b"".join([encode_buffer(b) for b in registry.buffers()])
+    """A registry's live entries, compactly (a checkpoint holds bytes, not a copy of every Buffer object):
+    BUFFER records in row order, encoded from the table's columns (no Buffer is made)."""
+    fz = registry.freeze()
+    try:
+        return fz.encode(0, len(fz) + 1)[0]
+    finally:
+        registry.thaw(fz)
 
 
 def _decode_state(blob: bytes) -> list:
@@ -437,6 +461,56 @@ def _decode_state(blob: bytes) -> list:
         b, off = decode_buffer(view, off)
         out.append(b)
     return out
+
+
+def fold_net(registry: Registry, batch: list[Event], limit_ts: int | None,
+             last_sample: list[Event]) -> list[Event] | None:
+    """Fold a whole batch that nobody will see (a seek passing through it) by its net effect.
+
+    Per key only what decides the end state is applied: its last ALLOC or FREE / CLEANUP (an ALLOC
+    replaces any entry under its key, so what came before it does not matter) and the last
+    reference-count change after it; an allocation made and freed within the batch costs one no-op
+    FREE. Applied in their original order, so the registry ends with the rows, their order, the
+    totals and the ``seq`` that applying every event gives. Returns the last totals sample after the
+    batch (``last_sample`` itself if it has none), or None, with nothing applied, when an event is
+    later than ``limit_ts``: the caller then goes event by event.
+    """
+    last: dict[tuple[int, int, int], int] = {}  # key -> index of its last ALLOC / FREE / CLEANUP
+    refs: dict[tuple[int, int, int], int] = {}  # key -> index of its last reference-count change after that
+    rest: list[int] = []  # events of no buffer (FREE_UNKNOWN counts, the rest only moves seq)
+    alloc, free, cleanup, inc, dec, totals = _K_ALLOC, _K_FREE, _K_CLEANUP, _K_REF_INC, _K_REF_DEC, _K_TOTALS
+    sample = None  # a copy of last_sample once a TOTALS event changes it
+    lim = _ALL if limit_ts is None else limit_ts
+    for i, ev in enumerate(batch):
+        if ev.ts_ns > lim:
+            return None
+        k = ev.kind
+        if k == alloc or k == free or k == cleanup:
+            bt = ev.buffer_type
+            key = (1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)
+            last[key] = i
+            if refs:
+                refs.pop(key, None)
+        elif k == inc or k == dec:  # reference counts are absolute: the last one is what stays
+            bt = ev.buffer_type
+            refs[(1 if bt == 5 else 2 if bt == 6 else 0, ev.device, ev.buffer_id)] = i
+        elif k == totals:
+            if ev.device == -1:  # a sample starts (tt_memtop.sources.record)
+                sample = [ev]
+            else:
+                if sample is None:
+                    sample = list(last_sample)
+                sample.append(ev)
+        else:
+            rest.append(i)
+    plan = [*last.values(), *refs.values(), *rest]
+    plan.sort()
+    registry.apply_batch([batch[i] for i in plan])
+    for ev in reversed(batch):
+        if ev.seq:
+            registry.seq = ev.seq
+            break
+    return last_sample if sample is None else sample
 
 
 class _RecordingTimeline:
@@ -463,22 +537,62 @@ class _RecordingTimeline:
         self.ckpt = _Checkpoints(checkpoint_every)
         self._restart()
 
-    def _restart(self, ckpt: tuple[int, object] | None = None) -> None:
+    def follower(self) -> _RecordingTimeline:
+        """Another reading of the same recording (its own reader and state) that shares this one's quick
+        scan and checkpoints: an indexer reading ahead adds checkpoints that this timeline's seeks use."""
+        from ..recording import RecordingReader
+
+        tl = object.__new__(_RecordingTimeline)
+        tl.path = self.path
+        tl._reader = RecordingReader(self.path)
+        tl._reader.time_index = self._reader.time_index
+        tl.header, tl.total, tl.t0, tl.t1, tl.torn_note = self.header, self.total, self.t0, self.t1, None
+        tl.ckpt = self.ckpt
+        tl._restart(self.ckpt.items[-1] if self.ckpt.items else None)
+        return tl
+
+    def index_step(self, step: int = SEEK_STEP) -> bool:
+        """Read ``step`` more events only to take checkpoints (an indexer, see :meth:`follower`); False at the end.
+        Checkpoints another reading took further on are jumped to rather than read up to."""
+        items = self.ckpt.items
+        if items and items[-1][0] > self.pos + self.ckpt.interval:
+            self._restart(items[-1])
+        before = self.pos
+        self._run(step, None, None)
+        return self.pos > before and self.pos < self.total
+
+    def _live(self) -> dict:
+        """What the reader ends at a session boundary: the registry's live entries (it has folded every
+        batch before the reader reads on), so the reader tracks nothing per event."""
         from ..recording import live_of
 
+        return live_of(self.registry.buffers())
+
+    def events_until(self, seconds: float) -> int:
+        """About how many events the first ``seconds`` of log time hold: the quick scan's index,
+        interpolated between its entries (a seek's progress)."""
+        ts = self.t0 + int(seconds * 1e9)
+        index = self._reader.time_index
+        i = bisect.bisect_right(index, (ts, 1 << 62))
+        t_a, n_a = index[i - 1] if i else (self.t0, 0)
+        t_b, n_b = index[i] if i < len(index) else (self.t1, self.total)
+        if t_b <= t_a:
+            return min(self.total, n_a)
+        return max(0, min(self.total, n_a + int((n_b - n_a) * (ts - t_a) / (t_b - t_a))))
+
+    def _restart(self, ckpt: tuple[int, object] | None = None) -> None:
         self.registry = Registry()
         #: the TOTALS events of the last recorded totals sample (a shared-memory recording): a seek's
         #: snapshot has no buffers for them, so they are sent after it
         self.last_sample: list[Event] = []
         if ckpt is None:
-            self.pos, start, live = 0, None, None
+            self.pos, start = 0, None
             self.last_ts = self.t0
         else:
             self.pos, (start, blob, seq, self.last_ts, sample) = ckpt
             self.registry.load_snapshot(_decode_state(blob), seq)
-            live = live_of(self.registry.buffers())
             self.last_sample = list(sample)
-        self._batches = self._reader.batches(start, live)
+        self._batches = self._reader.batches(start, live_source=self._live)
         self._batch: list[Event] = []
         self._i = 0
 
@@ -520,6 +634,14 @@ class _RecordingTimeline:
             batch, i = self._batch, self._i
             if i == 0 and self.ckpt.due(self.pos, len(self.registry)):
                 self._checkpoint()
+            if (out is None and i == 0 and len(batch) <= n
+                    and (sample := fold_net(self.registry, batch, limit_ts, self.last_sample)) is not None):
+                self.last_sample = sample
+                self.last_ts = batch[-1].ts_ns
+                self.pos += len(batch)
+                n -= len(batch)
+                self._i = len(batch)
+                continue
             j = min(len(batch), i + n)
             if limit_ts is not None:  # up to the first later event (as a clock would deliver them)
                 end, j = j, i
@@ -554,16 +676,25 @@ class _RecordingTimeline:
         self._run(_ALL if max_events is None else max_events, self.t0 + int(seconds * 1e9), out)
         return out
 
-    def seek(self, pos: int) -> None:
+    def seek_steps(self, pos: int, step: int = SEEK_STEP) -> Iterator[float]:
+        """Seek to event ``pos`` in steps of about ``step`` events, yielding the progress (0..1) after
+        each: between two steps the timeline is consistent (a player may stop or retarget there)."""
         pos = max(0, min(pos, self.total))
         best = self.ckpt.best(pos)
         if pos < self.pos or (best is not None and best[0] > self.pos):
             self._restart(best)
-        self._run(pos - self.pos, None, None)
+        start = self.pos
+        while self.pos < pos:
+            before = self.pos
+            self._run(min(step, pos - self.pos), None, None)
+            if self.pos == before:
+                break
+            yield (self.pos - start) / max(1, pos - start)
 
-    def seek_time(self, seconds: float) -> None:
+    def seek_time_steps(self, seconds: float, step: int = SEEK_STEP) -> Iterator[float]:
+        """Seek to log time ``seconds`` (every event up to it, none after) in steps, as :meth:`seek_steps`."""
         if seconds <= 0:  # the very start: before the first event, even when others share its timestamp
-            self.seek(0)
+            yield from self.seek_steps(0, step)
             return
         limit = self.t0 + int(seconds * 1e9)
         # the last checkpoint whose events before it all came no later than the target
@@ -571,7 +702,22 @@ class _RecordingTimeline:
         behind = (ev := self._next()) is not None and ev.ts_ns > limit or self.pos >= self.total
         if behind or (best is not None and best[0] > self.pos):
             self._restart(best)
-        self._run(_ALL, limit, None)
+        start = self.pos
+        goal = max(self.events_until(seconds), start + 1)
+        while True:
+            before = self.pos
+            self._run(step, limit, None)
+            if self.pos - before < step:
+                return
+            yield min(0.99, (self.pos - start) / max(1, goal - start))
+
+    def seek(self, pos: int) -> None:
+        for _ in self.seek_steps(pos, _ALL):
+            pass
+
+    def seek_time(self, seconds: float) -> None:
+        for _ in self.seek_time_steps(seconds, _ALL):
+            pass
 
     def state(self) -> tuple[list, int]:
         return self.registry.snapshot(), self.registry.seq
@@ -612,6 +758,24 @@ class ReplaySource(Source):
         self.description = f"replay of {'recording' if self.recording else 'log'} {path}"
         self.short_description = f"{'recording' if self.recording else 'log'} {os.path.basename(path)}"
         self._clock_s = 0.0  # playback position in log time (seconds)
+        #: a seek in progress (see :meth:`_work_on_seek`): steps of the timeline, each yielding its progress
+        self._job: Iterator[float] | None = None
+        self._job_target_s = 0.0  # where it goes (log time)
+        self._job_back = False  # it goes back to where the seek started (Esc): nothing to send at its end
+        self._origin: tuple[int, float, list[Event]] | None = None  # (position, clock, carry) on screen
+        #: how far the seek in progress has got (0..1), None when not seeking
+        self.seek_progress: float | None = None
+        #: longest stretch of seeking between two chances for the UI to draw and take keys, and the
+        #: pause given it then (0: a headless replay, nothing else to run)
+        self.seek_slice_s = SEEK_SLICE_S
+        self.seek_pause_s = SEEK_PAUSE_S
+        self.seek_step = SEEK_STEP  # events (lines) read between two looks at the clock
+        #: a recording is read ahead while the player has nothing else to do, to take checkpoints
+        #: (a first seek forward then starts near its target); INDEX_SLICE_S of each tick at most
+        self.index_ahead = self.recording
+        self.index_slice_s = INDEX_SLICE_S
+        self._indexer: _RecordingTimeline | None = None
+        self._behind = False  # the last tick of playback read all it may (MAX_PER_TICK): no idle time
         self._ops: list[tuple[str, float]] = []
         self._carry: list[Event] = []  # read but not sent: a step of N events ended inside a line's events
         self._wake: anyio.Event | None = None
@@ -650,6 +814,36 @@ class ReplaySource(Source):
         """Seek relative to the current position (negative: back). Queued skips add up."""
         self._push("skip", seconds)
 
+    def cancel_seek(self) -> None:
+        """Stop the seek in progress: the player goes back to where it was (what the screen still shows)."""
+        self._push("cancel")
+
+    def no_seeking(self) -> None:
+        """Nothing will seek back or draw (a headless replay to the end): take no checkpoints, and
+        let a seek run without pauses."""
+        self.timeline.ckpt.enabled = False
+        self.seek_pause_s = 0.0
+        self.index_ahead = False
+
+    @property
+    def indexed(self) -> float:
+        """How much of a recording the indexer has read ahead (0..1; 1 when there is nothing left to read)."""
+        ix = self._indexer
+        if ix is None:
+            return 0.0 if self.index_ahead else 1.0
+        return ix.pos / ix.total if ix.total and self.index_ahead else 1.0
+
+    def _index_some(self) -> None:
+        """Read ahead for at most ``index_slice_s`` (idle time: no seek in progress)."""
+        if self._indexer is None:
+            self._indexer = self.timeline.follower()
+        deadline = time.perf_counter() + self.index_slice_s
+        while time.perf_counter() < deadline:
+            if not self._indexer.index_step(self.seek_step):
+                self.index_ahead = False
+                self._indexer.close()
+                return
+
     def set_speed(self, speed: float) -> None:
         self.speed = max(0.01, float(speed))
         self._push("noop")
@@ -659,21 +853,31 @@ class ReplaySource(Source):
         return self.timeline.duration_s
 
     @property
+    def seeking(self) -> bool:
+        """A seek is in progress (its progress: :attr:`seek_progress`, its target: :attr:`seek_target_s`);
+        until it ends, the position is still the one on screen."""
+        return self._job is not None
+
+    @property
+    def seek_target_s(self) -> float:
+        return self._job_target_s
+
+    @property
     def position_s(self) -> float:
         return self._clock_s
 
     @property
     def fraction(self) -> float:
-        return self.timeline.pos / self.timeline.total if self.timeline.total else 1.0
+        return self.position / self.timeline.total if self.timeline.total else 1.0
 
     @property
     def at_end(self) -> bool:
-        return self.timeline.pos >= self.timeline.total and not self._carry
+        return not self.seeking and self.timeline.pos >= self.timeline.total and not self._carry
 
     @property
     def position(self) -> int:
         """Lines (logs) or events (recordings) played so far; see :attr:`length` and :attr:`unit`."""
-        return self.timeline.pos
+        return self._origin[0] if self._origin is not None else self.timeline.pos
 
     @property
     def length(self) -> int:
@@ -692,8 +896,9 @@ class ReplaySource(Source):
     def _status(self, emit: Emit, state: str | None = None) -> None:
         tl = self.timeline
         state = state or ("ended" if self.at_end else "paused" if self.paused else "playing")
-        emit(Status(state, f"{self.description}: {tl.pos:,}/{tl.total:,} {tl.unit}, "
-                           f"{self._clock_s:.1f}/{self.duration_s:.1f} s at {self.speed:g}x", REPLAY_CAPS))
+        seeking = f", seeking to {self._job_target_s:.1f} s" if self.seeking else ""
+        emit(Status(state, f"{self.description}: {self.position:,}/{tl.total:,} {tl.unit}, "
+                           f"{self._clock_s:.1f}/{self.duration_s:.1f} s at {self.speed:g}x{seeking}", REPLAY_CAPS))
 
     def _batch(self, emit: Emit, events: list[Event], stamped: bool = False) -> None:
         if not events:
@@ -711,22 +916,55 @@ class ReplaySource(Source):
             emit(EventBatch(list(sample)))
 
     def _seek_to(self, emit: Emit, seconds: float) -> None:
+        """Start seeking to ``seconds`` (or retarget the seek in progress). The reading is done in
+        slices by :meth:`_work_on_seek`; the new state is sent when it is there."""
         tl = self.timeline
         seconds = max(0.0, min(seconds, self.duration_s))
-        if self.recording:
-            tl.seek_time(seconds)
-        else:
-            tl.seek(tl.pos_of(seconds))
-        self._clock_s = seconds
+        if self._origin is None:
+            self._origin = (tl.pos, self._clock_s, self._carry)
         self._carry = []
-        self._snapshot(emit, reset=True)
+        self._job_target_s = seconds
+        self._job_back = False
+        self._job = (tl.seek_time_steps(seconds, self.seek_step) if self.recording
+                     else tl.seek_steps(tl.pos_of(seconds), self.seek_step))
+        self.seek_progress = 0.0
+
+    def _cancel_seek(self) -> None:
+        """Esc during a seek: read back to the position on screen (through a checkpoint: quick), silently."""
+        if self._job is None or self._job_back or self._origin is None:
+            return
+        pos, clock_s, _carry = self._origin
+        self._job_target_s = clock_s
+        self._job_back = True
+        self._job = self.timeline.seek_steps(pos, self.seek_step)
+        self.seek_progress = 0.0
+
+    def _work_on_seek(self, emit: Emit) -> None:
+        """Read on for at most ``seek_slice_s``; when the seek is done, send the new state (a reset)."""
+        assert self._job is not None
+        deadline = time.perf_counter() + self.seek_slice_s
+        for progress in self._job:
+            self.seek_progress = progress
+            if time.perf_counter() >= deadline:
+                return
+        self._job, self.seek_progress = None, None
+        origin, self._origin = self._origin, None
+        if self._job_back:  # back where it started: the screen already shows this state
+            self._job_back = False
+            _pos, self._clock_s, self._carry = origin
+        else:
+            self._clock_s = self._job_target_s
+            self._carry = []
+            self._snapshot(emit, reset=True)
+        self._status(emit)
 
     def _advance(self, emit: Emit, dt: float) -> None:
         tl = self.timeline
         self._clock_s = min(self.duration_s, self._clock_s + dt * self.speed)
         if self.recording:
             events = tl.read_until(self._clock_s, MAX_PER_TICK)
-            if len(events) >= MAX_PER_TICK:  # behind: the clock waits for the events
+            self._behind = len(events) >= MAX_PER_TICK
+            if self._behind:  # behind: the clock waits for the events
                 self._clock_s = tl.time_of(tl.pos)
         else:
             want = max(0, tl.pos_of(self._clock_s) - tl.pos)
@@ -740,8 +978,17 @@ class ReplaySource(Source):
     def _apply_ops(self, emit: Emit) -> None:
         ops, self._ops = self._ops, []
         tl = self.timeline
+        later: list[tuple[str, float]] = []  # steps wait for the seek in progress to end
         for op, arg in ops:
-            if op == "pause":
+            if self.seeking and op in ("step", "step_events", "toggle"):
+                if op == "toggle":  # no end to play again from while seeking: just pause / resume
+                    self.paused = not self.paused
+                else:
+                    later.append((op, arg))
+                continue
+            if op == "cancel":
+                self._cancel_seek()
+            elif op == "pause":
                 self.paused = True
             elif op == "resume":
                 self.paused = False
@@ -765,9 +1012,11 @@ class ReplaySource(Source):
                 self._batch(emit, events, stamped=True)
             elif op == "seek":
                 self._seek_to(emit, arg)
-            elif op == "skip":
-                self._seek_to(emit, self._clock_s + arg)
-        if ops:
+            elif op == "skip":  # from where a seek in progress goes: queued skips add up
+                base = self._job_target_s if self.seeking and not self._job_back else self._clock_s
+                self._seek_to(emit, base + arg)
+        self._ops[:0] = later
+        if len(ops) > len(later):
             self._status(emit)
 
     async def run(self, emit: Emit) -> None:
@@ -782,6 +1031,13 @@ class ReplaySource(Source):
         try:
             while True:
                 self._apply_ops(emit)
+                if self._job is not None:
+                    self._work_on_seek(emit)
+                    if self._job is not None:  # more to read: let the UI draw and take keys meanwhile
+                        await anyio.sleep(self.seek_pause_s)
+                        last = time.monotonic()
+                        continue
+                    last = time.monotonic()  # the time spent seeking is not playback time
                 now = time.monotonic()
                 if not self.paused and not self.at_end:
                     self._advance(emit, now - last)
@@ -796,8 +1052,12 @@ class ReplaySource(Source):
                         return
                 elif not self.at_end:
                     ended = False
+                if self.index_ahead and not self._ops and not (self._behind and not self.paused):
+                    self._index_some()  # idle time only: not while playing faster than the events can be read
                 with anyio.move_on_after(self.tick):
                     await self._wake.wait()
                 self._wake = anyio.Event()
         finally:
             self.timeline.close()
+            if self._indexer is not None:
+                self._indexer.close()

@@ -429,7 +429,8 @@ class MemtopApp(App[int]):
         if p is None or self.ingest_error:
             return None
         state = "ended" if p.at_end else "paused" if p.paused else "playing"
-        return Playback(state, round(p.position_s, 3), p.duration_s, p.position, p.length, p.unit, p.speed)
+        return Playback(state, round(p.position_s, 3), p.duration_s, p.position, p.length, p.unit, p.speed,
+                        getattr(p, "seek_progress", None), getattr(p, "seek_target_s", 0.0))
 
     def _draw_header(self) -> None:
         st = self.state
@@ -777,6 +778,9 @@ class MemtopApp(App[int]):
         self.show_pane(self.pane)
 
     def action_back(self) -> None:
+        if getattr(self.player, "seeking", False):  # Esc during a seek: stay where the replay was
+            self.player.cancel_seek()
+            return
         search = self.w_search
         if search.has_focus or self.view_filter.text:
             search.value = ""

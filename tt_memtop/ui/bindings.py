@@ -50,7 +50,7 @@ KEYS: tuple[Key, ...] = (
     Key("3", "show_pane('buffers')", "Live buffers", "Panes", label="3"),
     Key("4", "show_pane('processes')", "Processes", "Panes", label="4"),
     Key("enter", "drill", "Drill in: buffer details / a process's buffers", "Panes", label="Enter"),
-    Key("escape", "back", "Back: close, clear the text filter, leave a drill-down", "Panes", label="Esc"),
+    Key("escape", "back", "Back: close, clear the text filter, leave a drill-down; stop a replay's seek", "Panes", label="Esc"),
     Key("p,space", "toggle_pause", "Pause drawing (ingestion goes on)", "View", show=True, label="p / Space",
         short="Pause", mode="live"),
     Key("p,space", "resume", "Resume drawing (while paused)", "View", show=True, label="p / Space",

@@ -29,6 +29,8 @@ class Playback:
     length: int
     unit: str
     speed: float
+    seeking: float | None = None  # a seek in progress: how far it has got (0..1); the position is still the old one
+    target_s: float = 0.0  # where it goes
 
 
 _PLAYBACK_LOOK = {"playing": ("▶ playing", "bold green"), "paused": ("⏸ paused", "bold yellow"),
@@ -49,8 +51,12 @@ def playback_text(p: Playback) -> Text:
     precise = p.duration_s < 10
     pct = 100 * p.position / p.length if p.length else 100.0
     t = Text()
+    if p.seeking is not None:
+        label, style = f"⏩ seeking… {int(100 * p.seeking)} %", "bold magenta"
     t.append(f" {label} ", f"reverse {style}")
     t.append(f" {clock(p.position_s, precise)} / {clock(p.duration_s, precise)} ({pct:.0f} %)", "bold")
+    if p.seeking is not None:
+        t.append(f" → {clock(p.target_s, precise)} (Esc: stay)")
     t.append(f" · {p.position:,}/{p.length:,} {p.unit} · ")
     t.append(f"{p.speed:g}x", "bold")
     return t
