@@ -41,6 +41,8 @@ from .geometry import (
 )
 from .history import UsageHistory
 from .leaks import LeakTracker, phase_before_exit
+from .peaks import BAR_OF as _BAR_OF
+from .peaks import BARS as _BARS
 from .peaks import PeakCapture, PeakTracker
 from .protocol import BufferType
 
@@ -199,6 +201,8 @@ class Insight:
                         if is_dev:
                             rose.add((key, t))
                             r[3][t] = max(r[3][t], cur[t])
+                if is_dev:  # the bars with the batch's final CB / KERNEL
+                    peaks.raise_bars(key, cur, ts_end)
         if len(pend) > PENDING_LIMIT:
             self._flush()
         self.leaks.observe(events, phases.phase if phases is not None else None,
@@ -209,7 +213,7 @@ class Insight:
         # history: one point per series that changed in the batch: its max within the batch and its last value
         recorded = self._recorded
         taken = peaks.take_rose()
-        for d, (cur, _peak, _at, bmax) in dev_rows.items():
+        for d, (cur, _peak, _at, bmax, *_bars) in dev_rows.items():
             last = recorded.get(d)
             if last is None:
                 last = recorded[d] = [-1] * NTYPES
@@ -379,8 +383,11 @@ class Insight:
             return
         record = self.history.record
         for d, w in totals.items():
+            seven = [0] * NTYPES
             for t, v in zip((0, 1, 3, 4, 5, 6), w, strict=False):  # a short tuple: the pools it has
                 record((d, t), ts_ns, v, v)
+                seven[t] = v
+            self.peaks.observe_totals(d, seven, ts_ns)
 
     def reset_peaks(self, ts_ns: int) -> None:
         self.peaks.reset(ts_ns)
@@ -471,6 +478,7 @@ def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, las
     for the bank maps. The reference of the compiled pass (tt_memtop/_native/insight.c)."""
     rose = peaks.rose
     mapped = _MAPPED
+    bar_mask = peaks.bar_mask
     for ev in events:
         k = ev.kind
         if k is _ALLOC:
@@ -486,7 +494,9 @@ def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, las
         r = dev_rows.get(d)
         if r is None:
             cur, peak, at = peaks._dev(d)
-            r = dev_rows[d] = (cur, peak, at, list(cur))  # the last: the batch's max, for the history
+            # then the batch's max (for the history; its CB / KERNEL stay the batch's start until the end),
+            # the bars' peaks and their times
+            r = dev_rows[d] = (cur, peak, at, list(cur), *peaks._bars(d))
         cur = r[0]
         v = cur[t] + size
         cur[t] = v
@@ -497,6 +507,15 @@ def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, las
                     r[1][t] = v
                     r[2][t] = ev.ts_ns
                     rose.add((d, t))
+            if bar_mask >> t & 1:  # the bar's stacked sum, CB / KERNEL as of the batch's start
+                b = _BAR_OF[t]
+                s = 0
+                for u in _BARS[b]:
+                    if bar_mask >> u & 1:
+                        s += cur[u] if u < _CB else r[3][u]
+                if s > r[4][b]:
+                    r[4][b] = s
+                    r[5][b] = ev.ts_ns
         p = ev.pid
         r = pid_rows.get(p)
         if r is None:
@@ -529,7 +548,7 @@ def _load_native_pass():
     if mod is None:
         return None
     try:
-        mod.setup(Event, _ALLOC, _FREE, _CLEANUP, NTYPES, _CB, TRACE, L1_SMALL, tuple(_MAPPED))
+        mod.setup(Event, _ALLOC, _FREE, _CLEANUP, NTYPES, _CB, TRACE, L1_SMALL, tuple(_MAPPED), _BARS)
     except (TypeError, ValueError, AttributeError):
         return None
     return mod.observe_pass

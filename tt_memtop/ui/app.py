@@ -27,6 +27,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
 
 from ..config import HISTORY_SCALES
 from ..core.model import MonitorState, new_state
+from ..core.peaks import types_mask
 from ..sources.base import Capability, EventBatch, Snapshot, Source, Status, Update
 from ..sources.liveness import ProcLiveness
 from .bindings import KEYS, app_bindings, key_active
@@ -457,6 +458,9 @@ class MemtopApp(App[int]):
         rows = []
         drift = st.drift() if st.crosscheck else {}
         stale = {r.device for r in st.regions if r.state == "stale" and r.device is not None}
+        types = f.types or frozenset(range(7))
+        peaks = st.insight.peaks  # the meters' peak marks: each bar's event-exact high water (core/peaks.py)
+        peaks.set_bar_mask(types_mask(types), st.last_ts_ns)
         for d in st.devices():
             if not f.device_ok(d):
                 continue
@@ -483,10 +487,12 @@ class MemtopApp(App[int]):
                 phase = "DRIFT"
             elif d in stale:
                 phase = "stale"
+            # a PID filter shows that process's share, whose per-device high water nothing keeps: no mark
+            peak_dram, peak_l1 = (0, 0) if f.pids else peaks.bar_peak(d)
             rows.append(DeviceRow(d, info.arch_name if info else "?", tot, info.total_dram if info else 0,
                                   info.total_l1 if info else 0, phase=phase,
-                                  buffers=reg.device_count(d) if st.has_events else -1))
-        types = f.types or frozenset(range(7))
+                                  buffers=reg.device_count(d) if st.has_events else -1,
+                                  peak_dram=peak_dram, peak_l1=peak_l1))
         self.w_devices.update_frame(rows, types, sample, dt)
 
     # ------------------------------------------------------------------ buffers: ranked off the render path
@@ -849,7 +855,7 @@ class MemtopApp(App[int]):
 
     def action_reset_peaks(self) -> None:
         self.state.insight.reset_peaks(self.state.last_ts_ns)
-        self.w_devices.reset_peaks()
+        self._dev_seen = (-1, -1, None)  # the meters' marks are the core's: redraw them now
         self.notify("Peaks reset to the current values")
 
     def action_help(self) -> None:

@@ -68,42 +68,25 @@ class DevicePane(ScrollView, can_focus=True):
         self._spark_due = False  # a sparkline was left stale by the throttle: a redraw is scheduled
         self._prev: dict[int, tuple[int, int]] = {}
         self._rates: dict[int, tuple[float, float]] = {}
-        self._peaks: dict[int, list[int]] = {}
         self._lines: list[list[Segment]] | None = None
         self._lines_key: tuple = ()
         self._unstyled = False
         self._styles: dict[str, Style] = {}
 
     def reset(self) -> None:
-        """Forget rates and peaks (a replay moved in time; the history is the state's)."""
+        """Forget rates (a replay moved in time; the history and the peaks are the state's)."""
         self._spark.clear()
         self._prev.clear()
         self._rates.clear()
-        self._peaks.clear()
-
-    def reset_peaks(self) -> None:
-        """``r``: the meters' peak marks start over from the next frame, with the core's peaks.
-
-        The marks are the high-water of each bar as shown (the stacked sum of the types shown), which
-        every source has, totals-only ones too; core/peaks.py keeps the per-type peaks of event sources."""
-        self._peaks.clear()
 
     # ------------------------------------------------------------------ data in
     def update_frame(self, rows: list[DeviceRow], types_shown: frozenset[int], sample: bool,
                      dt: float = 0.0) -> None:
-        """New totals. ``sample``: this frame ends a refresh period of ``dt`` seconds (Δ/s and the
-        history advance). Peaks are of what is shown: a type filter change starts them over."""
-        if types_shown != self.types_shown:
-            self._peaks.clear()
+        """New totals (each row with its bars' peaks from the core). ``sample``: this frame ends a refresh
+        period of ``dt`` seconds (Δ/s and the history advance)."""
         for r in rows:  # Δ and history of what is shown: with a type filter, of those types only
             dram = sum(r.totals[t] for t in DRAM_STACK if t in types_shown)
             l1 = sum(r.totals[t] for t in L1_STACK if t in types_shown)
-            pk = self._peaks.get(r.device)
-            if pk is None:
-                pk = self._peaks[r.device] = [dram, l1]
-            else:
-                pk[0], pk[1] = max(pk[0], dram), max(pk[1], l1)
-            r.peak_dram, r.peak_l1 = pk
             prev = self._prev.get(r.device)
             if sample:
                 if prev is not None and dt > 0:
