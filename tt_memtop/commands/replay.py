@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from ..cli import add_view_arguments
-from ..sources.logfile import DEFAULT_RATE, NotALogError, ReplaySource, check_log
+from ..sources.logfile import NotALogError, check_log
+from ..sources.replay import DEFAULT_RATE, ReplaySource
 
 #: a log without --rate plays for at least this long at speed 1 (short logs are slowed down)
 MIN_DURATION_S = 10.0

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .events import Event, EventKind
 from .insight import Insight
 from .leaks import LeakTracker, phase_before_exit
-from .logparse import DumpReport, ProcessCleanup, Record
+from .logrecords import DumpReport, ProcessCleanup, Record
 from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Buffer, Registry

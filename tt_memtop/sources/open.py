@@ -17,7 +17,7 @@ import stat
 import anyio
 
 from .base import Emit, Source, TotalsSample
-from .logfile import FollowLogSource
+from .follow import FollowLogSource
 from .poll import PollSource
 from .probe import BUSY_AFTER_S, ServerKind, probe_server
 

@@ -6,7 +6,7 @@ frames from the state: the header every tick, the visible pane when its data cha
 stops the drawing, never the ingestion. Ranking a million buffers happens in a thread worker.
 
 Replays: a source with ``Capability.SEEK`` in its ``capabilities`` is a *player* (pause, step,
-seek, speed; see :class:`~tt_memtop.sources.logfile.ReplaySource`). Then ``p`` / Space pause the
+seek, speed; see :class:`~tt_memtop.sources.replay.ReplaySource`). Then ``p`` / Space pause the
 playback rather than the drawing, the replay keys of the binding table are enabled, and the
 header shows the playback. A seek arrives as a ``Snapshot(reset=True)``: the state is rebuilt
 from it (a fresh MonitorState: feed, histories and phases of the old position are dropped).

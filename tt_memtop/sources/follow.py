@@ -1,0 +1,149 @@
+"""Follow a live allocation-server log: the original server's only per-buffer feed.
+
+Why: the original server prints every event to stdout but never pushes them to a monitor; its
+log file is therefore the only per-buffer feed it offers. :class:`FollowLogSource` rebuilds the
+state from the file's beginning, then tails it through truncation and rotation (:class:`Tail`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import BinaryIO
+
+import anyio
+
+from ..core.devices import Inventory
+from ..core.logparse import LogParser
+from .base import Capability, Emit, EventBatch, Snapshot, Source, Status, stamp
+from .logfile import CHUNK
+
+__all__ = ["LOG_CAPS", "FollowLogSource", "Tail"]
+
+LOG_CAPS = frozenset({Capability.EVENTS, Capability.TOTALS})
+
+
+class Tail:
+    """Incremental reader of a growing file that survives truncation and rotation."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.f: BinaryIO | None = None
+        self.ino: tuple[int, int] | None = None
+        self.partial = b""
+
+    def open(self) -> bool:
+        try:
+            f = open(self.path, "rb")  # noqa: SIM115 - kept open while following
+        except OSError:
+            return False
+        st = os.fstat(f.fileno())
+        self.close()
+        self.f, self.ino, self.partial = f, (st.st_dev, st.st_ino), b""
+        return True
+
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+    def read(self, limit: int = CHUNK) -> list[bytes]:
+        """Complete lines appended since the last call (at most about ``limit`` bytes)."""
+        assert self.f is not None
+        data = self.f.read(limit)
+        if not data:
+            return []
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()  # an unfinished last line waits for its newline
+        return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+
+    def check(self) -> str | None:
+        """'rotated', 'truncated', 'gone' or None, comparing the path with the open file."""
+        assert self.f is not None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return "gone"
+        if (st.st_dev, st.st_ino) != self.ino:
+            return "rotated"
+        if st.st_size < self.f.tell():
+            return "truncated"
+        return None
+
+
+class FollowLogSource(Source):
+    """Tail a live allocation-server log: rebuild the state from its beginning, then follow it.
+
+    Truncation (``> log`` or logrotate's copytruncate) continues from the new start; rotation
+    (the path now names a new file) drains the old file and moves to the new one. The parser's
+    state carries over in both cases: a restarted server announces itself with its start
+    banner, which resets the state. Limitation: truncation is noticed when the file is shorter
+    than what was read, at the next idle poll; a file truncated and then rewritten past that
+    point within one poll interval is read on from the old offset (``tail -F`` has the same
+    blind spot).
+    """
+
+    def __init__(self, path: str, *, poll_interval: float = 0.25, clock=time.time_ns) -> None:
+        self.path = path
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.parser = LogParser(cb_kernel_totals=True)
+        self.description = f"log {path}"
+        self.ready_on_connect = True  # its "connected" Status means: caught up with the file
+        self._inventory: Inventory | None = None
+
+    def _emit_lines(self, emit: Emit, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        events = self.parser.feed(lines)
+        self.parser.take_records()  # records are for reports; a live view only needs events
+        if events:
+            stamp(events, self.clock())
+            emit(EventBatch(events))
+        inv = self.parser.inventory
+        if inv.devices and inv != self._inventory:
+            self._inventory = inv
+            emit(Snapshot(self.parser.live_buffers(), self.parser.seq, self.clock(), inv))
+
+    async def run(self, emit: Emit) -> None:
+        tail = Tail(self.path)
+        emit(Status("connecting", f"waiting for {self.path}"))
+        while not tail.open():
+            await anyio.sleep(self.poll_interval)
+        try:
+            emit(Status("connecting", f"reading {self.path} from its beginning"))
+            while lines := tail.read():
+                self._emit_lines(emit, lines)
+                await anyio.sleep(0)
+            st = self.parser.stats
+            odd = f", {st.unknown + st.malformed:,} not recognised" if st.unknown + st.malformed else ""
+            emit(Status("connected", f"following {self.path} (caught up on {st.lines:,} lines{odd})", LOG_CAPS))
+            while True:
+                lines = tail.read()
+                if lines:
+                    self._emit_lines(emit, lines)
+                    await anyio.sleep(0)
+                    continue
+                change = tail.check()
+                if change == "truncated":
+                    tail.f.seek(0)
+                    tail.partial = b""
+                    emit(Status("connected", f"{self.path} was truncated; following it from its start", LOG_CAPS))
+                elif change == "rotated":
+                    while lines := tail.read():  # whatever was written before the switch
+                        self._emit_lines(emit, lines)
+                    if tail.partial:  # the old file is finished: its last line will get no newline
+                        self._emit_lines(emit, [tail.partial])
+                    if tail.open():
+                        emit(Status("connected", f"{self.path} was rotated; following the new file", LOG_CAPS))
+                elif change == "gone":
+                    emit(Status("disconnected", f"{self.path} disappeared; waiting for it to come back", LOG_CAPS))
+                    while not os.path.exists(self.path):
+                        await anyio.sleep(self.poll_interval)
+                    if tail.open():
+                        emit(Status("connected", f"following the new {self.path}", LOG_CAPS))
+                    continue
+                await anyio.sleep(self.poll_interval)
+        finally:
+            tail.close()
+
