@@ -67,9 +67,12 @@ def request_dump(socket_path: str, layout: Layout) -> None:
 
 async def run_scenario(socket_path: str, name: str, *, seed: int = 0, layout: Layout | int = Layout.V144,
                        speed: float = 1.0, dump_after_leak: bool = True,
-                       log: Callable[[str], None] | None = None, shm_dir: str | None = None) -> RunResult:
+                       log: Callable[[str], None] | None = None, shm_dir: str | None = None,
+                       stderr=None) -> RunResult:
     """Play scenario ``name`` against the server at ``socket_path`` (or, with ``shm_dir``, into TT-Metal
-    shared-memory regions there, no server involved); return when every child has exited."""
+    shared-memory regions there, no server involved); return when every child has exited.
+    ``stderr``: where the children's complaints go (default: this process's stderr; a monitor that owns
+    the terminal passes a file, see :func:`first_failure`)."""
     layout = Layout(layout)
     if speed <= 0:
         raise ValueError("speed must be positive")
@@ -83,7 +86,7 @@ async def run_scenario(socket_path: str, name: str, *, seed: int = 0, layout: La
             cmd = worker_command(socket_path, name, script.slot, seed=seed, layout=layout, speed=speed,
                                  shm_dir=shm_dir,
                                  process_name=process_name(scenario, script.slot) if shm_dir else None)
-            proc = await anyio.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
+            proc = await anyio.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
             procs[script.slot] = proc
             result.pids[script.slot] = proc.pid
             say(f"slot {script.slot}: pid {proc.pid} on devices {_span(script.devices)}, "
@@ -138,6 +141,20 @@ async def _await_child(proc: anyio.abc.Process, slot: int, leaks: bool, socket_p
             request_dump(socket_path, layout)
         except OSError as exc:
             say(f"could not request DUMP_REMAINING: {exc}")
+
+
+def first_failure(result: RunResult, stderr_path: str) -> str | None:
+    """None if every child exited 0; else one line: which slot failed and its last complaint."""
+    failed = sorted(slot for slot, code in result.returncodes.items() if code != 0)
+    if not failed:
+        return None
+    try:
+        with open(stderr_path, encoding="utf-8", errors="replace") as f:
+            lines = [ln.strip() for ln in f if ln.strip()]
+    except OSError:
+        lines = []
+    why = lines[-1] if lines else f"exit status {result.returncodes[failed[0]]}"
+    return f"simulated process (slot {failed[0]}) failed: {why}"
 
 
 def _span(devices: tuple[int, ...]) -> str:

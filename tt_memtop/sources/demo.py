@@ -54,7 +54,7 @@ class DemoSource(Source):
 
     async def run(self, emit: Emit) -> None:
         from ..server.server import AllocationServer, ServerConfig
-        from ..sim.driver import run_scenario
+        from ..sim.driver import first_failure, run_scenario
 
         tmpdir = tempfile.mkdtemp(prefix="memtop-demo-")
         path = os.path.join(tmpdir, "alloc.sock")
@@ -71,14 +71,19 @@ class DemoSource(Source):
             async with anyio.create_task_group() as tg:
                 await tg.start(AllocationServer(config, log=devnull).serve)
                 tg.start_soon(SubscribeSource(path, reconnect=False).run, relay)
+                errors = os.path.join(tmpdir, "workers.stderr")  # not the terminal: the monitor draws there
+                why = None
                 while True:
-                    await run_scenario(path, self.scenario, seed=self.seed, layout=self.layout, speed=self.speed)
+                    with open(errors, "w") as err:
+                        result = await run_scenario(path, self.scenario, seed=self.seed, layout=self.layout,
+                                                    speed=self.speed, stderr=err)
                     self.runs += 1
-                    if not self.loop:
+                    why = first_failure(result, errors)
+                    if why or not self.loop:
                         break
                     await anyio.sleep(1.0)
                 await anyio.sleep(max(0.3, 2 * self.cleanup_interval_s))  # let the last events reach the monitor
-                emit(Status("ended", f"{self.description}: scenario finished"))
+                emit(Status("ended", f"{self.description}: {why or 'scenario finished'}"))
                 tg.cancel_scope.cancel()
         finally:
             devnull.close()
