@@ -399,10 +399,9 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
             print(f"memtop: {exc}", file=sys.stderr)
             return 2
         if source is None:
-            where = getattr(args, "follow", None) or args.socket
-            print(f"memtop: no allocation server answers at {where} and no TT-Metal shared-memory regions are in "
-                  f"{getattr(args, 'shm_dir', None) or os.environ.get('TT_MEMTOP_SHM_DIR') or '/dev/shm'} "
-                  f"(start a server with `memtop serve`)", file=sys.stderr)
+            from ..sources.open import nothing_found
+
+            print(f"memtop: {nothing_found(args)}", file=sys.stderr)
             return 1
     if hasattr(source, "hold_at_end"):  # a replay: jump to the end and report the final state
         source.hold_at_end = False

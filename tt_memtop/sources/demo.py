@@ -37,7 +37,7 @@ class DemoSource(Source):
 
     def __init__(self, scenario: str = "llama-t3k", speed: float = DEMO_SPEED, loop: bool = True, devices: int | None = None,
                  *, arch: str = "wormhole_b0", seed: int = 0, layout: Layout | int = Layout.V144,
-                 cleanup_interval_s: float = 0.5, reason: str = "") -> None:
+                 cleanup_interval_s: float = 0.5, reason: str = "", hint: str = "") -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.scenario = scenario
@@ -51,6 +51,7 @@ class DemoSource(Source):
         # no "DEMO" here: the header's badge says it (once); one-shot output prefixes it from ``demo``
         self.description = f"{scenario} at {speed:g}x" + (f" ({reason})" if reason else "")
         self.runs = 0  # completed plays of the scenario
+        self.hint = hint  # what to do to see real data (the header's message once connected)
 
     async def run(self, emit: Emit) -> None:
         from ..server.server import AllocationServer, ServerConfig
@@ -64,7 +65,7 @@ class DemoSource(Source):
 
         def relay(update: Update) -> None:
             if isinstance(update, Status) and update.state == "connected":
-                update = Status("connected", f"in-process server on {path}", update.capabilities)
+                update = Status("connected", self.hint or f"in-process server on {path}", update.capabilities)
             emit(update)
 
         try:
