@@ -11,6 +11,7 @@ recording before reading it all (:func:`check_log`). The sources over these file
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -84,12 +85,19 @@ def check_log(path: str, allow_empty: bool = False) -> None:
     A log must have at least one line the parser understands (an allocation, a banner, a dump ...)
     in its first ``SNIFF_BYTES``; an empty or binary file, or prose, is refused with the reason,
     rather than reported as a run without allocations ("perfect cleanup")."""
-    if is_recording(path):
-        return
-    from ..core.logparse import LogParser
+    if os.path.isdir(path):
+        raise NotALogError(f"{path} is a directory: give an allocation-server log or a memtop recording")
+    try:
+        if is_recording(path):
+            return
+        from ..core.logparse import LogParser
 
-    with open_log(path) as f:
-        head = read_chunk(f, SNIFF_BYTES)
+        with open_log(path) as f:
+            head = read_chunk(f, SNIFF_BYTES)
+    except FileNotFoundError:
+        raise NotALogError(f"{path}: no such file") from None
+    except PermissionError:
+        raise NotALogError(f"{path}: permission denied (not readable by this user)") from None
     if not head:
         if allow_empty:
             return
@@ -99,11 +107,14 @@ def check_log(path: str, allow_empty: bool = False) -> None:
     lines = head.split(b"\n")
     if len(head) == SNIFF_BYTES and len(lines) > 1:
         lines.pop()  # probably cut in the middle
+    elif lines[-1] == b"":
+        lines.pop()  # what follows the last newline: not a line
     parser = LogParser(line_as_ts=True)
     parser.feed([ln.rstrip(b"\r") for ln in lines])
     st = parser.stats
     if not (st.event_lines or st.known):
-        raise NotALogError(f"{path} is not an allocation-server log (none of its first {st.lines:,} lines is a line "
-                           f"the server writes) nor a memtop recording")
+        which = "its only line is not" if st.lines == 1 else f"none of its first {st.lines:,} lines is"
+        raise NotALogError(f"{path} is not an allocation-server log ({which} a line the server writes) nor a memtop "
+                           f"recording")
 
 

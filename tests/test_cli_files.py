@@ -1,0 +1,23 @@
+"""`memtop replay / report / analyze FILE` with a file that is not there, a directory, or one stray
+line: one plain sentence naming the file and what is wrong (no errno brackets, no traceback), exit 1."""
+
+from __future__ import annotations
+
+import pytest
+
+from tt_memtop.cli import main
+
+
+@pytest.mark.parametrize("cmd", ["replay", "report", "analyze"])
+def test_missing_directory_and_one_line_files(tmp_path, capsys, cmd):
+    one = tmp_path / "one.txt"
+    one.write_text("hello\n")
+    cases = {str(tmp_path / "missing.log"): f"{tmp_path / 'missing.log'}: no such file",
+             str(tmp_path): f"{tmp_path} is a directory: give an allocation-server log or a memtop recording",
+             str(one): "its only line is not a line the server writes"}
+    for path, said in cases.items():
+        argv = [cmd, path] + (["--once"] if cmd == "replay" else [])
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert said in err, err
+        assert "Errno" not in err and "Traceback" not in err
