@@ -31,3 +31,17 @@ async def test_processes_pane_shows_every_device_of_the_session_log_process():
                 await pilot.pause(0.05)
         cells = [str(c) for c in table.get_row_at(0)]
     assert "0-3,5" in cells, cells
+
+
+def test_an_unknown_free_in_the_feed_guesses_no_type_and_says_why():
+    """The session log's ``Deallocation for unknown buffer 233492480 on device 2 (allocated before tracking
+    started)``: the feed showed it as a DRAM free of 0 B with no detail."""
+    from tt_memtop.core.logparse import LogParser
+    from tt_memtop.ui.widgets.event_feed import EventFeed
+
+    line = "⚠ [PID 8174] Deallocation for unknown buffer 233492480 on device 2 (allocated before tracking started)"
+    ev = LogParser().feed([line.encode()])[0]
+    text = "".join(s.text for s in EventFeed()._row_segments(ev, "capture"))
+    assert "free?" in text and "0xdead000" in text
+    assert " DRAM " not in text and " 0 B " not in text, text
+    assert "unknown buffer: allocated before tracking started" in text, text

@@ -30,6 +30,7 @@ from textual.strip import Strip
 
 from ...core.events import Event, EventKind
 from ...core.model import MonitorState
+from ...core.protocol import BufferType
 from ...sources.base import Capability
 from ..feed_groups import OP, PAIR, FeedGroups, FeedRow
 from ..filters import ViewFilter
@@ -64,6 +65,10 @@ def event_passes(f: ViewFilter, ev: Event) -> bool:
             return False
         return not f.text or f.text.lower() in f"{ev.pid} {ev.text}".lower()
     return f.matches(ev.device, ev.buffer_type, ev.pid, ev.buffer_id, ev.name)
+
+
+#: CB and KERNEL ids have spaces of their own: an unknown free of one still says which kind it was
+_OWN_ID_SPACES = (int(BufferType.CB), int(BufferType.KERNEL))
 
 
 def _type_label(t: int) -> str:
@@ -290,11 +295,19 @@ class EventFeed(ScrollView, can_focus=True):
             extra += f" refs={ev.ref_count}"
         if ev.name:
             extra += f" {ev.name}"
+        type_text, size_text = _type_label(ev.buffer_type), human(ev.size)
+        if ev.kind == EventKind.FREE_UNKNOWN:
+            # a FREE names neither type nor (meaningful) size, and nothing of this buffer was seen: no guess
+            if ev.buffer_type not in _OWN_ID_SPACES:
+                type_text = "?"
+            if not ev.size:
+                size_text = "?"
+            extra += f" unknown buffer: {ev.text or 'never seen allocated'}"
         return [
             Segment(f"{t:<12} ", self._style("time")),
             Segment(f"{ev.pid:>7} {dev if dev is not None else ev.device:<5} ", None),
             Segment(f"{label:<10} ", kind_style),
-            Segment(f"{_type_label(ev.buffer_type):<8} {human(ev.size):>9} {ev.buffer_id:<#12x} ", None),
+            Segment(f"{type_text:<8} {size_text:>9} {ev.buffer_id:<#12x} ", None),
             Segment(f"{phase or '—':<9}", self._style("phase")),
             Segment(extra, self._style("dim")),
         ]
