@@ -67,6 +67,13 @@ def event_passes(f: ViewFilter, ev: Event) -> bool:
     return f.matches(ev.device, ev.buffer_type, ev.pid, ev.buffer_id, ev.name)
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` cells, broken at spaces."""
+    import textwrap
+
+    return textwrap.wrap(text, max(10, width)) or [""]
+
+
 #: CB and KERNEL ids have spaces of their own: an unknown free of one still says which kind it was
 _OWN_ID_SPACES = (int(BufferType.CB), int(BufferType.KERNEL))
 
@@ -262,8 +269,10 @@ class EventFeed(ScrollView, can_focus=True):
         idx = y - 1 + int(self.scroll_offset.y)
         n = self._row_count()
         if idx >= n or idx < 0:
-            if not n and y == 1:
-                return Strip([Segment(self.empty_text, self._style("dim"))]).adjust_cell_length(width, base)
+            if not n and y >= 1:  # why there is nothing, wrapped: what to do is at its end
+                lines = _wrap(self.empty_text, width)
+                if y - 1 < len(lines):
+                    return Strip([Segment(lines[y - 1], self._style("dim"))]).adjust_cell_length(width, base)
             return Strip.blank(width, base)
         if self.grouped:
             segs = self._group_segments(self._groups.rows[idx])

@@ -1,0 +1,37 @@
+"""At 80 columns, why a pane is empty must be read to its end: that is where it says what to do
+(`memtop serve` / --follow LOG). The note was one line, cut at "… polled): no"."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from test_ui_views import TotalsOnly
+
+from tt_memtop.core.model import MonitorState
+from tt_memtop.ui.app import TOTALS_ONLY_NOTE, MemtopApp
+from tt_memtop.ui.widgets.device_pane import DevicePane
+from tt_memtop.ui.widgets.event_feed import EventFeed
+
+
+@pytest.mark.parametrize("pane", ["feed", "buffers", "processes"])
+async def test_the_totals_only_note_is_whole_at_80_columns(pane):
+    app = MemtopApp(TotalsOnly(), clock=lambda: 0.0, state=MonitorState(), pane=pane)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dp = app.query_one(DevicePane)
+        with anyio.fail_after(20):
+            while not (dp.rows and dp.rows[0].totals[0]):
+                await pilot.pause(0.05)
+        await pilot.pause(0.3)
+        if pane == "feed":
+            feed = app.query_one(EventFeed)
+            width = feed.scrollable_content_region.width
+            text = " ".join("".join(s.text for s in feed.render_line(y)).strip() for y in range(1, 6))
+            assert all(len("".join(s.text for s in feed.render_line(y))) <= width for y in range(1, 6))
+        else:
+            status = app.query_one("#buffers-status" if pane == "buffers" else "#processes-status")
+            with anyio.fail_after(10):
+                while "totals only" not in str(status.render()) or status.size.height < 2:
+                    await pilot.pause(0.05)
+            assert status.size.height >= 2  # wrapped, not cut
+            text = " ".join(str(status.render()).split())
+        assert " ".join(TOTALS_ONLY_NOTE.split()) in " ".join(text.split()), text
