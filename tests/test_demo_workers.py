@@ -33,3 +33,23 @@ async def test_a_failing_demo_worker_is_reported_not_printed(monkeypatch, capfd)
     assert "failed: worker: cannot connect to the socket" in ended[-1].message
     assert src.runs == 1  # a failing scenario is not looped
     assert "cannot connect" not in capfd.readouterr().err  # nothing reached the terminal
+
+
+def test_workers_run_this_package_whatever_the_working_directory(tmp_path, monkeypatch):
+    """`python -m` puts the working directory first on sys.path: run from a directory holding another
+    tt_memtop (a checkout of another version), the demo's children imported that one (and failed on
+    an argument it did not know). They run in this package's root instead."""
+    import os
+
+    fake = tmp_path / "tt_memtop" / "sim"
+    fake.mkdir(parents=True)
+    for d in (tmp_path / "tt_memtop", fake):
+        (d / "__init__.py").write_text("")
+    (fake / "worker.py").write_text("import sys\nprint('the wrong tt_memtop', file=sys.stderr)\nsys.exit(9)\n")
+    monkeypatch.chdir(tmp_path)
+    errors = tmp_path / "err.txt"
+    with open(errors, "w") as err:
+        result = anyio.run(lambda: driver.run_scenario(str(tmp_path / "shm"), "cnn", speed=50.0,
+                                                       shm_dir="shm", stderr=err))
+    assert result.returncodes == {0: 0}, errors.read_text()
+    assert any(n.startswith("tt_device_") for n in os.listdir(tmp_path / "shm"))  # the relative dir, made absolute

@@ -11,6 +11,7 @@ shows at once instead of at the server's next 3–5 s check. Cancelling the run 
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -43,13 +44,21 @@ class RunResult:
 def worker_command(socket_path: str, name: str, slot: int, *, seed: int, layout: Layout, speed: float,
                    start_at: float | None = None, shm_dir: str | None = None,
                    process_name: str | None = None) -> list[str]:
-    """The child's command line; without ``start_at`` it waits for time zero on stdin (``--wait-start``)."""
-    where = ["--shm", shm_dir] if shm_dir else ["--socket", socket_path]
+    """The child's command line; without ``start_at`` it waits for time zero on stdin (``--wait-start``).
+    Paths are made absolute: the child runs in :func:`package_root`."""
+    where = ["--shm", os.path.abspath(shm_dir)] if shm_dir else ["--socket", os.path.abspath(socket_path)]
     named = ["--name", process_name] if process_name else []
     start = ["--start-at", repr(start_at)] if start_at is not None else ["--wait-start"]
     return [sys.executable, "-m", "tt_memtop.sim.worker", *where, *named, "--scenario", name,
             "--slot", str(slot), "--seed", str(seed), "--protocol", str(int(layout)), "--speed", repr(speed),
             *start]
+
+
+def package_root() -> str:
+    """The directory holding this ``tt_memtop`` package: the children's working directory. ``python -m``
+    puts the working directory first on ``sys.path``, so run from anywhere else a ``tt_memtop`` folder
+    there (another checkout, another version) would be imported instead of this one."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def process_name(scenario: Scenario, slot: int) -> str:
@@ -86,7 +95,8 @@ async def run_scenario(socket_path: str, name: str, *, seed: int = 0, layout: La
             cmd = worker_command(socket_path, name, script.slot, seed=seed, layout=layout, speed=speed,
                                  shm_dir=shm_dir,
                                  process_name=process_name(scenario, script.slot) if shm_dir else None)
-            proc = await anyio.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+            proc = await anyio.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                            cwd=package_root())
             procs[script.slot] = proc
             result.pids[script.slot] = proc.pid
             say(f"slot {script.slot}: pid {proc.pid} on devices {_span(script.devices)}, "
