@@ -46,7 +46,7 @@ from .peaks import BARS as _BARS
 from .peaks import PeakCapture, PeakTracker
 from .protocol import BufferType
 
-__all__ = ["Headroom", "Insight"]
+__all__ = ["Headroom", "Insight", "warning_text"]
 
 _ALLOC, _FREE, _CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
 _CB = int(BufferType.CB)
@@ -80,6 +80,20 @@ class Headroom:
                 "suggested_trace_region_size": self.suggested_trace_region_size,
                 "l1_cb_top": self.l1_cb_top, "l1_lowest_buffer": self.l1_lowest_buffer,
                 "l1_headroom": self.l1_headroom, "warnings": list(self.warnings)}
+
+
+def warning_text(device: int, w: dict) -> str:
+    """One headroom warning as a sentence, in the terms of TT-Metal's own out-of-memory error ("Not enough
+    space to allocate X B L1 buffer across N banks, where each bank needs to store Y B ..."): what fails is
+    the largest contiguous free range of one bank, not the total free."""
+    banks = w.get("banks") or 0
+    across = f" across {banks} banks" if banks else ""
+    free = w.get("free_per_bank")
+    total = f", {free * banks:,} B free in all" if free is not None and banks else ""
+    verdict = "will not fit" if w["level"] == "would_fail" else "fits once more"
+    return (f"device {device} {w['pool']}: the next {w['typical_bytes']:,} B buffer{across} needs "
+            f"{w['typical_per_bank']:,} B per bank; the largest free range is {w['largest_free_bytes']:,} B per "
+            f"bank{total}: it {verdict}")
 
 
 class _Device:
@@ -359,12 +373,15 @@ class Insight:
                 entries: dict[int, int] = {}
                 per[memory] = (entries, dev.spaces[memory].loader(entries))
         space_of = SPACE_OF
-        for b in view:
+        for b in view:  # in allocation order: the last of each pool are its most recent allocations
             t = b.buffer_type
             bid = b.buffer_id
             if bid <= 0 or t not in mapped:
                 continue
             loaders[b.device][space_of[t]][1](bid, b.size, t)
+            # attached mid-run, no allocation seen yet: the live buffers' sizes are the typical ones (the
+            # "next one will not fit" warning would otherwise wait for the next allocation)
+            devs[b.device].recent[t].append(b.size)
         del view
         for d, per in loaders.items():
             for memory, (entries, _add) in per.items():
@@ -449,7 +466,8 @@ class Insight:
             else:
                 continue
             warnings.append({"pool": POOLS[pool], "level": level, "typical_bytes": typical, "typical_per_bank": per,
-                             "largest_free_bytes": st.largest_free})
+                             "largest_free_bytes": st.largest_free, "banks": st.banks,
+                             "free_per_bank": st.free_per_bank})
         return Headroom(device, trace_now, trace_peak, region, trace_stats.range_known,
                         round_region(trace_peak, g.dram_alignment, g.dram_banks) if trace_peak else 0,
                         cb_top, lowest, (lowest - cb_top) if (lowest is not None and cb_top is not None) else None,

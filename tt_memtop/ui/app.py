@@ -180,6 +180,7 @@ class MemtopApp(App[int]):
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
         self._last_sample = -1e9
         self._dev_seen = (-1, -1, None)
+        self._alerts_seen = -1  # events_total when the headroom warnings were last computed
         self._buf_due = 0.0
         self._buf_busy = False
         self._buf_snapshot: list | None = None
@@ -493,7 +494,11 @@ class MemtopApp(App[int]):
                                   info.total_l1 if info else 0, phase=phase,
                                   buffers=reg.device_count(d) if st.has_events else -1,
                                   peak_dram=peak_dram, peak_l1=peak_l1))
-        self.w_devices.update_frame(rows, types, sample, dt)
+        alerts = None  # headroom warnings: per-buffer sources only (bank maps need addresses), per sample
+        if st.has_events and sample and st.events_total != self._alerts_seen:
+            self._alerts_seen = st.events_total
+            alerts = [(r.device, w) for r in rows for w in st.insight.headroom(r.device).warnings]
+        self.w_devices.update_frame(rows, types, sample, dt, alerts)
 
     # ------------------------------------------------------------------ buffers: ranked off the render path
     def _maybe_query_buffers(self, now: float, force: bool = False) -> None:

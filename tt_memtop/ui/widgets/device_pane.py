@@ -30,6 +30,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ...core.insight import warning_text
 from ..format import human, level, rate, sparkline
 from .mesh_grid import COMPONENT_CLASSES as MESH_CLASSES
 from .mesh_grid import GRID_CELL_MIN, GRID_ROWS, mesh_lines
@@ -68,6 +69,8 @@ class DevicePane(ScrollView, can_focus=True):
         self._spark_due = False  # a sparkline was left stale by the throttle: a redraw is scheduled
         self._prev: dict[int, tuple[int, int]] = {}
         self._rates: dict[int, tuple[float, float]] = {}
+        #: (device, headroom warning) the next typical allocation will not fit / fits once more (core/insight.py)
+        self.alerts: list[tuple[int, dict]] = []
         self._lines: list[list[Segment]] | None = None
         self._lines_key: tuple = ()
         self._unstyled = False
@@ -81,9 +84,12 @@ class DevicePane(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------------ data in
     def update_frame(self, rows: list[DeviceRow], types_shown: frozenset[int], sample: bool,
-                     dt: float = 0.0) -> None:
+                     dt: float = 0.0, alerts: list[tuple[int, dict]] | None = None) -> None:
         """New totals (each row with its bars' peaks from the core). ``sample``: this frame ends a refresh
-        period of ``dt`` seconds (Δ/s and the history advance)."""
+        period of ``dt`` seconds (Δ/s and the history advance). ``alerts``: new headroom warnings
+        (None: keep the last ones)."""
+        if alerts is not None:
+            self.alerts = alerts
         for r in rows:  # Δ and history of what is shown: with a type filter, of those types only
             dram = sum(r.totals[t] for t in DRAM_STACK if t in types_shown)
             l1 = sum(r.totals[t] for t in L1_STACK if t in types_shown)
@@ -167,7 +173,7 @@ class DevicePane(ScrollView, can_focus=True):
         if not rows:
             out.append([Segment("no device has reported yet", self._style("dim"))])
         else:
-            summary = self._summary_lines(rows, width)
+            summary = self._summary_lines(rows, width) + self._alert_lines(width)
             out.extend(summary)
             mode = self.layout_mode = self._choose_layout(len(rows), width, len(summary))
             if mode == "grid":
@@ -230,6 +236,23 @@ class DevicePane(ScrollView, can_focus=True):
         if count is not None and cells(lines[0]) + len(count.text) <= width:
             lines[0] = [*lines[0], count]
         return lines
+
+    def _alert_lines(self, width: int, most: int = 2) -> list[list[Segment]]:
+        """Why the next allocation will fail, before it does: one line per warning (the worst first, at most
+        ``most``), in full where it fits, else short; the address map (``m``) shows the banks."""
+        order = sorted(self.alerts, key=lambda a: (a[1]["level"] != "would_fail", a[0]))
+        out = []
+        for d, w in order[:most]:
+            fail = w["level"] == "would_fail"
+            full = "⚠ " + warning_text(d, w) + " · m: the banks"
+            # the verdict first: a cut line still says it
+            short = (f"⚠ dev {d} {w['pool']}: next {human(w['typical_bytes'])} {'won’t fit' if fail else 'fits once'}"
+                     f" ({human(w['typical_per_bank'])}/bank needed, largest free {human(w['largest_free_bytes'])})")
+            text = full if len(full) <= width else short
+            out.append([Segment(text[:width], self._style("crit" if fail else "warn"))])
+        if len(order) > most:
+            out.append([Segment(f"  +{len(order) - most} more warnings · m: the address map", self._style("dim"))])
+        return out
 
     def _used_segments(self, name: str, used: int, cap: int) -> list[Segment]:
         if cap:
