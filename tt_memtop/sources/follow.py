@@ -80,10 +80,12 @@ class FollowLogSource(Source):
     banner, which resets the state. Limitation: truncation is noticed when the file is shorter
     than what was read, at the next idle poll; a file truncated and then rewritten past that
     point within one poll interval is read on from the old offset (``tail -F`` has the same
-    blind spot).
+    blind spot). Log lines carry no time: events are stamped when read, with this host's monotonic
+    clock, as our server stamps its events (the monitor shows them in wall-clock time; a wall-clock
+    stamp showed hours off).
     """
 
-    def __init__(self, path: str, *, poll_interval: float = 0.25, clock=time.time_ns) -> None:
+    def __init__(self, path: str, *, poll_interval: float = 0.25, clock=time.monotonic_ns) -> None:
         self.path = path
         self.poll_interval = poll_interval
         self.clock = clock

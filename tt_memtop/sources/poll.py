@@ -59,7 +59,7 @@ class PollSource(Source):
 
     def __init__(self, socket_path: str, interval: float = 0.5, layout: Layout | int | str = "auto", *,
                  known: ServerKind | None = None, subscribe_ours: bool = True, probe_timeout: float = BUSY_AFTER_S,
-                 reply_timeout: float = 2.0, backoff_max: float = 5.0, clock=time.time_ns) -> None:
+                 reply_timeout: float = 2.0, backoff_max: float = 5.0, clock=time.monotonic_ns) -> None:
         self.socket_path = socket_path
         self.interval = interval
         self.forced = None if str(layout).lower() == "auto" else Layout(int(layout))

@@ -177,7 +177,7 @@ class ShmSource(Source):
     local = True  # the PIDs in the slots are this machine's
 
     def __init__(self, shm_dir: str | None = None, interval: float = DEFAULT_INTERVAL, arch: str | None = None,
-                 *, clock: Callable[[], int] = time.time_ns, alive: Callable[[int], bool] = pid_alive,
+                 *, clock: Callable[[], int] = time.monotonic_ns, alive: Callable[[int], bool] = pid_alive,
                  sysfs: str = SYSFS, crosscheck: bool = False) -> None:
         self.shm_dir = shm_dir or default_shm_dir()
         self.interval = interval

@@ -1,0 +1,43 @@
+"""Live sources stamp with this host's monotonic clock, as `memtop serve` does: the monitor turns that
+into wall-clock time. A followed log was stamped with the wall clock, and its feed showed times hours off
+(the wall offset added twice); polled and shared-memory samples likewise."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from tt_memtop.core.model import MonitorState
+from tt_memtop.sources.follow import FollowLogSource
+from tt_memtop.sources.poll import PollSource
+from tt_memtop.sources.shm import ShmSource
+from tt_memtop.ui.app import MemtopApp
+from tt_memtop.ui.widgets.event_feed import EventFeed
+
+LINE = "✓ [PID 8174] Allocated 1048576 bytes of DRAM on device 0 (buffer_id=455294688)\n"
+
+
+def test_live_sources_default_to_the_monotonic_clock():
+    import inspect
+
+    for cls in (FollowLogSource, PollSource, ShmSource):
+        assert inspect.signature(cls.__init__).parameters["clock"].default is time.monotonic_ns, cls
+
+
+async def test_a_followed_log_shows_the_wall_clock_time_it_was_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    log = tmp_path / "server.log"
+    log.write_text(LINE)
+    app = MemtopApp(FollowLogSource(str(log), poll_interval=0.05), clock=lambda: 0.0, state=MonitorState(),
+                    pane="feed")
+    async with app.run_test(size=(160, 30)) as pilot:
+        feed = app.query_one(EventFeed)
+        with anyio.fail_after(20):
+            while not feed.rows:
+                await pilot.pause(0.05)
+        shown = feed.time_text(feed.rows[0][0].ts_ns)
+    now = time.strftime("%H:%M", time.gmtime())
+    before = time.strftime("%H:%M", time.gmtime(time.time() - 60))
+    assert shown[:5] in (now, before), (shown, now)
