@@ -15,7 +15,7 @@ import anyio
 
 from ..core.devices import Inventory
 from ..core.logparse import LogParser
-from .base import Capability, Emit, EventBatch, Snapshot, Source, Status, stamp
+from .base import Capability, Emit, EventBatch, Snapshot, Source, Status
 from .logfile import CHUNK
 
 __all__ = ["LOG_CAPS", "FollowLogSource", "Tail"]
@@ -93,6 +93,7 @@ class FollowLogSource(Source):
         self.description = f"log {path}"
         self.ready_on_connect = True  # its "connected" Status means: caught up with the file
         self._inventory: Inventory | None = None
+        self._last_ts = 0  # the newest event's stamp
 
     def _emit_lines(self, emit: Emit, lines: list[bytes]) -> None:
         if not lines:
@@ -100,7 +101,14 @@ class FollowLogSource(Source):
         events = self.parser.feed(lines)
         self.parser.take_records()  # records are for reports; a live view only needs events
         if events:
-            stamp(events, self.clock())
+            # one nanosecond apart, never behind the last batch: a chunk read at once (the catch-up reads
+            # the file in 1 MiB chunks) keeps its order in time, so what was allocated while loading is
+            # never taken for what came after it (phase spans, leak attribution compare times)
+            t = max(self.clock(), self._last_ts + 1)
+            for ev in events:
+                ev.ts_ns = t
+                t += 1
+            self._last_ts = t - 1
             emit(EventBatch(events))
         inv = self.parser.inventory
         if inv.devices and inv != self._inventory:
