@@ -119,3 +119,17 @@ async def test_a_spike_between_two_frames_still_shows_its_mark():
                 await pilot.pause(0.05)
         lines = ["".join(s.text for s in ln) for ln in pane._build_lines(pane.scrollable_content_region.width)]
         assert _mark_col(next(ln for ln in lines if "DRAM" in ln and "GiB" in ln)) == -1
+
+
+def test_an_unknown_capacity_is_said_whole_in_a_narrow_bar():
+    from rich.style import Style
+
+    from tt_memtop.ui.widgets.meter import bar_segments
+
+    def text(width):
+        return "".join(s.text for s in bar_segments([0] * 7, (0, 4), 0, width, lambda _n: Style(), frozenset(range(7))))
+
+    assert text(30).strip() == "capacity unknown"
+    assert text(13).strip() == "cap. unknown"  # the S1 server (no DEVICE_INFO) polled at 80 columns
+    assert text(8).strip() == "unknown" and text(3).strip() == "?"
+    assert all(len(text(w)) == w for w in (3, 8, 13, 30))

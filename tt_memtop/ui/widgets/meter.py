@@ -97,8 +97,9 @@ def bar_segments(totals: list[int], stack: tuple[int, ...], cap: int, width: int
     """:func:`bar_cells` of the ``stack`` types in ``shown``, as runs of styled segments."""
     if width <= 0:
         return []
-    if not cap:
-        return [Segment("capacity unknown"[:width].center(width), style("dim"))]
+    if not cap:  # said whole, in as few words as fit ("capacity unkn" read like a typo)
+        words = next((w for w in ("capacity unknown", "cap. unknown", "unknown", "?") if len(w) <= width), "")
+        return [Segment(words.center(width), style("dim"))]
     parts = [(totals[t], TYPE_CLASS[t]) for t in stack if t in shown]
     segs: list[Segment] = []
     empty = style("empty")
