@@ -21,3 +21,14 @@ def test_missing_directory_and_one_line_files(tmp_path, capsys, cmd):
         err = capsys.readouterr().err
         assert said in err, err
         assert "Errno" not in err and "Traceback" not in err
+
+
+def test_report_says_an_id_was_never_allocated_rather_than_on_devices_none(capsys):
+    """The original server's session log frees 0xdead000 on device 2, never allocated anywhere."""
+    from pathlib import Path
+
+    log = Path(__file__).resolve().parent / "data" / "original_server" / "session_72byte.log"
+    assert main(["report", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "0xdead000 (233492480) on device 2: allocated 0, freed 1" in out
+    assert "this id was never allocated on any device, freed on 2" in out and "devices none" not in out
