@@ -32,3 +32,16 @@ def test_report_says_an_id_was_never_allocated_rather_than_on_devices_none(capsy
     out = capsys.readouterr().out
     assert "0xdead000 (233492480) on device 2: allocated 0, freed 1" in out
     assert "this id was never allocated on any device, freed on 2" in out and "devices none" not in out
+
+
+def test_replay_once_shows_no_peak_it_cannot_know(capsys):
+    """`replay --once` rebuilds the state at the end of the file: the "DRAM peak MB" column said 0.00 for a
+    run that had used hundreds of MB (the real S4 server's llama log); it says "-" and where the peaks are."""
+    from pathlib import Path
+
+    log = Path(__file__).resolve().parent / "data" / "oracle" / "s4_sim_llama-t3k_112.stdout.gz"
+    assert main(["replay", str(log), "--once"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln.split() for ln in out.splitlines() if ln.strip().startswith(("0 ", "7 ")) and "1024.00" in ln]
+    assert rows and all(r[-1] == "-" for r in rows), out
+    assert "the run's peaks: `memtop report FILE --map`" in out
