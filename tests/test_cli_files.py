@@ -45,3 +45,23 @@ def test_replay_once_shows_no_peak_it_cannot_know(capsys):
     rows = [ln.split() for ln in out.splitlines() if ln.strip().startswith(("0 ", "7 ")) and "1024.00" in ln]
     assert rows and all(r[-1] == "-" for r in rows), out
     assert "the run's peaks: `memtop report FILE --map`" in out
+
+
+def test_follow_refuses_what_is_not_a_log_being_written(tmp_path, capsys, monkeypatch):
+    """`memtop --follow` of a gzipped log read nothing and said "no devices to show" (exit 0); a directory
+    hung; prose showed an empty screen. Each is refused with why and what to run instead."""
+    import gzip
+
+    monkeypatch.setenv("TT_MEMTOP_SHM_DIR", str(tmp_path / "noshm"))
+    line = b"\xe2\x9c\x93 [PID 8174] Allocated 1048576 bytes of DRAM on device 0 (buffer_id=455294688)\n"
+    gz = tmp_path / "server.log.gz"
+    gz.write_bytes(gzip.compress(line))
+    prose = tmp_path / "notes.txt"
+    prose.write_text("hello\nworld\n")
+    cases = {str(gz): "is gzipped, not a log being written: read it with `memtop replay",
+             str(tmp_path): "is a directory: --follow takes the allocation server's log file",
+             str(prose): "is not an allocation-server log (none of its first 2 lines"}
+    for path, said in cases.items():
+        assert main(["--follow", path, "--socket", str(tmp_path / "none.sock"), "--once"]) == 1
+        err = capsys.readouterr().err
+        assert said in err, err

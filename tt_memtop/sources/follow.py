@@ -16,9 +16,9 @@ import anyio
 from ..core.devices import Inventory
 from ..core.logparse import LogParser
 from .base import Capability, Emit, EventBatch, Snapshot, Source, Status
-from .logfile import CHUNK
+from .logfile import CHUNK, NotALogError, check_log, is_recording
 
-__all__ = ["LOG_CAPS", "FollowLogSource", "Tail"]
+__all__ = ["LOG_CAPS", "FollowLogSource", "Tail", "not_followable"]
 
 LOG_CAPS = frozenset({Capability.EVENTS, Capability.TOTALS})
 
@@ -71,6 +71,31 @@ class Tail:
         return None
 
 
+def not_followable(path: str) -> str | None:
+    """Why ``path`` cannot be followed as a server log being written (None: it can, or it is not there
+    yet): a directory, a gzipped file or a recording (finished files: replay them), or not a log."""
+    if os.path.isdir(path):
+        return f"{path} is a directory: --follow takes the allocation server's log file"
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if is_recording(path):
+        return f"{path} is a memtop recording, not a log being written: play it with `memtop replay {path}`"
+    if head == b"\x1f\x8b":
+        return f"{path} is gzipped, not a log being written: read it with `memtop replay {path}` or `memtop report`"
+    try:
+        check_log(path, allow_empty=True)
+    except NotALogError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    return None
+
+
 class FollowLogSource(Source):
     """Tail a live allocation-server log: rebuild the state from its beginning, then follow it.
 
@@ -117,9 +142,22 @@ class FollowLogSource(Source):
 
     async def run(self, emit: Emit) -> None:
         tail = Tail(self.path)
-        emit(Status("connecting", f"waiting for {self.path}"))
+        problem = not_followable(self.path)
+        if problem:
+            emit(Status("error", problem))
+            return
+        emit(Status("connecting", f"waiting for {self.path} (no such file yet)"))
         while not tail.open():
             await anyio.sleep(self.poll_interval)
+            problem = not_followable(self.path)
+            if problem:
+                emit(Status("error", problem))
+                return
+        problem = not_followable(self.path)
+        if problem:
+            tail.close()
+            emit(Status("error", problem))
+            return
         try:
             emit(Status("connecting", f"reading {self.path} from its beginning"))
             while lines := tail.read():
