@@ -35,3 +35,30 @@ async def test_the_totals_only_note_is_whole_at_80_columns(pane):
             assert status.size.height >= 2  # wrapped, not cut
             text = " ".join(str(status.render()).split())
         assert " ".join(TOTALS_ONLY_NOTE.split()) in " ".join(text.split()), text
+
+
+async def test_a_source_error_is_read_whole_where_the_devices_would_be():
+    """`memtop --follow server.log.gz` at 80 columns: the header cut the error at "... is gzipped, not…",
+    before what to run instead; the devices pane now shows it whole."""
+    from tt_memtop.sources.base import Source, Status
+
+    why = "server.log.gz is gzipped, not a log being written: read it with `memtop replay server.log.gz` or " \
+          "`memtop report`"
+
+    class Failing(Source):
+        description = "log server.log.gz"
+        local = False
+
+        async def run(self, emit) -> None:
+            emit(Status("error", why))
+            await anyio.sleep_forever()
+
+    app = MemtopApp(Failing(), clock=lambda: 0.0, state=MonitorState())
+    async with app.run_test(size=(80, 24)) as pilot:
+        dp = app.query_one(DevicePane)
+        with anyio.fail_after(10):
+            while not dp.empty_note:
+                await pilot.pause(0.05)
+        await pilot.pause(0.2)
+        text = " ".join("".join(s.text for s in ln) for ln in dp._build_lines(dp.scrollable_content_region.width))
+    assert " ".join(why.split()) in " ".join(text.split()), text

@@ -494,6 +494,8 @@ class MemtopApp(App[int]):
                                   info.total_l1 if info else 0, phase=phase,
                                   buffers=reg.device_count(d) if st.has_events else -1,
                                   peak_dram=peak_dram, peak_l1=peak_l1))
+        status = st.status
+        self.w_devices.empty_note = status.message if status.state == "error" else ""
         alerts = None  # headroom warnings: per-buffer sources only (bank maps need addresses), per sample
         if st.has_events and sample and st.events_total != self._alerts_seen:
             self._alerts_seen = st.events_total

@@ -71,6 +71,7 @@ class DevicePane(ScrollView, can_focus=True):
         self._rates: dict[int, tuple[float, float]] = {}
         #: (device, headroom warning) the next typical allocation will not fit / fits once more (core/insight.py)
         self.alerts: list[tuple[int, dict]] = []
+        self.empty_note = ""  # shown under "no device has reported yet": why (the source's error)
         self._lines: list[list[Segment]] | None = None
         self._lines_key: tuple = ()
         self._unstyled = False
@@ -170,8 +171,12 @@ class DevicePane(ScrollView, can_focus=True):
             return self._lines
         out: list[list[Segment]] = []
         rows = self.rows
-        if not rows:
+        if not rows:  # and why, when the source said (an error: its whole message, wrapped)
+            import textwrap
+
             out.append([Segment("no device has reported yet", self._style("dim"))])
+            for ln in textwrap.wrap(self.empty_note, max(20, width)):
+                out.append([Segment(ln, self._style("crit"))])
         else:
             summary = self._summary_lines(rows, width) + self._alert_lines(width)
             out.extend(summary)
