@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shm-interval", type=positive_float, default=None, metavar="S",
                         help="shared-memory sampling period (default 0.05: 20 Hz)")
     parser.add_argument("--arch", default=None, choices=["grayskull", "wormhole_b0", "blackhole"],
-                        help="architecture for capacities when the source does not say (shared memory; default: "
-                             "what /sys/class/tenstorrent reports, else wormhole_b0)")
+                        help="architecture for capacities when the source does not say (shared memory: default "
+                             "what /sys/class/tenstorrent reports, else wormhole_b0; the 72-byte original server "
+                             "and a log without its device-detection block: only if given)")
     parser.add_argument("--once", action="store_true",
                         help="print once and exit: a table per device (with --json/--ndjson: one document / line)")
     out = parser.add_mutually_exclusive_group()

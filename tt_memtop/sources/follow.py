@@ -110,8 +110,11 @@ class FollowLogSource(Source):
     stamp showed hours off).
     """
 
-    def __init__(self, path: str, *, poll_interval: float = 0.25, clock=time.monotonic_ns) -> None:
+    def __init__(self, path: str, *, poll_interval: float = 0.25, clock=time.monotonic_ns,
+                 arch: str | None = None) -> None:
         self.path = path
+        # capacities for a log without a device-detection block (S1): --arch, else "capacity unknown"
+        self.assumed = Inventory.uniform(1, arch) if arch else None
         self.poll_interval = poll_interval
         self.clock = clock
         self.parser = LogParser(cb_kernel_totals=True)
@@ -160,6 +163,8 @@ class FollowLogSource(Source):
             return
         try:
             emit(Status("connecting", f"reading {self.path} from its beginning"))
+            if self.assumed is not None:  # until (unless) the log's own detection block says otherwise
+                emit(Snapshot([], self.parser.seq, self.clock(), self.assumed))
             while lines := tail.read():
                 self._emit_lines(emit, lines)
                 await anyio.sleep(0)

@@ -95,18 +95,20 @@ async def _server_source_async(args: argparse.Namespace, probe_timeout: float = 
     path = args.socket
     interval = getattr(args, "interval", 0.5) or 0.5
     layout = _layout_arg(args)
+    arch = getattr(args, "arch", None)
     up, kind = await listening(path, layout, probe_timeout)
     follow = getattr(args, "follow", None)
     if follow:
-        src = FollowLogSource(follow)
+        src = FollowLogSource(follow, arch=arch)
         if up:
-            return FollowWithPolling(src, PollSource(path, interval, layout, known=kind, subscribe_ours=False))
+            return FollowWithPolling(src, PollSource(path, interval, layout, known=kind, subscribe_ours=False,
+                                                     arch=arch))
         return src
     if not up:
         return None
     if kind is not None and kind.ours:
         return SubscribeSource(path, probed=True, interval=interval)
-    return PollSource(path, interval, layout, known=kind)
+    return PollSource(path, interval, layout, known=kind, arch=arch)
 
 
 # ---------------------------------------------------------------------- TT-Metal's shared memory
@@ -141,11 +143,12 @@ def _forced_source(args: argparse.Namespace) -> Source | None:
 
         return SubscribeSource(args.socket)
     if kind == "poll":
-        return PollSource(args.socket, getattr(args, "interval", 0.5) or 0.5, _layout_arg(args))
+        return PollSource(args.socket, getattr(args, "interval", 0.5) or 0.5, _layout_arg(args),
+                          arch=getattr(args, "arch", None))
     if kind == "follow":
         if not getattr(args, "follow", None):
             raise ValueError("--source follow needs --follow LOG")
-        return FollowLogSource(args.follow)
+        return FollowLogSource(args.follow, arch=getattr(args, "arch", None))
     return None
 
 
