@@ -41,3 +41,22 @@ async def test_a_followed_log_shows_the_wall_clock_time_it_was_read(tmp_path, mo
     now = time.strftime("%H:%M", time.gmtime())
     before = time.strftime("%H:%M", time.gmtime(time.time() - 60))
     assert shown[:5] in (now, before), (shown, now)
+
+
+def test_a_dead_shared_memory_slot_is_not_said_to_be_removed_by_a_server():
+    """TT-Metal's shared memory has no server: a dead PID's slot keeps its bytes until the next process
+    attaches. The phase evidence said "process died; the server removed 0 buffers (0.0 MiB)"."""
+    from tt_memtop.core.events import EventKind
+    from tt_memtop.core.usage import ProcessUsage, TotalsEvents
+
+    gib = 1 << 30
+    ev = TotalsEvents().events(5, {999999: ProcessUsage(999999, "", False, {2: (gib, 0, 0, 0, 0, 0)})})
+    exits = [e for e in ev if e.kind == EventKind.PROCESS_EXIT]
+    assert len(exits) == 1
+    assert exits[0].text == ("process died; its shared-memory slot still holds 1024.0 MiB (not counted; TT-Metal "
+                             "releases it when the next process attaches)")
+    from tt_memtop.ui.app import new_state
+
+    st = new_state()
+    st.apply_events(ev)
+    assert st.phases.current(999999).evidence == exits[0].text
