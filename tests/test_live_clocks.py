@@ -60,3 +60,20 @@ def test_a_dead_shared_memory_slot_is_not_said_to_be_removed_by_a_server():
     st = new_state()
     st.apply_events(ev)
     assert st.phases.current(999999).evidence == exits[0].text
+
+
+def test_shared_memory_rows_are_the_chips_that_have_a_region():
+    """A program that opened devices 4-7 of a T3K leaves regions for those four chips only: the devices pane
+    showed devices 0-3 too, at 0 B of a capacity nobody reported (the inventory taken as positional)."""
+    from tt_memtop.core.devices import Inventory
+    from tt_memtop.core.model import MonitorState
+    from tt_memtop.sources.base import TotalsSample
+
+    wh = Inventory.uniform(8).devices
+    st = MonitorState()
+    st.apply(TotalsSample(1, {d: (1 << 20, 0, 0, 0, 0, 0) for d in (4, 5, 6, 7)}, Inventory(wh[4:])))
+    assert st.devices() == [4, 5, 6, 7]
+    st.apply(TotalsSample(2, {d: (1 << 20, 0, 0, 0, 0, 0) for d in (4, 5, 6, 7, 9)}, Inventory(wh[4:])))
+    assert st.devices() == [4, 5, 6, 7, 9]  # a device past the inventory still gets capacities, once
+    assert [d.device_id for d in st.inventory.devices] == [4, 5, 6, 7, 8, 9]
+    assert st.devices() == [4, 5, 6, 7, 9]  # 8 was only grown into: no phantom row for it
