@@ -62,3 +62,33 @@ async def test_a_source_error_is_read_whole_where_the_devices_would_be():
         await pilot.pause(0.2)
         text = " ".join("".join(s.text for s in ln) for ln in dp._build_lines(dp.scrollable_content_region.width))
     assert " ".join(why.split()) in " ".join(text.split()), text
+
+
+async def test_a_region_that_was_not_read_is_said_on_the_devices_pane(tmp_path):
+    """An unknown layout version and a v4 region being initialised have no row (their device is not
+    known): at 80 columns the header cut their "not read" notes, and their memory silently went missing.
+    Also: no phantom device 0 / 1 rows at 0 B for the one chip whose region was read (device 2)."""
+    import os
+
+    from test_shm import pack_region
+
+    from tt_memtop.core import shm_layout as L
+    from tt_memtop.sources.shm import ShmSource
+
+    os.makedirs(tmp_path / "shm")
+    (tmp_path / "shm" / "tt_device_100_memory").write_bytes(pack_region(L.V4, 5, device_id=0, asic=100))
+    (tmp_path / "shm" / "tt_device_101_memory").write_bytes(pack_region(L.V4, 4, device_id=1, asic=101,
+                                                                        init_state=L.INIT_IN_PROGRESS))
+    (tmp_path / "shm" / "tt_device_102_memory").write_bytes(
+        pack_region(L.V4, 4, device_id=2, asic=102, totals=(1 << 20,), procs=((os.getpid(), "python", (1 << 20,)),)))
+    app = MemtopApp(ShmSource(str(tmp_path / "shm"), 0.05, "wormhole_b0"), clock=lambda: 0.0, state=MonitorState())
+    async with app.run_test(size=(80, 24)) as pilot:
+        dp = app.query_one(DevicePane)
+        with anyio.fail_after(20):
+            while not dp.rows or not dp.unread:
+                await pilot.pause(0.05)
+        await pilot.pause(0.2)
+        assert [r.device for r in dp.rows] == [2]
+        text = "\n".join("".join(s.text for s in ln) for ln in dp._build_lines(dp.scrollable_content_region.width))
+    assert "not read: tt_device_100_memory: version 5 is not a layout" in text, text
+    assert "not read: tt_device_101_memory: version 4, init_state" in text, text

@@ -496,6 +496,7 @@ class MemtopApp(App[int]):
                                   peak_dram=peak_dram, peak_l1=peak_l1))
         status = st.status
         self.w_devices.empty_note = status.message if status.state == "error" else ""
+        self.w_devices.unread = [f"{r.path.rsplit('/', 1)[-1]}: {r.message}" for r in st.regions if not r.readable]
         alerts = None  # headroom warnings: per-buffer sources only (bank maps need addresses), per sample
         if st.has_events and sample and st.events_total != self._alerts_seen:
             self._alerts_seen = st.events_total

@@ -72,6 +72,7 @@ class DevicePane(ScrollView, can_focus=True):
         #: (device, headroom warning) the next typical allocation will not fit / fits once more (core/insight.py)
         self.alerts: list[tuple[int, dict]] = []
         self.empty_note = ""  # shown under "no device has reported yet": why (the source's error)
+        self.unread: list[str] = []  # regions the source could not read, and why (shown under the summary)
         self._lines: list[list[Segment]] | None = None
         self._lines_key: tuple = ()
         self._unstyled = False
@@ -178,7 +179,7 @@ class DevicePane(ScrollView, can_focus=True):
             for ln in textwrap.wrap(self.empty_note, max(20, width)):
                 out.append([Segment(ln, self._style("crit"))])
         else:
-            summary = self._summary_lines(rows, width) + self._alert_lines(width)
+            summary = self._summary_lines(rows, width) + self._alert_lines(width) + self._unread_lines(width)
             out.extend(summary)
             mode = self.layout_mode = self._choose_layout(len(rows), width, len(summary))
             if mode == "grid":
@@ -257,6 +258,15 @@ class DevicePane(ScrollView, can_focus=True):
             out.append([Segment(text[:width], self._style("crit" if fail else "warn"))])
         if len(order) > most:
             out.append([Segment(f"  +{len(order) - most} more warnings · m: the address map", self._style("dim"))])
+        return out
+
+    def _unread_lines(self, width: int, most: int = 2) -> list[list[Segment]]:
+        """A region that was not read has no row (its device is not known): say so, or its memory would
+        silently be missing from the totals."""
+        out = [[Segment(("not read: " + u)[:width], self._style("warn"))] for u in self.unread[:most]]
+        if len(self.unread) > most:
+            out.append([Segment(f"  +{len(self.unread) - most} more regions not read (memtop --once lists them)",
+                                self._style("dim"))])
         return out
 
     def _used_segments(self, name: str, used: int, cap: int) -> list[Segment]:
