@@ -21,6 +21,7 @@ when they fit, one line per device, or the mesh grid of :mod:`.mesh_grid` (a 32-
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable
 
@@ -173,8 +174,6 @@ class DevicePane(ScrollView, can_focus=True):
         out: list[list[Segment]] = []
         rows = self.rows
         if not rows:  # and why, when the source said (an error: its whole message, wrapped)
-            import textwrap
-
             out.append([Segment("no device has reported yet", self._style("dim"))])
             for ln in textwrap.wrap(self.empty_note, max(20, width)):
                 out.append([Segment(ln, self._style("crit"))])

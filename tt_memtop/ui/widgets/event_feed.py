@@ -18,6 +18,7 @@ them as pairs.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
@@ -69,8 +70,6 @@ def event_passes(f: ViewFilter, ev: Event) -> bool:
 
 def _wrap(text: str, width: int) -> list[str]:
     """``text`` in lines of at most ``width`` cells, broken at spaces."""
-    import textwrap
-
     return textwrap.wrap(text, max(10, width)) or [""]
 
 
