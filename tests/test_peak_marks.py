@@ -133,3 +133,52 @@ def test_an_unknown_capacity_is_said_whole_in_a_narrow_bar():
     assert text(13).strip() == "cap. unknown"  # the S1 server (no DEVICE_INFO) polled at 80 columns
     assert text(8).strip() == "unknown" and text(3).strip() == "?"
     assert all(len(text(w)) == w for w in (3, 8, 13, 30))
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory):
+    """The recorded sessions (tests/data/recordings) and two built-in scenarios, as events."""
+    import gzip
+    import shutil
+    from pathlib import Path
+
+    from tt_memtop.recording import read_recording
+    from tt_memtop.sim.scenarios import build
+    from tt_memtop.sim.score import reference_events
+
+    out = {}
+    for name in ("llama_8dev", "galaxy_32dev", "cnn_1dev"):
+        path = tmp_path_factory.mktemp("rec") / f"{name}.rec"
+        with gzip.open(Path(__file__).parent / "data" / "recordings" / f"{name}.rec.gz", "rb") as src, \
+                path.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+        out[name] = list(read_recording(str(path)))
+    for name in ("two-traces", "killed"):
+        out[name] = reference_events(build(name, 0), 144)
+    return out
+
+
+@pytest.mark.skipif(NATIVE is None, reason="the compiled insight pass is not built")
+@pytest.mark.parametrize("name", ["llama_8dev", "galaxy_32dev", "cnn_1dev", "two-traces", "killed"])
+def test_native_bar_peaks_equal_the_pure_ones(sessions, name, monkeypatch):
+    from test_monitor_fold import _fold
+
+    events = sessions[name]
+    monkeypatch.setattr(insight_mod, "_native_pass", None)
+    pure = _fold(events, 512, one_by_one=False).insight.peaks
+    monkeypatch.setattr(insight_mod, "_native_pass", NATIVE)
+    native = _fold(events, 512, one_by_one=False).insight.peaks
+    assert native.bars == pure.bars and native.bars_at == pure.bars_at
+    assert any(v for pk in pure.bars.values() for v in pk)
+
+
+@pytest.mark.parametrize("name", ["llama_8dev", "cnn_1dev"])
+def test_bar_peaks_do_not_depend_on_the_batches(sessions, name):
+    """Without CB / KERNEL changes inside a batch, folding one event at a time or 512 at a time gives the
+    same bar peaks (CB / KERNEL count as of the batch's ends: a re-ALLOC of a live CB id replaces it)."""
+    from test_monitor_fold import _fold
+
+    events = [e for e in sessions[name][:4000] if e.buffer_type not in (CB, 6)]
+    one = _fold(events, 1, one_by_one=True).insight.peaks
+    many = _fold(events, 512, one_by_one=False).insight.peaks
+    assert one.bars == many.bars and one.bars_at == many.bars_at
