@@ -42,3 +42,11 @@ def test_polling_s1_with_arch_gives_capacities(tmp_path):
 def test_following_an_s1_log_with_arch_gives_capacities(tmp_path):
     given = _json("--follow", str(SESSION), "--socket", str(tmp_path / "none.sock"), "--arch", "wormhole_b0")
     assert _capacities(given)[0].get("DRAM") == 12 * 1024**3, given["devices"][0]
+
+
+def test_replaying_an_s1_log_with_arch_gives_capacities_and_a_detected_one_keeps_its_own():
+    given = _json("replay", str(SESSION), "--arch", "wormhole_b0")
+    assert _capacities(given)[0].get("DRAM") == 12 * 1024**3, given["devices"][0]
+    assert not any(_capacities(_json("replay", str(SESSION)))[0].values())
+    s4 = Path(__file__).resolve().parent / "data" / "oracle" / "s4_112.stdout"  # detection block: Wormhole_B0
+    assert _json("replay", str(s4), "--arch", "blackhole")["devices"][0]["arch"] == "Wormhole_B0"

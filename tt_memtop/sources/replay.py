@@ -46,7 +46,7 @@ class ReplaySource(Source):
 
     def __init__(self, path: str, speed: float = 1.0, *, rate: float = DEFAULT_RATE, paused: bool = False,
                  tick: float = 0.05, hold_at_end: bool = True, checkpoint_every: int = 20_000,
-                 min_duration_s: float = 0.0) -> None:
+                 min_duration_s: float = 0.0, arch: str | None = None) -> None:
         self.path = path
         self.speed = speed
         self.rate = rate
@@ -54,7 +54,7 @@ class ReplaySource(Source):
         self.hold_at_end = hold_at_end
         self.recording = is_recording(path)
         self.timeline = (RecordingTimeline(path, checkpoint_every) if self.recording
-                         else LogTimeline(path, rate, checkpoint_every))
+                         else LogTimeline(path, rate, checkpoint_every, arch))
         if not self.recording and min_duration_s > 0 and self.timeline.total / rate < min_duration_s:
             self.rate = self.timeline.rate = max(1.0, self.timeline.total / min_duration_s)
         self.paused = paused

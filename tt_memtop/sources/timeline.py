@@ -88,9 +88,14 @@ class LogTimeline:
 
     unit = "lines"
 
-    def __init__(self, path: str, rate: float, checkpoint_every: int = 20_000) -> None:
+    #: lines after which a log that named no device (S1 prints no detection block; S2+ print it first)
+    #: takes the assumed architecture's capacities
+    DETECTION_LINES = 20
+
+    def __init__(self, path: str, rate: float, checkpoint_every: int = 20_000, arch: str | None = None) -> None:
         self.path = path
         self.rate = rate
+        self.assumed = Inventory.uniform(1, arch) if arch else None  # --arch: capacities the log does not say
         self.total = self._count_lines(path)
         self.f: BinaryIO = open_log(path)
         self.parser = LogParser(cb_kernel_totals=True)
@@ -129,7 +134,10 @@ class LogTimeline:
 
     def inventory(self) -> Inventory | None:
         inv = self.parser.inventory
-        return inv if inv.devices else None
+        if inv.devices:
+            return inv
+        past_detection = self.parser.stats.lines >= min(self.DETECTION_LINES, self.total)
+        return self.assumed if past_detection else None
 
     def _fill(self) -> bool:
         if self._pending_at < len(self._pending):
