@@ -182,3 +182,23 @@ def test_bar_peaks_do_not_depend_on_the_batches(sessions, name):
     one = _fold(events, 1, one_by_one=True).insight.peaks
     many = _fold(events, 512, one_by_one=False).insight.peaks
     assert one.bars == many.bars and one.bars_at == many.bars_at
+
+
+async def test_a_pid_filter_shows_no_peak_mark_and_no_legend_for_one():
+    """Under a PID filter the bars are that process's share, whose per-device high water nothing keeps."""
+    from tt_memtop.ui.filters import ViewFilter
+
+    src = FakeSource(1, [[ev(EventKind.ALLOC, 1, DRAM, 1 << 30, 0x1000_0000, pid=7),
+                          ev(EventKind.ALLOC, 2, DRAM, 2 << 30, 0x8000_0000, pid=8),
+                          ev(EventKind.FREE, 3, DRAM, 2 << 30, 0x8000_0000, pid=8)]])
+    app = MemtopApp(src, clock=lambda: 0.0, state=MonitorState(), pane="devices",
+                    view_filter=ViewFilter(pids=frozenset({7})))
+    async with app.run_test(size=(120, 30)) as pilot:
+        pane = app.query_one(DevicePane)
+        with anyio.fail_after(20):
+            while not pane.rows or app.state.events_total < 3:
+                await pilot.pause(0.05)
+        await pilot.pause(0.2)
+        text = "\n".join("".join(s.text for s in ln) for ln in pane._build_lines(pane.scrollable_content_region.width))
+    assert pane.rows[0].totals[DRAM] == 1 << 30 and pane.rows[0].peak_dram == 0
+    assert "▏" not in text and "│" not in text and "peak" not in text, text

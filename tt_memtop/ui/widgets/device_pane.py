@@ -229,8 +229,9 @@ class DevicePane(ScrollView, can_focus=True):
             if t in self.types_shown:
                 legend.append(Segment("█", self._style(_TYPE_CLASS[t])))
                 legend.append(Segment(f"{_LEGEND[t]} ", self._style("dim")))
-        legend.append(Segment("▏", self._style("peak")))
-        legend.append(Segment("peak", self._style("dim")))
+        if any(r.peak_dram or r.peak_l1 for r in rows):  # no marks (a PID filter): no legend for them
+            legend.append(Segment("▏", self._style("peak")))
+            legend.append(Segment("peak", self._style("dim")))
         if len(rows) == 1:  # the device's own row says it all
             return [legend]
 
