@@ -180,7 +180,7 @@ class MemtopApp(App[int]):
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
         self._last_sample = -1e9
         self._dev_seen = (-1, -1, None)
-        self._alerts_seen = -1  # events_total when the headroom warnings were last computed
+        self._alerts_seen: tuple = ()  # (events_total, filter) when the headroom warnings were last computed
         self._buf_due = 0.0
         self._buf_busy = False
         self._buf_snapshot: list | None = None
@@ -498,8 +498,8 @@ class MemtopApp(App[int]):
         self.w_devices.empty_note = status.message if status.state == "error" else ""
         self.w_devices.unread = [f"{r.path.rsplit('/', 1)[-1]}: {r.message}" for r in st.regions if not r.readable]
         alerts = None  # headroom warnings: per-buffer sources only (bank maps need addresses), per sample
-        if st.has_events and sample and st.events_total != self._alerts_seen:
-            self._alerts_seen = st.events_total
+        if st.has_events and sample and (st.events_total, f) != self._alerts_seen:
+            self._alerts_seen = (st.events_total, f)  # the devices shown are the filter's
             alerts = [(r.device, w) for r in rows for w in st.insight.headroom(r.device).warnings]
         self.w_devices.update_frame(rows, types, sample, dt, alerts)
 
