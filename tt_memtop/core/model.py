@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import islice
+from operator import attrgetter
 from typing import NamedTuple
 
 from ..sources.base import Capability, EventBatch, Heartbeat, Snapshot, Status, TotalsSample, Update
@@ -43,6 +44,7 @@ _TRACE = int(BufferType.TRACE)
 _BAD_FRAME = EventKind.BAD_FRAME
 _PROCESS_EXIT = EventKind.PROCESS_EXIT
 _TOTALS = EventKind.TOTALS
+_kind_of = attrgetter("kind")
 #: TOTALS event with this device id: a recorded totals sample starts (what follows replaces the last one)
 SAMPLE_MARK = -1
 #: Event ledger and shared-memory totals may differ for this long (sampling skew) before it is drift.
@@ -334,19 +336,10 @@ class MonitorState:
             return
         phases = self.phases
         observe_batch = getattr(phases, "observe_batch", None) if phases is not None else None
-        if (observe_batch is None and phases is not None) or any(ev.kind is _TOTALS for ev in events):
+        if (observe_batch is None and phases is not None) or _TOTALS in map(_kind_of, events):  # C-level scan
             self._apply_one_by_one(events)
             return
-        apply_event = self.registry.apply_event
-        gaps = 0
-        last_seq = self.registry.seq
-        for ev in events:
-            seq = ev.seq
-            if seq:
-                if last_seq and seq > last_seq + 1:
-                    gaps += 1
-                last_seq = seq
-            apply_event(ev)
+        gaps = self.registry.apply_batch(events)
         if observe_batch is None:
             labels = [""] * len(events)
         else:

@@ -515,6 +515,21 @@ class Registry:
         return self._stamp(ev)
 
     # ------------------------------------------------------------------ driven by events (mirrors)
+    def apply_batch(self, events: list[Event]) -> int:
+        """:meth:`apply_event` each event in turn (a monitor's batch); returns the sequence gaps seen (an
+        event whose seq is beyond the last one + 1). Compiled when built (``tt_memtop/_native/mirror.c``:
+        the same calls on the same objects); :meth:`_apply_one` is the reference."""
+        if _native_mirror is not None:
+            return _native_mirror.apply_batch(self, events)
+        return sum(map(self._apply_one, events))
+
+    def _apply_one(self, ev: Event) -> int:
+        """One step of :meth:`apply_batch`: 1 if ``ev`` comes after a gap in the sequence, then applied."""
+        seq = ev.seq
+        gap = 1 if seq and self.seq and seq > self.seq + 1 else 0
+        self.apply_event(ev)
+        return gap
+
     def apply_event(self, ev: Event) -> None:
         """Replay an event produced by another registry. Non-state events only advance ``seq``."""
         if ev.seq:
@@ -590,3 +605,19 @@ class Registry:
         assert spaces == self._counts, (spaces, self._counts)
         assert sorted(self._t.owners()) == sorted(owners) and all(self.owned_count(p) == n for p, n in owners.items())
         assert len(self._strings) == named, (len(self._strings), named)
+
+
+def _load_native_mirror():
+    from .._native import load
+
+    mod = load("mirror")
+    if mod is None:
+        return None
+    try:
+        mod.setup(Event, _DeviceUsage, (_ALLOC, _REF_INC, _REF_DEC, _FREE, _FREE_UNKNOWN, _CLEANUP))
+    except (TypeError, ValueError, AttributeError):  # the classes changed shape: the reference only
+        return None
+    return mod
+
+
+_native_mirror = _load_native_mirror()

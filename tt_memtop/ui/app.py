@@ -14,6 +14,7 @@ from it (a fresh MonitorState: feed, histories and phases of the old position ar
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections import deque
@@ -52,7 +53,7 @@ from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
 LIST_PERIOD = 0.5  # the buffers and processes lists are re-ranked at most this often (and every sample period)
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
-CHUNK = 512  # events folded at a time from a big batch
+CHUNK = 512  # events folded at a time from a big batch (fixed: the usage history has a point per fold)
 RANK_SPACING = 4.0  # a buffers ranking that took t s is not repeated for RANK_SPACING * t s
 #: Collector thresholds while the app runs. The state holds millions of long-lived, acyclic objects
 #: (a Buffer per live buffer, the feed's Events): with the defaults (700, 10, 10) the collector
@@ -118,6 +119,32 @@ class KeyCommands(Provider):
         async def run() -> None:
             await self.app.run_action(action)
         return run
+
+
+def ignore_stale_wakeups(loop: asyncio.AbstractEventLoop) -> None:
+    """Let ``loop`` drop the one harmless error it would print: a socket's reader firing for a wait that
+    was just cancelled (anyio's ``add_reader(fd, future.set_result)``: the task waiting in ``receive`` is
+    cancelled — the app quits, a seek restarts the source — in the same loop iteration as data arrives,
+    so ``set_result`` meets a cancelled future: InvalidStateError, printed as "Exception in callback").
+    Every other error goes to the handler that was there before. Idempotent."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "_memtop_stale_wakeups", False):
+        return
+
+    def handler(lp: asyncio.AbstractEventLoop, context: dict) -> None:
+        handle = context.get("handle")
+        callback = getattr(handle, "_callback", None)
+        if isinstance(context.get("exception"), asyncio.InvalidStateError) and \
+                getattr(callback, "__name__", "") == "set_result" and isinstance(getattr(callback, "__self__", None),
+                                                                                   asyncio.Future):
+            return
+        if previous is not None:
+            previous(lp, context)
+        else:
+            lp.default_exception_handler(context)
+
+    handler._memtop_stale_wakeups = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)
 
 
 class MemtopApp(App[int]):
@@ -212,6 +239,7 @@ class MemtopApp(App[int]):
                 yield cmd
 
     def on_mount(self) -> None:
+        ignore_stale_wakeups(asyncio.get_running_loop())
         self._gc_thresholds = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLDS)
         # The main screen's widgets, kept: queries on the app would search a modal when one is open.

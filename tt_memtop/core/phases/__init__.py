@@ -27,8 +27,10 @@ TT-Metal — a DRAM buffer allocated top-down (far above every bottom-up DRAM bu
 the stream goes quiet (:mod:`.evidence`).
 
 Modules: :mod:`.types` (the vocabulary), :mod:`.evidence` (what one event says),
-:mod:`.machine` (the live state machine), :mod:`.relabel` (hindsight for :func:`analyze`),
-:mod:`.polled` (a coarse per-device phase from polled totals).
+:mod:`.machine` (the live state machine: input and queries), :mod:`.process` (what it knows of one
+PID), :mod:`.rules` (per-event rules), :mod:`.deadlines` (time rules), :mod:`.transitions` (phase
+changes and segments), :mod:`.describe` (the evidence text), :mod:`.relabel` (hindsight for
+:func:`analyze`), :mod:`.polled` (a coarse per-device phase from polled totals).
 
 What live input cannot know, and :func:`analyze` can: where a capture starts (before its trace
 buffer exists the capture run looks like any other run), and when a killed process died if no
@@ -45,13 +47,22 @@ from .types import Phase, PhaseConfig, PhaseState, Segment
 
 __all__ = ["Phase", "PhaseConfig", "PhaseState", "PhaseTracker", "Segment", "analyze"]
 
+_BATCH = 4096
+
 
 def analyze(events: Iterable[Event], config: PhaseConfig | None = None) -> list[Segment]:
     """Offline inference: the live tracker over every event, then hindsight (capture starts, deaths)."""
     tracker = PhaseTracker(config)
     last = 0
-    for ev in events:
-        tracker.observe(ev)
-        last = max(last, ev.ts_ns)
+    batch: list[Event] = []
+    for ev in events:  # in batches: the compiled twin's path when built (the same state as observe() each)
+        batch.append(ev)
+        if len(batch) == _BATCH:
+            tracker.observe_batch(batch)
+            last = max(last, max(e.ts_ns for e in batch))
+            batch = []
+    if batch:
+        tracker.observe_batch(batch)
+        last = max(last, max(e.ts_ns for e in batch))
     tracker.tick(last)
     return tracker.segments(relabel_capture=True)

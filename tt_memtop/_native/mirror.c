@@ -1,0 +1,498 @@
+/* A monitor's registry mirror, a batch at a time: Registry.apply_batch (tt_memtop/core/registry.py), in C.
+ *
+ * A monitor replays every event of its server into a Registry (apply_event): in Python ~1.5 us an event,
+ * most of it the interpreter around a few table calls and the per-device / per-PID accounting. This is
+ * the compiled twin of Registry._apply_one over a batch: the same calls on the same objects in the same
+ * order — the registry's table through its own methods (find, row, add, remove, set_refs: compiled or
+ * pure, whichever the registry holds), its names dict, its per-space counts list, its per-device
+ * _DeviceUsage objects (through their slots) — and the same sequence-gap count.
+ *
+ * An event is taken here when it is an Event whose kind is an EventKind member and whose fields are plain
+ * ints (and strs for the names); any other goes to Registry._apply_one, the reference, with the
+ * registry's counters brought up to date first.
+ *
+ *   setup(Event, DeviceUsage, kinds)   once, from registry.py; kinds: ALLOC REF_INC REF_DEC FREE FREE_UNKNOWN CLEANUP
+ *   apply_batch(registry, events) -> the sequence gaps seen
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <structmember.h>
+
+#define NTYPES 7
+#define CB 5
+#define KERNEL 6
+#define U32 0xFFFFFFFFLL
+
+enum { E_SEQ, E_TS, E_KIND, E_PID, E_DEV, E_BT, E_BID, E_SIZE, E_REFS, E_NAME, E_TRACE, E_N };
+static const char *EV_NAMES[E_N] = {"seq",       "ts_ns",  "kind", "pid",       "device",     "buffer_type",
+                                    "buffer_id", "size",   "ref_count", "name", "stack_trace"};
+enum { U_TOTALS, U_COUNT, U_BY_PID, U_N };
+static const char *U_NAMES[U_N] = {"totals", "count", "by_pid"};
+enum { K_ALLOC, K_REF_INC, K_REF_DEC, K_FREE, K_FREE_UNKNOWN, K_CLEANUP, K_N };
+
+static Py_ssize_t ev_off[E_N], u_off[U_N];
+static PyTypeObject *event_type, *usage_type;
+static PyObject *kinds[K_N];
+static PyObject *small[3];
+static PyObject *s_t, *s_strings, *s_counts, *s_usage, *s_seq, *s_unknown, *s_unstorable, *s_apply_one, *s_find,
+    *s_row, *s_add, *s_remove, *s_set_refs;
+static int ready = 0;
+
+#define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
+
+static int offsets(PyTypeObject *type, const char **names, int n, Py_ssize_t *out) {
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString((PyObject *)type, names[i]);
+        if (d == NULL) return -1;
+        if (Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX ||
+            (((PyMemberDescrObject *)d)->d_member->flags & READONLY)) {
+            Py_DECREF(d);
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a writable slot", type->tp_name, names[i]);
+            return -1;
+        }
+        out[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+    }
+    return 0;
+}
+
+static PyObject *setup(PyObject *self, PyObject *args) {
+    PyObject *et, *ut, *ks;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyType_Type, &et, &PyType_Type, &ut, &ks)) return NULL;
+    if (offsets((PyTypeObject *)et, EV_NAMES, E_N, ev_off) < 0 || offsets((PyTypeObject *)ut, U_NAMES, U_N, u_off) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(ks, "kinds must be a sequence");
+    if (seq == NULL) return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) != K_N) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "kinds: ALLOC REF_INC REF_DEC FREE FREE_UNKNOWN CLEANUP");
+        return NULL;
+    }
+    for (int i = 0; i < K_N; i++) Py_XSETREF(kinds[i], Py_NewRef(PySequence_Fast_GET_ITEM(seq, i)));
+    Py_DECREF(seq);
+    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(et));
+    Py_XSETREF(usage_type, (PyTypeObject *)Py_NewRef(ut));
+    ready = 1;
+    Py_RETURN_NONE;
+}
+
+typedef struct {
+    PyObject *reg, *strings, *counts, *usage;
+    PyObject *find, *row, *add, *remove, *set_refs; /* the table's bound methods */
+    PyObject *seq;                                  /* registry.seq as we know it (new ref) */
+    long long unknown, unstorable;                  /* increments not yet written back */
+    int seq_dirty;
+} Ctx;
+
+static int space_of(PyObject *bt) {
+    int o = 0;
+    long long v = PyLong_AsLongLongAndOverflow(bt, &o);
+    if (o) return 0;
+    return v == CB ? 1 : v == KERNEL ? 2 : 0;
+}
+
+static int add_to(PyObject *obj, PyObject *name, long long delta) {
+    if (!delta) return 0;
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) return -1;
+    PyObject *d = PyLong_FromLongLong(delta);
+    PyObject *nv = d ? PyNumber_Add(v, d) : NULL;
+    Py_DECREF(v);
+    Py_XDECREF(d);
+    if (nv == NULL) return -1;
+    int r = PyObject_SetAttr(obj, name, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/* counters into the registry (before Python code reads them, and at the end) */
+static int flush(Ctx *c) {
+    if (c->seq_dirty && PyObject_SetAttr(c->reg, s_seq, c->seq) < 0) return -1;
+    c->seq_dirty = 0;
+    if (add_to(c->reg, s_unknown, c->unknown) < 0) return -1;
+    c->unknown = 0;
+    if (add_to(c->reg, s_unstorable, c->unstorable) < 0) return -1;
+    c->unstorable = 0;
+    return 0;
+}
+
+/* seq[i] += delta for a list (the counts list, a usage list) */
+static int item_add(PyObject *list, Py_ssize_t i, PyObject *delta) {
+    if (PyList_CheckExact(list) && i >= 0 && i < PyList_GET_SIZE(list) && PyLong_CheckExact(delta) &&
+        PyLong_CheckExact(PyList_GET_ITEM(list, i))) { /* int + int: no index adjustment, no lookup */
+        PyObject *v = PyList_GET_ITEM(list, i);
+        PyObject *nv = PyNumber_Add(v, delta);
+        if (nv == NULL) return -1;
+        PyList_SET_ITEM(list, i, nv);
+        Py_DECREF(v);
+        return 0;
+    }
+    PyObject *v = PySequence_GetItem(list, i);
+    if (v == NULL) return -1;
+    PyObject *nv = PyNumber_Add(v, delta);
+    Py_DECREF(v);
+    if (nv == NULL) return -1;
+    int r = PySequence_SetItem(list, i, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/* Registry._account */
+static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObject *pid, int sign) {
+    PyObject *sz = sign < 0 ? PyNumber_Negative(size) : Py_NewRef(size);
+    if (sz == NULL) return -1;
+    int rc = -1;
+    PyObject *u = PyDict_GetItemWithError(c->usage, device), *pt = NULL;
+    if (u == NULL) {
+        if (PyErr_Occurred()) goto done;
+        u = PyObject_CallNoArgs((PyObject *)usage_type);
+        if (u == NULL) goto done;
+        int r = PyDict_SetItem(c->usage, device, u);
+        Py_DECREF(u);
+        if (r < 0) goto done;
+    }
+    if (Py_TYPE(u) != usage_type) {
+        PyErr_SetString(PyExc_TypeError, "registry usage is not a _DeviceUsage");
+        goto done;
+    }
+    Py_INCREF(u);
+    Py_ssize_t ti = PyNumber_AsSsize_t(t, PyExc_IndexError);
+    PyObject *totals = SLOT(u, u_off[U_TOTALS]);
+    if ((ti == -1 && PyErr_Occurred()) || totals == NULL || item_add(totals, ti, sz) < 0) goto done_u;
+    PyObject *sg = sign < 0 ? PyLong_FromLong(-1) : Py_NewRef(small[1]);
+    if (sg == NULL) goto done_u;
+    if (ti != CB && ti != KERNEL) {
+        PyObject *cnt = SLOT(u, u_off[U_COUNT]);
+        PyObject *nc = cnt ? PyNumber_Add(cnt, sg) : NULL;
+        if (nc == NULL) {
+            Py_DECREF(sg);
+            goto done_u;
+        }
+        PyObject *old = SLOT(u, u_off[U_COUNT]);
+        SLOT(u, u_off[U_COUNT]) = nc;
+        Py_DECREF(old);
+    }
+    PyObject *by_pid = SLOT(u, u_off[U_BY_PID]);
+    if (by_pid == NULL || !PyDict_Check(by_pid)) {
+        Py_DECREF(sg);
+        PyErr_SetString(PyExc_TypeError, "by_pid is not a dict");
+        goto done_u;
+    }
+    pt = PyDict_GetItemWithError(by_pid, pid);
+    if (pt == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(sg);
+            goto done_u;
+        }
+        pt = PyList_New(NTYPES + 1);
+        if (pt == NULL) {
+            Py_DECREF(sg);
+            goto done_u;
+        }
+        for (int i = 0; i <= NTYPES; i++) PyList_SET_ITEM(pt, i, Py_NewRef(small[0]));
+        if (PyDict_SetItem(by_pid, pid, pt) < 0) {
+            Py_DECREF(sg);
+            Py_CLEAR(pt);
+            goto done_u;
+        }
+    } else {
+        Py_INCREF(pt);
+    }
+    if (item_add(pt, ti, sz) < 0 || item_add(pt, NTYPES, sg) < 0) {
+        Py_DECREF(sg);
+        goto done_u;
+    }
+    Py_DECREF(sg);
+    PyObject *n = PySequence_GetItem(pt, NTYPES);
+    if (n == NULL) goto done_u;
+    int nz = PyObject_IsTrue(n);
+    Py_DECREF(n);
+    if (nz < 0) goto done_u;
+    if (!nz && PyDict_DelItem(by_pid, pid) < 0) goto done_u;
+    rc = 0;
+done_u:
+    Py_XDECREF(pt);
+    Py_DECREF(u);
+done:
+    Py_DECREF(sz);
+    return rc;
+}
+
+static PyObject *call(PyObject *f, PyObject *const *args, size_t n) { return PyObject_Vectorcall(f, args, n, NULL); }
+
+/* table.find(space, dev, bid) -> slot (-1: none), or -2 on error */
+static long long find(Ctx *c, int space, PyObject *dev, PyObject *bid, PyObject **slot) {
+    PyObject *a[3] = {small[space], dev, bid};
+    PyObject *s = call(c->find, a, 3);
+    if (s == NULL) return -2;
+    long long v = PyLong_AsLongLong(s);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(s);
+        return -2;
+    }
+    *slot = s;
+    return v;
+}
+
+/* Registry._drop(slot, row) */
+static int drop(Ctx *c, PyObject *slot, PyObject *row) {
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 9) {
+        PyErr_SetString(PyExc_TypeError, "a table row is not a 9-tuple");
+        return -1;
+    }
+    PyObject *dev = PyTuple_GET_ITEM(row, 0), *bid = PyTuple_GET_ITEM(row, 1), *bt = PyTuple_GET_ITEM(row, 2);
+    PyObject *size = PyTuple_GET_ITEM(row, 3), *pid = PyTuple_GET_ITEM(row, 4);
+    int space = space_of(bt);
+    int has = PyObject_IsTrue(PyTuple_GET_ITEM(row, 8));
+    if (has < 0) return -1;
+    if (has) {
+        PyObject *k = PyTuple_Pack(3, small[space], dev, bid);
+        if (k == NULL) return -1;
+        int r = PyDict_DelItem(c->strings, k);
+        Py_DECREF(k);
+        if (r < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) return -1;
+            PyErr_Clear();
+        }
+    }
+    PyObject *x = call(c->remove, &slot, 1);
+    if (x == NULL) return -1;
+    Py_DECREF(x);
+    PyObject *m1 = PyLong_FromLong(-1);
+    if (m1 == NULL) return -1;
+    int r = item_add(c->counts, space, m1);
+    Py_DECREF(m1);
+    if (r < 0) return -1;
+    return account(c, dev, bt, size, pid, -1);
+}
+
+static int drop_slot(Ctx *c, PyObject *slot) {
+    PyObject *row = call(c->row, &slot, 1);
+    if (row == NULL) return -1;
+    int r = drop(c, slot, row);
+    Py_DECREF(row);
+    return r;
+}
+
+/* Registry._put(dev, bid, btype, size, pid, 1, ts, seq, name, trace) */
+static int put(Ctx *c, PyObject *ev) {
+    PyObject *dev = SLOT(ev, ev_off[E_DEV]), *bid = SLOT(ev, ev_off[E_BID]), *bt = SLOT(ev, ev_off[E_BT]);
+    PyObject *size = SLOT(ev, ev_off[E_SIZE]), *pid = SLOT(ev, ev_off[E_PID]);
+    PyObject *name = SLOT(ev, ev_off[E_NAME]), *trace = SLOT(ev, ev_off[E_TRACE]);
+    int space = space_of(bt);
+    PyObject *slot = NULL;
+    long long old = find(c, space, dev, bid, &slot);
+    if (old == -2) return -1;
+    if (old >= 0) {
+        int r = drop_slot(c, slot);
+        Py_DECREF(slot);
+        if (r < 0) return -1;
+    } else {
+        Py_DECREF(slot);
+    }
+    int has = PyUnicode_GET_LENGTH(name) > 0 || PyUnicode_GET_LENGTH(trace) > 0;
+    PyObject *a[9] = {dev, bid, bt, size, pid, small[1], SLOT(ev, ev_off[E_TS]), SLOT(ev, ev_off[E_SEQ]),
+                      has ? Py_True : Py_False};
+    PyObject *x = call(c->add, a, 9);
+    if (x == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            c->unstorable++;
+            return 0;
+        }
+        return -1;
+    }
+    Py_DECREF(x);
+    if (has) {
+        PyObject *k = PyTuple_Pack(3, small[space], dev, bid);
+        PyObject *v = k ? PyTuple_Pack(2, name, trace) : NULL;
+        int r = v ? PyDict_SetItem(c->strings, k, v) : -1;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (r < 0) return -1;
+    }
+    if (item_add(c->counts, space, small[1]) < 0) return -1;
+    return account(c, dev, bt, size, pid, +1);
+}
+
+static int kind_index(PyObject *kind) {
+    for (int i = 0; i < K_N; i++)
+        if (kind == kinds[i]) return i;
+    return -1;
+}
+
+/* Is ``ev`` one this module applies (else the reference does)? */
+static int takes(PyObject *ev, int *k) {
+    if (Py_TYPE(ev) != event_type) return 0;
+    PyObject *kind = SLOT(ev, ev_off[E_KIND]);
+    if (kind == NULL) return 0;
+    *k = kind_index(kind);
+    if (*k < 0 && Py_TYPE(kind) != Py_TYPE(kinds[0])) return 0; /* not an EventKind (an int equal to one?) */
+    static const int ints[] = {E_SEQ, E_TS, E_PID, E_DEV, E_BT, E_BID, E_SIZE};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        PyObject *v = SLOT(ev, ev_off[ints[i]]);
+        if (v == NULL || !PyLong_CheckExact(v)) return 0;
+    }
+    if (*k == K_ALLOC) {
+        PyObject *n = SLOT(ev, ev_off[E_NAME]), *t = SLOT(ev, ev_off[E_TRACE]);
+        if (n == NULL || t == NULL || !PyUnicode_CheckExact(n) || !PyUnicode_CheckExact(t)) return 0;
+    }
+    if (*k == K_REF_INC || *k == K_REF_DEC) {
+        PyObject *r = SLOT(ev, ev_off[E_REFS]);
+        if (r == NULL || !PyLong_CheckExact(r)) return 0;
+    }
+    /* seq as a non-negative C integer (the gap count compares it) */
+    int o = 0;
+    long long s = PyLong_AsLongLongAndOverflow(SLOT(ev, ev_off[E_SEQ]), &o);
+    if (o || s < 0) return 0;
+    return 1;
+}
+
+static int apply_c(Ctx *c, PyObject *ev, int k) {
+    if (k == K_ALLOC) return put(c, ev);
+    if (k == K_FREE || k == K_CLEANUP || k == K_REF_INC || k == K_REF_DEC) {
+        PyObject *slot = NULL;
+        long long s = find(c, space_of(SLOT(ev, ev_off[E_BT])), SLOT(ev, ev_off[E_DEV]), SLOT(ev, ev_off[E_BID]), &slot);
+        if (s == -2) return -1;
+        int r = 0;
+        if (s >= 0) {
+            if (k == K_FREE || k == K_CLEANUP) {
+                r = drop_slot(c, slot);
+            } else {
+                int o = 0;
+                long long rc = PyLong_AsLongLongAndOverflow(SLOT(ev, ev_off[E_REFS]), &o);
+                if (o) rc = o > 0 ? U32 : 0;
+                if (rc < 0) rc = 0;
+                if (rc > U32) rc = U32;
+                PyObject *rco = PyLong_FromLongLong(rc);
+                PyObject *a[2] = {slot, rco};
+                PyObject *x = rco ? call(c->set_refs, a, 2) : NULL;
+                Py_XDECREF(rco);
+                if (x == NULL) r = -1;
+                Py_XDECREF(x);
+            }
+        }
+        Py_DECREF(slot);
+        return r;
+    }
+    if (k == K_FREE_UNKNOWN) c->unknown++;
+    return 0;
+}
+
+static PyObject *apply_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "apply_batch(registry, events)");
+        return NULL;
+    }
+    if (!ready) {
+        PyErr_SetString(PyExc_RuntimeError, "mirror.setup() was not called");
+        return NULL;
+    }
+    Ctx c;
+    memset(&c, 0, sizeof c);
+    c.reg = args[0];
+    PyObject *evs = PySequence_Fast(args[1], "events must be a sequence"), *t = NULL;
+    if (evs == NULL) return NULL;
+    long long gaps = 0, last = 0;
+    int failed = 1;
+    if ((t = PyObject_GetAttr(c.reg, s_t)) == NULL || (c.strings = PyObject_GetAttr(c.reg, s_strings)) == NULL ||
+        (c.counts = PyObject_GetAttr(c.reg, s_counts)) == NULL || (c.usage = PyObject_GetAttr(c.reg, s_usage)) == NULL ||
+        (c.find = PyObject_GetAttr(t, s_find)) == NULL || (c.row = PyObject_GetAttr(t, s_row)) == NULL ||
+        (c.add = PyObject_GetAttr(t, s_add)) == NULL || (c.remove = PyObject_GetAttr(t, s_remove)) == NULL ||
+        (c.set_refs = PyObject_GetAttr(t, s_set_refs)) == NULL || (c.seq = PyObject_GetAttr(c.reg, s_seq)) == NULL)
+        goto out;
+    if (!PyDict_CheckExact(c.strings) || !PyDict_CheckExact(c.usage)) {
+        PyErr_SetString(PyExc_TypeError, "registry dicts are not dicts");
+        goto out;
+    }
+    int known = 0; /* last holds registry.seq as a C integer */
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(evs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev = PySequence_Fast_GET_ITEM(evs, i);
+        int k = -1;
+        if (!known) {
+            int o = 0;
+            last = PyLong_CheckExact(c.seq) ? PyLong_AsLongLongAndOverflow(c.seq, &o) : (o = 1, 0);
+            if (last == -1 && PyErr_Occurred()) goto out;
+            known = !o && last >= 0;
+        }
+        if (!known || !takes(ev, &k)) {
+            if (flush(&c) < 0) goto out;
+            PyObject *a[2] = {c.reg, ev};
+            PyObject *g = PyObject_VectorcallMethod(s_apply_one, a, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            if (g == NULL) goto out;
+            long long gv = PyLong_AsLongLong(g);
+            Py_DECREF(g);
+            if (gv == -1 && PyErr_Occurred()) goto out;
+            gaps += gv;
+            Py_SETREF(c.seq, PyObject_GetAttr(c.reg, s_seq));
+            if (c.seq == NULL) goto out;
+            known = 0;
+            continue;
+        }
+        PyObject *seqo = SLOT(ev, ev_off[E_SEQ]);
+        long long s = PyLong_AsLongLong(seqo);
+        if (s) {
+            if (last && s > last + 1) gaps++;
+            last = s;
+            Py_SETREF(c.seq, Py_NewRef(seqo));
+            c.seq_dirty = 1;
+        }
+        if (k >= 0 && apply_c(&c, ev, k) < 0) goto out; /* else a kind that changes no entry */
+    }
+    failed = 0;
+out:;
+    PyObject *et = NULL, *evv = NULL, *tb = NULL;
+    if (failed) PyErr_Fetch(&et, &evv, &tb);
+    if (c.seq != NULL && flush(&c) < 0 && !failed) failed = 1;
+    if (et != NULL) PyErr_Restore(et, evv, tb);
+    Py_DECREF(evs);
+    Py_XDECREF(t);
+    Py_XDECREF(c.strings);
+    Py_XDECREF(c.counts);
+    Py_XDECREF(c.usage);
+    Py_XDECREF(c.find);
+    Py_XDECREF(c.row);
+    Py_XDECREF(c.add);
+    Py_XDECREF(c.remove);
+    Py_XDECREF(c.set_refs);
+    Py_XDECREF(c.seq);
+    if (failed) return NULL;
+    return PyLong_FromLongLong(gaps);
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_VARARGS, "setup(Event, DeviceUsage, kinds)"},
+    {"apply_batch", (PyCFunction)(void (*)(void))apply_batch, METH_FASTCALL,
+     "apply_batch(registry, events) -> sequence gaps (Registry.apply_batch, compiled)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "tt_memtop._native.mirror",
+                                    "A monitor's registry mirror, a batch at a time (see mirror.c).", -1, methods};
+
+#define INTERN(var, text)                                                                                        \
+    do {                                                                                                          \
+        if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;                                        \
+    } while (0)
+
+PyMODINIT_FUNC PyInit_mirror(void) {
+    for (int i = 0; i < 3; i++)
+        if ((small[i] = PyLong_FromLong(i)) == NULL) return NULL;
+    INTERN(s_t, "_t");
+    INTERN(s_strings, "_strings");
+    INTERN(s_counts, "_counts");
+    INTERN(s_usage, "_usage");
+    INTERN(s_seq, "seq");
+    INTERN(s_unknown, "unknown_frees");
+    INTERN(s_unstorable, "unstorable");
+    INTERN(s_apply_one, "_apply_one");
+    INTERN(s_find, "find");
+    INTERN(s_row, "row");
+    INTERN(s_add, "add");
+    INTERN(s_remove, "remove");
+    INTERN(s_set_refs, "set_refs");
+    return PyModule_Create(&moddef);
+}

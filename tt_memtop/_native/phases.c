@@ -1,0 +1,1417 @@
+/* The phase tracker's per-event path (tt_memtop/core/phases/rules.py, deadlines.py), in C.
+ *
+ * PhaseTracker.observe_batch folds every event of a monitor's batch: ~3.5 us an event in Python, the
+ * largest share of the fold. This is its compiled twin: the same operations, in the same order, on the
+ * same Python objects (the tracker's Proc, Window and TopDown slots, read and written through their
+ * member descriptors' offsets; their dicts, sets, deques and LiveMap through their own methods), for
+ * the frequent cases: an ALLOC or a FREE of a known process whose deadlines have not passed. Everything
+ * else is handed to the Python reference at a method boundary: a new process (_new_proc), a passed
+ * deadline (_check_quiet), a mesh that changed width (_width), a trace buffer (_on_trace_alloc,
+ * _on_trace_free), a counting rule that may fire (_rules), a process that freed its last buffer
+ * (_enter), and any other kind of event (observe).
+ *
+ * Integers are C long long only where the reference's values provably fit: an event is taken here only
+ * if its timestamp is within +-2^61, its size below 2^48 and its buffer id below 2^62, and only while
+ * every event the tracker has seen was such (the tracker's ``_python_only`` flag, which observe() and
+ * this module set otherwise). Then every deadline is a timestamp plus a configured duration (checked
+ * below 2^50 ns) and nothing overflows; a tracker that saw anything else stays on the Python path.
+ *
+ *   setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind, LiveMap)   once, from machine.py
+ *   observe_batch(tracker, events) -> list[Phase]
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <structmember.h>
+
+#define TS_LIM (1LL << 61)
+#define SIZE_LIM (1LL << 48)
+#define BID_LIM (1LL << 62)
+#define DUR_LIM (1LL << 50)
+
+#define DRAM 0
+#define TRACE 4
+#define CB 5
+#define KERNEL 6
+#define TRACE_MIN (64 * 1024)
+
+/* evidence entry kinds (evidence.py) */
+enum { K_ALLOC, K_BIG, K_CHURN, K_LONG, K_FREE, K_COMPILE };
+
+/* ---------------------------------------------------------------- slot offsets */
+enum {
+    P_PHASE, P_SINCE, P_PREV_PHASE, P_SEG_DEVICES, P_CLOSED, P_LIVE, P_LIVE_DRAM, P_DEV_LIVE, P_TRACE,
+    P_TRACE_KEYS, P_LAST_BUSY, P_PHASE_BUSY, P_LOADED_UNTIL, P_LAST_COMPILE, P_WINDOW, P_REPLAY_SIGS,
+    P_LAST_LEAD, P_PENDING_L1, P_COMPILED_SINCE_BUSY, P_COMPILING, P_LEARN_UNTIL, P_MID_OP, P_TENTATIVE,
+    P_DRAM_TAIL, P_LEAD, P_SEQ, P_RECENT, P_ALLOCS, P_QUIET_AT, P_SHOW_AT, P_SHOW_NS, P_LONGEST_PAUSE,
+    P_BOUNDARY_PAUSE, P_BOUNDARY_SHOW_NS, P_TEMPS, P_HOLD_UNTIL, P_NEED_CHURN, P_NEED_LONG, P_NEED_LOAD,
+    P_NEED_COMPILE, P_N
+};
+static const char *PROC_NAMES[P_N] = {
+    "phase", "since", "prev_phase", "seg_devices", "closed", "live", "live_dram", "dev_live", "trace",
+    "trace_keys", "last_busy", "phase_busy", "loaded_until", "last_compile", "window", "replay_sigs",
+    "last_lead", "pending_l1", "compiled_since_busy", "compiling", "learn_until", "mid_op", "tentative",
+    "dram_tail", "lead", "seq", "recent", "allocs", "quiet_at", "show_at", "show_ns", "longest_pause",
+    "boundary_pause", "boundary_show_ns", "temps", "hold_until", "need_churn", "need_long", "need_load",
+    "need_compile"};
+enum { W_ENTRIES, W_COUNTS, W_SIGS, W_NMAX, W_N };
+static const char *WIN_NAMES[W_N] = {"entries", "counts", "sigs", "n"};
+enum { T_GAP, T_HIGH, T_LARGEST, T_N };
+static const char *TD_NAMES[T_N] = {"gap", "high", "largest"};
+enum { E_TS, E_KIND, E_PID, E_DEV, E_BT, E_BID, E_SIZE, E_NAME, E_N };
+static const char *EV_NAMES[E_N] = {"ts_ns", "kind", "pid", "device", "buffer_type", "buffer_id", "size", "name"};
+
+static Py_ssize_t proc_off[P_N], win_off[W_N], td_off[T_N], ev_off[E_N];
+static PyTypeObject *proc_type, *win_type, *td_type, *event_type;
+enum { PH_IDLE, PH_LOADING, PH_WARMUP, PH_CAPTURE, PH_REPLAY, PH_RELEASED, PH_TEARDOWN, PH_EXITED, PH_N };
+static PyObject *phase_obj[PH_N];
+static PyObject *kind_alloc, *kind_free;
+static PyObject *small_int[6]; /* 0..5: entry kinds, space ids */
+static int ready = 0;
+static PyTypeObject *livemap_type = NULL;
+static Py_ssize_t lm_t_off, lm_extra_off;
+
+/* interned names */
+static PyObject *s_observe, *s_new_proc, *s_check_quiet, *s_width, *s_on_trace_alloc, *s_on_trace_free, *s_rules,
+    *s_enter, *s_get, *s_pop, *s_append, *s_popleft, *s_add, *s_discard, *s_now, *s_procs, *s_python_only,
+    *s_topdown, *s_config, *s_load_min_bytes, *s_io_max, *s_young_ns, *s_long_ns, *s_idle_ns, *s_show_ns,
+    *s_return_ns, *s_settle_ns, *s_hold_ns, *s_iter_ns, *s_evwin_ns, *s_pause_factor, *s_application,
+    *s_APPLICATION, *s_empty, *s_lookup, *s_find, *s_row, *s_remove;
+
+#define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
+
+static int offsets(PyTypeObject *type, const char **names, int n, Py_ssize_t *out) {
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString((PyObject *)type, names[i]);
+        if (d == NULL) return -1;
+        if (Py_TYPE(d) != &PyMemberDescr_Type || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX ||
+            (((PyMemberDescrObject *)d)->d_member->flags & READONLY)) {
+            Py_DECREF(d);
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a writable slot", type->tp_name, names[i]);
+            return -1;
+        }
+        out[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+    }
+    return 0;
+}
+
+/* A slot's value (borrowed); AttributeError when unset. */
+static inline PyObject *get(PyObject *o, Py_ssize_t off, const char *name) {
+    PyObject *v = SLOT(o, off);
+    if (v == NULL) PyErr_Format(PyExc_AttributeError, "slot %s is not set", name);
+    return v;
+}
+#define PG(proc, f) get((proc), proc_off[f], PROC_NAMES[f])
+
+/* Store into a slot, stealing ``v`` (NULL: an error already set). */
+static inline int put(PyObject *o, Py_ssize_t off, PyObject *v) {
+    if (v == NULL) return -1;
+    PyObject *old = SLOT(o, off);
+    SLOT(o, off) = v;
+    Py_XDECREF(old);
+    return 0;
+}
+#define PS(proc, f, v) put((proc), proc_off[f], (v))
+
+static inline int as_ll(PyObject *v, long long *out) {
+    if (v == NULL) return -1;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "phases: an integer out of the compiled path's range");
+        return -1;
+    }
+    if (x == -1 && PyErr_Occurred()) return -1;
+    *out = x;
+    return 0;
+}
+static inline int pg_ll(PyObject *proc, int f, long long *out) { return as_ll(PG(proc, f), out); }
+static inline int ps_ll(PyObject *proc, int f, long long v) { return PS(proc, f, PyLong_FromLongLong(v)); }
+static inline int ps_bool(PyObject *proc, int f, int v) { return PS(proc, f, Py_NewRef(v ? Py_True : Py_False)); }
+static inline int pg_true(PyObject *proc, int f) {
+    PyObject *v = PG(proc, f);
+    return v == NULL ? -1 : PyObject_IsTrue(v);
+}
+
+static PyObject *setup(PyObject *self, PyObject *args) {
+    PyObject *pt, *wt, *tt, *et, *phases, *ka, *kf, *lt;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OOOO!", &PyType_Type, &pt, &PyType_Type, &wt, &PyType_Type, &tt,
+                          &PyType_Type, &et, &phases, &ka, &kf, &PyType_Type, &lt))
+        return NULL;
+    {
+        static const char *lm_names[2] = {"_t", "_extra"};
+        Py_ssize_t lo[2];
+        if (offsets((PyTypeObject *)lt, lm_names, 2, lo) < 0) return NULL;
+        lm_t_off = lo[0];
+        lm_extra_off = lo[1];
+        Py_XSETREF(livemap_type, (PyTypeObject *)Py_NewRef(lt));
+    }
+    if (offsets((PyTypeObject *)pt, PROC_NAMES, P_N, proc_off) < 0 ||
+        offsets((PyTypeObject *)wt, WIN_NAMES, W_N, win_off) < 0 ||
+        offsets((PyTypeObject *)tt, TD_NAMES, T_N, td_off) < 0 ||
+        offsets((PyTypeObject *)et, EV_NAMES, E_N, ev_off) < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(phases, "phases must be a sequence");
+    if (seq == NULL) return NULL;
+    if (PySequence_Fast_GET_SIZE(seq) != PH_N) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "phases: IDLE LOADING WARMUP CAPTURE REPLAY RELEASED TEARDOWN EXITED");
+        return NULL;
+    }
+    for (int i = 0; i < PH_N; i++) Py_XSETREF(phase_obj[i], Py_NewRef(PySequence_Fast_GET_ITEM(seq, i)));
+    Py_DECREF(seq);
+    Py_XSETREF(proc_type, (PyTypeObject *)Py_NewRef(pt));
+    Py_XSETREF(win_type, (PyTypeObject *)Py_NewRef(wt));
+    Py_XSETREF(td_type, (PyTypeObject *)Py_NewRef(tt));
+    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(et));
+    Py_XSETREF(kind_alloc, Py_NewRef(ka));
+    Py_XSETREF(kind_free, Py_NewRef(kf));
+    ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------- one batch */
+typedef struct {
+    PyObject *tracker, *procs, *topdown;
+    long long now, io_max, young_ns, long_ns, idle_ns, show_ns, return_ns, settle_ns, hold_ns, iter_ns,
+        evwin_ns, load_min;
+    PyObject *pause_factor; /* a float or an int, as configured */
+    int now_dirty;
+} Ctx;
+
+static int read_dur(PyObject *tracker, PyObject *name, long long *out, int *ok) {
+    PyObject *v = PyObject_GetAttr(tracker, name);
+    if (v == NULL) return -1;
+    if (!PyLong_CheckExact(v)) {
+        *ok = 0;
+        Py_DECREF(v);
+        return 0;
+    }
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    Py_DECREF(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    if (overflow || x < 0 || x > DUR_LIM) *ok = 0;
+    *out = x;
+    return 0;
+}
+
+/* The tracker's now into its ``_now`` before Python code runs (it reads it), and back after. */
+static int sync_out(Ctx *c) {
+    if (!c->now_dirty) return 0;
+    PyObject *v = PyLong_FromLongLong(c->now);
+    if (v == NULL) return -1;
+    int r = PyObject_SetAttr(c->tracker, s_now, v);
+    Py_DECREF(v);
+    c->now_dirty = 0;
+    return r;
+}
+/* 1: the compiled path may go on; 0: the tracker's now left its range (the Python path from here on) */
+static int sync_in(Ctx *c) {
+    PyObject *v = PyObject_GetAttr(c->tracker, s_now);
+    if (v == NULL) return -1;
+    int overflow = 0;
+    long long x = PyLong_CheckExact(v) ? PyLong_AsLongLongAndOverflow(v, &overflow) : (overflow = 1, 0);
+    Py_DECREF(v);
+    if (x == -1 && PyErr_Occurred()) return -1;
+    if (overflow || x > TS_LIM || x < -TS_LIM) return 0;
+    c->now = x;
+    return 1;
+}
+
+/* Call tracker.<name>(*args) with ``_now`` in sync; returns the result (new ref) or NULL. */
+static PyObject *call(Ctx *c, PyObject *name, PyObject *const *args, size_t nargs) {
+    if (sync_out(c) < 0) return NULL;
+    PyObject *stack[8];
+    stack[0] = c->tracker;
+    for (size_t i = 0; i < nargs; i++) stack[i + 1] = args[i];
+    PyObject *r = PyObject_VectorcallMethod(name, stack, (nargs + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) return NULL;
+    int ok = sync_in(c);
+    if (ok < 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+static int call0(Ctx *c, PyObject *name, PyObject *const *args, size_t nargs) {
+    PyObject *r = call(c, name, args, nargs);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static inline PyObject *meth1(PyObject *obj, PyObject *name, PyObject *arg) {
+    PyObject *stack[2] = {obj, arg};
+    return PyObject_VectorcallMethod(name, stack, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+static inline PyObject *meth2(PyObject *obj, PyObject *name, PyObject *a, PyObject *b) {
+    PyObject *stack[3] = {obj, a, b};
+    return PyObject_VectorcallMethod(name, stack, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+static inline int meth1_0(PyObject *obj, PyObject *name, PyObject *arg) {
+    PyObject *r = meth1(obj, name, arg);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- LiveMap (core/table.py), twinned
+ * A process's live map is a LiveMap: a table of rows plus a dict for what no row holds. Its get, set,
+ * pop and truth are done here with the same calls on its table and dict (LiveMap's own Python methods
+ * would be the larger part of the cost). Any other mapping is used through its methods. */
+
+static inline PyObject *mcall(PyObject *obj, PyObject *name, PyObject *const *args, size_t n) {
+    PyObject *stack[10];
+    stack[0] = obj;
+    for (size_t i = 0; i < n; i++) stack[i + 1] = args[i];
+    return PyObject_VectorcallMethod(name, stack, (n + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+static inline int caught(PyObject *e1, PyObject *e2, PyObject *e3) {
+    if (PyErr_ExceptionMatches(e1) || PyErr_ExceptionMatches(e2) || (e3 != NULL && PyErr_ExceptionMatches(e3))) {
+        PyErr_Clear();
+        return 1;
+    }
+    return 0;
+}
+/* row -> (ts, size, buffer_type) */
+static PyObject *lm_value(PyObject *r) {
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 7) {
+        PyErr_SetString(PyExc_TypeError, "a table row is not a tuple");
+        return NULL;
+    }
+    return PyTuple_Pack(3, PyTuple_GET_ITEM(r, 6), PyTuple_GET_ITEM(r, 3), PyTuple_GET_ITEM(r, 2));
+}
+/* LiveMap._slot: the row of (sp, dev, bid), -1 none, -2 error */
+static Py_ssize_t lm_slot(PyObject *t, PyObject *dev, PyObject *bid, PyObject *sp, PyObject **slot) {
+    PyObject *a[3] = {sp, dev, bid};
+    PyObject *s = mcall(t, s_find, a, 3);
+    if (s == NULL) return caught(PyExc_TypeError, PyExc_ValueError, NULL) ? -1 : -2;
+    Py_ssize_t v = PyLong_AsSsize_t(s);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(s);
+        return -2;
+    }
+    *slot = s;
+    return v;
+}
+static int lm_extra(PyObject *live, PyObject **extra) {
+    *extra = SLOT(live, lm_extra_off);
+    if (*extra == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._extra");
+        return -1;
+    }
+    return PyObject_IsTrue(*extra);
+}
+static PyObject *lm_get(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp) {
+    if (Py_TYPE(live) != livemap_type) return meth1(live, s_get, key);
+    PyObject *t = SLOT(live, lm_t_off), *extra;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+        return NULL;
+    }
+    PyObject *a[3] = {sp, dev, bid};
+    PyObject *r = mcall(t, s_lookup, a, 3);
+    if (r == NULL) {
+        if (!caught(PyExc_TypeError, PyExc_ValueError, NULL)) return NULL;
+        r = Py_NewRef(Py_None);
+    }
+    if (r != Py_None) {
+        PyObject *v = lm_value(r);
+        Py_DECREF(r);
+        return v;
+    }
+    Py_DECREF(r);
+    int any = lm_extra(live, &extra);
+    if (any < 0) return NULL;
+    if (!any) return Py_NewRef(Py_None);
+    return meth2(extra, s_get, key, Py_None);
+}
+static int lm_set(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp, PyObject *value) {
+    if (Py_TYPE(live) != livemap_type) return PyObject_SetItem(live, key, value);
+    PyObject *t = SLOT(live, lm_t_off), *extra, *slot = NULL;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+        return -1;
+    }
+    PyObject *ts = PyTuple_GET_ITEM(value, 0), *size = PyTuple_GET_ITEM(value, 1), *bt = PyTuple_GET_ITEM(value, 2);
+    /* the caller's bt is a plain int whose space is sp */
+    PyObject *a[9] = {dev, bid, bt, size, small_int[0], small_int[0], ts, small_int[0], Py_False};
+    PyObject *x = mcall(t, s_add, a, 9);
+    if (x == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_KeyError)) { /* a live key: replace its row */
+            PyErr_Clear();
+            PyObject *fa[3] = {sp, dev, bid};
+            slot = mcall(t, s_find, fa, 3); /* t.remove(t.find(sp, dev, bid)) */
+            if (slot == NULL) goto outer;
+            x = mcall(t, s_remove, &slot, 1);
+            Py_CLEAR(slot);
+            if (x == NULL) goto outer;
+            Py_DECREF(x);
+            x = mcall(t, s_add, a, 9);
+            if (x == NULL) goto outer;
+        } else {
+            goto outer;
+        }
+    }
+    Py_DECREF(x);
+    int any = lm_extra(live, &extra);
+    if (any < 0) return -1;
+    if (any) {
+        x = meth2(extra, s_pop, key, Py_None);
+        if (x == NULL) return -1;
+        Py_DECREF(x);
+    }
+    return 0;
+outer: /* LiveMap.__setitem__'s except (TypeError, ValueError, OverflowError): into the dict */
+    if (!caught(PyExc_TypeError, PyExc_ValueError, PyExc_OverflowError)) return -1;
+    {
+        Py_ssize_t s = lm_slot(t, dev, bid, sp, &slot);
+        if (s == -2) return -1;
+        if (s >= 0) {
+            x = mcall(t, s_remove, &slot, 1);
+            Py_DECREF(slot);
+            if (x == NULL) return -1;
+            Py_DECREF(x);
+        } else {
+            Py_XDECREF(slot);
+        }
+    }
+    extra = SLOT(live, lm_extra_off);
+    if (extra == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._extra");
+        return -1;
+    }
+    return PyObject_SetItem(extra, key, value);
+}
+static PyObject *lm_pop(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp) {
+    if (Py_TYPE(live) != livemap_type) return meth2(live, s_pop, key, Py_None);
+    PyObject *t = SLOT(live, lm_t_off), *extra, *slot = NULL;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+        return NULL;
+    }
+    Py_ssize_t s = lm_slot(t, dev, bid, sp, &slot);
+    if (s == -2) return NULL;
+    if (s >= 0) {
+        PyObject *r = mcall(t, s_row, &slot, 1);
+        if (r == NULL) {
+            Py_DECREF(slot);
+            return NULL;
+        }
+        PyObject *x = mcall(t, s_remove, &slot, 1);
+        Py_DECREF(slot);
+        if (x == NULL) {
+            Py_DECREF(r);
+            return NULL;
+        }
+        Py_DECREF(x);
+        PyObject *v = lm_value(r);
+        Py_DECREF(r);
+        return v;
+    }
+    Py_XDECREF(slot);
+    int any = lm_extra(live, &extra);
+    if (any < 0) return NULL;
+    if (!any) return Py_NewRef(Py_None);
+    return meth2(extra, s_pop, key, Py_None);
+}
+static int lm_bool(PyObject *live) {
+    if (Py_TYPE(live) != livemap_type) return PyObject_IsTrue(live);
+    PyObject *t = SLOT(live, lm_t_off), *extra;
+    if (t == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Size(t);
+    if (n < 0) return -1;
+    if (n > 0) return 1;
+    return lm_extra(live, &extra);
+}
+
+static inline long mesh_width(PyObject *proc) {
+    PyObject *d = PG(proc, P_DEV_LIVE);
+    if (d == NULL) return -1;
+    Py_ssize_t n = PyObject_Size(d);
+    if (n < 0) return -1;
+    return n > 1 ? (long)n : 1;
+}
+
+/* counts[k] of a Window (its list: clear() replaces it) */
+static int count_of(PyObject *win, int k, long long *out) {
+    PyObject *counts = get(win, win_off[W_COUNTS], "counts");
+    if (counts == NULL) return -1;
+    if (PyList_CheckExact(counts) && k < PyList_GET_SIZE(counts)) return as_ll(PyList_GET_ITEM(counts, k), out);
+    PyObject *v = PySequence_GetItem(counts, k);
+    if (v == NULL) return -1;
+    int r = as_ll(v, out);
+    Py_DECREF(v);
+    return r;
+}
+static int count_add(PyObject *counts, int k, long delta) {
+    if (PyList_CheckExact(counts) && k < PyList_GET_SIZE(counts) && PyLong_CheckExact(PyList_GET_ITEM(counts, k))) {
+        int o = 0;
+        long v = PyLong_AsLongAndOverflow(PyList_GET_ITEM(counts, k), &o);
+        if (!o && v > -(1L << 40) && v < (1L << 40)) { /* the list's own int, plus delta: what += makes */
+            PyObject *nv = PyLong_FromLong(v + delta);
+            if (nv == NULL) return -1;
+            PyObject *old = PyList_GET_ITEM(counts, k);
+            PyList_SET_ITEM(counts, k, nv);
+            Py_DECREF(old);
+            return 0;
+        }
+    }
+    PyObject *v = PySequence_GetItem(counts, k);
+    if (v == NULL) return -1;
+    PyObject *d = PyLong_FromLong(delta);
+    if (d == NULL) {
+        Py_DECREF(v);
+        return -1;
+    }
+    PyObject *nv = PyNumber_Add(v, d);
+    Py_DECREF(v);
+    Py_DECREF(d);
+    if (nv == NULL) return -1;
+    int r = PySequence_SetItem(counts, k, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+/* Window.add(kind, ts, start, sig, key) (evidence.py), sig/key NULL for None */
+static int window_add(PyObject *win, int kind, PyObject *ts, PyObject *start, PyObject *sig, PyObject *key) {
+    PyObject *entries = get(win, win_off[W_ENTRIES], "entries");
+    if (entries == NULL) return -1;
+    PyObject *e = PyTuple_Pack(5, small_int[kind], ts, start, sig ? sig : Py_None, key ? key : Py_None);
+    if (e == NULL) return -1;
+    int r = meth1_0(entries, s_append, e);
+    Py_DECREF(e);
+    if (r < 0) return -1;
+    PyObject *counts = get(win, win_off[W_COUNTS], "counts");
+    if (counts == NULL || count_add(counts, kind, 1) < 0) return -1;
+    if (sig != NULL) {
+        PyObject *sigs = get(win, win_off[W_SIGS], "sigs");
+        if (sigs == NULL) return -1;
+        PyObject *n = PyDict_GetItemWithError(sigs, sig);
+        if (n == NULL && PyErr_Occurred()) return -1;
+        PyObject *one = small_int[1];
+        PyObject *nv = n == NULL ? Py_NewRef(one) : PyNumber_Add(n, one);
+        if (nv == NULL) return -1;
+        r = PyDict_SetItem(sigs, sig, nv);
+        Py_DECREF(nv);
+        if (r < 0) return -1;
+    }
+    Py_ssize_t len = PyObject_Size(entries);
+    if (len < 0) return -1;
+    PyObject *nmax = get(win, win_off[W_NMAX], "n");
+    if (nmax == NULL) return -1;
+    int over;
+    long long nm;
+    int o = 0;
+    if (PyLong_CheckExact(nmax) && (nm = PyLong_AsLongLongAndOverflow(nmax, &o), !o) && !PyErr_Occurred()) {
+        over = (long long)len > nm;
+    } else {
+        PyErr_Clear();
+        PyObject *lenobj = PyLong_FromSsize_t(len);
+        if (lenobj == NULL) return -1;
+        over = PyObject_RichCompareBool(lenobj, nmax, Py_GT);
+        Py_DECREF(lenobj);
+    }
+    if (over < 0) return -1;
+    if (!over) return 0;
+    /* _pop */
+    PyObject *old = PyObject_CallMethodNoArgs(entries, s_popleft);
+    if (old == NULL) return -1;
+    if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 5) {
+        Py_DECREF(old);
+        PyErr_SetString(PyExc_TypeError, "a window entry is not a 5-tuple");
+        return -1;
+    }
+    long long okind;
+    if (as_ll(PyTuple_GET_ITEM(old, 0), &okind) < 0 || okind < 0 || okind > 5) {
+        Py_DECREF(old);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_IndexError, "window entry kind");
+        return -1;
+    }
+    counts = get(win, win_off[W_COUNTS], "counts");
+    if (counts == NULL || count_add(counts, (int)okind, -1) < 0) {
+        Py_DECREF(old);
+        return -1;
+    }
+    PyObject *osig = PyTuple_GET_ITEM(old, 3);
+    if (osig != Py_None) {
+        PyObject *sigs = get(win, win_off[W_SIGS], "sigs");
+        PyObject *n = sigs ? PyDict_GetItemWithError(sigs, osig) : NULL;
+        if (n == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, osig);
+            Py_DECREF(old);
+            return -1;
+        }
+        PyObject *nv = PyNumber_Subtract(n, small_int[1]);
+        if (nv == NULL) {
+            Py_DECREF(old);
+            return -1;
+        }
+        int t = PyObject_IsTrue(nv);
+        r = t < 0 ? -1 : t ? PyDict_SetItem(sigs, osig, nv) : PyDict_DelItem(sigs, osig);
+        Py_DECREF(nv);
+        if (r < 0) {
+            Py_DECREF(old);
+            return -1;
+        }
+    }
+    Py_DECREF(old);
+    return 0;
+}
+
+static inline int is_phase(PyObject *proc, int ph) {
+    PyObject *p = SLOT(proc, proc_off[P_PHASE]);
+    return p == phase_obj[ph];
+}
+
+/* 1 if tracker._rules(proc, kind, start) may do something after an entry of ``kind``; 0 if it surely does
+ * nothing (it then returns at its first checks, with no side effect). */
+static int rules_may_fire(PyObject *proc, int kind, long long start) {
+    if (PG(proc, P_PHASE) == NULL) return -1;
+    if (is_phase(proc, PH_CAPTURE) || is_phase(proc, PH_EXITED)) return 0;
+    PyObject *win = PG(proc, P_WINDOW);
+    if (win == NULL) return -1;
+    long long c_churn, c_compile, need_churn, need_compile, c_long, need_long, c_alloc, c_big, need_load, since;
+    int tentative;
+    switch (kind) {
+    case K_CHURN:
+    case K_COMPILE:
+        if (count_of(win, K_CHURN, &c_churn) < 0 || count_of(win, K_COMPILE, &c_compile) < 0 ||
+            pg_ll(proc, P_NEED_CHURN, &need_churn) < 0 || pg_ll(proc, P_NEED_COMPILE, &need_compile) < 0)
+            return -1;
+        if ((tentative = pg_true(proc, P_TENTATIVE)) < 0) return -1;
+        if ((c_churn >= need_churn || c_compile >= need_compile) && tentative) return 1;
+        if (pg_ll(proc, P_SINCE, &since) < 0) return -1;
+        if (is_phase(proc, PH_WARMUP) && start < since) return 1; /* maybe a backdate */
+        return is_phase(proc, PH_WARMUP) || is_phase(proc, PH_TEARDOWN) ? 0 : 1;
+    case K_LONG:
+        if (is_phase(proc, PH_TEARDOWN)) return 0;
+        if (count_of(win, K_LONG, &c_long) < 0 || pg_ll(proc, P_NEED_LONG, &need_long) < 0) return -1;
+        return c_long >= need_long;
+    case K_ALLOC:
+        if (!is_phase(proc, PH_WARMUP)) return 0;
+        if ((tentative = pg_true(proc, P_TENTATIVE)) < 0) return -1;
+        if (!tentative) return 0;
+        if (count_of(win, K_ALLOC, &c_alloc) < 0 || count_of(win, K_CHURN, &c_churn) < 0) return -1;
+        long w = mesh_width(proc);
+        if (w < 0) return -1;
+        return c_alloc >= 6LL * w && !c_churn;
+    case K_BIG:
+        if (count_of(win, K_BIG, &c_big) < 0 || pg_ll(proc, P_NEED_LOAD, &need_load) < 0) return -1;
+        if (is_phase(proc, PH_WARMUP)) {
+            if ((tentative = pg_true(proc, P_TENTATIVE)) < 0) return -1;
+            return tentative && c_big >= 3 * need_load;
+        }
+        return (is_phase(proc, PH_IDLE) || is_phase(proc, PH_RELEASED)) && c_big >= need_load;
+    default:
+        return 0;
+    }
+}
+
+/* EventRules._entry: into the window, then the rules (in Python, when they may fire). */
+static int entry(Ctx *c, PyObject *proc, int kind, PyObject *ts, PyObject *start, PyObject *sig, PyObject *key) {
+    PyObject *win = PG(proc, P_WINDOW);
+    if (win == NULL) return -1;
+    Py_INCREF(win);
+    int r = window_add(win, kind, ts, start, sig, key);
+    Py_DECREF(win);
+    if (r < 0) return -1;
+    long long st;
+    if (as_ll(start, &st) < 0) return -1;
+    int fire = rules_may_fire(proc, kind, st);
+    if (fire <= 0) return fire;
+    PyObject *args[3] = {proc, small_int[kind], start};
+    return call0(c, s_rules, args, 3);
+}
+
+/* Deadlines._busy */
+static int busy(Ctx *c, PyObject *proc, long long ts, int mid_op, int boundary) {
+    long long last_busy, pb;
+    if (pg_ll(proc, P_LAST_BUSY, &last_busy) < 0) return -1;
+    long long pause = ts - last_busy;
+    if (ps_ll(proc, P_LAST_BUSY, ts) < 0) return -1;
+    if (pg_ll(proc, P_PHASE_BUSY, &pb) < 0 || ps_ll(proc, P_PHASE_BUSY, pb + 1) < 0) return -1;
+    if (PG(proc, P_PHASE) == NULL) return -1;
+    int warmup = is_phase(proc, PH_WARMUP), loading = is_phase(proc, PH_LOADING);
+    int csb = pg_true(proc, P_COMPILED_SINCE_BUSY);
+    if (csb < 0) return -1;
+    int jit = csb || (mid_op && warmup);
+    if (ps_bool(proc, P_COMPILED_SINCE_BUSY, 0) < 0) return -1;
+    long long idle_ns = c->idle_ns;
+    PyObject *trace = PG(proc, P_TRACE);
+    if (trace == NULL) return -1;
+    int has_trace = PyObject_IsTrue(trace);
+    if (has_trace < 0) return -1;
+    PyObject *win = PG(proc, P_WINDOW);
+    if (win == NULL) return -1;
+    long long quiet_at, compile;
+    if (loading || (warmup && !has_trace)) {
+        long long longest, bpause;
+        if (pg_ll(proc, P_LONGEST_PAUSE, &longest) < 0) return -1;
+        long long scaled = 0;
+        if (!jit && pause < idle_ns && (pause > longest || boundary)) {
+            if (PyFloat_CheckExact(c->pause_factor)) {
+                scaled = (long long)(PyFloat_AS_DOUBLE(c->pause_factor) * (double)pause);
+            } else {
+                PyObject *p = PyLong_FromLongLong(pause);
+                PyObject *m = p ? PyNumber_Multiply(c->pause_factor, p) : NULL;
+                Py_XDECREF(p);
+                if (m == NULL) return -1;
+                PyObject *i = PyNumber_Long(m);
+                Py_DECREF(m);
+                if (i == NULL) return -1;
+                int r = as_ll(i, &scaled);
+                Py_DECREF(i);
+                if (r < 0) return -1;
+            }
+        }
+        long long show = scaled > c->show_ns ? scaled : c->show_ns;
+        if (show > idle_ns) show = idle_ns;
+        if (pause > longest && pause < idle_ns && !jit) {
+            if (ps_ll(proc, P_LONGEST_PAUSE, pause) < 0 || ps_ll(proc, P_SHOW_NS, show) < 0) return -1;
+        }
+        if (pg_ll(proc, P_BOUNDARY_PAUSE, &bpause) < 0) return -1;
+        if (boundary && pause > bpause && pause < idle_ns && !jit) {
+            if (ps_ll(proc, P_BOUNDARY_PAUSE, pause) < 0 || ps_ll(proc, P_BOUNDARY_SHOW_NS, show) < 0) return -1;
+        }
+        if (count_of(win, K_COMPILE, &compile) < 0) return -1;
+        int slow = compile != 0;
+        if (!slow && warmup) {
+            int mo = pg_true(proc, P_MID_OP);
+            if (mo < 0) return -1;
+            slow = mo;
+        }
+        long long temps, shown;
+        if (pg_ll(proc, P_TEMPS, &temps) < 0) return -1;
+        if (pg_ll(proc, warmup && !temps ? P_BOUNDARY_SHOW_NS : P_SHOW_NS, &shown) < 0) return -1;
+        if (ps_ll(proc, P_SHOW_AT, ts + (slow ? idle_ns : shown)) < 0) return -1;
+        quiet_at = ts + idle_ns;
+        PyObject *pending = PG(proc, P_PENDING_L1);
+        if (pending == NULL) return -1;
+        if (pending != Py_None) {
+            long long cur;
+            if (pg_ll(proc, P_QUIET_AT, &cur) < 0) return -1;
+            if (cur < quiet_at) quiet_at = cur;
+        }
+        PyObject *tail = PG(proc, P_DRAM_TAIL);
+        if (tail == NULL) return -1;
+        if (tail != Py_None && ts + c->return_ns < quiet_at) quiet_at = ts + c->return_ns;
+        return ps_ll(proc, P_QUIET_AT, quiet_at);
+    }
+    if (warmup) {
+        if (count_of(win, K_COMPILE, &compile) < 0) return -1;
+        int slow = compile != 0;
+        if (!slow) {
+            int mo = pg_true(proc, P_MID_OP);
+            if (mo < 0) return -1;
+            slow = mo;
+        }
+        return ps_ll(proc, P_QUIET_AT, ts + (slow ? idle_ns : c->return_ns));
+    }
+    if (is_phase(proc, PH_CAPTURE)) return ps_ll(proc, P_QUIET_AT, ts + c->settle_ns);
+    if (is_phase(proc, PH_REPLAY) || is_phase(proc, PH_IDLE)) {
+        PyObject *pending = PG(proc, P_PENDING_L1);
+        if (pending == NULL) return -1;
+        if (pending != Py_None) {
+            long long cur, at;
+            if (pg_ll(proc, P_QUIET_AT, &cur) < 0) return -1;
+            if (!PyTuple_Check(pending) || PyTuple_GET_SIZE(pending) < 1) {
+                PyErr_SetString(PyExc_TypeError, "pending_l1 is not a tuple");
+                return -1;
+            }
+            if (as_ll(PyTuple_GET_ITEM(pending, 0), &at) < 0) return -1;
+            return ps_ll(proc, P_QUIET_AT, cur < at + c->hold_ns ? cur : at + c->hold_ns);
+        }
+    }
+    return 0;
+}
+
+/* TopDown.classify (evidence.py) */
+static int classify(Ctx *c, PyObject *dev, long long address, PyObject *addr_obj, long long size, PyObject *size_obj) {
+    PyObject *td = c->topdown;
+    PyObject *highd = get(td, td_off[T_HIGH], "high"), *larg = get(td, td_off[T_LARGEST], "largest");
+    PyObject *gapo = get(td, td_off[T_GAP], "gap");
+    if (highd == NULL || larg == NULL || gapo == NULL) return -1;
+    long long high = 0, largest = 0, gap;
+    PyObject *v = PyDict_GetItemWithError(highd, dev);
+    if (v == NULL && PyErr_Occurred()) return -1;
+    if (v != NULL && as_ll(v, &high) < 0) return -1;
+    v = PyDict_GetItemWithError(larg, dev);
+    if (v == NULL && PyErr_Occurred()) return -1;
+    if (v != NULL && as_ll(v, &largest) < 0) return -1;
+    if (as_ll(gapo, &gap) < 0) return -1;
+    if (high && address > high + largest + gap) return 2;
+    if (size > largest && PyDict_SetItem(larg, dev, size_obj) < 0) return -1;
+    if (address > high) {
+        if (PyDict_SetItem(highd, dev, addr_obj) < 0) return -1;
+        return high ? 1 : 0;
+    }
+    return 0;
+}
+
+static inline int eq(PyObject *a, PyObject *b) { return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ); }
+
+static int contains(PyObject *set, PyObject *v) { return PySequence_Contains(set, v); }
+
+/* EventRules._on_alloc */
+static int on_alloc(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject *tso) {
+    PyObject *dev = SLOT(ev, ev_off[E_DEV]), *bid = SLOT(ev, ev_off[E_BID]), *sizeo = SLOT(ev, ev_off[E_SIZE]);
+    PyObject *bto = SLOT(ev, ev_off[E_BT]);
+    long long size = PyLong_AsLongLong(sizeo), bidv = PyLong_AsLongLong(bid);
+    long btype = PyLong_AsLong(bto);
+    int space = btype == CB ? 1 : btype == KERNEL ? 2 : 0;
+    int rc = -1;
+    PyObject *key = PyTuple_Pack(3, dev, bid, small_int[space]);
+    PyObject *old = NULL, *val = NULL, *sig = NULL, *t = NULL;
+    if (key == NULL) return -1;
+    int top = 0;
+    if (btype == DRAM && size > c->io_max) {
+        top = classify(c, dev, bidv, bid, size, sizeo);
+        if (top < 0) goto done;
+    }
+    int is_trace = btype == TRACE || top == 2;
+    PyObject *live = PG(proc, P_LIVE);
+    if (live == NULL) goto done;
+    old = lm_get(live, key, dev, bid, small_int[space]);
+    if (old == NULL) goto done;
+    val = PyTuple_Pack(3, tso, sizeo, bto);
+    if (val == NULL || lm_set(live, key, dev, bid, small_int[space], val) < 0) goto done;
+    PyObject *dev_live = PG(proc, P_DEV_LIVE);
+    if (dev_live == NULL) goto done;
+    if (old == Py_None) {
+        PyObject *n = PyDict_GetItemWithError(dev_live, dev);
+        if (n == NULL && PyErr_Occurred()) goto done;
+        PyObject *nv = n == NULL ? Py_NewRef(small_int[1]) : PyNumber_Add(n, small_int[1]);
+        if (nv == NULL) goto done;
+        int r = PyDict_SetItem(dev_live, dev, nv);
+        Py_DECREF(nv);
+        if (r < 0) goto done;
+        if (n == NULL) {
+            PyObject *args[1] = {proc};
+            if (call0(c, s_width, args, 1) < 0) goto done;
+        }
+    } else {
+        if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a live entry is not a 3-tuple");
+            goto done;
+        }
+        int d = eq(PyTuple_GET_ITEM(old, 2), small_int[DRAM]);
+        if (d < 0) goto done;
+        if (d) {
+            PyObject *ld = PG(proc, P_LIVE_DRAM);
+            if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Subtract(ld, PyTuple_GET_ITEM(old, 1))) < 0) goto done;
+        }
+    }
+    if (btype == DRAM) {
+        PyObject *ld = PG(proc, P_LIVE_DRAM);
+        if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Add(ld, sizeo)) < 0) goto done;
+    }
+    PyObject *allocs = PG(proc, P_ALLOCS);
+    if (allocs == NULL || meth1_0(allocs, s_append, tso) < 0) goto done;
+    long long horizon = ts - c->evwin_ns;
+    for (;;) {
+        PyObject *first = PySequence_GetItem(allocs, 0);
+        long long f;
+        if (first == NULL) goto done;
+        int r = as_ll(first, &f);
+        Py_DECREF(first);
+        if (r < 0) goto done;
+        if (f >= horizon) break;
+        PyObject *x = PyObject_CallMethodNoArgs(allocs, s_popleft);
+        if (x == NULL) goto done;
+        Py_DECREF(x);
+    }
+    if (is_trace) {
+        PyObject *tk = PG(proc, P_TRACE_KEYS);
+        if (tk == NULL || PySet_Add(tk, key) < 0) goto done;
+        PyObject *args[5] = {proc, dev, bid, sizeo, tso};
+        rc = call0(c, s_on_trace_alloc, args, 5);
+        goto done;
+    }
+    if (btype == CB || btype == KERNEL) {
+        if (ps_bool(proc, P_COMPILED_SINCE_BUSY, 1) < 0) goto done;
+        if (PG(proc, P_PHASE) == NULL) goto done;
+        if (is_phase(proc, PH_WARMUP) && ps_bool(proc, P_COMPILING, 1) < 0) goto done;
+        int sigc = btype == CB;
+        if (btype == KERNEL) {
+            PyObject *name = SLOT(ev, ev_off[E_NAME]);
+            /* name in ("Application", "APPLICATION", ""): the event was checked to hold a str */
+            sigc = PyUnicode_Compare(name, s_application) == 0 || PyUnicode_Compare(name, s_APPLICATION) == 0 ||
+                   PyUnicode_GET_LENGTH(name) == 0;
+            if (PyErr_Occurred()) goto done;
+        }
+        if ((sigc && !is_phase(proc, PH_LOADING)) || btype == CB) {
+            if (PS(proc, P_LAST_COMPILE, Py_NewRef(tso)) < 0) goto done;
+            if (entry(c, proc, K_COMPILE, tso, tso, NULL, NULL) < 0) goto done;
+        }
+        rc = 0;
+        goto done;
+    }
+    if (size <= c->io_max) {
+        rc = 0;
+        goto done;
+    }
+    long long sigv = size << 8 | btype;
+    sig = PyLong_FromLongLong(sigv);
+    if (sig == NULL) goto done;
+    PyObject *lead = PG(proc, P_LEAD);
+    if (lead == NULL) goto done;
+    if (lead == Py_None) {
+        if (PS(proc, P_LEAD, Py_NewRef(dev)) < 0) goto done;
+    }
+    PyObject *tail = PG(proc, P_DRAM_TAIL);
+    if (tail == NULL) goto done;
+    if (tail != Py_None) {
+        int same = 0;
+        if (btype == DRAM) {
+            if (!PyTuple_Check(tail) || PyTuple_GET_SIZE(tail) < 2) {
+                PyErr_SetString(PyExc_TypeError, "dram_tail is not a tuple");
+                goto done;
+            }
+            same = eq(bid, PyTuple_GET_ITEM(tail, 1));
+            if (same < 0) goto done;
+        }
+        if (!same && PS(proc, P_DRAM_TAIL, Py_NewRef(Py_None)) < 0) goto done;
+    }
+    int on_lead = eq(dev, PG(proc, P_LEAD));
+    if (on_lead < 0) goto done;
+    if (PG(proc, P_PHASE) == NULL) goto done;
+    if (top && on_lead && size >= TRACE_MIN && is_phase(proc, PH_WARMUP)) {
+        PyObject *tr = PG(proc, P_TRACE);
+        int ht = tr ? PyObject_IsTrue(tr) : -1;
+        if (ht < 0) goto done;
+        if (!ht) {
+            long long q;
+            if (PS(proc, P_DRAM_TAIL, PyTuple_Pack(2, tso, bid)) < 0 || pg_ll(proc, P_QUIET_AT, &q) < 0) goto done;
+            if (ps_ll(proc, P_QUIET_AT, q < ts + c->return_ns ? q : ts + c->return_ns) < 0) goto done;
+        }
+    }
+    if (on_lead) {
+        PyObject *seq = PG(proc, P_SEQ);
+        if (seq == NULL) goto done;
+        PyObject *item = PyTuple_Pack(3, tso, sig, key);
+        if (item == NULL) goto done;
+        int r = meth1_0(seq, s_append, item);
+        Py_DECREF(item);
+        if (r < 0) goto done;
+    }
+    int ph_replay = is_phase(proc, PH_REPLAY), ph_warmup = is_phase(proc, PH_WARMUP);
+    int ph_loading = is_phase(proc, PH_LOADING), ph_idle = is_phase(proc, PH_IDLE);
+    PyObject *rs = PG(proc, P_REPLAY_SIGS);
+    if (rs == NULL) goto done;
+    Py_INCREF(rs); /* a callback below may replace the set */
+    t = rs;
+    if (ph_replay && on_lead) {
+        PyObject *last = PG(proc, P_LAST_LEAD);
+        if (last == NULL) goto done;
+        Py_INCREF(last);
+        if (PS(proc, P_LAST_LEAD, PyTuple_Pack(2, sig, tso)) < 0) {
+            Py_DECREF(last);
+            goto done;
+        }
+        int learn = 0;
+        if (last != Py_None) {
+            if (!PyTuple_Check(last) || PyTuple_GET_SIZE(last) < 2) {
+                Py_DECREF(last);
+                PyErr_SetString(PyExc_TypeError, "last_lead is not a tuple");
+                goto done;
+            }
+            int same = eq(PyTuple_GET_ITEM(last, 0), sig);
+            long long lts, learn_until;
+            if (same < 0 || as_ll(PyTuple_GET_ITEM(last, 1), &lts) < 0) {
+                Py_DECREF(last);
+                goto done;
+            }
+            if (same && ts - lts >= c->iter_ns) {
+                Py_ssize_t nrs = PyObject_Size(rs);
+                if (nrs < 0 || pg_ll(proc, P_LEARN_UNTIL, &learn_until) < 0) {
+                    Py_DECREF(last);
+                    goto done;
+                }
+                learn = nrs < 8 && ts < learn_until;
+            }
+        }
+        Py_DECREF(last);
+        if (learn && meth1_0(rs, s_add, sig) < 0) goto done;
+    }
+    if (ph_replay || ph_warmup) {
+        int in_rs = 0;
+        if (ph_replay) {
+            in_rs = contains(rs, sig);
+        } else {
+            PyObject *tr = PG(proc, P_TRACE);
+            int ht = tr ? PyObject_IsTrue(tr) : -1;
+            if (ht < 0) goto done;
+            in_rs = ht ? contains(rs, sig) : 0;
+        }
+        if (in_rs < 0) goto done;
+        if (in_rs) {
+            rc = entry(c, proc, K_ALLOC, tso, tso, sig, key);
+            goto done;
+        }
+    }
+    int was_mid = pg_true(proc, P_MID_OP);
+    if (was_mid < 0 || ps_bool(proc, P_MID_OP, 1) < 0) goto done;
+    long long temps;
+    if (pg_ll(proc, P_TEMPS, &temps) < 0) goto done;
+    if (ps_ll(proc, P_TEMPS, temps + 1) < 0) goto done;
+    if (busy(c, proc, ts, was_mid, temps == 0) < 0) goto done;
+    if ((ph_loading || ph_replay || ph_idle) && btype != DRAM) {
+        PyObject *rs2 = PG(proc, P_REPLAY_SIGS);
+        int in_rs = rs2 ? contains(rs2, sig) : -1;
+        if (in_rs < 0) goto done;
+        if (!in_rs) {
+            long long q;
+            if (PS(proc, P_PENDING_L1, PyTuple_Pack(2, tso, key)) < 0 || pg_ll(proc, P_QUIET_AT, &q) < 0) goto done;
+            if (ps_ll(proc, P_QUIET_AT, q < ts + c->hold_ns ? q : ts + c->hold_ns) < 0) goto done;
+        }
+    }
+    rc = entry(c, proc, btype == DRAM && size >= c->load_min ? K_BIG : K_ALLOC, tso, tso, sig, key);
+done:
+    Py_XDECREF(t);
+    Py_XDECREF(sig);
+    Py_XDECREF(val);
+    Py_XDECREF(old);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* EventRules._drop: 0 nothing live under the key, 1 dropped (*got: the (ts, size, type) tuple, *was_trace) */
+static int drop(Ctx *c, PyObject *proc, PyObject *dev, PyObject *bid, int space, PyObject **got, int *was_trace) {
+    PyObject *key = PyTuple_Pack(3, dev, bid, small_int[space]);
+    if (key == NULL) return -1;
+    int rc = -1;
+    PyObject *live = PG(proc, P_LIVE);
+    PyObject *g = live ? lm_pop(live, key, dev, bid, small_int[space]) : NULL;
+    if (g == NULL) goto done;
+    if (g == Py_None) {
+        Py_DECREF(g);
+        rc = 0;
+        goto done;
+    }
+    if (!PyTuple_Check(g) || PyTuple_GET_SIZE(g) != 3) {
+        Py_DECREF(g);
+        PyErr_SetString(PyExc_TypeError, "a live entry is not a 3-tuple");
+        goto done;
+    }
+    *got = g;
+    int d = eq(PyTuple_GET_ITEM(g, 2), small_int[DRAM]);
+    if (d < 0) goto fail;
+    if (d) {
+        PyObject *ld = PG(proc, P_LIVE_DRAM);
+        if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Subtract(ld, PyTuple_GET_ITEM(g, 1))) < 0) goto fail;
+    }
+    PyObject *tk = PG(proc, P_TRACE_KEYS);
+    if (tk == NULL) goto fail;
+    int wt = PySet_Contains(tk, key);
+    if (wt < 0) goto fail;
+    *was_trace = wt;
+    if (wt) {
+        if (PySet_Discard(tk, key) < 0) goto fail;
+        PyObject *tr = PG(proc, P_TRACE);
+        PyObject *tkey = PyTuple_Pack(2, dev, bid);
+        if (tr == NULL || tkey == NULL) {
+            Py_XDECREF(tkey);
+            goto fail;
+        }
+        PyObject *x = meth2(tr, s_pop, tkey, Py_None);
+        Py_DECREF(tkey);
+        if (x == NULL) goto fail;
+        Py_DECREF(x);
+    }
+    PyObject *dev_live = PG(proc, P_DEV_LIVE);
+    if (dev_live == NULL) goto fail;
+    PyObject *n = PyObject_GetItem(dev_live, dev);
+    if (n == NULL) goto fail;
+    PyObject *nv = PyNumber_Subtract(n, small_int[1]);
+    Py_DECREF(n);
+    if (nv == NULL) goto fail;
+    int nz = PyObject_IsTrue(nv);
+    int r = nz < 0 ? -1 : nz ? PyObject_SetItem(dev_live, dev, nv) : PyObject_DelItem(dev_live, dev);
+    Py_DECREF(nv);
+    if (r < 0) goto fail;
+    if (!nz) {
+        PyObject *args[1] = {proc};
+        if (call0(c, s_width, args, 1) < 0) goto fail;
+    }
+    rc = 1;
+    goto done;
+fail:
+    Py_CLEAR(*got);
+done:
+    Py_DECREF(key);
+    return rc;
+}
+
+/* EventRules._on_free */
+static int on_free(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject *tso) {
+    PyObject *dev = SLOT(ev, ev_off[E_DEV]), *bid = SLOT(ev, ev_off[E_BID]);
+    long btype_ev = PyLong_AsLong(SLOT(ev, ev_off[E_BT]));
+    int space = btype_ev == CB ? 1 : btype_ev == KERNEL ? 2 : 0;
+    PyObject *got = NULL, *sig = NULL;
+    int was_trace = 0, rc = -1;
+    int r = drop(c, proc, dev, bid, space, &got, &was_trace);
+    if (r <= 0) return r;
+    PyObject *borno = PyTuple_GET_ITEM(got, 0);
+    long long born, size, btype;
+    if (was_trace) {
+        PyObject *args[3] = {proc, tso, borno};
+        if (call0(c, s_on_trace_free, args, 3) < 0) goto done;
+    } else {
+        if (as_ll(borno, &born) < 0 || as_ll(PyTuple_GET_ITEM(got, 1), &size) < 0 ||
+            as_ll(PyTuple_GET_ITEM(got, 2), &btype) < 0)
+            goto done;
+        if (size > c->io_max && btype != CB && btype != KERNEL) {
+            long long age = ts - born;
+            if (size < SIZE_LIM && btype >= 0 && btype < 256) {
+                sig = PyLong_FromLongLong(size << 8 | btype);
+            } else { /* a size only the Python path stored: the same int, computed as Python does */
+                PyObject *eight = PyLong_FromLong(8);
+                PyObject *sh = eight ? PyNumber_Lshift(PyTuple_GET_ITEM(got, 1), eight) : NULL;
+                Py_XDECREF(eight);
+                sig = sh ? PyNumber_Or(sh, PyTuple_GET_ITEM(got, 2)) : NULL;
+                Py_XDECREF(sh);
+            }
+            if (sig == NULL) goto done;
+            if (PG(proc, P_PHASE) == NULL) goto done;
+            int own_io = 0;
+            if (is_phase(proc, PH_REPLAY) || is_phase(proc, PH_WARMUP)) {
+                int ok = is_phase(proc, PH_REPLAY);
+                if (!ok) {
+                    PyObject *tr = PG(proc, P_TRACE);
+                    ok = tr ? PyObject_IsTrue(tr) : -1;
+                    if (ok < 0) goto done;
+                }
+                if (ok) {
+                    PyObject *rs = PG(proc, P_REPLAY_SIGS);
+                    own_io = rs ? contains(rs, sig) : -1;
+                    if (own_io < 0) goto done;
+                }
+            }
+            if (own_io) {
+                if (entry(c, proc, K_FREE, tso, tso, NULL, NULL) < 0) goto done;
+            } else {
+                int was_mid = pg_true(proc, P_MID_OP);
+                long long temps, since, loaded_until;
+                if (was_mid < 0 || ps_bool(proc, P_MID_OP, 0) < 0) goto done;
+                if (pg_ll(proc, P_TEMPS, &temps) < 0 || pg_ll(proc, P_SINCE, &since) < 0) goto done;
+                int boundary = temps == 0;
+                if (born >= since && temps && ps_ll(proc, P_TEMPS, temps - 1) < 0) goto done;
+                if (busy(c, proc, ts, was_mid, boundary) < 0) goto done;
+                if (pg_ll(proc, P_LOADED_UNTIL, &loaded_until) < 0 || PG(proc, P_PHASE) == NULL) goto done;
+                if (born <= loaded_until && !is_phase(proc, PH_LOADING))
+                    r = entry(c, proc, K_LONG, tso, tso, NULL, NULL);
+                else if (age < c->young_ns)
+                    r = entry(c, proc, K_CHURN, tso, borno, NULL, sig);
+                else if (age >= c->long_ns)
+                    r = entry(c, proc, K_LONG, tso, tso, NULL, NULL);
+                else
+                    r = entry(c, proc, K_FREE, tso, tso, NULL, NULL);
+                if (r < 0) goto done;
+            }
+        }
+    }
+    if (PG(proc, P_PHASE) == NULL) goto done;
+    if (is_phase(proc, PH_TEARDOWN) || is_phase(proc, PH_RELEASED)) {
+        PyObject *live = PG(proc, P_LIVE);
+        int any = live ? lm_bool(live) : -1;
+        if (any < 0) goto done;
+        if (!any) {
+            PyObject *args[3] = {proc, phase_obj[PH_EXITED], tso};
+            if (call0(c, s_enter, args, 3) < 0) goto done;
+        }
+    }
+    rc = 0;
+done:
+    Py_XDECREF(sig);
+    Py_DECREF(got);
+    return rc;
+}
+
+/* An event the compiled path takes: an Event of kind ALLOC or FREE whose fields are ints in range. */
+static int takes(PyObject *ev) {
+    if (Py_TYPE(ev) != event_type) return 0;
+    PyObject *kind = SLOT(ev, ev_off[E_KIND]);
+    if (kind != kind_alloc && kind != kind_free) return 0;
+    return 1;
+}
+/* 1 in range, 0 not (the tracker goes Python-only), -1 error */
+static int in_range(PyObject *ev) {
+    PyObject *f[5] = {SLOT(ev, ev_off[E_TS]), SLOT(ev, ev_off[E_DEV]), SLOT(ev, ev_off[E_BT]),
+                      SLOT(ev, ev_off[E_BID]), SLOT(ev, ev_off[E_SIZE])};
+    for (int i = 0; i < 5; i++)
+        if (f[i] == NULL || !PyLong_CheckExact(f[i])) return 0;
+    if (SLOT(ev, ev_off[E_PID]) == NULL || SLOT(ev, ev_off[E_NAME]) == NULL) return 0;
+    int o = 0;
+    long long ts = PyLong_AsLongLongAndOverflow(f[0], &o);
+    if (o || ts > TS_LIM || ts < -TS_LIM) return 0;
+    long long dev = PyLong_AsLongLongAndOverflow(f[1], &o);
+    if (o || dev < INT32_MIN || dev > INT32_MAX) return 0;
+    long long bt = PyLong_AsLongLongAndOverflow(f[2], &o);
+    if (o || bt < 0 || bt > 255) return 0;
+    long long bid = PyLong_AsLongLongAndOverflow(f[3], &o);
+    if (o || bid < 0 || bid >= BID_LIM) return 0;
+    long long size = PyLong_AsLongLongAndOverflow(f[4], &o);
+    if (o || size < 0 || size >= SIZE_LIM) return 0;
+    if (bt == KERNEL && !PyUnicode_CheckExact(SLOT(ev, ev_off[E_NAME]))) return 0;
+    if (PyErr_Occurred()) return -1;
+    return 1;
+}
+
+/* PhaseTracker.observe, compiled, for an event ``takes`` accepted */
+static int observe_c(Ctx *c, PyObject *ev) {
+    PyObject *tso = SLOT(ev, ev_off[E_TS]);
+    long long ts = PyLong_AsLongLong(tso);
+    if (ts > c->now) {
+        c->now = ts;
+        c->now_dirty = 1;
+    }
+    PyObject *pid = SLOT(ev, ev_off[E_PID]);
+    int alloc = SLOT(ev, ev_off[E_KIND]) == kind_alloc;
+    PyObject *proc = PyDict_GetItemWithError(c->procs, pid);
+    if (proc == NULL && PyErr_Occurred()) return -1;
+    if (proc != NULL && Py_TYPE(proc) != proc_type) {
+        PyErr_SetString(PyExc_TypeError, "phases: a tracked process is not a Proc");
+        return -1;
+    }
+    if (proc != NULL && PG(proc, P_PHASE) == NULL) return -1;
+    if (proc == NULL || (alloc && is_phase(proc, PH_EXITED))) {
+        PyObject *args[3] = {pid, tso, phase_obj[alloc ? PH_LOADING : PH_IDLE]};
+        proc = call(c, s_new_proc, args, 3);
+        if (proc == NULL) return -1;
+        if (Py_TYPE(proc) != proc_type) {
+            Py_DECREF(proc);
+            PyErr_SetString(PyExc_TypeError, "phases: _new_proc did not return a Proc");
+            return -1;
+        }
+    } else {
+        Py_INCREF(proc);
+        long long quiet_at;
+        if (pg_ll(proc, P_QUIET_AT, &quiet_at) < 0) goto fail;
+        if (ts >= quiet_at) {
+            PyObject *args[2] = {proc, tso};
+            if (call0(c, s_check_quiet, args, 2) < 0) goto fail;
+        }
+    }
+    PyObject *recent = PG(proc, P_RECENT), *segd = PG(proc, P_SEG_DEVICES);
+    if (recent == NULL || segd == NULL || meth1_0(recent, s_append, tso) < 0) goto fail;
+    if (PySet_Check(segd) ? PySet_Add(segd, SLOT(ev, ev_off[E_DEV])) < 0
+                          : meth1_0(segd, s_add, SLOT(ev, ev_off[E_DEV])) < 0)
+        goto fail;
+    if ((alloc ? on_alloc(c, proc, ev, ts, tso) : on_free(c, proc, ev, ts, tso)) < 0) goto fail;
+    Py_DECREF(proc);
+    return 0;
+fail:
+    Py_DECREF(proc);
+    return -1;
+}
+
+/* the live view's phase of ``pid`` (PhaseTracker._shown), new ref */
+static PyObject *shown(Ctx *c, PyObject *pid) {
+    PyObject *proc = PyDict_GetItemWithError(c->procs, pid);
+    if (proc == NULL) return PyErr_Occurred() ? NULL : Py_NewRef(phase_obj[PH_IDLE]);
+    if (Py_TYPE(proc) != proc_type) {
+        PyErr_SetString(PyExc_TypeError, "phases: a tracked process is not a Proc");
+        return NULL;
+    }
+    long long show_at, hold_until;
+    if (pg_ll(proc, P_SHOW_AT, &show_at) < 0) return NULL;
+    if (c->now >= show_at) return Py_NewRef(phase_obj[PH_IDLE]);
+    if (pg_ll(proc, P_HOLD_UNTIL, &hold_until) < 0) return NULL;
+    PyObject *p = PG(proc, c->now < hold_until ? P_PREV_PHASE : P_PHASE);
+    return p == NULL ? NULL : Py_NewRef(p);
+}
+
+static int set_python_only(PyObject *tracker) { return PyObject_SetAttr(tracker, s_python_only, Py_True); }
+
+static PyObject *observe_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "observe_batch(tracker, events)");
+        return NULL;
+    }
+    if (!ready) {
+        PyErr_SetString(PyExc_RuntimeError, "phases.setup() was not called");
+        return NULL;
+    }
+    Ctx c;
+    memset(&c, 0, sizeof c);
+    c.tracker = args[0];
+    PyObject *seq = PySequence_Fast(args[1], "events must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    PyObject *procs = NULL, *po = NULL;
+    int python_only = 0;
+    if (out == NULL) goto fail;
+    procs = PyObject_GetAttr(c.tracker, s_procs);
+    if (procs == NULL) goto fail;
+    if (!PyDict_CheckExact(procs)) {
+        PyErr_SetString(PyExc_TypeError, "tracker._procs is not a dict");
+        goto fail;
+    }
+    c.procs = procs;
+    c.topdown = PyObject_GetAttr(c.tracker, s_topdown);
+    if (c.topdown == NULL) goto fail;
+    po = PyObject_GetAttr(c.tracker, s_python_only);
+    if (po == NULL) goto fail;
+    python_only = PyObject_IsTrue(po);
+    if (python_only < 0) goto fail;
+    if (Py_TYPE(c.topdown) != td_type) python_only = 1;
+    int ok = 1;
+    struct {
+        PyObject *name;
+        long long *dst;
+    } durs[] = {{s_io_max, &c.io_max},     {s_young_ns, &c.young_ns},   {s_long_ns, &c.long_ns},
+                {s_idle_ns, &c.idle_ns},   {s_show_ns, &c.show_ns},     {s_return_ns, &c.return_ns},
+                {s_settle_ns, &c.settle_ns}, {s_hold_ns, &c.hold_ns},   {s_iter_ns, &c.iter_ns},
+                {s_evwin_ns, &c.evwin_ns}};
+    for (size_t i = 0; i < sizeof durs / sizeof durs[0]; i++)
+        if (read_dur(c.tracker, durs[i].name, durs[i].dst, &ok) < 0) goto fail;
+    PyObject *cfg = PyObject_GetAttr(c.tracker, s_config);
+    if (cfg == NULL) goto fail;
+    PyObject *lmb = PyObject_GetAttr(cfg, s_load_min_bytes);
+    Py_DECREF(cfg);
+    if (lmb == NULL) goto fail;
+    {
+        int o = 0;
+        c.load_min = PyLong_CheckExact(lmb) ? PyLong_AsLongLongAndOverflow(lmb, &o) : (o = 1, 0);
+        Py_DECREF(lmb);
+        if (PyErr_Occurred()) goto fail;
+        if (o) ok = 0;
+    }
+    c.pause_factor = PyObject_GetAttr(c.tracker, s_pause_factor);
+    if (c.pause_factor == NULL) goto fail;
+    if (!PyFloat_CheckExact(c.pause_factor) && !PyLong_CheckExact(c.pause_factor)) ok = 0;
+    int r = sync_in(&c);
+    if (r < 0) goto fail;
+    if (!r || !ok) python_only = 1;
+    if (python_only && !PyObject_IsTrue(po) && set_python_only(c.tracker) < 0) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *pid;
+        if (!python_only && takes(ev)) {
+            int rr = in_range(ev);
+            if (rr < 0) goto fail;
+            if (!rr) {
+                python_only = 1;
+                if (set_python_only(c.tracker) < 0) goto fail;
+            }
+        }
+        if (!python_only && takes(ev)) {
+            if (observe_c(&c, ev) < 0) goto fail;
+            pid = SLOT(ev, ev_off[E_PID]);
+            Py_INCREF(pid);
+        } else {
+            PyObject *a[1] = {ev};
+            if (call0(&c, s_observe, a, 1) < 0) goto fail;
+            if (!python_only) {
+                /* observe() may have seen something out of range: it says so in the flag */
+                PyObject *f = PyObject_GetAttr(c.tracker, s_python_only);
+                if (f == NULL) goto fail;
+                python_only = PyObject_IsTrue(f);
+                Py_DECREF(f);
+                if (python_only < 0) goto fail;
+            }
+            pid = PyObject_GetAttrString(ev, "pid");
+            if (pid == NULL) goto fail;
+        }
+        PyObject *ph;
+        if (python_only) { /* the reference's phase(), whatever the integers */
+            PyObject *stack[2] = {c.tracker, pid};
+            PyObject *name = PyUnicode_FromString("phase");
+            ph = name ? PyObject_VectorcallMethod(name, stack, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL) : NULL;
+            Py_XDECREF(name);
+        } else {
+            ph = shown(&c, pid);
+        }
+        Py_DECREF(pid);
+        if (ph == NULL) goto fail;
+        PyList_SET_ITEM(out, i, ph);
+    }
+    if (!python_only && sync_out(&c) < 0) goto fail;
+    Py_DECREF(seq);
+    Py_XDECREF(procs);
+    Py_XDECREF(c.topdown);
+    Py_XDECREF(c.pause_factor);
+    Py_XDECREF(po);
+    return out;
+fail:
+    if (!python_only) {
+        PyObject *et, *evv, *tb;
+        PyErr_Fetch(&et, &evv, &tb);
+        sync_out(&c);
+        PyErr_Restore(et, evv, tb);
+    }
+    Py_DECREF(seq);
+    Py_XDECREF(out);
+    Py_XDECREF(procs);
+    Py_XDECREF(c.topdown);
+    Py_XDECREF(c.pause_factor);
+    Py_XDECREF(po);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_VARARGS, "setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind, LiveMap)"},
+    {"observe_batch", (PyCFunction)(void (*)(void))observe_batch, METH_FASTCALL,
+     "observe_batch(tracker, events) -> the live phase of each event's process right after it"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "tt_memtop._native.phases",
+                                    "The phase tracker's per-event path, compiled (see phases.c).", -1, methods};
+
+#define INTERN(var, text)                                                                                        \
+    do {                                                                                                          \
+        if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;                                        \
+    } while (0)
+
+PyMODINIT_FUNC PyInit_phases(void) {
+    for (int i = 0; i < 6; i++)
+        if ((small_int[i] = PyLong_FromLong(i)) == NULL) return NULL;
+    INTERN(s_observe, "observe");
+    INTERN(s_new_proc, "_new_proc");
+    INTERN(s_check_quiet, "_check_quiet");
+    INTERN(s_width, "_width");
+    INTERN(s_on_trace_alloc, "_on_trace_alloc");
+    INTERN(s_on_trace_free, "_on_trace_free");
+    INTERN(s_rules, "_rules");
+    INTERN(s_enter, "_enter");
+    INTERN(s_get, "get");
+    INTERN(s_pop, "pop");
+    INTERN(s_append, "append");
+    INTERN(s_popleft, "popleft");
+    INTERN(s_add, "add");
+    INTERN(s_discard, "discard");
+    INTERN(s_now, "_now");
+    INTERN(s_procs, "_procs");
+    INTERN(s_python_only, "_python_only");
+    INTERN(s_topdown, "_topdown");
+    INTERN(s_config, "config");
+    INTERN(s_load_min_bytes, "load_min_bytes");
+    INTERN(s_io_max, "_io_max");
+    INTERN(s_young_ns, "_young_ns");
+    INTERN(s_long_ns, "_long_ns");
+    INTERN(s_idle_ns, "_idle_ns");
+    INTERN(s_show_ns, "_show_ns");
+    INTERN(s_return_ns, "_return_ns");
+    INTERN(s_settle_ns, "_settle_ns");
+    INTERN(s_hold_ns, "_hold_ns");
+    INTERN(s_iter_ns, "_iter_ns");
+    INTERN(s_evwin_ns, "_evwin_ns");
+    INTERN(s_pause_factor, "_pause_factor");
+    INTERN(s_application, "Application");
+    INTERN(s_APPLICATION, "APPLICATION");
+    INTERN(s_empty, "");
+    INTERN(s_lookup, "lookup");
+    INTERN(s_find, "find");
+    INTERN(s_row, "row");
+    INTERN(s_remove, "remove");
+    return PyModule_Create(&moddef);
+}
