@@ -4,12 +4,15 @@
 * server: a real ``memtop serve`` process (``--quiet``), filled with ``--live`` ALLOCs through its
   socket (144-byte frames, one QUERY barrier); RSS before and after, from /proc.
 * monitor: a fresh process with a :class:`MonitorState` (phase inference on, as the TUI runs it) fed
-  one SNAPSHOT record of ``--live`` buffers decoded by the subscription client's codec; RSS before
-  and after (the decoded record dropped), and the peak (VmHWM) while loading.
+  one SNAPSHOT record of ``--live`` buffers decoded by the subscription client's codec, then asked
+  what the TUI's first frame asks (every device's pool figures, which builds the bank maps); RSS
+  before and after (the decoded record dropped), the peak (VmHWM), and the breakdown: the
+  registry's rows and the bank maps by their own accounting, the rest by difference. ``--trace``
+  adds a run under tracemalloc with the top allocating lines.
 
 Each figure is measured in its own process, native and pure interleaved (A B A B with --repeat 2).
 
-    python benchmarks/bench_memory.py [--live 1000000] [--repeat 1] [--only server|monitor]
+    python benchmarks/bench_memory.py [--live 1000000] [--repeat 1] [--only server|monitor] [--trace]
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def server_figures(live: int, pure: bool) -> dict:
 
 
 MONITOR = r"""
-import gc, json, sys, time
+import gc, json, os, sys, time
 sys.path.insert(0, sys.argv[3])
 from bench_memory import _rss
 from tt_memtop.core import eventcodec as codec
@@ -80,6 +83,7 @@ from tt_memtop.core.registry import Buffer
 from tt_memtop.sources.base import Snapshot
 
 live = int(sys.argv[1])
+trace = sys.argv[2] == "trace"
 st = new_state()
 gc.collect()
 rss0, _ = _rss()
@@ -92,6 +96,9 @@ for i in range(live):
     body += codec.encode_buffer(Buffer(d, addr[d], 0, size, 1000 + i % 4, 1, i * 600, i + 1))  # 1 M over 0.6 s
     addr[d] += -(-size // 12 // 32) * 32
 body = bytes(body)
+if trace:
+    import tracemalloc
+    tracemalloc.start()
 t0 = time.perf_counter()
 rec = codec.decode_snapshot_body(body)
 del body
@@ -99,17 +106,32 @@ st.apply(Snapshot(rec.buffers, rec.seq, rec.ts_ns, rec.inventory))
 del rec
 gc.collect()
 load_s = time.perf_counter() - t0
+rss_load, _ = _rss()
+t0 = time.process_time()
+for d in range(8):  # what the TUI's first frame asks: every device's pool figures (builds the bank maps)
+    st.insight.device_doc(d)
+query_s = time.process_time() - t0
+gc.collect()
 rss1, hwm = _rss()
-print(json.dumps({"rss0": rss0, "rss": rss1, "hwm": hwm, "per": (rss1 - rss0) / live, "load_s": load_s,
-                  "native": getattr(st.registry, "native", False),
-                  "registry_per": st.registry.nbytes() / live if hasattr(st.registry, "nbytes") else 0}))
+reg = st.registry.nbytes() if hasattr(st.registry, "nbytes") else 0
+maps = st.insight.map_nbytes() if hasattr(st.insight, "map_nbytes") else 0
+out = {"rss0": rss0, "rss": rss1, "hwm": hwm, "per": (rss1 - rss0) / live, "per_load": (rss_load - rss0) / live,
+       "load_s": load_s, "query_s": query_s, "native": getattr(st.registry, "native", False),
+       "registry_per": reg / live, "maps_per": maps / live}
+if trace:
+    top = tracemalloc.take_snapshot().statistics("lineno")
+    here = os.path.dirname(sys.argv[3])
+    out["traced_per"] = sum(x.size for x in top) / live
+    out["top"] = [(os.path.relpath(x.traceback[0].filename, here), x.traceback[0].lineno, x.size / live, x.count)
+                  for x in top[:8]]
+print(json.dumps(out))
 """
 
 
-def monitor_figures(live: int, pure: bool) -> dict:
+def monitor_figures(live: int, pure: bool, trace: bool = False) -> dict:
     env = {**os.environ, "MEMTOP_PURE_PYTHON": "1" if pure else "0"}
-    out = subprocess.run([sys.executable, "-c", MONITOR, str(live), "", HERE], env=env, capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", MONITOR, str(live), "trace" if trace else "", HERE], env=env,
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
@@ -118,6 +140,8 @@ def main() -> None:
     ap.add_argument("--live", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--only", choices=("server", "monitor"))
+    ap.add_argument("--trace", action="store_true",
+                    help="monitor: one more run per implementation under tracemalloc, its top lines by file:line")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f}; {args.live:,} live buffers; target <= {TARGET_B} B/buffer, "
           f"<= {TARGET_RSS_MB} MB RSS (at 1 M)")
@@ -132,9 +156,21 @@ def main() -> None:
             per = statistics.median(r["per"] for r in rs)
             rss = statistics.median(r["rss"] for r in rs) / 1e6
             hwm = statistics.median(r["hwm"] for r in rs) / 1e6
-            extra = f", registry alone {rs[0]['registry_per']:.0f} B" if rs[0].get("registry_per") else ""
-            print(f"{what:<8}{impl:<7} {per:6.0f} B/buffer ({per / TARGET_B:.2f}x target){extra}; RSS {rss:6.0f} MB "
+            print(f"{what:<8}{impl:<7} {per:6.0f} B/buffer ({per / TARGET_B:.2f}x target); RSS {rss:6.0f} MB "
                   f"({rss / TARGET_RSS_MB:.2f}x), peak {hwm:.0f} MB; started at {rs[0]['rss0'] / 1e6:.0f} MB", flush=True)
+            if what == "monitor":
+                reg = statistics.median(r["registry_per"] for r in rs)
+                maps = statistics.median(r["maps_per"] for r in rs)
+                print(f"{'':15} breakdown: registry {reg:.0f} B, bank maps {maps:.0f} B, the rest {per - reg - maps:.0f} B "
+                      f"(feed, phases, history, leaks, allocator slack); {statistics.median(r['per_load'] for r in rs):.0f} B "
+                      f"before the first query; load {statistics.median(r['load_s'] for r in rs):.1f} s, first query "
+                      f"{statistics.median(r['query_s'] for r in rs):.2f} s CPU")
+        if what == "monitor" and args.trace:
+            for impl in ("native", "pure"):
+                r = monitor_figures(args.live, impl == "pure", trace=True)
+                print(f"monitor {impl} under tracemalloc: {r['traced_per']:.0f} B/buffer traced; the top lines:")
+                for path, line, per, count in r["top"]:
+                    print(f"    {per:6.1f} B/buffer  {count:>9,} blocks  {path}:{line}")
 
 
 if __name__ == "__main__":

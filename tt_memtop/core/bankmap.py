@@ -9,9 +9,14 @@ pool look alike, and one interval set per (device, memory) describes them all.
 Structure (one :class:`SpaceMap` per device and memory — DRAM holds the DRAM and TRACE pools,
 L1 the L1 and L1_SMALL pools):
 
-* the live intervals: a ``SortedList`` of start addresses and a dict start -> (size, type);
-* per pool, its free segments: a ``SortedDict`` start -> end of the uncovered parts of the pool's
-  range, plus a ``SortedList`` of their sizes (largest free = last, segment count = length);
+* the live intervals: start -> size << 3 | type in two sorted array columns cut in blocks
+  (:class:`_Runs`: 4-byte items while they fit — per-bank addresses are below 4 GiB — so 8 B an
+  interval; a dict, its keys' int objects and a ``SortedList`` took ~78 B with a million live
+  buffers); the per-bank length of an interval is looked up by that value, one entry per
+  distinct size and type (:class:`_Lengths`);
+* per pool, its free segments: start -> end, in the same blocked columns, each block keeping the
+  size of its largest segment (recomputed lazily), so the largest free range is a max over the
+  blocks and the segment count a length;
 * changes are queued (a dict start -> new entry or None) and applied by :meth:`SpaceMap.flush`
   when someone asks: an alloc and its free in between cancel out, so warm-up churn (thousands of
   short-lived buffers a second at recurring addresses) costs a dict store per event. Applying one
@@ -27,12 +32,15 @@ space are then rebuilt from the intervals, O(n), once per move.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import sys
+from array import array
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-
-from sortedcontainers import SortedDict, SortedList
+from itertools import islice
+from operator import lt, sub
 
 from .geometry import PoolRange
+from .heap import give_back_free_heap
 
 __all__ = ["Cell", "PoolStats", "SpaceMap"]
 
@@ -88,61 +96,306 @@ class Cell:
         return min(self.hi - self.lo, sum(self.used.values()))
 
 
-_LEN = 43  # an interval's packed entry: per-bank length << _LEN | size << 3 | buffer type
-_SIZE = (1 << 40) - 1
-_TYPE_SIZE = (1 << _LEN) - 1
-
-
-#: One int object per distinct packed entry: a model's buffers come in few sizes, and a packed entry is a
-#: 32-byte int, so a million map entries share a few thousand values instead of holding a million.
-_INTERNED: dict[int, int] = {}
+_SIZE = (1 << 40) - 1  # sizes are kept below 2**40 (an interval's value: size << 3 | buffer type)
+_U64 = 1 << 64
+_U32_MAX = (1 << 32) - 1
+_NARROW = "I" if array("I").itemsize == 4 else ""  # the 4-byte column type ("": none, keep 8 bytes)
 _INTERN_MAX = 1 << 16
+LOAD = 1024  # items per block of a _Runs: a block splits at 2 * LOAD
+PENDING_MAX = 1 << 15  # queued changes of one map applied without waiting for a query (bounds their memory)
+TRIM_MIN = 50_000  # a loaded map of this many intervals gives the free heap back once built (core/heap.py)
 
 
-def _pack(length: int, size: int, buffer_type: int) -> int:
-    v = length << _LEN | min(size, _SIZE) << 3 | buffer_type
-    got = _INTERNED.get(v)
-    if got is not None:
-        return got
-    if len(_INTERNED) >= _INTERN_MAX:
-        _INTERNED.clear()
-    _INTERNED[v] = v
-    return v
+class _Runs:
+    """Sorted unique keys with one value each, in blocks of two parallel arrays: 4-byte items
+    (``'I'``) while a block's values fit, 8-byte (``'Q'``) once one does not.
+
+    Why not a dict and a ``SortedList``: with a million live buffers those cost ~80 B an interval
+    (a dict entry, the key's int object, a list slot); two columns cost 8-16 B. A lookup is
+    two bisects (the blocks' first keys, then the block), an insert or delete moves at most
+    ``2 * LOAD`` items of one block. With ``track`` (free segments: key = start, value = end) each
+    block also keeps the size of its largest segment, recomputed lazily (-1: unknown), so the
+    largest free range of a pool is a max over the blocks, not a second sorted structure.
+    """
+
+    __slots__ = ("ks", "vs", "firsts", "n", "bmax")
+
+    def __init__(self, keys=None, vals=None, track: bool = False) -> None:
+        self.ks: list[array] = []
+        self.vs: list[array] = []
+        self.firsts: list[int] = []  # first key of each block (blocks are never empty)
+        self.n = 0
+        self.bmax: list[int] | None = [] if track else None
+        if keys:
+            for i in range(0, len(keys), LOAD):
+                self.ks.append(_narrow(keys[i:i + LOAD]))
+                self.vs.append(_narrow(vals[i:i + LOAD]))
+                self.firsts.append(keys[i])
+            self.n = len(keys)
+            if track:
+                self.bmax = [-1] * len(self.ks)
+
+    def __len__(self) -> int:
+        return self.n
+
+    # ------------------------------------------------------------------ lookups
+    def get(self, k: int):
+        firsts = self.firsts
+        if not firsts:
+            return None
+        i = bisect_right(firsts, k) - 1
+        if i < 0:
+            return None
+        ks = self.ks[i]
+        j = bisect_left(ks, k)
+        if j < len(ks) and ks[j] == k:
+            return self.vs[i][j]
+        return None
+
+    def floor(self, k: int):
+        """(key, value) of the largest key <= ``k``, or None."""
+        i = bisect_right(self.firsts, k) - 1
+        if i < 0:
+            return None
+        ks = self.ks[i]
+        j = bisect_right(ks, k) - 1
+        return ks[j], self.vs[i][j]
+
+    def lower(self, k: int):
+        """(key, value) of the largest key < ``k``, or None."""
+        i = bisect_left(self.firsts, k) - 1
+        if i < 0:
+            return None
+        ks = self.ks[i]
+        j = bisect_left(ks, k) - 1
+        return ks[j], self.vs[i][j]
+
+    def ceil(self, k: int):
+        """(key, value) of the smallest key >= ``k``, or None."""
+        firsts = self.firsts
+        if not firsts:
+            return None
+        i = bisect_right(firsts, k) - 1
+        if i < 0:
+            return firsts[0], self.vs[0][0]
+        ks = self.ks[i]
+        j = bisect_left(ks, k)
+        if j == len(ks):
+            i += 1
+            if i == len(firsts):
+                return None
+            return firsts[i], self.vs[i][0]
+        return ks[j], self.vs[i][j]
+
+    def iter_from(self, k: int):
+        """(key, value) pairs from the smallest key >= ``k`` on, ascending (no changes while iterating)."""
+        firsts = self.firsts
+        if not firsts:
+            return
+        i = max(0, bisect_right(firsts, k) - 1)
+        j = bisect_left(self.ks[i], k)
+        ks, vs = self.ks, self.vs
+        for b in range(i, len(ks)):
+            if j:
+                yield from zip(ks[b][j:], vs[b][j:], strict=True)
+                j = 0
+            else:
+                yield from zip(ks[b], vs[b], strict=True)
+
+    def __iter__(self):
+        for kb, vb in zip(self.ks, self.vs, strict=True):
+            yield from zip(kb, vb, strict=True)
+
+    def reversed_items(self):
+        for kb, vb in zip(reversed(self.ks), reversed(self.vs), strict=True):
+            yield from zip(reversed(kb), reversed(vb), strict=True)
+
+    def columns(self) -> tuple[array, array]:
+        """All keys and all values, each as one array."""
+        ks, vs = array("Q"), array("Q")
+        for kb, vb in zip(self.ks, self.vs, strict=True):
+            ks.extend(kb if kb.typecode == "Q" else iter(kb))
+            vs.extend(vb if vb.typecode == "Q" else iter(vb))
+        return ks, vs
+
+    # ------------------------------------------------------------------ changes
+    def put(self, k: int, v: int) -> None:
+        """Set the value of ``k`` (inserted if absent)."""
+        firsts = self.firsts
+        if not firsts:
+            self.ks.append(_narrow(array("Q", (k,))))
+            self.vs.append(_narrow(array("Q", (v,))))
+            firsts.append(k)
+            self.n = 1
+            if self.bmax is not None:
+                self.bmax.append(v - k)
+            return
+        i = bisect_right(firsts, k) - 1
+        if i < 0:
+            i = 0
+        ks = self.ks[i]
+        j = bisect_left(ks, k)
+        bmax = self.bmax
+        if j < len(ks) and ks[j] == k:
+            vs = self.vs[i]
+            if bmax is not None:
+                m = bmax[i]
+                if v - k > m >= 0:
+                    bmax[i] = v - k
+                elif vs[j] - k == m and v - k < m:
+                    bmax[i] = -1
+            try:
+                vs[j] = v
+            except OverflowError:  # a 4-byte block meets a value past 2**32: widen it
+                vs = self.vs[i] = array("Q", vs)
+                vs[j] = v
+            return
+        try:
+            ks.insert(j, k)
+        except OverflowError:
+            ks = self.ks[i] = array("Q", ks)
+            ks.insert(j, k)
+        try:
+            self.vs[i].insert(j, v)
+        except OverflowError:
+            vs = self.vs[i] = array("Q", self.vs[i])
+            vs.insert(j, v)
+        self.n += 1
+        if j == 0:
+            firsts[i] = k
+        if bmax is not None and v - k > bmax[i] >= 0:
+            bmax[i] = v - k
+        if len(ks) > 2 * LOAD:
+            self._split(i)
+
+    def _split(self, i: int) -> None:
+        ks, vs = self.ks[i], self.vs[i]
+        half = len(ks) // 2
+        self.ks.insert(i + 1, ks[half:])
+        self.vs.insert(i + 1, vs[half:])
+        del ks[half:]
+        del vs[half:]
+        self.firsts.insert(i + 1, self.ks[i + 1][0])
+        if self.bmax is not None:
+            self.bmax[i] = -1
+            self.bmax.insert(i + 1, -1)
+
+    def pop(self, k: int) -> int:
+        """Remove ``k``; its value (KeyError if absent)."""
+        firsts = self.firsts
+        i = bisect_right(firsts, k) - 1
+        if i >= 0:
+            ks = self.ks[i]
+            j = bisect_left(ks, k)
+            if j < len(ks) and ks[j] == k:
+                vs = self.vs[i]
+                v = vs[j]
+                del ks[j]
+                del vs[j]
+                self.n -= 1
+                if not ks:
+                    del self.ks[i], self.vs[i], firsts[i]
+                    if self.bmax is not None:
+                        del self.bmax[i]
+                    return v
+                if j == 0:
+                    firsts[i] = ks[0]
+                if self.bmax is not None and v - k == self.bmax[i]:
+                    self.bmax[i] = -1
+                return v
+        raise KeyError(k)
+
+    # ------------------------------------------------------------------ free segments (track=True)
+    def largest(self) -> tuple[int, int]:
+        """(value - key, key) of the item with the largest value - key, the lowest key among equals;
+        (0, -1) if empty."""
+        bmax = self.bmax
+        if not bmax:
+            return 0, -1
+        for i, m in enumerate(bmax):
+            if m < 0:
+                bmax[i] = max(map(sub, self.vs[i], self.ks[i]))
+        m = max(bmax)
+        i = bmax.index(m)  # blocks are in key order: the first block holding m has the lowest key
+        j = list(map(sub, self.vs[i], self.ks[i])).index(m)
+        return m, self.ks[i][j]
+
+    def check(self) -> None:
+        """Assert the blocks' invariants (for tests)."""
+        assert len(self.ks) == len(self.vs) == len(self.firsts)
+        assert self.n == sum(map(len, self.ks))
+        prev = -1
+        for i, (kb, vb) in enumerate(zip(self.ks, self.vs, strict=True)):
+            assert 0 < len(kb) <= 2 * LOAD and len(kb) == len(vb) and self.firsts[i] == kb[0]
+            assert kb.typecode in ("I", "Q") and vb.typecode in ("I", "Q")
+            for k in kb:
+                assert k > prev
+                prev = k
+            if self.bmax is not None:
+                assert self.bmax[i] in (-1, max(map(sub, vb, kb))), (i, self.bmax[i])
 
 
-def _end(start: int, packed: int) -> int:
-    return start + (packed >> _LEN)
+def _narrow(a: array) -> array:
+    """``a`` in 4-byte items if they all fit (per-bank addresses and most sizes do: 4 B saved an item)."""
+    if _NARROW and a.typecode == "Q" and (not a or max(a) <= _U32_MAX):
+        return array(_NARROW, a)
+    return a
 
 
-_SHIFT = 40  # addresses are below 2**40 (Blackhole banks are 4 GiB)
-_LOW = (1 << _SHIFT) - 1
+class _Lengths(dict):
+    """Per-bank length of an interval by its value (size << 3 | type), computed once per distinct
+    value: a model's buffers come in few sizes, so this is a few thousand entries, not one an interval."""
+
+    __slots__ = ("pools",)
+
+    def __init__(self, pools: dict) -> None:
+        super().__init__()
+        self.pools = pools
+
+    def __missing__(self, v: int) -> int:
+        if len(self) >= _INTERN_MAX:
+            self.clear()
+        p = self.pools.get(v & 7)
+        n = self[v] = p.rng.per_bank(v >> 3) if p is not None else 0
+        return n
 
 
-def _gkey(start: int, end: int) -> int:
-    """Sort key of a free segment: by size, then the lowest address first among equals (for max)."""
-    return (end - start) << _SHIFT | (_LOW - start)
+def _sorted_unique(starts: array, vals: array) -> tuple[array, array]:
+    """``starts`` sorted, each with its value; of equal starts the one added last (as a dict would keep)."""
+    if all(map(lt, starts, islice(starts, 1, None))):
+        return starts, vals
+    order = sorted(range(len(starts)), key=starts.__getitem__)  # stable: equal starts in the order added
+    ks = array("Q", map(starts.__getitem__, order))
+    vs = array("Q", map(vals.__getitem__, order))
+    del order
+    if all(map(lt, ks, islice(ks, 1, None))):
+        return ks, vs
+    keep_k, keep_v = array("Q"), array("Q")
+    n = len(ks)
+    for i in range(n):
+        if i + 1 == n or ks[i + 1] != ks[i]:
+            keep_k.append(ks[i])
+            keep_v.append(vs[i])
+    return keep_k, keep_v
 
 
 class _Pool:
-    __slots__ = ("rng", "gaps", "sizes", "used", "free")
+    __slots__ = ("rng", "gaps", "used", "free")
 
     def __init__(self, rng: PoolRange) -> None:
         self.rng = rng
-        self.gaps = SortedDict()  # start -> end of each free segment
-        self.sizes = SortedList()  # _gkey of each free segment
+        self.gaps = _Runs(track=True)  # start -> end of each free segment
         self.used = 0  # per-bank bytes of intervals of this pool's type
         self.free = 0  # per-bank free bytes (sum of the segments)
         if rng.hi > rng.lo:
             self._put(rng.lo, rng.hi)
 
     def _put(self, s: int, e: int) -> None:
-        self.gaps[s] = e
-        self.sizes.add(_gkey(s, e))
+        self.gaps.put(s, e)
         self.free += e - s
 
     def _pop(self, s: int) -> int:
         e = self.gaps.pop(s)
-        self.sizes.remove(_gkey(s, e))
         self.free -= e - s
         return e
 
@@ -153,26 +406,22 @@ class _Pool:
         if a >= b:
             return
         gaps = self.gaps
-        keys = gaps.keys()
-        i = gaps.bisect_right(a) - 1
-        if i < 0 or gaps[keys[i]] <= a:
-            i += 1
-        while i < len(keys):
-            gs = keys[i]
+        item = gaps.floor(a)
+        if item is None or item[1] <= a:
+            item = gaps.ceil(a)
+        while item is not None:
+            gs, ge = item
             if gs >= b:
                 break
-            ge = gaps[gs]
-            if gs < a:  # keep the left part under the same key: no re-sort of the keys
-                self.sizes.remove(_gkey(gs, ge))
-                gaps[gs] = a
-                self.sizes.add(_gkey(gs, a))
+            if gs < a:  # keep the left part under the same key
+                gaps.put(gs, a)
                 self.free -= ge - a
-                i += 1
             else:
                 self._pop(gs)
             if ge > b:
                 self._put(b, ge)
                 break
+            item = gaps.ceil(ge)
 
     def give(self, a: int, b: int) -> None:
         """Add ``[a, b)`` (known to be uncovered) to the free segments, merging with its neighbours."""
@@ -181,200 +430,208 @@ class _Pool:
         if a >= b:
             return
         gaps = self.gaps
-        i = gaps.bisect_right(a) - 1
-        if i >= 0:
-            ps = gaps.keys()[i]
-            if gaps[ps] >= a:  # touching (or, defensively, overlapping) the previous segment
-                b = max(b, self._pop(ps))
-                a = ps
-        keys = gaps.keys()
-        j = gaps.bisect_left(a)
-        while j < len(keys) and keys[j] <= b:
-            b = max(b, self._pop(keys[j]))
+        item = gaps.floor(a)
+        if item is not None and item[1] >= a:  # touching (or, defensively, overlapping) the previous segment
+            b = max(b, self._pop(item[0]))
+            a = item[0]
+        item = gaps.ceil(a)
+        while item is not None and item[0] <= b:
+            b = max(b, self._pop(item[0]))
+            item = gaps.ceil(a)
         self._put(a, b)
 
     def largest(self) -> tuple[int, int]:
         """(size, start) of the largest free segment, (0, -1) if none. Ties: the lowest address."""
-        if not self.sizes:
-            return 0, -1
-        k = self.sizes[-1]
-        return k >> _SHIFT, _LOW - (k & _LOW)
+        return self.gaps.largest()
 
 
 class SpaceMap:
     """The live intervals of one memory of one device (DRAM or L1) and the free segments of its pools."""
 
     def __init__(self, pools: dict[int, PoolRange]) -> None:
-        self.starts = SortedList()
-        # start -> per-bank length << 43 | size << 3 | buffer type: one int per interval, not a tuple
-        # of three (a third of the memory with a million live buffers); see _pack / _end
-        self.entries: dict[int, int] = {}
-        self.pending: dict[int, tuple[int, int] | None] = {}  # start -> (size, type) or None (freed)
+        # start -> size << 3 | buffer type, in sorted columns (16 B an interval); the per-bank length
+        # comes from ``lengths``, one entry per distinct size and type
+        self.iv = _Runs()
+        self.pending: dict[int, int] = {}  # start -> size << 3 | type, or -1: freed (or a type with no pool)
         self.pools = {t: _Pool(r) for t, r in pools.items()}
+        self.lengths = _Lengths(self.pools)
         self.maxlen = 0
         self.overlapping: set[int] = set()  # starts of live intervals that overlapped another when added
         self.outside = 0  # live intervals outside every pool's range (reserved space: a bad or stale address)
-        self._stale = False  # entries loaded in bulk; the rest is rebuilt at the first query
+        self._loading: tuple[array, array] | None = None  # what a loader() fills
+        self._loaded: tuple[array, array] | None = None  # loaded in bulk, unsorted: built at the first query
 
     # ------------------------------------------------------------------ changes (cheap; applied by flush)
     def alloc(self, start: int, size: int, buffer_type: int) -> None:
-        self.pending[start] = (size, buffer_type)
+        if 0 <= start < _U64:
+            pending = self.pending
+            pending[start] = min(max(size, 0), _SIZE) << 3 | buffer_type if buffer_type in self.pools else -1
+            if len(pending) > PENDING_MAX:
+                self.flush()
 
     def free(self, start: int) -> None:
-        self.pending[start] = None
+        if 0 <= start < _U64:
+            pending = self.pending
+            pending[start] = -1
+            if len(pending) > PENDING_MAX:
+                self.flush()
 
     def load(self, items) -> None:
-        """Replace the whole map with ``items`` ((start, size, buffer type), unique starts); built at the first query."""
-        entries: dict[int, int] = {}
-        add = self.loader(entries)
+        """Replace the whole map with ``items`` ((start, size, buffer type)); built at the first query."""
+        add = self.loader()
         for start, size, t in items:
             add(start, size, t)
-        self.set_loaded(entries)
+        self.set_loaded()
 
-    def loader(self, entries: dict[int, int]):
-        """``add(start, size, buffer type)`` that fills ``entries`` for :meth:`set_loaded`: :meth:`load` one
-        item at a time, for a caller that loads many maps in one pass (no list of items per map)."""
+    def loader(self):
+        """``add(start, size, buffer type)`` that fills the map :meth:`set_loaded` installs: :meth:`load`
+        one item at a time, for a caller that loads many maps in one pass (no list of items per map).
+        Of two items at one start the last is kept."""
         pools = self.pools
+        starts, vals = self._loading = array("Q"), array("Q")
+        put_start, put_val = starts.append, vals.append
+        size_max = _SIZE
 
         def add(start: int, size: int, t: int) -> None:
-            p = pools.get(t)
-            if p is not None:
-                entries[start] = _pack(p.rng.per_bank(size), size, t)
+            if t in pools and 0 <= start < _U64:
+                put_start(start)
+                put_val(min(max(size, 0), size_max) << 3 | t)
         return add
 
-    def set_loaded(self, entries: dict[int, int]) -> None:
-        """Replace the whole map with what a :meth:`loader` filled; built at the first query."""
-        self.entries = entries
+    def set_loaded(self) -> None:
+        """Replace the whole map with what the last :meth:`loader` filled; built at the first query."""
+        self._loaded, self._loading = self._loading, None
+        self.iv = _Runs()
         self.pending = {}
-        self._stale = True
 
     def flush(self) -> None:
-        if self._stale:
-            self._stale = False
-            self._rebuild()
+        if self._loaded is not None:
+            starts, vals = self._loaded
+            self._loaded = None
+            self._rebuild(*_sorted_unique(starts, vals))
+            if len(starts) >= TRIM_MIN:  # the flat load columns and the sort's temporaries are gone now
+                del starts, vals
+                give_back_free_heap()
         if not self.pending:
             return
         pending, self.pending = self.pending, {}
-        entries = self.entries
-        if len(pending) > BULK_MIN and len(pending) * BULK_RATIO > len(entries):
+        iv = self.iv
+        if len(pending) > BULK_MIN and len(pending) * BULK_RATIO > len(iv):
             self._bulk(pending)
             return
+        get = iv.get
         for start, new in pending.items():
-            old = entries.get(start)
+            old = get(start)
             if old is not None:
-                if new is not None and old & _TYPE_SIZE == new[0] << 3 | new[1]:
+                if old == new:
                     continue
                 self._remove(start, old)
-            if new is not None:
-                self._add(start, new[0], new[1])
+            if new >= 0:
+                self._add(start, new)
 
     def _bulk(self, pending: dict) -> None:
         """Apply many changes at once (attaching, loading weights): rebuild in O(n log n), sorting in C."""
-        entries = self.entries
         pools = self.pools
-        for start, new in pending.items():
-            if new is None:
-                entries.pop(start, None)
-            else:
-                p = pools.get(new[1])
-                if p is None:
-                    entries.pop(start, None)
-                else:
-                    entries[start] = _pack(p.rng.per_bank(new[0]), new[0], new[1])
-        self._rebuild()
+        starts, vals = array("Q"), array("Q")
+        for s, v in self.iv:
+            if s not in pending:
+                starts.append(s)
+                vals.append(v)
+        for s, new in pending.items():
+            if new >= 0 and new & 7 in pools:
+                starts.append(s)
+                vals.append(new)
+        self._rebuild(*_sorted_unique(starts, vals))
 
-    def _rebuild(self) -> None:
-        """Intervals, overlap marks, per-pool used bytes and free segments, all from ``entries``."""
-        entries = self.entries
-        order = sorted(entries)
-        self.starts = SortedList(order)
+    def _rebuild(self, ks: array, vs: array) -> None:
+        """Intervals, overlap marks, per-pool used bytes and free segments, from sorted columns."""
+        lengths = self.lengths
         overlapping = set()
         used = dict.fromkeys(self.pools, 0)
         maxlen = 0
         max_end = -1
-        for s in order:
-            v = entries[s]
-            e, t = s + (v >> _LEN), v & 7
+        for s, v in zip(ks, vs, strict=True):
+            n = lengths[v]
+            e = s + n
             if s < max_end:
                 overlapping.add(s)
             if e > max_end:
                 max_end = e
-            n = e - s
             if n > maxlen:
                 maxlen = n
-            used[t] += n
+            used[v & 7] += n
         self.overlapping = overlapping
         self.maxlen = maxlen
         inside = 0
         for t, p in self.pools.items():
             p.used = used[t]
             lo, hi = p.rng.lo, p.rng.hi
-            inside += bisect_left(order, hi) - bisect_left(order, lo) if hi > lo else 0
-            gaps = []
+            inside += bisect_left(ks, hi) - bisect_left(ks, lo) if hi > lo else 0
+            gs, ge = array("Q"), array("Q")
             pos = lo
-            for i in range(bisect_left(order, lo - maxlen), len(order)):
-                s = order[i]
+            i0 = bisect_left(ks, lo - maxlen)
+            for s, v in zip(islice(ks, i0, None), islice(vs, i0, None), strict=True):
                 if s >= hi:
                     break
-                e = s + (entries[s] >> _LEN)
-                if e <= pos:
+                e = s + lengths[v]
+                if e <= pos or e == s:  # an empty interval (size 0) covers nothing
                     continue
                 if s > pos:
-                    gaps.append((pos, s))
+                    gs.append(pos)
+                    ge.append(s)
                 pos = e
             if pos < hi:
-                gaps.append((pos, hi))
-            p.gaps = SortedDict(gaps)
-            p.sizes = SortedList([_gkey(a, b) for a, b in gaps])
-            p.free = sum(b - a for a, b in gaps)
-        self.outside = len(order) - inside
+                gs.append(pos)
+                ge.append(hi)
+            p.gaps = _Runs(gs, ge, track=True)
+            p.free = sum(ge) - sum(gs)
+        self.outside = len(ks) - inside
+        self.iv = _Runs(ks, vs)
 
     # ------------------------------------------------------------------ the interval set
-    def _rng(self, buffer_type: int) -> PoolRange | None:
-        p = self.pools.get(buffer_type)
-        return p.rng if p is not None else None
-
-    def _add(self, start: int, size: int, btype: int) -> None:
-        p = self.pools.get(btype)
+    def _add(self, start: int, v: int) -> None:
+        p = self.pools.get(v & 7)
         if p is None:
             return
-        length = p.rng.per_bank(size)
+        length = self.lengths[v]
         end = start + length
-        starts = self.starts
-        i = starts.bisect_left(start)
         if self.overlapping or length > 0:
-            if self._overlaps(start, end, i):
+            if self._overlaps(start, end):
                 self.overlapping.add(start)
-        starts.add(start)
-        self.entries[start] = _pack(length, size, btype)
+        self.iv.put(start, v)
         if length > self.maxlen:
             self.maxlen = length
         p.used += length
-        if not any(q.rng.lo <= start < q.rng.hi for q in self.pools.values()):
+        pools = self.pools.values()
+        if not any(q.rng.lo <= start < q.rng.hi for q in pools):
             self.outside += 1
-        for q in self.pools.values():
+        for q in pools:
             q.cut(start, end)
 
-    def _overlaps(self, start: int, end: int, i: int) -> bool:
-        starts, entries = self.starts, self.entries
-        if i < len(starts) and starts[i] < end:
+    def _overlaps(self, start: int, end: int) -> bool:
+        iv, lengths = self.iv, self.lengths
+        nxt = iv.ceil(start)
+        if nxt is not None and nxt[0] < end:
             return True
         if not self.overlapping:
-            return i > 0 and _end(starts[i - 1], entries[starts[i - 1]]) > start
-        for s in starts.irange(start - self.maxlen, start, inclusive=(True, False)):
-            if _end(s, entries[s]) > start:
+            prev = iv.lower(start)
+            return prev is not None and prev[0] + lengths[prev[1]] > start
+        for s, v in iv.iter_from(start - self.maxlen):
+            if s >= start:
+                break
+            if s + lengths[v] > start:
                 return True
         return False
 
     def _remove(self, start: int, old: int) -> None:
-        end, btype = start + (old >> _LEN), old & 7
-        self.starts.remove(start)
-        del self.entries[start]
+        end, btype = start + self.lengths[old], old & 7
+        self.iv.pop(start)
+        pools = self.pools.values()
         self.pools[btype].used -= end - start
-        if not any(q.rng.lo <= start < q.rng.hi for q in self.pools.values()):
+        if not any(q.rng.lo <= start < q.rng.hi for q in pools):
             self.outside -= 1
         for a, b in self._uncovered(start, end):
-            for q in self.pools.values():
+            for q in pools:
                 q.give(a, b)
         self.overlapping.discard(start)
 
@@ -382,18 +639,21 @@ class SpaceMap:
         """The parts of ``[a, b)`` no live interval covers."""
         if a >= b:
             return []
-        starts, entries = self.starts, self.entries
+        iv, lengths = self.iv, self.lengths
         if not self.overlapping:
-            i = starts.bisect_left(a)
-            if i > 0:
-                a = max(a, _end(starts[i - 1], entries[starts[i - 1]]))
-            if i < len(starts):
-                b = min(b, starts[i])
+            prev = iv.lower(a)
+            nxt = iv.ceil(a)
+            if prev is not None:
+                a = max(a, prev[0] + lengths[prev[1]])
+            if nxt is not None:
+                b = min(b, nxt[0])
             return [(a, b)] if a < b else []
         out = []
         pos = a
-        for s in starts.irange(a - self.maxlen, b, inclusive=(True, False)):
-            e = _end(s, entries[s])
+        for s, v in iv.iter_from(a - self.maxlen):
+            if s >= b:
+                break
+            e = s + lengths[v]
             if e <= pos:
                 continue
             if s > pos:
@@ -407,61 +667,67 @@ class SpaceMap:
 
     def set_pools(self, pools: dict[int, PoolRange]) -> None:
         """Change the pools' ranges (or layout): rebuild the free segments and per-bank sizes from the intervals."""
-        if self.pending:
-            self.flush()
+        self.flush()
         self.pools = {t: _Pool(r) for t, r in pools.items()}
-        entries = self.entries
-        for s in list(entries):
-            v = entries[s]
-            t, size = v & 7, (v >> 3) & _SIZE
-            p = self.pools.get(t)
-            if p is None:
-                del entries[s]
-            else:
-                entries[s] = _pack(p.rng.per_bank(size), size, t)
-        self._rebuild()
+        self.lengths = _Lengths(self.pools)
+        ks, vs = self.iv.columns()
+        self.iv = _Runs()
+        if any(v & 7 not in self.pools for v in vs):
+            keep = [i for i, v in enumerate(vs) if v & 7 in self.pools]
+            ks = array("Q", map(ks.__getitem__, keep))
+            vs = array("Q", map(vs.__getitem__, keep))
+        self._rebuild(ks, vs)
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
         self.flush()
-        return len(self.starts)
+        return len(self.iv)
+
+    def nbytes(self) -> int:
+        """Memory the map holds (columns, block lists, the length cache, pending changes; not shared ints)."""
+        size = sys.getsizeof
+        runs = [self.iv] + [p.gaps for p in self.pools.values()]
+        n = sum(size(r.ks) + size(r.vs) + size(r.firsts) + sum(map(size, r.ks)) + sum(map(size, r.vs)) +
+                (size(r.bmax) if r.bmax is not None else 0) for r in runs)
+        n += size(self.lengths) + size(self.pending) + size(self.overlapping)
+        if self._loaded is not None:
+            n += sum(map(size, self._loaded))
+        return n
 
     def stats(self, pool: int) -> PoolStats:
         self.flush()
         p = self.pools[pool]
         r = p.rng
         largest, at = p.largest()
-        free = p.free
-        return PoolStats(r.name, r.banks, r.lo, r.hi, r.bank_size, p.used, free, largest, at, len(p.sizes), r.known)
+        return PoolStats(r.name, r.banks, r.lo, r.hi, r.bank_size, p.used, p.free, largest, at, len(p.gaps), r.known)
 
     def lowest(self, buffer_type: int) -> int | None:
         """The lowest start address of a live interval of ``buffer_type`` (None: none)."""
         self.flush()
-        for s in self.starts:
-            if self.entries[s] & 7 == buffer_type:
+        for s, v in self.iv:
+            if v & 7 == buffer_type:
                 return s
         return None
 
     def highest_end(self, buffer_type: int) -> int | None:
+        """The end of the live interval of ``buffer_type`` with the highest start (None: none)."""
         self.flush()
-        for s in reversed(self.starts):
-            v = self.entries[s]
+        for s, v in self.iv.reversed_items():
             if v & 7 == buffer_type:
-                return _end(s, v)
+                return s + self.lengths[v]
         return None
 
     def intervals(self, lo: int, hi: int) -> list[tuple[int, int, int, int]]:
         """Live intervals overlapping ``[lo, hi)``: (start, end, buffer type, size), by start."""
         self.flush()
         out = []
-        i = self.starts.bisect_left(lo - self.maxlen)
-        for s in self.starts.islice(i):
+        lengths = self.lengths
+        for s, v in self.iv.iter_from(lo - self.maxlen):
             if s >= hi:
                 break
-            v = self.entries[s]
-            e = s + (v >> _LEN)
+            e = s + lengths[v]
             if e > lo:
-                out.append((s, e, v & 7, (v >> 3) & _SIZE))
+                out.append((s, e, v & 7, v >> 3))
         return out
 
     def cells(self, lo: int, hi: int, n: int) -> list[Cell]:
@@ -497,13 +763,16 @@ class SpaceMap:
         return out
 
     def check(self) -> None:
-        """Assert the free segments equal the complement of the intervals in each pool (for tests)."""
+        """Assert the free segments equal the complement of the intervals in each pool, and the
+        structures' own invariants (for tests)."""
         self.flush()
+        self.iv.check()
+        lengths = self.lengths
         for p in self.pools.values():
             expect = []
             pos = p.rng.lo
-            for s in self.starts:
-                e = _end(s, self.entries[s])
+            for s, v in self.iv:
+                e = s + lengths[v]
                 s2, e2 = max(s, p.rng.lo), min(e, p.rng.hi)
                 if s2 >= e2:
                     continue
@@ -512,5 +781,9 @@ class SpaceMap:
                 pos = max(pos, e2)
             if pos < p.rng.hi:
                 expect.append((pos, p.rng.hi))
-            assert list(p.gaps.items()) == expect, (p.rng, list(p.gaps.items())[:10], expect[:10])
-            assert sorted(_gkey(s, e) for s, e in expect) == list(p.sizes)
+            got = list(p.gaps)
+            assert got == expect, (p.rng, got[:10], expect[:10])
+            p.gaps.check()
+            assert p.free == sum(e - s for s, e in expect)
+            best = max(expect, key=lambda g: (g[1] - g[0], -g[0]), default=None)
+            assert p.largest() == ((best[1] - best[0], best[0]) if best else (0, -1))

@@ -39,6 +39,7 @@ from .geometry import (
     pool_ranges,
     round_region,
 )
+from .heap import give_back_free_heap
 from .history import UsageHistory
 from .leaks import LeakTracker, phase_before_exit
 from .peaks import BAR_OF as _BAR_OF
@@ -57,6 +58,7 @@ NTYPES = len(BufferType)
 _MAPPED = frozenset((DRAM, L1, L1_SMALL, TRACE))
 TOP_N = 10
 CAPTURE_MIN_GAP_NS = 250_000_000  # at most one what-was-live capture per quarter second (event time)
+TRIM_MIN = 100_000  # snapshots of at least this many buffers end with the free heap given back (core/heap.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,37 +363,36 @@ class Insight:
                     (not dev.small_min or bid < dev.small_min):
                 dev.small_min = bid
                 dev.dirty_geom = True
-        loaders: dict[int, list] = {}  # device -> [(entries, add) per memory: DRAM, L1]
+        loaders: dict[int, dict] = {}  # device -> memory (DRAM, L1) -> add(start, size, type)
         for d, dev in devs.items():
             if dev.dirty_geom:  # the regions are known now: lay the maps out for them before loading
                 dev.dirty_geom = False
                 rng = self._ranges(dev)
                 dev.spaces[DRAM].set_pools({DRAM: rng[DRAM], TRACE: rng[TRACE]})
                 dev.spaces[L1].set_pools({L1: rng[L1], L1_SMALL: rng[L1_SMALL]})
-            per = loaders[d] = {}
-            for memory in (DRAM, L1):
-                entries: dict[int, int] = {}
-                per[memory] = (entries, dev.spaces[memory].loader(entries))
+            loaders[d] = {memory: dev.spaces[memory].loader() for memory in (DRAM, L1)}
         space_of = SPACE_OF
         for b in view:  # in allocation order: the last of each pool are its most recent allocations
             t = b.buffer_type
             bid = b.buffer_id
             if bid <= 0 or t not in mapped:
                 continue
-            loaders[b.device][space_of[t]][1](bid, b.size, t)
+            loaders[b.device][space_of[t]](bid, b.size, t)
             # attached mid-run, no allocation seen yet: the live buffers' sizes are the typical ones (the
             # "next one will not fit" warning would otherwise wait for the next allocation)
             devs[b.device].recent[t].append(b.size)
         del view
         for d, per in loaders.items():
-            for memory, (entries, _add) in per.items():
-                devs[d].spaces[memory].set_loaded(entries)
+            for memory in per:
+                devs[d].spaces[memory].set_loaded()
         for d in registry.devices():
             tot = registry.device_totals(d)
             for t, v in enumerate(tot):
                 if v:
                     self.history.record((d, t), ts_ns, v, v)
         self.last_ts_ns = max(self.last_ts_ns, ts_ns)
+        if len(registry) >= TRIM_MIN:  # the registry's and the maps' load freed their growth steps: give them back
+            give_back_free_heap()
 
     def record_totals(self, ts_ns: int, totals: dict) -> None:
         """A totals-only source's sample (the original server polled, TT-Metal's shared memory): device ->
@@ -416,6 +417,10 @@ class Insight:
         """Devices that held something with an address (or any bytes) since the start."""
         self._flush()
         return sorted(set(self._devices) | set(self.peaks.current))
+
+    def map_nbytes(self) -> int:
+        """Memory the devices' bank maps hold (:meth:`.bankmap.SpaceMap.nbytes`), for benchmarks."""
+        return sum(m.nbytes() for dev in self._devices.values() for m in dev.spaces.values())
 
     def geometry(self, device: int) -> ArchGeometry:
         dev = self._devices.get(device)
