@@ -153,7 +153,7 @@ def run(label: str, argv: list[str], events: int, src: str | None = None) -> Non
 _SEEK_CHILD = """
 import asyncio, sys, time
 from tt_memtop.core.model import new_state
-from tt_memtop.sources.logfile import ReplaySource
+from tt_memtop.sources.replay import ReplaySource
 from tt_memtop.ui.app import MemtopApp
 
 async def seek(app, src, fraction):

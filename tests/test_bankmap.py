@@ -9,7 +9,7 @@ import random
 from array import array
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests import bankmap_reference as ref_mod
@@ -51,9 +51,13 @@ def same(new: SpaceMap, ref, window: tuple[int, int] = (100, 3000), base: int = 
     assert new.intervals(*window) == ref.intervals(*window)
     assert new.cells(base, base + TOP, 7) == ref.cells(base, base + TOP, 7)
     assert new.cells(*window, 64) == ref.cells(*window, 64)
-    assert (new.outside, new.maxlen) == (ref.outside, ref.maxlen)
+    assert new.outside == ref.outside
+    # maxlen is a search bound: it must cover the longest live interval; its exact value, like the
+    # overlap marks, depends on when the changes were applied (a rebuild makes it exact again)
+    assert new.maxlen >= max((e - s for s, e, _t, _size in new.intervals(base, base + TOP)), default=0)
     if marks:  # which intervals are marked overlapping depends on when the changes were applied
         assert new.overlapping == ref.overlapping
+        assert new.maxlen == ref.maxlen
     new.check()
     ref.check()
 
@@ -131,6 +135,7 @@ def test_long_random_run_matches_the_reference(tuned, seed, base):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(op, max_size=40))
+@example(ops=[("load", [(1023, 513, 0)]), ("burst", 261, 4_294_967_295)])  # maxlen: a bound, set by timing
 def test_queued_changes_are_bounded_and_change_no_answer(monkeypatch, ops):
     """Past PENDING_MAX queued changes a map applies them without waiting for a query (a report folding a
     long recording queries only at the end): the same answers, and the queue never holds more."""

@@ -14,7 +14,10 @@ from tt_memtop.core.model import MonitorState
 from tt_memtop.core.protocol import AllocMessage, MsgType
 from tt_memtop.core.registry import Registry
 from tt_memtop.sources.base import Capability, Snapshot, Status
-from tt_memtop.sources.logfile import FollowLogSource, ReplaySource, _Checkpoints, read_line_chunks
+from tt_memtop.sources.follow import FollowLogSource
+from tt_memtop.sources.logfile import read_line_chunks
+from tt_memtop.sources.replay import ReplaySource
+from tt_memtop.sources.timeline import Checkpoints as _Checkpoints
 
 WAIT = 10.0  # generous upper bound; the conditions are normally met in milliseconds
 

@@ -9,16 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from session_72byte import EXCERPTS, SESSION_LOG
 
+from tt_memtop.core import logclassify as lp
 from tt_memtop.core import logformat as lf
-from tt_memtop.core import logparse as lp
 from tt_memtop.core.devices import Inventory
 from tt_memtop.core.events import EventKind
-from tt_memtop.core.logparse import (
+from tt_memtop.core.logparse import LogParser
+from tt_memtop.core.logrecords import (
     CbKernelChange,
     DeviceDetected,
     DumpReport,
     KernelDump,
-    LogParser,
     ProcessCleanup,
     ServerBanner,
     SizeChange,

@@ -18,7 +18,8 @@ import pytest
 from server_helpers import replay_wire_steps, short_socket
 
 from tt_memtop.core.devices import Inventory
-from tt_memtop.core.logparse import DumpReport, LogParser, ProcessCleanup, StatsReport
+from tt_memtop.core.logparse import LogParser
+from tt_memtop.core.logrecords import DumpReport, ProcessCleanup, StatsReport
 from tt_memtop.core.protocol import Layout, MsgType, decode
 from tt_memtop.core.registry import Registry
 from tt_memtop.core.report import dump_mismatches

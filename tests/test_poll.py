@@ -12,7 +12,7 @@ from tt_memtop.client import AllocationClient
 from tt_memtop.core.model import MonitorState
 from tt_memtop.core.protocol import Layout
 from tt_memtop.sources.base import Capability, TotalsSample
-from tt_memtop.sources.logfile import FollowLogSource
+from tt_memtop.sources.follow import FollowLogSource
 from tt_memtop.sources.open import FollowWithPolling, open_source_async
 from tt_memtop.sources.poll import PollSource, detect_layout
 from tt_memtop.sources.subscribe import SubscribeSource

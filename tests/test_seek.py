@@ -19,7 +19,9 @@ from tt_memtop.core.model import new_state
 from tt_memtop.core.registry import Registry
 from tt_memtop.recording import RecordingReader
 from tt_memtop.sources.base import Snapshot
-from tt_memtop.sources.logfile import ReplaySource, _RecordingTimeline, fold_net
+from tt_memtop.sources.replay import ReplaySource
+from tt_memtop.sources.timeline import RecordingTimeline as _RecordingTimeline
+from tt_memtop.sources.timeline import fold_net
 from tt_memtop.ui.app import MemtopApp
 from tt_memtop.ui.widgets.header_bar import HeaderBar
 

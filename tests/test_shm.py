@@ -58,7 +58,7 @@ def ctypes_region(pools: int, init_state: bool, padding: int):
     return Region_, Chip, Proc
 
 
-@pytest.mark.parametrize("layout, pools, init, pad", [(L.V4, 5, True, 0), (L.V3, 5, False, 0), (L.V1, 5, False, 64),
+@pytest.mark.parametrize("layout, pools, init, pad", [(L.V4, 5, True, 0), (L.V3, 5, False, 64), (L.V1, 5, False, 64),
                                                       (L.BRANCH_KERNEL, 6, False, 64)])
 def test_layout_offsets_match_an_independent_ctypes_description(layout, pools, init, pad):
     R, C, P = ctypes_region(pools, init, pad)
@@ -74,6 +74,7 @@ def test_layout_offsets_match_an_independent_ctypes_description(layout, pools, i
         assert layout.init_state == R.init_state.offset == 8536
     # the figures of PROTOCOL.md §6.4 / §6.6
     assert {L.V4.size, L.V1.size, L.BRANCH_KERNEL.size} == {8576, 8640, 9280}
+    assert L.V3.size == 8640  # v2/v3 ended in padding[64]; v4 put init_state there and dropped it
     assert (L.V4.chips, L.V4.processes, L.BRANCH_KERNEL.chips, L.BRANCH_KERNEL.processes) == (88, 856, 96, 992)
 
 

@@ -22,7 +22,10 @@ from tt_memtop.core.devices import Inventory
 from tt_memtop.core.events import Event, EventKind
 from tt_memtop.core.registry import Buffer, Registry
 from tt_memtop.recording import RecordingReader, RecordingWriter
-from tt_memtop.sources.logfile import ReplaySource, _Checkpoints, _RecordingTimeline, check_log
+from tt_memtop.sources.logfile import check_log
+from tt_memtop.sources.replay import ReplaySource
+from tt_memtop.sources.timeline import Checkpoints as _Checkpoints
+from tt_memtop.sources.timeline import RecordingTimeline as _RecordingTimeline
 
 DEVICES = 4
 _A, _F = EventKind.ALLOC, EventKind.FREE
@@ -274,7 +277,7 @@ def test_a_fast_replay_tick_reads_a_bounded_batch(long_recording):
     src = ReplaySource(path, speed=1e9)
     sent = []
     src._advance(sent.append, 1.0)
-    from tt_memtop.sources.logfile import MAX_PER_TICK
+    from tt_memtop.sources.replay import MAX_PER_TICK
 
     assert len(sent) == 1 and len(sent[0].events) == MAX_PER_TICK
     assert src.position == MAX_PER_TICK and src.position_s < src.duration_s
@@ -380,7 +383,8 @@ def test_the_players_quick_scan_counts_what_the_reader_yields(tmp_path):
 
 def test_a_runaway_dump_block_is_counted_past_its_limit_not_held(monkeypatch):
     from tt_memtop.core import logparse
-    from tt_memtop.core.logparse import DumpReport, LogParser
+    from tt_memtop.core.logparse import LogParser
+    from tt_memtop.core.logrecords import DumpReport
 
     monkeypatch.setattr(logparse, "MAX_DUMP_ENTRIES", 3)
     reg = Registry()

@@ -12,7 +12,8 @@ from ui_fakes import FakeSource, llama_events
 from tt_memtop.core.logparse import LogParser
 from tt_memtop.core.model import MonitorState
 from tt_memtop.core.registry import Registry
-from tt_memtop.sources.logfile import ReplaySource, read_line_chunks
+from tt_memtop.sources.logfile import read_line_chunks
+from tt_memtop.sources.replay import ReplaySource
 from tt_memtop.ui.app import MemtopApp
 from tt_memtop.ui.widgets.event_feed import EventFeed
 from tt_memtop.ui.widgets.header_bar import HeaderBar

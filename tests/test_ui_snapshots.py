@@ -83,9 +83,6 @@ def settled(app: MemtopApp, n: int):
             # from now on every frame ticks at the last event's time (not the live server clock): no drift
             st.tick = lambda now_ns: st.held_tick(st.last_ts_ns)
             st.tick(st.last_ts_ns)
-            # the meters' peak marks are the high water of the frames drawn so far, and frames fall at
-            # arbitrary points of the ingestion: start them over at the final instant (a position)
-            app.query_one(DevicePane).reset_peaks()
             app._dev_seen = (-1, -1, None)  # redraw the meters with the phases of the final instant
             while not (app.query_one(DevicePane).rows and app.last_frame_events == n and app._dev_seen[0] == n):
                 await pilot.pause(0.05)

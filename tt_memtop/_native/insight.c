@@ -6,7 +6,7 @@
  * objects (lists of ints, dicts, sets), in the same order, so every result is the pure path's:
  * Insight._observe_pass is the reference and tests run both.
  *
- *   setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped)   once, from insight
+ *   setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped, bars)   once, from insight
  *   observe_pass(events, peaks, dev_rows, pid_rows, pend, last_alloc, cbs, regions) -> bool
  *     (False, having changed nothing, when an item is not exactly an Event: the caller runs the pure pass)
  */
@@ -21,13 +21,32 @@ static PyTypeObject *event_type = NULL;
 static PyObject *k_alloc = NULL, *k_free = NULL, *k_cleanup = NULL;
 static long ntypes = 7, t_cb = 5, t_trace = 3, t_small = 2;
 static unsigned mapped_mask = 0; /* bit t: type t has a place in the bank maps */
-static PyObject *zero = NULL, *s_dev = NULL, *s_pid = NULL;
+enum { NBARS = 2 };
+static unsigned bar_types[NBARS] = {0, 0}; /* bit t: type t is stacked in bar b (the meters' DRAM / L1 bars) */
+static PyObject *zero = NULL, *s_dev = NULL, *s_pid = NULL, *s_bars = NULL;
 
 static PyObject *setup(PyObject *self, PyObject *args) {
-    PyObject *type, *a, *f, *c, *mapped;
-    if (!PyArg_ParseTuple(args, "O!OOOllllO", &PyType_Type, &type, &a, &f, &c, &ntypes, &t_cb, &t_trace, &t_small,
-                          &mapped))
+    PyObject *type, *a, *f, *c, *mapped, *bars;
+    if (!PyArg_ParseTuple(args, "O!OOOllllOO!", &PyType_Type, &type, &a, &f, &c, &ntypes, &t_cb, &t_trace, &t_small,
+                          &mapped, &PyTuple_Type, &bars))
         return NULL;
+    if (PyTuple_GET_SIZE(bars) != NBARS) {
+        PyErr_SetString(PyExc_ValueError, "bars must be a tuple of 2 tuples of buffer types");
+        return NULL;
+    }
+    unsigned bmasks[NBARS] = {0, 0};
+    for (int b = 0; b < NBARS; b++) {
+        PyObject *bar = PyTuple_GET_ITEM(bars, b);
+        if (!PyTuple_Check(bar)) {
+            PyErr_SetString(PyExc_TypeError, "each bar must be a tuple of buffer types");
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(bar); j++) {
+            long v = PyLong_AsLong(PyTuple_GET_ITEM(bar, j));
+            if (v == -1 && PyErr_Occurred()) return NULL;
+            if (v >= 0 && v < 31) bmasks[b] |= 1u << v;
+        }
+    }
     if (ntypes < 1 || ntypes > 30) {
         PyErr_SetString(PyExc_ValueError, "ntypes out of range");
         return NULL;
@@ -57,6 +76,8 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     if (PyErr_Occurred()) return NULL;
     memcpy(slot_off, offs, sizeof offs);
     mapped_mask = mask;
+    bar_types[0] = bmasks[0];
+    bar_types[1] = bmasks[1];
     Py_INCREF(type);
     Py_XSETREF(event_type, (PyTypeObject *)type);
     Py_INCREF(a);
@@ -132,6 +153,37 @@ static int set_item_new(PyObject *d, PyObject *key, PyObject *val) {
     return r;
 }
 
+/* Raise bar b's peak of a device row (cur, peak, at, bmax, bar_peak, bar_at) to its stacked sum now:
+ * the running counters of the types below CB, the batch's start (bmax) for CB / KERNEL. */
+static int bar_bump(PyObject *r, int b, long bar_mask, PyObject *ts) {
+    PyObject *cur = PyTuple_GET_ITEM(r, 0), *bmax = PyTuple_GET_ITEM(r, 3);
+    PyObject *bpk = PyTuple_GET_ITEM(r, 4), *bat = PyTuple_GET_ITEM(r, 5);
+    if (!PyList_Check(cur) || !PyList_Check(bmax) || !PyList_Check(bpk) || !PyList_Check(bat) ||
+        PyList_GET_SIZE(bpk) < NBARS || PyList_GET_SIZE(bat) < NBARS) {
+        PyErr_SetString(PyExc_TypeError, "bad device row");
+        return -1;
+    }
+    PyObject *sum = zero;
+    Py_INCREF(sum);
+    for (long u = 0; u < ntypes && u < 31; u++) {
+        if (!((bar_types[b] >> u) & 1) || !((bar_mask >> u) & 1)) continue;
+        PyObject *src = u < t_cb ? cur : bmax;
+        if (u >= PyList_GET_SIZE(src)) {
+            Py_DECREF(sum);
+            PyErr_SetString(PyExc_TypeError, "peak counters must be lists of one int per buffer type");
+            return -1;
+        }
+        PyObject *nsum = PyNumber_Add(sum, PyList_GET_ITEM(src, u));
+        Py_DECREF(sum);
+        if (nsum == NULL) return -1;
+        sum = nsum;
+    }
+    int gt = PyObject_RichCompareBool(sum, PyList_GET_ITEM(bpk, b), Py_GT);
+    if (gt > 0 && (list_set(bpk, b, sum) < 0 || list_set(bat, b, ts) < 0)) gt = -1;
+    Py_DECREF(sum);
+    return gt < 0 ? -1 : 0;
+}
+
 static PyObject *observe_pass(PyObject *self, PyObject *args) {
     PyObject *events, *peaks, *dev_rows, *pid_rows, *pend, *last_alloc, *cbs, *regions;
     if (!PyArg_ParseTuple(args, "OOO!O!O!O!O!O!", &events, &peaks, &PyDict_Type, &dev_rows, &PyDict_Type, &pid_rows,
@@ -141,6 +193,11 @@ static PyObject *observe_pass(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_RuntimeError, "tt_memtop._native.insight: setup() was not called");
         return NULL;
     }
+    PyObject *mask_obj = PyObject_GetAttrString(peaks, "bar_mask");
+    if (mask_obj == NULL) return NULL;
+    long bar_mask = PyLong_AsLong(mask_obj);
+    Py_DECREF(mask_obj);
+    if (bar_mask == -1 && PyErr_Occurred()) return NULL;
     PyObject *rose = PyObject_GetAttrString(peaks, "rose");
     if (rose == NULL) return NULL;
     PyObject *seq = PySequence_Fast(events, "events must be a sequence");
@@ -198,11 +255,26 @@ static PyObject *observe_pass(PyObject *self, PyObject *args) {
                 PyErr_SetString(PyExc_TypeError, "PeakTracker._dev must return (current, peak, peak_at)");
                 goto done;
             }
+            PyObject *bars = PyObject_CallMethodObjArgs(peaks, s_bars, d, NULL);
+            if (bars == NULL) {
+                Py_DECREF(got);
+                goto done;
+            }
+            if (!PyTuple_Check(bars) || PyTuple_GET_SIZE(bars) != 2 || !PyList_Check(PyTuple_GET_ITEM(bars, 0)) ||
+                !PyList_Check(PyTuple_GET_ITEM(bars, 1)) || PyList_GET_SIZE(PyTuple_GET_ITEM(bars, 0)) < NBARS ||
+                PyList_GET_SIZE(PyTuple_GET_ITEM(bars, 1)) < NBARS) {
+                Py_DECREF(got);
+                Py_DECREF(bars);
+                PyErr_SetString(PyExc_TypeError, "PeakTracker._bars must return ([2 peaks], [2 times])");
+                goto done;
+            }
             PyObject *copy = PySequence_List(PyTuple_GET_ITEM(got, 0));
-            PyObject *row = copy ? PyTuple_Pack(4, PyTuple_GET_ITEM(got, 0), PyTuple_GET_ITEM(got, 1),
-                                                PyTuple_GET_ITEM(got, 2), copy)
+            PyObject *row = copy ? PyTuple_Pack(6, PyTuple_GET_ITEM(got, 0), PyTuple_GET_ITEM(got, 1),
+                                                PyTuple_GET_ITEM(got, 2), copy, PyTuple_GET_ITEM(bars, 0),
+                                                PyTuple_GET_ITEM(bars, 1))
                                  : NULL;
             Py_DECREF(got);
+            Py_DECREF(bars);
             Py_XDECREF(copy);
             if (row == NULL) goto done;
             int bad = PyDict_SetItem(dev_rows, d, row);
@@ -210,7 +282,7 @@ static PyObject *observe_pass(PyObject *self, PyObject *args) {
             if (bad) goto done;
             r = row; /* the dict holds it now */
         }
-        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 4) {
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 6) {
             PyErr_SetString(PyExc_TypeError, "bad device row");
             goto done;
         }
@@ -233,6 +305,13 @@ static PyObject *observe_pass(PyObject *self, PyObject *args) {
             if (gt < 0) {
                 Py_DECREF(v);
                 goto done;
+            }
+            if ((bar_mask >> t) & 1) { /* the bar's stacked sum, CB / KERNEL as of the batch's start */
+                int b = (bar_types[0] >> t) & 1 ? 0 : 1;
+                if (bar_bump(r, b, bar_mask, ts) < 0) {
+                    Py_DECREF(v);
+                    goto done;
+                }
             }
         }
         Py_DECREF(v);
@@ -308,7 +387,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"setup", setup, METH_VARARGS, "setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped)"},
+    {"setup", setup, METH_VARARGS, "setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped, bars)"},
     {"observe_pass", observe_pass, METH_VARARGS,
      "observe_pass(events, peaks, dev_rows, pid_rows, pend, last_alloc, cbs, regions): Insight's per-event pass"},
     {NULL, NULL, 0, NULL},
@@ -320,6 +399,7 @@ PyMODINIT_FUNC PyInit_insight(void) {
     zero = PyLong_FromLong(0);
     s_dev = PyUnicode_InternFromString("_dev");
     s_pid = PyUnicode_InternFromString("_pid");
-    if (zero == NULL || s_dev == NULL || s_pid == NULL) return NULL;
+    s_bars = PyUnicode_InternFromString("_bars");
+    if (zero == NULL || s_dev == NULL || s_pid == NULL || s_bars == NULL) return NULL;
     return PyModule_Create(&module);
 }

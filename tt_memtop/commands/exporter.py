@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shm-interval", type=positive_float, default=None, metavar="S",
                         help="shared-memory sampling period (default 0.05: 20 Hz)")
     parser.add_argument("--arch", default=None, choices=["grayskull", "wormhole_b0", "blackhole"],
-                        help="architecture for capacities when the source does not say (shared memory)")
+                        help="architecture for capacities when the source does not say (shared memory; the 72-byte "
+                             "original server, a log without its device-detection block)")
     parser.add_argument("--port", type=port_number, default=None, dest="metrics_port", metavar="PORT",
                         help=f"serve http://ADDR:PORT/metrics (default {DEFAULT_PORT} unless --textfile is "
                              f"given; 0: any free port)")

@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from ..cli import add_view_arguments
-from ..sources.logfile import DEFAULT_RATE, NotALogError, ReplaySource, check_log
+from ..sources.logfile import NotALogError, check_log
+from ..sources.replay import DEFAULT_RATE, ReplaySource
 
 #: a log without --rate plays for at least this long at speed 1 (short logs are slowed down)
 MIN_DURATION_S = 10.0
@@ -27,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"log that would play in under {MIN_DURATION_S:g} s)")
     parser.add_argument("--step", type=int, default=1, metavar="N", help="events per step ('.' key; default 1)")
     parser.add_argument("--paused", action="store_true", help="start paused")
+    parser.add_argument("--arch", default=None, choices=["grayskull", "wormhole_b0", "blackhole"],
+                        help="capacities for a log that names no device (S1 prints no detection block; "
+                             "default: capacity unknown)")
     parser.add_argument("--once", action="store_true", help="print the final state as a table and exit")
     parser.add_argument("--json", action="store_true", help="print the final state as JSON and exit (implies --once)")
     add_view_arguments(parser)
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_log(args.file)
         source = ReplaySource(args.file, args.speed, rate=args.rate or DEFAULT_RATE, paused=args.paused,
-                              min_duration_s=0.0 if args.rate else MIN_DURATION_S)
+                              min_duration_s=0.0 if args.rate else MIN_DURATION_S, arch=args.arch)
     except (OSError, RecordingError, NotALogError) as exc:
         print(f"memtop replay: {exc}", file=sys.stderr)
         return 1

@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shm-interval", type=positive_float, default=None, metavar="S",
                         help="shared-memory sampling period (default 0.05: 20 Hz)")
     parser.add_argument("--arch", default=None, choices=["grayskull", "wormhole_b0", "blackhole"],
-                        help="architecture for capacities when the source does not say (shared memory; default: "
-                             "what /sys/class/tenstorrent reports, else wormhole_b0)")
+                        help="architecture for capacities when the source does not say (shared memory: default "
+                             "what /sys/class/tenstorrent reports, else wormhole_b0; the 72-byte original server "
+                             "and a log without its device-detection block: only if given)")
     parser.add_argument("--once", action="store_true",
                         help="print once and exit: a table per device (with --json/--ndjson: one document / line)")
     out = parser.add_mutually_exclusive_group()
@@ -161,10 +162,14 @@ def run(args: argparse.Namespace) -> int:
         _say("start one there with `memtop serve --socket PATH` (or the original allocation_server_poc), "
              "or run `memtop demo` for the built-in demo.")
         return 1
+    from ..sources.open import NOTHING_HINT, nothing_found
+
     if args.no_demo:
-        _say(f"no allocation server answers at {where}.")
-        _say("start one with `memtop serve` (or the original allocation_server_poc), then run memtop again.")
+        _say(nothing_found(args))
         return 1
     # Nothing to monitor: show the product working on a simulated workload rather than an empty screen.
-    # The header says DEMO and why, so nobody mistakes it for their hardware.
-    return run_monitor(args, DemoSource(reason=f"no server at {where}"))
+    # The header says DEMO, why and what to do, so nobody mistakes it for their hardware.
+    from ..sources.shm import default_shm_dir
+
+    shm_dir = getattr(args, "shm_dir", None) or default_shm_dir()
+    return run_monitor(args, DemoSource(reason=f"no regions in {shm_dir}, no server at {where}", hint=NOTHING_HINT))

@@ -94,12 +94,15 @@ class Inventory:
     def grown_to(self, device_id: int) -> Inventory:
         """This inventory with devices up to ``device_id`` added, like its last device (same arch and
         capacities); itself when it already has that device or has no device to copy."""
-        if device_id < len(self.devices) or not self.devices:
+        if not self.devices:
+            return self
+        start = max(d.device_id for d in self.devices) + 1  # a sparse inventory grows past its highest id
+        if device_id < start:
             return self
         last = self.devices[-1]
         extra = tuple(DeviceInfo(i, last.arch, last.num_dram_channels, last.dram_size_per_channel,
                                  last.l1_size_per_core, last.total_dram, last.total_l1, last.available)
-                      for i in range(len(self.devices), device_id + 1))
+                      for i in range(start, device_id + 1))
         return Inventory(self.devices + extra)
 
     def get(self, device_id: int) -> DeviceInfo | None:

@@ -42,10 +42,12 @@ from .geometry import (
 from .heap import give_back_free_heap
 from .history import UsageHistory
 from .leaks import LeakTracker, phase_before_exit
+from .peaks import BAR_OF as _BAR_OF
+from .peaks import BARS as _BARS
 from .peaks import PeakCapture, PeakTracker
 from .protocol import BufferType
 
-__all__ = ["Headroom", "Insight"]
+__all__ = ["Headroom", "Insight", "warning_text"]
 
 _ALLOC, _FREE, _CLEANUP = EventKind.ALLOC, EventKind.FREE, EventKind.CLEANUP
 _CB = int(BufferType.CB)
@@ -80,6 +82,20 @@ class Headroom:
                 "suggested_trace_region_size": self.suggested_trace_region_size,
                 "l1_cb_top": self.l1_cb_top, "l1_lowest_buffer": self.l1_lowest_buffer,
                 "l1_headroom": self.l1_headroom, "warnings": list(self.warnings)}
+
+
+def warning_text(device: int, w: dict) -> str:
+    """One headroom warning as a sentence, in the terms of TT-Metal's own out-of-memory error ("Not enough
+    space to allocate X B L1 buffer across N banks, where each bank needs to store Y B ..."): what fails is
+    the largest contiguous free range of one bank, not the total free."""
+    banks = w.get("banks") or 0
+    across = f" across {banks} banks" if banks else ""
+    free = w.get("free_per_bank")
+    total = f", {free * banks:,} B free in all" if free is not None and banks else ""
+    verdict = "will not fit" if w["level"] == "would_fail" else "fits once more"
+    return (f"device {device} {w['pool']}: the next {w['typical_bytes']:,} B buffer{across} needs "
+            f"{w['typical_per_bank']:,} B per bank; the largest free range is {w['largest_free_bytes']:,} B per "
+            f"bank{total}: it {verdict}")
 
 
 class _Device:
@@ -201,6 +217,8 @@ class Insight:
                         if is_dev:
                             rose.add((key, t))
                             r[3][t] = max(r[3][t], cur[t])
+                if is_dev:  # the bars with the batch's final CB / KERNEL
+                    peaks.raise_bars(key, cur, ts_end)
         if len(pend) > PENDING_LIMIT:
             self._flush()
         self.leaks.observe(events, phases.phase if phases is not None else None,
@@ -211,7 +229,7 @@ class Insight:
         # history: one point per series that changed in the batch: its max within the batch and its last value
         recorded = self._recorded
         taken = peaks.take_rose()
-        for d, (cur, _peak, _at, bmax) in dev_rows.items():
+        for d, (cur, _peak, _at, bmax, *_bars) in dev_rows.items():
             last = recorded.get(d)
             if last is None:
                 last = recorded[d] = [-1] * NTYPES
@@ -354,12 +372,15 @@ class Insight:
                 dev.spaces[L1].set_pools({L1: rng[L1], L1_SMALL: rng[L1_SMALL]})
             loaders[d] = {memory: dev.spaces[memory].loader() for memory in (DRAM, L1)}
         space_of = SPACE_OF
-        for b in view:
+        for b in view:  # in allocation order: the last of each pool are its most recent allocations
             t = b.buffer_type
             bid = b.buffer_id
             if bid <= 0 or t not in mapped:
                 continue
             loaders[b.device][space_of[t]](bid, b.size, t)
+            # attached mid-run, no allocation seen yet: the live buffers' sizes are the typical ones (the
+            # "next one will not fit" warning would otherwise wait for the next allocation)
+            devs[b.device].recent[t].append(b.size)
         del view
         for d, per in loaders.items():
             for memory in per:
@@ -380,8 +401,11 @@ class Insight:
             return
         record = self.history.record
         for d, w in totals.items():
+            seven = [0] * NTYPES
             for t, v in zip((0, 1, 3, 4, 5, 6), w, strict=False):  # a short tuple: the pools it has
                 record((d, t), ts_ns, v, v)
+                seven[t] = v
+            self.peaks.observe_totals(d, seven, ts_ns)
 
     def reset_peaks(self, ts_ns: int) -> None:
         self.peaks.reset(ts_ns)
@@ -447,7 +471,8 @@ class Insight:
             else:
                 continue
             warnings.append({"pool": POOLS[pool], "level": level, "typical_bytes": typical, "typical_per_bank": per,
-                             "largest_free_bytes": st.largest_free})
+                             "largest_free_bytes": st.largest_free, "banks": st.banks,
+                             "free_per_bank": st.free_per_bank})
         return Headroom(device, trace_now, trace_peak, region, trace_stats.range_known,
                         round_region(trace_peak, g.dram_alignment, g.dram_banks) if trace_peak else 0,
                         cb_top, lowest, (lowest - cb_top) if (lowest is not None and cb_top is not None) else None,
@@ -476,6 +501,7 @@ def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, las
     for the bank maps. The reference of the compiled pass (tt_memtop/_native/insight.c)."""
     rose = peaks.rose
     mapped = _MAPPED
+    bar_mask = peaks.bar_mask
     for ev in events:
         k = ev.kind
         if k is _ALLOC:
@@ -491,7 +517,9 @@ def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, las
         r = dev_rows.get(d)
         if r is None:
             cur, peak, at = peaks._dev(d)
-            r = dev_rows[d] = (cur, peak, at, list(cur))  # the last: the batch's max, for the history
+            # then the batch's max (for the history; its CB / KERNEL stay the batch's start until the end),
+            # the bars' peaks and their times
+            r = dev_rows[d] = (cur, peak, at, list(cur), *peaks._bars(d))
         cur = r[0]
         v = cur[t] + size
         cur[t] = v
@@ -502,6 +530,15 @@ def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, las
                     r[1][t] = v
                     r[2][t] = ev.ts_ns
                     rose.add((d, t))
+            if bar_mask >> t & 1:  # the bar's stacked sum, CB / KERNEL as of the batch's start
+                b = _BAR_OF[t]
+                s = 0
+                for u in _BARS[b]:
+                    if bar_mask >> u & 1:
+                        s += cur[u] if u < _CB else r[3][u]
+                if s > r[4][b]:
+                    r[4][b] = s
+                    r[5][b] = ev.ts_ns
         p = ev.pid
         r = pid_rows.get(p)
         if r is None:
@@ -534,7 +571,7 @@ def _load_native_pass():
     if mod is None:
         return None
     try:
-        mod.setup(Event, _ALLOC, _FREE, _CLEANUP, NTYPES, _CB, TRACE, L1_SMALL, tuple(_MAPPED))
+        mod.setup(Event, _ALLOC, _FREE, _CLEANUP, NTYPES, _CB, TRACE, L1_SMALL, tuple(_MAPPED), _BARS)
     except (TypeError, ValueError, AttributeError):
         return None
     return mod.observe_pass

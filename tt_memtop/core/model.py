@@ -452,11 +452,13 @@ class MonitorState:
         A device beyond the inventory (a Galaxy's 32 chips on a server configured for 8, S2 counting
         only PCIe chips) is added to it like the inventory's last device, so its bars have capacities;
         ``inventory_grown`` then says from which device on the capacities are assumed."""
-        n = len(self.inventory.devices)
-        devs = set(range(n))
+        ids = {d.device_id for d in self.inventory.devices}  # may be sparse: the chips with a region
+        grown = self.inventory_grown
+        devs = {d for d in ids if not grown or d < grown}  # a device only grown into is shown if it reports
         devs.update(self.registry.devices())
         devs.update(self.polled)
         top = max(devs, default=-1)
+        n = max(ids) + 1 if ids else 0
         if top >= n and n and top < 4096:
             self.inventory = self.inventory.grown_to(top)
             self.inventory_grown = self.inventory_grown or n

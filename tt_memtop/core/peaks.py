@@ -12,6 +12,14 @@ new peak at least 1 % above the last capture, and only when as many events went 
 last scan as there are live buffers (amortised O(1) per event even with a million live buffers).
 A capture therefore describes the state at the end of that batch, near the peak, at ``bytes`` <=
 the peak it stands for.
+
+Bars (:data:`BARS`): the meters stack DRAM with TRACE (the trace region sits at the top of the DRAM
+banks) and L1 with L1_SMALL, SYSTEM_MEMORY, CB and KERNEL; the high-water of each stacked sum is kept
+per device (:meth:`PeakTracker.bar_peak`) by the same pass, event by event, so a meter's peak mark is
+the true high water since attach / reset whatever the frames, and a spike allocated and freed
+between two frames still shows. ``bar_mask`` (the types a type filter shows) says which types the
+sums count; changing it starts the bar peaks over from the current sums. Totals-only sources (no
+events) raise them from each sample (:meth:`PeakTracker.observe_totals`).
 """
 
 from __future__ import annotations
@@ -20,9 +28,29 @@ from dataclasses import dataclass, field
 
 from .protocol import BufferType
 
-__all__ = ["PeakCapture", "PeakTracker"]
+__all__ = ["ALL_TYPES_MASK", "BARS", "DRAM_BAR", "L1_BAR", "PeakCapture", "PeakTracker", "bar_sums", "types_mask"]
 
 NTYPES = len(BufferType)
+DRAM_BAR = (int(BufferType.DRAM), int(BufferType.TRACE))
+L1_BAR = (int(BufferType.L1), int(BufferType.L1_SMALL), int(BufferType.SYSTEM_MEMORY), int(BufferType.CB),
+          int(BufferType.KERNEL))
+BARS = (DRAM_BAR, L1_BAR)  # the meters' stacks, in the meters' order
+BAR_OF = tuple(0 if t in DRAM_BAR else 1 for t in range(NTYPES))  # type -> its bar
+ALL_TYPES_MASK = (1 << NTYPES) - 1
+
+
+def types_mask(types) -> int:
+    """Bit t set for each buffer type t in ``types``."""
+    m = 0
+    for t in types:
+        if 0 <= t < NTYPES:
+            m |= 1 << t
+    return m
+
+
+def bar_sums(totals, mask: int = ALL_TYPES_MASK) -> list[int]:
+    """Each bar's stacked sum of ``totals`` (by buffer type), counting the types in ``mask``."""
+    return [sum(totals[t] for t in bar if mask >> t & 1) for bar in BARS]
 
 
 @dataclass(slots=True)
@@ -54,6 +82,9 @@ class PeakTracker:
         self.pid_peak_at: dict[int, list[int]] = {}
         self.rose: set[tuple[int, int]] = set()  # (device, type) whose peak rose since take_rose()
         self.reset_at = 0
+        self.bar_mask = ALL_TYPES_MASK  # the types the bars' sums count (set_bar_mask)
+        self.bars: dict[int, list[int]] = {}  # device -> [DRAM bar, L1 bar] high water
+        self.bars_at: dict[int, list[int]] = {}
 
     def _dev(self, device: int) -> tuple[list[int], list[int], list[int]]:
         cur = self.current.get(device)
@@ -62,6 +93,40 @@ class PeakTracker:
             self.peak[device] = [0] * NTYPES
             self.peak_at[device] = [0] * NTYPES
         return cur, self.peak[device], self.peak_at[device]
+
+    def _bars(self, device: int) -> tuple[list[int], list[int]]:
+        """(bar peaks, their times) of one device, created at the current sums."""
+        pk = self.bars.get(device)
+        if pk is None:
+            cur = self.current.get(device)
+            pk = self.bars[device] = bar_sums(cur, self.bar_mask) if cur is not None else [0, 0]
+            self.bars_at[device] = [self.reset_at, self.reset_at]
+        return pk, self.bars_at[device]
+
+    def raise_bars(self, device: int, totals, ts_ns: int) -> None:
+        """Raise a device's bar peaks to the sums of ``totals`` if they are above (stamped ``ts_ns``)."""
+        pk, at = self._bars(device)
+        for i, v in enumerate(bar_sums(totals, self.bar_mask)):
+            if v > pk[i]:
+                pk[i] = v
+                at[i] = ts_ns
+
+    def observe_totals(self, device: int, totals, ts_ns: int) -> None:
+        """A totals-only source's sample (7 totals by buffer type): the bars' high water of the samples."""
+        self.raise_bars(device, totals, ts_ns)
+
+    def set_bar_mask(self, mask: int, ts_ns: int) -> None:
+        """Count the types in ``mask`` in the bars (a type filter): a change starts the bar peaks over."""
+        if mask == self.bar_mask:
+            return
+        self.bar_mask = mask
+        self._restart_bars(ts_ns)
+
+    def _restart_bars(self, ts_ns: int) -> None:
+        for d in list(self.bars):
+            cur = self.current.get(d)
+            self.bars[d] = bar_sums(cur, self.bar_mask) if cur is not None else [0, 0]
+            self.bars_at[d] = [ts_ns, ts_ns]
 
     def _pid(self, pid: int) -> tuple[list[int], list[int], list[int]]:
         cur = self.pid_current.get(pid)
@@ -81,6 +146,7 @@ class PeakTracker:
         self.pid_current = {}
         for d in registry.devices():
             self.rose.update((d, t) for t in _start_from(self._dev(d), registry.device_totals(d), ts_ns))
+            self.raise_bars(d, self.current[d], ts_ns)
         for pid in registry.pids():
             _start_from(self._pid(pid), registry.pid_totals(pid), ts_ns)
 
@@ -95,6 +161,10 @@ class PeakTracker:
                     continue
                 peaks[key] = list(table[key])
                 ats[key] = [ts_ns] * NTYPES
+        self.bars.clear()  # the bar peaks of a totals-only source start again from its next sample
+        self.bars_at.clear()
+        for d in self.current:
+            self._bars(d)
         self.rose = set()
 
     # ------------------------------------------------------------------ queries
@@ -102,6 +172,14 @@ class PeakTracker:
         """(peak bytes, ts_ns when it was set) of one pool; (0, 0) if never used."""
         p = self.peak.get(device)
         return (p[buffer_type], self.peak_at[device][buffer_type]) if p is not None else (0, 0)
+
+    def bar_peak(self, device: int) -> tuple[int, int]:
+        """(DRAM bar, L1 bar) high water of one device since attach / reset / the last bar mask change."""
+        pk = self.bars.get(device)
+        if pk is None:
+            cur = self.current.get(device)
+            return tuple(bar_sums(cur, self.bar_mask)) if cur is not None else (0, 0)
+        return pk[0], pk[1]
 
     def pid_peaks(self) -> dict[int, tuple[list[int], list[int], list[int]]]:
         """pid -> (current by type, peak by type, peak ts by type)."""

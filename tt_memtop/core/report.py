@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .events import Event, EventKind
 from .insight import Insight
 from .leaks import LeakTracker, phase_before_exit
-from .logparse import DumpReport, ProcessCleanup, Record
+from .logrecords import DumpReport, ProcessCleanup, Record
 from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Buffer, Registry
@@ -404,8 +404,10 @@ def render_text(rep: Report, title: str = "") -> str:
         out += ["", "Worst addresses (freed more often than allocated / never seen allocated):"]
         for p in rep.problem_ids[:10]:
             out.append(f"  {p['buffer_id']:#x} ({p['buffer_id']}) on device {p['device']}: allocated {p['allocs']:,}, "
-                       f"freed {p['frees']:,} - {p['status']}; this id was allocated on devices "
-                       f"{_devs(p['allocated_on'])}, freed on {_devs(p['freed_on'])}")
+                       f"freed {p['frees']:,} - {p['status']}; "
+                       + (f"this id was allocated on devices {_devs(p['allocated_on'])}" if p["allocated_on"]
+                          else "this id was never allocated on any device")
+                       + f", freed on {_devs(p['freed_on'])}")
     if rep.trace_buffers:
         out += ["", "TRACE buffers:"]
         for t in rep.trace_buffers[:16]:

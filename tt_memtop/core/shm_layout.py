@@ -14,8 +14,9 @@ version    file size  layout
 =========  =========  ===================================================================
 4          8576       five totals (DRAM, L1, L1_SMALL, TRACE, CB), 48-byte ChipStats,
                       120-byte ProcessStats, then ``init_state`` at 8536 (must read 'REDY')
-3, 2       8576       same offsets, no ``init_state``; v2 on: ``asic_id`` = chip_unique_id,
-                      unused chip slot = 0xFFFFFFFF
+3, 2       8640       same offsets, no ``init_state`` (64 bytes of trailing padding, where v4
+                      put ``init_state``); v2 on: ``asic_id`` = chip_unique_id, unused chip
+                      slot = 0xFFFFFFFF
 1          8640       same offsets (+64 bytes of padding); ``board_serial`` = board id and
                       ``asic_id`` = ASIC location (the file's id is ``board << 8 | location``);
                       unused chip slot = 0
@@ -131,7 +132,7 @@ def _layout(name: str, versions: tuple[int, ...], pools: tuple[str, ...], *, ini
 
 
 V4 = _layout("v4", (4,), POOLS, init_state=True, padding=0, unique=True, unused=CHIP_UNUSED)
-V3 = _layout("v2-v3", (2, 3), POOLS, init_state=False, padding=0, unique=True, unused=CHIP_UNUSED)
+V3 = _layout("v2-v3", (2, 3), POOLS, init_state=False, padding=64, unique=True, unused=CHIP_UNUSED)
 V1 = _layout("v1", (1,), POOLS, init_state=False, padding=64, unique=False, unused=0)
 BRANCH_KERNEL = _layout("v1-branch-kernel", (1,), (*POOLS, "kernel"), init_state=False, padding=64, unique=False,
                         unused=0)

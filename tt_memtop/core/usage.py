@@ -226,8 +226,16 @@ class TotalsEvents:
             if p.alive is False:
                 if pid not in self._exited:
                     self._exited.add(pid)
-                    out.extend(self._drop(pid, ts_ns, cleanup))
-                    out.append(Event(exit_, ts_ns=ts_ns, pid=pid))
+                    dropped = self._drop(pid, ts_ns, cleanup)
+                    out.extend(dropped)
+                    held = sum(p.by_pool())
+                    # no server removes anything here: the dead PID's slot keeps its bytes until TT-Metal's
+                    # next attaching process reaps it (they are not counted meanwhile)
+                    note = (f"process died; its shared-memory slot still holds {held / 1048576:.1f} MiB (not "
+                            f"counted; TT-Metal releases it when the next process attaches)") if held else \
+                        "process died; its shared-memory slot holds nothing"
+                    out.append(Event(exit_, ts_ns=ts_ns, pid=pid, size=sum(e.size for e in dropped),
+                                     ref_count=len(dropped), text=note))
                 continue
             self._exited.discard(pid)
             for dev, now in p.devices.items():

@@ -54,6 +54,7 @@ from typing import TextIO
 import anyio
 
 from .._compat import BaseExceptionGroup
+from ..core.insight import warning_text
 from ..core.model import MonitorState, new_state
 from ..core.protocol import BufferType
 from ..sources.base import Snapshot, Source, Status, TotalsSample
@@ -330,6 +331,7 @@ def render_table(doc: dict) -> str:
         if sys_mem:
             lines.append("(L1_SMALL includes SYSTEM_MEMORY, as the server's QUERY counts it)")
     pooled = [d for d in devs if d.get("pools")]
+    replayed = (doc.get("source") or {}).get("kind") == "replay"
     if pooled:
         lines += ["", "Per bank (an allocation fails when it needs more than the largest free range of one bank; "
                       "docs/MEMORY_MODEL.md):"]
@@ -341,17 +343,18 @@ def render_table(doc: dict) -> str:
             rows2.append([str(d["device"]), _mb(pd["largest_free_bytes"]), _mb(pd["largest_allocatable_bytes"]),
                           str(pd["free_segments"]), f"{pl['largest_free_bytes']:,}", _mb(pl["largest_allocatable_bytes"]),
                           str(pl["free_segments"]), _mb(pt["largest_free_bytes"]) if pt["bank_size"] else "-",
-                          _mb(pd["peak_bytes"])])
+                          "-" if replayed else _mb(pd["peak_bytes"])])
         w2 = [max(len(r[i]) for r in [head2, *rows2]) for i in range(len(head2))]
         lines += ["  ".join(c.rjust(w) for c, w in zip(r, w2, strict=True)) for r in [head2, *rows2]]
+        if replayed:  # the state was rebuilt at the end: a peak since then would be the end state, not the run's
+            lines.append("(a replay shows its end state; the run's peaks: `memtop report FILE --map`)")
         peak_trace = max((d.get("headroom") or {}).get("trace_peak_bytes", 0) for d in pooled)
         if peak_trace:
             sug = max((d.get("headroom") or {}).get("suggested_trace_region_size", 0) for d in pooled)
             lines.append(f"trace: peak {peak_trace:,} B of trace buffers on a device; suggested trace_region_size >= {sug:,}")
         for d in pooled:
             for w in (d.get("headroom") or {}).get("warnings", ()):
-                lines.append(f"WARNING device {d['device']} {w['pool']}: the next {w['typical_bytes']:,} B allocation "
-                             f"needs {w['typical_per_bank']:,} B per bank; largest free {w['largest_free_bytes']:,} B")
+                lines.append(f"WARNING {warning_text(d['device'], w)}")
     procs = doc["processes"]
     if procs:
         lines += ["", f"{'PID':>8}  {'Name':<15}  {'Buffers':>7}  {'Total MB':>9}  Devices  Phase"]
@@ -404,10 +407,9 @@ async def run_oneshot_async(args: argparse.Namespace, source: Source | None = No
             print(f"memtop: {exc}", file=sys.stderr)
             return 2
         if source is None:
-            where = getattr(args, "follow", None) or args.socket
-            print(f"memtop: no allocation server answers at {where} and no TT-Metal shared-memory regions are in "
-                  f"{getattr(args, 'shm_dir', None) or os.environ.get('TT_MEMTOP_SHM_DIR') or '/dev/shm'} "
-                  f"(start a server with `memtop serve`)", file=sys.stderr)
+            from ..sources.open import nothing_found
+
+            print(f"memtop: {nothing_found(args)}", file=sys.stderr)
             return 1
     replay = hasattr(source, "hold_at_end")
     if replay:  # a replay: jump to the end and report the final state, once the player says it ended

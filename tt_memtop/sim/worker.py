@@ -9,7 +9,11 @@ persistent connection like the TT-Metal ``AllocationClient``: whole structs, in 
 ``--speed``. Messages that fall due together go out in one ``send`` of at most 4 KiB of whole
 structs, so even the original servers, which ``recv`` one struct at a time, never see a split
 message. ``--start-at`` (a ``time.monotonic()`` value, shared by all workers of a run) is
-scenario time zero. A leaking slot exits without freeing, as a crashed process would.
+scenario time zero; with ``--wait-start`` the worker gets it when every worker is ready instead: it
+prints ``ready`` once connected (or set up) and reads time zero from stdin, so a worker slow to
+start on a loaded machine never begins behind the others (it would then rush its late messages out
+at once, out of order with the other slots). A leaking slot exits without freeing, as a crashed
+process would.
 """
 
 from __future__ import annotations
@@ -70,6 +74,17 @@ def set_process_name(name: str) -> None:
         pass
 
 
+def wait_start() -> float:
+    """Say ``ready`` on stdout, then take scenario time zero from stdin (now, if the driver went away)."""
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    line = sys.stdin.readline()
+    try:
+        return float(line)
+    except ValueError:
+        return time.monotonic()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tt_memtop.sim.worker", description=__doc__.splitlines()[0])
     p.add_argument("--socket", default=None)
@@ -82,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", type=int, default=144, choices=[int(x) for x in Layout])
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--start-at", type=float, default=None, help="time.monotonic() of scenario time 0")
+    p.add_argument("--wait-start", action="store_true",
+                   help="print 'ready' when set up, then read scenario time 0 (time.monotonic()) from stdin")
     args = p.parse_args(argv)
     script = build(args.scenario, args.seed).processes[args.slot]
     if args.name:
@@ -90,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.shm:
         from .shm_writer import play_shm
 
+        if args.wait_start:
+            start = wait_start()
         return play_shm(script, args.shm, start, args.speed)
     if not args.socket:
         p.error("--socket or --shm is required")
@@ -102,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"memtop simulate: slot {args.slot}: cannot connect to {args.socket}: {exc.strerror or exc}",
                   file=sys.stderr)
             return 1
+        if args.wait_start:
+            start = wait_start()
         try:
             send_schedule(sock, messages, start, args.speed, script.exit_s)
         except OSError as exc:  # the server went away mid-run

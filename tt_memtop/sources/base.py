@@ -96,9 +96,15 @@ class Source(ABC):
 
     description: str = "source"
     #: What is known before :meth:`run` starts; a source with ``Capability.SEEK`` here is a player
-    #: (pause/resume/step/seek/set_speed, see :class:`~tt_memtop.sources.logfile.ReplaySource`).
+    #: (pause/resume/step/seek/set_speed, see :class:`~tt_memtop.sources.replay.ReplaySource`).
     capabilities: frozenset[Capability] = frozenset()
 
     @abstractmethod
     async def run(self, emit: Emit) -> None:
         """Emit updates until cancelled, or until the data ends (then emit ``Status("ended")`` and return)."""
+
+
+def stamp(events: list, ts_ns: int) -> None:
+    """Give every event of a batch the time ``ts_ns`` (sources whose input has no clock: logs)."""
+    for ev in events:
+        ev.ts_ns = ts_ns

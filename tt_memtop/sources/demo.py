@@ -37,7 +37,7 @@ class DemoSource(Source):
 
     def __init__(self, scenario: str = "llama-t3k", speed: float = DEMO_SPEED, loop: bool = True, devices: int | None = None,
                  *, arch: str = "wormhole_b0", seed: int = 0, layout: Layout | int = Layout.V144,
-                 cleanup_interval_s: float = 0.5, reason: str = "") -> None:
+                 cleanup_interval_s: float = 0.5, reason: str = "", hint: str = "") -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.scenario = scenario
@@ -51,10 +51,11 @@ class DemoSource(Source):
         # no "DEMO" here: the header's badge says it (once); one-shot output prefixes it from ``demo``
         self.description = f"{scenario} at {speed:g}x" + (f" ({reason})" if reason else "")
         self.runs = 0  # completed plays of the scenario
+        self.hint = hint  # what to do to see real data (the header's message once connected)
 
     async def run(self, emit: Emit) -> None:
         from ..server.server import AllocationServer, ServerConfig
-        from ..sim.driver import run_scenario
+        from ..sim.driver import first_failure, run_scenario
 
         tmpdir = tempfile.mkdtemp(prefix="memtop-demo-")
         path = os.path.join(tmpdir, "alloc.sock")
@@ -64,21 +65,26 @@ class DemoSource(Source):
 
         def relay(update: Update) -> None:
             if isinstance(update, Status) and update.state == "connected":
-                update = Status("connected", f"in-process server on {path}", update.capabilities)
+                update = Status("connected", self.hint or f"in-process server on {path}", update.capabilities)
             emit(update)
 
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(AllocationServer(config, log=devnull).serve)
                 tg.start_soon(SubscribeSource(path, reconnect=False).run, relay)
+                errors = os.path.join(tmpdir, "workers.stderr")  # not the terminal: the monitor draws there
+                why = None
                 while True:
-                    await run_scenario(path, self.scenario, seed=self.seed, layout=self.layout, speed=self.speed)
+                    with open(errors, "w") as err:
+                        result = await run_scenario(path, self.scenario, seed=self.seed, layout=self.layout,
+                                                    speed=self.speed, stderr=err)
                     self.runs += 1
-                    if not self.loop:
+                    why = first_failure(result, errors)
+                    if why or not self.loop:
                         break
                     await anyio.sleep(1.0)
                 await anyio.sleep(max(0.3, 2 * self.cleanup_interval_s))  # let the last events reach the monitor
-                emit(Status("ended", f"{self.description}: scenario finished"))
+                emit(Status("ended", f"{self.description}: {why or 'scenario finished'}"))
                 tg.cancel_scope.cancel()
         finally:
             devnull.close()

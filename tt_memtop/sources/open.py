@@ -17,11 +17,11 @@ import stat
 import anyio
 
 from .base import Emit, Source, TotalsSample
-from .logfile import FollowLogSource
+from .follow import FollowLogSource
 from .poll import PollSource
 from .probe import BUSY_AFTER_S, ServerKind, probe_server
 
-__all__ = ["FollowWithPolling", "listening", "open_source", "open_source_async"]
+__all__ = ["NOTHING_HINT", "FollowWithPolling", "listening", "nothing_found", "open_source", "open_source_async"]
 
 
 class FollowWithPolling(Source):
@@ -45,6 +45,22 @@ class FollowWithPolling(Source):
             tg.start_soon(self.poll.run, from_poll)
             await self.follow.run(emit)
             tg.cancel_scope.cancel()
+
+
+#: What to do when nothing is there, short enough for an 80-column header beside the DEMO badge.
+NOTHING_HINT = "no TT-Metal found: run a model or `memtop serve`"
+
+
+def nothing_found(args: argparse.Namespace) -> str:
+    """Why there is nothing to monitor, and what to do about it (first use on a fresh machine)."""
+    from .shm import default_shm_dir
+
+    shm_dir = getattr(args, "shm_dir", None) or default_shm_dir()
+    where = getattr(args, "follow", None) or args.socket
+    return (f"nothing to monitor: no TT-Metal shared-memory regions in {shm_dir} and no allocation server at "
+            f"{where}. Run a TT-Metal program (mainline TT-Metal publishes its memory totals there, on by "
+            f"default), or run `memtop serve` and start the program with TT_ALLOC_TRACKING_ENABLED=1 for every "
+            f"allocation; `memtop demo` shows a simulated run")
 
 
 def _layout_arg(args: argparse.Namespace) -> str:
@@ -79,18 +95,20 @@ async def _server_source_async(args: argparse.Namespace, probe_timeout: float = 
     path = args.socket
     interval = getattr(args, "interval", 0.5) or 0.5
     layout = _layout_arg(args)
+    arch = getattr(args, "arch", None)
     up, kind = await listening(path, layout, probe_timeout)
     follow = getattr(args, "follow", None)
     if follow:
-        src = FollowLogSource(follow)
+        src = FollowLogSource(follow, arch=arch)
         if up:
-            return FollowWithPolling(src, PollSource(path, interval, layout, known=kind, subscribe_ours=False))
+            return FollowWithPolling(src, PollSource(path, interval, layout, known=kind, subscribe_ours=False,
+                                                     arch=arch))
         return src
     if not up:
         return None
     if kind is not None and kind.ours:
         return SubscribeSource(path, probed=True, interval=interval)
-    return PollSource(path, interval, layout, known=kind)
+    return PollSource(path, interval, layout, known=kind, arch=arch)
 
 
 # ---------------------------------------------------------------------- TT-Metal's shared memory
@@ -125,11 +143,12 @@ def _forced_source(args: argparse.Namespace) -> Source | None:
 
         return SubscribeSource(args.socket)
     if kind == "poll":
-        return PollSource(args.socket, getattr(args, "interval", 0.5) or 0.5, _layout_arg(args))
+        return PollSource(args.socket, getattr(args, "interval", 0.5) or 0.5, _layout_arg(args),
+                          arch=getattr(args, "arch", None))
     if kind == "follow":
         if not getattr(args, "follow", None):
             raise ValueError("--source follow needs --follow LOG")
-        return FollowLogSource(args.follow)
+        return FollowLogSource(args.follow, arch=getattr(args, "arch", None))
     return None
 
 

@@ -59,8 +59,11 @@ class PollSource(Source):
 
     def __init__(self, socket_path: str, interval: float = 0.5, layout: Layout | int | str = "auto", *,
                  known: ServerKind | None = None, subscribe_ours: bool = True, probe_timeout: float = BUSY_AFTER_S,
-                 reply_timeout: float = 2.0, backoff_max: float = 5.0, clock=time.time_ns) -> None:
+                 reply_timeout: float = 2.0, backoff_max: float = 5.0, clock=time.monotonic_ns,
+                 arch: str | None = None) -> None:
         self.socket_path = socket_path
+        # capacities for a server that cannot say (S1: no DEVICE_INFO): --arch, else "capacity unknown"
+        self.assumed = Inventory.uniform(1, arch) if arch else None
         self.interval = interval
         self.forced = None if str(layout).lower() == "auto" else Layout(int(layout))
         self.known = known
@@ -114,7 +117,7 @@ class PollSource(Source):
                 self._seen.add(d)
             if d < known or d in self._seen:
                 totals[d] = t
-        return TotalsSample(self.clock(), totals, self.inventory)
+        return TotalsSample(self.clock(), totals, self.inventory or self.assumed)
 
     async def _probe(self, emit: Emit) -> ServerKind | None:
         if self.forced is not None:

@@ -19,6 +19,7 @@ for the installed cards (PCI device id), else Wormhole.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import stat
@@ -176,7 +177,7 @@ class ShmSource(Source):
     local = True  # the PIDs in the slots are this machine's
 
     def __init__(self, shm_dir: str | None = None, interval: float = DEFAULT_INTERVAL, arch: str | None = None,
-                 *, clock: Callable[[], int] = time.time_ns, alive: Callable[[int], bool] = pid_alive,
+                 *, clock: Callable[[], int] = time.monotonic_ns, alive: Callable[[int], bool] = pid_alive,
                  sysfs: str = SYSFS, crosscheck: bool = False) -> None:
         self.shm_dir = shm_dir or default_shm_dir()
         self.interval = interval
@@ -338,20 +339,27 @@ class ShmDemoSource(Source):
         import shutil
         import tempfile
 
-        from ..sim.driver import run_scenario
+        from ..sim.driver import first_failure, run_scenario
 
         tmpdir = tempfile.mkdtemp(prefix="memtop-shm-demo-")
+        errors = tmpdir + ".stderr"  # beside the regions' directory (the source scans that one)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(ShmSource(tmpdir, self.interval, self.arch).run, emit)
+                why = None
                 while True:
-                    await run_scenario("", self.scenario, seed=self.seed, speed=self.speed, shm_dir=tmpdir)
+                    with open(errors, "w") as err:  # not the terminal: the monitor draws there
+                        result = await run_scenario("", self.scenario, seed=self.seed, speed=self.speed,
+                                                    shm_dir=tmpdir, stderr=err)
                     self.runs += 1
-                    if not self.loop:
+                    why = first_failure(result, errors)
+                    if why or not self.loop:
                         break
                     await anyio.sleep(1.0)
                 await anyio.sleep(0.5)
-                emit(Status("ended", f"{self.description}: scenario finished", CAPS))
+                emit(Status("ended", f"{self.description}: {why or 'scenario finished'}", CAPS))
                 tg.cancel_scope.cancel()
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.unlink(errors)

@@ -6,7 +6,7 @@ frames from the state: the header every tick, the visible pane when its data cha
 stops the drawing, never the ingestion. Ranking a million buffers happens in a thread worker.
 
 Replays: a source with ``Capability.SEEK`` in its ``capabilities`` is a *player* (pause, step,
-seek, speed; see :class:`~tt_memtop.sources.logfile.ReplaySource`). Then ``p`` / Space pause the
+seek, speed; see :class:`~tt_memtop.sources.replay.ReplaySource`). Then ``p`` / Space pause the
 playback rather than the drawing, the replay keys of the binding table are enabled, and the
 header shows the playback. A seek arrives as a ``Snapshot(reset=True)``: the state is rebuilt
 from it (a fresh MonitorState: feed, histories and phases of the old position are dropped).
@@ -28,6 +28,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Tab, Tabs
 
 from ..config import HISTORY_SCALES
 from ..core.model import MonitorState, new_state
+from ..core.peaks import types_mask
 from ..sources.base import Capability, EventBatch, Snapshot, Source, Status, Update
 from ..sources.liveness import ProcLiveness
 from .bindings import KEYS, app_bindings, key_active
@@ -206,6 +207,7 @@ class MemtopApp(App[int]):
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
         self._last_sample = -1e9
         self._dev_seen = (-1, -1, None)
+        self._alerts_seen: tuple = ()  # (events_total, filter) when the headroom warnings were last computed
         self._buf_due = 0.0
         self._buf_busy = False
         self._buf_snapshot: list | None = None
@@ -486,6 +488,9 @@ class MemtopApp(App[int]):
         rows = []
         drift = st.drift() if st.crosscheck else {}
         stale = {r.device for r in st.regions if r.state == "stale" and r.device is not None}
+        types = f.types or frozenset(range(7))
+        peaks = st.insight.peaks  # the meters' peak marks: each bar's event-exact high water (core/peaks.py)
+        peaks.set_bar_mask(types_mask(types), st.last_ts_ns)
         for d in st.devices():
             if not f.device_ok(d):
                 continue
@@ -512,11 +517,20 @@ class MemtopApp(App[int]):
                 phase = "DRIFT"
             elif d in stale:
                 phase = "stale"
+            # a PID filter shows that process's share, whose per-device high water nothing keeps: no mark
+            peak_dram, peak_l1 = (0, 0) if f.pids else peaks.bar_peak(d)
             rows.append(DeviceRow(d, info.arch_name if info else "?", tot, info.total_dram if info else 0,
                                   info.total_l1 if info else 0, phase=phase,
-                                  buffers=reg.device_count(d) if st.has_events else -1))
-        types = f.types or frozenset(range(7))
-        self.w_devices.update_frame(rows, types, sample, dt)
+                                  buffers=reg.device_count(d) if st.has_events else -1,
+                                  peak_dram=peak_dram, peak_l1=peak_l1))
+        status = st.status
+        self.w_devices.empty_note = status.message if status.state == "error" else ""
+        self.w_devices.unread = [f"{r.path.rsplit('/', 1)[-1]}: {r.message}" for r in st.regions if not r.readable]
+        alerts = None  # headroom warnings: per-buffer sources only (bank maps need addresses), per sample
+        if st.has_events and sample and (st.events_total, f) != self._alerts_seen:
+            self._alerts_seen = (st.events_total, f)  # the devices shown are the filter's
+            alerts = [(r.device, w) for r in rows for w in st.insight.headroom(r.device).warnings]
+        self.w_devices.update_frame(rows, types, sample, dt, alerts)
 
     # ------------------------------------------------------------------ buffers: ranked off the render path
     def _maybe_query_buffers(self, now: float, force: bool = False) -> None:
@@ -881,7 +895,7 @@ class MemtopApp(App[int]):
 
     def action_reset_peaks(self) -> None:
         self.state.insight.reset_peaks(self.state.last_ts_ns)
-        self.w_devices.reset_peaks()
+        self._dev_seen = (-1, -1, None)  # the meters' marks are the core's: redraw them now
         self.notify("Peaks reset to the current values")
 
     def action_help(self) -> None:

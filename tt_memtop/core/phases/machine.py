@@ -121,7 +121,8 @@ class PhaseTracker(EventRules, Deadlines, Transitions):
             self._drop(proc, ev.device, ev.buffer_id, ev.buffer_type)
             self._died(proc, ts)
         elif kind == _EXIT:
-            proc.exit_note = f"process died; the server removed {ev.ref_count} buffers ({mib(ev.size)})"
+            # a source without a server (TT-Metal's shared memory) says what became of the process's bytes
+            proc.exit_note = ev.text or f"process died; the server removed {ev.ref_count} buffers ({mib(ev.size)})"
             self._died(proc, ts)
         else:
             proc.seg_devices.add(ev.device)

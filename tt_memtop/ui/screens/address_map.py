@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from ...core.geometry import DRAM, L1, L1_SMALL, POOLS, TRACE
+from ...core.insight import warning_text
 from ...output.address_map import LEGEND, cell_symbol, map_cells, pool_line
 from ..widgets.mesh_grid import MeshGrid, mesh_rows
 from . import cycled
@@ -170,8 +171,7 @@ class AddressMapScreen(Screen[None]):
             out.append(f"L1 headroom above the CBs: {h.l1_headroom:,} B per bank\n")
         for w in h.warnings:
             if w["pool"] in [POOLS[p] for p in pools]:
-                out.append(f"WARNING {w['pool']}: the next {w['typical_bytes']:,} B allocation needs "
-                           f"{w['typical_per_bank']:,} B per bank; largest free {w['largest_free_bytes']:,} B\n",
+                out.append(f"WARNING {warning_text(self.device, w)}\n",
                            "bold red" if w["level"] == "would_fail" else "bold yellow")
         cell = self._cell()
         if cell is not None:

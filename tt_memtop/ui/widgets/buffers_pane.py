@@ -12,7 +12,8 @@ from ..buffer_query import Window
 from ..format import duration, human, plural, type_name
 from .ranked_pane import RankedPane
 
-COLUMNS = (("rank", "#", 4), ("id", "buffer id", 12), ("dev", "dev", 5), ("type", "type", 8), ("size", "size", 9),
+DEV_WIDTH = 5  # "0-3,5"; longer lists become a count
+COLUMNS = (("rank", "#", 4), ("id", "buffer id", 12), ("dev", "dev", DEV_WIDTH), ("type", "type", 8), ("size", "size", 9),
            ("total", "total", 9), ("pid", "pid", 8), ("proc", "process", 12), ("refs", "refs", 4), ("age", "age", 7),
            ("name", "name", None))
 
@@ -22,8 +23,17 @@ SORT_COLUMN = {"size": "size", "total": "total", "id": "id", "age": "age", "devi
                "type": "type", "pid": "pid", "refs": "refs", "name": "name"}
 
 
-def devices_text(devs: tuple[int, ...]) -> str:
-    """(0,1,2,3,5) -> "0-3,5": a T3K-wide TRACE buffer reads "0-7"."""
+def devices_text(devs: tuple[int, ...], width: int = 0) -> str:
+    """(0,1,2,3,5) -> "0-3,5": a T3K-wide TRACE buffer reads "0-7". ``width``: a list that would not fit
+    becomes a count ("6 dev"), never a cut list ("0-3," would say devices 0 to 3)."""
+    text = _spans(devs)
+    if width and len(text) > width:
+        short = f"{len(devs)} dev"
+        text = short if len(short) <= width else f"{len(devs)}dev"
+    return text
+
+
+def _spans(devs: tuple[int, ...]) -> str:
     out: list[str] = []
     start = prev = None
     for d in devs:
@@ -64,7 +74,7 @@ class BuffersPane(RankedPane):
         rows = []
         for r in window.rows:
             age = duration((now_ns - r.alloc_ts_ns) / 1e9) if r.alloc_ts_ns and now_ns >= r.alloc_ts_ns else "—"
-            rows.append((r.key, (f"{r.buffer_id:#x}", devices_text(r.devices), type_name(r.buffer_type),
+            rows.append((r.key, (f"{r.buffer_id:#x}", devices_text(r.devices, DEV_WIDTH), type_name(r.buffer_type),
                                  human(r.size), human(r.total), str(r.owner_pid), pname(r.owner_pid)[:48],
                                  str(r.ref_count), age, r.name[:160])))
         self.table.apply_rows(rows)

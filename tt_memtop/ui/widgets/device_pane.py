@@ -21,6 +21,7 @@ when they fit, one line per device, or the mesh grid of :mod:`.mesh_grid` (a 32-
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable
 
@@ -30,6 +31,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ...core.insight import warning_text
 from ..format import human, level, rate, sparkline
 from .mesh_grid import COMPONENT_CLASSES as MESH_CLASSES
 from .mesh_grid import GRID_CELL_MIN, GRID_ROWS, mesh_lines
@@ -68,42 +70,32 @@ class DevicePane(ScrollView, can_focus=True):
         self._spark_due = False  # a sparkline was left stale by the throttle: a redraw is scheduled
         self._prev: dict[int, tuple[int, int]] = {}
         self._rates: dict[int, tuple[float, float]] = {}
-        self._peaks: dict[int, list[int]] = {}
+        #: (device, headroom warning) the next typical allocation will not fit / fits once more (core/insight.py)
+        self.alerts: list[tuple[int, dict]] = []
+        self.empty_note = ""  # shown under "no device has reported yet": why (the source's error)
+        self.unread: list[str] = []  # regions the source could not read, and why (shown under the summary)
         self._lines: list[list[Segment]] | None = None
         self._lines_key: tuple = ()
         self._unstyled = False
         self._styles: dict[str, Style] = {}
 
     def reset(self) -> None:
-        """Forget rates and peaks (a replay moved in time; the history is the state's)."""
+        """Forget rates (a replay moved in time; the history and the peaks are the state's)."""
         self._spark.clear()
         self._prev.clear()
         self._rates.clear()
-        self._peaks.clear()
-
-    def reset_peaks(self) -> None:
-        """``r``: the meters' peak marks start over from the next frame, with the core's peaks.
-
-        The marks are the high-water of each bar as shown (the stacked sum of the types shown), which
-        every source has, totals-only ones too; core/peaks.py keeps the per-type peaks of event sources."""
-        self._peaks.clear()
 
     # ------------------------------------------------------------------ data in
     def update_frame(self, rows: list[DeviceRow], types_shown: frozenset[int], sample: bool,
-                     dt: float = 0.0) -> None:
-        """New totals. ``sample``: this frame ends a refresh period of ``dt`` seconds (Δ/s and the
-        history advance). Peaks are of what is shown: a type filter change starts them over."""
-        if types_shown != self.types_shown:
-            self._peaks.clear()
+                     dt: float = 0.0, alerts: list[tuple[int, dict]] | None = None) -> None:
+        """New totals (each row with its bars' peaks from the core). ``sample``: this frame ends a refresh
+        period of ``dt`` seconds (Δ/s and the history advance). ``alerts``: new headroom warnings
+        (None: keep the last ones)."""
+        if alerts is not None:
+            self.alerts = alerts
         for r in rows:  # Δ and history of what is shown: with a type filter, of those types only
             dram = sum(r.totals[t] for t in DRAM_STACK if t in types_shown)
             l1 = sum(r.totals[t] for t in L1_STACK if t in types_shown)
-            pk = self._peaks.get(r.device)
-            if pk is None:
-                pk = self._peaks[r.device] = [dram, l1]
-            else:
-                pk[0], pk[1] = max(pk[0], dram), max(pk[1], l1)
-            r.peak_dram, r.peak_l1 = pk
             prev = self._prev.get(r.device)
             if sample:
                 if prev is not None and dt > 0:
@@ -181,10 +173,12 @@ class DevicePane(ScrollView, can_focus=True):
             return self._lines
         out: list[list[Segment]] = []
         rows = self.rows
-        if not rows:
+        if not rows:  # and why, when the source said (an error: its whole message, wrapped)
             out.append([Segment("no device has reported yet", self._style("dim"))])
+            for ln in textwrap.wrap(self.empty_note, max(20, width)):
+                out.append([Segment(ln, self._style("crit"))])
         else:
-            summary = self._summary_lines(rows, width)
+            summary = self._summary_lines(rows, width) + self._alert_lines(width) + self._unread_lines(width)
             out.extend(summary)
             mode = self.layout_mode = self._choose_layout(len(rows), width, len(summary))
             if mode == "grid":
@@ -235,8 +229,9 @@ class DevicePane(ScrollView, can_focus=True):
             if t in self.types_shown:
                 legend.append(Segment("█", self._style(_TYPE_CLASS[t])))
                 legend.append(Segment(f"{_LEGEND[t]} ", self._style("dim")))
-        legend.append(Segment("▏", self._style("peak")))
-        legend.append(Segment("peak", self._style("dim")))
+        if any(r.peak_dram or r.peak_l1 for r in rows):  # no marks (a PID filter): no legend for them
+            legend.append(Segment("▏", self._style("peak")))
+            legend.append(Segment("peak", self._style("dim")))
         if len(rows) == 1:  # the device's own row says it all
             return [legend]
 
@@ -247,6 +242,32 @@ class DevicePane(ScrollView, can_focus=True):
         if count is not None and cells(lines[0]) + len(count.text) <= width:
             lines[0] = [*lines[0], count]
         return lines
+
+    def _alert_lines(self, width: int, most: int = 2) -> list[list[Segment]]:
+        """Why the next allocation will fail, before it does: one line per warning (the worst first, at most
+        ``most``), in full where it fits, else short; the address map (``m``) shows the banks."""
+        order = sorted(self.alerts, key=lambda a: (a[1]["level"] != "would_fail", a[0]))
+        out = []
+        for d, w in order[:most]:
+            fail = w["level"] == "would_fail"
+            full = "⚠ " + warning_text(d, w) + " · m: the banks"
+            # the verdict first: a cut line still says it
+            short = (f"⚠ dev {d} {w['pool']}: next {human(w['typical_bytes'])} {'won’t fit' if fail else 'fits once'}"
+                     f" ({human(w['typical_per_bank'])}/bank needed, largest free {human(w['largest_free_bytes'])})")
+            text = full if len(full) <= width else short
+            out.append([Segment(text[:width], self._style("crit" if fail else "warn"))])
+        if len(order) > most:
+            out.append([Segment(f"  +{len(order) - most} more warnings · m: the address map", self._style("dim"))])
+        return out
+
+    def _unread_lines(self, width: int, most: int = 2) -> list[list[Segment]]:
+        """A region that was not read has no row (its device is not known): say so, or its memory would
+        silently be missing from the totals."""
+        out = [[Segment(("not read: " + u)[:width], self._style("warn"))] for u in self.unread[:most]]
+        if len(self.unread) > most:
+            out.append([Segment(f"  +{len(self.unread) - most} more regions not read (memtop --once lists them)",
+                                self._style("dim"))])
+        return out
 
     def _used_segments(self, name: str, used: int, cap: int) -> list[Segment]:
         if cap:

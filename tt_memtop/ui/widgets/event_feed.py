@@ -18,6 +18,7 @@ them as pairs.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
@@ -30,6 +31,7 @@ from textual.strip import Strip
 
 from ...core.events import Event, EventKind
 from ...core.model import MonitorState
+from ...core.protocol import BufferType
 from ...sources.base import Capability
 from ..feed_groups import OP, PAIR, FeedGroups, FeedRow
 from ..filters import ViewFilter
@@ -64,6 +66,15 @@ def event_passes(f: ViewFilter, ev: Event) -> bool:
             return False
         return not f.text or f.text.lower() in f"{ev.pid} {ev.text}".lower()
     return f.matches(ev.device, ev.buffer_type, ev.pid, ev.buffer_id, ev.name)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` cells, broken at spaces."""
+    return textwrap.wrap(text, max(10, width)) or [""]
+
+
+#: CB and KERNEL ids have spaces of their own: an unknown free of one still says which kind it was
+_OWN_ID_SPACES = (int(BufferType.CB), int(BufferType.KERNEL))
 
 
 def _type_label(t: int) -> str:
@@ -257,8 +268,10 @@ class EventFeed(ScrollView, can_focus=True):
         idx = y - 1 + int(self.scroll_offset.y)
         n = self._row_count()
         if idx >= n or idx < 0:
-            if not n and y == 1:
-                return Strip([Segment(self.empty_text, self._style("dim"))]).adjust_cell_length(width, base)
+            if not n and y >= 1:  # why there is nothing, wrapped: what to do is at its end
+                lines = _wrap(self.empty_text, width)
+                if y - 1 < len(lines):
+                    return Strip([Segment(lines[y - 1], self._style("dim"))]).adjust_cell_length(width, base)
             return Strip.blank(width, base)
         if self.grouped:
             segs = self._group_segments(self._groups.rows[idx])
@@ -290,11 +303,19 @@ class EventFeed(ScrollView, can_focus=True):
             extra += f" refs={ev.ref_count}"
         if ev.name:
             extra += f" {ev.name}"
+        type_text, size_text = _type_label(ev.buffer_type), human(ev.size)
+        if ev.kind == EventKind.FREE_UNKNOWN:
+            # a FREE names neither type nor (meaningful) size, and nothing of this buffer was seen: no guess
+            if ev.buffer_type not in _OWN_ID_SPACES:
+                type_text = "?"
+            if not ev.size:
+                size_text = "?"
+            extra += f" unknown buffer: {ev.text or 'never seen allocated'}"
         return [
             Segment(f"{t:<12} ", self._style("time")),
             Segment(f"{ev.pid:>7} {dev if dev is not None else ev.device:<5} ", None),
             Segment(f"{label:<10} ", kind_style),
-            Segment(f"{_type_label(ev.buffer_type):<8} {human(ev.size):>9} {ev.buffer_id:<#12x} ", None),
+            Segment(f"{type_text:<8} {size_text:>9} {ev.buffer_id:<#12x} ", None),
             Segment(f"{phase or '—':<9}", self._style("phase")),
             Segment(extra, self._style("dim")),
         ]

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from rich.segment import Segment
 from rich.style import Style
 
+from ...core.peaks import DRAM_BAR as DRAM_STACK  # DRAM, TRACE
+from ...core.peaks import L1_BAR as L1_STACK  # L1, L1_SMALL, SYSTEM_MEMORY, CB, KERNEL
+
 __all__ = ["DRAM_STACK", "L1_STACK", "TYPE_CLASS", "DeviceRow", "bar_cells", "bar_segments", "stack_used"]
 
-DRAM_STACK = (0, 4)  # DRAM, TRACE
-L1_STACK = (1, 3, 2, 5, 6)  # L1, L1_SMALL, SYSTEM_MEMORY, CB, KERNEL
 TYPE_CLASS = {0: "dram", 1: "l1", 2: "sys", 3: "l1small", 4: "trace", 5: "cb", 6: "kernel"}
 _PARTIAL = " ▏▎▍▌▋▊▉"  # 0..7 eighths of a cell, filled from the left
 
@@ -24,7 +25,9 @@ _PARTIAL = " ▏▎▍▌▋▊▉"  # 0..7 eighths of a cell, filled from the l
 @dataclass(slots=True)
 class DeviceRow:
     """What one device shows in a frame. ``totals`` has 7 entries by BufferType; caps 0 = unknown.
-    ``rate_*``: bytes per second over the last sample period; ``peak_*``: the highest use seen."""
+    ``rate_*``: bytes per second over the last sample period; ``peak_*``: each bar's high water since
+    attach / reset (core/peaks.py, event-exact: :meth:`~tt_memtop.core.peaks.PeakTracker.bar_peak`),
+    0 = no mark."""
 
     device: int
     arch: str
@@ -83,7 +86,8 @@ def bar_cells(parts: list[tuple[int, str]], cap: int, width: int, peak: int = 0)
     if peak > acc and cap:
         pc = min(width - 1, int(peak * width / cap))
         ch, fg, _bg = cells[pc]
-        if fg == "empty":
+        # a peak in the cell where the use ends is the use, to the cell: no mark (unless nothing is used)
+        if fg == "empty" and (not acc or pc > int(acc * width / cap)):
             cells[pc] = ("▏" if pc else "│", "peak", "empty")
     return cells
 
@@ -93,8 +97,9 @@ def bar_segments(totals: list[int], stack: tuple[int, ...], cap: int, width: int
     """:func:`bar_cells` of the ``stack`` types in ``shown``, as runs of styled segments."""
     if width <= 0:
         return []
-    if not cap:
-        return [Segment("capacity unknown"[:width].center(width), style("dim"))]
+    if not cap:  # said whole, in as few words as fit ("capacity unkn" read like a typo)
+        words = next((w for w in ("capacity unknown", "cap. unknown", "unknown", "?") if len(w) <= width), "")
+        return [Segment(words.center(width), style("dim"))]
     parts = [(totals[t], TYPE_CLASS[t]) for t in stack if t in shown]
     segs: list[Segment] = []
     empty = style("empty")

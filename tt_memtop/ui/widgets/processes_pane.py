@@ -11,14 +11,14 @@ from ...core.model import MonitorState
 from ..filters import ViewFilter
 from ..format import human, plural
 from ..procinfo import ProcInfo
-from .buffers_pane import devices_text
+from .buffers_pane import DEV_WIDTH, devices_text
 from .phase_timeline import PhaseTimeline
 from .ranked_pane import RankedPane
 
 #: what matters first: who, which phase, how much (a narrow terminal drops columns in DROP order)
 COLUMNS = (("rank", "#", 2), ("pid", "pid", 7), ("name", "process", None), ("phase", "phase", 8),
            ("total", "total", 8), ("dram", "DRAM", 8), ("trace", "TRACE", 8), ("l1", "L1", 8), ("l1s", "L1_SMALL", 8),
-           ("cbk", "CB+KERN", 8), ("devs", "devs", 4), ("n", "buffers", 7), ("state", "state", 6))
+           ("cbk", "CB+KERN", 8), ("devs", "devs", DEV_WIDTH), ("n", "buffers", 7), ("state", "state", 6))
 SORT_ORDER = ("total", "dram", "l1", "trace", "pid", "buffers")
 
 
@@ -156,6 +156,6 @@ class ProcessesPane(RankedPane):
             t = r.by_type
             out.append((str(r.pid), (str(r.pid), r.name[:48] or "—", r.phase or "—", human(r.total), human(t[0]),
                                      human(t[4]), human(t[1]), human(t[2] + t[3]), human(t[5] + t[6]),
-                                     devices_text(r.devices), f"{r.count:,}" if r.count >= 0 else "—", r.state)))
+                                     devices_text(r.devices, DEV_WIDTH), f"{r.count:,}" if r.count >= 0 else "—", r.state)))
         self.table.apply_rows(out)
         self.table.mark_sort({"buffers": "n"}.get(sort, sort), invert)

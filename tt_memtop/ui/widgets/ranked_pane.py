@@ -35,6 +35,7 @@ class RankedPane(Vertical):
         if not found:
             return None
         line = found.first(Static)
+        line.set_class(bool(note), "-note")  # a note wraps (what to do is at its end); a status is one line
         if note:
             self.set_status(line, Text(note, "bold yellow"))
             self.table.apply_rows([])
