@@ -10,12 +10,9 @@
 
 from __future__ import annotations
 
-import gzip
-import shutil
-from pathlib import Path
-
 import anyio
 import pytest
+from recordings import recorded_events
 from ui_fakes import FakeSource
 
 from tt_memtop.core import insight as insight_mod
@@ -25,24 +22,18 @@ from tt_memtop.core.events import Event, EventKind
 from tt_memtop.core.geometry import DRAM, L1, L1_SMALL, TRACE
 from tt_memtop.core.model import MonitorState, new_state
 from tt_memtop.core.phases import PhaseTracker
-from tt_memtop.recording import read_recording
 from tt_memtop.sim.scenarios import build
 from tt_memtop.sim.score import reference_events
 from tt_memtop.ui.app import MemtopApp
 from tt_memtop.ui.filters import ViewFilter
 from tt_memtop.ui.widgets.event_feed import FOLLOW_ROWS, EventFeed
 
-RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
-
 
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
     out = {}
     for name in ("llama_8dev", "galaxy_32dev", "cnn_1dev"):
-        path = tmp_path_factory.mktemp("rec") / f"{name}.rec"
-        with gzip.open(RECORDINGS / f"{name}.rec.gz", "rb") as src, path.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        out[name] = list(read_recording(str(path)))
+        out[name] = recorded_events(name, tmp_path_factory.mktemp("rec"))
     for name in ("two-traces", "killed"):  # a release (the live view's hold) and a dead-PID cleanup
         out[name] = reference_events(build(name, 0), 144)
     return out

@@ -138,21 +138,15 @@ def test_an_unknown_capacity_is_said_whole_in_a_narrow_bar():
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
     """The recorded sessions (tests/data/recordings) and two built-in scenarios, as events."""
-    import gzip
-    import shutil
-    from pathlib import Path
 
-    from tt_memtop.recording import read_recording
+    from recordings import recorded_events
+
     from tt_memtop.sim.scenarios import build
     from tt_memtop.sim.score import reference_events
 
     out = {}
     for name in ("llama_8dev", "galaxy_32dev", "cnn_1dev"):
-        path = tmp_path_factory.mktemp("rec") / f"{name}.rec"
-        with gzip.open(Path(__file__).parent / "data" / "recordings" / f"{name}.rec.gz", "rb") as src, \
-                path.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        out[name] = list(read_recording(str(path)))
+        out[name] = recorded_events(name, tmp_path_factory.mktemp("rec"))
     for name in ("two-traces", "killed"):
         out[name] = reference_events(build(name, 0), 144)
     return out

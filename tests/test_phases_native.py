@@ -9,23 +9,18 @@ event streams (hypothesis), including values beyond the compiled path's integer 
 
 from __future__ import annotations
 
-import gzip
-import shutil
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from recordings import recorded_events, unpack
 
 from tt_memtop.core.events import Event, EventKind
 from tt_memtop.core.phases import PhaseConfig, PhaseTracker, analyze
 from tt_memtop.core.phases import machine as machine_mod
 from tt_memtop.core.phases.process import Proc, live_key
-from tt_memtop.recording import read_recording
 from tt_memtop.sim.scenarios import build
 from tt_memtop.sim.score import reference_events
 
-RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
 native = pytest.mark.skipif(machine_mod._native is None, reason="the compiled phases module is not built")
 
 
@@ -33,10 +28,7 @@ native = pytest.mark.skipif(machine_mod._native is None, reason="the compiled ph
 def sessions(tmp_path_factory):
     out = {}
     for name in ("llama_8dev", "galaxy_32dev", "cnn_1dev"):
-        path = tmp_path_factory.mktemp("rec") / f"{name}.rec"
-        with gzip.open(RECORDINGS / f"{name}.rec.gz", "rb") as src, path.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        out[name] = list(read_recording(str(path)))
+        out[name] = recorded_events(name, tmp_path_factory.mktemp("rec"))
     for name in ("two-traces", "killed", "eager-server", "dynamic-region", "diffusion"):
         out[name] = reference_events(build(name, 1), 144)
     return out
@@ -176,9 +168,7 @@ def test_memtop_analyze_prints_the_same_timeline_compiled_and_pure(tmp_path):
     import subprocess
     import sys
 
-    rec = tmp_path / "galaxy.rec"
-    with gzip.open(RECORDINGS / "galaxy_32dev.rec.gz", "rb") as src, rec.open("wb") as dst:
-        shutil.copyfileobj(src, dst)
+    rec = unpack("galaxy_32dev", tmp_path)
     out = {}
     for pure in ("", "1"):
         env = dict(os.environ, MEMTOP_PURE_PYTHON=pure)

@@ -9,15 +9,11 @@ Regenerate after an intended visual change with ``pytest tests/test_ui_snapshots
 
 from __future__ import annotations
 
-import gzip
-import shutil
-from pathlib import Path
-
 import anyio
 import pytest
+from recordings import recorded_events
 from ui_fakes import TRACE_ADDR, FakeSource
 
-from tt_memtop.recording import read_recording
 from tt_memtop.ui.app import MemtopApp, new_state
 from tt_memtop.ui.widgets.device_pane import DevicePane
 from tt_memtop.ui.widgets.event_feed import EventFeed
@@ -25,7 +21,6 @@ from tt_memtop.ui.widgets.event_feed import EventFeed
 SIZE = (120, 40)
 SIZES = {"80x24": (80, 24), "120x40": (120, 40), "200x50": (200, 50)}
 WALL_OFFSET_NS = 1_764_547_200_000_000_000  # event time 0 = 2025-12-01 00:00:00 UTC
-RECORDINGS = Path(__file__).resolve().parent / "data" / "recordings"
 
 
 @pytest.fixture(autouse=True)
@@ -43,10 +38,7 @@ def _utc(monkeypatch):
 @pytest.fixture
 def recording(tmp_path):
     def load(name: str) -> list:
-        path = tmp_path / f"{name}.rec"
-        with gzip.open(RECORDINGS / f"{name}.rec.gz", "rb") as src, path.open("wb") as dst:
-            shutil.copyfileobj(src, dst)
-        return list(read_recording(str(path)))
+        return recorded_events(name, tmp_path)
     return load
 
 
