@@ -93,6 +93,12 @@ def encode_event(ev: Event) -> bytes:
                       ev.ref_count, len(n), len(t), len(x)) + n + t + x
 
 
+def _entry_error(k: EventKind, bt: int, dev: int) -> CodecError:
+    """A buffer event naming a type or device no registry can hold (both decoders' message)."""
+    return CodecError(f"{k.name} event with buffer_type {bt} on device {dev} "
+                      f"(expected buffer_type 0..{_NTYPES - 1}, device -1..{_MAX_DEVICES - 1})")
+
+
 def decode_event(buf, off: int = 0) -> tuple[Event, int]:
     """Decode one event at ``off``; returns (event, offset after it)."""
     seq, ts, kind, pid, dev, bt, bid, size, refs, ln, lt, lx = _unpack(EVENT, buf, off)
@@ -107,8 +113,7 @@ def decode_event(buf, off: int = 0) -> tuple[Event, int]:
     if k is None:
         raise CodecError(f"unknown event kind {kind}")
     if kind in _ENTRY_KINDS and (bt >= _NTYPES or not -1 <= dev < _MAX_DEVICES):
-        raise CodecError(f"{k.name} event with buffer_type {bt} on device {dev} "
-                         f"(expected buffer_type 0..{_NTYPES - 1}, device -1..{_MAX_DEVICES - 1})")
+        raise _entry_error(k, bt, dev)
     return Event(k, seq=seq, ts_ns=ts, pid=pid, device=dev, buffer_type=bt, buffer_id=bid, size=size,
                  ref_count=refs, name=name, stack_trace=trace, text=text), off
 
@@ -146,8 +151,7 @@ def _decode_events_body(buf, off: int = 0) -> list[Event]:
         if k is None:
             raise CodecError(f"unknown event kind {kind}")
         if kind in entries and (bt >= _NTYPES or not -1 <= dev < _MAX_DEVICES):
-            raise CodecError(f"{k.name} event with buffer_type {bt} on device {dev} "
-                             f"(expected buffer_type 0..{_NTYPES - 1}, device -1..{_MAX_DEVICES - 1})")
+            raise _entry_error(k, bt, dev)
         ev = new(Event)
         ev.seq = seq
         ev.ts_ns = ts
