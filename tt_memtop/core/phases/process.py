@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from ..._native import load
 from ..table import LiveMap
 from . import evidence as ev_
 from .types import Phase, PhaseConfig, Segment
@@ -12,6 +13,16 @@ __all__ = ["NEVER", "Proc", "live_key"]
 
 NEVER = 1 << 62
 _SEQ_MAX = 20_000  # allocation signatures kept per process for the capture search (the last ones)
+
+
+def _live_map_class():
+    """A process's live map: the compiled LiveTable (24-byte slots, ~30-45 B a live buffer) when built,
+    else LiveMap (table rows, core/table.py). Both behave as a dict ``key -> (ts, size, type)``."""
+    mod = load("phases")
+    return getattr(mod, "LiveTable", None) or LiveMap
+
+
+LiveTable = _live_map_class()
 
 
 class Proc:
@@ -36,8 +47,8 @@ class Proc:
         self.prev_phase = phase  # the phase before the current one (the live view's hold)
         self.seg_devices: set[int] = set()
         self.closed: list[Segment] = []
-        # key -> (alloc ts, size, type), in columns (a dict of tuples was ~200 B per live buffer)
-        self.live = LiveMap()
+        # key -> (alloc ts, size, type), compact (a dict of tuples was ~200 B per live buffer)
+        self.live = LiveTable()
         self.live_dram = 0
         self.dev_live: dict[int, int] = {}
         self.trace: dict[tuple[int, int], int] = {}  # (device, buffer_id) -> size of resident trace buffers
