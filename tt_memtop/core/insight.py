@@ -223,7 +223,8 @@ class Insight:
             self._flush()
         self.leaks.observe(events, phases.phase if phases is not None else None,
                            self._phase_before_exit if phases is not None else None,
-                           phases.segments if phases is not None else None)
+                           phases.segments if phases is not None else None,
+                           state.registry if state is not None else None)
         ts = events[-1].ts_ns or self.last_ts_ns
         self.last_ts_ns = max(self.last_ts_ns, ts)
         # history: one point per series that changed in the batch: its max within the batch and its last value
