@@ -1,4 +1,5 @@
-"""A process's live map in phase inference (``tt_memtop._native.phases.LiveTable``) behaves as a dict.
+"""A process's live map in phase inference (``tt_memtop._native.phases.LiveTable``) behaves as a dict,
+its recent allocation times (``Stamps``) as a deque.
 
 The compact table holds keys ``(device, buffer_id, space)`` and values ``(ts, size, type)`` that pack
 into its 24-byte slots; anything else (a device beyond 255, a huge id or size, a bool, a float, not a
@@ -7,6 +8,8 @@ enough keys to make the table grow and shrink, and values on both sides of every
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import pytest
 from hypothesis import given, settings
@@ -86,3 +89,42 @@ def test_live_table_grows_and_shrinks_with_its_buffers():
     assert all(m[k] == v for k, v in d.items()) and len(m) == len(d) == 5_000
     assert m.nbytes() < full / 4  # given back as it emptied
     assert m.get((0, 0x1000 * 3, 0)) is None and m.pop((0, 1, 0), 5) == 5
+
+
+Stamps = process_mod.Stamps
+
+
+@pytest.mark.skipif(Stamps is deque, reason="the compiled phases module is not built")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("append"), st.one_of(st.integers(-(1 << 40), 1 << 40), _edge)),
+                          st.tuples(st.sampled_from(["popleft", "first", "last", "len"]), st.none())), max_size=400))
+def test_stamps_behave_as_a_deque(ops):
+    s, d = Stamps(), deque()
+    for op, x in ops:
+        if op == "append":
+            s.append(x)
+            d.append(x)
+        elif op == "popleft" and d:
+            assert s.popleft() == d.popleft()
+        elif op == "popleft":
+            with pytest.raises(IndexError):
+                s.popleft()
+        elif op in ("first", "last") and d:
+            i = 0 if op == "first" else -1
+            assert s[i] == d[i]
+        elif op in ("first", "last"):
+            with pytest.raises(IndexError):
+                s[0]
+        assert len(s) == len(d) and bool(s) == bool(d)
+    assert list(s) == list(d)
+
+
+@pytest.mark.skipif(Stamps is deque, reason="the compiled phases module is not built")
+def test_stamps_hold_eight_bytes_a_time():
+    s = Stamps()
+    for i in range(100_000):
+        s.append(i)
+    assert s.nbytes() <= 100_000 * 8 * 1.4
+    while len(s) > 100:
+        s.popleft()
+    assert s.nbytes() < 10_000 and list(s) == list(range(99_900, 100_000))

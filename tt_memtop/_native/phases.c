@@ -18,6 +18,7 @@
  *
  *   setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind)   once, from machine.py
  *   LiveTable()   a process's live map (process.py), compact; the per-event path uses its slots
+ *   Stamps()   a process's recent allocation times (Proc.allocs), a ring of int64; likewise
  *   observe_batch(tracker, events) -> list[Phase]
  */
 #define PY_SSIZE_T_CLEAN
@@ -560,6 +561,178 @@ static PyTypeObject LiveTable_Type = {
     .tp_as_sequence = &lt_sequence,
 };
 
+/* ---------------------------------------------------------------- Stamps: a process's recent allocation times
+ * The times of a process's allocations in the evidence window (Proc.allocs), oldest first, as a deque
+ * would hold them: append, popleft, [i], len, iteration. A monitor folding 200k events/s keeps up to
+ * 400k of them; a deque of ints held a pointer and an int object (~40 B) each, this holds 8 bytes (a
+ * ring of int64 that doubles and halves). A value that is not an int64 (a tracker on the Python path,
+ * a crafted recording) turns it into a plain deque for good. */
+
+typedef struct {
+    PyObject_HEAD
+    int64_t *v;
+    Py_ssize_t cap, head, n; /* ring: items v[(head + i) % cap], i < n */
+    PyObject *spill;         /* NULL, or the deque holding everything */
+} Stamps;
+
+static PyTypeObject Stamps_Type;
+
+static int st_grow(Stamps *s, Py_ssize_t cap) {
+    int64_t *v = PyMem_Malloc(sizeof(int64_t) * (size_t)cap);
+    if (v == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < s->n; i++) v[i] = s->v[(s->head + i) % s->cap];
+    PyMem_Free(s->v);
+    s->v = v;
+    s->cap = cap;
+    s->head = 0;
+    return 0;
+}
+static inline int st_push(Stamps *s, int64_t x) {
+    if (s->n == s->cap && st_grow(s, s->cap < 16 ? 16 : 2 * s->cap) < 0) return -1;
+    s->v[(s->head + s->n) % s->cap] = x;
+    s->n++;
+    return 0;
+}
+static inline void st_drop_first(Stamps *s) {
+    s->head = s->head + 1 == s->cap ? 0 : s->head + 1;
+    s->n--;
+    if (s->cap > 256 && s->n * 4 < s->cap) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (st_grow(s, s->cap / 2) < 0) PyErr_Clear(); /* stays as it was */
+        PyErr_Restore(et, ev, tb);
+    }
+}
+static inline int64_t st_at(const Stamps *s, Py_ssize_t i) { return s->v[(s->head + i) % s->cap]; }
+
+/* everything into a deque, from now on */
+static int st_spill(Stamps *s) {
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *dq = collections ? PyObject_CallMethod(collections, "deque", NULL) : NULL;
+    Py_XDECREF(collections);
+    if (dq == NULL) return -1;
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        PyObject *x = PyLong_FromLongLong(st_at(s, i));
+        PyObject *r = x ? PyObject_CallMethod(dq, "append", "O", x) : NULL;
+        Py_XDECREF(x);
+        if (r == NULL) {
+            Py_DECREF(dq);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    PyMem_Free(s->v);
+    s->v = NULL;
+    s->cap = s->n = s->head = 0;
+    s->spill = dq;
+    return 0;
+}
+
+static PyObject *st_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    if (PyTuple_GET_SIZE(args) || (kw && PyDict_GET_SIZE(kw))) {
+        PyErr_SetString(PyExc_TypeError, "Stamps() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);
+}
+static int st_traverse(Stamps *s, visitproc visit, void *arg) {
+    Py_VISIT(s->spill);
+    return 0;
+}
+static int st_clear(Stamps *s) {
+    Py_CLEAR(s->spill);
+    return 0;
+}
+static void st_dealloc(Stamps *s) {
+    PyObject_GC_UnTrack(s);
+    st_clear(s);
+    PyMem_Free(s->v);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+static PyObject *st_append(Stamps *s, PyObject *x) {
+    if (s->spill == NULL) {
+        if (PyLong_CheckExact(x)) {
+            int o = 0;
+            long long v = PyLong_AsLongLongAndOverflow(x, &o);
+            if (v == -1 && PyErr_Occurred()) return NULL;
+            if (!o) {
+                if (st_push(s, v) < 0) return NULL;
+                Py_RETURN_NONE;
+            }
+        }
+        if (st_spill(s) < 0) return NULL;
+    }
+    return PyObject_CallMethod(s->spill, "append", "O", x);
+}
+static PyObject *st_popleft(Stamps *s, PyObject *unused) {
+    if (s->spill != NULL) return PyObject_CallMethod(s->spill, "popleft", NULL);
+    if (s->n == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty deque");
+        return NULL;
+    }
+    int64_t x = st_at(s, 0);
+    st_drop_first(s);
+    return PyLong_FromLongLong(x);
+}
+static Py_ssize_t st_len(Stamps *s) { return s->spill != NULL ? PyObject_Length(s->spill) : s->n; }
+static PyObject *st_item(Stamps *s, Py_ssize_t i) {
+    if (s->spill != NULL) return PySequence_GetItem(s->spill, i);
+    if (i < 0) i += s->n;
+    if (i < 0 || i >= s->n) {
+        PyErr_SetString(PyExc_IndexError, "deque index out of range");
+        return NULL;
+    }
+    return PyLong_FromLongLong(st_at(s, i));
+}
+static PyObject *st_list(Stamps *s) {
+    if (s->spill != NULL) return PySequence_List(s->spill);
+    PyObject *out = PyList_New(s->n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        PyObject *x = PyLong_FromLongLong(st_at(s, i));
+        if (x == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, x);
+    }
+    return out;
+}
+static PyObject *st_iter(Stamps *s) {
+    PyObject *l = st_list(s);
+    if (l == NULL) return NULL;
+    PyObject *it = PyObject_GetIter(l);
+    Py_DECREF(l);
+    return it;
+}
+static PyObject *st_nbytes(Stamps *s, PyObject *unused) {
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(Stamps) + s->cap * (Py_ssize_t)sizeof(int64_t));
+}
+static PyMethodDef st_methods[] = {
+    {"append", (PyCFunction)st_append, METH_O, "append(ts)"},
+    {"popleft", (PyCFunction)st_popleft, METH_NOARGS, "popleft() -> the oldest"},
+    {"nbytes", (PyCFunction)st_nbytes, METH_NOARGS, "bytes held by the ring"},
+    {NULL, NULL, 0, NULL},
+};
+static PySequenceMethods st_sequence = {.sq_length = (lenfunc)st_len, .sq_item = (ssizeargfunc)st_item};
+
+static PyTypeObject Stamps_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tt_memtop._native.phases.Stamps",
+    .tp_basicsize = sizeof(Stamps),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A process's recent allocation times, oldest first: a deque of int64.",
+    .tp_new = st_new,
+    .tp_dealloc = (destructor)st_dealloc,
+    .tp_traverse = (traverseproc)st_traverse,
+    .tp_clear = (inquiry)st_clear,
+    .tp_iter = (getiterfunc)st_iter,
+    .tp_methods = st_methods,
+    .tp_as_sequence = &st_sequence,
+};
+
 /* The per-event path's view of a process's live map: LiveTable slots when the map is a LiveTable
  * with nothing beside it and the key packs, the map's own methods otherwise. */
 static inline LiveTable *lt_fast(PyObject *live, long long dev, long long bid, int space) {
@@ -978,19 +1151,26 @@ static int on_alloc(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject
         if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Add(ld, sizeo)) < 0) goto done;
     }
     PyObject *allocs = PG(proc, P_ALLOCS);
-    if (allocs == NULL || meth1_0(allocs, s_append, tso) < 0) goto done;
+    if (allocs == NULL) goto done;
     long long horizon = ts - c->evwin_ns;
-    for (;;) {
-        PyObject *first = PySequence_GetItem(allocs, 0);
-        long long f;
-        if (first == NULL) goto done;
-        int r = as_ll(first, &f);
-        Py_DECREF(first);
-        if (r < 0) goto done;
-        if (f >= horizon) break;
-        PyObject *x = PyObject_CallMethodNoArgs(allocs, s_popleft);
-        if (x == NULL) goto done;
-        Py_DECREF(x);
+    if (Py_TYPE(allocs) == &Stamps_Type && ((Stamps *)allocs)->spill == NULL) { /* the deque's ops, on the ring */
+        Stamps *sa = (Stamps *)allocs;
+        if (st_push(sa, ts) < 0) goto done;
+        while (st_at(sa, 0) < horizon) st_drop_first(sa);
+    } else {
+        if (meth1_0(allocs, s_append, tso) < 0) goto done;
+        for (;;) {
+            PyObject *first = PySequence_GetItem(allocs, 0);
+            long long f;
+            if (first == NULL) goto done;
+            int r = as_ll(first, &f);
+            Py_DECREF(first);
+            if (r < 0) goto done;
+            if (f >= horizon) break;
+            PyObject *x = PyObject_CallMethodNoArgs(allocs, s_popleft);
+            if (x == NULL) goto done;
+            Py_DECREF(x);
+        }
     }
     if (key == NULL && (is_trace || (btype != CB && btype != KERNEL && size > c->io_max)) &&
         (key = PyTuple_Pack(3, dev, bid, small_int[space])) == NULL)
@@ -1620,10 +1800,11 @@ PyMODINIT_FUNC PyInit_phases(void) {
     INTERN(s_application, "Application");
     INTERN(s_APPLICATION, "APPLICATION");
     INTERN(s_empty, "");
-    if (PyType_Ready(&LiveTable_Type) < 0) return NULL;
+    if (PyType_Ready(&LiveTable_Type) < 0 || PyType_Ready(&Stamps_Type) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (m == NULL) return NULL;
-    if (PyModule_AddObjectRef(m, "LiveTable", (PyObject *)&LiveTable_Type) < 0) {
+    if (PyModule_AddObjectRef(m, "LiveTable", (PyObject *)&LiveTable_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Stamps", (PyObject *)&Stamps_Type) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -15,14 +15,16 @@ NEVER = 1 << 62
 _SEQ_MAX = 20_000  # allocation signatures kept per process for the capture search (the last ones)
 
 
-def _live_map_class():
-    """A process's live map: the compiled LiveTable (24-byte slots, ~30-45 B a live buffer) when built,
-    else LiveMap (table rows, core/table.py). Both behave as a dict ``key -> (ts, size, type)``."""
+def _compact_classes():
+    """A process's live map and recent allocation times, compiled when built (tt_memtop/_native/phases.c):
+    ``LiveTable`` (24-byte slots, ~30-45 B a live buffer; else LiveMap, table rows, core/table.py), a
+    dict ``key -> (ts, size, type)``; ``Stamps`` (a ring of int64, 8 B a time; else a deque of ints,
+    ~40 B), a deque of times."""
     mod = load("phases")
-    return getattr(mod, "LiveTable", None) or LiveMap
+    return getattr(mod, "LiveTable", None) or LiveMap, getattr(mod, "Stamps", None) or deque
 
 
-LiveTable = _live_map_class()
+LiveTable, Stamps = _compact_classes()
 
 
 class Proc:
@@ -78,7 +80,7 @@ class Proc:
         self.hints: dict[int, int] = {}  # capture segment start -> where its capture run began
         self.exit_hint: tuple[int, int] | None = None  # (exited segment start, probable death)
         self.recent: deque[int] = deque(maxlen=8)  # last event times (death dating)
-        self.allocs: deque[int] = deque()
+        self.allocs: deque[int] = Stamps()  # allocation times in the evidence window, oldest first
         self.exit_note = ""
         self.quiet_at = NEVER
         self.show_at = NEVER
