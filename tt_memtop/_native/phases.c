@@ -3,12 +3,13 @@
  * PhaseTracker.observe_batch folds every event of a monitor's batch: ~3.5 us an event in Python, the
  * largest share of the fold. This is its compiled twin: the same operations, in the same order, on the
  * same Python objects (the tracker's Proc, Window and TopDown slots, read and written through their
- * member descriptors' offsets; their dicts, sets, deques and LiveMap through their own methods), for
- * the frequent cases: an ALLOC or a FREE of a known process whose deadlines have not passed. Everything
- * else is handed to the Python reference at a method boundary: a new process (_new_proc), a passed
- * deadline (_check_quiet), a mesh that changed width (_width), a trace buffer (_on_trace_alloc,
- * _on_trace_free), a counting rule that may fire (_rules), a process that freed its last buffer
- * (_enter), and any other kind of event (observe).
+ * member descriptors' offsets; their dicts, sets and deques through their own methods; the compact
+ * LiveTable and Stamps defined here through their slots), for the frequent cases: an ALLOC or a FREE
+ * of a known process whose deadlines have not passed, or passed without changing its phase.
+ * Everything else is handed to the Python reference at a method boundary: a new process (_new_proc),
+ * a passed deadline that may change the phase (_check_quiet), a mesh that changed width (_width), a
+ * trace buffer (_on_trace_alloc, _on_trace_free), a counting rule that may fire (_rules), a process
+ * that freed its last buffer (_enter), and any other kind of event (observe).
  *
  * Integers are C long long only where the reference's values provably fit: an event is taken here only
  * if its timestamp is within +-2^61, its size below 2^48 and its buffer id below 2^62, and only while
@@ -250,6 +251,36 @@ static inline int meth1_0(PyObject *obj, PyObject *name, PyObject *arg) {
     return 0;
 }
 
+/* Large arrays straight from the OS: a table that grows by rehashing into a new array frees the old
+ * one, and glibc keeps a freed chunk of the heap's middle resident (the growth steps of a million-entry
+ * table were ~27 MB of RSS nobody used). Below the threshold (or without mmap), the Python allocator. */
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define BIG_MMAP 1
+#endif
+#define BIG_MIN ((size_t)256 * 1024)
+
+static void *big_calloc(size_t n, size_t size) {
+    size_t bytes = n * size;
+#ifdef BIG_MMAP
+    if (bytes >= BIG_MIN) {
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p; /* zero-filled */
+    }
+#endif
+    return PyMem_Calloc(n, size);
+}
+static void big_free(void *p, size_t n, size_t size) {
+    if (p == NULL) return;
+#ifdef BIG_MMAP
+    if (n * size >= BIG_MIN) {
+        munmap(p, n * size);
+        return;
+    }
+#endif
+    PyMem_Free(p);
+}
+
 /* ---------------------------------------------------------------- LiveTable: a process's live map
  * What the tracker remembers of every live buffer of a process: (device, buffer_id, id space) ->
  * (alloc ts, size, buffer_type), as a dict would (core/phases/process.py). The compact part is one
@@ -323,14 +354,14 @@ static void lt_insert_new(lt_slot *s, size_t cap, lt_slot e) {
     }
 }
 static int lt_resize(LiveTable *t, Py_ssize_t cap) {
-    lt_slot *s = PyMem_Calloc((size_t)cap, sizeof(lt_slot));
+    lt_slot *s = big_calloc((size_t)cap, sizeof(lt_slot));
     if (s == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     for (Py_ssize_t i = 0; i < t->cap; i++)
         if (t->s[i].key) lt_insert_new(s, (size_t)cap, t->s[i]);
-    PyMem_Free(t->s);
+    big_free(t->s, (size_t)t->cap, sizeof(lt_slot));
     t->s = s;
     t->cap = cap;
     return 0;
@@ -436,7 +467,7 @@ static int lt_clear(LiveTable *t) {
 static void lt_dealloc(LiveTable *t) {
     PyObject_GC_UnTrack(t);
     lt_clear(t);
-    PyMem_Free(t->s);
+    big_free(t->s, (size_t)t->cap, sizeof(lt_slot));
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 /* the value under key (new ref), or ``dflt`` (new ref; NULL: KeyError) */
@@ -578,13 +609,13 @@ typedef struct {
 static PyTypeObject Stamps_Type;
 
 static int st_grow(Stamps *s, Py_ssize_t cap) {
-    int64_t *v = PyMem_Malloc(sizeof(int64_t) * (size_t)cap);
+    int64_t *v = big_calloc((size_t)cap, sizeof(int64_t));
     if (v == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     for (Py_ssize_t i = 0; i < s->n; i++) v[i] = s->v[(s->head + i) % s->cap];
-    PyMem_Free(s->v);
+    big_free(s->v, (size_t)s->cap, sizeof(int64_t));
     s->v = v;
     s->cap = cap;
     s->head = 0;
@@ -624,7 +655,7 @@ static int st_spill(Stamps *s) {
         }
         Py_DECREF(r);
     }
-    PyMem_Free(s->v);
+    big_free(s->v, (size_t)s->cap, sizeof(int64_t));
     s->v = NULL;
     s->cap = s->n = s->head = 0;
     s->spill = dq;
@@ -649,7 +680,7 @@ static int st_clear(Stamps *s) {
 static void st_dealloc(Stamps *s) {
     PyObject_GC_UnTrack(s);
     st_clear(s);
-    PyMem_Free(s->v);
+    big_free(s->v, (size_t)s->cap, sizeof(int64_t));
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 static PyObject *st_append(Stamps *s, PyObject *x) {
@@ -1556,6 +1587,43 @@ static int in_range(PyObject *ev) {
 }
 
 /* PhaseTracker.observe, compiled, for an event ``takes`` accepted */
+/* Deadlines._check_quiet(proc, now) where it can change nothing but the pending activation and quiet_at
+ * (a loading, replaying or idle process whose latest activation is still held, or was freed: every
+ * event of a load of L1 buffers after the hold passed). 1 done here, 0 the Python reference must run
+ * it (it may change the phase; or a map or value this does not read), -1 error. */
+static int check_quiet_c(Ctx *c, PyObject *proc, long long now) {
+    if (PG(proc, P_PHASE) == NULL) return -1;
+    int loading = is_phase(proc, PH_LOADING), replay = is_phase(proc, PH_REPLAY), idle = is_phase(proc, PH_IDLE);
+    if (!(loading || replay || idle || is_phase(proc, PH_RELEASED) || is_phase(proc, PH_TEARDOWN) ||
+          is_phase(proc, PH_EXITED)))
+        return 0; /* warm-up, capture: their time rules are Python's */
+    long long last_busy;
+    if (pg_ll(proc, P_LAST_BUSY, &last_busy) < 0) return -1;
+    if (loading && now - last_busy >= c->idle_ns) return 0; /* idle (or replay): a transition */
+    PyObject *pending = PG(proc, P_PENDING_L1);
+    if (pending == NULL) return -1;
+    if (pending == Py_None || !(loading || replay || idle)) return 1; /* nothing else applies */
+    if (!PyTuple_CheckExact(pending) || PyTuple_GET_SIZE(pending) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(pending, 0)))
+        return 0;
+    long long at;
+    if (as_ll(PyTuple_GET_ITEM(pending, 0), &at) < 0) return -1;
+    PyObject *live = PG(proc, P_LIVE);
+    if (live == NULL) return -1;
+    if (Py_TYPE(live) != &LiveTable_Type || lt_extra_any((LiveTable *)live)) return 0;
+    uint64_t k;
+    int p = lt_key_of(PyTuple_GET_ITEM(pending, 1), &k);
+    if (p < 0) return -1;
+    Py_ssize_t i = p ? lt_find((LiveTable *)live, k) : -1;
+    if (i < 0 || ((LiveTable *)live)->s[i].ts != at) /* freed (or replaced) since */
+        return PS(proc, P_PENDING_L1, Py_NewRef(Py_None)) < 0 ? -1 : 1;
+    if (now - at >= c->hold_ns && last_busy - at <= 2000000) return 0; /* the first op compiling: warm-up */
+    if (last_busy - at > 2000000) /* the stream went on: not a compile pause */
+        return PS(proc, P_PENDING_L1, Py_NewRef(Py_None)) < 0 ? -1 : 1;
+    long long q;
+    if (pg_ll(proc, P_QUIET_AT, &q) < 0) return -1;
+    return ps_ll(proc, P_QUIET_AT, q < at + c->hold_ns ? q : at + c->hold_ns) < 0 ? -1 : 1;
+}
+
 static int observe_c(Ctx *c, PyObject *ev) {
     PyObject *tso = SLOT(ev, ev_off[E_TS]);
     long long ts = PyLong_AsLongLong(tso);
@@ -1586,8 +1654,10 @@ static int observe_c(Ctx *c, PyObject *ev) {
         long long quiet_at;
         if (pg_ll(proc, P_QUIET_AT, &quiet_at) < 0) goto fail;
         if (ts >= quiet_at) {
+            int r = check_quiet_c(c, proc, ts);
+            if (r < 0) goto fail;
             PyObject *args[2] = {proc, tso};
-            if (call0(c, s_check_quiet, args, 2) < 0) goto fail;
+            if (r == 0 && call0(c, s_check_quiet, args, 2) < 0) goto fail;
         }
     }
     PyObject *recent = PG(proc, P_RECENT), *segd = PG(proc, P_SEG_DEVICES);
