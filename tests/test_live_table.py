@@ -2,8 +2,8 @@
 its recent allocation times (``Stamps``) as a deque.
 
 The compact table holds keys ``(device, buffer_id, space)`` and values ``(ts, size, type)`` that pack
-into its 24-byte slots; anything else (a device beyond 255, a huge id or size, a bool, a float, not a
-3-tuple) goes to the dict beside it. Hypothesis runs arbitrary operations against a plain dict, with
+into its 16-byte slots (the shape as an index into the table's shapes); anything else (a device beyond
+255, an id of 2^32 or more, a huge size, a bool, a float, not a 3-tuple) goes to the dict beside it. Hypothesis runs arbitrary operations against a plain dict, with
 enough keys to make the table grow and shrink, and values on both sides of every packing limit.
 """
 
@@ -21,7 +21,7 @@ from tt_memtop.core.table import LiveMap
 LiveTable = process_mod.LiveTable
 compiled = pytest.mark.skipif(LiveTable is LiveMap, reason="the compiled phases module is not built")
 
-_edge = st.sampled_from([0, 1, 255, 256, -1, (1 << 54) - 1, 1 << 54, (1 << 56) - 1, 1 << 56, (1 << 63) - 1,
+_edge = st.sampled_from([0, 1, 255, 256, -1, (1 << 32) - 1, 1 << 32, (1 << 56) - 1, 1 << 56, (1 << 63) - 1,
                          -(1 << 63), 1 << 64, True, False])
 _keys = st.one_of(
     st.tuples(st.integers(0, 3), st.integers(0, 40), st.integers(0, 2)),  # the usual: packs
@@ -82,7 +82,7 @@ def test_live_table_grows_and_shrinks_with_its_buffers():
         m[k] = v
         d[k] = v
     full = m.nbytes()
-    assert 50_000 * 24 <= full - empty <= 50_000 * 24 * 2  # 24-byte slots, over half of them used
+    assert 50_000 * 16 <= full - empty <= 50_000 * 16 * 2  # 16-byte slots, over half of them used
     for i, k in enumerate(list(d)):
         if i % 10:
             assert m.pop(k) == d.pop(k)
@@ -128,3 +128,19 @@ def test_stamps_hold_eight_bytes_a_time():
     while len(s) > 100:
         s.popleft()
     assert s.nbytes() < 10_000 and list(s) == list(range(99_900, 100_000))
+
+
+@compiled
+def test_live_table_with_many_shapes():
+    """Every entry a shape of its own (the shapes' index grows), replaced and popped."""
+    m, d = LiveTable(), {}
+    for i in range(60_000):
+        k, v = (i % 4, i, 0), (i, 4096 + i, i % 3)
+        m[k] = v
+        d[k] = v
+    for i in range(0, 60_000, 3):
+        k, v = (i % 4, i, 0), (-i, 1 << 40, 7)
+        m[k] = v
+        d[k] = v
+    assert len(m) == len(d) and all(m.get(k) == v for k, v in d.items())
+    assert all(m.pop(k) == v for k, v in d.items()) and not m

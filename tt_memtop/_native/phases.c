@@ -285,22 +285,30 @@ static void big_free(void *p, size_t n, size_t size) {
  * What the tracker remembers of every live buffer of a process: (device, buffer_id, id space) ->
  * (alloc ts, size, buffer_type), as a dict would (core/phases/process.py). The compact part is one
  * open-addressing table (Robin Hood, linear probing, backward-shift deletion, up to 90 % full) of
- * 24-byte slots: the key packed as buffer_id << 10 | space << 8 | device, the timestamp, and
- * size << 8 | type. Keys or values that do not pack (a device beyond 255, an id of 2^54 or more, a
- * size of 2^56 or more, anything not an int) go to a plain dict beside it, so any key and value
- * behave as in a dict; a key is in one of the two, never both. ~30-45 B a live buffer (the rows of a
- * table and their index were ~74). The per-event path below uses the slots directly. */
+ * 16-byte slots: the timestamp, and one word holding the key (buffer_id << 10 | space << 8 | device,
+ * + 1) in its low 42 bits and the entry's shape (size << 8 | type) as an index into the table's list
+ * of the shapes it has seen (a process allocates a few thousand) in its high 22. Keys or values that
+ * do not pack (a device beyond 255, an id of 2^32 or more, a size of 2^56 or more, anything not an
+ * int, a 4 millionth shape) go to a plain dict beside it, so any key and value behave as in a dict; a
+ * key is in one of the two, never both. ~22 B a live buffer (the rows of a table and their index
+ * were ~74). The per-event path below uses the slots directly. */
+
+#define LT_KEY_BITS 42
+#define LT_KEY_MASK ((1ULL << LT_KEY_BITS) - 1)
+#define LT_SHAPES_MAX ((1LL << (64 - LT_KEY_BITS)) - 1)
 
 typedef struct {
-    uint64_t key; /* packed key + 1; 0: an empty slot */
+    uint64_t kx; /* shape << 42 | (packed key + 1); 0: an empty slot */
     int64_t ts;
-    uint64_t sb; /* size << 8 | buffer_type */
 } lt_slot;
 
 typedef struct {
     PyObject_HEAD
     lt_slot *s;
     Py_ssize_t cap, n;
+    uint64_t *shapes; /* size << 8 | type, by index */
+    uint32_t *shape_ix; /* open addressing: index + 1 into shapes, 0 empty */
+    Py_ssize_t nshapes, shapes_cap, ix_cap;
     PyObject *extra; /* NULL or a dict: what does not pack */
 } LiveTable;
 
@@ -308,26 +316,72 @@ static PyTypeObject LiveTable_Type;
 
 #define LT_MIN 8
 
+static inline uint64_t lt_k(const lt_slot *e) { return e->kx & LT_KEY_MASK; }
+static inline uint64_t lt_sb(const LiveTable *t, const lt_slot *e) { return t->shapes[e->kx >> LT_KEY_BITS]; }
 static inline size_t lt_home(uint64_t key, size_t cap) {
     uint64_t h = key * 0x9E3779B97F4A7C15ULL;
     return (size_t)(((unsigned __int128)h * cap) >> 64);
 }
 static inline size_t lt_dist(const LiveTable *t, size_t i) {
-    size_t h = lt_home(t->s[i].key, (size_t)t->cap);
+    size_t h = lt_home(lt_k(&t->s[i]), (size_t)t->cap);
     return i >= h ? i - h : i + (size_t)t->cap - h;
 }
 static inline uint64_t lt_pack(long long dev, long long bid, int space) {
     return ((uint64_t)bid << 10 | (uint64_t)space << 8 | (uint64_t)dev) + 1;
 }
 static inline int lt_packs(long long dev, long long bid, int space) {
-    return dev >= 0 && dev < 256 && bid >= 0 && bid < (1LL << 54) && space >= 0 && space < 4;
+    return dev >= 0 && dev < 256 && bid >= 0 && bid < (1LL << 32) && space >= 0 && space < 3;
+}
+/* the index of shape ``sb`` (added if new); -2: no room for another, -1 error */
+static Py_ssize_t lt_shape(LiveTable *t, uint64_t sb) {
+    if (t->ix_cap) {
+        size_t i = lt_home(sb, (size_t)t->ix_cap);
+        for (;;) {
+            uint32_t x = t->shape_ix[i];
+            if (x == 0) break;
+            if (t->shapes[x - 1] == sb) return (Py_ssize_t)x - 1;
+            if (++i == (size_t)t->ix_cap) i = 0;
+        }
+    }
+    if (t->nshapes >= LT_SHAPES_MAX) return -2;
+    if (t->nshapes == t->shapes_cap) {
+        Py_ssize_t cap = t->shapes_cap ? 2 * t->shapes_cap : 16;
+        uint64_t *sh = PyMem_Realloc(t->shapes, sizeof(uint64_t) * (size_t)cap);
+        if (sh == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->shapes = sh;
+        t->shapes_cap = cap;
+    }
+    if ((t->nshapes + 1) * 2 > t->ix_cap) { /* at most half full */
+        Py_ssize_t cap = t->ix_cap ? 2 * t->ix_cap : 32;
+        uint32_t *ix = PyMem_Calloc((size_t)cap, sizeof(uint32_t));
+        if (ix == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < t->nshapes; j++) {
+            size_t i = lt_home(t->shapes[j], (size_t)cap);
+            while (ix[i]) i = i + 1 == (size_t)cap ? 0 : i + 1;
+            ix[i] = (uint32_t)(j + 1);
+        }
+        PyMem_Free(t->shape_ix);
+        t->shape_ix = ix;
+        t->ix_cap = cap;
+    }
+    size_t i = lt_home(sb, (size_t)t->ix_cap);
+    while (t->shape_ix[i]) i = i + 1 == (size_t)t->ix_cap ? 0 : i + 1;
+    t->shapes[t->nshapes] = sb;
+    t->shape_ix[i] = (uint32_t)(t->nshapes + 1);
+    return t->nshapes++;
 }
 /* the slot of ``key``, -1 none */
 static inline Py_ssize_t lt_find(const LiveTable *t, uint64_t key) {
     if (t->n == 0) return -1;
     size_t cap = (size_t)t->cap, i = lt_home(key, cap), d = 0;
     for (;;) {
-        uint64_t k = t->s[i].key;
+        uint64_t k = lt_k(&t->s[i]);
         if (k == key) return (Py_ssize_t)i;
         if (k == 0 || lt_dist(t, i) < d) return -1;
         if (++i == cap) i = 0;
@@ -336,13 +390,13 @@ static inline Py_ssize_t lt_find(const LiveTable *t, uint64_t key) {
 }
 /* insert a key known absent, into a table with room */
 static void lt_insert_new(lt_slot *s, size_t cap, lt_slot e) {
-    size_t i = lt_home(e.key, cap), d = 0;
+    size_t i = lt_home(lt_k(&e), cap), d = 0;
     for (;;) {
-        if (s[i].key == 0) {
+        if (s[i].kx == 0) {
             s[i] = e;
             return;
         }
-        size_t h = lt_home(s[i].key, cap), di = i >= h ? i - h : i + cap - h;
+        size_t h = lt_home(lt_k(&s[i]), cap), di = i >= h ? i - h : i + cap - h;
         if (di < d) {
             lt_slot x = s[i];
             s[i] = e;
@@ -360,26 +414,31 @@ static int lt_resize(LiveTable *t, Py_ssize_t cap) {
         return -1;
     }
     for (Py_ssize_t i = 0; i < t->cap; i++)
-        if (t->s[i].key) lt_insert_new(s, (size_t)cap, t->s[i]);
+        if (t->s[i].kx) lt_insert_new(s, (size_t)cap, t->s[i]);
     big_free(t->s, (size_t)t->cap, sizeof(lt_slot));
     t->s = s;
     t->cap = cap;
     return 0;
 }
-/* store (key -> ts, sb); 1 replaced (*old: the previous slot), 0 new, -1 error */
-static int lt_put(LiveTable *t, uint64_t key, int64_t ts, uint64_t sb, lt_slot *old) {
+/* store (key -> ts, sb): 1 replaced (*old_ts, *old_sb: the previous entry's), 0 new, -2 the shape does
+ * not fit (nothing stored), -1 error */
+static int lt_put(LiveTable *t, uint64_t key, int64_t ts, uint64_t sb, int64_t *old_ts, uint64_t *old_sb) {
+    Py_ssize_t shape = lt_shape(t, sb);
+    if (shape < 0) return (int)shape;
+    uint64_t kx = (uint64_t)shape << LT_KEY_BITS | key;
     Py_ssize_t i = lt_find(t, key);
     if (i >= 0) {
-        if (old) *old = t->s[i];
+        if (old_ts) *old_ts = t->s[i].ts;
+        if (old_sb) *old_sb = lt_sb(t, &t->s[i]);
+        t->s[i].kx = kx;
         t->s[i].ts = ts;
-        t->s[i].sb = sb;
         return 1;
     }
     if ((t->n + 1) * 10 > t->cap * 9) {
         Py_ssize_t cap = t->cap < LT_MIN ? LT_MIN : t->cap < 4096 ? 2 * t->cap : t->cap + t->cap / 2;
         if (lt_resize(t, cap) < 0) return -1;
     }
-    lt_slot e = {key, ts, sb};
+    lt_slot e = {kx, ts};
     lt_insert_new(t->s, (size_t)t->cap, e);
     t->n++;
     return 0;
@@ -389,11 +448,11 @@ static int lt_remove_at(LiveTable *t, Py_ssize_t i) {
     size_t cap = (size_t)t->cap, j = (size_t)i;
     for (;;) {
         size_t k = j + 1 == cap ? 0 : j + 1;
-        if (t->s[k].key == 0 || lt_dist(t, k) == 0) break;
+        if (t->s[k].kx == 0 || lt_dist(t, k) == 0) break;
         t->s[j] = t->s[k];
         j = k;
     }
-    t->s[j].key = 0;
+    t->s[j].kx = 0;
     t->n--;
     if (t->cap > 64 && t->n * 5 < t->cap) { /* under a fifth full: back to about half full */
         PyObject *et, *ev, *tb;
@@ -417,7 +476,7 @@ static int lt_key_of(PyObject *key, uint64_t *out) {
         if (v[i] == -1 && PyErr_Occurred()) return -1;
         if (o) return 0;
     }
-    if (!lt_packs(v[0], v[1], (int)v[2]) || v[2] > 3) return 0;
+    if (v[2] < 0 || v[2] > 2 || !lt_packs(v[0], v[1], (int)v[2])) return 0;
     *out = lt_pack(v[0], v[1], (int)v[2]);
     return 1;
 }
@@ -438,9 +497,10 @@ static int lt_value_of(PyObject *v, int64_t *ts, uint64_t *sb) {
     *sb = (uint64_t)x[1] << 8 | (uint64_t)x[2];
     return 1;
 }
-static PyObject *lt_value(const lt_slot *e) {
-    PyObject *a = PyLong_FromLongLong(e->ts), *b = PyLong_FromUnsignedLongLong(e->sb >> 8),
-             *c = PyLong_FromLong((long)(e->sb & 255));
+static PyObject *lt_value(const LiveTable *t, const lt_slot *e) {
+    uint64_t sb = lt_sb(t, e);
+    PyObject *a = PyLong_FromLongLong(e->ts), *b = PyLong_FromUnsignedLongLong(sb >> 8),
+             *c = PyLong_FromLong((long)(sb & 255));
     PyObject *r = a && b && c ? PyTuple_Pack(3, a, b, c) : NULL;
     Py_XDECREF(a);
     Py_XDECREF(b);
@@ -468,6 +528,8 @@ static void lt_dealloc(LiveTable *t) {
     PyObject_GC_UnTrack(t);
     lt_clear(t);
     big_free(t->s, (size_t)t->cap, sizeof(lt_slot));
+    PyMem_Free(t->shapes);
+    PyMem_Free(t->shape_ix);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 /* the value under key (new ref), or ``dflt`` (new ref; NULL: KeyError) */
@@ -477,7 +539,7 @@ static PyObject *lt_lookup(LiveTable *t, PyObject *key, PyObject *dflt) {
     if (p < 0) return NULL;
     if (p) {
         Py_ssize_t i = lt_find(t, k);
-        if (i >= 0) return lt_value(&t->s[i]);
+        if (i >= 0) return lt_value(t, &t->s[i]);
     }
     if (lt_extra_any(t)) {
         PyObject *v = PyDict_GetItemWithError(t->extra, key);
@@ -509,7 +571,7 @@ static PyObject *lt_pop(LiveTable *t, PyObject *const *args, Py_ssize_t nargs) {
     if (p) {
         Py_ssize_t i = lt_find(t, k);
         if (i >= 0) {
-            PyObject *v = lt_value(&t->s[i]);
+            PyObject *v = lt_value(t, &t->s[i]);
             if (v == NULL) return NULL;
             lt_remove_at(t, i);
             return v;
@@ -543,7 +605,11 @@ static int lt_ass(LiveTable *t, PyObject *key, PyObject *value) {
     int v = p ? lt_value_of(value, &ts, &sb) : 0;
     if (v < 0) return -1;
     if (v) {
-        if (lt_put(t, k, ts, sb, NULL) < 0) return -1;
+        int r = lt_put(t, k, ts, sb, NULL, NULL);
+        if (r == -1) return -1;
+        v = r != -2; /* no room for another shape: into the dict */
+    }
+    if (v) {
         if (lt_extra_any(t)) {
             int r = PyDict_Contains(t->extra, key);
             if (r < 0 || (r && PyDict_DelItem(t->extra, key) < 0)) return -1;
@@ -566,7 +632,8 @@ static int lt_contains(LiveTable *t, PyObject *key) {
     return lt_extra_any(t) ? PyDict_Contains(t->extra, key) : 0;
 }
 static PyObject *lt_nbytes(LiveTable *t, PyObject *unused) {
-    return PyLong_FromSsize_t((Py_ssize_t)sizeof(LiveTable) + t->cap * (Py_ssize_t)sizeof(lt_slot));
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(LiveTable) + t->cap * (Py_ssize_t)sizeof(lt_slot) +
+                              t->shapes_cap * 8 + t->ix_cap * 4);
 }
 
 static PyMethodDef lt_methods[] = {
@@ -1132,16 +1199,19 @@ static int on_alloc(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject
     int old_dram = 0;
     PyObject *old_size = NULL; /* borrowed from old, or made below */
     if (lt != NULL) { /* LiveMap's get then set, on the slots */
-        lt_slot prev;
-        had = lt_put(lt, lt_pack(devv, bidv, space), ts, (uint64_t)size << 8 | (uint64_t)btype, &prev);
-        if (had < 0) goto done;
-        if (had && (prev.sb & 255) == DRAM) {
+        int64_t prev_ts;
+        uint64_t prev_sb;
+        had = lt_put(lt, lt_pack(devv, bidv, space), ts, (uint64_t)size << 8 | (uint64_t)btype, &prev_ts, &prev_sb);
+        if (had == -1) goto done;
+        if (had == -2) lt = NULL; /* a shape the table has no room for: the generic path below */
+        if (had == 1 && (prev_sb & 255) == DRAM) {
             old_dram = 1;
-            old = PyLong_FromUnsignedLongLong(prev.sb >> 8);
+            old = PyLong_FromUnsignedLongLong(prev_sb >> 8);
             if (old == NULL) goto done;
             old_size = old;
         }
-    } else {
+    }
+    if (lt == NULL) {
         key = PyTuple_Pack(3, dev, bid, small_int[space]);
         if (key == NULL) goto done;
         old = meth1(live, s_get, key);
@@ -1386,10 +1456,11 @@ static int drop(Ctx *c, PyObject *proc, PyObject *dev, PyObject *bid, int space,
         Py_ssize_t i = lt_find(lt, lt_pack(devv, bidv, space));
         if (i < 0) return 0;
         lt_slot e = lt->s[i];
+        uint64_t sb = lt_sb(lt, &e);
         lt_remove_at(lt, i);
         out->born = e.ts;
-        out->size = (long long)(e.sb >> 8);
-        out->btype = (long long)(e.sb & 255);
+        out->size = (long long)(sb >> 8);
+        out->btype = (long long)(sb & 255);
         out->borno = PyLong_FromLongLong(e.ts);
         if (out->borno == NULL) return -1;
         is_dram = out->btype == DRAM;

@@ -17,7 +17,7 @@ _SEQ_MAX = 20_000  # allocation signatures kept per process for the capture sear
 
 def _compact_classes():
     """A process's live map and recent allocation times, compiled when built (tt_memtop/_native/phases.c):
-    ``LiveTable`` (24-byte slots, ~30-45 B a live buffer; else LiveMap, table rows, core/table.py), a
+    ``LiveTable`` (16-byte slots, ~22 B a live buffer; else LiveMap, table rows, core/table.py), a
     dict ``key -> (ts, size, type)``; ``Stamps`` (a ring of int64, 8 B a time; else a deque of ints,
     ~40 B), a deque of times."""
     mod = load("phases")
