@@ -77,7 +77,7 @@ class LeakTracker:
             self._reclaimed(ev, last_phase)
 
         if registry is None and phase_of is not None:
-            _hold_pass(events, warm, self._held)  # the reference pass below then sees the same set
+            _hold_pass(events, self._held)  # (pid, size) of what may join the set below
         if _native_pass is not None:
             _native_pass(events, warm, phase_of, _EARLY, reclaimed, _ALLOC, _FREE, _CLEANUP, _CB, _TRACE)
         else:
@@ -177,7 +177,7 @@ def _warm_pass(events, warm, phase_of, reclaimed) -> None:
             reclaimed(ev)
 
 
-def _hold_pass(events, warm, held: dict) -> None:
+def _hold_pass(events, held: dict) -> None:
     """Without a registry: (pid, size) of every buffer ALLOC that may join the set (kept while its key is)."""
     for ev in events:
         if ev.kind == _ALLOC and ev.buffer_type < _CB:
