@@ -97,9 +97,10 @@ Stamps = process_mod.Stamps
 @pytest.mark.skipif(Stamps is deque, reason="the compiled phases module is not built")
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.tuples(st.just("append"), st.one_of(st.integers(-(1 << 40), 1 << 40), _edge)),
-                          st.tuples(st.sampled_from(["popleft", "first", "last", "len"]), st.none())), max_size=400))
-def test_stamps_behave_as_a_deque(ops):
-    s, d = Stamps(), deque()
+                          st.tuples(st.sampled_from(["popleft", "first", "last", "len"]), st.none())), max_size=400),
+       st.sampled_from([None, 0, 1, 8, 300]))
+def test_stamps_behave_as_a_deque(ops, maxlen):
+    s, d = Stamps(maxlen=maxlen), deque(maxlen=maxlen)
     for op, x in ops:
         if op == "append":
             s.append(x)

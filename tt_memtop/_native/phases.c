@@ -19,7 +19,8 @@
  *
  *   setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind)   once, from machine.py
  *   LiveTable()   a process's live map (process.py), compact; the per-event path uses its slots
- *   Stamps()   a process's recent allocation times (Proc.allocs), a ring of int64; likewise
+ *   Stamps(maxlen=None)   a process's recent allocation and event times (Proc.allocs, Proc.recent), a
+ *                         ring of int64; likewise
  *   observe_batch(tracker, events) -> list[Phase]
  */
 #define PY_SSIZE_T_CLEAN
@@ -670,6 +671,7 @@ typedef struct {
     PyObject_HEAD
     int64_t *v;
     Py_ssize_t cap, head, n; /* ring: items v[(head + i) % cap], i < n */
+    Py_ssize_t maxlen;       /* as a deque's (append drops the oldest when full); -1 none */
     PyObject *spill;         /* NULL, or the deque holding everything */
 } Stamps;
 
@@ -709,7 +711,10 @@ static inline int64_t st_at(const Stamps *s, Py_ssize_t i) { return s->v[(s->hea
 /* everything into a deque, from now on */
 static int st_spill(Stamps *s) {
     PyObject *collections = PyImport_ImportModule("collections");
-    PyObject *dq = collections ? PyObject_CallMethod(collections, "deque", NULL) : NULL;
+    PyObject *dq = NULL;
+    if (collections != NULL)
+        dq = s->maxlen >= 0 ? PyObject_CallMethod(collections, "deque", "()n", s->maxlen)
+                           : PyObject_CallMethod(collections, "deque", NULL);
     Py_XDECREF(collections);
     if (dq == NULL) return -1;
     for (Py_ssize_t i = 0; i < s->n; i++) {
@@ -730,11 +735,27 @@ static int st_spill(Stamps *s) {
 }
 
 static PyObject *st_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    if (PyTuple_GET_SIZE(args) || (kw && PyDict_GET_SIZE(kw))) {
-        PyErr_SetString(PyExc_TypeError, "Stamps() takes no arguments");
-        return NULL;
+    static char *names[] = {"maxlen", NULL};
+    PyObject *ml = Py_None;
+    Py_ssize_t maxlen = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:Stamps", names, &ml)) return NULL;
+    if (ml != Py_None) {
+        maxlen = PyLong_AsSsize_t(ml);
+        if (maxlen == -1 && PyErr_Occurred()) return NULL;
+        if (maxlen < 0) {
+            PyErr_SetString(PyExc_ValueError, "maxlen must be non-negative");
+            return NULL;
+        }
     }
-    return type->tp_alloc(type, 0);
+    Stamps *s = (Stamps *)type->tp_alloc(type, 0);
+    if (s != NULL) s->maxlen = maxlen;
+    return (PyObject *)s;
+}
+/* append(x) on the ring, as a deque with maxlen does */
+static inline int st_append_c(Stamps *s, int64_t x) {
+    if (s->maxlen == 0) return 0;
+    if (s->maxlen > 0 && s->n == s->maxlen) st_drop_first(s);
+    return st_push(s, x);
 }
 static int st_traverse(Stamps *s, visitproc visit, void *arg) {
     Py_VISIT(s->spill);
@@ -757,7 +778,7 @@ static PyObject *st_append(Stamps *s, PyObject *x) {
             long long v = PyLong_AsLongLongAndOverflow(x, &o);
             if (v == -1 && PyErr_Occurred()) return NULL;
             if (!o) {
-                if (st_push(s, v) < 0) return NULL;
+                if (st_append_c(s, v) < 0) return NULL;
                 Py_RETURN_NONE;
             }
         }
@@ -1256,7 +1277,7 @@ static int on_alloc(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject
     long long horizon = ts - c->evwin_ns;
     if (Py_TYPE(allocs) == &Stamps_Type && ((Stamps *)allocs)->spill == NULL) { /* the deque's ops, on the ring */
         Stamps *sa = (Stamps *)allocs;
-        if (st_push(sa, ts) < 0) goto done;
+        if (st_append_c(sa, ts) < 0) goto done;
         while (st_at(sa, 0) < horizon) st_drop_first(sa);
     } else {
         if (meth1_0(allocs, s_append, tso) < 0) goto done;
@@ -1732,7 +1753,12 @@ static int observe_c(Ctx *c, PyObject *ev) {
         }
     }
     PyObject *recent = PG(proc, P_RECENT), *segd = PG(proc, P_SEG_DEVICES);
-    if (recent == NULL || segd == NULL || meth1_0(recent, s_append, tso) < 0) goto fail;
+    if (recent == NULL || segd == NULL) goto fail;
+    if (Py_TYPE(recent) == &Stamps_Type && ((Stamps *)recent)->spill == NULL) {
+        if (st_append_c((Stamps *)recent, ts) < 0) goto fail;
+    } else if (meth1_0(recent, s_append, tso) < 0) {
+        goto fail;
+    }
     if (PySet_Check(segd) ? PySet_Add(segd, SLOT(ev, ev_off[E_DEV])) < 0
                           : meth1_0(segd, s_add, SLOT(ev, ev_off[E_DEV])) < 0)
         goto fail;

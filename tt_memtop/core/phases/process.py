@@ -79,7 +79,7 @@ class Proc:
         self.after_release = False
         self.hints: dict[int, int] = {}  # capture segment start -> where its capture run began
         self.exit_hint: tuple[int, int] | None = None  # (exited segment start, probable death)
-        self.recent: deque[int] = deque(maxlen=8)  # last event times (death dating)
+        self.recent: deque[int] = Stamps(maxlen=8)  # last event times (death dating)
         self.allocs: deque[int] = Stamps()  # allocation times in the evidence window, oldest first
         self.exit_note = ""
         self.quiet_at = NEVER
