@@ -708,6 +708,166 @@ static PyObject *Table_encode(Table *t, PyObject *const *args, Py_ssize_t nargs)
     return view_encode(&v, args, nargs);
 }
 
+/* ------------------------------------------------------------------ pools(): what a pool holds, no object per row */
+#define POOLS_MAX 256 /* pools per call (the caller passes (device, type) pairs that rose: a few) */
+#define TOP_MAX 64    /* largest rows kept per pool */
+
+typedef struct {
+    uint64_t lo, hi; /* a sum of u64 sizes: 128 bits, no overflow for 2^64 rows */
+} U128;
+
+static inline void u128_add(U128 *a, uint64_t v) {
+    uint64_t lo = a->lo + v;
+    a->hi += lo < a->lo;
+    a->lo = lo;
+}
+
+static PyObject *u128_long(U128 a) {
+    if (!a.hi) return PyLong_FromUnsignedLongLong(a.lo);
+    PyObject *hi = PyLong_FromUnsignedLongLong(a.hi), *lo = PyLong_FromUnsignedLongLong(a.lo);
+    PyObject *sh = PyLong_FromLong(64), *x = NULL, *out = NULL;
+    if (hi && lo && sh && (x = PyNumber_Lshift(hi, sh)) != NULL) out = PyNumber_Or(x, lo);
+    Py_XDECREF(hi);
+    Py_XDECREF(lo);
+    Py_XDECREF(sh);
+    Py_XDECREF(x);
+    return out;
+}
+
+typedef struct {
+    int32_t device;
+    uint8_t type;
+    int valid;           /* a (device, type) a row can have */
+    U128 bytes;
+    uint32_t ntop, top[TOP_MAX]; /* slots, largest size first, ties in slot order */
+    PyObject *by_pid;    /* pid -> bytes, in the order of each pid's first row */
+    int32_t run_pid;     /* the run of consecutive rows of one pid not yet added to by_pid */
+    int run;
+    U128 run_bytes;
+} Pool;
+
+/* Add the pending run of one pid's bytes to its by_pid entry (rows of one owner come in runs: one dict
+ * operation per run, not per row). */
+static int pool_flush_run(Pool *p) {
+    if (!p->run) return 0;
+    p->run = 0;
+    PyObject *k = PyLong_FromLong(p->run_pid), *add = u128_long(p->run_bytes), *nv = NULL;
+    int r = -1;
+    if (k == NULL || add == NULL) goto out;
+    PyObject *old = PyDict_GetItemWithError(p->by_pid, k);
+    if (old == NULL && PyErr_Occurred()) goto out;
+    nv = old == NULL ? Py_NewRef(add) : PyNumber_Add(old, add);
+    if (nv != NULL) r = PyDict_SetItem(p->by_pid, k, nv);
+out:
+    Py_XDECREF(k);
+    Py_XDECREF(add);
+    Py_XDECREF(nv);
+    return r;
+}
+
+/* pools(keys, top_n): for each (device, type) of ``keys``, what the live rows of that pool hold, in one
+ * pass over the rows: (bytes, the top_n largest rows as row tuples, largest first, ties in row order;
+ * {pid: bytes} in the order of each pid's first row). A list, in the order of ``keys``. */
+static PyObject *Table_pools(Table *t, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "pools(keys, top_n)");
+        return NULL;
+    }
+    Py_ssize_t top_n = PyLong_AsSsize_t(args[1]);
+    if (top_n == -1 && PyErr_Occurred()) return NULL;
+    if (top_n < 0 || top_n > TOP_MAX) {
+        PyErr_Format(PyExc_ValueError, "top_n must be 0..%d", TOP_MAX);
+        return NULL;
+    }
+    PyObject *keys = PySequence_Fast(args[0], "keys must be a sequence of (device, type)");
+    if (keys == NULL) return NULL;
+    Py_ssize_t np = PySequence_Fast_GET_SIZE(keys);
+    if (np > POOLS_MAX) {
+        Py_DECREF(keys);
+        PyErr_Format(PyExc_ValueError, "at most %d pools", POOLS_MAX);
+        return NULL;
+    }
+    Pool *pools = PyMem_Calloc(np ? (size_t)np : 1, sizeof(Pool));
+    PyObject *out = NULL;
+    if (pools == NULL) {
+        Py_DECREF(keys);
+        return PyErr_NoMemory();
+    }
+    uint8_t want[256] = {0}; /* type t: some pool has it (a quick test per row) */
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *k = PySequence_Fast_GET_ITEM(keys, i);
+        if (!PyTuple_Check(k) || PyTuple_GET_SIZE(k) != 2) {
+            PyErr_SetString(PyExc_TypeError, "keys must be a sequence of (device, type)");
+            goto done;
+        }
+        int o1 = 0, o2 = 0;
+        long long d = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(k, 0), &o1);
+        if (d == -1 && PyErr_Occurred()) goto done;
+        long long ty = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(k, 1), &o2);
+        if (ty == -1 && PyErr_Occurred()) goto done;
+        Pool *p = &pools[i];
+        p->valid = !o1 && !o2 && d >= INT32_MIN && d <= INT32_MAX && ty >= 0 && ty < 256;
+        p->device = (int32_t)d;
+        p->type = (uint8_t)ty;
+        if (p->valid) want[ty] = 1;
+        if ((p->by_pid = PyDict_New()) == NULL) goto done;
+    }
+    for (uint32_t s = 0; s < t->nrows; s++) {
+        const Row *r = &t->rows[s];
+        if (!(r->flags & F_ALIVE) || !want[r->type]) continue;
+        for (Py_ssize_t i = 0; i < np; i++) {
+            Pool *p = &pools[i];
+            if (!p->valid || p->type != r->type || p->device != r->device) continue;
+            u128_add(&p->bytes, r->size);
+            if (p->run && p->run_pid != r->pid && pool_flush_run(p) < 0) goto done;
+            if (!p->run) {
+                p->run = 1;
+                p->run_pid = r->pid;
+                p->run_bytes.lo = p->run_bytes.hi = 0;
+            }
+            u128_add(&p->run_bytes, r->size);
+            /* the top: a row enters if larger than the smallest kept (an equal one came first and stays) */
+            uint32_t j = p->ntop;
+            if (j < (uint32_t)top_n || (j && r->size > t->rows[p->top[j - 1]].size)) {
+                if (j == (uint32_t)top_n) j--;
+                while (j > 0 && t->rows[p->top[j - 1]].size < r->size) {
+                    p->top[j] = p->top[j - 1];
+                    j--;
+                }
+                p->top[j] = s;
+                if (p->ntop < (uint32_t)top_n) p->ntop++;
+            }
+        }
+    }
+    out = PyList_New(np);
+    if (out == NULL) goto done;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        Pool *p = &pools[i];
+        if (pool_flush_run(p) < 0) goto fail;
+        PyObject *top = PyList_New(p->ntop);
+        if (top == NULL) goto fail;
+        for (uint32_t j = 0; j < p->ntop; j++) {
+            PyObject *row = row_tuple(&t->rows[p->top[j]]);
+            if (row == NULL) {
+                Py_DECREF(top);
+                goto fail;
+            }
+            PyList_SET_ITEM(top, j, row);
+        }
+        PyObject *item = Py_BuildValue("(NNO)", u128_long(p->bytes), top, p->by_pid);
+        if (item == NULL) goto fail;
+        PyList_SET_ITEM(out, i, item);
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    for (Py_ssize_t i = 0; i < np; i++) Py_XDECREF(pools[i].by_pid);
+    PyMem_Free(pools);
+    Py_DECREF(keys);
+    return out;
+}
+
 static PyObject *Table_owned(Table *t, PyObject *const *args, Py_ssize_t nargs) {
     int32_t pid;
     Py_ssize_t limit = PY_SSIZE_T_MAX;
@@ -1116,6 +1276,8 @@ static PyMethodDef Table_methods[] = {
     {"row", (PyCFunction)Table_row, METH_O, "row(slot) -> (device, bid, type, size, pid, refs, ts, seq, strings)"},
     {"rows", (PyCFunction)(void (*)(void))Table_rows, METH_FASTCALL, "rows(start, n, space) -> (rows, slots, next)"},
     {"encode", (PyCFunction)(void (*)(void))Table_encode, METH_FASTCALL, "encode(start, n) -> (bytes, next, special)"},
+    {"pools", (PyCFunction)(void (*)(void))Table_pools, METH_FASTCALL,
+     "pools(keys, top_n) -> [(bytes, top rows, {pid: bytes})] per (device, type) of keys"},
     {"owned", (PyCFunction)(void (*)(void))Table_owned, METH_FASTCALL,
      "owned(pid[, limit]) -> the first (up to limit) slots of pid, in insertion order"},
     {"owned_count", (PyCFunction)Table_owned_count, METH_O, "owned_count(pid) -> int"},

@@ -20,7 +20,6 @@ allocator) and SYSTEM_MEMORY (host) have no place in a bank and are left out of 
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from dataclasses import dataclass
 
@@ -307,22 +306,18 @@ class Insight:
             return
         self._events_since_capture = 0
         self._last_capture_ns = ts
-        groups: dict[tuple[int, int], list] = {k: [] for k in keys}
-        for b in registry.buffer_list() if n else ():
-            g = groups.get((b.device, b.buffer_type))
-            if g is not None:
-                g.append(b)
+        keys = list(keys)
         phase_of = state.phase_of
-        for key, bufs in groups.items():
+        # one pass over the registry's rows for all the pools, a Buffer only for each pool's top entries
+        for key, (nbytes, top, by_pid) in zip(keys, registry.pools(keys, TOP_N), strict=True):
             d, t = key
-            cap = PeakCapture(d, t, sum(b.size for b in bufs), ts)
-            for b in heapq.nlargest(TOP_N, bufs, key=lambda b: b.size):
+            cap = PeakCapture(d, t, nbytes, ts)
+            for b in top:
                 cap.top_buffers.append({"buffer_id": b.buffer_id, "size": b.size, "pid": b.owner_pid, "name": b.name})
-            for b in bufs:
-                cap.by_pid[b.owner_pid] = cap.by_pid.get(b.owner_pid, 0) + b.size
-            for pid, nbytes in cap.by_pid.items():
+            cap.by_pid = by_pid
+            for pid, nb in by_pid.items():
                 ph = phase_of(pid) or "unknown"
-                cap.by_phase[ph] = cap.by_phase.get(ph, 0) + nbytes
+                cap.by_phase[ph] = cap.by_phase.get(ph, 0) + nb
             self.captures[key] = cap
 
     def load(self, registry, inventory, ts_ns: int) -> None:
