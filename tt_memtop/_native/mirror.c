@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <structmember.h>
@@ -39,6 +40,39 @@ static PyObject *small[3];
 static PyObject *s_t, *s_strings, *s_counts, *s_usage, *s_seq, *s_unknown, *s_unstorable, *s_apply_one, *s_find,
     *s_row, *s_add, *s_remove, *s_set_refs;
 static int ready = 0;
+
+/* table.c's C API (its capsule "tt_memtop._native.table.api"; the same definitions as there): when the
+ * registry holds the compiled Table, the same operations without a method call or a row tuple. */
+#define TABLE_API_VERSION 1
+typedef struct {
+    uint64_t bid, size, seq;
+    int64_t ts;
+    int32_t device, pid;
+    uint32_t refs;
+    uint8_t type, strings;
+} ApiRow;
+
+typedef struct {
+    int version;
+    size_t row_size;
+    PyTypeObject *type;
+    int64_t (*find)(PyObject *t, unsigned space, int32_t device, uint64_t bid); /* slot, -1: none, -2: error */
+    int (*get)(PyObject *t, uint32_t slot, ApiRow *out);                        /* 0, -1: error (no live row) */
+    int64_t (*add)(PyObject *t, const ApiRow *r);                               /* slot, -1: error */
+    int (*remove)(PyObject *t, uint32_t slot);                                  /* 0, -1: error */
+    int (*set_refs)(PyObject *t, uint32_t slot, uint32_t refs);                 /* 0, -1: error */
+} TableApi;
+
+static const TableApi *table_api = NULL;
+
+static const TableApi *load_table_api(void) {
+    const TableApi *api = PyCapsule_Import("tt_memtop._native.table.api", 0);
+    if (api == NULL) {
+        PyErr_Clear(); /* no compiled table: every table goes through its methods */
+        return NULL;
+    }
+    return api->version == TABLE_API_VERSION && api->row_size == sizeof(ApiRow) ? api : NULL;
+}
 
 #define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
 
@@ -74,12 +108,14 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     Py_DECREF(seq);
     Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(et));
     Py_XSETREF(usage_type, (PyTypeObject *)Py_NewRef(ut));
+    table_api = load_table_api();
     ready = 1;
     Py_RETURN_NONE;
 }
 
 typedef struct {
     PyObject *reg, *strings, *counts, *usage;
+    PyObject *table;                                /* the registry's table, when it is the compiled Table */
     PyObject *find, *row, *add, *remove, *set_refs; /* the table's bound methods */
     PyObject *seq;                                  /* registry.seq as we know it (new ref) */
     long long unknown, unstorable;                  /* increments not yet written back */
@@ -317,6 +353,143 @@ static int put(Ctx *c, PyObject *ev) {
     return account(c, dev, bt, size, pid, +1);
 }
 
+/* ---- the compiled table through its C API (the same steps as put / drop / apply_c above) */
+static inline unsigned space_c(uint8_t type) { return type == CB ? 1u : type == KERNEL ? 2u : 0u; }
+
+/* An int that fits [lo, hi] (as a long long): 1, else 0 (no error left set). */
+static inline int in_range(PyObject *o, long long lo, long long hi, long long *out) {
+    int ovf = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &ovf);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (ovf || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+static inline int as_u64(PyObject *o, uint64_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* The event's key as the table holds it: 1, else 0 (a value no column holds: the method path decides). */
+static int fast_key(PyObject *ev, int32_t *dev, uint64_t *bid, uint8_t *bt) {
+    long long d, t;
+    if (!in_range(SLOT(ev, ev_off[E_DEV]), INT32_MIN, INT32_MAX, &d) ||
+        !in_range(SLOT(ev, ev_off[E_BT]), 0, 255, &t) || !as_u64(SLOT(ev, ev_off[E_BID]), bid))
+        return 0;
+    *dev = (int32_t)d;
+    *bt = (uint8_t)t;
+    return 1;
+}
+
+/* Registry._drop(slot, row) of a live slot */
+static int drop_fast(Ctx *c, uint32_t slot) {
+    ApiRow r;
+    if (table_api->get(c->table, slot, &r) < 0) return -1;
+    unsigned space = space_c(r.type);
+    int rc = -1;
+    PyObject *dev = PyLong_FromLong(r.device), *bt = PyLong_FromLong(r.type);
+    PyObject *size = PyLong_FromUnsignedLongLong(r.size), *pid = PyLong_FromLong(r.pid);
+    if (dev == NULL || bt == NULL || size == NULL || pid == NULL) goto out;
+    if (r.strings) {
+        PyObject *bid = PyLong_FromUnsignedLongLong(r.bid);
+        PyObject *k = bid ? PyTuple_Pack(3, small[space], dev, bid) : NULL;
+        Py_XDECREF(bid);
+        if (k == NULL) goto out;
+        int d = PyDict_DelItem(c->strings, k);
+        Py_DECREF(k);
+        if (d < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) goto out;
+            PyErr_Clear();
+        }
+    }
+    if (table_api->remove(c->table, slot) < 0) goto out;
+    PyObject *m1 = PyLong_FromLong(-1);
+    if (m1 == NULL) goto out;
+    int r2 = item_add(c->counts, space, m1);
+    Py_DECREF(m1);
+    if (r2 < 0) goto out;
+    rc = account(c, dev, bt, size, pid, -1);
+out:
+    Py_XDECREF(dev);
+    Py_XDECREF(bt);
+    Py_XDECREF(size);
+    Py_XDECREF(pid);
+    return rc;
+}
+
+static int put(Ctx *c, PyObject *ev);
+
+/* Registry._put of an ALLOC, when every field fits its column (else put(), whose add() says why not) */
+static int put_fast(Ctx *c, PyObject *ev) {
+    ApiRow r;
+    long long pid, ts;
+    if (!fast_key(ev, &r.device, &r.bid, &r.type) || !as_u64(SLOT(ev, ev_off[E_SIZE]), &r.size) ||
+        !in_range(SLOT(ev, ev_off[E_PID]), INT32_MIN, INT32_MAX, &pid) ||
+        !in_range(SLOT(ev, ev_off[E_TS]), LLONG_MIN, LLONG_MAX, &ts) || !as_u64(SLOT(ev, ev_off[E_SEQ]), &r.seq))
+        return put(c, ev);
+    r.pid = (int32_t)pid;
+    r.ts = ts;
+    r.refs = 1;
+    unsigned space = space_c(r.type);
+    int64_t old = table_api->find(c->table, space, r.device, r.bid);
+    if (old == -2) return -1;
+    if (old >= 0 && drop_fast(c, (uint32_t)old) < 0) return -1;
+    PyObject *name = SLOT(ev, ev_off[E_NAME]), *trace = SLOT(ev, ev_off[E_TRACE]);
+    int has = PyUnicode_GET_LENGTH(name) > 0 || PyUnicode_GET_LENGTH(trace) > 0;
+    r.strings = (uint8_t)has;
+    if (table_api->add(c->table, &r) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            c->unstorable++;
+            return 0;
+        }
+        return -1;
+    }
+    PyObject *dev = SLOT(ev, ev_off[E_DEV]), *bid = SLOT(ev, ev_off[E_BID]);
+    if (has) {
+        PyObject *k = PyTuple_Pack(3, small[space], dev, bid);
+        PyObject *v = k ? PyTuple_Pack(2, name, trace) : NULL;
+        int e = v ? PyDict_SetItem(c->strings, k, v) : -1;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (e < 0) return -1;
+    }
+    if (item_add(c->counts, space, small[1]) < 0) return -1;
+    return account(c, dev, SLOT(ev, ev_off[E_BT]), SLOT(ev, ev_off[E_SIZE]), SLOT(ev, ev_off[E_PID]), +1);
+}
+
+static int apply_c(Ctx *c, PyObject *ev, int k);
+
+/* apply_c through the C API; 1 = not applicable here (a key no column holds), 0 = done, -1 = error */
+static int apply_fast(Ctx *c, PyObject *ev, int k) {
+    if (k == K_ALLOC) return put_fast(c, ev);
+    if (k != K_FREE && k != K_CLEANUP && k != K_REF_INC && k != K_REF_DEC) return 1;
+    int32_t dev;
+    uint64_t bid;
+    uint8_t bt;
+    if (!fast_key(ev, &dev, &bid, &bt)) return 1;
+    int64_t s = table_api->find(c->table, space_c(bt), dev, bid);
+    if (s == -2) return -1;
+    if (s < 0) return 0;
+    if (k == K_FREE || k == K_CLEANUP) return drop_fast(c, (uint32_t)s);
+    int o = 0;
+    long long rc = PyLong_AsLongLongAndOverflow(SLOT(ev, ev_off[E_REFS]), &o);
+    if (rc == -1 && PyErr_Occurred()) return -1;
+    if (o) rc = o > 0 ? U32 : 0;
+    if (rc < 0) rc = 0;
+    if (rc > U32) rc = U32;
+    return table_api->set_refs(c->table, (uint32_t)s, (uint32_t)rc);
+}
+
 static int kind_index(PyObject *kind) {
     for (int i = 0; i < K_N; i++)
         if (kind == kinds[i]) return i;
@@ -403,6 +576,7 @@ static PyObject *apply_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
         (c.add = PyObject_GetAttr(t, s_add)) == NULL || (c.remove = PyObject_GetAttr(t, s_remove)) == NULL ||
         (c.set_refs = PyObject_GetAttr(t, s_set_refs)) == NULL || (c.seq = PyObject_GetAttr(c.reg, s_seq)) == NULL)
         goto out;
+    if (table_api != NULL && Py_TYPE(t) == table_api->type) c.table = t;
     if (!PyDict_CheckExact(c.strings) || !PyDict_CheckExact(c.usage)) {
         PyErr_SetString(PyExc_TypeError, "registry dicts are not dicts");
         goto out;
@@ -440,7 +614,10 @@ static PyObject *apply_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             Py_SETREF(c.seq, Py_NewRef(seqo));
             c.seq_dirty = 1;
         }
-        if (k >= 0 && apply_c(&c, ev, k) < 0) goto out; /* else a kind that changes no entry */
+        if (k >= 0) { /* else a kind that changes no entry */
+            int r = c.table != NULL ? apply_fast(&c, ev, k) : 1;
+            if (r < 0 || (r > 0 && apply_c(&c, ev, k) < 0)) goto out;
+        }
     }
     failed = 0;
 out:;

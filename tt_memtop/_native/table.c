@@ -53,6 +53,7 @@ typedef struct {
     Owner *owners;
     uint32_t nowners, capowners, freeowner; /* free list threaded through .head */
     PyObject *owner_ix;                     /* dict pid -> owner index; NULL in a copy */
+    uint32_t last_owner;                    /* the owner index last looked up (a live one), NIL: none */
     uint32_t frozen;                        /* open Frozen views: rows stay where they are */
     uint32_t *ohash;                        /* the previous hash array while it is drained, else NULL */
     uint32_t ohcap, omig;                   /* its size; buckets [0, omig) are moved already */
@@ -323,12 +324,16 @@ static void hash_delete(Table *t, uint32_t i) {
 
 /* ------------------------------------------------------------------ owners */
 static Owner *owner_get(Table *t, int32_t pid, int create) {
+    /* the rows of a batch mostly have one owner: the last one looked up, without the dict */
+    if (t->last_owner != NIL && t->owners[t->last_owner].pid == pid) return &t->owners[t->last_owner];
     PyObject *key = PyLong_FromLong(pid);
     if (key == NULL) return NULL;
     PyObject *ix = PyDict_GetItemWithError(t->owner_ix, key);
     if (ix != NULL) {
         Py_DECREF(key);
-        return &t->owners[PyLong_AsSize_t(ix)];
+        size_t o = PyLong_AsSize_t(ix);
+        t->last_owner = (uint32_t)o;
+        return &t->owners[o];
     }
     if (PyErr_Occurred() || !create) {
         Py_DECREF(key);
@@ -366,6 +371,7 @@ static Owner *owner_get(Table *t, int32_t pid, int create) {
     ow->pid = pid;
     ow->head = ow->tail = NIL;
     ow->count = 0;
+    t->last_owner = o;
     return ow;
 }
 
@@ -385,6 +391,7 @@ static void owner_unlink(Table *t, uint32_t slot) {
         Py_XDECREF(key);
         ow->head = t->freeowner;
         t->freeowner = o;
+        if (t->last_owner == o) t->last_owner = NIL;
     }
 }
 
@@ -500,6 +507,47 @@ static PyObject *Table_lookup(Table *t, PyObject *const *args, Py_ssize_t nargs)
     return row_tuple(&t->rows[s]);
 }
 
+/* add(): the row's slot, or -1 with an exception set (the table full, the key already in it, no memory). */
+static int64_t add_row(Table *t, Row r, int strings) {
+    migrate_step(t, t->hash_step);
+    compact_step(t, t->compact_step); /* before the new row: it must not be moved once its slot is returned */
+    if (t->nrows >= NIL - 1) {
+        PyErr_SetString(PyExc_OverflowError, "table full");
+        return -1;
+    }
+    if (grow_hash(t, t->live + 1) < 0) return -1;
+    uint32_t pos;
+    if (find_pos(t, space_of(r.type), r.device, r.bid, &pos) >= 0) {
+        PyErr_SetString(PyExc_KeyError, "key is already in the table");
+        return -1;
+    }
+    if (t->nrows == t->caprows) {
+        /* +1/8: little slack at a million rows; a big block grows in place (mremap), so no copying */
+        uint64_t cap = t->caprows < 512 ? 512 : (uint64_t)t->caprows + t->caprows / 8;
+        if (cap > NIL - 1) cap = NIL - 1;
+        Row *rows = PyMem_Realloc(t->rows, (size_t)cap * sizeof(Row));
+        if (rows == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->rows = rows;
+        t->caprows = (uint32_t)cap;
+    }
+    Owner *ow = owner_get(t, r.pid, 1);
+    if (ow == NULL) return -1;
+    uint32_t slot = t->nrows++;
+    r.flags = (uint8_t)(F_ALIVE | (strings ? F_STRINGS : 0));
+    r.onext = NIL;
+    r.oprev = ow->tail;
+    t->rows[slot] = r;
+    if (ow->tail != NIL) t->rows[ow->tail].onext = slot; else ow->head = slot;
+    ow->tail = slot;
+    ow->count++;
+    t->hash[pos] = slot + 1;
+    t->live++;
+    return slot;
+}
+
 static PyObject *Table_add(Table *t, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "add(device, buffer_id, type, size, pid, refs, ts, seq, strings)");
@@ -512,53 +560,18 @@ static PyObject *Table_add(Table *t, PyObject *const *args, Py_ssize_t nargs) {
         get_u64(args[3], &r.size) < 0 || get_i32(args[4], &r.pid) < 0 || get_u32(args[5], &r.refs) < 0 ||
         get_i64(args[6], &r.ts) < 0 || get_u64(args[7], &r.seq) < 0)
         return NULL;
-    migrate_step(t, t->hash_step);
-    compact_step(t, t->compact_step); /* before the new row: it must not be moved once its slot is returned */
-    if (t->nrows >= NIL - 1) {
-        PyErr_SetString(PyExc_OverflowError, "table full");
-        return NULL;
-    }
-    if (grow_hash(t, t->live + 1) < 0) return NULL;
-    uint32_t pos;
-    if (find_pos(t, space_of(r.type), r.device, r.bid, &pos) >= 0) {
-        PyErr_SetString(PyExc_KeyError, "key is already in the table");
-        return NULL;
-    }
-    if (t->nrows == t->caprows) {
-        /* +1/8: little slack at a million rows; a big block grows in place (mremap), so no copying */
-        uint64_t cap = t->caprows < 512 ? 512 : (uint64_t)t->caprows + t->caprows / 8;
-        if (cap > NIL - 1) cap = NIL - 1;
-        Row *rows = PyMem_Realloc(t->rows, (size_t)cap * sizeof(Row));
-        if (rows == NULL) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        t->rows = rows;
-        t->caprows = (uint32_t)cap;
-    }
-    Owner *ow = owner_get(t, r.pid, 1);
-    if (ow == NULL) return NULL;
-    uint32_t slot = t->nrows++;
-    r.flags = (uint8_t)(F_ALIVE | (strings ? F_STRINGS : 0));
-    r.onext = NIL;
-    r.oprev = ow->tail;
-    t->rows[slot] = r;
-    if (ow->tail != NIL) t->rows[ow->tail].onext = slot; else ow->head = slot;
-    ow->tail = slot;
-    ow->count++;
-    t->hash[pos] = slot + 1;
-    t->live++;
-    return PyLong_FromUnsignedLong(slot);
+    int64_t slot = add_row(t, r, strings);
+    return slot < 0 ? NULL : PyLong_FromLongLong(slot);
 }
 
-static PyObject *Table_remove(Table *t, PyObject *arg) {
-    uint32_t slot, pos;
+/* remove() of a live slot: 0, or -1 with an exception set. */
+static int remove_slot(Table *t, uint32_t slot) {
+    uint32_t pos;
     int in_old;
-    if (need_index(t) == NULL || check_slot(t, arg, &slot) < 0) return NULL;
     Row *r = &t->rows[slot];
     if (find_pos2(t, space_of(r->type), r->device, r->bid, &pos, &in_old) != (int64_t)slot) {
         PyErr_SetString(PyExc_SystemError, "table index out of step");
-        return NULL;
+        return -1;
     }
     if (in_old) t->ohash[pos] = TOMB; /* keeps the old array's probe chains whole */
     else hash_delete(t, pos);
@@ -568,6 +581,12 @@ static PyObject *Table_remove(Table *t, PyObject *arg) {
     t->live--;
     migrate_step(t, t->hash_step);
     after_remove(t, slot);
+    return 0;
+}
+
+static PyObject *Table_remove(Table *t, PyObject *arg) {
+    uint32_t slot;
+    if (need_index(t) == NULL || check_slot(t, arg, &slot) < 0 || remove_slot(t, slot) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -934,7 +953,7 @@ static void table_free(Table *t) {
     t->owners = NULL;
     t->nrows = t->caprows = t->live = t->hcap = t->nowners = t->capowners = 0;
     t->ohcap = t->omig = t->compacting = t->cwr = t->crd = 0;
-    t->freeowner = t->hole_lo = NIL;
+    t->freeowner = t->hole_lo = t->last_owner = NIL;
 }
 
 static int table_init_empty(Table *t) {
@@ -978,7 +997,7 @@ static PyObject *Table_copy(Table *t, PyObject *Py_UNUSED(ignored)) {
     c->hash_step = HASH_STEP;
     c->views = NULL;
     c->nowners = c->capowners = c->hcap = 0;
-    c->freeowner = NIL;
+    c->freeowner = c->last_owner = NIL;
     c->nrows = c->caprows = c->live = 0;
     if (t->live) {
         c->rows = PyMem_Malloc((size_t)t->live * sizeof(Row));
@@ -1311,6 +1330,94 @@ static PyTypeObject TableType = {
     .tp_new = Table_new,
 };
 
+/* ------------------------------------------------------------------ C API, for mirror.c
+ * The same operations as find / row / add / remove / set_refs without a Python call or a row tuple: a
+ * capsule "tt_memtop._native.table.api" holds this struct (mirror.c has the same definitions and checks
+ * version and sizes before using it). */
+#define TABLE_API_VERSION 1
+typedef struct {
+    uint64_t bid, size, seq;
+    int64_t ts;
+    int32_t device, pid;
+    uint32_t refs;
+    uint8_t type, strings;
+} ApiRow;
+
+typedef struct {
+    int version;
+    size_t row_size;
+    PyTypeObject *type;
+    int64_t (*find)(PyObject *t, unsigned space, int32_t device, uint64_t bid); /* slot, -1: none, -2: error */
+    int (*get)(PyObject *t, uint32_t slot, ApiRow *out);                        /* 0, -1: error (no live row) */
+    int64_t (*add)(PyObject *t, const ApiRow *r);                               /* slot, -1: error */
+    int (*remove)(PyObject *t, uint32_t slot);                                  /* 0, -1: error */
+    int (*set_refs)(PyObject *t, uint32_t slot, uint32_t refs);                 /* 0, -1: error */
+} TableApi;
+
+static int api_live(Table *t, uint32_t slot) {
+    if (slot >= t->nrows || !(t->rows[slot].flags & F_ALIVE)) {
+        PyErr_Format(PyExc_IndexError, "no live row at slot %u", slot);
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t api_find(PyObject *o, unsigned space, int32_t device, uint64_t bid) {
+    Table *t = (Table *)o;
+    if (need_index(t) == NULL) return -2;
+    if (space > 2) return -1;
+    uint32_t pos;
+    return find_pos(t, space, device, bid, &pos);
+}
+
+static int api_get(PyObject *o, uint32_t slot, ApiRow *out) {
+    Table *t = (Table *)o;
+    if (api_live(t, slot) < 0) return -1;
+    const Row *r = &t->rows[slot];
+    out->bid = r->bid;
+    out->size = r->size;
+    out->seq = r->seq;
+    out->ts = r->ts;
+    out->device = r->device;
+    out->pid = r->pid;
+    out->refs = r->refs;
+    out->type = r->type;
+    out->strings = (r->flags & F_STRINGS) != 0;
+    return 0;
+}
+
+static int64_t api_add(PyObject *o, const ApiRow *a) {
+    Table *t = (Table *)o;
+    if (need_index(t) == NULL) return -1;
+    Row r;
+    r.bid = a->bid;
+    r.size = a->size;
+    r.seq = a->seq;
+    r.ts = a->ts;
+    r.device = a->device;
+    r.pid = a->pid;
+    r.refs = a->refs;
+    r.type = a->type;
+    return add_row(t, r, a->strings);
+}
+
+static int api_remove(PyObject *o, uint32_t slot) {
+    Table *t = (Table *)o;
+    if (need_index(t) == NULL || api_live(t, slot) < 0) return -1;
+    return remove_slot(t, slot);
+}
+
+static int api_set_refs(PyObject *o, uint32_t slot, uint32_t refs) {
+    Table *t = (Table *)o;
+    if (api_live(t, slot) < 0) return -1;
+    if (t->views != NULL) save_for_views(t, slot);
+    t->rows[slot].refs = refs;
+    return 0;
+}
+
+static TableApi table_api = {TABLE_API_VERSION, sizeof(ApiRow), &TableType, api_find, api_get, api_add,
+                             api_remove, api_set_refs};
+
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "table", "Compiled registry table.", -1, NULL};
 
 PyMODINIT_FUNC PyInit_table(void) {
@@ -1320,6 +1427,12 @@ PyMODINIT_FUNC PyInit_table(void) {
     Py_INCREF(&TableType);
     if (PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
         Py_DECREF(&TableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *cap = PyCapsule_New(&table_api, "tt_memtop._native.table.api", NULL);
+    if (cap == NULL || PyModule_AddObject(m, "api", cap) < 0) {
+        Py_XDECREF(cap);
         Py_DECREF(m);
         return NULL;
     }
