@@ -54,7 +54,7 @@ _events = st.builds(
                                                                 ref_count=refs, name=name),
     _kinds, st.integers(0, 40), st.sampled_from([0, 1, 2, 255, 300, -1, 1 << 31]),
     st.one_of(st.integers(0, 5), st.sampled_from([1 << 64, -1, (1 << 64) - 1])),
-    st.sampled_from([0, 0, 1, 2, 3, 4, 5, 6, 255, 256, -1]), st.sampled_from([0, 100, 1 << 20, 1 << 63, 1 << 70, -3]),
+    st.sampled_from([0, 0, 1, 2, 3, 4, 5, 6]), st.sampled_from([0, 100, 1 << 20, 1 << 63, 1 << 70, -3]),
     st.one_of(st.integers(1, 3), st.sampled_from([1 << 31, -(1 << 31) - 1])), st.sampled_from([0, 1, 2, -5, 1 << 40, True]), st.sampled_from(["", "", "w", "Fabric"]))
 
 

@@ -24,6 +24,7 @@ static unsigned mapped_mask = 0; /* bit t: type t has a place in the bank maps *
 enum { NBARS = 2 };
 static unsigned bar_types[NBARS] = {0, 0}; /* bit t: type t is stacked in bar b (the meters' DRAM / L1 bars) */
 static PyObject *zero = NULL, *s_dev = NULL, *s_pid = NULL, *s_bars = NULL;
+static int use_fast = 1;
 
 static PyObject *setup(PyObject *self, PyObject *args) {
     PyObject *type, *a, *f, *c, *mapped, *bars;
@@ -184,38 +185,78 @@ static int bar_bump(PyObject *r, int b, long bar_mask, PyObject *ts) {
     return gt < 0 ? -1 : 0;
 }
 
-static PyObject *observe_pass(PyObject *self, PyObject *args) {
-    PyObject *events, *peaks, *dev_rows, *pid_rows, *pend, *last_alloc, *cbs, *regions;
-    if (!PyArg_ParseTuple(args, "OOO!O!O!O!O!O!", &events, &peaks, &PyDict_Type, &dev_rows, &PyDict_Type, &pid_rows,
-                          &PyDict_Type, &pend, &PyDict_Type, &last_alloc, &PyList_Type, &cbs, &PyList_Type, &regions))
-        return NULL;
-    if (event_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "tt_memtop._native.insight: setup() was not called");
+/* The device row of dev_rows for `d`, made if missing: (current, peak, peak_at, the batch's max, bar peaks,
+ * bar times). Borrowed (the dict holds it); NULL on error. */
+static PyObject *device_row(PyObject *dev_rows, PyObject *peaks, PyObject *d) {
+    PyObject *r = PyDict_GetItemWithError(dev_rows, d);
+    if (r == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        PyObject *got = PyObject_CallMethodObjArgs(peaks, s_dev, d, NULL);
+        if (got == NULL) return NULL;
+        if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 3) {
+            Py_DECREF(got);
+            PyErr_SetString(PyExc_TypeError, "PeakTracker._dev must return (current, peak, peak_at)");
+            return NULL;
+        }
+        PyObject *bars = PyObject_CallMethodObjArgs(peaks, s_bars, d, NULL);
+        if (bars == NULL) {
+            Py_DECREF(got);
+            return NULL;
+        }
+        if (!PyTuple_Check(bars) || PyTuple_GET_SIZE(bars) != 2 || !PyList_Check(PyTuple_GET_ITEM(bars, 0)) ||
+            !PyList_Check(PyTuple_GET_ITEM(bars, 1)) || PyList_GET_SIZE(PyTuple_GET_ITEM(bars, 0)) < NBARS ||
+            PyList_GET_SIZE(PyTuple_GET_ITEM(bars, 1)) < NBARS) {
+            Py_DECREF(got);
+            Py_DECREF(bars);
+            PyErr_SetString(PyExc_TypeError, "PeakTracker._bars must return ([2 peaks], [2 times])");
+            return NULL;
+        }
+        PyObject *copy = PySequence_List(PyTuple_GET_ITEM(got, 0));
+        PyObject *row = copy ? PyTuple_Pack(6, PyTuple_GET_ITEM(got, 0), PyTuple_GET_ITEM(got, 1),
+                                            PyTuple_GET_ITEM(got, 2), copy, PyTuple_GET_ITEM(bars, 0),
+                                            PyTuple_GET_ITEM(bars, 1))
+                             : NULL;
+        Py_DECREF(got);
+        Py_DECREF(bars);
+        Py_XDECREF(copy);
+        if (row == NULL) return NULL;
+        int bad = PyDict_SetItem(dev_rows, d, row);
+        Py_DECREF(row);
+        if (bad) return NULL;
+        r = row; /* the dict holds it now */
+    }
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 6) {
+        PyErr_SetString(PyExc_TypeError, "bad device row");
         return NULL;
     }
-    PyObject *mask_obj = PyObject_GetAttrString(peaks, "bar_mask");
-    if (mask_obj == NULL) return NULL;
-    long bar_mask = PyLong_AsLong(mask_obj);
-    Py_DECREF(mask_obj);
-    if (bar_mask == -1 && PyErr_Occurred()) return NULL;
-    PyObject *rose = PyObject_GetAttrString(peaks, "rose");
-    if (rose == NULL) return NULL;
-    PyObject *seq = PySequence_Fast(events, "events must be a sequence");
-    if (seq == NULL) {
-        Py_DECREF(rose);
+    return r;
+}
+
+/* The PID row of pid_rows for `p`, made if missing: (current, peak, peak_at). Borrowed; NULL on error. */
+static PyObject *pid_row(PyObject *pid_rows, PyObject *peaks, PyObject *p) {
+    PyObject *r = PyDict_GetItemWithError(pid_rows, p);
+    if (r == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        PyObject *got = PyObject_CallMethodObjArgs(peaks, s_pid, p, NULL);
+        if (got == NULL) return NULL;
+        int bad = PyDict_SetItem(pid_rows, p, got);
+        Py_DECREF(got);
+        if (bad) return NULL;
+        r = got;
+    }
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 3) {
+        PyErr_SetString(PyExc_TypeError, "bad PID row");
         return NULL;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
+    return r;
+}
+
+/* The pass on the Python objects themselves (any int values): 0, or -1 on error. */
+static int observe_objects(PyObject **items, Py_ssize_t n, PyObject *peaks, long bar_mask, PyObject *rose,
+                           PyObject *dev_rows, PyObject *pid_rows, PyObject *pend, PyObject *last_alloc, PyObject *cbs,
+                           PyObject *regions) {
     PyObject *size = NULL;
     int ok = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (Py_TYPE(items[i]) != event_type) { /* not all Events: nothing done, the caller takes the pure pass */
-            Py_DECREF(seq);
-            Py_DECREF(rose);
-            Py_RETURN_FALSE;
-        }
-    }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ev = items[i];
         Py_CLEAR(size);
@@ -244,48 +285,9 @@ static PyObject *observe_pass(PyObject *self, PyObject *args) {
         if (!(0 <= t && t < ntypes)) continue;
         PyObject *d = slot(ev, S_DEV), *ts = slot(ev, S_TS);
         if (d == NULL || ts == NULL) goto done;
-        /* ---- the device row: (current, peak, peak_at, the batch's max) */
-        PyObject *r = PyDict_GetItemWithError(dev_rows, d);
-        if (r == NULL) {
-            if (PyErr_Occurred()) goto done;
-            PyObject *got = PyObject_CallMethodObjArgs(peaks, s_dev, d, NULL);
-            if (got == NULL) goto done;
-            if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 3) {
-                Py_DECREF(got);
-                PyErr_SetString(PyExc_TypeError, "PeakTracker._dev must return (current, peak, peak_at)");
-                goto done;
-            }
-            PyObject *bars = PyObject_CallMethodObjArgs(peaks, s_bars, d, NULL);
-            if (bars == NULL) {
-                Py_DECREF(got);
-                goto done;
-            }
-            if (!PyTuple_Check(bars) || PyTuple_GET_SIZE(bars) != 2 || !PyList_Check(PyTuple_GET_ITEM(bars, 0)) ||
-                !PyList_Check(PyTuple_GET_ITEM(bars, 1)) || PyList_GET_SIZE(PyTuple_GET_ITEM(bars, 0)) < NBARS ||
-                PyList_GET_SIZE(PyTuple_GET_ITEM(bars, 1)) < NBARS) {
-                Py_DECREF(got);
-                Py_DECREF(bars);
-                PyErr_SetString(PyExc_TypeError, "PeakTracker._bars must return ([2 peaks], [2 times])");
-                goto done;
-            }
-            PyObject *copy = PySequence_List(PyTuple_GET_ITEM(got, 0));
-            PyObject *row = copy ? PyTuple_Pack(6, PyTuple_GET_ITEM(got, 0), PyTuple_GET_ITEM(got, 1),
-                                                PyTuple_GET_ITEM(got, 2), copy, PyTuple_GET_ITEM(bars, 0),
-                                                PyTuple_GET_ITEM(bars, 1))
-                                 : NULL;
-            Py_DECREF(got);
-            Py_DECREF(bars);
-            Py_XDECREF(copy);
-            if (row == NULL) goto done;
-            int bad = PyDict_SetItem(dev_rows, d, row);
-            Py_DECREF(row);
-            if (bad) goto done;
-            r = row; /* the dict holds it now */
-        }
-        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 6) {
-            PyErr_SetString(PyExc_TypeError, "bad device row");
-            goto done;
-        }
+        /* ---- the device row: (current, peak, peak_at, the batch's max, bar peaks, bar times) */
+        PyObject *r = device_row(dev_rows, peaks, d);
+        if (r == NULL) goto done;
         PyObject *v = add_at(PyTuple_GET_ITEM(r, 0), t, size);
         if (v == NULL) goto done;
         if (positive && t < t_cb) {
@@ -318,20 +320,8 @@ static PyObject *observe_pass(PyObject *self, PyObject *args) {
         /* ---- the PID row: (current, peak, peak_at) */
         PyObject *p = slot(ev, S_PID);
         if (p == NULL) goto done;
-        r = PyDict_GetItemWithError(pid_rows, p);
-        if (r == NULL) {
-            if (PyErr_Occurred()) goto done;
-            PyObject *got = PyObject_CallMethodObjArgs(peaks, s_pid, p, NULL);
-            if (got == NULL) goto done;
-            int bad = PyDict_SetItem(pid_rows, p, got);
-            Py_DECREF(got);
-            if (bad) goto done;
-            r = got;
-        }
-        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 3) {
-            PyErr_SetString(PyExc_TypeError, "bad PID row");
-            goto done;
-        }
+        r = pid_row(pid_rows, peaks, p);
+        if (r == NULL) goto done;
         v = add_at(PyTuple_GET_ITEM(r, 0), t, size);
         if (v == NULL) goto done;
         if (positive && t < t_cb) {
@@ -380,16 +370,330 @@ static PyObject *observe_pass(PyObject *self, PyObject *args) {
     ok = 1;
 done:
     Py_XDECREF(size);
+    return ok ? 0 : -1;
+}
+
+
+/* ------------------------------------------------------------------ the fast path: counters in C integers
+ *
+ * The same pass with every running counter of the batch held as a C integer: each device / PID row's
+ * lists are read once into C arrays, the events update those, and the lists get the final values (and
+ * `rose` the pools whose peak rose, in the order they first rose) at the end — the state the per-event
+ * stores leave. Taken when every value involved fits well inside 64 bits (|v| <= 2^62: no sum of two
+ * can overflow, and any that would is caught); otherwise nothing is written and the object pass
+ * above (observe_objects) runs instead, as it does for a batch with more than MAXROWS devices or PIDs. */
+#define LIM (1LL << 62)
+#define MAXROWS 64
+#define MAXT 16
+
+typedef struct {
+    PyObject *key; /* the dict key (borrowed from the event that first had it) */
+    long long id;
+    PyObject *row; /* borrowed from dev_rows / pid_rows */
+    long long cur[MAXT], peak[MAXT], at[MAXT], bmax[MAXT], bpk[NBARS], bat[NBARS];
+    unsigned cur_set, peak_set, bmax_set, bar_set; /* what changed (bits: types, bars) */
+} Acc;
+
+static inline int fits(PyObject *o, long long *out) {
+    if (o == NULL || !PyLong_CheckExact(o)) return 0;
+    int ovf = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &ovf);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (ovf || v < -LIM || v > LIM) return 0;
+    *out = v;
+    return 1;
+}
+
+/* lst (a list of at least n ints that fit) into out[0..n) */
+static int load_list(PyObject *lst, Py_ssize_t n, long long *out) {
+    if (!PyList_CheckExact(lst) || PyList_GET_SIZE(lst) < n) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!fits(PyList_GET_ITEM(lst, i), &out[i])) return 0;
+    return 1;
+}
+
+static int store_list(PyObject *lst, unsigned set, const long long *v, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!(set >> i & 1)) continue;
+        PyObject *x = PyLong_FromLongLong(v[i]);
+        if (x == NULL) return -1;
+        PyList_SetItem(lst, i, x); /* steals x; lst was checked to be a list this long */
+    }
+    return 0;
+}
+
+/* The device row of dev_rows for `d` (made as the object pass makes it): borrowed, NULL on error. */
+static PyObject *device_row(PyObject *dev_rows, PyObject *peaks, PyObject *d);
+static PyObject *pid_row(PyObject *pid_rows, PyObject *peaks, PyObject *p);
+
+/* 1 = done, 0 = declined (nothing written but rows made), -1 = error */
+static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long bar_mask, PyObject *rose,
+                        PyObject *dev_rows, PyObject *pid_rows, PyObject *pend, PyObject *last_alloc, PyObject *cbs,
+                        PyObject *regions) {
+    Acc devs[MAXROWS], pids[MAXROWS];
+    int ndev = 0, npid = 0, rc = -1;
+    int rose_dev[MAXROWS * MAXT];
+    unsigned char rose_t[MAXROWS * MAXT];
+    int nrose = 0;
+    unsigned rose_seen[MAXROWS]; /* bit t of device i: already in rose_* */
+    int last_d = -1, last_p = -1;
+    if (ntypes > MAXT) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev = items[i];
+        PyObject *k = *(PyObject **)((char *)ev + slot_off[S_KIND]);
+        long long size;
+        if (k == k_alloc) {
+            if (!fits(*(PyObject **)((char *)ev + slot_off[S_SIZE]), &size)) return 0;
+        } else if (k == k_free || k == k_cleanup) {
+            if (!fits(*(PyObject **)((char *)ev + slot_off[S_SIZE]), &size)) return 0;
+            size = -size;
+        } else {
+            if (k == NULL) return 0;
+            continue;
+        }
+        long long t, ts, did, pidv;
+        PyObject *tobj = *(PyObject **)((char *)ev + slot_off[S_BT]);
+        if (tobj == NULL || !fits(tobj, &t)) return 0;
+        if (!(0 <= t && t < ntypes)) continue;
+        PyObject *bido = *(PyObject **)((char *)ev + slot_off[S_BID]);
+        if (bido == NULL || !PyLong_CheckExact(bido)) return 0;
+        PyObject *d = *(PyObject **)((char *)ev + slot_off[S_DEV]), *p = *(PyObject **)((char *)ev + slot_off[S_PID]);
+        PyObject *tso = *(PyObject **)((char *)ev + slot_off[S_TS]);
+        if (d == NULL || p == NULL || tso == NULL || !fits(d, &did) || !fits(p, &pidv) || !fits(tso, &ts)) return 0;
+        /* ---- the device's accumulators */
+        int di = last_d;
+        if (di < 0 || devs[di].id != did) {
+            for (di = 0; di < ndev && devs[di].id != did; di++) {
+            }
+            if (di == ndev) {
+                if (ndev == MAXROWS) return 0;
+                PyObject *r = device_row(dev_rows, peaks, d);
+                if (r == NULL) return -1;
+                Acc *a = &devs[ndev];
+                a->key = d;
+                a->id = did;
+                a->row = r;
+                a->cur_set = a->peak_set = a->bmax_set = a->bar_set = 0;
+                if (!load_list(PyTuple_GET_ITEM(r, 0), ntypes, a->cur) ||
+                    !load_list(PyTuple_GET_ITEM(r, 1), ntypes, a->peak) ||
+                    !load_list(PyTuple_GET_ITEM(r, 2), ntypes, a->at) ||
+                    !load_list(PyTuple_GET_ITEM(r, 3), ntypes, a->bmax) ||
+                    !load_list(PyTuple_GET_ITEM(r, 4), NBARS, a->bpk) ||
+                    !load_list(PyTuple_GET_ITEM(r, 5), NBARS, a->bat))
+                    return 0;
+                rose_seen[ndev] = 0;
+                ndev++;
+            }
+            last_d = di;
+        }
+        Acc *a = &devs[di];
+        long long v;
+        if (__builtin_add_overflow(a->cur[t], size, &v) || v < -LIM || v > LIM) return 0;
+        a->cur[t] = v;
+        a->cur_set |= 1u << t;
+        if (size > 0 && t < t_cb) {
+            if (v > a->bmax[t]) {
+                a->bmax[t] = v;
+                a->bmax_set |= 1u << t;
+                if (v > a->peak[t]) {
+                    a->peak[t] = v;
+                    a->at[t] = ts;
+                    a->peak_set |= 1u << t;
+                    if (!(rose_seen[di] >> t & 1)) {
+                        rose_seen[di] |= 1u << t;
+                        rose_dev[nrose] = di;
+                        rose_t[nrose++] = (unsigned char)t;
+                    }
+                }
+            }
+            if ((bar_mask >> t) & 1) { /* the bar's stacked sum, CB / KERNEL as of the batch's start */
+                int b = (bar_types[0] >> t) & 1 ? 0 : 1;
+                long long s = 0;
+                for (long u = 0; u < ntypes; u++) {
+                    if (!((bar_types[b] >> u) & 1) || !((bar_mask >> u) & 1)) continue;
+                    if (__builtin_add_overflow(s, u < t_cb ? a->cur[u] : a->bmax[u], &s)) return 0;
+                }
+                if (s > a->bpk[b]) {
+                    a->bpk[b] = s;
+                    a->bat[b] = ts;
+                    a->bar_set |= 1u << b;
+                }
+            }
+        }
+        /* ---- the PID's */
+        int pi = last_p;
+        if (pi < 0 || pids[pi].id != pidv) {
+            for (pi = 0; pi < npid && pids[pi].id != pidv; pi++) {
+            }
+            if (pi == npid) {
+                if (npid == MAXROWS) return 0;
+                PyObject *r = pid_row(pid_rows, peaks, p);
+                if (r == NULL) return -1;
+                Acc *q = &pids[npid];
+                q->key = p;
+                q->id = pidv;
+                q->row = r;
+                q->cur_set = q->peak_set = 0;
+                if (!load_list(PyTuple_GET_ITEM(r, 0), ntypes, q->cur) ||
+                    !load_list(PyTuple_GET_ITEM(r, 1), ntypes, q->peak) ||
+                    !load_list(PyTuple_GET_ITEM(r, 2), ntypes, q->at))
+                    return 0;
+                npid++;
+            }
+            last_p = pi;
+        }
+        Acc *q = &pids[pi];
+        if (__builtin_add_overflow(q->cur[t], size, &v) || v < -LIM || v > LIM) return 0;
+        q->cur[t] = v;
+        q->cur_set |= 1u << t;
+        if (size > 0 && t < t_cb && v > q->peak[t]) {
+            q->peak[t] = v;
+            q->at[t] = ts;
+            q->peak_set |= 1u << t;
+        }
+    }
+    /* ---- the counters into the lists */
+    for (int i = 0; i < ndev; i++) {
+        Acc *a = &devs[i];
+        PyObject *r = a->row;
+        if (store_list(PyTuple_GET_ITEM(r, 0), a->cur_set, a->cur, ntypes) < 0 ||
+            store_list(PyTuple_GET_ITEM(r, 1), a->peak_set, a->peak, ntypes) < 0 ||
+            store_list(PyTuple_GET_ITEM(r, 2), a->peak_set, a->at, ntypes) < 0 ||
+            store_list(PyTuple_GET_ITEM(r, 3), a->bmax_set, a->bmax, ntypes) < 0 ||
+            store_list(PyTuple_GET_ITEM(r, 4), a->bar_set, a->bpk, NBARS) < 0 ||
+            store_list(PyTuple_GET_ITEM(r, 5), a->bar_set, a->bat, NBARS) < 0)
+            return -1;
+    }
+    for (int i = 0; i < npid; i++) {
+        Acc *q = &pids[i];
+        PyObject *r = q->row;
+        if (store_list(PyTuple_GET_ITEM(r, 0), q->cur_set, q->cur, ntypes) < 0 ||
+            store_list(PyTuple_GET_ITEM(r, 1), q->peak_set, q->peak, ntypes) < 0 ||
+            store_list(PyTuple_GET_ITEM(r, 2), q->peak_set, q->at, ntypes) < 0)
+            return -1;
+    }
+    for (int i = 0; i < nrose; i++) {
+        PyObject *key = Py_BuildValue("(Oi)", devs[rose_dev[i]].key, (int)rose_t[i]);
+        if (key == NULL || PySet_Add(rose, key) < 0) {
+            Py_XDECREF(key);
+            return -1;
+        }
+        Py_DECREF(key);
+    }
+    /* ---- each buffer's new state for the bank maps */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev = items[i];
+        PyObject *k = *(PyObject **)((char *)ev + slot_off[S_KIND]);
+        long long size = 0, t = 0, dv = 0, bidv = 0;
+        int neg = k == k_free || k == k_cleanup;
+        if (k != k_alloc && !neg) continue;
+        PyObject *so = *(PyObject **)((char *)ev + slot_off[S_SIZE]);
+        fits(so, &size); /* all checked above */
+        if (neg) size = -size;
+        fits(*(PyObject **)((char *)ev + slot_off[S_BT]), &t);
+        if (!(0 <= t && t < ntypes)) continue;
+        PyObject *d = *(PyObject **)((char *)ev + slot_off[S_DEV]), *bid = *(PyObject **)((char *)ev + slot_off[S_BID]);
+        fits(d, &dv);
+        int bpos = PyObject_RichCompareBool(bid, zero, Py_GT);
+        if (bpos < 0) return -1;
+        if (!bpos || dv < 0 || dv >= 256) continue;
+        int positive = size > 0;
+        if (mapped_mask & (1u << t)) {
+            PyObject *key;
+            if (PyLong_CheckExact(bid) && fits(bid, &bidv) && bidv < (1LL << 54)) key = PyLong_FromLongLong(bidv << 8 | dv);
+            else key = shift_or(bid, 8, (long)dv);
+            if (key == NULL) return -1;
+            if (positive) {
+                PyObject *val;
+                if (size < (1LL << 58)) {
+                    val = PyLong_FromLongLong(size << 3 | t);
+                } else {
+                    PyObject *big = PyLong_FromLongLong(size);
+                    val = big ? shift_or(big, 3, (long)t) : NULL;
+                    Py_XDECREF(big);
+                }
+                if (set_item_new(pend, key, val) < 0) return -1;
+                /* the object pass stores the event's size (an ALLOC: never negated) */
+                if (set_item_new(last_alloc, PyLong_FromLong((long)(dv << 3 | t)),
+                                 neg ? PyLong_FromLongLong(size) : (Py_INCREF(so), so)) < 0)
+                    return -1;
+                if (t == t_trace || t == t_small) {
+                    PyObject *rec = Py_BuildValue("(LOL)", dv, bid, t);
+                    if (rec == NULL) return -1;
+                    int bad = PyList_Append(regions, rec);
+                    Py_DECREF(rec);
+                    if (bad) return -1;
+                }
+            } else if (set_item_new(pend, key, PyLong_FromLongLong(-1 - t)) < 0) {
+                return -1;
+            }
+        } else if (t == t_cb) {
+            PyObject *rec = Py_BuildValue("(LOL)", dv, bid, size);
+            if (rec == NULL) return -1;
+            int bad = PyList_Append(cbs, rec);
+            Py_DECREF(rec);
+            if (bad) return -1;
+        }
+    }
+    rc = 1;
+    return rc;
+}
+
+static PyObject *observe_pass(PyObject *self, PyObject *args) {
+    PyObject *events, *peaks, *dev_rows, *pid_rows, *pend, *last_alloc, *cbs, *regions;
+    if (!PyArg_ParseTuple(args, "OOO!O!O!O!O!O!", &events, &peaks, &PyDict_Type, &dev_rows, &PyDict_Type, &pid_rows,
+                          &PyDict_Type, &pend, &PyDict_Type, &last_alloc, &PyList_Type, &cbs, &PyList_Type, &regions))
+        return NULL;
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tt_memtop._native.insight: setup() was not called");
+        return NULL;
+    }
+    PyObject *mask_obj = PyObject_GetAttrString(peaks, "bar_mask");
+    if (mask_obj == NULL) return NULL;
+    long bar_mask = PyLong_AsLong(mask_obj);
+    Py_DECREF(mask_obj);
+    if (bar_mask == -1 && PyErr_Occurred()) return NULL;
+    PyObject *seq = PySequence_Fast(events, "events must be a sequence");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (Py_TYPE(items[i]) != event_type) { /* not all Events: nothing done, the caller takes the pure pass */
+            Py_DECREF(seq);
+            Py_RETURN_FALSE;
+        }
+    }
+    PyObject *rose = PyObject_GetAttrString(peaks, "rose");
+    if (rose == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    int r = use_fast ? observe_fast(items, n, peaks, bar_mask, rose, dev_rows, pid_rows, pend, last_alloc, cbs, regions)
+                     : 0;
+    if (r == 0)
+        r = observe_objects(items, n, peaks, bar_mask, rose, dev_rows, pid_rows, pend, last_alloc, cbs, regions);
     Py_DECREF(seq);
     Py_DECREF(rose);
-    if (!ok) return NULL;
+    if (r < 0) return NULL;
     Py_RETURN_TRUE;
+}
+
+/* set_fast(flag): take the C-integer path when it applies (the default), or always the object pass (tests) */
+static PyObject *set_fast(PyObject *self, PyObject *arg) {
+    int v = PyObject_IsTrue(arg);
+    if (v < 0) return NULL;
+    use_fast = v;
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped, bars)"},
     {"observe_pass", observe_pass, METH_VARARGS,
      "observe_pass(events, peaks, dev_rows, pid_rows, pend, last_alloc, cbs, regions): Insight's per-event pass"},
+    {"set_fast", set_fast, METH_O, "set_fast(flag): the C-integer path when it applies (default True), for tests"},
     {NULL, NULL, 0, NULL},
 };
 
