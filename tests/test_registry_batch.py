@@ -36,6 +36,8 @@ def _state(r: Registry) -> dict:
 
 def _both(events: list[Event], pure_table: bool, batch: int) -> None:
     ref, fast = Registry(pure_table), Registry(pure_table)
+    # the compiled table is reached through its C API (table.c's capsule), the pure one through its methods
+    assert registry_mod._native_mirror.uses_table_api(fast) is (fast.native and not pure_table)
     g_ref = g_fast = 0
     for i in range(0, len(events), batch):
         chunk = events[i:i + batch]

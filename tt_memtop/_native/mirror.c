@@ -66,7 +66,11 @@ typedef struct {
 static const TableApi *table_api = NULL;
 
 static const TableApi *load_table_api(void) {
-    const TableApi *api = PyCapsule_Import("tt_memtop._native.table.api", 0);
+    PyObject *mod = PyImport_ImportModule("tt_memtop._native.table");
+    PyObject *cap = mod ? PyObject_GetAttrString(mod, "api") : NULL;
+    const TableApi *api = cap ? PyCapsule_GetPointer(cap, "tt_memtop._native.table.api") : NULL;
+    Py_XDECREF(mod);
+    Py_XDECREF(cap);
     if (api == NULL) {
         PyErr_Clear(); /* no compiled table: every table goes through its methods */
         return NULL;
@@ -640,8 +644,18 @@ out:;
     return PyLong_FromLongLong(gaps);
 }
 
+/* uses_table_api(registry): whether apply_batch reaches this registry's table through its C API (tests) */
+static PyObject *uses_table_api(PyObject *self, PyObject *reg) {
+    PyObject *t = PyObject_GetAttr(reg, s_t);
+    if (t == NULL) return NULL;
+    int r = table_api != NULL && Py_TYPE(t) == table_api->type;
+    Py_DECREF(t);
+    return PyBool_FromLong(r);
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(Event, DeviceUsage, kinds)"},
+    {"uses_table_api", uses_table_api, METH_O, "uses_table_api(registry) -> whether its table is reached in C"},
     {"apply_batch", (PyCFunction)(void (*)(void))apply_batch, METH_FASTCALL,
      "apply_batch(registry, events) -> sequence gaps (Registry.apply_batch, compiled)"},
     {NULL, NULL, 0, NULL},
