@@ -120,6 +120,7 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 typedef struct {
     PyObject *reg, *strings, *counts, *usage;
     PyObject *table;                                /* the registry's table, when it is the compiled Table */
+    PyObject *u_key, *u, *pt_key, *pt;              /* account()'s last device usage and (device, pid) list */
     PyObject *find, *row, *add, *remove, *set_refs; /* the table's bound methods */
     PyObject *seq;                                  /* registry.seq as we know it (new ref) */
     long long unknown, unstorable;                  /* increments not yet written back */
@@ -179,84 +180,103 @@ static int item_add(PyObject *list, Py_ssize_t i, PyObject *delta) {
     return r;
 }
 
-/* Registry._account */
+/* seq[i] -= v for a list (a usage list): the reference's `+= -size` for ints, without the negated int */
+static int item_sub(PyObject *list, Py_ssize_t i, PyObject *v) {
+    if (PyList_CheckExact(list) && i >= 0 && i < PyList_GET_SIZE(list) && PyLong_CheckExact(v) &&
+        PyLong_CheckExact(PyList_GET_ITEM(list, i))) {
+        PyObject *old = PyList_GET_ITEM(list, i);
+        PyObject *nv = PyNumber_Subtract(old, v);
+        if (nv == NULL) return -1;
+        PyList_SET_ITEM(list, i, nv);
+        Py_DECREF(old);
+        return 0;
+    }
+    PyObject *neg = PyNumber_Negative(v);
+    if (neg == NULL) return -1;
+    int r = item_add(list, i, neg);
+    Py_DECREF(neg);
+    return r;
+}
+
+static void forget_usage(Ctx *c) {
+    Py_CLEAR(c->u_key);
+    Py_CLEAR(c->u);
+    Py_CLEAR(c->pt_key);
+    Py_CLEAR(c->pt);
+}
+
+/* Registry._account. The device's _DeviceUsage and the (device, pid) list of the previous call are kept
+ * (a batch is mostly one process on a few devices): a dict look-up only when the key object changes. */
 static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObject *pid, int sign) {
-    PyObject *sz = sign < 0 ? PyNumber_Negative(size) : Py_NewRef(size);
-    if (sz == NULL) return -1;
-    int rc = -1;
-    PyObject *u = PyDict_GetItemWithError(c->usage, device), *pt = NULL;
-    if (u == NULL) {
-        if (PyErr_Occurred()) goto done;
-        u = PyObject_CallNoArgs((PyObject *)usage_type);
-        if (u == NULL) goto done;
-        int r = PyDict_SetItem(c->usage, device, u);
-        Py_DECREF(u);
-        if (r < 0) goto done;
+    PyObject *u = c->u;
+    if (u == NULL || device != c->u_key) {
+        Py_CLEAR(c->pt_key);
+        Py_CLEAR(c->pt);
+        u = PyDict_GetItemWithError(c->usage, device);
+        if (u == NULL) {
+            if (PyErr_Occurred()) return -1;
+            u = PyObject_CallNoArgs((PyObject *)usage_type);
+            if (u == NULL) return -1;
+            int r = PyDict_SetItem(c->usage, device, u);
+            Py_DECREF(u);
+            if (r < 0) return -1;
+        }
+        if (Py_TYPE(u) != usage_type) {
+            PyErr_SetString(PyExc_TypeError, "registry usage is not a _DeviceUsage");
+            return -1;
+        }
+        Py_XSETREF(c->u, Py_NewRef(u));
+        Py_XSETREF(c->u_key, Py_NewRef(device));
     }
-    if (Py_TYPE(u) != usage_type) {
-        PyErr_SetString(PyExc_TypeError, "registry usage is not a _DeviceUsage");
-        goto done;
-    }
-    Py_INCREF(u);
     Py_ssize_t ti = PyNumber_AsSsize_t(t, PyExc_IndexError);
+    if (ti == -1 && PyErr_Occurred()) return -1;
     PyObject *totals = SLOT(u, u_off[U_TOTALS]);
-    if ((ti == -1 && PyErr_Occurred()) || totals == NULL || item_add(totals, ti, sz) < 0) goto done_u;
-    PyObject *sg = sign < 0 ? PyLong_FromLong(-1) : Py_NewRef(small[1]);
-    if (sg == NULL) goto done_u;
+    if (totals == NULL || (sign < 0 ? item_sub(totals, ti, size) : item_add(totals, ti, size)) < 0) return -1;
+    PyObject *sg = small[sign < 0 ? 0 : 1];
+    if (sign < 0 && (sg = PyLong_FromLong(-1)) == NULL) return -1; /* a small int: no allocation */
+    int rc = -1;
     if (ti != CB && ti != KERNEL) {
         PyObject *cnt = SLOT(u, u_off[U_COUNT]);
         PyObject *nc = cnt ? PyNumber_Add(cnt, sg) : NULL;
-        if (nc == NULL) {
-            Py_DECREF(sg);
-            goto done_u;
-        }
+        if (nc == NULL) goto done;
         PyObject *old = SLOT(u, u_off[U_COUNT]);
         SLOT(u, u_off[U_COUNT]) = nc;
         Py_DECREF(old);
     }
     PyObject *by_pid = SLOT(u, u_off[U_BY_PID]);
     if (by_pid == NULL || !PyDict_Check(by_pid)) {
-        Py_DECREF(sg);
         PyErr_SetString(PyExc_TypeError, "by_pid is not a dict");
-        goto done_u;
+        goto done;
     }
-    pt = PyDict_GetItemWithError(by_pid, pid);
-    if (pt == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(sg);
-            goto done_u;
-        }
-        pt = PyList_New(NTYPES + 1);
+    PyObject *pt = c->pt;
+    if (pt == NULL || pid != c->pt_key) {
+        pt = PyDict_GetItemWithError(by_pid, pid);
         if (pt == NULL) {
-            Py_DECREF(sg);
-            goto done_u;
+            if (PyErr_Occurred()) goto done;
+            pt = PyList_New(NTYPES + 1);
+            if (pt == NULL) goto done;
+            for (int i = 0; i <= NTYPES; i++) PyList_SET_ITEM(pt, i, Py_NewRef(small[0]));
+            int r = PyDict_SetItem(by_pid, pid, pt);
+            Py_DECREF(pt);
+            if (r < 0) goto done;
         }
-        for (int i = 0; i <= NTYPES; i++) PyList_SET_ITEM(pt, i, Py_NewRef(small[0]));
-        if (PyDict_SetItem(by_pid, pid, pt) < 0) {
-            Py_DECREF(sg);
-            Py_CLEAR(pt);
-            goto done_u;
-        }
-    } else {
-        Py_INCREF(pt);
+        Py_XSETREF(c->pt, Py_NewRef(pt));
+        Py_XSETREF(c->pt_key, Py_NewRef(pid));
     }
-    if (item_add(pt, ti, sz) < 0 || item_add(pt, NTYPES, sg) < 0) {
-        Py_DECREF(sg);
-        goto done_u;
-    }
-    Py_DECREF(sg);
+    if ((sign < 0 ? item_sub(pt, ti, size) : item_add(pt, ti, size)) < 0 || item_add(pt, NTYPES, sg) < 0) goto done;
     PyObject *n = PySequence_GetItem(pt, NTYPES);
-    if (n == NULL) goto done_u;
+    if (n == NULL) goto done;
     int nz = PyObject_IsTrue(n);
     Py_DECREF(n);
-    if (nz < 0) goto done_u;
-    if (!nz && PyDict_DelItem(by_pid, pid) < 0) goto done_u;
+    if (nz < 0) goto done;
+    if (!nz) {
+        Py_CLEAR(c->pt_key); /* the entry goes: so does what we keep of it */
+        Py_CLEAR(c->pt);
+        if (PyDict_DelItem(by_pid, pid) < 0) goto done;
+    }
     rc = 0;
-done_u:
-    Py_XDECREF(pt);
-    Py_DECREF(u);
 done:
-    Py_DECREF(sz);
+    if (sign < 0) Py_DECREF(sg);
     return rc;
 }
 
@@ -394,14 +414,30 @@ static int fast_key(PyObject *ev, int32_t *dev, uint64_t *bid, uint8_t *bt) {
     return 1;
 }
 
-/* Registry._drop(slot, row) of a live slot */
-static int drop_fast(Ctx *c, uint32_t slot) {
+/* The int object `have` if its value is v, else a new one (the row's values, without an allocation when
+ * the event carries the same ones). */
+static PyObject *same_or_new_u64(PyObject *have, uint64_t v) {
+    uint64_t x;
+    if (have != NULL && PyLong_CheckExact(have) && as_u64(have, &x) && x == v) return Py_NewRef(have);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *same_or_new_i32(PyObject *have, int32_t v) {
+    long long x;
+    if (have != NULL && PyLong_CheckExact(have) && in_range(have, INT32_MIN, INT32_MAX, &x) && x == v)
+        return Py_NewRef(have);
+    return PyLong_FromLong(v);
+}
+
+/* Registry._drop(slot, row) of a live slot; `ev`: the FREE / CLEANUP that drops it (NULL: none) */
+static int drop_fast(Ctx *c, uint32_t slot, PyObject *ev) {
     ApiRow r;
     if (table_api->get(c->table, slot, &r) < 0) return -1;
     unsigned space = space_c(r.type);
     int rc = -1;
     PyObject *dev = PyLong_FromLong(r.device), *bt = PyLong_FromLong(r.type);
-    PyObject *size = PyLong_FromUnsignedLongLong(r.size), *pid = PyLong_FromLong(r.pid);
+    PyObject *size = same_or_new_u64(ev ? SLOT(ev, ev_off[E_SIZE]) : NULL, r.size);
+    PyObject *pid = same_or_new_i32(ev ? SLOT(ev, ev_off[E_PID]) : NULL, r.pid);
     if (dev == NULL || bt == NULL || size == NULL || pid == NULL) goto out;
     if (r.strings) {
         PyObject *bid = PyLong_FromUnsignedLongLong(r.bid);
@@ -446,7 +482,7 @@ static int put_fast(Ctx *c, PyObject *ev) {
     unsigned space = space_c(r.type);
     int64_t old = table_api->find(c->table, space, r.device, r.bid);
     if (old == -2) return -1;
-    if (old >= 0 && drop_fast(c, (uint32_t)old) < 0) return -1;
+    if (old >= 0 && drop_fast(c, (uint32_t)old, ev) < 0) return -1;
     PyObject *name = SLOT(ev, ev_off[E_NAME]), *trace = SLOT(ev, ev_off[E_TRACE]);
     int has = PyUnicode_GET_LENGTH(name) > 0 || PyUnicode_GET_LENGTH(trace) > 0;
     r.strings = (uint8_t)has;
@@ -484,7 +520,7 @@ static int apply_fast(Ctx *c, PyObject *ev, int k) {
     int64_t s = table_api->find(c->table, space_c(bt), dev, bid);
     if (s == -2) return -1;
     if (s < 0) return 0;
-    if (k == K_FREE || k == K_CLEANUP) return drop_fast(c, (uint32_t)s);
+    if (k == K_FREE || k == K_CLEANUP) return drop_fast(c, (uint32_t)s, ev);
     int o = 0;
     long long rc = PyLong_AsLongLongAndOverflow(SLOT(ev, ev_off[E_REFS]), &o);
     if (rc == -1 && PyErr_Occurred()) return -1;
@@ -597,6 +633,7 @@ static PyObject *apply_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             known = !o && last >= 0;
         }
         if (!known || !takes(ev, &k)) {
+            forget_usage(&c); /* the reference may change the usage dicts */
             if (flush(&c) < 0) goto out;
             PyObject *a[2] = {c.reg, ev};
             PyObject *g = PyObject_VectorcallMethod(s_apply_one, a, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -640,6 +677,7 @@ out:;
     Py_XDECREF(c.remove);
     Py_XDECREF(c.set_refs);
     Py_XDECREF(c.seq);
+    forget_usage(&c);
     if (failed) return NULL;
     return PyLong_FromLongLong(gaps);
 }
