@@ -148,8 +148,10 @@ NATIVE_PASS = insight_mod._load_native_pass()
 def test_native_insight_pass_equals_the_pure_one(sessions, name, monkeypatch):
     events = sessions[name]
     monkeypatch.setattr(insight_mod, "_native_pass", None)
+    monkeypatch.setattr(insight_mod, "_native_end", None)
     pure = _summary(_fold(events, 512, one_by_one=False))
     monkeypatch.setattr(insight_mod, "_native_pass", NATIVE_PASS)
+    monkeypatch.setattr(insight_mod, "_native_end", NATIVE_END)
     native = _fold(events, 512, one_by_one=False)
     assert _summary(native) == pure
     assert native.insight.captures.keys() == _fold(events, 512, one_by_one=True).insight.captures.keys()
@@ -243,6 +245,39 @@ def test_native_insight_pass_with_more_devices_and_pids_than_its_c_rows():
     batches = [evs[:10], evs, evs[10:]]
     pure = _pass_state(insight_mod._observe_pass, batches, (1 << 7) - 1)
     assert _pass_state(NATIVE_PASS, batches, (1 << 7) - 1, fast=True) == pure
+
+
+NATIVE_END = insight_mod._load_native_end()
+_fold_events = st.builds(
+    lambda alloc, ts, pid, dev, bt, bid, size: Event(EventKind.ALLOC if alloc else EventKind.FREE, seq=0, ts_ns=ts,
+                                                      pid=pid, device=dev, buffer_type=bt, buffer_id=bid, size=size,
+                                                      ref_count=1 if alloc else 0),
+    st.booleans(), st.integers(1, 10**6), st.integers(1, 3), st.integers(0, 3), st.integers(0, 6),
+    st.integers(0, 12), st.sampled_from([0, 64, 4096, 1 << 20, 1 << 40, 1 << 63]))
+
+
+def _insight_state(events, batch: int, mask: int) -> tuple:
+    st_ = new_state()
+    st_.insight.peaks.set_bar_mask(mask, 0)
+    for i in range(0, len(events), batch):
+        st_.apply_events(events[i:i + batch])
+    p, ins = st_.insight.peaks, st_.insight
+    return ((p.current, p.peak, p.peak_at, p.pid_current, p.pid_peak, p.pid_peak_at, p.bars, p.bars_at),
+            {k: ins.history.series(k, st_.last_ts_ns) for k in sorted(ins.history._series)},
+            list(ins.captures), ins._recorded, list(ins._pending.items()))
+
+
+@pytest.mark.skipif(NATIVE_END is None, reason="the compiled insight pass is not built")
+@settings(max_examples=100, deadline=None)
+@given(events=st.lists(_fold_events, max_size=120), batch=st.sampled_from([1, 7, 64]),
+       mask=st.sampled_from([(1 << 7) - 1, 0b0011001, 0b1100000]))
+def test_native_end_of_batch_equals_the_pure_one(events, batch, mask):
+    """The compiled end of Insight.observe's batch (CB / KERNEL peaks from the registry's totals, the bars,
+    the usage history's points) leaves the state the pure one does."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(insight_mod, "_native_end", None)
+        pure = _insight_state(events, batch, mask)
+    assert _insight_state(events, batch, mask) == pure
 
 
 NATIVE_HISTORY = model_mod._load_native_history()

@@ -689,10 +689,176 @@ static PyObject *set_fast(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ the end of a batch (Insight.observe) */
+static PyObject *s_bars_attr = NULL, *s_bars_at_attr = NULL, *s_rose = NULL, *s_mask = NULL;
+
+static PyObject *list_item(PyObject *lst, Py_ssize_t i) { /* borrowed, NULL (error set) when out of range */
+    if (!PyList_Check(lst) || i < 0 || i >= PyList_GET_SIZE(lst)) {
+        PyErr_SetString(PyExc_TypeError, "peak counters must be lists of one int per buffer type");
+        return NULL;
+    }
+    return PyList_GET_ITEM(lst, i);
+}
+
+/* PeakTracker.raise_bars(key, cur, ts) */
+static int raise_bars(PyObject *peaks, PyObject *bars, PyObject *bars_at, long bar_mask, PyObject *key, PyObject *cur,
+                      PyObject *ts) {
+    PyObject *pk = PyDict_GetItemWithError(bars, key), *at;
+    if (pk == NULL) {
+        if (PyErr_Occurred()) return -1;
+        PyObject *got = PyObject_CallMethodObjArgs(peaks, s_bars, key, NULL); /* made at the current sums */
+        if (got == NULL) return -1;
+        Py_DECREF(got);
+        pk = PyDict_GetItemWithError(bars, key);
+        if (pk == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "PeakTracker._bars made no entry");
+            return -1;
+        }
+    }
+    at = PyDict_GetItemWithError(bars_at, key);
+    if (at == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "no bar times");
+        return -1;
+    }
+    Py_INCREF(pk);
+    Py_INCREF(at);
+    int rc = -1;
+    for (int b = 0; b < NBARS; b++) {
+        PyObject *sum = Py_NewRef(zero);
+        for (long u = 0; u < ntypes && u < 31; u++) {
+            if (!((bar_types[b] >> u) & 1) || !((bar_mask >> u) & 1)) continue;
+            PyObject *x = list_item(cur, u), *ns = x ? PyNumber_Add(sum, x) : NULL;
+            Py_DECREF(sum);
+            if (ns == NULL) goto out;
+            sum = ns;
+        }
+        PyObject *old = list_item(pk, b);
+        int gt = old ? PyObject_RichCompareBool(sum, old, Py_GT) : -1;
+        if (gt > 0 && (list_item(at, b) == NULL || list_set(pk, b, sum) < 0 || list_set(at, b, ts) < 0)) gt = -1;
+        Py_DECREF(sum);
+        if (gt < 0) goto out;
+    }
+    rc = 0;
+out:
+    Py_DECREF(pk);
+    Py_DECREF(at);
+    return rc;
+}
+
+/* end_pass(dev_rows, pid_rows, peaks, ts_end, recorded, record, ts): Insight._end_pass, in C */
+static PyObject *end_pass(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyDict_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "end_pass(dev_rows, pid_rows, peaks, ts_end, recorded, record, ts)");
+        return NULL;
+    }
+    PyObject *dev_rows = args[0], *pid_rows = args[1], *peaks = args[2], *ts_end = args[3], *recorded = args[4];
+    PyObject *record = args[5], *ts = args[6];
+    PyObject *rose = PyObject_GetAttr(peaks, s_rose), *bars = PyObject_GetAttr(peaks, s_bars_attr);
+    PyObject *bars_at = PyObject_GetAttr(peaks, s_bars_at_attr), *mask_obj = PyObject_GetAttr(peaks, s_mask);
+    PyObject *out = NULL, *rows[2] = {dev_rows, pid_rows};
+    long bar_mask = mask_obj ? PyLong_AsLong(mask_obj) : -1;
+    if (rose == NULL || bars == NULL || bars_at == NULL || (bar_mask == -1 && PyErr_Occurred())) goto done;
+    if (!PyDict_Check(bars) || !PyDict_Check(bars_at)) {
+        PyErr_SetString(PyExc_TypeError, "PeakTracker.bars must be dicts");
+        goto done;
+    }
+    long cbk[2] = {t_cb, t_cb + 1}; /* CB, KERNEL */
+    for (int is_pid = 0; is_pid < 2; is_pid++) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *r;
+        while (PyDict_Next(rows[is_pid], &pos, &key, &r)) {
+            if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < (is_pid ? 3 : 6)) {
+                PyErr_SetString(PyExc_TypeError, "bad peak row");
+                goto done;
+            }
+            PyObject *cur = PyTuple_GET_ITEM(r, 0), *peak = PyTuple_GET_ITEM(r, 1), *at = PyTuple_GET_ITEM(r, 2);
+            for (int j = 0; j < 2; j++) {
+                long t = cbk[j];
+                PyObject *c = list_item(cur, t), *p = c ? list_item(peak, t) : NULL;
+                if (p == NULL || list_item(at, t) == NULL) goto done;
+                int gt = PyObject_RichCompareBool(c, p, Py_GT);
+                if (gt < 0) goto done;
+                if (!gt) continue;
+                Py_INCREF(c); /* held: the stores below replace list items */
+                int bad = list_set(peak, t, c) < 0 || list_set(at, t, ts_end) < 0;
+                if (!bad && !is_pid) {
+                    PyObject *k = Py_BuildValue("(Ol)", key, t);
+                    bad = k == NULL || PySet_Add(rose, k) < 0;
+                    Py_XDECREF(k);
+                    PyObject *bmax = PyTuple_GET_ITEM(r, 3), *b = bad ? NULL : list_item(bmax, t);
+                    if (b == NULL) bad = 1;
+                    else {
+                        int bg = PyObject_RichCompareBool(b, c, Py_GE); /* max(bmax[t], cur[t]): the first if equal */
+                        bad = bg < 0 || (!bg && list_set(bmax, t, c) < 0);
+                    }
+                }
+                Py_DECREF(c);
+                if (bad) goto done;
+            }
+            if (!is_pid && raise_bars(peaks, bars, bars_at, bar_mask, key, cur, ts_end) < 0) goto done;
+        }
+    }
+    /* the usage history: one point per series that changed in the batch (its max within it, its last value) */
+    Py_ssize_t pos = 0;
+    PyObject *d, *r;
+    while (PyDict_Next(dev_rows, &pos, &d, &r)) {
+        PyObject *cur = PyTuple_GET_ITEM(r, 0), *bmax = PyTuple_GET_ITEM(r, 3);
+        PyObject *last = PyDict_GetItemWithError(recorded, d);
+        if (last == NULL) {
+            if (PyErr_Occurred()) goto done;
+            PyObject *m1 = PyLong_FromLong(-1);
+            last = m1 ? PyList_New(ntypes) : NULL;
+            if (last == NULL) {
+                Py_XDECREF(m1);
+                goto done;
+            }
+            for (long t = 0; t < ntypes; t++) PyList_SET_ITEM(last, t, Py_NewRef(m1));
+            Py_DECREF(m1);
+            int bad = PyDict_SetItem(recorded, d, last);
+            Py_DECREF(last);
+            if (bad) goto done;
+        }
+        Py_INCREF(last);
+        for (long t = 0; t < ntypes; t++) {
+            PyObject *v = list_item(cur, t), *l = v ? list_item(last, t) : NULL, *b = l ? list_item(bmax, t) : NULL;
+            int ne = b ? PyObject_RichCompareBool(v, l, Py_NE) : -1;
+            int gt = ne == 0 ? PyObject_RichCompareBool(b, v, Py_GT) : 0;
+            if (ne < 0 || gt < 0) {
+                Py_DECREF(last);
+                goto done;
+            }
+            if (!ne && !gt) continue;
+            Py_INCREF(v);
+            Py_INCREF(b);
+            int bg = PyObject_RichCompareBool(b, v, Py_GT); /* max(bmax[t], v): v if equal */
+            PyObject *key = bg < 0 || list_set(last, t, v) < 0 ? NULL : Py_BuildValue("(Ol)", d, t);
+            PyObject *res = key ? PyObject_CallFunctionObjArgs(record, key, ts, bg > 0 ? b : v, v, NULL) : NULL;
+            Py_XDECREF(key);
+            Py_DECREF(v);
+            Py_DECREF(b);
+            if (res == NULL) {
+                Py_DECREF(last);
+                goto done;
+            }
+            Py_DECREF(res);
+        }
+        Py_DECREF(last);
+    }
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(rose);
+    Py_XDECREF(bars);
+    Py_XDECREF(bars_at);
+    Py_XDECREF(mask_obj);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped, bars)"},
     {"observe_pass", observe_pass, METH_VARARGS,
      "observe_pass(events, peaks, dev_rows, pid_rows, pend, last_alloc, cbs, regions): Insight's per-event pass"},
+    {"end_pass", (PyCFunction)(void (*)(void))end_pass, METH_FASTCALL,
+     "end_pass(dev_rows, pid_rows, peaks, ts_end, recorded, record, ts): the end of Insight.observe's batch"},
     {"set_fast", set_fast, METH_O, "set_fast(flag): the C-integer path when it applies (default True), for tests"},
     {NULL, NULL, 0, NULL},
 };
@@ -704,6 +870,12 @@ PyMODINIT_FUNC PyInit_insight(void) {
     s_dev = PyUnicode_InternFromString("_dev");
     s_pid = PyUnicode_InternFromString("_pid");
     s_bars = PyUnicode_InternFromString("_bars");
-    if (zero == NULL || s_dev == NULL || s_pid == NULL || s_bars == NULL) return NULL;
+    s_bars_attr = PyUnicode_InternFromString("bars");
+    s_bars_at_attr = PyUnicode_InternFromString("bars_at");
+    s_rose = PyUnicode_InternFromString("rose");
+    s_mask = PyUnicode_InternFromString("bar_mask");
+    if (zero == NULL || s_dev == NULL || s_pid == NULL || s_bars == NULL || s_bars_attr == NULL ||
+        s_bars_at_attr == NULL || s_rose == NULL || s_mask == NULL)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -189,7 +189,6 @@ class Insight:
         phases = state.phases if state is not None else None
         self._state = state
         peaks = self.peaks
-        rose = peaks.rose
         dev_rows: dict = {}
         pid_rows: dict = {}
         args = (events, peaks, dev_rows, pid_rows, self._pending, self._last_alloc, self._cb_pending,
@@ -206,38 +205,15 @@ class Insight:
             for p, r in pid_rows.items():
                 r[0][:] = reg.pid_totals(p)
         ts_end = events[-1].ts_ns
-        for rows, is_dev in ((dev_rows, True), (pid_rows, False)):
-            for key, r in rows.items():
-                cur, peak, at = r[0], r[1], r[2]
-                for t in (_CB, _KERNEL):
-                    if cur[t] > peak[t]:
-                        peak[t] = cur[t]
-                        at[t] = ts_end
-                        if is_dev:
-                            rose.add((key, t))
-                            r[3][t] = max(r[3][t], cur[t])
-                if is_dev:  # the bars with the batch's final CB / KERNEL
-                    peaks.raise_bars(key, cur, ts_end)
+        ts = ts_end or self.last_ts_ns
+        (_native_end or _end_pass)(dev_rows, pid_rows, peaks, ts_end, self._recorded, self.history.record, ts)
         if len(pend) > PENDING_LIMIT:
             self._flush()
         self.leaks.observe(events, phases.phase if phases is not None else None,
                            self._phase_before_exit if phases is not None else None,
                            phases.segments if phases is not None else None)
-        ts = events[-1].ts_ns or self.last_ts_ns
         self.last_ts_ns = max(self.last_ts_ns, ts)
-        # history: one point per series that changed in the batch: its max within the batch and its last value
-        recorded = self._recorded
-        taken = peaks.take_rose()
-        for d, (cur, _peak, _at, bmax, *_bars) in dev_rows.items():
-            last = recorded.get(d)
-            if last is None:
-                last = recorded[d] = [-1] * NTYPES
-            for t in range(NTYPES):
-                v = cur[t]
-                if v != last[t] or bmax[t] > v:
-                    last[t] = v
-                    self.history.record((d, t), ts, max(bmax[t], v), v)
-        self._pending_capture |= taken
+        self._pending_capture |= peaks.take_rose()
         self._events_since_capture += len(events)
         if state is not None and self._pending_capture:
             self._maybe_capture(state, ts)
@@ -558,6 +534,35 @@ def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, las
                 cbs.append((d, bid, size))
 
 
+def _end_pass(dev_rows: dict, pid_rows: dict, peaks, ts_end: int, recorded: dict, record, ts: int) -> None:
+    """The end of :meth:`Insight.observe`'s batch, after the registry's totals replaced the running counters:
+    CB / KERNEL peaks from those totals, the bars with the batch's final CB / KERNEL, and one usage-history
+    point per series that changed in the batch (its max within the batch, its last value). The reference
+    of the compiled end_pass (tt_memtop/_native/insight.c)."""
+    rose = peaks.rose
+    for rows, is_dev in ((dev_rows, True), (pid_rows, False)):
+        for key, r in rows.items():
+            cur, peak, at = r[0], r[1], r[2]
+            for t in (_CB, _KERNEL):
+                if cur[t] > peak[t]:
+                    peak[t] = cur[t]
+                    at[t] = ts_end
+                    if is_dev:
+                        rose.add((key, t))
+                        r[3][t] = max(r[3][t], cur[t])
+            if is_dev:
+                peaks.raise_bars(key, cur, ts_end)
+    for d, (cur, _peak, _at, bmax, *_bars) in dev_rows.items():
+        last = recorded.get(d)
+        if last is None:
+            last = recorded[d] = [-1] * NTYPES
+        for t in range(NTYPES):
+            v = cur[t]
+            if v != last[t] or bmax[t] > v:
+                last[t] = v
+                record((d, t), ts, max(bmax[t], v), v)
+
+
 def _load_native_pass():
     """The compiled pass, set up for this module; None without it (or with MEMTOP_PURE_PYTHON=1)."""
     from .._native import load
@@ -572,4 +577,13 @@ def _load_native_pass():
     return mod.observe_pass
 
 
+def _load_native_end():
+    """The compiled end of a batch (it takes KERNEL as the type after CB); None without it."""
+    from .._native import load
+
+    mod = load("insight") if _native_pass is not None and _KERNEL == _CB + 1 else None
+    return getattr(mod, "end_pass", None)
+
+
 _native_pass = _load_native_pass()
+_native_end = _load_native_end()
