@@ -99,3 +99,23 @@ def test_reference_without_the_compiled_mirror(monkeypatch):
                                                                               buffer_id=2, size=20)]
     assert r.apply_batch(evs) == 1
     assert r.seq == 4 and r.wire_totals(0)[0] == 30
+
+
+@native
+@pytest.mark.parametrize("pure_table", TABLES)
+def test_compiled_batch_over_more_devices_than_it_keeps_at_hand(pure_table):
+    """40 devices and 3 PIDs interleaved in one batch (past the 16 devices account() keeps at hand), with the
+    frees that empty a PID's entry on a device and the allocations that bring it back."""
+    events = []
+    seq = 0
+    for rnd in range(3):
+        for i in range(200):
+            seq += 1
+            dev, pid = (i * 7) % 40, 1 + (i + rnd) % 3
+            events.append(Event(EventKind.ALLOC, seq=seq, ts_ns=seq, pid=pid, device=dev, buffer_type=i % 3,
+                                buffer_id=1000 * rnd + i, size=64 + i))
+        for i in range(0, 200, 2):
+            seq += 1
+            events.append(Event(EventKind.FREE, seq=seq, ts_ns=seq, pid=1 + (i + rnd) % 3, device=(i * 7) % 40,
+                                buffer_type=i % 3, buffer_id=1000 * rnd + i, size=64 + i))
+    _both(events, pure_table, 1000)

@@ -434,13 +434,13 @@ static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long ba
                         PyObject *dev_rows, PyObject *pid_rows, PyObject *pend, PyObject *last_alloc, PyObject *cbs,
                         PyObject *regions) {
     Acc devs[MAXROWS], pids[MAXROWS];
-    int ndev = 0, npid = 0, rc = -1;
+    int ndev = 0, npid = 0;
     int rose_dev[MAXROWS * MAXT];
     unsigned char rose_t[MAXROWS * MAXT];
     int nrose = 0;
     unsigned rose_seen[MAXROWS]; /* bit t of device i: already in rose_* */
     int last_d = -1, last_p = -1;
-    if (ntypes > MAXT) return 0;
+    if (ntypes > 8) return 0; /* a pool's last_alloc key is device << 3 | type */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ev = items[i];
         PyObject *k = *(PyObject **)((char *)ev + slot_off[S_KIND]);
@@ -583,7 +583,12 @@ static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long ba
         }
         Py_DECREF(key);
     }
-    /* ---- each buffer's new state for the bank maps */
+    /* ---- each buffer's new state for the bank maps; the batch's last allocation size per pool goes into
+     * last_alloc once, in the order the pools first allocated (the state a store per allocation leaves) */
+    PyObject *la_val[256 * 8];
+    unsigned short la_order[256 * 8];
+    int nla = 0;
+    memset(la_val, 0, sizeof la_val);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *ev = items[i];
         PyObject *k = *(PyObject **)((char *)ev + slot_off[S_KIND]);
@@ -598,14 +603,14 @@ static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long ba
         PyObject *d = *(PyObject **)((char *)ev + slot_off[S_DEV]), *bid = *(PyObject **)((char *)ev + slot_off[S_BID]);
         fits(d, &dv);
         int bpos = PyObject_RichCompareBool(bid, zero, Py_GT);
-        if (bpos < 0) return -1;
+        if (bpos < 0) goto fail;
         if (!bpos || dv < 0 || dv >= 256) continue;
         int positive = size > 0;
         if (mapped_mask & (1u << t)) {
             PyObject *key;
             if (PyLong_CheckExact(bid) && fits(bid, &bidv) && bidv < (1LL << 54)) key = PyLong_FromLongLong(bidv << 8 | dv);
             else key = shift_or(bid, 8, (long)dv);
-            if (key == NULL) return -1;
+            if (key == NULL) goto fail;
             if (positive) {
                 PyObject *val;
                 if (size < (1LL << 58)) {
@@ -615,31 +620,40 @@ static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long ba
                     val = big ? shift_or(big, 3, (long)t) : NULL;
                     Py_XDECREF(big);
                 }
-                if (set_item_new(pend, key, val) < 0) return -1;
+                if (set_item_new(pend, key, val) < 0) goto fail;
                 /* the object pass stores the event's size (an ALLOC: never negated) */
-                if (set_item_new(last_alloc, PyLong_FromLong((long)(dv << 3 | t)),
-                                 neg ? PyLong_FromLongLong(size) : (Py_INCREF(so), so)) < 0)
-                    return -1;
+                int li = (int)(dv << 3 | t);
+                PyObject *lv = neg ? PyLong_FromLongLong(size) : Py_NewRef(so);
+                if (lv == NULL) goto fail;
+                if (la_val[li] == NULL) la_order[nla++] = (unsigned short)li;
+                Py_XSETREF(la_val[li], lv);
                 if (t == t_trace || t == t_small) {
                     PyObject *rec = Py_BuildValue("(LOL)", dv, bid, t);
-                    if (rec == NULL) return -1;
+                    if (rec == NULL) goto fail;
                     int bad = PyList_Append(regions, rec);
                     Py_DECREF(rec);
-                    if (bad) return -1;
+                    if (bad) goto fail;
                 }
             } else if (set_item_new(pend, key, PyLong_FromLongLong(-1 - t)) < 0) {
-                return -1;
+                goto fail;
             }
         } else if (t == t_cb) {
             PyObject *rec = Py_BuildValue("(LOL)", dv, bid, size);
-            if (rec == NULL) return -1;
+            if (rec == NULL) goto fail;
             int bad = PyList_Append(cbs, rec);
             Py_DECREF(rec);
-            if (bad) return -1;
+            if (bad) goto fail;
         }
     }
-    rc = 1;
-    return rc;
+    for (int i = 0; i < nla; i++) {
+        PyObject *v = la_val[la_order[i]];
+        la_val[la_order[i]] = NULL;
+        if (set_item_new(last_alloc, PyLong_FromLong(la_order[i]), v) < 0) goto fail;
+    }
+    return 1;
+fail:
+    for (int i = 0; i < nla; i++) Py_CLEAR(la_val[la_order[i]]);
+    return -1;
 }
 
 static PyObject *observe_pass(PyObject *self, PyObject *args) {

@@ -117,10 +117,15 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+#define UCACHE 16 /* devices whose usage account() keeps at hand */
+
 typedef struct {
     PyObject *reg, *strings, *counts, *usage;
     PyObject *table;                                /* the registry's table, when it is the compiled Table */
-    PyObject *u_key, *u, *pt_key, *pt;              /* account()'s last device usage and (device, pid) list */
+    struct {                                        /* account()'s devices: usage, last (device, pid) list */
+        PyObject *key, *u, *pid, *pt;
+    } dev[UCACHE];
+    int ndev, next_dev;
     PyObject *find, *row, *add, *remove, *set_refs; /* the table's bound methods */
     PyObject *seq;                                  /* registry.seq as we know it (new ref) */
     long long unknown, unstorable;                  /* increments not yet written back */
@@ -199,20 +204,32 @@ static int item_sub(PyObject *list, Py_ssize_t i, PyObject *v) {
 }
 
 static void forget_usage(Ctx *c) {
-    Py_CLEAR(c->u_key);
-    Py_CLEAR(c->u);
-    Py_CLEAR(c->pt_key);
-    Py_CLEAR(c->pt);
+    for (int i = 0; i < c->ndev; i++) {
+        Py_CLEAR(c->dev[i].key);
+        Py_CLEAR(c->dev[i].u);
+        Py_CLEAR(c->dev[i].pid);
+        Py_CLEAR(c->dev[i].pt);
+    }
+    c->ndev = c->next_dev = 0;
 }
 
-/* Registry._account. The device's _DeviceUsage and the (device, pid) list of the previous call are kept
- * (a batch is mostly one process on a few devices): a dict look-up only when the key object changes. */
+/* Registry._account. Each device's _DeviceUsage and its last (device, pid) list are kept, by the identity
+ * of the key objects (a batch is mostly one process on a few devices): a dict look-up only for a new one. */
 static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObject *pid, int sign) {
-    PyObject *u = c->u;
-    if (u == NULL || device != c->u_key) {
-        Py_CLEAR(c->pt_key);
-        Py_CLEAR(c->pt);
-        u = PyDict_GetItemWithError(c->usage, device);
+    int di = 0;
+    while (di < c->ndev && c->dev[di].key != device) di++;
+    if (di == c->ndev) {
+        if (c->ndev < UCACHE) {
+            c->ndev++;
+        } else { /* round robin */
+            di = c->next_dev;
+            c->next_dev = (c->next_dev + 1) % UCACHE;
+            Py_CLEAR(c->dev[di].key);
+            Py_CLEAR(c->dev[di].u);
+            Py_CLEAR(c->dev[di].pid);
+            Py_CLEAR(c->dev[di].pt);
+        }
+        PyObject *u = PyDict_GetItemWithError(c->usage, device);
         if (u == NULL) {
             if (PyErr_Occurred()) return -1;
             u = PyObject_CallNoArgs((PyObject *)usage_type);
@@ -225,9 +242,10 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
             PyErr_SetString(PyExc_TypeError, "registry usage is not a _DeviceUsage");
             return -1;
         }
-        Py_XSETREF(c->u, Py_NewRef(u));
-        Py_XSETREF(c->u_key, Py_NewRef(device));
+        c->dev[di].u = Py_NewRef(u);
+        c->dev[di].key = Py_NewRef(device);
     }
+    PyObject *u = c->dev[di].u;
     Py_ssize_t ti = PyNumber_AsSsize_t(t, PyExc_IndexError);
     if (ti == -1 && PyErr_Occurred()) return -1;
     PyObject *totals = SLOT(u, u_off[U_TOTALS]);
@@ -248,8 +266,8 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
         PyErr_SetString(PyExc_TypeError, "by_pid is not a dict");
         goto done;
     }
-    PyObject *pt = c->pt;
-    if (pt == NULL || pid != c->pt_key) {
+    PyObject *pt = c->dev[di].pt;
+    if (pt == NULL || pid != c->dev[di].pid) {
         pt = PyDict_GetItemWithError(by_pid, pid);
         if (pt == NULL) {
             if (PyErr_Occurred()) goto done;
@@ -260,8 +278,8 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
             Py_DECREF(pt);
             if (r < 0) goto done;
         }
-        Py_XSETREF(c->pt, Py_NewRef(pt));
-        Py_XSETREF(c->pt_key, Py_NewRef(pid));
+        Py_XSETREF(c->dev[di].pt, Py_NewRef(pt));
+        Py_XSETREF(c->dev[di].pid, Py_NewRef(pid));
     }
     if ((sign < 0 ? item_sub(pt, ti, size) : item_add(pt, ti, size)) < 0 || item_add(pt, NTYPES, sg) < 0) goto done;
     PyObject *n = PySequence_GetItem(pt, NTYPES);
@@ -270,8 +288,8 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
     Py_DECREF(n);
     if (nz < 0) goto done;
     if (!nz) {
-        Py_CLEAR(c->pt_key); /* the entry goes: so does what we keep of it */
-        Py_CLEAR(c->pt);
+        Py_CLEAR(c->dev[di].pid); /* the entry goes: so does what we keep of it */
+        Py_CLEAR(c->dev[di].pt);
         if (PyDict_DelItem(by_pid, pid) < 0) goto done;
     }
     rc = 0;
