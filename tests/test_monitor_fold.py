@@ -356,3 +356,14 @@ def test_native_has_kind_equals_the_pure_scan(kinds, wrap):
     evs = [Event(k, seq=1) if wrap[i] and isinstance(k, EventKind) else _Kindish(k) for i, k in enumerate(kinds)]
     for target in (EventKind.TOTALS, EventKind.ALLOC, 10):
         assert NATIVE_MOD.has_kind(evs, target) == model_mod._has_kind(evs, target)
+
+
+@pytest.mark.skipif(NATIVE_MOD is None, reason="the compiled history module is not built")
+@settings(max_examples=100, deadline=None)
+@given(keys=st.lists(st.integers(0, 50), max_size=40, unique=True), keep=st.integers(-2, 45))
+def test_native_trim_oldest_equals_the_pure_one(keys, keep):
+    a = {k: [k] for k in keys}
+    b = dict(a)
+    NATIVE_MOD.trim_oldest(a, keep)
+    model_mod._trim_oldest(b, keep)
+    assert list(a.items()) == list(b.items())

@@ -50,6 +50,21 @@ static PyObject *setup(PyObject *self, PyObject *type) {
     Py_RETURN_NONE;
 }
 
+/* history.pop(key, None) in one look-up: a new reference, or NULL (an error set, or not there) */
+static inline PyObject *dict_pop(PyObject *d, PyObject *key) {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *v = NULL;
+    if (PyDict_Pop(d, key, &v) <= 0) return NULL;
+#else
+    PyObject *v = _PyDict_Pop(d, key, Py_None);
+#endif
+    if (v == Py_None) { /* as the reference's pop(bid, None): an entry that is None is no entry */
+        Py_DECREF(v);
+        return NULL;
+    }
+    return v;
+}
+
 /* ev.<slot> as a new reference: straight from the slot of an Event, else by name */
 static inline PyObject *field(PyObject *ev, Py_ssize_t off, PyObject *name) {
     if (Py_TYPE(ev) == event_type) {
@@ -91,11 +106,10 @@ static PyObject *history_pass(PyObject *self, PyObject *args) {
             PyObject *h = NULL;
             r = -1;
             if (bid != NULL) {
-                h = PyDict_GetItemWithError(history, bid);
+                h = dict_pop(history, bid); /* re-inserted below: at the end (dict order is the LRU order) */
                 if (h != NULL) {
-                    Py_INCREF(h);
-                    r = PyDict_DelItem(history, bid); /* re-inserted below: at the end */
-                    if (r == 0 && PyList_Check(h)) {
+                    r = 0;
+                    if (PyList_Check(h)) {
                         r = (PyList_Append(h, ev) < 0 || PyList_Append(h, label) < 0) ? -1 : 0;
                         if (r == 0 && PyList_GET_SIZE(h) > per_id) r = PyList_SetSlice(h, 0, 2, NULL);
                     } else if (r == 0) {
@@ -199,7 +213,31 @@ static PyObject *has_kind(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return PyBool_FromLong(found);
 }
 
+/* trim_oldest(d, keep): delete the first len(d) - keep keys of d (the least recently touched ids) */
+static PyObject *trim_oldest(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "trim_oldest(d: dict, keep: int)");
+        return NULL;
+    }
+    Py_ssize_t keep = PyLong_AsSsize_t(args[1]);
+    if (keep == -1 && PyErr_Occurred()) return NULL;
+    PyObject *d = args[0];
+    Py_ssize_t excess = PyDict_GET_SIZE(d) - (keep < 0 ? 0 : keep);
+    if (excess <= 0) Py_RETURN_NONE;
+    PyObject *keys = PyList_New(excess), *key, *value;
+    if (keys == NULL) return NULL;
+    Py_ssize_t pos = 0, i = 0;
+    while (i < excess && PyDict_Next(d, &pos, &key, &value)) PyList_SET_ITEM(keys, i++, Py_NewRef(key));
+    int bad = 0;
+    for (Py_ssize_t j = 0; j < i && !bad; j++) bad = PyDict_DelItem(d, PyList_GET_ITEM(keys, j)) < 0;
+    Py_DECREF(keys);
+    if (bad) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"trim_oldest", (PyCFunction)(void (*)(void))trim_oldest, METH_FASTCALL,
+     "trim_oldest(d, keep): delete the first len(d) - keep keys"},
     {"setup", setup, METH_O, "setup(Event): read its slots directly"},
     {"labels_of", (PyCFunction)(void (*)(void))labels_of, METH_FASTCALL,
      "labels_of(phases, names) -> [names[ph] for ph in phases]"},

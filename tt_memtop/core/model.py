@@ -103,6 +103,14 @@ def _has_kind(events, kind) -> bool:
     return kind in map(_kind_of, events)
 
 
+def _trim_oldest(d: dict, keep: int) -> None:
+    """Delete the first ``len(d) - keep`` keys of ``d`` (the least recently touched). Reference of history.c's."""
+    excess = len(d) - keep
+    if excess > 0:
+        for key in list(islice(d, excess)):
+            del d[key]
+
+
 def _load_native_module():
     from .._native import load
 
@@ -126,6 +134,7 @@ def _load_native_history():
 _native_history = _load_native_history()
 _labels_of = _native_mod.labels_of if _native_mod is not None else _labels
 _any_kind = _native_mod.has_kind if _native_mod is not None else _has_kind
+_trim = _native_mod.trim_oldest if _native_mod is not None else _trim_oldest
 
 
 def _name(ph) -> str:
@@ -387,11 +396,8 @@ class MonitorState:
         self._end_batch(events, gaps, 0)
 
     def _end_batch(self, events: list[Event], gaps: int, totals: int) -> None:
-        history = self.history
-        excess = len(history) - self.history_ids
-        if excess > 0:
-            for key in list(islice(history, excess)):
-                del history[key]
+        if len(self.history) > self.history_ids:
+            _trim(self.history, self.history_ids)
         self.gaps += gaps
         self.events_total += len(events) - totals
         if totals:
