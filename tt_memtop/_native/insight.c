@@ -429,6 +429,22 @@ static int store_list(PyObject *lst, unsigned set, const long long *v, Py_ssize_
 static PyObject *device_row(PyObject *dev_rows, PyObject *peaks, PyObject *d);
 static PyObject *pid_row(PyObject *pid_rows, PyObject *peaks, PyObject *p);
 
+/* The pending dict's values repeat (a model allocates the same sizes over and over): a small cache of the
+ * int objects by value, so that an update of a pending buffer neither makes a new int nor frees one. */
+#define VCACHE 256
+static PyObject *vcache_obj[VCACHE];
+static long long vcache_val[VCACHE];
+
+static PyObject *cached_value(long long v) {
+    unsigned i = (unsigned)(((unsigned long long)v * 0x9E3779B97F4A7C15ull) >> 56);
+    if (vcache_obj[i] != NULL && vcache_val[i] == v) return Py_NewRef(vcache_obj[i]);
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL) return NULL;
+    Py_XSETREF(vcache_obj[i], Py_NewRef(o));
+    vcache_val[i] = v;
+    return o;
+}
+
 /* 1 = done, 0 = declined (nothing written but rows made), -1 = error */
 static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long bar_mask, PyObject *rose,
                         PyObject *dev_rows, PyObject *pid_rows, PyObject *pend, PyObject *last_alloc, PyObject *cbs,
@@ -614,7 +630,7 @@ static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long ba
             if (positive) {
                 PyObject *val;
                 if (size < (1LL << 58)) {
-                    val = PyLong_FromLongLong(size << 3 | t);
+                    val = cached_value(size << 3 | t);
                 } else {
                     PyObject *big = PyLong_FromLongLong(size);
                     val = big ? shift_or(big, 3, (long)t) : NULL;
