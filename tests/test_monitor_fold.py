@@ -187,7 +187,7 @@ def test_native_insight_pass_edge_values():
     assert NATIVE_PASS([object()], PeakTracker(), {}, {}, {}, {}, [], []) is False  # not Events: pure pass
 
 
-def _pass_state(fn, batches, mask: int, fast: bool | None = None):
+def _pass_state(fn, batches, mask: int, fast: bool | None = None, pending=dict):
     """Every batch through one insight pass (``fast``: the compiled pass's C-integer path on / off), as the
     state it leaves, dict and set orders included."""
     from tt_memtop.core.peaks import PeakTracker
@@ -197,13 +197,13 @@ def _pass_state(fn, batches, mask: int, fast: bool | None = None):
     try:
         peaks = PeakTracker()
         peaks.set_bar_mask(mask, 0)
-        out = ({}, {}, {}, {}, [], [])
+        out = ({}, {}, pending(), {}, [], [])
         seen = []
         for evs in batches:
             dev_rows, pid_rows = {}, {}
             fn(evs, peaks, dev_rows, pid_rows, *out[2:])
             seen.append((list(dev_rows.items()), list(pid_rows.items()), list(peaks.rose)))
-        return (seen, [list(d.items()) if isinstance(d, dict) else list(d) for d in out[2:]],
+        return (seen, [list(d.items()) if hasattr(d, "items") else list(d) for d in out[2:]], len(out[2]),
                 list(peaks.current.items()), list(peaks.peak.items()), list(peaks.peak_at.items()),
                 list(peaks.pid_current.items()), list(peaks.pid_peak.items()), list(peaks.pid_peak_at.items()),
                 list(peaks.bars.items()), list(peaks.bars_at.items()))
@@ -235,6 +235,10 @@ def test_native_insight_pass_paths_equal_the_pure_one(batches, mask):
     pure = _pass_state(insight_mod._observe_pass, batches, mask)
     assert _pass_state(NATIVE_PASS, batches, mask, fast=True) == pure
     assert _pass_state(NATIVE_PASS, batches, mask, fast=False) == pure
+    # into insight.c's Pending (C integers, a dict inside once a value needs more) instead of a dict
+    assert _pass_state(NATIVE_PASS, batches, mask, fast=True, pending=NATIVE_PASS_MOD.Pending) == pure
+    assert _pass_state(NATIVE_PASS, batches, mask, fast=False, pending=NATIVE_PASS_MOD.Pending) == pure
+    assert _pass_state(insight_mod._observe_pass, batches, mask, pending=NATIVE_PASS_MOD.Pending) == pure
 
 
 @pytest.mark.skipif(NATIVE_PASS is None, reason="the compiled insight pass is not built")
@@ -245,6 +249,28 @@ def test_native_insight_pass_with_more_devices_and_pids_than_its_c_rows():
     batches = [evs[:10], evs, evs[10:]]
     pure = _pass_state(insight_mod._observe_pass, batches, (1 << 7) - 1)
     assert _pass_state(NATIVE_PASS, batches, (1 << 7) - 1, fast=True) == pure
+
+
+@pytest.mark.skipif(NATIVE_PASS is None, reason="the compiled insight pass is not built")
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(st.tuples(st.one_of(st.integers(0, 40), st.sampled_from([(1 << 64) - 1, 1 << 64, -1, True])),
+                              st.one_of(st.integers(-8, 8), st.sampled_from([(1 << 63) - 1, 1 << 63, -(1 << 63)]))),
+                    max_size=60))
+def test_pending_behaves_as_a_dict(ops):
+    """insight.c's Pending against a dict: stores, len, items() in first-store order, get, [] (KeyError)."""
+    p, d = NATIVE_PASS_MOD.Pending(), {}
+    for k, v in ops:
+        p[k] = v
+        d[k] = v
+        assert len(p) == len(d) and list(p.items()) == list(d.items())
+    for k in (0, 1, True, 7, 40, 1 << 64, -1):
+        assert p.get(k) == d.get(k) and p.get(k, "x") == d.get(k, "x")
+        if k in d:
+            assert p[k] == d[k]
+        else:
+            with pytest.raises(KeyError):
+                p[k]
+    assert bool(p) == bool(d)
 
 
 NATIVE_END = insight_mod._load_native_end()

@@ -12,6 +12,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
+#include <string.h>
 #include <structmember.h>
 
 enum { S_KIND, S_PID, S_DEV, S_BT, S_BID, S_SIZE, S_TS, NSLOTS };
@@ -149,6 +151,250 @@ static int set_item_new(PyObject *d, PyObject *key, PyObject *val) {
         return -1;
     }
     int r = PyDict_SetItem(d, key, val);
+    Py_DECREF(key);
+    Py_DECREF(val);
+    return r;
+}
+
+/* ------------------------------------------------------------------ Pending: the pending dict, in C
+ *
+ * Insight._pending maps buffer_id << 8 | device -> size << 3 | type (alloc) or -1 - type (free), in the
+ * order keys were first stored, until _flush hands it to the bank maps. At a monitor's rates it holds
+ * up to a few hundred thousand keys, and a dict of int objects costs several cache misses per store
+ * (index, entry, the stored key, the old value) plus two ints made and two freed. This is the same
+ * mapping as C integers: an open-addressing index over an array of (key, value) in first-store order.
+ * It behaves as the dict would for what Insight does with it (store, len, items() in order, get);
+ * a key or value outside 64 bits turns it into a plain dict inside (same order) for good. */
+typedef struct {
+    uint64_t key;
+    int64_t val;
+} PEntry;
+
+typedef struct {
+    PyObject_HEAD
+    PEntry *ent;
+    uint32_t n, cap; /* entries in use, allocated */
+    uint32_t *ix;    /* entry + 1 per bucket, 0 = empty; power-of-two buckets, at most half full */
+    uint32_t mask;
+    PyObject *dict;  /* not NULL: every entry lives here instead (a key or value past 64 bits was stored) */
+} Pending;
+
+static PyTypeObject PendingType;
+
+static inline uint32_t phash(uint64_t k, uint32_t mask) {
+    uint64_t h = k * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> 32 ^ h) & mask;
+}
+
+static int pending_grow(Pending *p) {
+    uint32_t nb = p->mask ? (p->mask + 1) * 2 : 1024;
+    uint32_t *ix = PyMem_Calloc(nb, sizeof(uint32_t));
+    if (ix == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint32_t e = 0; e < p->n; e++) {
+        uint32_t i = phash(p->ent[e].key, nb - 1);
+        while (ix[i]) i = (i + 1) & (nb - 1);
+        ix[i] = e + 1;
+    }
+    PyMem_Free(p->ix);
+    p->ix = ix;
+    p->mask = nb - 1;
+    return 0;
+}
+
+/* pend[key] = val as C integers (not in dict mode) */
+static int pending_put(Pending *p, uint64_t key, int64_t val) {
+    if (p->ix == NULL || (uint64_t)(p->n + 1) * 2 > (uint64_t)p->mask + 1) {
+        if (p->n >= 0x7FFFFFF0u) {
+            PyErr_SetString(PyExc_OverflowError, "pending map full");
+            return -1;
+        }
+        if (pending_grow(p) < 0) return -1;
+    }
+    uint32_t i = phash(key, p->mask);
+    for (;;) {
+        uint32_t e = p->ix[i];
+        if (!e) break;
+        if (p->ent[e - 1].key == key) {
+            p->ent[e - 1].val = val;
+            return 0;
+        }
+        i = (i + 1) & p->mask;
+    }
+    if (p->n == p->cap) {
+        uint32_t cap = p->cap ? p->cap * 2 : 512;
+        PEntry *ent = PyMem_Realloc(p->ent, (size_t)cap * sizeof(PEntry));
+        if (ent == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->ent = ent;
+        p->cap = cap;
+    }
+    p->ent[p->n] = (PEntry){key, val};
+    p->ix[i] = ++p->n;
+    return 0;
+}
+
+/* Every entry into a dict (same order), for good: a key or a value C integers do not hold */
+static int pending_to_dict(Pending *p) {
+    PyObject *d = PyDict_New();
+    if (d == NULL) return -1;
+    for (uint32_t e = 0; e < p->n; e++) {
+        PyObject *k = PyLong_FromUnsignedLongLong(p->ent[e].key), *v = PyLong_FromLongLong(p->ent[e].val);
+        int bad = k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (bad) {
+            Py_DECREF(d);
+            return -1;
+        }
+    }
+    PyMem_Free(p->ent);
+    PyMem_Free(p->ix);
+    p->ent = NULL;
+    p->ix = NULL;
+    p->n = p->cap = p->mask = 0;
+    p->dict = d;
+    return 0;
+}
+
+static int pending_ass(Pending *p, PyObject *key, PyObject *val) {
+    if (val == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Pending does not delete keys");
+        return -1;
+    }
+    if (p->dict == NULL) {
+        if (PyLong_CheckExact(key) && PyLong_CheckExact(val)) {
+            unsigned long long k = PyLong_AsUnsignedLongLong(key);
+            if (!(k == (unsigned long long)-1 && PyErr_Occurred())) {
+                int ovf = 0;
+                long long v = PyLong_AsLongLongAndOverflow(val, &ovf);
+                if (v == -1 && PyErr_Occurred()) return -1;
+                if (!ovf) return pending_put(p, k, v);
+            }
+            PyErr_Clear();
+        }
+        if (pending_to_dict(p) < 0) return -1;
+    }
+    return PyDict_SetItem(p->dict, key, val);
+}
+
+static int64_t pending_find(Pending *p, uint64_t key) {
+    if (p->ix == NULL) return -1;
+    uint32_t i = phash(key, p->mask);
+    for (;;) {
+        uint32_t e = p->ix[i];
+        if (!e) return -1;
+        if (p->ent[e - 1].key == key) return e - 1;
+        i = (i + 1) & p->mask;
+    }
+}
+
+static PyObject *pending_subscript(Pending *p, PyObject *key) {
+    if (p->dict != NULL) {
+        PyObject *v = PyDict_GetItemWithError(p->dict, key);
+        if (v == NULL && !PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
+        return Py_XNewRef(v);
+    }
+    if (PyLong_Check(key)) { /* True finds 1, as in a dict */
+        unsigned long long k = PyLong_AsUnsignedLongLong(key);
+        if (!(k == (unsigned long long)-1 && PyErr_Occurred())) {
+            int64_t e = pending_find(p, k);
+            if (e >= 0) return PyLong_FromLongLong(p->ent[e].val);
+        }
+        PyErr_Clear();
+    } else if (PyObject_Hash(key) == -1) {
+        return NULL;
+    }
+    PyObject *t = PyTuple_Pack(1, key);
+    if (t != NULL) {
+        PyErr_SetObject(PyExc_KeyError, t);
+        Py_DECREF(t);
+    }
+    return NULL;
+}
+
+static Py_ssize_t pending_len(Pending *p) { return p->dict != NULL ? PyDict_GET_SIZE(p->dict) : (Py_ssize_t)p->n; }
+
+static PyObject *pending_items(Pending *p, PyObject *Py_UNUSED(ignored)) {
+    if (p->dict != NULL) return PyObject_CallMethod(p->dict, "items", NULL);
+    PyObject *out = PyList_New(p->n);
+    if (out == NULL) return NULL;
+    for (uint32_t e = 0; e < p->n; e++) {
+        PyObject *t = Py_BuildValue("(KL)", (unsigned long long)p->ent[e].key, (long long)p->ent[e].val);
+        if (t == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, e, t);
+    }
+    return out;
+}
+
+static PyObject *pending_get(Pending *p, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key[, default])");
+        return NULL;
+    }
+    PyObject *v = pending_subscript(p, args[0]);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    }
+    return v;
+}
+
+static PyObject *pending_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    if (PyTuple_GET_SIZE(args) || (kw && PyDict_GET_SIZE(kw))) {
+        PyErr_SetString(PyExc_TypeError, "Pending() takes no arguments");
+        return NULL;
+    }
+    Pending *p = (Pending *)type->tp_alloc(type, 0);
+    return (PyObject *)p; /* zeroed: empty */
+}
+
+static void pending_dealloc(Pending *p) {
+    PyMem_Free(p->ent);
+    PyMem_Free(p->ix);
+    Py_XDECREF(p->dict);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyMappingMethods pending_mapping = {(lenfunc)pending_len, (binaryfunc)pending_subscript,
+                                           (objobjargproc)pending_ass};
+
+static PyMethodDef pending_methods[] = {
+    {"items", (PyCFunction)pending_items, METH_NOARGS, "the (key, value) pairs in first-store order"},
+    {"get", (PyCFunction)(void (*)(void))pending_get, METH_FASTCALL, "get(key[, default])"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PendingType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tt_memtop._native.insight.Pending",
+    .tp_basicsize = sizeof(Pending),
+    .tp_dealloc = (destructor)pending_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Insight's pending buffer changes: an int -> int mapping in first-store order (see insight.c).",
+    .tp_as_mapping = &pending_mapping,
+    .tp_methods = pending_methods,
+    .tp_new = pending_new,
+};
+
+/* pend[key] = val from the passes: C integers when pend is a Pending and they fit, else a store */
+static int pend_store(PyObject *pend, PyObject *key, PyObject *val) {
+    return Py_TYPE(pend) == &PendingType ? pending_ass((Pending *)pend, key, val) : PyDict_SetItem(pend, key, val);
+}
+
+static int pend_set_new(PyObject *pend, PyObject *key, PyObject *val) {
+    if (key == NULL || val == NULL) {
+        Py_XDECREF(key);
+        Py_XDECREF(val);
+        return -1;
+    }
+    int r = pend_store(pend, key, val);
     Py_DECREF(key);
     Py_DECREF(val);
     return r;
@@ -347,7 +593,7 @@ static int observe_objects(PyObject **items, Py_ssize_t n, PyObject *peaks, long
             PyObject *key = shift_or(bid, 8, dv);
             if (key == NULL) goto done;
             if (positive) {
-                if (set_item_new(pend, key, shift_or(size, 3, t)) < 0) goto done;
+                if (pend_set_new(pend, key, shift_or(size, 3, t)) < 0) goto done;
                 if (set_item_new(last_alloc, PyLong_FromLong(dv << 3 | t), (Py_INCREF(size), size)) < 0) goto done;
                 if (t == t_trace || t == t_small) {
                     PyObject *rec = Py_BuildValue("(lOl)", dv, bid, t);
@@ -356,7 +602,7 @@ static int observe_objects(PyObject **items, Py_ssize_t n, PyObject *peaks, long
                     Py_DECREF(rec);
                     if (bad) goto done;
                 }
-            } else if (set_item_new(pend, key, PyLong_FromLong(-1 - t)) < 0) {
+            } else if (pend_set_new(pend, key, PyLong_FromLong(-1 - t)) < 0) {
                 goto done;
             }
         } else if (t == t_cb) {
@@ -623,20 +869,29 @@ static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long ba
         if (!bpos || dv < 0 || dv >= 256) continue;
         int positive = size > 0;
         if (mapped_mask & (1u << t)) {
-            PyObject *key;
-            if (PyLong_CheckExact(bid) && fits(bid, &bidv) && bidv < (1LL << 54)) key = PyLong_FromLongLong(bidv << 8 | dv);
-            else key = shift_or(bid, 8, (long)dv);
-            if (key == NULL) goto fail;
+            int small_key = PyLong_CheckExact(bid) && fits(bid, &bidv) && bidv < (1LL << 54);
+            /* a Pending holding C integers takes the key and value as they are: no int objects */
+            Pending *pc = Py_TYPE(pend) == &PendingType && ((Pending *)pend)->dict == NULL ? (Pending *)pend : NULL;
+            PyObject *key = NULL;
+            if (pc == NULL || !small_key) {
+                key = small_key ? PyLong_FromLongLong(bidv << 8 | dv) : shift_or(bid, 8, (long)dv);
+                if (key == NULL) goto fail;
+            }
             if (positive) {
-                PyObject *val;
-                if (size < (1LL << 58)) {
-                    val = cached_value(size << 3 | t);
+                if (key == NULL && size < (1LL << 58)) {
+                    if (pending_put(pc, (uint64_t)bidv << 8 | (uint64_t)dv, size << 3 | t) < 0) goto fail;
                 } else {
-                    PyObject *big = PyLong_FromLongLong(size);
-                    val = big ? shift_or(big, 3, (long)t) : NULL;
-                    Py_XDECREF(big);
+                    PyObject *val;
+                    if (key == NULL && (key = PyLong_FromLongLong(bidv << 8 | dv)) == NULL) goto fail;
+                    if (size < (1LL << 58)) {
+                        val = cached_value(size << 3 | t);
+                    } else {
+                        PyObject *big = PyLong_FromLongLong(size);
+                        val = big ? shift_or(big, 3, (long)t) : NULL;
+                        Py_XDECREF(big);
+                    }
+                    if (pend_set_new(pend, key, val) < 0) goto fail;
                 }
-                if (set_item_new(pend, key, val) < 0) goto fail;
                 /* the object pass stores the event's size (an ALLOC: never negated) */
                 int li = (int)(dv << 3 | t);
                 PyObject *lv = neg ? PyLong_FromLongLong(size) : Py_NewRef(so);
@@ -650,7 +905,9 @@ static int observe_fast(PyObject **items, Py_ssize_t n, PyObject *peaks, long ba
                     Py_DECREF(rec);
                     if (bad) goto fail;
                 }
-            } else if (set_item_new(pend, key, PyLong_FromLongLong(-1 - t)) < 0) {
+            } else if (key == NULL) {
+                if (pending_put(pc, (uint64_t)bidv << 8 | (uint64_t)dv, -1 - t) < 0) goto fail;
+            } else if (pend_set_new(pend, key, PyLong_FromLongLong(-1 - t)) < 0) {
                 goto fail;
             }
         } else if (t == t_cb) {
@@ -674,9 +931,13 @@ fail:
 
 static PyObject *observe_pass(PyObject *self, PyObject *args) {
     PyObject *events, *peaks, *dev_rows, *pid_rows, *pend, *last_alloc, *cbs, *regions;
-    if (!PyArg_ParseTuple(args, "OOO!O!O!O!O!O!", &events, &peaks, &PyDict_Type, &dev_rows, &PyDict_Type, &pid_rows,
-                          &PyDict_Type, &pend, &PyDict_Type, &last_alloc, &PyList_Type, &cbs, &PyList_Type, &regions))
+    if (!PyArg_ParseTuple(args, "OOO!O!OO!O!O!", &events, &peaks, &PyDict_Type, &dev_rows, &PyDict_Type, &pid_rows,
+                          &pend, &PyDict_Type, &last_alloc, &PyList_Type, &cbs, &PyList_Type, &regions))
         return NULL;
+    if (!PyDict_Check(pend) && Py_TYPE(pend) != &PendingType) {
+        PyErr_SetString(PyExc_TypeError, "pend must be a dict or a Pending");
+        return NULL;
+    }
     if (event_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tt_memtop._native.insight: setup() was not called");
         return NULL;
@@ -907,5 +1168,14 @@ PyMODINIT_FUNC PyInit_insight(void) {
     if (zero == NULL || s_dev == NULL || s_pid == NULL || s_bars == NULL || s_bars_attr == NULL ||
         s_bars_at_attr == NULL || s_rose == NULL || s_mask == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&PendingType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&PendingType);
+    if (PyModule_AddObject(m, "Pending", (PyObject *)&PendingType) < 0) {
+        Py_DECREF(&PendingType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -122,7 +122,9 @@ class Insight:
         self._events_since_capture = 0
         self._last_capture_ns = -CAPTURE_MIN_GAP_NS
         self._pending_capture: set[tuple[int, int]] = set()
-        self._pending: dict[int, int] = {}  # buffer_id << 8 | device -> size << 3 | type (alloc), -1 - type (free)
+        # buffer_id << 8 | device -> size << 3 | type (alloc), -1 - type (free), in first-store order: a dict, or
+        # the compiled twin of one that holds C integers (insight.c's Pending: no int objects per store)
+        self._pending = _new_pending()
         self._last_alloc: dict[int, int] = {}  # device << 3 | type -> the batch's last allocation size
         self._cb_pending: list[tuple[int, int, int]] = []  # (device, address, +size alloc / -size free)
         self._region_pending: list[tuple[int, int, int]] = []  # (device, address, type) of TRACE / L1_SMALL allocs
@@ -248,7 +250,7 @@ class Insight:
             self._region_pending = []
         if not self._pending:
             return
-        pend, self._pending = self._pending, {}
+        pend, self._pending = self._pending, _new_pending()
         devices = self._devices
         for key, val in pend.items():
             d = key & 255
@@ -300,7 +302,7 @@ class Insight:
         """Start over from a snapshot of the registry (attaching to a running server, a replay seek)."""
         self._inventory = inventory
         self._devices = {}
-        self._pending = {}
+        self._pending = _new_pending()
         self._last_alloc = {}
         self._cb_pending = []
         self._region_pending = []
@@ -586,4 +588,15 @@ def _load_native_end():
 
 
 _native_pass = _load_native_pass()
+
+
+def _load_pending_class():
+    """What holds the pending buffer changes: insight.c's Pending with the compiled pass, else a dict."""
+    from .._native import load
+
+    mod = load("insight") if _native_pass is not None else None
+    return getattr(mod, "Pending", dict)
+
+
+_new_pending = _load_pending_class()
 _native_end = _load_native_end()
