@@ -28,7 +28,7 @@ def _state(r: Registry) -> dict:
     return {
         "buffers": sorted(map(repr, r.buffers())),
         "names": sorted((b.device, b.buffer_id, b.buffer_type, b.name, b.stack_trace) for b in r.buffers()),
-        "usage": {d: (u.totals, u.count, u.by_pid) for d, u in r._usage.items()},
+        "usage": [(d, u.totals, u.count, list(u.by_pid.items())) for d, u in r._usage.items()],  # orders too
         "counts": r._counts, "strings": r._strings, "seq": r.seq, "unknown": r.unknown_frees,
         "unstorable": r.unstorable, "len": len(r),
     }

@@ -124,8 +124,11 @@ typedef struct {
     PyObject *table;                                /* the registry's table, when it is the compiled Table */
     struct {                                        /* account()'s devices: usage, last (device, pid) list */
         PyObject *key, *u, *pid, *pt;
+        int deferred;            /* totals / count changes held here until flush(): plain lists and ints */
+        long long dt[NTYPES], dc; /* ... the totals' and the count's changes not yet written */
     } dev[UCACHE];
     int ndev, next_dev;
+    long long dcounts[3]; /* changes of registry._counts not yet written */
     PyObject *find, *row, *add, *remove, *set_refs; /* the table's bound methods */
     PyObject *seq;                                  /* registry.seq as we know it (new ref) */
     long long unknown, unstorable;                  /* increments not yet written back */
@@ -153,8 +156,47 @@ static int add_to(PyObject *obj, PyObject *name, long long delta) {
     return r;
 }
 
+static int item_add(PyObject *list, Py_ssize_t i, PyObject *delta);
+
+/* add a C integer to list[i] */
+static int item_add_ll(PyObject *list, Py_ssize_t i, long long d) {
+    if (!d) return 0;
+    PyObject *x = PyLong_FromLongLong(d);
+    if (x == NULL) return -1;
+    int r = item_add(list, i, x);
+    Py_DECREF(x);
+    return r;
+}
+
+/* one device's held totals / count changes into its _DeviceUsage */
+static int flush_dev(Ctx *c, int di) {
+    if (!c->dev[di].deferred) return 0;
+    PyObject *u = c->dev[di].u, *totals = SLOT(u, u_off[U_TOTALS]);
+    for (int t = 0; t < NTYPES; t++) {
+        if (item_add_ll(totals, t, c->dev[di].dt[t]) < 0) return -1;
+        c->dev[di].dt[t] = 0;
+    }
+    if (c->dev[di].dc) {
+        PyObject *d = PyLong_FromLongLong(c->dev[di].dc), *cnt = SLOT(u, u_off[U_COUNT]);
+        PyObject *nc = d && cnt ? PyNumber_Add(cnt, d) : NULL;
+        Py_XDECREF(d);
+        if (nc == NULL) return -1;
+        PyObject *old = SLOT(u, u_off[U_COUNT]);
+        SLOT(u, u_off[U_COUNT]) = nc;
+        Py_DECREF(old);
+        c->dev[di].dc = 0;
+    }
+    return 0;
+}
+
 /* counters into the registry (before Python code reads them, and at the end) */
 static int flush(Ctx *c) {
+    for (int i = 0; i < 3; i++) {
+        if (item_add_ll(c->counts, i, c->dcounts[i]) < 0) return -1;
+        c->dcounts[i] = 0;
+    }
+    for (int i = 0; i < c->ndev; i++)
+        if (flush_dev(c, i) < 0) return -1;
     if (c->seq_dirty && PyObject_SetAttr(c->reg, s_seq, c->seq) < 0) return -1;
     c->seq_dirty = 0;
     if (add_to(c->reg, s_unknown, c->unknown) < 0) return -1;
@@ -224,6 +266,7 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
         } else { /* round robin */
             di = c->next_dev;
             c->next_dev = (c->next_dev + 1) % UCACHE;
+            if (flush_dev(c, di) < 0) return -1;
             Py_CLEAR(c->dev[di].key);
             Py_CLEAR(c->dev[di].u);
             Py_CLEAR(c->dev[di].pid);
@@ -244,16 +287,39 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
         }
         c->dev[di].u = Py_NewRef(u);
         c->dev[di].key = Py_NewRef(device);
+        PyObject *tl = SLOT(u, u_off[U_TOTALS]), *cn = SLOT(u, u_off[U_COUNT]);
+        c->dev[di].deferred = tl != NULL && PyList_CheckExact(tl) && PyList_GET_SIZE(tl) == NTYPES && cn != NULL &&
+                              PyLong_CheckExact(cn);
+        memset(c->dev[di].dt, 0, sizeof c->dev[di].dt);
+        c->dev[di].dc = 0;
     }
     PyObject *u = c->dev[di].u;
     Py_ssize_t ti = PyNumber_AsSsize_t(t, PyExc_IndexError);
     if (ti == -1 && PyErr_Occurred()) return -1;
-    PyObject *totals = SLOT(u, u_off[U_TOTALS]);
-    if (totals == NULL || (sign < 0 ? item_sub(totals, ti, size) : item_add(totals, ti, size)) < 0) return -1;
     PyObject *sg = small[sign < 0 ? 0 : 1];
+    int held = 0; /* the totals' and the count's change held in C (written by flush()) */
+    if (c->dev[di].deferred && ti >= 0 && ti < NTYPES) {
+        long long sz, acc;
+        int ovf = 0;
+        sz = PyLong_AsLongLongAndOverflow(size, &ovf);
+        if (sz == -1 && PyErr_Occurred()) return -1;
+        if (!ovf && sz >= -(1LL << 62) && sz <= (1LL << 62) &&
+            !__builtin_add_overflow(c->dev[di].dt[ti], sign < 0 ? -sz : sz, &acc) && acc >= -(1LL << 62) &&
+            acc <= (1LL << 62)) {
+            c->dev[di].dt[ti] = acc;
+            if (ti != CB && ti != KERNEL) c->dev[di].dc += sign < 0 ? -1 : 1;
+            held = 1;
+        } else if (flush_dev(c, di) < 0) { /* then this change as objects, after the held ones */
+            return -1;
+        }
+    }
+    if (!held) {
+        PyObject *totals = SLOT(u, u_off[U_TOTALS]);
+        if (totals == NULL || (sign < 0 ? item_sub(totals, ti, size) : item_add(totals, ti, size)) < 0) return -1;
+    }
     if (sign < 0 && (sg = PyLong_FromLong(-1)) == NULL) return -1; /* a small int: no allocation */
     int rc = -1;
-    if (ti != CB && ti != KERNEL) {
+    if (!held && ti != CB && ti != KERNEL) {
         PyObject *cnt = SLOT(u, u_off[U_COUNT]);
         PyObject *nc = cnt ? PyNumber_Add(cnt, sg) : NULL;
         if (nc == NULL) goto done;
@@ -288,8 +354,13 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
     Py_DECREF(n);
     if (nz < 0) goto done;
     if (!nz) {
-        Py_CLEAR(c->dev[di].pid); /* the entry goes: so does what we keep of it */
-        Py_CLEAR(c->dev[di].pt);
+        /* the entry goes: so does what we keep of it (an equal device int of another identity may hold it too) */
+        for (int j = 0; j < c->ndev; j++) {
+            if (c->dev[j].pt == pt) {
+                Py_CLEAR(c->dev[j].pid);
+                Py_CLEAR(c->dev[j].pt);
+            }
+        }
         if (PyDict_DelItem(by_pid, pid) < 0) goto done;
     }
     rc = 0;
@@ -470,11 +541,7 @@ static int drop_fast(Ctx *c, uint32_t slot, PyObject *ev) {
         }
     }
     if (table_api->remove(c->table, slot) < 0) goto out;
-    PyObject *m1 = PyLong_FromLong(-1);
-    if (m1 == NULL) goto out;
-    int r2 = item_add(c->counts, space, m1);
-    Py_DECREF(m1);
-    if (r2 < 0) goto out;
+    c->dcounts[space]--;
     rc = account(c, dev, bt, size, pid, -1);
 out:
     Py_XDECREF(dev);
@@ -521,7 +588,7 @@ static int put_fast(Ctx *c, PyObject *ev) {
         Py_XDECREF(v);
         if (e < 0) return -1;
     }
-    if (item_add(c->counts, space, small[1]) < 0) return -1;
+    c->dcounts[space]++;
     return account(c, dev, SLOT(ev, ev_off[E_BT]), SLOT(ev, ev_off[E_SIZE]), SLOT(ev, ev_off[E_PID]), +1);
 }
 
@@ -651,8 +718,8 @@ static PyObject *apply_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             known = !o && last >= 0;
         }
         if (!known || !takes(ev, &k)) {
-            forget_usage(&c); /* the reference may change the usage dicts */
             if (flush(&c) < 0) goto out;
+            forget_usage(&c); /* the reference may change the usage dicts */
             PyObject *a[2] = {c.reg, ev};
             PyObject *g = PyObject_VectorcallMethod(s_apply_one, a, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             if (g == NULL) goto out;
