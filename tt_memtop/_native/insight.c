@@ -1,14 +1,19 @@
 /* The per-event pass of tt_memtop.core.insight.Insight.observe, in C.
  *
  * Insight folds every ALLOC / FREE / CLEANUP into running peak counters per device x type and per
- * PID x type, and queues each buffer's new state for the bank maps. In Python that pass is about a
- * sixth of a monitor's fold at 200k events/s; here it is the same operations on the same Python
- * objects (lists of ints, dicts, sets), in the same order, so every result is the pure path's:
- * Insight._observe_pass is the reference and tests run both.
+ * PID x type, and queues each buffer's new state for the bank maps. Insight._observe_pass is the
+ * reference; this leaves the state it leaves (the same values, dict and set orders included), by
+ * one of two paths: the batch's counters as C integers, read from the rows' lists once and written
+ * back once (observe_fast, when every value fits well inside 64 bits and the batch has at most 64
+ * devices and PIDs), or the same operations on the Python objects in the same order
+ * (observe_objects). Tests run all three.
  *
  *   setup(Event, alloc, free, cleanup, ntypes, cb, trace, l1_small, mapped, bars)   once, from insight
  *   observe_pass(events, peaks, dev_rows, pid_rows, pend, last_alloc, cbs, regions) -> bool
  *     (False, having changed nothing, when an item is not exactly an Event: the caller runs the pure pass)
+ *   end_pass(dev_rows, pid_rows, peaks, ts_end, recorded, record, ts)   the end of the batch (_end_pass)
+ *   Pending()   the pending bank-map changes as C integers (a dict's behaviour, see below)
+ *   set_fast(flag)   tests: the object path only
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

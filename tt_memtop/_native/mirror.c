@@ -11,6 +11,11 @@
  * ints (and strs for the names); any other goes to Registry._apply_one, the reference, with the
  * registry's counters brought up to date first.
  *
+ * When the registry holds the compiled Table, its operations are called through table.c's C API (no
+ * method call, no row tuple), and the batch's changes of the per-device totals and live counts and
+ * of the per-space counts are held as C integers and written before the reference runs and at the
+ * end: the state the per-event stores leave, with an int made per device and not per event.
+ *
  *   setup(Event, DeviceUsage, kinds)   once, from registry.py; kinds: ALLOC REF_INC REF_DEC FREE FREE_UNKNOWN CLEANUP
  *   apply_batch(registry, events) -> the sequence gaps seen
  */

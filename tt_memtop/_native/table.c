@@ -16,6 +16,9 @@
  *   buckets are moved to the new one per add()/remove(); lookups look in both meanwhile (moved
  *   entries leave a tombstone in the old array so its probe chains stay whole). The old array is
  *   fully drained long before the next doubling (2 buckets per insert would do).
+ *
+ * Besides the methods: pools() (what a peak capture needs, one pass over the rows) and a C API for
+ * mirror.c in the capsule `api` (find / get / add / remove / set_refs on C values).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
