@@ -12,9 +12,10 @@
  * registry's counters brought up to date first.
  *
  * When the registry holds the compiled Table, its operations are called through table.c's C API (no
- * method call, no row tuple), and the batch's changes of the per-device totals and live counts and
- * of the per-space counts are held as C integers and written before the reference runs and at the
- * end: the state the per-event stores leave, with an int made per device and not per event.
+ * method call, no row tuple). The batch's changes of the per-device totals and live counts, of the
+ * per-space counts and of each (device, pid) list (while it keeps a live entry: the one that reaches
+ * 0 is deleted, as objects) are held as C integers and written before the reference runs and at the
+ * end: the state the per-event stores leave, with ints made per device and not per event.
  *
  *   setup(Event, DeviceUsage, kinds)   once, from registry.py; kinds: ALLOC REF_INC REF_DEC FREE FREE_UNKNOWN CLEANUP
  *   apply_batch(registry, events) -> the sequence gaps seen
@@ -131,6 +132,8 @@ typedef struct {
         PyObject *key, *u, *pid, *pt;
         int deferred;            /* totals / count changes held here until flush(): plain lists and ints */
         long long dt[NTYPES], dc; /* ... the totals' and the count's changes not yet written */
+        int pt_ok;               /* pt's changes may be held too: a plain list, its count pt_n known */
+        long long pt_n, pt_dt[NTYPES], pt_dn; /* pt's live entries as of now; its changes not yet written */
     } dev[UCACHE];
     int ndev, next_dev;
     long long dcounts[3]; /* changes of registry._counts not yet written */
@@ -173,8 +176,21 @@ static int item_add_ll(PyObject *list, Py_ssize_t i, long long d) {
     return r;
 }
 
-/* one device's held totals / count changes into its _DeviceUsage */
+/* the held changes of a device entry's (device, pid) list into it */
+static int flush_pt(Ctx *c, int di) {
+    if (c->dev[di].pt == NULL || !c->dev[di].pt_ok) return 0;
+    for (int t = 0; t < NTYPES; t++) {
+        if (item_add_ll(c->dev[di].pt, t, c->dev[di].pt_dt[t]) < 0) return -1;
+        c->dev[di].pt_dt[t] = 0;
+    }
+    if (item_add_ll(c->dev[di].pt, NTYPES, c->dev[di].pt_dn) < 0) return -1;
+    c->dev[di].pt_dn = 0;
+    return 0;
+}
+
+/* one device's held totals / count changes into its _DeviceUsage (and its (device, pid) list's) */
 static int flush_dev(Ctx *c, int di) {
+    if (flush_pt(c, di) < 0) return -1;
     if (!c->dev[di].deferred) return 0;
     PyObject *u = c->dev[di].u, *totals = SLOT(u, u_off[U_TOTALS]);
     for (int t = 0; t < NTYPES; t++) {
@@ -266,17 +282,6 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
     int di = 0;
     while (di < c->ndev && c->dev[di].key != device) di++;
     if (di == c->ndev) {
-        if (c->ndev < UCACHE) {
-            c->ndev++;
-        } else { /* round robin */
-            di = c->next_dev;
-            c->next_dev = (c->next_dev + 1) % UCACHE;
-            if (flush_dev(c, di) < 0) return -1;
-            Py_CLEAR(c->dev[di].key);
-            Py_CLEAR(c->dev[di].u);
-            Py_CLEAR(c->dev[di].pid);
-            Py_CLEAR(c->dev[di].pt);
-        }
         PyObject *u = PyDict_GetItemWithError(c->usage, device);
         if (u == NULL) {
             if (PyErr_Occurred()) return -1;
@@ -290,6 +295,24 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
             PyErr_SetString(PyExc_TypeError, "registry usage is not a _DeviceUsage");
             return -1;
         }
+        /* one entry per device: an equal device int of another identity takes over its entry */
+        for (di = 0; di < c->ndev && c->dev[di].u != u; di++) {
+        }
+        if (di < c->ndev) {
+            Py_XSETREF(c->dev[di].key, Py_NewRef(device));
+            goto have;
+        }
+        if (c->ndev < UCACHE) {
+            di = c->ndev++;
+        } else { /* round robin */
+            di = c->next_dev;
+            c->next_dev = (c->next_dev + 1) % UCACHE;
+            if (flush_dev(c, di) < 0) return -1;
+            Py_CLEAR(c->dev[di].key);
+            Py_CLEAR(c->dev[di].u);
+            Py_CLEAR(c->dev[di].pid);
+            Py_CLEAR(c->dev[di].pt);
+        }
         c->dev[di].u = Py_NewRef(u);
         c->dev[di].key = Py_NewRef(device);
         PyObject *tl = SLOT(u, u_off[U_TOTALS]), *cn = SLOT(u, u_off[U_COUNT]);
@@ -298,17 +321,23 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
         memset(c->dev[di].dt, 0, sizeof c->dev[di].dt);
         c->dev[di].dc = 0;
     }
+have:;
     PyObject *u = c->dev[di].u;
     Py_ssize_t ti = PyNumber_AsSsize_t(t, PyExc_IndexError);
     if (ti == -1 && PyErr_Occurred()) return -1;
     PyObject *sg = small[sign < 0 ? 0 : 1];
     int held = 0; /* the totals' and the count's change held in C (written by flush()) */
-    if (c->dev[di].deferred && ti >= 0 && ti < NTYPES) {
-        long long sz, acc;
+    long long sz = 0;
+    int small_size = 0; /* size as a C integer well inside 64 bits */
+    if (ti >= 0 && ti < NTYPES && PyLong_CheckExact(size)) {
         int ovf = 0;
         sz = PyLong_AsLongLongAndOverflow(size, &ovf);
         if (sz == -1 && PyErr_Occurred()) return -1;
-        if (!ovf && sz >= -(1LL << 62) && sz <= (1LL << 62) &&
+        small_size = !ovf && sz >= -(1LL << 62) && sz <= (1LL << 62);
+    }
+    if (c->dev[di].deferred && small_size) {
+        long long acc;
+        if (
             !__builtin_add_overflow(c->dev[di].dt[ti], sign < 0 ? -sz : sz, &acc) && acc >= -(1LL << 62) &&
             acc <= (1LL << 62)) {
             c->dev[di].dt[ti] = acc;
@@ -339,6 +368,7 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
     }
     PyObject *pt = c->dev[di].pt;
     if (pt == NULL || pid != c->dev[di].pid) {
+        if (flush_pt(c, di) < 0) goto done; /* the list it held gets what is held for it */
         pt = PyDict_GetItemWithError(by_pid, pid);
         if (pt == NULL) {
             if (PyErr_Occurred()) goto done;
@@ -351,8 +381,30 @@ static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObje
         }
         Py_XSETREF(c->dev[di].pt, Py_NewRef(pt));
         Py_XSETREF(c->dev[di].pid, Py_NewRef(pid));
+        int ovf = 0;
+        PyObject *n0 = PyList_CheckExact(pt) && PyList_GET_SIZE(pt) == NTYPES + 1 ? PyList_GET_ITEM(pt, NTYPES) : NULL;
+        c->dev[di].pt_n = n0 != NULL && PyLong_CheckExact(n0) ? PyLong_AsLongLongAndOverflow(n0, &ovf) : 0;
+        if (c->dev[di].pt_n == -1 && PyErr_Occurred()) goto done;
+        c->dev[di].pt_ok = n0 != NULL && PyLong_CheckExact(n0) && !ovf && c->dev[di].pt_n > -(1LL << 62) &&
+                           c->dev[di].pt_n < (1LL << 62);
+        memset(c->dev[di].pt_dt, 0, sizeof c->dev[di].pt_dt);
+        c->dev[di].pt_dn = 0;
     }
+    /* held while the entry keeps a live entry (it is deleted at 0: that change is made as objects) */
+    if (c->dev[di].pt_ok && small_size && c->dev[di].pt_n + sign >= 1) {
+        long long acc;
+        if (!__builtin_add_overflow(c->dev[di].pt_dt[ti], sign < 0 ? -sz : sz, &acc) && acc >= -(1LL << 62) &&
+            acc <= (1LL << 62)) {
+            c->dev[di].pt_dt[ti] = acc;
+            c->dev[di].pt_dn += sign < 0 ? -1 : 1;
+            c->dev[di].pt_n += sign < 0 ? -1 : 1;
+            rc = 0;
+            goto done;
+        }
+    }
+    if (flush_pt(c, di) < 0) goto done;
     if ((sign < 0 ? item_sub(pt, ti, size) : item_add(pt, ti, size)) < 0 || item_add(pt, NTYPES, sg) < 0) goto done;
+    c->dev[di].pt_n += sign < 0 ? -1 : 1;
     PyObject *n = PySequence_GetItem(pt, NTYPES);
     if (n == NULL) goto done;
     int nz = PyObject_IsTrue(n);
