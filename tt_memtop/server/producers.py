@@ -46,6 +46,7 @@ from ..core.protocol import (
     encode,
     validate,
 )
+from ..core.registry import NO_PID
 from .framing import FrameReader, FrameResult
 
 if TYPE_CHECKING:
@@ -300,10 +301,38 @@ class ProducerIngest:
         apply = reg.apply
         add_event = events.append
         add_line = lines.append if lines is not None else None
-        taken = 0
-        for m in res.messages:
+        # Runs of ordinary ALLOC / FREE messages go to Registry.apply_wire (compiled when built): the same
+        # changes, events and lines as the loop below gives them, made as bytes. It leaves anything
+        # else (see registry._apply_wire) to the loop, then takes over again.
+        fast = reg.apply_wire if not strict else None
+        encode = bool(self._subs or self._recorder is not None or self._journal is not None)
+        line_mode = 0 if lines is None else 1 if self._id_format == "hex" else 2
+        inv_len = len(self.config.inventory) if grow else -1
+        misses = 0
+        msgs = res.messages
+        n = len(msgs)
+        i = 0
+        while i < n:
+            m = msgs[i]
             t = m.type
-            taken += 1
+            if fast is not None and (t == 1 or t == 2):
+                nxt, blob, text, nlines = fast(msgs, i, ts, pre_s5, cap,
+                                               (NO_PID if alloc_ok_pid is None else alloc_ok_pid) if checked else None,
+                                               frees_ok, inv_len, encode, line_mode)
+                if nxt > i:
+                    misses = 0
+                    if blob:
+                        add_event(blob)
+                    if nlines:
+                        if lines:
+                            self._flush(lines, [])
+                        self._logw.write_bytes(text, nlines)
+                    i = nxt
+                    continue
+                misses += 1
+                if misses >= 2:  # two unusual messages in a row: the rest of this chunk goes the general way
+                    fast = None
+            i += 1
             if t == 1 or t == 2:
                 # ALLOC / FREE, the bulk of the traffic: the checks of the general case below, inline.
                 # A FREE is never invalid as the originals see it; an ALLOC is when _original_reason says so.
@@ -331,6 +360,7 @@ class ProducerIngest:
                             alloc_ok_pid = m.process_id
                 if grow and m.device_id >= len(self.config.inventory):
                     self._grow_inventory(m.device_id)
+                    inv_len = len(self.config.inventory)
                 ev = apply(m, ts)
                 add_event(ev)
                 if add_line is not None:
@@ -354,6 +384,7 @@ class ProducerIngest:
                     continue
                 if grow and m.device_id >= len(self.config.inventory):
                     self._grow_inventory(m.device_id)
+                    inv_len = len(self.config.inventory)
                 ev = apply(m, ts)
                 add_event(ev)
                 if add_line is not None:
@@ -385,7 +416,7 @@ class ProducerIngest:
                 break  # the rest of this connection is a subscription stream
             else:
                 self._warn(f"type:{t}", lf.unknown_type_line(t))
-        self.stats.messages += taken
+        self.stats.messages += i
         self._flush(lines, events)
         return b"".join(replies), subscribe
 
