@@ -649,17 +649,6 @@ class Registry:
         return self._stamp(Event(_FREE, ts_ns=ts_ns, pid=pid, device=dev, buffer_type=bt, buffer_id=bid,
                                  size=size, ref_count=0, name=name))
 
-    def apply_wire(self, msgs: list, start: int, ts_ns: int, pre_s5: bool, cap: int, alloc_ok_pid: int | None,
-                   frees_ok: bool, inv_len: int, encode: bool, lines: int) -> tuple[int, bytes | None, bytes | None, int]:
-        """:meth:`apply` each of ``msgs[start:]`` in turn while it is an ordinary ALLOC / FREE, events and log
-        lines made as bytes (no Event object): the bulk of a server's traffic. Returns ``(next, events,
-        lines, nlines)``: ``msgs[start:next]`` were applied; ``msgs[next]`` is left to the caller's general
-        rules (see :func:`_apply_wire`, which says which messages stop the run). ``encode``: events as
-        EVENT records (eventcodec), else None; ``lines``: 0 none, 1 hex ids, 2 decimal ids (the
-        original's lines, UTF-8). Compiled when built (tt_memtop/_native/ingest.c), else :func:`_apply_wire`.
-        """
-        return _wire_applier()(self, msgs, start, ts_ns, pre_s5, cap, alloc_ok_pid, frees_ok, inv_len, encode, lines)
-
     def cleanup(self, dead_pids: Iterable[int], ts_ns: int, limit: int | None = None) -> list[Event]:
         """Remove every entry owned by each dead PID. Returns CLEANUP events, then one PROCESS_EXIT per PID.
 
@@ -834,9 +823,14 @@ _EV_ALLOC, _EV_REF_INC, _EV_REF_DEC, _EV_FREE, _EV_FREE_UNKNOWN = 1, 2, 3, 4, 5
 NO_PID = 1 << 40
 
 
-def _apply_wire(reg: Registry, msgs: list, start: int, ts: int, pre_s5: bool, cap: int, alloc_ok_pid: int | None,
-                frees_ok: bool, inv_len: int, encode: bool, lines: int) -> tuple[int, bytes | None, bytes | None, int]:
-    """:meth:`Registry.apply_wire` in Python (the compiled one's twin, and what runs without it).
+def apply_wire(reg: Registry, msgs: list, start: int, ts: int, pre_s5: bool, cap: int, alloc_ok_pid: int | None,
+               frees_ok: bool, inv_len: int, encode: bool, lines: int) -> tuple[int, bytes | None, bytes | None, int]:
+    """:meth:`Registry.apply` each of ``msgs[start:]`` in turn while it is an ordinary ALLOC / FREE (the bulk
+    of a server's traffic), the events and log lines made as bytes, no Event object. Returns ``(next,
+    events, lines, nlines)``: ``msgs[start:next]`` were applied, ``msgs[next]`` is left to the caller's
+    general rules. ``encode``: the events as EVENT records (eventcodec), else None; ``lines``: 0 none,
+    1 hex ids, 2 decimal ids (the original's lines, UTF-8; else None). The compiled twin
+    (tt_memtop/_native/ingest.c, :func:`wire_applier`) gives the same results.
 
     The run stops at (leaves to the caller) the first message that is not a WireMessage ALLOC / FREE of
     the buffer space; an ALLOC the original of the layout drops (``pre_s5``: the 72/112-byte rules, else
@@ -957,19 +951,13 @@ def _init_event_pack() -> None:
     _EVENT_PACK = EVENT.pack
 
 
-_WIRE_APPLIER = None
-
-
-def _wire_applier():
-    """The compiled apply_wire (tt_memtop/_native/ingest.c) when built and set up, else :func:`_apply_wire`."""
-    global _WIRE_APPLIER
-    if _WIRE_APPLIER is None:
-        _WIRE_APPLIER = native_wire_applier() or _apply_wire
-    return _WIRE_APPLIER
+def wire_applier():
+    """:func:`apply_wire`, compiled (tt_memtop/_native/ingest.c) when built and not turned off."""
+    return native_wire_applier() or apply_wire
 
 
 def native_wire_applier():
-    """The compiled twin of :func:`_apply_wire`, or None (not built, or MEMTOP_PURE_PYTHON)."""
+    """The compiled twin of :func:`apply_wire`, or None (not built, or MEMTOP_PURE_PYTHON)."""
     from .._native import load
     from .eventcodec import EVENT
 

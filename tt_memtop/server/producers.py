@@ -46,7 +46,7 @@ from ..core.protocol import (
     encode,
     validate,
 )
-from ..core.registry import NO_PID
+from ..core.registry import NO_PID, wire_applier
 from .framing import FrameReader, FrameResult
 
 if TYPE_CHECKING:
@@ -195,6 +195,10 @@ class ProducerIngest:
     """The ingest path of :class:`~tt_memtop.server.server.AllocationServer` (a mixin: it uses the server's
     registry, stats, config, ownership, log and publishing; see server.py)."""
 
+    #: applies runs of ordinary ALLOC / FREE messages (registry.apply_wire, compiled when built); None:
+    #: every message through the general loop of _ingest (the reference: tests compare the two)
+    _apply_runs = staticmethod(wire_applier())
+
     async def _serve_connection(self, stream: anyio.abc.ByteStream, conn: _Conn) -> None:
         """Read the connection from the loop's reader callback (ProducerReader); a subscription goes on here."""
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
@@ -301,10 +305,10 @@ class ProducerIngest:
         apply = reg.apply
         add_event = events.append
         add_line = lines.append if lines is not None else None
-        # Runs of ordinary ALLOC / FREE messages go to Registry.apply_wire (compiled when built): the same
-        # changes, events and lines as the loop below gives them, made as bytes. It leaves anything
-        # else (see registry._apply_wire) to the loop, then takes over again.
-        fast = reg.apply_wire if not strict else None
+        # Runs of ordinary ALLOC / FREE messages go to registry.apply_wire (compiled when built): the same
+        # changes, events and lines as the loop below makes of them, as bytes. It leaves anything else to
+        # the loop, then takes over again.
+        fast = self._apply_runs if not strict else None
         encode = bool(self._subs or self._recorder is not None or self._journal is not None)
         line_mode = 0 if lines is None else 1 if self._id_format == "hex" else 2
         inv_len = len(self.config.inventory) if grow else -1
@@ -316,7 +320,7 @@ class ProducerIngest:
             m = msgs[i]
             t = m.type
             if fast is not None and (t == 1 or t == 2):
-                nxt, blob, text, nlines = fast(msgs, i, ts, pre_s5, cap,
+                nxt, blob, text, nlines = fast(reg, msgs, i, ts, pre_s5, cap,
                                                (NO_PID if alloc_ok_pid is None else alloc_ok_pid) if checked else None,
                                                frees_ok, inv_len, encode, line_mode)
                 if nxt > i:
