@@ -297,11 +297,15 @@ class ProducerIngest:
         grow = self.config.grow_inventory
         checked = conn.peer is not None  # peer credentials to check (_permitted)
         own = self.ownership
-        # What _permitted would decide without looking, for the whole chunk (no other connection runs
-        # meanwhile, and this one can only add its own UID): a FREE while this sender's UID is the only
-        # one; an ALLOC of a PID whose first ALLOC in this chunk was checked, while there is one UID.
+        # What _permitted would decide without looking: for the whole chunk (no other connection runs
+        # meanwhile, and this one can only add its own UID), a FREE while this sender's UID is the only
+        # one; an ALLOC of the PID whose last ALLOC on this connection was checked, while there is one
+        # UID and the owners are as they were then (Ownership.version).
         frees_ok = checked and not own.several_uids and own.sole_uid in (None, conn.peer.uid)
         alloc_ok_pid: int | None = None
+        ok = conn.alloc_ok
+        if ok is not None and ok[1] == own.version:
+            alloc_ok_pid = ok[0]
         apply = reg.apply
         add_event = events.append
         add_line = lines.append if lines is not None else None
@@ -320,9 +324,12 @@ class ProducerIngest:
             m = msgs[i]
             t = m.type
             if fast is not None and (t == 1 or t == 2):
-                nxt, blob, text, nlines = fast(reg, msgs, i, ts, pre_s5, cap,
-                                               (NO_PID if alloc_ok_pid is None else alloc_ok_pid) if checked else None,
-                                               frees_ok, inv_len, encode, line_mode)
+                if checked:
+                    ok_pid = NO_PID if alloc_ok_pid is None or conn.alloc_ok[1] != own.version else alloc_ok_pid
+                else:
+                    ok_pid = None
+                nxt, blob, text, nlines = fast(reg, msgs, i, ts, pre_s5, cap, ok_pid, frees_ok, inv_len, encode,
+                                               line_mode)
                 if nxt > i:
                     misses = 0
                     if blob:
@@ -357,11 +364,12 @@ class ProducerIngest:
                     if t == 2:
                         if not frees_ok and not self._permitted(conn, m, ts, events):
                             continue
-                    elif m.process_id != alloc_ok_pid:
+                    elif m.process_id != alloc_ok_pid or conn.alloc_ok[1] != own.version:
                         if not self._permitted(conn, m, ts, events):
                             continue
                         if not own.several_uids:
                             alloc_ok_pid = m.process_id
+                            conn.alloc_ok = (alloc_ok_pid, own.version)
                 if grow and m.device_id >= len(self.config.inventory):
                     self._grow_inventory(m.device_id)
                     inv_len = len(self.config.inventory)

@@ -241,7 +241,7 @@ class _Subscriber:
 
 
 class _Conn:
-    __slots__ = ("cid", "reader", "peer", "pid_noted", "refusal_noted", "refused")
+    __slots__ = ("cid", "reader", "peer", "pid_noted", "refusal_noted", "refused", "alloc_ok")
 
     def __init__(self, cid: int, reader: FrameReader, peer: PeerCred | None = None) -> None:
         self.cid = cid
@@ -250,6 +250,8 @@ class _Conn:
         self.pid_noted = False  # the reported-vs-real PID line was logged for this connection
         self.refusal_noted = False
         self.refused = 0  # ALLOCs refused by --max-buffers
+        #: (PID, Ownership.version): this connection's ALLOCs of PID need no peer check while the version holds
+        self.alloc_ok: tuple[int, int] | None = None
 
 
 class AllocationServer(ProducerIngest):
