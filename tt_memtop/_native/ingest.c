@@ -48,7 +48,7 @@ typedef struct {
 
 static int out_reserve(Out *o, size_t more) {
     if (o->len + more <= o->cap) return 0;
-    size_t cap = o->cap ? o->cap : 4096;
+    size_t cap = o->cap ? o->cap : 256; /* small chunks: the small-object allocator */
     while (cap < o->len + more) cap *= 2;
     char *p = PyMem_Realloc(o->p, cap);
     if (p == NULL) {
@@ -311,9 +311,16 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 }
 
 typedef struct {
-    PyObject *counts, *usage, *zero_list;
-    PyObject *find, *row, *add, *remove, *set_refs; /* the table's bound methods */
+    PyObject *table, *counts, *usage;
 } Ctx;
+
+/* table.<name>(*args), no bound method made */
+static inline PyObject *tcall(Ctx *c, PyObject *name, PyObject *const *args, size_t n) {
+    PyObject *a[10];
+    a[0] = c->table;
+    for (size_t k = 0; k < n; k++) a[k + 1] = args[k];
+    return PyObject_VectorcallMethod(name, a, (n + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
 
 /* list[i] += delta (the counts list, a usage list) */
 static int item_add(PyObject *list, Py_ssize_t i, PyObject *delta) {
@@ -395,10 +402,6 @@ done_u:
 done:
     Py_DECREF(sz);
     return rc;
-}
-
-static inline PyObject *call(PyObject *f, PyObject *const *args, size_t n) {
-    return PyObject_Vectorcall(f, args, n, NULL);
 }
 
 /* an exact int as a C value; 1 if it is not one (or out of range), -1 on error */
@@ -518,7 +521,7 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (start < 0) start = 0;
 
     Ctx c = {NULL};
-    PyObject *table = NULL, *seq_obj = NULL, *ts_obj = NULL, *result = NULL;
+    PyObject *seq_obj = NULL, *ts_obj = NULL, *result = NULL;
     Out ev = {NULL, 0, 0}, ln = {NULL, 0, 0};
     Py_ssize_t nlines = 0, i = start;
     long long applied = 0, unknown = 0, unstorable = 0, live = 0;
@@ -532,19 +535,15 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
         goto out;
     }
     seq0 = seq;
-    table = PyObject_GetAttr(reg, s_t);
-    c.counts = table ? PyObject_GetAttr(reg, s_counts) : NULL;
+    c.table = PyObject_GetAttr(reg, s_t);
+    c.counts = c.table ? PyObject_GetAttr(reg, s_counts) : NULL;
     c.usage = c.counts ? PyObject_GetAttr(reg, s_usage) : NULL;
     if (c.usage == NULL) goto out;
     if (!PyDict_Check(c.usage)) {
         PyErr_SetString(PyExc_TypeError, "registry._usage is not a dict");
         goto out;
     }
-    if ((c.find = PyObject_GetAttr(table, s_find)) == NULL || (c.row = PyObject_GetAttr(table, s_row)) == NULL ||
-        (c.add = PyObject_GetAttr(table, s_add)) == NULL || (c.remove = PyObject_GetAttr(table, s_remove)) == NULL ||
-        (c.set_refs = PyObject_GetAttr(table, s_set_refs)) == NULL)
-        goto out;
-    if (cap > 0 && (live = PyObject_Length(table)) < 0) goto out;
+    if (cap > 0 && (live = PyObject_Length(c.table)) < 0) goto out;
     if ((ts_obj = PyLong_FromLongLong(ts)) == NULL) goto out;
     if (encode && out_reserve(&ev, (size_t)(n > start ? n - start : 1) * EVENT_SIZE)) goto out;
 
@@ -575,7 +574,7 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
         if (inv_len >= 0 && dev >= inv_len) break;
 
         PyObject *fa[3] = {small[0], o_dev, o_bid};
-        PyObject *so = call(c.find, fa, 3);
+        PyObject *so = tcall(&c, s_find, fa, 3);
         long long s = slot_of(so);
         if (s == -2) {
             Py_XDECREF(so);
@@ -586,7 +585,7 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
         unsigned long long e_bid = bid, e_size = size;
         if (t == 1) {
             if (s >= 0) {
-                PyObject *row = call(c.row, &so, 1);
+                PyObject *row = tcall(&c, s_row, &so, 1);
                 long long rdev, rbt, rpid, rrefs;
                 unsigned long long rbid, rsize;
                 int has;
@@ -604,7 +603,7 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
                 refs = rrefs + 1 < U32MAX ? rrefs + 1 : U32MAX;
                 PyObject *ro = PyLong_FromLongLong(refs);
                 PyObject *sa[2] = {so, ro};
-                PyObject *x = ro ? call(c.set_refs, sa, 2) : NULL;
+                PyObject *x = ro ? tcall(&c, s_set_refs, sa, 2) : NULL;
                 Py_XDECREF(ro);
                 Py_DECREF(so);
                 if (x == NULL) goto out;
@@ -618,7 +617,7 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
                 PyObject *sq = PyLong_FromUnsignedLongLong(seq + 1);
                 if (sq == NULL) goto out;
                 PyObject *aa[9] = {o_dev, o_bid, o_bt, o_size, o_pid, small[1], ts_obj, sq, Py_False};
-                PyObject *x = call(c.add, aa, 9);
+                PyObject *x = tcall(&c, s_add, aa, 9);
                 Py_DECREF(sq);
                 if (x == NULL) {
                     if (!PyErr_ExceptionMatches(PyExc_OverflowError) && !PyErr_ExceptionMatches(PyExc_TypeError))
@@ -638,7 +637,7 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
             e_bt = 0;
             unknown++;
         } else {
-            PyObject *row = call(c.row, &so, 1);
+            PyObject *row = tcall(&c, s_row, &so, 1);
             long long rdev, rbt, rpid, rrefs;
             unsigned long long rbid, rsize;
             int has;
@@ -658,11 +657,11 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
             if (refs > 0) {
                 PyObject *ro = PyLong_FromLongLong(refs);
                 PyObject *sa[2] = {so, ro};
-                x = ro ? call(c.set_refs, sa, 2) : NULL;
+                x = ro ? tcall(&c, s_set_refs, sa, 2) : NULL;
                 Py_XDECREF(ro);
                 kind = K_REF_DEC;
             } else {
-                x = call(c.remove, &so, 1);
+                x = tcall(&c, s_remove, &so, 1);
                 if (x != NULL && (item_add(c.counts, 0, minus_one) < 0 ||
                                   account(&c, PyTuple_GET_ITEM(row, 0), (long)rbt, PyTuple_GET_ITEM(row, 3),
                                           PyTuple_GET_ITEM(row, 4), -1) < 0))
@@ -718,14 +717,9 @@ out:
     PyMem_Free(ln.p);
     Py_XDECREF(seq_obj);
     Py_XDECREF(ts_obj);
-    Py_XDECREF(table);
+    Py_XDECREF(c.table);
     Py_XDECREF(c.counts);
     Py_XDECREF(c.usage);
-    Py_XDECREF(c.find);
-    Py_XDECREF(c.row);
-    Py_XDECREF(c.add);
-    Py_XDECREF(c.remove);
-    Py_XDECREF(c.set_refs);
     return result;
 }
 

@@ -101,6 +101,11 @@ class Ownership:
     def several_uids(self) -> bool:
         return len(self._uids) > 1
 
+    def only_uid(self, uid: int) -> bool:
+        """Is ``uid`` the only owners' UID so far, or is there none yet? (then no FREE by it can be foreign)"""
+        uids = self._uids
+        return not uids or (len(uids) == 1 and uid in uids)
+
     @property
     def sole_uid(self) -> int | None:
         return next(iter(self._uids)) if len(self._uids) == 1 else None

@@ -274,8 +274,9 @@ class ProducerIngest:
         """Apply one chunk of frames. Returns (reply bytes, SUBSCRIBE if the connection subscribed)."""
         ts = self._clock()
         reg = self.registry
+        cfg = self.config
         events: list[Event] = []
-        lines: list[str] | None = None if self.config.quiet else []
+        lines: list[str] | None = None if cfg.quiet else []
         replies: list[bytes] = []
         subscribe = None
         layout = conn.reader.layout or Layout.V72
@@ -291,17 +292,18 @@ class ProducerIngest:
             self._once("bad:" + _kind(bad.reason), [f"⚠️  Bad frame on connection {conn.cid}: {bad.reason} "
                                                     f"({bad.nbytes} bytes skipped at offset {bad.offset})"])
         pre_s5 = layout in _PRE_S5_LAYOUTS
-        ext_on = self.config.extensions
+        ext_on = cfg.extensions
         cap = self._max_buffers
-        strict = self.config.strict
-        grow = self.config.grow_inventory
-        checked = conn.peer is not None  # peer credentials to check (_permitted)
+        strict = cfg.strict
+        grow = cfg.grow_inventory
+        peer = conn.peer
+        checked = peer is not None  # peer credentials to check (_permitted)
         own = self.ownership
         # What _permitted would decide without looking: for the whole chunk (no other connection runs
         # meanwhile, and this one can only add its own UID), a FREE while this sender's UID is the only
         # one; an ALLOC of the PID whose last ALLOC on this connection was checked, while there is one
         # UID and the owners are as they were then (Ownership.version).
-        frees_ok = checked and not own.several_uids and own.sole_uid in (None, conn.peer.uid)
+        frees_ok = checked and own.only_uid(peer.uid)
         alloc_ok_pid: int | None = None
         ok = conn.alloc_ok
         if ok is not None and ok[1] == own.version:
@@ -313,9 +315,9 @@ class ProducerIngest:
         # changes, events and lines as the loop below makes of them, as bytes. It leaves anything else to
         # the loop, then takes over again.
         fast = self._apply_runs if not strict else None
-        encode = bool(self._subs or self._recorder is not None or self._journal is not None)
+        encode = bool(self._subs) or self._recorder is not None or self._journal is not None
         line_mode = 0 if lines is None else 1 if self._id_format == "hex" else 2
-        inv_len = len(self.config.inventory) if grow else -1
+        inv_len = len(cfg.inventory) if grow else -1
         misses = 0
         msgs = res.messages
         n = len(msgs)
@@ -429,8 +431,9 @@ class ProducerIngest:
             else:
                 self._warn(f"type:{t}", lf.unknown_type_line(t))
         self.stats.messages += i
-        self._flush(lines, events)
-        return b"".join(replies), subscribe
+        if lines or events:
+            self._flush(lines, events)
+        return b"".join(replies) if replies else b"", subscribe
 
     def _replaces(self, m: AllocMessage) -> bool:
         """Does this ALLOC-like message hit a live entry (a ref-count bump or a CB/kernel overwrite)?"""
