@@ -63,6 +63,7 @@ _S5_ONLY_TYPES = frozenset({MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LO
                             MsgType.DUMP_KERNELS})
 _PRE_S5_LAYOUTS = frozenset({Layout.V72, Layout.V112, Layout.V648})
 _ALLOC_TYPES = frozenset({MsgType.ALLOC, MsgType.CB_ALLOC, MsgType.KERNEL_LOAD})
+_U64 = (1 << 64) - 1
 #: protocol.validate's reason for a type byte no version knows
 _UNKNOWN_TYPE = re.compile(r"unknown message type (\d+)")
 
@@ -565,7 +566,8 @@ class ProducerIngest:
 
     # ================================================================== replies
     def _response(self, m: AllocMessage, layout: Layout) -> bytes:
-        dram, l1, l1s, trace, cb, kern = self.registry.wire_totals(m.device_id)
+        # modulo 2**64 as the original's uint64 counters: sizes the 72/112-byte rules accept can sum past it
+        dram, l1, l1s, trace, cb, kern = (x & _U64 for x in self.registry.wire_totals(m.device_id))
         r = AllocMessage(type=MsgType.RESPONSE, device_id=m.device_id, dram_allocated=dram, l1_allocated=l1,
                          l1_small_allocated=l1s, trace_allocated=trace, cb_allocated=cb, kernel_allocated=kern)
         if m.buffer_id == PROBE_REQUEST and self.config.extensions:  # tt-memtop's silent probe (EXTENSION.md)
