@@ -53,6 +53,7 @@ setup = st.fixed_dictionaries({
     "peers": st.sampled_from(["none", "one user", "two users"]),
     "subscriber": st.booleans(),
     "named": st.booleans(),
+    "one_stream": st.booleans(),  # warnings and lines in one stream (2>&1): their order is compared too
 })
 
 
@@ -66,13 +67,14 @@ class _Clock:
 
 
 def _server(cfg: dict, path):
-    out, err = io.StringIO(), io.StringIO()
+    out = io.StringIO()
+    err = out if cfg.get("one_stream") else io.StringIO()
     layout = cfg["layout"]
     srv = AllocationServer(ServerConfig(socket_path="/nonexistent", inventory=Inventory.uniform(2), layout=layout,
                                         quiet=cfg["quiet"], log_format=cfg["log_format"],
                                         max_buffers=cfg["max_buffers"], grow_inventory=cfg["grow_inventory"],
                                         dedupe_warnings=cfg["dedupe_warnings"]),
-                           log=out, err=err, is_alive=lambda pid: pid != 102, clock=_Clock())
+                           log=out, err=None if err is out else err, is_alive=lambda pid: pid != 102, clock=_Clock())
     srv._apply_runs = path
     sub = None
     if cfg["subscriber"]:

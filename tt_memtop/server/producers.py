@@ -338,9 +338,7 @@ class ProducerIngest:
                     if blob:
                         add_event(blob)
                     if nlines:
-                        if lines:
-                            self._flush(lines, [])
-                        self._logw.write_bytes(text, nlines)
+                        add_line((text, nlines))  # written in order with the chunk's other lines (_flush)
                     i = nxt
                     continue
                 misses += 1
@@ -457,15 +455,43 @@ class ProducerIngest:
         """Write pending per-event lines and publish pending events (keeps log and stream in order).
 
         ``lines`` holds the chunk's log lines so far: text, or the Event of a buffer's line, formatted
-        here for the whole chunk at once (logformat.render_lines; compiled when available).
+        here for the whole chunk at once (logformat.render_lines; compiled when available), or
+        ``(UTF-8 bytes, number of lines)`` of a run of lines already rendered (registry.apply_wire).
         """
         if lines:
-            data, n = self._render(lines, self._id_format == "hex")
+            first = lines[0]
+            if len(lines) == 1 and first.__class__ is tuple:
+                data, n = first
+            else:
+                data, n = self._render_mixed(lines)
             self._logw.write_bytes(data, n)
             lines.clear()
         if events:
             self._publish(events)
             events.clear()
+
+    def _render_mixed(self, lines: list) -> tuple[bytes, int]:
+        """:meth:`_flush`'s lines as one piece of UTF-8: pieces already rendered as they are, the rest rendered."""
+        hex_ids = self._id_format == "hex"
+        parts: list[bytes] = []
+        total = 0
+        run: list = []
+        for item in lines:
+            if item.__class__ is tuple:
+                if run:
+                    data, n = self._render(run, hex_ids)
+                    parts.append(data)
+                    total += n
+                    run = []
+                parts.append(item[0])
+                total += item[1]
+            else:
+                run.append(item)
+        if run:
+            data, n = self._render(run, hex_ids)
+            parts.append(data)
+            total += n
+        return b"".join(parts), total
 
     def _invalid(self, m: AllocMessage, reason: str, ts: int, events: list[Event], pre_s5: bool = False) -> None:
         self.stats.invalid_messages += 1
