@@ -272,12 +272,52 @@ class ProducerIngest:
                     return
 
     def _ingest(self, conn: _Conn, res) -> tuple[bytes, MsgType | None]:
-        """Apply one chunk of frames. Returns (reply bytes, SUBSCRIBE if the connection subscribed)."""
+        """Apply one chunk of frames. Returns (reply bytes, SUBSCRIBE if the connection subscribed).
+
+        The common chunk, only ordinary ALLOC / FREE messages, is one call of registry.apply_wire (the
+        same decisions as :meth:`_ingest_all`, which takes anything else: see there)."""
         ts = self._clock()
+        msgs = res.messages
+        fast = self._apply_runs
+        cfg = self.config
+        if fast is None or res.bad or not msgs or cfg.strict:
+            return self._ingest_all(conn, res, ts)
+        peer = conn.peer
+        if peer is None:
+            ok_pid = None
+            frees_ok = False
+        else:
+            own = self.ownership
+            ok = conn.alloc_ok
+            ok_pid = ok[0] if ok is not None and ok[1] == own.version else NO_PID
+            frees_ok = own.only_uid(peer.uid)
+        quiet = cfg.quiet
+        layout = conn.reader.layout
+        nxt, blob, text, nlines = fast(
+            self.registry, msgs, 0, ts, layout is None or layout in _PRE_S5_LAYOUTS, self._max_buffers, ok_pid,
+            frees_ok, len(cfg.inventory) if cfg.grow_inventory else -1,
+            bool(self._subs) or self._recorder is not None or self._journal is not None,
+            0 if quiet else 1 if self._id_format == "hex" else 2)
+        if nxt < len(msgs):  # something else in the chunk: the general loop goes on from there
+            return self._ingest_all(conn, res, ts, nxt, [blob] if blob else [],
+                                    None if quiet else [(text, nlines)] if nlines else [])
+        self.stats.messages += nxt
+        if nlines:
+            self._logw.write_bytes(text, nlines)
+        if blob:
+            self._publish([blob])
+        return b"", None
+
+    def _ingest_all(self, conn: _Conn, res, ts: int, start: int = -1, events: list | None = None,
+                    lines: list | None = None) -> tuple[bytes, MsgType | None]:
+        """:meth:`_ingest` for any chunk: each message by the rules of its type, runs of ordinary ALLOC / FREE
+        messages by registry.apply_wire. ``start`` >= 0: a run stopped there (the chunk has no bad
+        frames); the messages before it were applied, with these ``events`` and ``lines``."""
         reg = self.registry
         cfg = self.config
-        events: list[Event] = []
-        lines: list[str] | None = None if cfg.quiet else []
+        stopped = start
+        if start < 0:
+            start, events, lines = 0, [], None if cfg.quiet else []
         replies: list[bytes] = []
         subscribe = None
         layout = conn.reader.layout or Layout.V72
@@ -322,11 +362,11 @@ class ProducerIngest:
         misses = 0
         msgs = res.messages
         n = len(msgs)
-        i = 0
+        i = start
         while i < n:
             m = msgs[i]
             t = m.type
-            if fast is not None and (t == 1 or t == 2):
+            if fast is not None and (t == 1 or t == 2) and i != stopped:
                 if checked:
                     ok_pid = NO_PID if alloc_ok_pid is None or conn.alloc_ok[1] != own.version else alloc_ok_pid
                 else:

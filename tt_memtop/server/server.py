@@ -689,8 +689,12 @@ class AllocationServer(ProducerIngest):
             return
         records = _records(events)
         if self._subs:
-            chunk = codec.frame(records[0][0]) if len(records) == 1 else b"".join(codec.frame(r) for r, _ in records)
-            n = sum(k for _, k in records)
+            if len(records) == 1:
+                rec0, n = records[0]
+                chunk = _U32.pack(len(rec0)) + rec0
+            else:
+                chunk = b"".join(codec.frame(r) for r, _ in records)
+                n = sum(k for _, k in records)
             for sub in self._subs:
                 sub.push(chunk, n)
         rec = self._recorder
@@ -922,6 +926,7 @@ class AllocationServer(ProducerIngest):
 
 _EVENTS_KIND = bytes((codec.RecordKind.EVENTS,))
 _EVENT_SIZE = codec.EVENT.size
+_U32 = codec.U32
 
 
 def _records(events: list) -> list[tuple[bytes, int]]:
@@ -930,7 +935,7 @@ def _records(events: list) -> list[tuple[bytes, int]]:
     first = events[0]
     if len(events) == 1 and first.__class__ is bytes and len(first) <= _MAX_EVENTS_PER_RECORD * _EVENT_SIZE:
         n = len(first) // _EVENT_SIZE
-        return [(_EVENTS_KIND + codec.U32.pack(n) + first, n)]
+        return [(b"".join((_EVENTS_KIND, _U32.pack(n), first)), n)]
     out: list[tuple[bytes, int]] = []
     parts: list[bytes] = []
     count = 0
