@@ -164,3 +164,28 @@ def test_records_split_as_encode_events_does(n):
         got = _records([x for x in items if x != b""])
         assert [r for r, _ in got] == want
         assert [k for _, k in got] == [min(8192, n - i) for i in range(0, n, 8192)]
+
+
+def test_a_checked_pid_is_checked_again_once_the_owners_change():
+    """A connection's ALLOCs of the PID it had checked skip the peer check in later chunks only while the
+    owners are unchanged (Ownership.version): after a cleanup forgot the PID, its next ALLOC is checked
+    (and its owner recorded) again."""
+    cfg = {"layout": 144, "quiet": True, "log_format": "hex", "max_buffers": 0, "grow_inventory": False,
+           "dedupe_warnings": False, "peers": "one user", "subscriber": False, "named": False}
+    for path in PATHS.values():
+        srv, _out, _err, _sub, conns = _server(cfg, path)
+        checks = []
+        real = srv._permitted
+        srv._permitted = lambda conn, m, ts, events: checks.append(m.buffer_id) or real(conn, m, ts, events)
+
+        def chunk(*bids):
+            data = b"".join(encode(AllocMessage(type=1, size=64, process_id=100, buffer_id=b), 144) for b in bids)
+            srv._ingest(conns[0], conns[0].reader.feed(data))
+
+        chunk(0x1000, 0x2000)
+        chunk(0x3000)
+        assert checks == [0x1000] and 100 in srv.ownership.owners()
+        srv.ownership.forget(100)
+        chunk(0x4000, 0x5000)
+        assert checks == [0x1000, 0x4000] and 100 in srv.ownership.owners()
+        assert len(srv.registry) == 5
