@@ -77,7 +77,9 @@ def start_ours(sock: str, log: str, layout: int, env: dict | None = None, quiet:
     if quiet:
         args.append("--quiet")
     out = open(log, "w")  # noqa: SIM115 - closed by stop()
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    # ``-m`` puts the working directory first on sys.path: another checkout (PYTHONPATH) runs from its own
+    cwd = (env or {}).get("PYTHONPATH") or None
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return proc, out, _wait_socket(proc, sock)
 
 
