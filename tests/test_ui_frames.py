@@ -193,3 +193,45 @@ async def test_device_meters_redraw_only_the_lines_that_changed():
         devs.update_frame(moved, types, False)
         changed = [i for i, (a, b) in enumerate(zip(before, devs._lines, strict=True)) if a != b]
         assert calls == changed and 2 <= len(changed) < len(before)
+
+
+async def test_a_ranked_table_shows_each_ranking_whole_and_its_cursor_follows_the_row():
+    """Rows are places in the ranking: after any sequence of re-rankings (rows moving, arriving, going,
+    many going at once) each row shows exactly the ranking's row, and the cursor stays on its key."""
+    import random
+
+    from textual.app import App
+
+    from tt_memtop.ui.widgets.ranked_table import RankedTable
+
+    cols = (("rank", "#", 3), ("name", "name", 8), ("size", "size", 8))
+
+    class One(App):
+        def compose(self):
+            yield RankedTable(cols, id="t")
+
+    rnd = random.Random(5)
+    async with One().run_test(size=(40, 20)) as pilot:
+        table = pilot.app.query_one(RankedTable)
+        table.apply_rows([])
+        for step in range(40):
+            n = rnd.choice([0, 1, 3, 12, 40, 80]) if step % 7 == 0 else rnd.randint(5, 60)
+            keys = rnd.sample(range(100), n)
+            rows = [(f"k{k}", (f"n{k}", f"{rnd.randint(0, 3)}")) for k in keys]
+            follow = table.cursor_key if table.cursor_row > 0 else None
+            table.apply_rows(rows)
+            await pilot.pause(0)
+            assert table.row_count == len(rows)
+            assert [list(table.get_row_at(i)) for i in range(len(rows))] == \
+                [[i + 1, *cells] for i, (_k, cells) in enumerate(rows)]
+            assert [table.key_of(r.key) for r in table.ordered_rows] == [k for k, _c in rows]
+            await pilot.pause(0.05)
+            drawn = [table.render_line(y).text.split() for y in range(1, table.size.height)]  # what is on screen
+            top = int(table.scroll_offset.y)
+            shown = [(i, cells) for i, (_k, cells) in enumerate(rows)][top:top + len(drawn)]
+            assert [d[:3] for d in drawn[:len(shown)]] == [[str(i + 1), *c] for i, c in shown]
+            if follow is not None and any(k == follow for k, _c in rows):
+                assert table.cursor_key == follow
+            if rows and step % 3 == 0:
+                table.move_cursor(row=rnd.randrange(len(rows)), animate=False)
+                await pilot.pause(0)

@@ -811,11 +811,15 @@ class MemtopApp(App[int]):
     # ------------------------------------------------------------------ drill-down and details
     @on(DataTable.RowSelected, "#buffers-table")
     def _buffer_selected(self, event: DataTable.RowSelected) -> None:
-        self.open_details_for_key(event.row_key.value)
+        key = self.w_buffers.table.key_of(event.row_key)
+        if key:
+            self.open_details_for_key(key)
 
     @on(DataTable.RowSelected, "#processes-table")
     def _process_selected(self, event: DataTable.RowSelected) -> None:
-        self.drill_into_pid(int(event.row_key.value))
+        key = self.w_processes.table.key_of(event.row_key)
+        if key:
+            self.drill_into_pid(int(key))
 
     def action_drill(self) -> None:
         if self.pane == "buffers":
