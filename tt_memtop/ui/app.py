@@ -51,6 +51,7 @@ from .widgets.history_chart import stack_columns
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
 from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
+RATE_PERIOD = 0.5  # the header's event rate is worked out again at most this often (s)
 LIST_PERIOD = 0.5  # the buffers and processes lists are re-ranked at most this often (and every sample period)
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
 CHUNK = 512  # events folded at a time from a big batch (fixed: the usage history has a point per fold)
@@ -205,6 +206,7 @@ class MemtopApp(App[int]):
         self._wake = anyio.Event()
         self._started = clock()
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
+        self._rate_shown: tuple[float, float] | None = None  # (clock, rate) the header shows (_shown_rate)
         self._last_sample = -1e9
         self._dev_seen = (-1, -1, None)
         self._alerts_seen: tuple = ()  # (events_total, filter) when the headroom warnings were last computed
@@ -316,6 +318,7 @@ class MemtopApp(App[int]):
         self.paused_at_events = 0
         self.last_frame_events = 0
         self._rate_samples.clear()
+        self._rate_shown = None
         self._dev_seen = (-1, -1, None)
         self._buf_snapshot = None
         self._buf_due = 0.0
@@ -407,6 +410,16 @@ class MemtopApp(App[int]):
         t0, n0 = next(((t, n) for t, n in s if t1 - t <= 2.0), s[0])
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def _shown_rate(self) -> float:
+        """The header's rate, worked out again at most every ``RATE_PERIOD`` (of real time): a rate
+        that changes every frame makes the header, and with it every widget between the header and the
+        pane that changed, be drawn again each frame (and a number that changes 20 times a second is not
+        read anyway; btop and htop refresh theirs once or twice a second)."""
+        now = time.monotonic()
+        if self._rate_shown is None or not (0 <= now - self._rate_shown[0] < RATE_PERIOD):
+            self._rate_shown = (now, self._rate())
+        return self._rate_shown[1]
+
     def _totals_only_note(self) -> str:
         """Why the feed, buffers and processes are empty when the source reports totals only ("" otherwise)."""
         st = self.state
@@ -456,7 +469,7 @@ class MemtopApp(App[int]):
         if stale:
             msg = f"{stale}; {msg}" if msg else stale
         self.w_header.show(HeaderInfo(
-            source=desc, state=st.status.state, message=msg, rate=self._rate(),
+            source=desc, state=st.status.state, message=msg, rate=self._shown_rate(),
             uptime=float(int(now - self._started)),  # whole seconds: an idle header is redrawn once a second
             filters=self.view_filter.describe(), paused=self.paused,
             new_while_paused=st.events_total - self.paused_at_events if self.paused else 0, gaps=st.gaps,
