@@ -18,12 +18,13 @@ class RankedPane(Vertical):
 
     COLUMNS: Sequence[tuple[str, str, int | None]] = ()
     GROW: Sequence[str] = ()  # columns that take the width a wide terminal leaves over
+    GROW_MAX: dict[str, int] = {}  # a growing column's widest: its cells are cut to it
     DROP: Sequence[str] = ()  # columns a narrow terminal leaves out, least important first
     NAME = "ranked"
 
     def compose(self) -> ComposeResult:
         yield Static("", id=f"{self.NAME}-status", classes="pane-status")
-        yield RankedTable(self.COLUMNS, grow=self.GROW, drop=self.DROP, id=f"{self.NAME}-table")
+        yield RankedTable(self.COLUMNS, grow=self.GROW, drop=self.DROP, grow_max=self.GROW_MAX, id=f"{self.NAME}-table")
 
     @property
     def table(self) -> RankedTable:

@@ -27,13 +27,15 @@ CELL_CACHE = 4_096  # drawn cells kept (a screen of rows a few times over): drop
 
 
 class RankedTable(DataTable):
-    """``columns``: (key, label, width or None) triples; the first column is the rank ("#")."""
+    """``columns``: (key, label, width or None) triples; the first column is the rank ("#"). ``grow``: the
+    columns that share the width left over, each up to its ``grow_max`` (if given)."""
 
     def __init__(self, columns: Sequence[tuple[str, str, int | None]], grow: Sequence[str] = (),
-                 drop: Sequence[str] = (), **kw) -> None:
+                 drop: Sequence[str] = (), grow_max: dict[str, int] | None = None, **kw) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kw)
         self._column_spec = list(columns)
         self._grow = tuple(grow)
+        self._grow_max = dict(grow_max or {})  # a growing column's widest (its cells are cut to that)
         self._drop = tuple(drop)
         self._visible = [c[0] for c in self._column_spec]
         self._cells: dict[str, tuple] = {}  # key -> (rank, *cells) of what is shown
@@ -111,13 +113,24 @@ class RankedTable(DataTable):
         grow = [k for k in self._grow if k in self._visible]
         if not grow:
             return
-        share, rest = divmod(max(0, extra), len(grow))
-        for i, key in enumerate(grow):
+        widths = {k: base[k] for k in grow}
+        extra = max(0, extra)
+        while extra > 0:  # evenly, but none past its widest content: a name column of 90 cells for names of
+            # at most 48 put the numbers half a screen away from whose they are (the rest stays blank)
+            open_ = [k for k in grow if widths[k] < self._grow_max.get(k, 1 << 30)]
+            if not open_:
+                break
+            share, rest = divmod(extra, len(open_))
+            for i, key in enumerate(open_):
+                add = min(share + (1 if i < rest else 0), self._grow_max.get(key, 1 << 30) - widths[key])
+                widths[key] += add
+                extra -= add
+        for key in grow:
             col = self.columns.get(key)  # type: ignore[call-overload]
             if col is None:
                 continue
             col.auto_width = False
-            col.width = base[key] + share + (1 if i < rest else 0)
+            col.width = widths[key]
         self._require_update_dimensions = True
         self._clear_caches()
         self.refresh()
