@@ -235,3 +235,23 @@ async def test_a_ranked_table_shows_each_ranking_whole_and_its_cursor_follows_th
             if rows and step % 3 == 0:
                 table.move_cursor(row=rnd.randrange(len(rows)), animate=False)
                 await pilot.pause(0)
+
+
+async def test_a_feed_line_in_one_pass_is_the_strip_textual_makes():
+    """The feed's one-pass line (styles over the base looked up, padded) is cell for cell, style for style,
+    what ``Strip(...).adjust_cell_length(...).apply_style(base)`` makes; too long a row is cut the same."""
+    from rich.segment import Segment
+    from textual.strip import Strip
+
+    app = fake_app(8, _churn(40, 0, 1_000_000_000), pane="feed", feed_grouped=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        feed = app.query_one(EventFeed)
+        await wait_for(pilot, lambda: len(feed.rows) == 40)
+        base = feed.rich_style
+        for width in (200, 120, 60):
+            for ev, ph in feed.rows[:10]:
+                segs = feed._row_segments(ev, ph, extra=" detail" * (width // 60))
+                ours = feed._line(segs, width, base)
+                theirs = Strip(segs).adjust_cell_length(width, base).apply_style(base)
+                assert ours.cell_length == theirs.cell_length == width
+                assert list(Segment.simplify(ours)) == list(Segment.simplify(theirs))
