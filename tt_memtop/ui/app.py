@@ -51,6 +51,7 @@ from .widgets.history_chart import stack_columns
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
 from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
+FOOTER_ROOMY = 100  # columns from which the Footer has room to spare between its keys
 RATE_PERIOD = 0.5  # the header's event rate is worked out again at most this often (s)
 LIST_PERIOD = 0.5  # the buffers and processes lists are re-ranked at most this often (and every sample period)
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
@@ -253,6 +254,8 @@ class MemtopApp(App[int]):
         self.w_tabs = self.query_one(Tabs)
         self.w_switcher = self.query_one(ContentSwitcher)
         self.w_search = self.query_one("#search", Input)
+        self.w_footer = self.query_one(Footer)
+        self._fit_footer()
         for theme in THEMES:
             self.register_theme(theme)
         if self.keymap:
@@ -266,6 +269,18 @@ class MemtopApp(App[int]):
         self.run_worker(self._ingest(), name="ingest", group="ingest", exit_on_error=False)
         self.set_interval(1 / self.fps, self._tick)
         self._tick()
+
+    def on_resize(self) -> None:
+        self._fit_footer()
+
+    def _fit_footer(self) -> None:
+        """Below ``FOOTER_ROOMY`` columns the Footer goes compact (less space between keys) and leaves the
+        palette's key to help (F1): at 80 columns the roomy one cut its last label ("/ Searc", "\\ Fil")."""
+        footer = getattr(self, "w_footer", None)
+        if footer is not None:
+            narrow = self.size.width < FOOTER_ROOMY
+            footer.compact = narrow
+            footer.show_command_palette = not narrow
 
     def on_unmount(self) -> None:
         if hasattr(self, "_gc_thresholds"):  # not when the app ends before it was mounted
