@@ -471,6 +471,20 @@ class Registry:
         """
         return _rank(self._t, self._strings, self._counts, limit, order, smallest, devices, types, pids, where)
 
+    def pools(self, keys, top_n: int) -> list[tuple[int, list[Buffer], dict[int, int]]]:
+        """For each (device, buffer_type) of ``keys``: (live bytes, its ``top_n`` largest entries, largest first
+        and ties in :meth:`buffers` order, {owner pid: bytes} in the order of each pid's first entry): one
+        pass over the table's rows, a Buffer only for the top entries (what a peak capture needs)."""
+        strings = self._strings
+        out = []
+        for nbytes, rows, by_pid in self._t.pools(keys, top_n):
+            top = []
+            for dev, bid, bt, size, pid, refs, ts, seq, has in rows:
+                name, trace = strings.get((_space(bt), dev, bid), ("", "")) if has else ("", "")
+                top.append(Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace))
+            out.append((nbytes, top, by_pid))
+        return out
+
     def __len__(self) -> int:
         return len(self._t)
 
