@@ -173,19 +173,23 @@ def test_a_checked_pid_is_checked_again_once_the_owners_change():
     cfg = {"layout": 144, "quiet": True, "log_format": "hex", "max_buffers": 0, "grow_inventory": False,
            "dedupe_warnings": False, "peers": "one user", "subscriber": False, "named": False}
     for path in PATHS.values():
-        srv, _out, _err, _sub, conns = _server(cfg, path)
-        checks = []
-        real = srv._permitted
-        srv._permitted = lambda conn, m, ts, events: checks.append(m.buffer_id) or real(conn, m, ts, events)
+        _check_pid_again(cfg, path)
 
-        def chunk(*bids):
-            data = b"".join(encode(AllocMessage(type=1, size=64, process_id=100, buffer_id=b), 144) for b in bids)
-            srv._ingest(conns[0], conns[0].reader.feed(data))
 
-        chunk(0x1000, 0x2000)
-        chunk(0x3000)
-        assert checks == [0x1000] and 100 in srv.ownership.owners()
-        srv.ownership.forget(100)
-        chunk(0x4000, 0x5000)
-        assert checks == [0x1000, 0x4000] and 100 in srv.ownership.owners()
-        assert len(srv.registry) == 5
+def _check_pid_again(cfg: dict, path) -> None:
+    srv, _out, _err, _sub, conns = _server(cfg, path)
+    checks = []
+    real = srv._permitted
+    srv._permitted = lambda conn, m, ts, events: checks.append(m.buffer_id) or real(conn, m, ts, events)
+
+    def chunk(*bids):
+        data = b"".join(encode(AllocMessage(type=1, size=64, process_id=100, buffer_id=b), 144) for b in bids)
+        srv._ingest(conns[0], conns[0].reader.feed(data))
+
+    chunk(0x1000, 0x2000)
+    chunk(0x3000)
+    assert checks == [0x1000] and 100 in srv.ownership.owners()
+    srv.ownership.forget(100)
+    chunk(0x4000, 0x5000)
+    assert checks == [0x1000, 0x4000] and 100 in srv.ownership.owners()
+    assert len(srv.registry) == 5

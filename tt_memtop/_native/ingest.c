@@ -524,6 +524,7 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *seq_obj = NULL, *ts_obj = NULL, *result = NULL;
     Out ev = {NULL, 0, 0}, ln = {NULL, 0, 0};
     Py_ssize_t nlines = 0, i = start;
+    PyObject *cur = NULL; /* the message being applied */
     long long applied = 0, unknown = 0, unstorable = 0, live = 0;
     unsigned long long seq = 0, seq0 = 0;
     int failed = 1;
@@ -547,8 +548,9 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
     if ((ts_obj = PyLong_FromLongLong(ts)) == NULL) goto out;
     if (encode && out_reserve(&ev, (size_t)(n > start ? n - start : 1) * EVENT_SIZE)) goto out;
 
-    for (; i < n; i++) {
+    for (; i < n && i < PyList_GET_SIZE(msgs); i++) {
         PyObject *m = PyList_GET_ITEM(msgs, i);
+        Py_XSETREF(cur, Py_NewRef(m)); /* its fields are used across table calls (Python code, with a pure table) */
         if (!is_wire(m) || PyTuple_GET_SIZE(m) < 6) break;
         PyObject *o_dev = PyTuple_GET_ITEM(m, 1), *o_size = PyTuple_GET_ITEM(m, 2), *o_bt = PyTuple_GET_ITEM(m, 3);
         PyObject *o_pid = PyTuple_GET_ITEM(m, 4), *o_bid = PyTuple_GET_ITEM(m, 5);
@@ -713,6 +715,7 @@ out:
         Py_XDECREF(evb);
         Py_XDECREF(lnb);
     }
+    Py_XDECREF(cur);
     PyMem_Free(ev.p);
     PyMem_Free(ln.p);
     Py_XDECREF(seq_obj);
