@@ -204,15 +204,23 @@ async def test_expanded_devices_pane_uses_the_whole_screen():
         assert dp.layout_mode == "one"  # 32 full-width rows fit on 50 lines
 
 
-async def test_columns_grow_on_a_wide_terminal():
+@pytest.mark.parametrize("width", [110, 200])
+async def test_columns_grow_on_a_wide_terminal_up_to_their_widest_content(width):
+    """The process column takes the width left over, but no more than a name can use (names are cut to
+    NAME_MAX): past that the numbers would sit half a screen away from their process."""
+    from tt_memtop.ui.widgets.processes_pane import NAME_MAX
+
     app = fake_app()
-    async with app.run_test(size=(200, 50)) as pilot:
+    async with app.run_test(size=(width, 50)) as pilot:
         table = app.query_one(ProcessesPane).table
         await wait_for(pilot, lambda: table.row_count)
         await pilot.pause(0.1)
-        assert table.columns["name"].width > 60
         total = sum(c.get_render_width(table) for c in table.columns.values())
-        assert total >= 195
+        name = table.columns["name"].width
+        if width == 200:
+            assert name == NAME_MAX and total < width - 20  # the rest of the line stays blank
+        else:
+            assert 12 < name < NAME_MAX and total >= width - 5  # all the spare width, to the name
 
 
 # ---------------------------------------------------------------------------------------------- 4. phases explained

@@ -213,7 +213,8 @@ class Insight:
             self._flush()
         self.leaks.observe(events, phases.phase if phases is not None else None,
                            self._phase_before_exit if phases is not None else None,
-                           phases.segments if phases is not None else None)
+                           phases.segments if phases is not None else None,
+                           state.registry if state is not None else None)
         self.last_ts_ns = max(self.last_ts_ns, ts)
         self._pending_capture |= peaks.take_rose()
         self._events_since_capture += len(events)

@@ -51,6 +51,8 @@ from .widgets.history_chart import stack_columns
 from .widgets.processes_pane import SORT_ORDER as PROCESS_SORTS
 from .widgets.processes_pane import ProcessesPane, leaks_text, process_rows
 
+FOOTER_ROOMY = 100  # columns from which the Footer has room to spare between its keys
+RATE_PERIOD = 0.5  # the header's event rate is worked out again at most this often (s)
 LIST_PERIOD = 0.5  # the buffers and processes lists are re-ranked at most this often (and every sample period)
 SLICE_S = 0.008  # longest stretch of folding between two chances to draw
 CHUNK = 512  # events folded at a time from a big batch (fixed: the usage history has a point per fold)
@@ -205,6 +207,7 @@ class MemtopApp(App[int]):
         self._wake = anyio.Event()
         self._started = clock()
         self._rate_samples: deque[tuple[float, int]] = deque(maxlen=64)
+        self._rate_shown: tuple[float, float] | None = None  # (clock, rate) the header shows (_shown_rate)
         self._last_sample = -1e9
         self._dev_seen = (-1, -1, None)
         self._alerts_seen: tuple = ()  # (events_total, filter) when the headroom warnings were last computed
@@ -251,6 +254,8 @@ class MemtopApp(App[int]):
         self.w_tabs = self.query_one(Tabs)
         self.w_switcher = self.query_one(ContentSwitcher)
         self.w_search = self.query_one("#search", Input)
+        self.w_footer = self.query_one(Footer)
+        self._fit_footer()
         for theme in THEMES:
             self.register_theme(theme)
         if self.keymap:
@@ -264,6 +269,18 @@ class MemtopApp(App[int]):
         self.run_worker(self._ingest(), name="ingest", group="ingest", exit_on_error=False)
         self.set_interval(1 / self.fps, self._tick)
         self._tick()
+
+    def on_resize(self) -> None:
+        self._fit_footer()
+
+    def _fit_footer(self) -> None:
+        """Below ``FOOTER_ROOMY`` columns the Footer goes compact (less space between keys) and leaves the
+        palette's key to help (F1): at 80 columns the roomy one cut its last label ("/ Searc", "\\ Fil")."""
+        footer = getattr(self, "w_footer", None)
+        if footer is not None:
+            narrow = self.size.width < FOOTER_ROOMY
+            footer.compact = narrow
+            footer.show_command_palette = not narrow
 
     def on_unmount(self) -> None:
         if hasattr(self, "_gc_thresholds"):  # not when the app ends before it was mounted
@@ -316,6 +333,7 @@ class MemtopApp(App[int]):
         self.paused_at_events = 0
         self.last_frame_events = 0
         self._rate_samples.clear()
+        self._rate_shown = None
         self._dev_seen = (-1, -1, None)
         self._buf_snapshot = None
         self._buf_due = 0.0
@@ -407,6 +425,16 @@ class MemtopApp(App[int]):
         t0, n0 = next(((t, n) for t, n in s if t1 - t <= 2.0), s[0])
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def _shown_rate(self) -> float:
+        """The header's rate, worked out again at most every ``RATE_PERIOD`` (of real time): a rate
+        that changes every frame makes the header, and with it every widget between the header and the
+        pane that changed, be drawn again each frame (and a number that changes 20 times a second is not
+        read anyway; btop and htop refresh theirs once or twice a second)."""
+        now = time.monotonic()
+        if self._rate_shown is None or not (0 <= now - self._rate_shown[0] < RATE_PERIOD):
+            self._rate_shown = (now, self._rate())
+        return self._rate_shown[1]
+
     def _totals_only_note(self) -> str:
         """Why the feed, buffers and processes are empty when the source reports totals only ("" otherwise)."""
         st = self.state
@@ -456,7 +484,7 @@ class MemtopApp(App[int]):
         if stale:
             msg = f"{stale}; {msg}" if msg else stale
         self.w_header.show(HeaderInfo(
-            source=desc, state=st.status.state, message=msg, rate=self._rate(),
+            source=desc, state=st.status.state, message=msg, rate=self._shown_rate(),
             uptime=float(int(now - self._started)),  # whole seconds: an idle header is redrawn once a second
             filters=self.view_filter.describe(), paused=self.paused,
             new_while_paused=st.events_total - self.paused_at_events if self.paused else 0, gaps=st.gaps,
@@ -811,11 +839,15 @@ class MemtopApp(App[int]):
     # ------------------------------------------------------------------ drill-down and details
     @on(DataTable.RowSelected, "#buffers-table")
     def _buffer_selected(self, event: DataTable.RowSelected) -> None:
-        self.open_details_for_key(event.row_key.value)
+        key = self.w_buffers.table.key_of(event.row_key)
+        if key:
+            self.open_details_for_key(key)
 
     @on(DataTable.RowSelected, "#processes-table")
     def _process_selected(self, event: DataTable.RowSelected) -> None:
-        self.drill_into_pid(int(event.row_key.value))
+        key = self.w_processes.table.key_of(event.row_key)
+        if key:
+            self.drill_into_pid(int(key))
 
     def action_drill(self) -> None:
         if self.pane == "buffers":

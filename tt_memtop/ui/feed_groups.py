@@ -9,7 +9,8 @@ Galaxy). Grouped, consecutive events fold into rows:
 * a *pair* row: allocations freed again, of one size, type and PID, repeated
   (``alloc/free 2.0 KiB × 120 in 3.0 s on 0-7``).
 
-Pure and incremental (:meth:`FeedGroups.add` per event, O(1)); the widget keeps the raw events
+Pure and incremental (:meth:`FeedGroups.add` per event, O(1); :meth:`FeedGroups.extend` the same
+rules over a frame's events in one loop, the one the feed uses); the widget keeps the raw events
 too, so a toggle shows them again.
 """
 
@@ -109,6 +110,57 @@ class FeedGroups:
         rows.append(FeedRow(OP, ev, phase))
         if len(rows) > self.limit * 1.25:
             del rows[: len(rows) - self.limit]
+
+    def extend(self, events: list[Event], phases: list[str]) -> None:
+        """:meth:`add` of each (event, phase) in order, in one loop: a frame brings up to ~1,000 events
+        (:data:`~tt_memtop.ui.widgets.event_feed.FOLLOW_ROWS`), and the call and lookups per event were
+        most of what grouping them cost. The rules are :meth:`add`'s (tests compare both)."""
+        rows = self.rows
+        limit = self.limit
+        cap = limit * 1.25
+        append = rows.append
+        groupable = _GROUPABLE
+        last = rows[-1] if rows else None
+        for ev, phase in zip(events, phases):  # noqa: B905 (the widget keeps them the same length)
+            kind = ev.kind
+            if kind not in groupable:
+                last = FeedRow(SINGLE, ev, phase)
+                append(last)
+                continue
+            if last is not None:
+                lk = last.kind
+                if lk == OP:
+                    le = last.ev
+                    if le.buffer_id == ev.buffer_id and le.pid == ev.pid and le.buffer_type == ev.buffer_type \
+                            and le.size == ev.size:
+                        if le.kind == kind and ev.device not in last.devices \
+                                and ev.ts_ns - last.t_last <= OP_WINDOW_NS:
+                            last.devices.append(ev.device)
+                            last.t_last, last.last = ev.ts_ns, ev
+                            continue
+                        if kind == _FREE and le.kind == _ALLOC and ev.device in last.devices:
+                            last.kind = PAIR
+                            last.open = {d: 1 for d in last.devices}
+                            self._pair_free(last, ev)
+                            continue
+                elif lk == PAIR:
+                    le = last.ev
+                    if le.pid == ev.pid and le.buffer_type == ev.buffer_type and le.size == ev.size:
+                        opened = last.open
+                        assert opened is not None
+                        if kind == _ALLOC:
+                            opened[ev.device] = opened.get(ev.device, 0) + 1
+                            if ev.device not in last.devices:
+                                last.devices.append(ev.device)
+                            last.t_last, last.last = ev.ts_ns, ev
+                            continue
+                        if kind == _FREE and opened.get(ev.device, 0) > 0:
+                            self._pair_free(last, ev)
+                            continue
+            last = FeedRow(OP, ev, phase)
+            append(last)
+            if len(rows) > cap:  # as add() does (after an OP row only)
+                del rows[: len(rows) - limit]
 
     @staticmethod
     def _pair_free(row: FeedRow, ev: Event) -> None:

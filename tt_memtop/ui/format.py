@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ..core.events import EventKind
 from ..core.protocol import BufferType
 
@@ -110,12 +112,17 @@ def rate(bytes_per_s: float) -> str:
     return human(round(bytes_per_s), signed=True) + "/s"
 
 
-def wall_time(ns: int) -> str:
-    """Local wall-clock time of day ``HH:MM:SS.mmm`` (as TT-Metal's own logs print it)."""
-    import time as _time
+_wall_second: list = [None, ""]  # (second, time zone) wall_time formatted last, and its HH:MM:SS
 
+
+def wall_time(ns: int) -> str:
+    """Local wall-clock time of day ``HH:MM:SS.mmm`` (as TT-Metal's own logs print it). A feed's rows
+    share a few seconds: the HH:MM:SS of the last second is kept (per time zone: ``tzset`` changes it)."""
     s, rem = divmod(ns, 1_000_000_000)
-    return _time.strftime("%H:%M:%S", _time.localtime(s)) + f".{rem // 1_000_000:03d}"
+    key = (s, time.timezone, time.altzone, time.tzname)
+    if _wall_second[0] != key:
+        _wall_second[0], _wall_second[1] = key, time.strftime("%H:%M:%S", time.localtime(s))
+    return f"{_wall_second[1]}.{rem // 1_000_000:03d}"
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

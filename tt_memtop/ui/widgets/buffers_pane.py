@@ -54,6 +54,7 @@ class BuffersPane(RankedPane):
 
     COLUMNS = COLUMNS
     GROW = ("proc", "name")
+    GROW_MAX = {"proc": 48}  # process names are cut to 48
     DROP = ("refs", "total", "age", "name")  # least important first (a narrow terminal leaves them out)
     NAME = "buffers"
 
@@ -66,10 +67,13 @@ class BuffersPane(RankedPane):
             return
         status = Text()
         status.append(f"{plural(window.live, 'live buffer')}", "bold")
-        status.append(f" · {plural(window.matched, what)} match{'es' if window.matched == 1 else ''}"
-                      f" · showing top {len(window.rows):,} by {sort} {arrow}")
+        # short enough for 80 columns whole (a cut "grouped by" said nothing): "showing top N" only when it
+        # is not all of them
+        shown = f" · top {len(window.rows):,} by {sort} {arrow}" if len(window.rows) < window.matched \
+            else f", by {sort} {arrow}"
+        status.append(f" · {plural(window.matched, what)} match{'es' if window.matched == 1 else ''}{shown}")
         if group:
-            status.append(" · grouped by id across devices")
+            status.append(" · grouped across devices")
         self.set_status(status_line, status)
         rows = []
         for r in window.rows:

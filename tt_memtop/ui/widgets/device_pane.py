@@ -78,6 +78,8 @@ class DevicePane(ScrollView, can_focus=True):
         self._lines_key: tuple = ()
         self._unstyled = False
         self._styles: dict[str, Style] = {}
+        self._bars: dict = {}  # drawn bars by what their cells depend on (meter.bar_segments); styles change: emptied
+        self._frame: tuple[int, Style] | None = None  # (width, base style) while render_lines draws
 
     def reset(self) -> None:
         """Forget rates (a replay moved in time; the history and the peaks are the state's)."""
@@ -109,8 +111,13 @@ class DevicePane(ScrollView, can_focus=True):
         old = self._lines
         self._lines = None
         self._relayout()
-        if old is None or self._lines != old:  # an idle monitor redraws nothing
+        new = self._lines
+        if old is None or new is None or len(new) != len(old):
             self.refresh()
+        elif new != old:  # only the lines that changed (an idle monitor redraws nothing)
+            for i, (a, b) in enumerate(zip(old, new, strict=True)):
+                if a != b:
+                    self.refresh_line(i)
 
     def set_history_scale(self, scale: float) -> None:
         self.history_scale = scale
@@ -148,13 +155,21 @@ class DevicePane(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()
+        self._bars.clear()
         self._lines = None
 
+    def render_lines(self, crop):
+        """The base style (a walk over every ancestor's styles) and width, once for the lines drawn."""
+        self._frame = (self.scrollable_content_region.width, self.rich_style)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
+        width, base = self._frame or (self.scrollable_content_region.width, self.rich_style)
         lines = self._build_lines(width)
         idx = y + int(self.scroll_offset.y)
-        base = self.rich_style
         if 0 <= idx < len(lines):
             return Strip(lines[idx]).adjust_cell_length(width, base).apply_style(base)
         return Strip.blank(width, base)
@@ -196,6 +211,8 @@ class DevicePane(ScrollView, can_focus=True):
         if not self._unstyled:
             self._lines = out
             self._lines_key = key
+        else:
+            self._bars.clear()  # bars drawn before the stylesheet applied: plain, not to be kept
         self._unstyled = False
         return out
 
@@ -278,7 +295,8 @@ class DevicePane(ScrollView, can_focus=True):
                                                                      self._style("dim"))]
 
     def _bar(self, totals: list[int], stack: tuple[int, ...], cap: int, width: int, peak: int = 0) -> list[Segment]:
-        return bar_segments(totals, stack, cap, width, self._style, self.types_shown, peak)
+        return bar_segments(totals, stack, cap, width, self._style, self.types_shown, peak,
+                            None if self._unstyled else self._bars)
 
     def _numbers(self, used: int, cap: int, short: bool) -> Segment:
         frac = used / cap if cap else 0.0
@@ -368,4 +386,5 @@ class DevicePane(ScrollView, can_focus=True):
 
     def _grid_lines(self, rows: list[DeviceRow], width: int) -> list[list[Segment]]:
         """The mesh grid (a Galaxy 4 x 8): see :mod:`.mesh_grid`."""
-        return mesh_lines(rows, width, self._style, max(1, self._budget() - 2), self.types_shown)
+        return mesh_lines(rows, width, self._style, max(1, self._budget() - 2), self.types_shown,
+                          bars=None if self._unstyled else self._bars)

@@ -22,6 +22,7 @@ import textwrap
 from collections.abc import Iterator, Sequence
 from itertools import islice
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Size
@@ -49,6 +50,7 @@ _KIND_CLASS = {
 #: from them): at 200k events/s a frame costs what it costs at 40k. The model's ring keeps the rest
 #: (a filter rebuilds from it).
 FOLLOW_ROWS = 1_000
+STRIP_CACHE = 1_024  # rows' lines kept (a few screens): dropped all at once when full
 HEADER = f"{'time':<12} {'pid':>7} {'dev':<5} {'event':<10} {'type':<8} {'size':>9} {'buffer id':<12} {'phase':<9} detail"
 
 
@@ -126,6 +128,12 @@ class EventFeed(ScrollView, can_focus=True):
         self._filter = ViewFilter()
         self.empty_text = "no events yet"
         self.skipped = 0  # events never made rows: more arrived in one frame than FOLLOW_ROWS (see pull)
+        self._styles: dict[str, Style] = {}
+        self._frame: tuple[int, Style] | None = None  # (width, base style) while render_lines draws
+        self._unstyled = False  # a style was asked for before the stylesheet applied: do not keep the line
+        self._strips: dict[tuple, tuple] = {}  # a row's drawn line, by the row and what it shows (render_line)
+        self._strips_look: tuple = ()  # what every kept line assumes: width, base style, time display
+        self._over_base: dict = {}  # a segment's style -> it over the base style (for _strips_look's base)
 
     @property
     def rows(self) -> Sequence[tuple[Event, str]]:
@@ -140,11 +148,10 @@ class EventFeed(ScrollView, can_focus=True):
         return self._groups.rows
 
     def _sync_groups(self) -> None:
-        evs, phs = self._events, self._phases
-        add = self._groups.add
-        for i in range(self._grouped_upto, len(evs)):
-            add(evs[i], phs[i])
-        self._grouped_upto = len(evs)
+        n, upto = len(self._events), self._grouped_upto
+        if upto < n:
+            self._groups.extend(self._events[upto:], self._phases[upto:])
+            self._grouped_upto = n
 
     def set_mode(self, grouped: bool | None = None, wall_clock: bool | None = None) -> None:
         if grouped is not None and grouped != self.grouped:
@@ -223,12 +230,28 @@ class EventFeed(ScrollView, can_focus=True):
         self._resize()
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self.scrollable_content_region.width, self._row_count() + 1)
+        size = Size(self.scrollable_content_region.width, self._row_count() + 1)
+        if size != self.virtual_size:
+            if self._laid_out and size.width == self.virtual_size.width:
+                # Only the length changed: what the screen's layout would do for this widget (its scrollbar,
+                # the scroll position's bounds) done here. Assigning ``virtual_size`` lays the whole screen
+                # out again (a reflow, then every widget repainted): at 20 frames/s that was most of a frame.
+                # A scrollbar that appears or goes still lays out (its reactive asks for it).
+                self.set_reactive(ScrollView.virtual_size, size)
+                self._scroll_update(size)
+            else:
+                self.virtual_size = size
         if self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
-            # the new virtual size takes effect at the next layout: follow again once it has
-            self.call_after_refresh(self._follow_end)
+            if not self._laid_out or self.max_scroll_y != self.scroll_offset.y:
+                # the new virtual size takes effect at the next layout: follow again once it has
+                self.call_after_refresh(self._follow_end)
         self.refresh()
+
+    @property
+    def _laid_out(self) -> bool:
+        """The screen's layout has given this widget its size (so its scroll bounds can be updated here)."""
+        return bool(self.is_mounted and self.size and self.virtual_size.width)
 
     def _follow_end(self) -> None:
         if self.follow and self.scroll_offset.y != self.max_scroll_y:
@@ -255,14 +278,33 @@ class EventFeed(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------------ drawing
     def _style(self, name: str) -> Style:
+        st = self._styles.get(name)
+        if st is not None:
+            return st
         try:
-            return self.get_component_rich_style(f"eventfeed--{name}", partial=True)
-        except KeyError:  # drawn before the stylesheet reached us
+            st = self.get_component_rich_style(f"eventfeed--{name}", partial=True)
+        except KeyError:  # drawn before the stylesheet reached us: plain, and not kept
+            self._unstyled = True
             return Style()
+        self._styles[name] = st
+        return st
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+        self._strips.clear()
+
+    def render_lines(self, crop):
+        """Textual draws the lines of ``crop`` through :meth:`render_line`: the base style and width are
+        worked out once for them (the base style walks every ancestor's styles: ~50 µs a line)."""
+        self._frame = (self.scrollable_content_region.width, self.rich_style)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
 
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
-        base = self.rich_style
+        width, base = self._frame or (self.scrollable_content_region.width, self.rich_style)
         if y == 0:  # sticky column header
             return Strip([Segment(HEADER, self._style("header"))]).adjust_cell_length(width, base).apply_style(base)
         idx = y - 1 + int(self.scroll_offset.y)
@@ -273,11 +315,54 @@ class EventFeed(ScrollView, can_focus=True):
                 if y - 1 < len(lines):
                     return Strip([Segment(lines[y - 1], self._style("dim"))]).adjust_cell_length(width, base)
             return Strip.blank(width, base)
+        # A row's line is made once and kept while the row, the width and the way times are shown stay the
+        # same: following a live source, the rows on screen move up a few lines a frame, and at
+        # 20 frames/s making every visible line again each frame was most of the feed's drawing.
         if self.grouped:
-            segs = self._group_segments(self._groups.rows[idx])
+            row = self._groups.rows[idx]
+            key = (id(row), row.kind, len(row.devices), row.pairs, row.t_last, row.open_count)
         else:
-            segs = self._row_segments(self._events[idx], self._phases[idx])
-        return Strip(segs).adjust_cell_length(width, base).apply_style(base)
+            row = self._events[idx]
+            key = (id(row), self._phases[idx])
+        look = (width, base, self.wall_clock, self.wall_offset_ns if self.wall_clock else self.origin_ns)
+        if look != self._strips_look:
+            self._strips.clear()
+            self._over_base.clear()
+            self._strips_look = look
+        kept = self._strips.get(key)
+        if kept is not None and kept[0] is row:  # (the row is kept with its line: its id stays its own)
+            return kept[1]
+        segs = self._group_segments(row) if self.grouped else self._row_segments(row, key[1])
+        strip = self._line(segs, width, base)
+        if self._unstyled:
+            self._unstyled = False
+        else:
+            if len(self._strips) >= STRIP_CACHE:
+                self._strips.clear()
+            self._strips[key] = (row, strip)
+        return strip
+
+    def _line(self, segs: list[Segment], width: int, base: Style) -> Strip:
+        """``Strip(segs).adjust_cell_length(width, base).apply_style(base)`` made in one pass when the row fits
+        the width (the usual case): each segment's style over the base looked up, not combined again, and
+        one Strip made instead of three."""
+        over = self._over_base
+        out = []
+        used = 0
+        for seg in segs:
+            text, style = seg.text, seg.style
+            if not text:
+                continue
+            used += cell_len(text)
+            st = over.get(style)
+            if st is None:
+                st = over[style] = base + style if style is not None else base
+            out.append(Segment(text, st))
+        if used > width:
+            return Strip(segs).adjust_cell_length(width, base).apply_style(base)
+        if used < width:
+            out.append(Segment(" " * (width - used), base))
+        return Strip(out, width)
 
     def time_text(self, ts_ns: int) -> str:
         if not ts_ns:

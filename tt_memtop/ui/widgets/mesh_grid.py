@@ -88,8 +88,10 @@ def mesh_shape(n: int, width: int, max_lines: int = GRID_ROWS) -> tuple[int, int
 
 
 def mesh_lines(rows: Sequence[DeviceRow], width: int, style: Callable[[str], Style], max_lines: int = GRID_ROWS,
-               shown: frozenset[int] = ALL_TYPES, selected: int | None = None) -> list[list[Segment]]:
-    """The grid as lines of segments (``style(name)``: the ``devicepane--<name>`` component styles)."""
+               shown: frozenset[int] = ALL_TYPES, selected: int | None = None,
+               bars: dict | None = None) -> list[list[Segment]]:
+    """The grid as lines of segments (``style(name)``: the ``devicepane--<name>`` component styles;
+    ``bars``: the caller's cache of drawn bars, see :func:`~.meter.bar_segments`)."""
     n = len(rows)
     if not n:
         return []
@@ -111,7 +113,7 @@ def mesh_lines(rows: Sequence[DeviceRow], width: int, style: Callable[[str], Sty
                                             (" L", L1_STACK, r.cap_l1, r.peak_l1)):
                 used = stack_used(r.totals, stack, shown)
                 cell.append(Segment(which, style("dim")))
-                cell += bar_segments(r.totals, stack, cap, bar_w, style, shown, peak)
+                cell += bar_segments(r.totals, stack, cap, bar_w, style, shown, peak, bars)
                 frac = used / cap if cap else 0.0
                 cell.append(Segment(f"{frac * 100:3.0f}%" if cap else f"{'?':>4}",
                                     style(level(frac)) if cap else style("dim")))

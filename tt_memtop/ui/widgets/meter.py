@@ -20,6 +20,7 @@ __all__ = ["DRAM_STACK", "L1_STACK", "TYPE_CLASS", "DeviceRow", "bar_cells", "ba
 
 TYPE_CLASS = {0: "dram", 1: "l1", 2: "sys", 3: "l1small", 4: "trace", 5: "cb", 6: "kernel"}
 _PARTIAL = " ▏▎▍▌▋▊▉"  # 0..7 eighths of a cell, filled from the left
+BAR_CACHE = 256  # bars kept per widget (a Galaxy's 64 meters, a few layouts): dropped all at once when full
 
 
 @dataclass(slots=True)
@@ -52,9 +53,14 @@ def bar_cells(parts: list[tuple[int, str]], cap: int, width: int, peak: int = 0)
     Exactly proportional, in eighths of a cell: a cell where one part ends and the next begins is a
     partial block in the first part's colour over the next part's (or the empty background). A
     ``peak`` beyond the current use is a thin mark in the empty part (btop's high-water mark)."""
-    cells: list[tuple[str, str, str]] = []
     if width <= 0 or cap <= 0:
-        return cells
+        return []
+    return _cells(*_layout(parts, cap, width, peak), width)
+
+
+def _layout(parts: list[tuple[int, str]], cap: int, width: int, peak: int) -> tuple[tuple[tuple[int, str], ...], int]:
+    """What a bar's cells depend on: each part's end in eighths of a cell (cumulative), and the cell of
+    the peak mark (-1: none). Bars whose totals moved by less than an eighth of a cell share it."""
     total8 = width * 8
     bounds: list[tuple[int, str]] = []  # (end in eighths, class), cumulative
     acc = 0
@@ -63,6 +69,17 @@ def bar_cells(parts: list[tuple[int, str]], cap: int, width: int, peak: int = 0)
             continue
         acc += size
         bounds.append((min(total8, int(acc * total8 / cap)), cls))
+    mark = -1
+    if peak > acc:
+        pc = min(width - 1, int(peak * width / cap))
+        # a peak in the cell where the use ends is the use, to the cell: no mark (unless nothing is used)
+        if not acc or pc > int(acc * width / cap):
+            mark = pc
+    return tuple(bounds), mark
+
+
+def _cells(bounds: tuple[tuple[int, str], ...], mark: int, width: int) -> list[tuple[str, str, str]]:
+    cells: list[tuple[str, str, str]] = []
 
     def owner(e: int) -> str:  # the class covering eighth ``e``
         for end, cls in bounds:
@@ -83,29 +100,34 @@ def bar_cells(parts: list[tuple[int, str]], cap: int, width: int, peak: int = 0)
             cells.append((" ", "empty", "empty"))
         else:
             cells.append((_PARTIAL[k] if 0 < k < 8 else "█", first, last))
-    if peak > acc and cap:
-        pc = min(width - 1, int(peak * width / cap))
-        ch, fg, _bg = cells[pc]
-        # a peak in the cell where the use ends is the use, to the cell: no mark (unless nothing is used)
-        if fg == "empty" and (not acc or pc > int(acc * width / cap)):
-            cells[pc] = ("▏" if pc else "│", "peak", "empty")
+    if mark >= 0 and cells[mark][1] == "empty":
+        cells[mark] = ("▏" if mark else "│", "peak", "empty")
     return cells
 
 
 def bar_segments(totals: list[int], stack: tuple[int, ...], cap: int, width: int, style: Callable[[str], Style],
-                 shown: frozenset[int], peak: int = 0) -> list[Segment]:
-    """:func:`bar_cells` of the ``stack`` types in ``shown``, as runs of styled segments."""
+                 shown: frozenset[int], peak: int = 0, cache: dict | None = None) -> list[Segment]:
+    """:func:`bar_cells` of the ``stack`` types in ``shown``, as runs of styled segments.
+
+    ``cache``: a dict the caller keeps (and empties when ``style`` changes): bars are looked up by what
+    their cells depend on (:func:`_layout`), so a frame whose totals moved less than an eighth of a cell
+    rebuilds no bar. The segments returned are shared: do not change them."""
     if width <= 0:
         return []
     if not cap:  # said whole, in as few words as fit ("capacity unkn" read like a typo)
         words = next((w for w in ("capacity unknown", "cap. unknown", "unknown", "?") if len(w) <= width), "")
         return [Segment(words.center(width), style("dim"))]
-    parts = [(totals[t], TYPE_CLASS[t]) for t in stack if t in shown]
+    bounds, mark = _layout([(totals[t], TYPE_CLASS[t]) for t in stack if t in shown], cap, width, peak)
+    key = (bounds, mark, width)
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
     segs: list[Segment] = []
     empty = style("empty")
     empty_bg = empty.bgcolor
     run_text, run_style = "", None
-    for ch, fg, bg in bar_cells(parts, cap, width, peak):
+    for ch, fg, bg in _cells(bounds, mark, width):
         if fg == "empty":
             st = empty
         else:
@@ -119,4 +141,8 @@ def bar_segments(totals: list[int], stack: tuple[int, ...], cap: int, width: int
             run_text, run_style = ch, st
     if run_text:
         segs.append(Segment(run_text, run_style))
+    if cache is not None:
+        if len(cache) >= BAR_CACHE:
+            cache.clear()
+        cache[key] = segs
     return segs

@@ -14,6 +14,7 @@ from textual.widgets import Static
 
 from ...core.model import MonitorState
 from ...core.phases import Phase, Segment
+from .relayout import update
 
 __all__ = ["PHASE_CELLS", "PhaseTimeline", "band", "band_cells", "legend", "timeline_renderable"]
 
@@ -108,13 +109,29 @@ def timeline_renderable(state: MonitorState, pids: list[int], width: int, span_s
     return grid
 
 
+def _content(r: Table | Text) -> tuple:
+    """What a timeline shows, comparable: each cell's text, spans and style, row by row."""
+    if isinstance(r, Text):
+        return ((r.plain, tuple(r.spans), str(r.style)),)
+    cols = [list(c.cells) for c in r.columns]
+    return tuple((c.plain, tuple(c.spans), str(c.style)) if isinstance(c, Text) else (str(c),)
+                 for row in zip(*cols, strict=True) for c in row)
+
+
 class PhaseTimeline(Static):
-    """The phase bands of the processes in view (see the module docstring)."""
+    """The phase bands of the processes in view (see the module docstring). Drawn again only when
+    what it shows changed; the screen is laid out again only when its number of lines did."""
 
     DEFAULT_CSS = "PhaseTimeline { height: auto; max-height: 10; }"
 
     last: Table | Text = Text("")
 
     def show(self, state: MonitorState, pids: list[int]) -> None:
-        self.last = timeline_renderable(state, pids, max(20, self.size.width or 80))
-        self.update(self.last)
+        grid = timeline_renderable(state, pids, max(20, self.size.width or 80))
+        content = _content(grid)
+        if content == getattr(self, "_shown", None):
+            return
+        lines = grid.row_count if isinstance(grid, Table) else len(grid.plain.splitlines())
+        same_height = lines == getattr(self, "_lines", None)
+        self.last, self._shown, self._lines = grid, content, lines
+        update(self, grid, layout=not same_height)

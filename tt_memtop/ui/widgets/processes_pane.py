@@ -20,6 +20,7 @@ COLUMNS = (("rank", "#", 2), ("pid", "pid", 7), ("name", "process", None), ("pha
            ("total", "total", 8), ("dram", "DRAM", 8), ("trace", "TRACE", 8), ("l1", "L1", 8), ("l1s", "L1_SMALL", 8),
            ("cbk", "CB+KERN", 8), ("devs", "devs", DEV_WIDTH), ("n", "buffers", 7), ("state", "state", 6))
 SORT_ORDER = ("total", "dram", "l1", "trace", "pid", "buffers")
+NAME_MAX = 48  # a process name is cut to this
 
 
 @dataclass(slots=True)
@@ -122,6 +123,7 @@ class ProcessesPane(RankedPane):
 
     COLUMNS = COLUMNS
     GROW = ("name",)
+    GROW_MAX = {"name": NAME_MAX}
     #: least important first: 80 columns keep #, pid, process, phase, total, DRAM, TRACE, L1
     DROP = ("devs", "n", "cbk", "l1s", "state", "l1", "trace", "dram")
     NAME = "processes"
@@ -154,7 +156,7 @@ class ProcessesPane(RankedPane):
         out = []
         for r in sort_rows(rows, sort, invert):
             t = r.by_type
-            out.append((str(r.pid), (str(r.pid), r.name[:48] or "—", r.phase or "—", human(r.total), human(t[0]),
+            out.append((str(r.pid), (str(r.pid), r.name[:NAME_MAX] or "—", r.phase or "—", human(r.total), human(t[0]),
                                      human(t[4]), human(t[1]), human(t[2] + t[3]), human(t[5] + t[6]),
                                      devices_text(r.devices, DEV_WIDTH), f"{r.count:,}" if r.count >= 0 else "—", r.state)))
         self.table.apply_rows(out)

@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from .ranked_table import RankedTable
+from .relayout import update
 
 
 class RankedPane(Vertical):
@@ -17,12 +18,13 @@ class RankedPane(Vertical):
 
     COLUMNS: Sequence[tuple[str, str, int | None]] = ()
     GROW: Sequence[str] = ()  # columns that take the width a wide terminal leaves over
+    GROW_MAX: dict[str, int] = {}  # a growing column's widest: its cells are cut to it
     DROP: Sequence[str] = ()  # columns a narrow terminal leaves out, least important first
     NAME = "ranked"
 
     def compose(self) -> ComposeResult:
         yield Static("", id=f"{self.NAME}-status", classes="pane-status")
-        yield RankedTable(self.COLUMNS, grow=self.GROW, drop=self.DROP, id=f"{self.NAME}-table")
+        yield RankedTable(self.COLUMNS, grow=self.GROW, drop=self.DROP, grow_max=self.GROW_MAX, id=f"{self.NAME}-table")
 
     @property
     def table(self) -> RankedTable:
@@ -37,13 +39,15 @@ class RankedPane(Vertical):
         line = found.first(Static)
         line.set_class(bool(note), "-note")  # a note wraps (what to do is at its end); a status is one line
         if note:
-            self.set_status(line, Text(note, "bold yellow"))
+            self.set_status(line, Text(note, "bold yellow"), layout=True)
             self.table.apply_rows([])
             return None
         return line
 
-    def set_status(self, line: Static, text: Text) -> None:
-        """Update the status line only when its text changed (an idle monitor redraws nothing)."""
+    def set_status(self, line: Static, text: Text, layout: bool = False) -> None:
+        """Update the status line only when its text changed (an idle monitor redraws nothing). A status is
+        one line (``.pane-status``): its new text does not lay the screen out again, a note (which wraps) does."""
         if getattr(self, "_status_text", None) != text:
             self._status_text = text
-            line.update(text)
+            update(line, text, layout=layout or line.has_class("-note"))
+
