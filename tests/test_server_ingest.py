@@ -176,9 +176,10 @@ def test_a_checked_pid_is_checked_again_once_the_owners_change():
         srv, _out, _err, _sub, conns = _server(cfg, path)
         checks = []
         real = srv._permitted
-        srv._permitted = lambda conn, m, ts, events: checks.append(m.buffer_id) or real(conn, m, ts, events)
+        srv._permitted = lambda conn, m, ts, events, checks=checks, real=real: \
+            checks.append(m.buffer_id) or real(conn, m, ts, events)
 
-        def chunk(*bids):
+        def chunk(*bids, srv=srv, conns=conns):
             data = b"".join(encode(AllocMessage(type=1, size=64, process_id=100, buffer_id=b), 144) for b in bids)
             srv._ingest(conns[0], conns[0].reader.feed(data))
 
