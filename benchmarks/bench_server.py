@@ -17,7 +17,8 @@ The original is a binary built from its public source (tests/original_servers.py
 decimal ids) and S4 (112 B, hex ids) with the socket path patched); its socket path is read from its
 "Listening on:" line. Without --original there is nothing to compare with in the same run, so only
 absolute figures are printed (they depend on the machine; ratios do not, much). ``--pure`` runs ours
-with MEMTOP_PURE_PYTHON=1 as well.
+with MEMTOP_PURE_PYTHON=1 as well; ``--baseline DIR`` runs another checkout's tt_memtop too (a change's
+before and after, interleaved with the rest).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def start_ours(sock: str, log: str, layout: int, env: dict | None = None, quiet:
     if quiet:
         args.append("--quiet")
     out = open(log, "w")  # noqa: SIM115 - closed by stop()
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    # ``-m`` puts the working directory first on sys.path: another checkout (PYTHONPATH) runs from its own
+    cwd = (env or {}).get("PYTHONPATH") or None
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     return proc, out, _wait_socket(proc, sock)
 
 
@@ -143,13 +146,18 @@ def compare(args: argparse.Namespace) -> None:
     subjects.append(("memtop", None))
     if args.pure:
         subjects.append(("memtop-pure", {**os.environ, "MEMTOP_PURE_PYTHON": "1"}))
+    if args.baseline:  # another checkout of tt_memtop (built in place), run the same way: A/B in one run
+        base = {**os.environ, "PYTHONPATH": os.path.abspath(args.baseline)}
+        subjects.append(("baseline", base))
+        if args.pure:
+            subjects.append(("baseline-pure", {**base, "MEMTOP_PURE_PYTHON": "1"}))
     pace = f", offered {args.rate:,.0f} msg/s" if args.rate else ""
     print(f"# layout {layout} B, {args.messages} messages per run{pace}, {args.rounds} rounds, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     if not args.original:
         print("# no --original: absolute figures only (a ratio needs the original measured in the same run; "
               "build it with tests/original_servers.py)")
-    print(f"{'server':<13}{'K':>4}{'msg/s':>12}{'CPU µs/msg':>12}{'log lines':>11}{'ratio msg/s':>13}"
+    print(f"{'server':<14}{'K':>4}{'msg/s':>12}{'CPU µs/msg':>12}{'log lines':>11}{'ratio msg/s':>13}"
           f"{'ratio CPU':>11}", flush=True)
     for k in args.producers:
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in subjects}
@@ -174,7 +182,7 @@ def compare(args: argparse.Namespace) -> None:
             if name == "original":
                 base = (rate, cpu)
             ratio = f"{rate / base[0]:>13.2f}{cpu / base[1]:>11.2f}" if base and name != "original" else ""
-            print(f"{name:<13}{k:>4}{rate:>12,.0f}{cpu:>12.2f}{lines[name]:>11}{ratio}", flush=True)
+            print(f"{name:<14}{k:>4}{rate:>12,.0f}{cpu:>12.2f}{lines[name]:>11}{ratio}", flush=True)
         if same:
             ref = same.pop("original")
             for name, got in same.items():
@@ -217,6 +225,9 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=200_000, help="messages per run, split among producers")
     ap.add_argument("--rounds", type=int, default=2, help="A B rounds per K (default 2: A B A B)")
     ap.add_argument("--pure", action="store_true", help="also run ours with MEMTOP_PURE_PYTHON=1")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run the tt_memtop of another checkout (its C files built in place: python setup.py "
+                         "build_ext --inplace), e.g. the main branch: before/after figures in the same run")
     ap.add_argument("--rate", type=float, default=0, metavar="MSG/S",
                     help="offer this many messages/s in all (paced producers) instead of as many as are taken: "
                          "the CPU figures then say what a realistic load costs")

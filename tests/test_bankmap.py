@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests import bankmap_reference as ref_mod
-from tt_memtop.core import bankmap
-from tt_memtop.core.bankmap import SpaceMap, _Runs
+from tt_memtop.core import bankmap, runs
+from tt_memtop.core.bankmap import SpaceMap
 from tt_memtop.core.geometry import DRAM, L1, TRACE, PoolRange, per_bank_size
+from tt_memtop.core.runs import Runs
 
 TOP = 8200
 
@@ -33,7 +34,7 @@ def tuned(request, monkeypatch):
     """Block size and bulk threshold: tiny ones split blocks and take the bulk path within a short sequence
     (module settings, the same for every example: safe to share between hypothesis' inputs)."""
     load, bulk = request.param
-    monkeypatch.setattr(bankmap, "LOAD", load)
+    monkeypatch.setattr(runs, "LOAD", load)
     monkeypatch.setattr(bankmap, "BULK_MIN", bulk)
     monkeypatch.setattr(ref_mod, "BULK_MIN", bulk)
     return request.param
@@ -140,7 +141,7 @@ def test_queued_changes_are_bounded_and_change_no_answer(monkeypatch, ops):
     """Past PENDING_MAX queued changes a map applies them without waiting for a query (a report folding a
     long recording queries only at the end): the same answers, and the queue never holds more."""
     monkeypatch.setattr(bankmap, "PENDING_MAX", 8)
-    monkeypatch.setattr(bankmap, "LOAD", 4)
+    monkeypatch.setattr(runs, "LOAD", 4)
     new, ref = SpaceMap(pools()), ref_mod.SpaceMap(pools())
     for o in ops:
         _apply(new, o, 0)
@@ -160,8 +161,8 @@ def test_load_keeps_the_last_of_equal_starts_and_sorts():
 
 
 def test_runs_split_and_empty_blocks(monkeypatch):
-    monkeypatch.setattr(bankmap, "LOAD", 2)
-    r = _Runs(track=True)
+    monkeypatch.setattr(runs, "LOAD", 2)
+    r = Runs(track=True)
     keys = list(range(0, 400, 10))
     random.Random(3).shuffle(keys)
     for k in keys:
@@ -181,8 +182,8 @@ def test_runs_split_and_empty_blocks(monkeypatch):
 
 
 def test_runs_widen_a_block_for_values_past_4_bytes(monkeypatch):
-    monkeypatch.setattr(bankmap, "LOAD", 2)
-    r = _Runs(array("Q", [10, 20, 30, 40, 50, 60]), array("Q", [11, 21, 31, 41, 51, 61]), track=True)
+    monkeypatch.setattr(runs, "LOAD", 2)
+    r = Runs(array("Q", [10, 20, 30, 40, 50, 60]), array("Q", [11, 21, 31, 41, 51, 61]), track=True)
     assert [b.typecode for b in r.ks] == ["I", "I", "I"]
     r.put(35, 1 << 33)  # a value past 2**32 in the second block
     r.put(1 << 40, (1 << 40) + 5)  # a key past 2**32 after the last

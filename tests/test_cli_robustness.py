@@ -101,7 +101,7 @@ def test_serve_names_the_problem_with_its_socket_path(tmp_path):
     _no_traceback(proc)
     assert proc.returncode == 1
     assert f"cannot listen on {missing_dir}: the directory {missing_dir.parent} does not exist" in proc.stderr
-    too_long = "/tmp/" + "a" * 120 + ".sock"
+    too_long = str(tmp_path / ("a" * 120 + ".sock"))
     proc = _memtop("serve", "--socket", too_long)
     assert proc.returncode == 1 and "Unix sockets allow at most 107" in proc.stderr, proc.stderr
     _no_traceback(proc)

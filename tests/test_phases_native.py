@@ -84,6 +84,23 @@ def test_compiled_fold_equals_reference_on_sessions(sessions, name, batch):
 
 
 @native
+@pytest.mark.parametrize("name", ["llama_8dev", "killed", "diffusion"])
+def test_compact_process_state_equals_the_plain_one(sessions, name, monkeypatch):
+    """The compiled LiveTable and Stamps (a process's live map and recent allocation times) against what a
+    pure-Python install uses (LiveMap on the pure table, a deque), under the Python reference."""
+    from collections import deque
+
+    from tt_memtop.core.phases import process as process_mod
+    from tt_memtop.core.table import LiveMap
+
+    events = sessions[name]
+    compact = _fold(events, False, 512)
+    monkeypatch.setattr(process_mod, "LiveTable", lambda: LiveMap(True))
+    monkeypatch.setattr(process_mod, "Stamps", deque)
+    assert _fold(events, True, 512) == compact
+
+
+@native
 def test_analyze_is_the_same_compiled_and_pure(sessions, monkeypatch):
     events = sessions["llama_8dev"]
     compiled = analyze(events)

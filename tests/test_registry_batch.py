@@ -28,7 +28,7 @@ def _state(r: Registry) -> dict:
     return {
         "buffers": sorted(map(repr, r.buffers())),
         "names": sorted((b.device, b.buffer_id, b.buffer_type, b.name, b.stack_trace) for b in r.buffers()),
-        "usage": {d: (u.totals, u.count, u.by_pid) for d, u in r._usage.items()},
+        "usage": [(d, u.totals, u.count, list(u.by_pid.items())) for d, u in r._usage.items()],  # orders too
         "counts": r._counts, "strings": r._strings, "seq": r.seq, "unknown": r.unknown_frees,
         "unstorable": r.unstorable, "len": len(r),
     }
@@ -36,6 +36,8 @@ def _state(r: Registry) -> dict:
 
 def _both(events: list[Event], pure_table: bool, batch: int) -> None:
     ref, fast = Registry(pure_table), Registry(pure_table)
+    # the compiled table is reached through its C API (table.c's capsule), the pure one through its methods
+    assert registry_mod._native_mirror.uses_table_api(fast) is (fast.native and not pure_table)
     g_ref = g_fast = 0
     for i in range(0, len(events), batch):
         chunk = events[i:i + batch]
@@ -52,9 +54,10 @@ _events = st.builds(
     lambda kind, seq, dev, bid, bt, size, pid, refs, name: Event(kind, seq=seq, ts_ns=seq * 10, pid=pid, device=dev,
                                                                 buffer_type=bt, buffer_id=bid, size=size,
                                                                 ref_count=refs, name=name),
-    _kinds, st.integers(0, 40), st.sampled_from([0, 1, 2, 255, 300, -1]), st.integers(0, 5),
-    st.sampled_from([0, 0, 1, 2, 3, 4, 5, 6]), st.sampled_from([0, 100, 1 << 20, 1 << 63, 1 << 70]),
-    st.integers(1, 3), st.sampled_from([0, 1, 2, -5, 1 << 40, True]), st.sampled_from(["", "", "w", "Fabric"]))
+    _kinds, st.integers(0, 40), st.sampled_from([0, 1, 2, 255, 300, -1, 1 << 31]),
+    st.one_of(st.integers(0, 5), st.sampled_from([1 << 64, -1, (1 << 64) - 1])),
+    st.sampled_from([0, 0, 1, 2, 3, 4, 5, 6]), st.sampled_from([0, 100, 1 << 20, 1 << 63, 1 << 70, -3]),
+    st.one_of(st.integers(1, 3), st.sampled_from([1 << 31, -(1 << 31) - 1])), st.sampled_from([0, 1, 2, -5, 1 << 40, True]), st.sampled_from(["", "", "w", "Fabric"]))
 
 
 @native
@@ -96,3 +99,23 @@ def test_reference_without_the_compiled_mirror(monkeypatch):
                                                                               buffer_id=2, size=20)]
     assert r.apply_batch(evs) == 1
     assert r.seq == 4 and r.wire_totals(0)[0] == 30
+
+
+@native
+@pytest.mark.parametrize("pure_table", TABLES)
+def test_compiled_batch_over_more_devices_than_it_keeps_at_hand(pure_table):
+    """40 devices and 3 PIDs interleaved in one batch (past the 16 devices account() keeps at hand), with the
+    frees that empty a PID's entry on a device and the allocations that bring it back."""
+    events = []
+    seq = 0
+    for rnd in range(3):
+        for i in range(200):
+            seq += 1
+            dev, pid = (i * 7) % 40, 1 + (i + rnd) % 3
+            events.append(Event(EventKind.ALLOC, seq=seq, ts_ns=seq, pid=pid, device=dev, buffer_type=i % 3,
+                                buffer_id=1000 * rnd + i, size=64 + i))
+        for i in range(0, 200, 2):
+            seq += 1
+            events.append(Event(EventKind.FREE, seq=seq, ts_ns=seq, pid=1 + (i + rnd) % 3, device=(i * 7) % 40,
+                                buffer_type=i % 3, buffer_id=1000 * rnd + i, size=64 + i))
+    _both(events, pure_table, 1000)

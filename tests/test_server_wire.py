@@ -69,6 +69,24 @@ async def test_query_response_bytes(tmp_path, layout):
     assert rest == bytes(len(rest))
 
 
+@pytest.mark.parametrize("layout", [72, 112])
+async def test_query_totals_wrap_as_the_originals_uint64(tmp_path, layout):
+    """The 72/112-byte originals take any size; their uint64 totals wrap. Ours answer the same, every time
+    (a total past 2**64 used to make every QUERY of that device fail)."""
+    path = short_socket(tmp_path)
+    big = 2**64 - 4096
+    async with running_server(path):
+        def client() -> list[int]:
+            with raw_connect(path) as s:
+                s.sendall(req(layout, ALLOC, 0, big, 0, bid=1) + req(layout, ALLOC, 0, 8192, 0, bid=2)
+                          + req(layout, QUERY, 0))
+                first = u64(recv_exactly(s, layout), 40)
+                s.sendall(req(layout, QUERY, 0))
+                return [first, u64(recv_exactly(s, layout), 40)]
+        got = await anyio.to_thread.run_sync(client)
+    assert got == [4096, 4096]
+
+
 @pytest.mark.parametrize("layout", [72, 112, 128, 144])
 async def test_device_info_response_bytes(tmp_path, layout):
     path = short_socket(tmp_path)

@@ -64,6 +64,8 @@ _ops = st.lists(st.one_of(
     # remove everything of a pid one row at a time, looking its next slot up each time (Registry.cleanup)
     st.tuples(st.just("drop_owner"), st.integers(0, 3)),
     st.tuples(st.just("copy")),
+    st.tuples(st.just("pools"), st.lists(st.tuples(st.integers(-1, 3), st.integers(-1, 7)), max_size=4),
+              st.integers(0, 4)),
 ), max_size=80)
 _tuning = st.one_of(st.none(), st.tuples(st.integers(1, 6), st.integers(1, 4), st.integers(1, 3)))
 
@@ -334,3 +336,43 @@ def test_a_frozen_snapshot_streamed_in_slices_while_ingest_compacts(pure):
             n += 1
         reg.check_invariants()
     assert reg._t.stats()["compactions"] >= 1
+
+
+def _pools_by_buffers(reg: Registry, keys, top_n: int) -> list:
+    """What a peak capture computed from a Buffer per live entry (the specification of Registry.pools)."""
+    import heapq
+
+    out = []
+    for d, t in keys:
+        bufs = [b for b in reg.buffers() if (b.device, b.buffer_type) == (d, t)]
+        by_pid: dict[int, int] = {}
+        for b in bufs:
+            by_pid[b.owner_pid] = by_pid.get(b.owner_pid, 0) + b.size
+        out.append((sum(b.size for b in bufs), heapq.nlargest(top_n, bufs, key=lambda b: b.size), by_pid))
+    return out
+
+
+_pool_ops = st.lists(st.tuples(st.booleans(), st.integers(0, 2), st.integers(0, 12), st.sampled_from([0, 1, 2, 5]),
+                               st.sampled_from([1, 64, 64, 4096, (1 << 64) - 1]), st.integers(1, 4),
+                               st.sampled_from(["", "", "w"])), max_size=120)
+
+
+@pytest.mark.parametrize("pure", IMPLS)
+@settings(max_examples=150, deadline=None)
+@given(ops=_pool_ops, keys=st.lists(st.tuples(st.integers(-1, 2), st.sampled_from([0, 1, 2, 5, 6])), max_size=5),
+       top_n=st.integers(0, 5))
+def test_pools_are_what_a_buffer_per_entry_gives(pure, ops, keys, top_n):
+    """Registry.pools (a peak capture's scan): bytes, top entries (ties in buffers() order), bytes by pid in
+    first-entry order, on either table, with holes, re-allocations and names."""
+    reg = Registry(pure)
+    seq = 0
+    for alloc, dev, bid, bt, size, pid, name in ops:
+        seq += 1
+        kind = EventKind.ALLOC if alloc else EventKind.FREE
+        reg.apply_event(Event(kind, seq=seq, ts_ns=seq, pid=pid, device=dev, buffer_type=bt, buffer_id=bid,
+                              size=size, ref_count=1, name=name))
+    got = reg.pools(keys, top_n)
+    want = _pools_by_buffers(reg, keys, top_n)
+    assert [(n, top, list(bp.items())) for n, top, bp in got] == \
+        [(n, top, list(bp.items())) for n, top, bp in want]
+

@@ -29,6 +29,7 @@ from tt_memtop.server import framing
 from tt_memtop.server.framing import FrameReader
 
 WIRE = _native.load("wire")
+INGEST = _native.load("ingest")
 needs_native = pytest.mark.skipif(WIRE is None, reason="tt_memtop._native.wire is not built (or MEMTOP_PURE_PYTHON)")
 
 
@@ -182,8 +183,8 @@ def test_chunk_line_rendering_matches_event_line(items, hex_ids):
     want = _reference_lines(items, hex_ids)
     assert lf.render_lines(items, hex_ids) == want
     assert lf.line_renderer()(items, hex_ids) == want
-    if WIRE is not None:
-        got = WIRE.render_lines(items, hex_ids)
+    if INGEST is not None:
+        got = INGEST.render_lines(items, hex_ids)
         assert got is None or got == want
 
 
@@ -195,11 +196,11 @@ def test_native_rendering_of_ordinary_events_is_exact():
            Event(EventKind.FREE, pid=42, device=1, buffer_type=1, buffer_id=0x1000, size=4096),
            Event(EventKind.FREE_UNKNOWN, pid=-7, device=0, buffer_id=2**64 - 1), "a line", "ünïcode ✓"]
     for hex_ids in (True, False):
-        assert WIRE.render_lines(evs, hex_ids) == _reference_lines(evs, hex_ids)
-    assert WIRE.render_lines([], True) == (b"", 0)
-    assert WIRE.render_lines([Event(EventKind.ALLOC, pid=True)], True) is None  # a bool prints as True: not ours
+        assert INGEST.render_lines(evs, hex_ids) == _reference_lines(evs, hex_ids)
+    assert INGEST.render_lines([], True) == (b"", 0)
+    assert INGEST.render_lines([Event(EventKind.ALLOC, pid=True)], True) is None  # a bool prints as True: not ours
     with pytest.raises(AttributeError):
-        WIRE.render_lines([object()], True)
+        INGEST.render_lines([object()], True)
     assert LAYOUT_SIZES  # (imported for symmetry with test_framing)
 
 

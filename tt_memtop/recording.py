@@ -31,6 +31,7 @@ from .core import eventcodec as codec
 from .core.devices import Inventory
 from .core.events import Event, EventKind
 from .core.registry import Buffer
+from .gzseek import GzipIndex, is_gzip_stream, open_gzip
 
 __all__ = ["FILE_MAGIC", "ReadPosition", "RecordingError", "RecordingHeader", "RecordingReader", "RecordingWriter",
            "is_recording_file", "live_of", "open_stream", "read_header", "read_recording"]
@@ -247,12 +248,14 @@ class RecordingWriter:
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def open_stream(path: str, chunk_size: int = READ_CHUNK) -> BinaryIO:
-    """``path`` for reading, decompressed on the fly if it is gzipped (sniffed, whatever its name)."""
+def open_stream(path: str, chunk_size: int = READ_CHUNK, index: GzipIndex | None = None) -> BinaryIO:
+    """``path`` for reading, decompressed on the fly if it is gzipped (sniffed, whatever its name);
+    a gzipped one seeks through ``index`` (shared by every opening of the file, see :mod:`.gzseek`)."""
     f = open(path, "rb", buffering=chunk_size)  # noqa: SIM115 - returned to the caller
     try:
         if f.peek(2)[:2] == GZIP_MAGIC:
-            return gzip.GzipFile(fileobj=f, mode="rb")  # closing it leaves f open: see _close
+            f.close()
+            return open_gzip(path, index, chunk_size)
     except BaseException:
         f.close()
         raise
@@ -260,10 +263,7 @@ def open_stream(path: str, chunk_size: int = READ_CHUNK) -> BinaryIO:
 
 
 def _close(f: BinaryIO) -> None:
-    inner = getattr(f, "fileobj", None)
     f.close()
-    if inner is not None:
-        inner.close()
 
 
 def is_recording_file(path: str) -> bool:
@@ -313,8 +313,10 @@ class RecordingReader:
         self.time_index: list[tuple[int, int]] = []  # see scan()
         self._stop = 0  # (decompressed) offset where the last iteration stopped
         self._gzip_error: str | None = None  # why a compressed stream could not be read to its end
-        f = open_stream(path, chunk_size)
-        self.compressed = isinstance(f, gzip.GzipFile)
+        #: the gzip resume points, shared by every opening of the file (a follower's too)
+        self.gz_index = GzipIndex()
+        f = open_stream(path, chunk_size, self.gz_index)
+        self.compressed = is_gzip_stream(f)
         try:
             try:
                 head = f.read(_FILE_HEAD.size)
@@ -444,7 +446,7 @@ class RecordingReader:
         live = {} if live is None or not track else live
         first = self.header
         seq_shift, ts_shift, last_seq, last_ts = pos.seq_shift, pos.ts_shift, pos.last_seq, pos.last_ts
-        f = open_stream(self.path, self.chunk_size)
+        f = open_stream(self.path, self.chunk_size, self.gz_index)
         try:
             f.seek(pos.offset)
             for off, kind, body in self._records(f, pos.offset):
@@ -561,7 +563,7 @@ class RecordingReader:
         self.damage = None
         self.torn_bytes = 0
         self._gzip_error = None
-        f = open_stream(self.path, self.chunk_size)
+        f = open_stream(self.path, self.chunk_size, self.gz_index)
         try:
             f.seek(self._data_offset)
             for off, kind, body in self._records(f, self._data_offset):

@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <limits.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -105,6 +106,26 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 fail:
     for (int j = 0; j < NSLOTS; j++) Py_XDECREF(descrs[j]);
     return NULL;
+}
+
+/* Ints that repeat from event to event (a process's pid, the sizes a model allocates over and over) are
+ * shared, not made anew for each event: a small direct-mapped cache of int objects by value. An int is
+ * immutable, so a shared one is indistinguishable from a fresh one of the same value. */
+#define ICACHE 256
+typedef struct {
+    PyObject *obj[ICACHE];
+    uint64_t val[ICACHE];
+} IntCache;
+static IntCache pid_cache, size_cache;
+
+static inline PyObject *cached_int(IntCache *c, uint64_t v, int is_signed) {
+    unsigned i = (unsigned)((v * 0x9E3779B97F4A7C15ull) >> 56);
+    if (c->obj[i] != NULL && c->val[i] == v) return Py_NewRef(c->obj[i]);
+    PyObject *n = is_signed ? PyLong_FromLongLong((int64_t)v) : PyLong_FromUnsignedLongLong(v);
+    if (n == NULL) return NULL;
+    Py_XSETREF(c->obj[i], Py_NewRef(n));
+    c->val[i] = v;
+    return n;
 }
 
 /* Give ``v`` (a new reference, or NULL: an error already set) to the empty slot ``i`` of the fresh ``ev``. */
@@ -209,9 +230,9 @@ static PyObject *decode_events_body(PyObject *self, PyObject *args) {
             name = trace = text = empty_str;
         }
         int bad = put(ev, S_SEQ, PyLong_FromUnsignedLongLong(seq)) | put(ev, S_TS, PyLong_FromLongLong(ts)) |
-                  put(ev, S_KIND, k) | put(ev, S_PID, PyLong_FromLong(pid)) | put(ev, S_DEV, PyLong_FromLong(dev)) |
+                  put(ev, S_KIND, k) | put(ev, S_PID, cached_int(&pid_cache, (uint64_t)(int64_t)pid, 1)) | put(ev, S_DEV, PyLong_FromLong(dev)) |
                   put(ev, S_BT, PyLong_FromLong((long)bt)) | put(ev, S_BID, PyLong_FromUnsignedLongLong(bid)) |
-                  put(ev, S_SIZE, PyLong_FromUnsignedLongLong(size)) |
+                  put(ev, S_SIZE, cached_int(&size_cache, size, 0)) |
                   put(ev, S_REFS, PyLong_FromUnsignedLong(refs)) | put(ev, S_NAME, name) |
                   put(ev, S_TRACE, trace) | put(ev, S_TEXT, text);
         /* Its slots hold only ints, strs and an EventKind: an Event can be in no reference cycle. Leaving

@@ -11,11 +11,18 @@
  * ints (and strs for the names); any other goes to Registry._apply_one, the reference, with the
  * registry's counters brought up to date first.
  *
+ * When the registry holds the compiled Table, its operations are called through table.c's C API (no
+ * method call, no row tuple). The batch's changes of the per-device totals and live counts, of the
+ * per-space counts and of each (device, pid) list (while it keeps a live entry: the one that reaches
+ * 0 is deleted, as objects) are held as C integers and written before the reference runs and at the
+ * end: the state the per-event stores leave, with ints made per device and not per event.
+ *
  *   setup(Event, DeviceUsage, kinds)   once, from registry.py; kinds: ALLOC REF_INC REF_DEC FREE FREE_UNKNOWN CLEANUP
  *   apply_batch(registry, events) -> the sequence gaps seen
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <structmember.h>
@@ -39,6 +46,43 @@ static PyObject *small[3];
 static PyObject *s_t, *s_strings, *s_counts, *s_usage, *s_seq, *s_unknown, *s_unstorable, *s_apply_one, *s_find,
     *s_row, *s_add, *s_remove, *s_set_refs;
 static int ready = 0;
+
+/* table.c's C API (its capsule "tt_memtop._native.table.api"; the same definitions as there): when the
+ * registry holds the compiled Table, the same operations without a method call or a row tuple. */
+#define TABLE_API_VERSION 1
+typedef struct {
+    uint64_t bid, size, seq;
+    int64_t ts;
+    int32_t device, pid;
+    uint32_t refs;
+    uint8_t type, strings;
+} ApiRow;
+
+typedef struct {
+    int version;
+    size_t row_size;
+    PyTypeObject *type;
+    int64_t (*find)(PyObject *t, unsigned space, int32_t device, uint64_t bid); /* slot, -1: none, -2: error */
+    int (*get)(PyObject *t, uint32_t slot, ApiRow *out);                        /* 0, -1: error (no live row) */
+    int64_t (*add)(PyObject *t, const ApiRow *r);                               /* slot, -1: error */
+    int (*remove)(PyObject *t, uint32_t slot);                                  /* 0, -1: error */
+    int (*set_refs)(PyObject *t, uint32_t slot, uint32_t refs);                 /* 0, -1: error */
+} TableApi;
+
+static const TableApi *table_api = NULL;
+
+static const TableApi *load_table_api(void) {
+    PyObject *mod = PyImport_ImportModule("tt_memtop._native.table");
+    PyObject *cap = mod ? PyObject_GetAttrString(mod, "api") : NULL;
+    const TableApi *api = cap ? PyCapsule_GetPointer(cap, "tt_memtop._native.table.api") : NULL;
+    Py_XDECREF(mod);
+    Py_XDECREF(cap);
+    if (api == NULL) {
+        PyErr_Clear(); /* no compiled table: every table goes through its methods */
+        return NULL;
+    }
+    return api->version == TABLE_API_VERSION && api->row_size == sizeof(ApiRow) ? api : NULL;
+}
 
 #define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
 
@@ -74,12 +118,25 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     Py_DECREF(seq);
     Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(et));
     Py_XSETREF(usage_type, (PyTypeObject *)Py_NewRef(ut));
+    table_api = load_table_api();
     ready = 1;
     Py_RETURN_NONE;
 }
 
+#define UCACHE 16 /* devices whose usage account() keeps at hand */
+
 typedef struct {
     PyObject *reg, *strings, *counts, *usage;
+    PyObject *table;                                /* the registry's table, when it is the compiled Table */
+    struct {                                        /* account()'s devices: usage, last (device, pid) list */
+        PyObject *key, *u, *pid, *pt;
+        int deferred;            /* totals / count changes held here until flush(): plain lists and ints */
+        long long dt[NTYPES], dc; /* ... the totals' and the count's changes not yet written */
+        int pt_ok;               /* pt's changes may be held too: a plain list, its count pt_n known */
+        long long pt_n, pt_dt[NTYPES], pt_dn; /* pt's live entries as of now; its changes not yet written */
+    } dev[UCACHE];
+    int ndev, next_dev;
+    long long dcounts[3]; /* changes of registry._counts not yet written */
     PyObject *find, *row, *add, *remove, *set_refs; /* the table's bound methods */
     PyObject *seq;                                  /* registry.seq as we know it (new ref) */
     long long unknown, unstorable;                  /* increments not yet written back */
@@ -107,8 +164,60 @@ static int add_to(PyObject *obj, PyObject *name, long long delta) {
     return r;
 }
 
+static int item_add(PyObject *list, Py_ssize_t i, PyObject *delta);
+
+/* add a C integer to list[i] */
+static int item_add_ll(PyObject *list, Py_ssize_t i, long long d) {
+    if (!d) return 0;
+    PyObject *x = PyLong_FromLongLong(d);
+    if (x == NULL) return -1;
+    int r = item_add(list, i, x);
+    Py_DECREF(x);
+    return r;
+}
+
+/* the held changes of a device entry's (device, pid) list into it */
+static int flush_pt(Ctx *c, int di) {
+    if (c->dev[di].pt == NULL || !c->dev[di].pt_ok) return 0;
+    for (int t = 0; t < NTYPES; t++) {
+        if (item_add_ll(c->dev[di].pt, t, c->dev[di].pt_dt[t]) < 0) return -1;
+        c->dev[di].pt_dt[t] = 0;
+    }
+    if (item_add_ll(c->dev[di].pt, NTYPES, c->dev[di].pt_dn) < 0) return -1;
+    c->dev[di].pt_dn = 0;
+    return 0;
+}
+
+/* one device's held totals / count changes into its _DeviceUsage (and its (device, pid) list's) */
+static int flush_dev(Ctx *c, int di) {
+    if (flush_pt(c, di) < 0) return -1;
+    if (!c->dev[di].deferred) return 0;
+    PyObject *u = c->dev[di].u, *totals = SLOT(u, u_off[U_TOTALS]);
+    for (int t = 0; t < NTYPES; t++) {
+        if (item_add_ll(totals, t, c->dev[di].dt[t]) < 0) return -1;
+        c->dev[di].dt[t] = 0;
+    }
+    if (c->dev[di].dc) {
+        PyObject *d = PyLong_FromLongLong(c->dev[di].dc), *cnt = SLOT(u, u_off[U_COUNT]);
+        PyObject *nc = d && cnt ? PyNumber_Add(cnt, d) : NULL;
+        Py_XDECREF(d);
+        if (nc == NULL) return -1;
+        PyObject *old = SLOT(u, u_off[U_COUNT]);
+        SLOT(u, u_off[U_COUNT]) = nc;
+        Py_DECREF(old);
+        c->dev[di].dc = 0;
+    }
+    return 0;
+}
+
 /* counters into the registry (before Python code reads them, and at the end) */
 static int flush(Ctx *c) {
+    for (int i = 0; i < 3; i++) {
+        if (item_add_ll(c->counts, i, c->dcounts[i]) < 0) return -1;
+        c->dcounts[i] = 0;
+    }
+    for (int i = 0; i < c->ndev; i++)
+        if (flush_dev(c, i) < 0) return -1;
     if (c->seq_dirty && PyObject_SetAttr(c->reg, s_seq, c->seq) < 0) return -1;
     c->seq_dirty = 0;
     if (add_to(c->reg, s_unknown, c->unknown) < 0) return -1;
@@ -139,84 +248,181 @@ static int item_add(PyObject *list, Py_ssize_t i, PyObject *delta) {
     return r;
 }
 
-/* Registry._account */
+/* seq[i] -= v for a list (a usage list): the reference's `+= -size` for ints, without the negated int */
+static int item_sub(PyObject *list, Py_ssize_t i, PyObject *v) {
+    if (PyList_CheckExact(list) && i >= 0 && i < PyList_GET_SIZE(list) && PyLong_CheckExact(v) &&
+        PyLong_CheckExact(PyList_GET_ITEM(list, i))) {
+        PyObject *old = PyList_GET_ITEM(list, i);
+        PyObject *nv = PyNumber_Subtract(old, v);
+        if (nv == NULL) return -1;
+        PyList_SET_ITEM(list, i, nv);
+        Py_DECREF(old);
+        return 0;
+    }
+    PyObject *neg = PyNumber_Negative(v);
+    if (neg == NULL) return -1;
+    int r = item_add(list, i, neg);
+    Py_DECREF(neg);
+    return r;
+}
+
+static void forget_usage(Ctx *c) {
+    for (int i = 0; i < c->ndev; i++) {
+        Py_CLEAR(c->dev[i].key);
+        Py_CLEAR(c->dev[i].u);
+        Py_CLEAR(c->dev[i].pid);
+        Py_CLEAR(c->dev[i].pt);
+    }
+    c->ndev = c->next_dev = 0;
+}
+
+/* Registry._account. Each device's _DeviceUsage and its last (device, pid) list are kept, by the identity
+ * of the key objects (a batch is mostly one process on a few devices): a dict look-up only for a new one. */
 static int account(Ctx *c, PyObject *device, PyObject *t, PyObject *size, PyObject *pid, int sign) {
-    PyObject *sz = sign < 0 ? PyNumber_Negative(size) : Py_NewRef(size);
-    if (sz == NULL) return -1;
-    int rc = -1;
-    PyObject *u = PyDict_GetItemWithError(c->usage, device), *pt = NULL;
-    if (u == NULL) {
-        if (PyErr_Occurred()) goto done;
-        u = PyObject_CallNoArgs((PyObject *)usage_type);
-        if (u == NULL) goto done;
-        int r = PyDict_SetItem(c->usage, device, u);
-        Py_DECREF(u);
-        if (r < 0) goto done;
+    int di = 0;
+    while (di < c->ndev && c->dev[di].key != device) di++;
+    if (di == c->ndev) {
+        PyObject *u = PyDict_GetItemWithError(c->usage, device);
+        if (u == NULL) {
+            if (PyErr_Occurred()) return -1;
+            u = PyObject_CallNoArgs((PyObject *)usage_type);
+            if (u == NULL) return -1;
+            int r = PyDict_SetItem(c->usage, device, u);
+            Py_DECREF(u);
+            if (r < 0) return -1;
+        }
+        if (Py_TYPE(u) != usage_type) {
+            PyErr_SetString(PyExc_TypeError, "registry usage is not a _DeviceUsage");
+            return -1;
+        }
+        /* one entry per device: an equal device int of another identity takes over its entry */
+        for (di = 0; di < c->ndev && c->dev[di].u != u; di++) {
+        }
+        if (di < c->ndev) {
+            Py_XSETREF(c->dev[di].key, Py_NewRef(device));
+            goto have;
+        }
+        if (c->ndev < UCACHE) {
+            di = c->ndev++;
+        } else { /* round robin */
+            di = c->next_dev;
+            c->next_dev = (c->next_dev + 1) % UCACHE;
+            if (flush_dev(c, di) < 0) return -1;
+            Py_CLEAR(c->dev[di].key);
+            Py_CLEAR(c->dev[di].u);
+            Py_CLEAR(c->dev[di].pid);
+            Py_CLEAR(c->dev[di].pt);
+        }
+        c->dev[di].u = Py_NewRef(u);
+        c->dev[di].key = Py_NewRef(device);
+        PyObject *tl = SLOT(u, u_off[U_TOTALS]), *cn = SLOT(u, u_off[U_COUNT]);
+        c->dev[di].deferred = tl != NULL && PyList_CheckExact(tl) && PyList_GET_SIZE(tl) == NTYPES && cn != NULL &&
+                              PyLong_CheckExact(cn);
+        memset(c->dev[di].dt, 0, sizeof c->dev[di].dt);
+        c->dev[di].dc = 0;
     }
-    if (Py_TYPE(u) != usage_type) {
-        PyErr_SetString(PyExc_TypeError, "registry usage is not a _DeviceUsage");
-        goto done;
-    }
-    Py_INCREF(u);
+have:;
+    PyObject *u = c->dev[di].u;
     Py_ssize_t ti = PyNumber_AsSsize_t(t, PyExc_IndexError);
-    PyObject *totals = SLOT(u, u_off[U_TOTALS]);
-    if ((ti == -1 && PyErr_Occurred()) || totals == NULL || item_add(totals, ti, sz) < 0) goto done_u;
-    PyObject *sg = sign < 0 ? PyLong_FromLong(-1) : Py_NewRef(small[1]);
-    if (sg == NULL) goto done_u;
-    if (ti != CB && ti != KERNEL) {
+    if (ti == -1 && PyErr_Occurred()) return -1;
+    PyObject *sg = small[sign < 0 ? 0 : 1];
+    int held = 0; /* the totals' and the count's change held in C (written by flush()) */
+    long long sz = 0;
+    int small_size = 0; /* size as a C integer well inside 64 bits */
+    if (ti >= 0 && ti < NTYPES && PyLong_CheckExact(size)) {
+        int ovf = 0;
+        sz = PyLong_AsLongLongAndOverflow(size, &ovf);
+        if (sz == -1 && PyErr_Occurred()) return -1;
+        small_size = !ovf && sz >= -(1LL << 62) && sz <= (1LL << 62);
+    }
+    if (c->dev[di].deferred && small_size) {
+        long long acc;
+        if (
+            !__builtin_add_overflow(c->dev[di].dt[ti], sign < 0 ? -sz : sz, &acc) && acc >= -(1LL << 62) &&
+            acc <= (1LL << 62)) {
+            c->dev[di].dt[ti] = acc;
+            if (ti != CB && ti != KERNEL) c->dev[di].dc += sign < 0 ? -1 : 1;
+            held = 1;
+        } else if (flush_dev(c, di) < 0) { /* then this change as objects, after the held ones */
+            return -1;
+        }
+    }
+    if (!held) {
+        PyObject *totals = SLOT(u, u_off[U_TOTALS]);
+        if (totals == NULL || (sign < 0 ? item_sub(totals, ti, size) : item_add(totals, ti, size)) < 0) return -1;
+    }
+    if (sign < 0 && (sg = PyLong_FromLong(-1)) == NULL) return -1; /* a small int: no allocation */
+    int rc = -1;
+    if (!held && ti != CB && ti != KERNEL) {
         PyObject *cnt = SLOT(u, u_off[U_COUNT]);
         PyObject *nc = cnt ? PyNumber_Add(cnt, sg) : NULL;
-        if (nc == NULL) {
-            Py_DECREF(sg);
-            goto done_u;
-        }
+        if (nc == NULL) goto done;
         PyObject *old = SLOT(u, u_off[U_COUNT]);
         SLOT(u, u_off[U_COUNT]) = nc;
         Py_DECREF(old);
     }
     PyObject *by_pid = SLOT(u, u_off[U_BY_PID]);
     if (by_pid == NULL || !PyDict_Check(by_pid)) {
-        Py_DECREF(sg);
         PyErr_SetString(PyExc_TypeError, "by_pid is not a dict");
-        goto done_u;
+        goto done;
     }
-    pt = PyDict_GetItemWithError(by_pid, pid);
-    if (pt == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(sg);
-            goto done_u;
-        }
-        pt = PyList_New(NTYPES + 1);
+    PyObject *pt = c->dev[di].pt;
+    if (pt == NULL || pid != c->dev[di].pid) {
+        if (flush_pt(c, di) < 0) goto done; /* the list it held gets what is held for it */
+        pt = PyDict_GetItemWithError(by_pid, pid);
         if (pt == NULL) {
-            Py_DECREF(sg);
-            goto done_u;
+            if (PyErr_Occurred()) goto done;
+            pt = PyList_New(NTYPES + 1);
+            if (pt == NULL) goto done;
+            for (int i = 0; i <= NTYPES; i++) PyList_SET_ITEM(pt, i, Py_NewRef(small[0]));
+            int r = PyDict_SetItem(by_pid, pid, pt);
+            Py_DECREF(pt);
+            if (r < 0) goto done;
         }
-        for (int i = 0; i <= NTYPES; i++) PyList_SET_ITEM(pt, i, Py_NewRef(small[0]));
-        if (PyDict_SetItem(by_pid, pid, pt) < 0) {
-            Py_DECREF(sg);
-            Py_CLEAR(pt);
-            goto done_u;
+        Py_XSETREF(c->dev[di].pt, Py_NewRef(pt));
+        Py_XSETREF(c->dev[di].pid, Py_NewRef(pid));
+        int ovf = 0;
+        PyObject *n0 = PyList_CheckExact(pt) && PyList_GET_SIZE(pt) == NTYPES + 1 ? PyList_GET_ITEM(pt, NTYPES) : NULL;
+        c->dev[di].pt_n = n0 != NULL && PyLong_CheckExact(n0) ? PyLong_AsLongLongAndOverflow(n0, &ovf) : 0;
+        if (c->dev[di].pt_n == -1 && PyErr_Occurred()) goto done;
+        c->dev[di].pt_ok = n0 != NULL && PyLong_CheckExact(n0) && !ovf && c->dev[di].pt_n > -(1LL << 62) &&
+                           c->dev[di].pt_n < (1LL << 62);
+        memset(c->dev[di].pt_dt, 0, sizeof c->dev[di].pt_dt);
+        c->dev[di].pt_dn = 0;
+    }
+    /* held while the entry keeps a live entry (it is deleted at 0: that change is made as objects) */
+    if (c->dev[di].pt_ok && small_size && c->dev[di].pt_n + sign >= 1) {
+        long long acc;
+        if (!__builtin_add_overflow(c->dev[di].pt_dt[ti], sign < 0 ? -sz : sz, &acc) && acc >= -(1LL << 62) &&
+            acc <= (1LL << 62)) {
+            c->dev[di].pt_dt[ti] = acc;
+            c->dev[di].pt_dn += sign < 0 ? -1 : 1;
+            c->dev[di].pt_n += sign < 0 ? -1 : 1;
+            rc = 0;
+            goto done;
         }
-    } else {
-        Py_INCREF(pt);
     }
-    if (item_add(pt, ti, sz) < 0 || item_add(pt, NTYPES, sg) < 0) {
-        Py_DECREF(sg);
-        goto done_u;
-    }
-    Py_DECREF(sg);
+    if (flush_pt(c, di) < 0) goto done;
+    if ((sign < 0 ? item_sub(pt, ti, size) : item_add(pt, ti, size)) < 0 || item_add(pt, NTYPES, sg) < 0) goto done;
+    c->dev[di].pt_n += sign < 0 ? -1 : 1;
     PyObject *n = PySequence_GetItem(pt, NTYPES);
-    if (n == NULL) goto done_u;
+    if (n == NULL) goto done;
     int nz = PyObject_IsTrue(n);
     Py_DECREF(n);
-    if (nz < 0) goto done_u;
-    if (!nz && PyDict_DelItem(by_pid, pid) < 0) goto done_u;
+    if (nz < 0) goto done;
+    if (!nz) {
+        /* the entry goes: so does what we keep of it (an equal device int of another identity may hold it too) */
+        for (int j = 0; j < c->ndev; j++) {
+            if (c->dev[j].pt == pt) {
+                Py_CLEAR(c->dev[j].pid);
+                Py_CLEAR(c->dev[j].pt);
+            }
+        }
+        if (PyDict_DelItem(by_pid, pid) < 0) goto done;
+    }
     rc = 0;
-done_u:
-    Py_XDECREF(pt);
-    Py_DECREF(u);
 done:
-    Py_DECREF(sz);
+    if (sign < 0) Py_DECREF(sg);
     return rc;
 }
 
@@ -317,6 +523,155 @@ static int put(Ctx *c, PyObject *ev) {
     return account(c, dev, bt, size, pid, +1);
 }
 
+/* ---- the compiled table through its C API (the same steps as put / drop / apply_c above) */
+static inline unsigned space_c(uint8_t type) { return type == CB ? 1u : type == KERNEL ? 2u : 0u; }
+
+/* An int that fits [lo, hi] (as a long long): 1, else 0 (no error left set). */
+static inline int in_range(PyObject *o, long long lo, long long hi, long long *out) {
+    int ovf = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &ovf);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (ovf || v < lo || v > hi) return 0;
+    *out = v;
+    return 1;
+}
+
+static inline int as_u64(PyObject *o, uint64_t *out) {
+    unsigned long long v = PyLong_AsUnsignedLongLong(o);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* The event's key as the table holds it: 1, else 0 (a value no column holds: the method path decides). */
+static int fast_key(PyObject *ev, int32_t *dev, uint64_t *bid, uint8_t *bt) {
+    long long d, t;
+    if (!in_range(SLOT(ev, ev_off[E_DEV]), INT32_MIN, INT32_MAX, &d) ||
+        !in_range(SLOT(ev, ev_off[E_BT]), 0, 255, &t) || !as_u64(SLOT(ev, ev_off[E_BID]), bid))
+        return 0;
+    *dev = (int32_t)d;
+    *bt = (uint8_t)t;
+    return 1;
+}
+
+/* The int object `have` if its value is v, else a new one (the row's values, without an allocation when
+ * the event carries the same ones). */
+static PyObject *same_or_new_u64(PyObject *have, uint64_t v) {
+    uint64_t x;
+    if (have != NULL && PyLong_CheckExact(have) && as_u64(have, &x) && x == v) return Py_NewRef(have);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *same_or_new_i32(PyObject *have, int32_t v) {
+    long long x;
+    if (have != NULL && PyLong_CheckExact(have) && in_range(have, INT32_MIN, INT32_MAX, &x) && x == v)
+        return Py_NewRef(have);
+    return PyLong_FromLong(v);
+}
+
+/* Registry._drop(slot, row) of a live slot; `ev`: the FREE / CLEANUP that drops it (NULL: none) */
+static int drop_fast(Ctx *c, uint32_t slot, PyObject *ev) {
+    ApiRow r;
+    if (table_api->get(c->table, slot, &r) < 0) return -1;
+    unsigned space = space_c(r.type);
+    int rc = -1;
+    PyObject *dev = PyLong_FromLong(r.device), *bt = PyLong_FromLong(r.type);
+    PyObject *size = same_or_new_u64(ev ? SLOT(ev, ev_off[E_SIZE]) : NULL, r.size);
+    PyObject *pid = same_or_new_i32(ev ? SLOT(ev, ev_off[E_PID]) : NULL, r.pid);
+    if (dev == NULL || bt == NULL || size == NULL || pid == NULL) goto out;
+    if (r.strings) {
+        PyObject *bid = PyLong_FromUnsignedLongLong(r.bid);
+        PyObject *k = bid ? PyTuple_Pack(3, small[space], dev, bid) : NULL;
+        Py_XDECREF(bid);
+        if (k == NULL) goto out;
+        int d = PyDict_DelItem(c->strings, k);
+        Py_DECREF(k);
+        if (d < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_KeyError)) goto out;
+            PyErr_Clear();
+        }
+    }
+    if (table_api->remove(c->table, slot) < 0) goto out;
+    c->dcounts[space]--;
+    rc = account(c, dev, bt, size, pid, -1);
+out:
+    Py_XDECREF(dev);
+    Py_XDECREF(bt);
+    Py_XDECREF(size);
+    Py_XDECREF(pid);
+    return rc;
+}
+
+static int put(Ctx *c, PyObject *ev);
+
+/* Registry._put of an ALLOC, when every field fits its column (else put(), whose add() says why not) */
+static int put_fast(Ctx *c, PyObject *ev) {
+    ApiRow r;
+    long long pid, ts;
+    if (!fast_key(ev, &r.device, &r.bid, &r.type) || !as_u64(SLOT(ev, ev_off[E_SIZE]), &r.size) ||
+        !in_range(SLOT(ev, ev_off[E_PID]), INT32_MIN, INT32_MAX, &pid) ||
+        !in_range(SLOT(ev, ev_off[E_TS]), LLONG_MIN, LLONG_MAX, &ts) || !as_u64(SLOT(ev, ev_off[E_SEQ]), &r.seq))
+        return put(c, ev);
+    r.pid = (int32_t)pid;
+    r.ts = ts;
+    r.refs = 1;
+    unsigned space = space_c(r.type);
+    int64_t old = table_api->find(c->table, space, r.device, r.bid);
+    if (old == -2) return -1;
+    if (old >= 0 && drop_fast(c, (uint32_t)old, ev) < 0) return -1;
+    PyObject *name = SLOT(ev, ev_off[E_NAME]), *trace = SLOT(ev, ev_off[E_TRACE]);
+    int has = PyUnicode_GET_LENGTH(name) > 0 || PyUnicode_GET_LENGTH(trace) > 0;
+    r.strings = (uint8_t)has;
+    if (table_api->add(c->table, &r) < 0) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError) || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            c->unstorable++;
+            return 0;
+        }
+        return -1;
+    }
+    PyObject *dev = SLOT(ev, ev_off[E_DEV]), *bid = SLOT(ev, ev_off[E_BID]);
+    if (has) {
+        PyObject *k = PyTuple_Pack(3, small[space], dev, bid);
+        PyObject *v = k ? PyTuple_Pack(2, name, trace) : NULL;
+        int e = v ? PyDict_SetItem(c->strings, k, v) : -1;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (e < 0) return -1;
+    }
+    c->dcounts[space]++;
+    return account(c, dev, SLOT(ev, ev_off[E_BT]), SLOT(ev, ev_off[E_SIZE]), SLOT(ev, ev_off[E_PID]), +1);
+}
+
+static int apply_c(Ctx *c, PyObject *ev, int k);
+
+/* apply_c through the C API; 1 = not applicable here (a key no column holds), 0 = done, -1 = error */
+static int apply_fast(Ctx *c, PyObject *ev, int k) {
+    if (k == K_ALLOC) return put_fast(c, ev);
+    if (k != K_FREE && k != K_CLEANUP && k != K_REF_INC && k != K_REF_DEC) return 1;
+    int32_t dev;
+    uint64_t bid;
+    uint8_t bt;
+    if (!fast_key(ev, &dev, &bid, &bt)) return 1;
+    int64_t s = table_api->find(c->table, space_c(bt), dev, bid);
+    if (s == -2) return -1;
+    if (s < 0) return 0;
+    if (k == K_FREE || k == K_CLEANUP) return drop_fast(c, (uint32_t)s, ev);
+    int o = 0;
+    long long rc = PyLong_AsLongLongAndOverflow(SLOT(ev, ev_off[E_REFS]), &o);
+    if (rc == -1 && PyErr_Occurred()) return -1;
+    if (o) rc = o > 0 ? U32 : 0;
+    if (rc < 0) rc = 0;
+    if (rc > U32) rc = U32;
+    return table_api->set_refs(c->table, (uint32_t)s, (uint32_t)rc);
+}
+
 static int kind_index(PyObject *kind) {
     for (int i = 0; i < K_N; i++)
         if (kind == kinds[i]) return i;
@@ -403,6 +758,7 @@ static PyObject *apply_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
         (c.add = PyObject_GetAttr(t, s_add)) == NULL || (c.remove = PyObject_GetAttr(t, s_remove)) == NULL ||
         (c.set_refs = PyObject_GetAttr(t, s_set_refs)) == NULL || (c.seq = PyObject_GetAttr(c.reg, s_seq)) == NULL)
         goto out;
+    if (table_api != NULL && Py_TYPE(t) == table_api->type) c.table = t;
     if (!PyDict_CheckExact(c.strings) || !PyDict_CheckExact(c.usage)) {
         PyErr_SetString(PyExc_TypeError, "registry dicts are not dicts");
         goto out;
@@ -420,6 +776,7 @@ static PyObject *apply_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
         }
         if (!known || !takes(ev, &k)) {
             if (flush(&c) < 0) goto out;
+            forget_usage(&c); /* the reference may change the usage dicts */
             PyObject *a[2] = {c.reg, ev};
             PyObject *g = PyObject_VectorcallMethod(s_apply_one, a, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             if (g == NULL) goto out;
@@ -440,7 +797,10 @@ static PyObject *apply_batch(PyObject *self, PyObject *const *args, Py_ssize_t n
             Py_SETREF(c.seq, Py_NewRef(seqo));
             c.seq_dirty = 1;
         }
-        if (k >= 0 && apply_c(&c, ev, k) < 0) goto out; /* else a kind that changes no entry */
+        if (k >= 0) { /* else a kind that changes no entry */
+            int r = c.table != NULL ? apply_fast(&c, ev, k) : 1;
+            if (r < 0 || (r > 0 && apply_c(&c, ev, k) < 0)) goto out;
+        }
     }
     failed = 0;
 out:;
@@ -459,12 +819,23 @@ out:;
     Py_XDECREF(c.remove);
     Py_XDECREF(c.set_refs);
     Py_XDECREF(c.seq);
+    forget_usage(&c);
     if (failed) return NULL;
     return PyLong_FromLongLong(gaps);
 }
 
+/* uses_table_api(registry): whether apply_batch reaches this registry's table through its C API (tests) */
+static PyObject *uses_table_api(PyObject *self, PyObject *reg) {
+    PyObject *t = PyObject_GetAttr(reg, s_t);
+    if (t == NULL) return NULL;
+    int r = table_api != NULL && Py_TYPE(t) == table_api->type;
+    Py_DECREF(t);
+    return PyBool_FromLong(r);
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "setup(Event, DeviceUsage, kinds)"},
+    {"uses_table_api", uses_table_api, METH_O, "uses_table_api(registry) -> whether its table is reached in C"},
     {"apply_batch", (PyCFunction)(void (*)(void))apply_batch, METH_FASTCALL,
      "apply_batch(registry, events) -> sequence gaps (Registry.apply_batch, compiled)"},
     {NULL, NULL, 0, NULL},

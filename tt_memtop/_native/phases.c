@@ -3,12 +3,13 @@
  * PhaseTracker.observe_batch folds every event of a monitor's batch: ~3.5 us an event in Python, the
  * largest share of the fold. This is its compiled twin: the same operations, in the same order, on the
  * same Python objects (the tracker's Proc, Window and TopDown slots, read and written through their
- * member descriptors' offsets; their dicts, sets, deques and LiveMap through their own methods), for
- * the frequent cases: an ALLOC or a FREE of a known process whose deadlines have not passed. Everything
- * else is handed to the Python reference at a method boundary: a new process (_new_proc), a passed
- * deadline (_check_quiet), a mesh that changed width (_width), a trace buffer (_on_trace_alloc,
- * _on_trace_free), a counting rule that may fire (_rules), a process that freed its last buffer
- * (_enter), and any other kind of event (observe).
+ * member descriptors' offsets; their dicts, sets and deques through their own methods; the compact
+ * LiveTable and Stamps defined here through their slots), for the frequent cases: an ALLOC or a FREE
+ * of a known process whose deadlines have not passed, or passed without changing its phase.
+ * Everything else is handed to the Python reference at a method boundary: a new process (_new_proc),
+ * a passed deadline that may change the phase (_check_quiet), a mesh that changed width (_width), a
+ * trace buffer (_on_trace_alloc, _on_trace_free), a counting rule that may fire (_rules), a process
+ * that freed its last buffer (_enter), and any other kind of event (observe).
  *
  * Integers are C long long only where the reference's values provably fit: an event is taken here only
  * if its timestamp is within +-2^61, its size below 2^48 and its buffer id below 2^62, and only while
@@ -16,7 +17,10 @@
  * this module set otherwise). Then every deadline is a timestamp plus a configured duration (checked
  * below 2^50 ns) and nothing overflows; a tracker that saw anything else stays on the Python path.
  *
- *   setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind, LiveMap)   once, from machine.py
+ *   setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind)   once, from machine.py
+ *   LiveTable()   a process's live map (process.py), compact; the per-event path uses its slots
+ *   Stamps(maxlen=None)   a process's recent allocation and event times (Proc.allocs, Proc.recent), a
+ *                         ring of int64; likewise
  *   observe_batch(tracker, events) -> list[Phase]
  */
 #define PY_SSIZE_T_CLEAN
@@ -69,15 +73,13 @@ static PyObject *phase_obj[PH_N];
 static PyObject *kind_alloc, *kind_free;
 static PyObject *small_int[6]; /* 0..5: entry kinds, space ids */
 static int ready = 0;
-static PyTypeObject *livemap_type = NULL;
-static Py_ssize_t lm_t_off, lm_extra_off;
 
 /* interned names */
 static PyObject *s_observe, *s_new_proc, *s_check_quiet, *s_width, *s_on_trace_alloc, *s_on_trace_free, *s_rules,
     *s_enter, *s_get, *s_pop, *s_append, *s_popleft, *s_add, *s_discard, *s_now, *s_procs, *s_python_only,
     *s_topdown, *s_config, *s_load_min_bytes, *s_io_max, *s_young_ns, *s_long_ns, *s_idle_ns, *s_show_ns,
     *s_return_ns, *s_settle_ns, *s_hold_ns, *s_iter_ns, *s_evwin_ns, *s_pause_factor, *s_application,
-    *s_APPLICATION, *s_empty, *s_lookup, *s_find, *s_row, *s_remove;
+    *s_APPLICATION, *s_empty;
 
 #define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
 
@@ -136,18 +138,10 @@ static inline int pg_true(PyObject *proc, int f) {
 }
 
 static PyObject *setup(PyObject *self, PyObject *args) {
-    PyObject *pt, *wt, *tt, *et, *phases, *ka, *kf, *lt;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!OOOO!", &PyType_Type, &pt, &PyType_Type, &wt, &PyType_Type, &tt,
-                          &PyType_Type, &et, &phases, &ka, &kf, &PyType_Type, &lt))
+    PyObject *pt, *wt, *tt, *et, *phases, *ka, *kf;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OOO", &PyType_Type, &pt, &PyType_Type, &wt, &PyType_Type, &tt,
+                          &PyType_Type, &et, &phases, &ka, &kf))
         return NULL;
-    {
-        static const char *lm_names[2] = {"_t", "_extra"};
-        Py_ssize_t lo[2];
-        if (offsets((PyTypeObject *)lt, lm_names, 2, lo) < 0) return NULL;
-        lm_t_off = lo[0];
-        lm_extra_off = lo[1];
-        Py_XSETREF(livemap_type, (PyTypeObject *)Py_NewRef(lt));
-    }
     if (offsets((PyTypeObject *)pt, PROC_NAMES, P_N, proc_off) < 0 ||
         offsets((PyTypeObject *)wt, WIN_NAMES, W_N, win_off) < 0 ||
         offsets((PyTypeObject *)tt, TD_NAMES, T_N, td_off) < 0 ||
@@ -258,177 +252,619 @@ static inline int meth1_0(PyObject *obj, PyObject *name, PyObject *arg) {
     return 0;
 }
 
-/* ---------------------------------------------------------------- LiveMap (core/table.py), twinned
- * A process's live map is a LiveMap: a table of rows plus a dict for what no row holds. Its get, set,
- * pop and truth are done here with the same calls on its table and dict (LiveMap's own Python methods
- * would be the larger part of the cost). Any other mapping is used through its methods. */
+/* Large arrays straight from the OS: a table that grows by rehashing into a new array frees the old
+ * one, and glibc keeps a freed chunk of the heap's middle resident (the growth steps of a million-entry
+ * table were ~27 MB of RSS nobody used). Below the threshold (or without mmap), the Python allocator. */
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#define BIG_MMAP 1
+#endif
+#define BIG_MIN ((size_t)256 * 1024)
 
-static inline PyObject *mcall(PyObject *obj, PyObject *name, PyObject *const *args, size_t n) {
-    PyObject *stack[10];
-    stack[0] = obj;
-    for (size_t i = 0; i < n; i++) stack[i + 1] = args[i];
-    return PyObject_VectorcallMethod(name, stack, (n + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+static void *big_calloc(size_t n, size_t size) {
+    size_t bytes = n * size;
+#ifdef BIG_MMAP
+    if (bytes >= BIG_MIN) {
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return p == MAP_FAILED ? NULL : p; /* zero-filled */
+    }
+#endif
+    return PyMem_Calloc(n, size);
 }
-static inline int caught(PyObject *e1, PyObject *e2, PyObject *e3) {
-    if (PyErr_ExceptionMatches(e1) || PyErr_ExceptionMatches(e2) || (e3 != NULL && PyErr_ExceptionMatches(e3))) {
-        PyErr_Clear();
+static void big_free(void *p, size_t n, size_t size) {
+    if (p == NULL) return;
+#ifdef BIG_MMAP
+    if (n * size >= BIG_MIN) {
+        munmap(p, n * size);
+        return;
+    }
+#endif
+    PyMem_Free(p);
+}
+
+/* ---------------------------------------------------------------- LiveTable: a process's live map
+ * What the tracker remembers of every live buffer of a process: (device, buffer_id, id space) ->
+ * (alloc ts, size, buffer_type), as a dict would (core/phases/process.py). The compact part is one
+ * open-addressing table (Robin Hood, linear probing, backward-shift deletion, up to 90 % full) of
+ * 16-byte slots: the timestamp, and one word holding the key (buffer_id << 10 | space << 8 | device,
+ * + 1) in its low 42 bits and the entry's shape (size << 8 | type) as an index into the table's list
+ * of the shapes it has seen (a process allocates a few thousand) in its high 22. Keys or values that
+ * do not pack (a device beyond 255, an id of 2^32 or more, a size of 2^56 or more, anything not an
+ * int, a 4 millionth shape) go to a plain dict beside it, so any key and value behave as in a dict; a
+ * key is in one of the two, never both. ~22 B a live buffer (the rows of a table and their index
+ * were ~74). The per-event path below uses the slots directly. */
+
+#define LT_KEY_BITS 42
+#define LT_KEY_MASK ((1ULL << LT_KEY_BITS) - 1)
+#define LT_SHAPES_MAX ((1LL << (64 - LT_KEY_BITS)) - 1)
+
+typedef struct {
+    uint64_t kx; /* shape << 42 | (packed key + 1); 0: an empty slot */
+    int64_t ts;
+} lt_slot;
+
+typedef struct {
+    PyObject_HEAD
+    lt_slot *s;
+    Py_ssize_t cap, n;
+    uint64_t *shapes; /* size << 8 | type, by index */
+    uint32_t *shape_ix; /* open addressing: index + 1 into shapes, 0 empty */
+    Py_ssize_t nshapes, shapes_cap, ix_cap;
+    PyObject *extra; /* NULL or a dict: what does not pack */
+} LiveTable;
+
+static PyTypeObject LiveTable_Type;
+
+#define LT_MIN 8
+
+static inline uint64_t lt_k(const lt_slot *e) { return e->kx & LT_KEY_MASK; }
+static inline uint64_t lt_sb(const LiveTable *t, const lt_slot *e) { return t->shapes[e->kx >> LT_KEY_BITS]; }
+static inline size_t lt_home(uint64_t key, size_t cap) {
+    uint64_t h = key * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(((unsigned __int128)h * cap) >> 64);
+}
+static inline size_t lt_dist(const LiveTable *t, size_t i) {
+    size_t h = lt_home(lt_k(&t->s[i]), (size_t)t->cap);
+    return i >= h ? i - h : i + (size_t)t->cap - h;
+}
+static inline uint64_t lt_pack(long long dev, long long bid, int space) {
+    return ((uint64_t)bid << 10 | (uint64_t)space << 8 | (uint64_t)dev) + 1;
+}
+static inline int lt_packs(long long dev, long long bid, int space) {
+    return dev >= 0 && dev < 256 && bid >= 0 && bid < (1LL << 32) && space >= 0 && space < 3;
+}
+/* the index of shape ``sb`` (added if new); -2: no room for another, -1 error */
+static Py_ssize_t lt_shape(LiveTable *t, uint64_t sb) {
+    if (t->ix_cap) {
+        size_t i = lt_home(sb, (size_t)t->ix_cap);
+        for (;;) {
+            uint32_t x = t->shape_ix[i];
+            if (x == 0) break;
+            if (t->shapes[x - 1] == sb) return (Py_ssize_t)x - 1;
+            if (++i == (size_t)t->ix_cap) i = 0;
+        }
+    }
+    if (t->nshapes >= LT_SHAPES_MAX) return -2;
+    if (t->nshapes == t->shapes_cap) {
+        Py_ssize_t cap = t->shapes_cap ? 2 * t->shapes_cap : 16;
+        uint64_t *sh = PyMem_Realloc(t->shapes, sizeof(uint64_t) * (size_t)cap);
+        if (sh == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->shapes = sh;
+        t->shapes_cap = cap;
+    }
+    if ((t->nshapes + 1) * 2 > t->ix_cap) { /* at most half full */
+        Py_ssize_t cap = t->ix_cap ? 2 * t->ix_cap : 32;
+        uint32_t *ix = PyMem_Calloc((size_t)cap, sizeof(uint32_t));
+        if (ix == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t j = 0; j < t->nshapes; j++) {
+            size_t i = lt_home(t->shapes[j], (size_t)cap);
+            while (ix[i]) i = i + 1 == (size_t)cap ? 0 : i + 1;
+            ix[i] = (uint32_t)(j + 1);
+        }
+        PyMem_Free(t->shape_ix);
+        t->shape_ix = ix;
+        t->ix_cap = cap;
+    }
+    size_t i = lt_home(sb, (size_t)t->ix_cap);
+    while (t->shape_ix[i]) i = i + 1 == (size_t)t->ix_cap ? 0 : i + 1;
+    t->shapes[t->nshapes] = sb;
+    t->shape_ix[i] = (uint32_t)(t->nshapes + 1);
+    return t->nshapes++;
+}
+/* the slot of ``key``, -1 none */
+static inline Py_ssize_t lt_find(const LiveTable *t, uint64_t key) {
+    if (t->n == 0) return -1;
+    size_t cap = (size_t)t->cap, i = lt_home(key, cap), d = 0;
+    for (;;) {
+        uint64_t k = lt_k(&t->s[i]);
+        if (k == key) return (Py_ssize_t)i;
+        if (k == 0 || lt_dist(t, i) < d) return -1;
+        if (++i == cap) i = 0;
+        d++;
+    }
+}
+/* insert a key known absent, into a table with room */
+static void lt_insert_new(lt_slot *s, size_t cap, lt_slot e) {
+    size_t i = lt_home(lt_k(&e), cap), d = 0;
+    for (;;) {
+        if (s[i].kx == 0) {
+            s[i] = e;
+            return;
+        }
+        size_t h = lt_home(lt_k(&s[i]), cap), di = i >= h ? i - h : i + cap - h;
+        if (di < d) {
+            lt_slot x = s[i];
+            s[i] = e;
+            e = x;
+            d = di;
+        }
+        if (++i == cap) i = 0;
+        d++;
+    }
+}
+static int lt_resize(LiveTable *t, Py_ssize_t cap) {
+    lt_slot *s = big_calloc((size_t)cap, sizeof(lt_slot));
+    if (s == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < t->cap; i++)
+        if (t->s[i].kx) lt_insert_new(s, (size_t)cap, t->s[i]);
+    big_free(t->s, (size_t)t->cap, sizeof(lt_slot));
+    t->s = s;
+    t->cap = cap;
+    return 0;
+}
+/* store (key -> ts, sb): 1 replaced (*old_ts, *old_sb: the previous entry's), 0 new, -2 the shape does
+ * not fit (nothing stored), -1 error */
+static int lt_put(LiveTable *t, uint64_t key, int64_t ts, uint64_t sb, int64_t *old_ts, uint64_t *old_sb) {
+    Py_ssize_t shape = lt_shape(t, sb);
+    if (shape < 0) return (int)shape;
+    uint64_t kx = (uint64_t)shape << LT_KEY_BITS | key;
+    Py_ssize_t i = lt_find(t, key);
+    if (i >= 0) {
+        if (old_ts) *old_ts = t->s[i].ts;
+        if (old_sb) *old_sb = lt_sb(t, &t->s[i]);
+        t->s[i].kx = kx;
+        t->s[i].ts = ts;
         return 1;
     }
+    if ((t->n + 1) * 10 > t->cap * 9) {
+        Py_ssize_t cap = t->cap < LT_MIN ? LT_MIN : t->cap < 4096 ? 2 * t->cap : t->cap + t->cap / 2;
+        if (lt_resize(t, cap) < 0) return -1;
+    }
+    lt_slot e = {kx, ts};
+    lt_insert_new(t->s, (size_t)t->cap, e);
+    t->n++;
     return 0;
 }
-/* row -> (ts, size, buffer_type) */
-static PyObject *lm_value(PyObject *r) {
-    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) < 7) {
-        PyErr_SetString(PyExc_TypeError, "a table row is not a tuple");
-        return NULL;
+/* remove slot i (backward shift), shrinking a table left mostly empty */
+static int lt_remove_at(LiveTable *t, Py_ssize_t i) {
+    size_t cap = (size_t)t->cap, j = (size_t)i;
+    for (;;) {
+        size_t k = j + 1 == cap ? 0 : j + 1;
+        if (t->s[k].kx == 0 || lt_dist(t, k) == 0) break;
+        t->s[j] = t->s[k];
+        j = k;
     }
-    return PyTuple_Pack(3, PyTuple_GET_ITEM(r, 6), PyTuple_GET_ITEM(r, 3), PyTuple_GET_ITEM(r, 2));
-}
-/* LiveMap._slot: the row of (sp, dev, bid), -1 none, -2 error */
-static Py_ssize_t lm_slot(PyObject *t, PyObject *dev, PyObject *bid, PyObject *sp, PyObject **slot) {
-    PyObject *a[3] = {sp, dev, bid};
-    PyObject *s = mcall(t, s_find, a, 3);
-    if (s == NULL) return caught(PyExc_TypeError, PyExc_ValueError, NULL) ? -1 : -2;
-    Py_ssize_t v = PyLong_AsSsize_t(s);
-    if (v == -1 && PyErr_Occurred()) {
-        Py_DECREF(s);
-        return -2;
-    }
-    *slot = s;
-    return v;
-}
-static int lm_extra(PyObject *live, PyObject **extra) {
-    *extra = SLOT(live, lm_extra_off);
-    if (*extra == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "LiveMap._extra");
-        return -1;
-    }
-    return PyObject_IsTrue(*extra);
-}
-static PyObject *lm_get(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp) {
-    if (Py_TYPE(live) != livemap_type) return meth1(live, s_get, key);
-    PyObject *t = SLOT(live, lm_t_off), *extra;
-    if (t == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
-        return NULL;
-    }
-    PyObject *a[3] = {sp, dev, bid};
-    PyObject *r = mcall(t, s_lookup, a, 3);
-    if (r == NULL) {
-        if (!caught(PyExc_TypeError, PyExc_ValueError, NULL)) return NULL;
-        r = Py_NewRef(Py_None);
-    }
-    if (r != Py_None) {
-        PyObject *v = lm_value(r);
-        Py_DECREF(r);
-        return v;
-    }
-    Py_DECREF(r);
-    int any = lm_extra(live, &extra);
-    if (any < 0) return NULL;
-    if (!any) return Py_NewRef(Py_None);
-    return meth2(extra, s_get, key, Py_None);
-}
-static int lm_set(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp, PyObject *value) {
-    if (Py_TYPE(live) != livemap_type) return PyObject_SetItem(live, key, value);
-    PyObject *t = SLOT(live, lm_t_off), *extra, *slot = NULL;
-    if (t == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
-        return -1;
-    }
-    PyObject *ts = PyTuple_GET_ITEM(value, 0), *size = PyTuple_GET_ITEM(value, 1), *bt = PyTuple_GET_ITEM(value, 2);
-    /* the caller's bt is a plain int whose space is sp */
-    PyObject *a[9] = {dev, bid, bt, size, small_int[0], small_int[0], ts, small_int[0], Py_False};
-    PyObject *x = mcall(t, s_add, a, 9);
-    if (x == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_KeyError)) { /* a live key: replace its row */
-            PyErr_Clear();
-            PyObject *fa[3] = {sp, dev, bid};
-            slot = mcall(t, s_find, fa, 3); /* t.remove(t.find(sp, dev, bid)) */
-            if (slot == NULL) goto outer;
-            x = mcall(t, s_remove, &slot, 1);
-            Py_CLEAR(slot);
-            if (x == NULL) goto outer;
-            Py_DECREF(x);
-            x = mcall(t, s_add, a, 9);
-            if (x == NULL) goto outer;
-        } else {
-            goto outer;
-        }
-    }
-    Py_DECREF(x);
-    int any = lm_extra(live, &extra);
-    if (any < 0) return -1;
-    if (any) {
-        x = meth2(extra, s_pop, key, Py_None);
-        if (x == NULL) return -1;
-        Py_DECREF(x);
+    t->s[j].kx = 0;
+    t->n--;
+    if (t->cap > 64 && t->n * 5 < t->cap) { /* under a fifth full: back to about half full */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (lt_resize(t, t->n * 2 > LT_MIN ? t->n * 2 : LT_MIN) < 0) PyErr_Clear(); /* stays as it was */
+        PyErr_Restore(et, ev, tb);
     }
     return 0;
-outer: /* LiveMap.__setitem__'s except (TypeError, ValueError, OverflowError): into the dict */
-    if (!caught(PyExc_TypeError, PyExc_ValueError, PyExc_OverflowError)) return -1;
-    {
-        Py_ssize_t s = lm_slot(t, dev, bid, sp, &slot);
-        if (s == -2) return -1;
-        if (s >= 0) {
-            x = mcall(t, s_remove, &slot, 1);
-            Py_DECREF(slot);
-            if (x == NULL) return -1;
-            Py_DECREF(x);
-        } else {
-            Py_XDECREF(slot);
-        }
-    }
-    extra = SLOT(live, lm_extra_off);
-    if (extra == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "LiveMap._extra");
-        return -1;
-    }
-    return PyObject_SetItem(extra, key, value);
 }
-static PyObject *lm_pop(PyObject *live, PyObject *key, PyObject *dev, PyObject *bid, PyObject *sp) {
-    if (Py_TYPE(live) != livemap_type) return meth2(live, s_pop, key, Py_None);
-    PyObject *t = SLOT(live, lm_t_off), *extra, *slot = NULL;
-    if (t == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
+static inline int lt_extra_any(const LiveTable *t) { return t->extra != NULL && PyDict_GET_SIZE(t->extra) > 0; }
+
+/* a Python key that packs: 1 (*out), 0 not, -1 error */
+static int lt_key_of(PyObject *key, uint64_t *out) {
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 3) return 0;
+    long long v[3];
+    for (int i = 0; i < 3; i++) {
+        PyObject *x = PyTuple_GET_ITEM(key, i);
+        if (!PyLong_Check(x)) return 0;
+        int o = 0;
+        v[i] = PyLong_AsLongLongAndOverflow(x, &o);
+        if (v[i] == -1 && PyErr_Occurred()) return -1;
+        if (o) return 0;
+    }
+    if (v[2] < 0 || v[2] > 2 || !lt_packs(v[0], v[1], (int)v[2])) return 0;
+    *out = lt_pack(v[0], v[1], (int)v[2]);
+    return 1;
+}
+/* a Python value (ts, size, type) that packs: 1, 0 not, -1 error */
+static int lt_value_of(PyObject *v, int64_t *ts, uint64_t *sb) {
+    if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 3) return 0;
+    long long x[3];
+    for (int i = 0; i < 3; i++) {
+        PyObject *o = PyTuple_GET_ITEM(v, i);
+        if (!PyLong_CheckExact(o)) return 0;
+        int ovf = 0;
+        x[i] = PyLong_AsLongLongAndOverflow(o, &ovf);
+        if (x[i] == -1 && PyErr_Occurred()) return -1;
+        if (ovf) return 0;
+    }
+    if (x[1] < 0 || x[1] >= (1LL << 56) || x[2] < 0 || x[2] > 255) return 0;
+    *ts = x[0];
+    *sb = (uint64_t)x[1] << 8 | (uint64_t)x[2];
+    return 1;
+}
+static PyObject *lt_value(const LiveTable *t, const lt_slot *e) {
+    uint64_t sb = lt_sb(t, e);
+    PyObject *a = PyLong_FromLongLong(e->ts), *b = PyLong_FromUnsignedLongLong(sb >> 8),
+             *c = PyLong_FromLong((long)(sb & 255));
+    PyObject *r = a && b && c ? PyTuple_Pack(3, a, b, c) : NULL;
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(c);
+    return r;
+}
+
+static PyObject *lt_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    if (PyTuple_GET_SIZE(args) || (kw && PyDict_GET_SIZE(kw))) {
+        PyErr_SetString(PyExc_TypeError, "LiveTable() takes no arguments");
         return NULL;
     }
-    Py_ssize_t s = lm_slot(t, dev, bid, sp, &slot);
-    if (s == -2) return NULL;
-    if (s >= 0) {
-        PyObject *r = mcall(t, s_row, &slot, 1);
+    LiveTable *t = (LiveTable *)type->tp_alloc(type, 0);
+    return (PyObject *)t;
+}
+static int lt_traverse(LiveTable *t, visitproc visit, void *arg) {
+    Py_VISIT(t->extra);
+    return 0;
+}
+static int lt_clear(LiveTable *t) {
+    Py_CLEAR(t->extra);
+    return 0;
+}
+static void lt_dealloc(LiveTable *t) {
+    PyObject_GC_UnTrack(t);
+    lt_clear(t);
+    big_free(t->s, (size_t)t->cap, sizeof(lt_slot));
+    PyMem_Free(t->shapes);
+    PyMem_Free(t->shape_ix);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+/* the value under key (new ref), or ``dflt`` (new ref; NULL: KeyError) */
+static PyObject *lt_lookup(LiveTable *t, PyObject *key, PyObject *dflt) {
+    uint64_t k;
+    int p = lt_key_of(key, &k);
+    if (p < 0) return NULL;
+    if (p) {
+        Py_ssize_t i = lt_find(t, k);
+        if (i >= 0) return lt_value(t, &t->s[i]);
+    }
+    if (lt_extra_any(t)) {
+        PyObject *v = PyDict_GetItemWithError(t->extra, key);
+        if (v != NULL) return Py_NewRef(v);
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (dflt == NULL) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return Py_NewRef(dflt);
+}
+static PyObject *lt_get(LiveTable *t, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    return lt_lookup(t, args[0], nargs > 1 ? args[1] : Py_None);
+}
+static PyObject *lt_pop(LiveTable *t, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "pop(key, default=None)");
+        return NULL;
+    }
+    PyObject *key = args[0], *dflt = nargs > 1 ? args[1] : Py_None;
+    uint64_t k;
+    int p = lt_key_of(key, &k);
+    if (p < 0) return NULL;
+    if (p) {
+        Py_ssize_t i = lt_find(t, k);
+        if (i >= 0) {
+            PyObject *v = lt_value(t, &t->s[i]);
+            if (v == NULL) return NULL;
+            lt_remove_at(t, i);
+            return v;
+        }
+    }
+    if (lt_extra_any(t)) {
+        PyObject *stack[3] = {t->extra, key, dflt};
+        PyObject *name = PyUnicode_InternFromString("pop");
+        PyObject *r = name ? PyObject_VectorcallMethod(name, stack, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL) : NULL;
+        Py_XDECREF(name);
+        return r;
+    }
+    return Py_NewRef(dflt);
+}
+static PyObject *lt_subscript(LiveTable *t, PyObject *key) { return lt_lookup(t, key, NULL); }
+static int lt_ass(LiveTable *t, PyObject *key, PyObject *value) {
+    uint64_t k;
+    int p = lt_key_of(key, &k);
+    if (p < 0) return -1;
+    if (value == NULL) { /* del t[key] */
+        if (p) {
+            Py_ssize_t i = lt_find(t, k);
+            if (i >= 0) return lt_remove_at(t, i);
+        }
+        if (lt_extra_any(t)) return PyDict_DelItem(t->extra, key);
+        PyErr_SetObject(PyExc_KeyError, key);
+        return -1;
+    }
+    int64_t ts;
+    uint64_t sb;
+    int v = p ? lt_value_of(value, &ts, &sb) : 0;
+    if (v < 0) return -1;
+    if (v) {
+        int r = lt_put(t, k, ts, sb, NULL, NULL);
+        if (r == -1) return -1;
+        v = r != -2; /* no room for another shape: into the dict */
+    }
+    if (v) {
+        if (lt_extra_any(t)) {
+            int r = PyDict_Contains(t->extra, key);
+            if (r < 0 || (r && PyDict_DelItem(t->extra, key) < 0)) return -1;
+        }
+        return 0;
+    }
+    if (p) {
+        Py_ssize_t i = lt_find(t, k);
+        if (i >= 0) lt_remove_at(t, i);
+    }
+    if (t->extra == NULL && (t->extra = PyDict_New()) == NULL) return -1;
+    return PyDict_SetItem(t->extra, key, value);
+}
+static Py_ssize_t lt_len(LiveTable *t) { return t->n + (t->extra ? PyDict_GET_SIZE(t->extra) : 0); }
+static int lt_contains(LiveTable *t, PyObject *key) {
+    uint64_t k;
+    int p = lt_key_of(key, &k);
+    if (p < 0) return -1;
+    if (p && lt_find(t, k) >= 0) return 1;
+    return lt_extra_any(t) ? PyDict_Contains(t->extra, key) : 0;
+}
+static PyObject *lt_nbytes(LiveTable *t, PyObject *unused) {
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(LiveTable) + t->cap * (Py_ssize_t)sizeof(lt_slot) +
+                              t->shapes_cap * 8 + t->ix_cap * 4);
+}
+
+static PyMethodDef lt_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))lt_get, METH_FASTCALL, "get(key, default=None)"},
+    {"pop", (PyCFunction)(void (*)(void))lt_pop, METH_FASTCALL, "pop(key, default=None)"},
+    {"nbytes", (PyCFunction)lt_nbytes, METH_NOARGS, "bytes held by the compact part"},
+    {NULL, NULL, 0, NULL},
+};
+static PyMappingMethods lt_mapping = {(lenfunc)lt_len, (binaryfunc)lt_subscript, (objobjargproc)lt_ass};
+static PySequenceMethods lt_sequence = {.sq_contains = (objobjproc)lt_contains};
+
+static PyTypeObject LiveTable_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tt_memtop._native.phases.LiveTable",
+    .tp_basicsize = sizeof(LiveTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A process's live buffers: (device, buffer_id, space) -> (ts, size, buffer_type), compact.",
+    .tp_new = lt_new,
+    .tp_dealloc = (destructor)lt_dealloc,
+    .tp_traverse = (traverseproc)lt_traverse,
+    .tp_clear = (inquiry)lt_clear,
+    .tp_methods = lt_methods,
+    .tp_as_mapping = &lt_mapping,
+    .tp_as_sequence = &lt_sequence,
+};
+
+/* ---------------------------------------------------------------- Stamps: a process's recent allocation times
+ * The times of a process's allocations in the evidence window (Proc.allocs), oldest first, as a deque
+ * would hold them: append, popleft, [i], len, iteration. A monitor folding 200k events/s keeps up to
+ * 400k of them; a deque of ints held a pointer and an int object (~40 B) each, this holds 8 bytes (a
+ * ring of int64 that doubles and halves). A value that is not an int64 (a tracker on the Python path,
+ * a crafted recording) turns it into a plain deque for good. */
+
+typedef struct {
+    PyObject_HEAD
+    int64_t *v;
+    Py_ssize_t cap, head, n; /* ring: items v[(head + i) % cap], i < n */
+    Py_ssize_t maxlen;       /* as a deque's (append drops the oldest when full); -1 none */
+    PyObject *spill;         /* NULL, or the deque holding everything */
+} Stamps;
+
+static PyTypeObject Stamps_Type;
+
+static int st_grow(Stamps *s, Py_ssize_t cap) {
+    int64_t *v = big_calloc((size_t)cap, sizeof(int64_t));
+    if (v == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < s->n; i++) v[i] = s->v[(s->head + i) % s->cap];
+    big_free(s->v, (size_t)s->cap, sizeof(int64_t));
+    s->v = v;
+    s->cap = cap;
+    s->head = 0;
+    return 0;
+}
+static inline int st_push(Stamps *s, int64_t x) {
+    if (s->n == s->cap && st_grow(s, s->cap < 16 ? 16 : 2 * s->cap) < 0) return -1;
+    s->v[(s->head + s->n) % s->cap] = x;
+    s->n++;
+    return 0;
+}
+static inline void st_drop_first(Stamps *s) {
+    s->head = s->head + 1 == s->cap ? 0 : s->head + 1;
+    s->n--;
+    if (s->cap > 256 && s->n * 4 < s->cap) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (st_grow(s, s->cap / 2) < 0) PyErr_Clear(); /* stays as it was */
+        PyErr_Restore(et, ev, tb);
+    }
+}
+static inline int64_t st_at(const Stamps *s, Py_ssize_t i) { return s->v[(s->head + i) % s->cap]; }
+
+/* everything into a deque, from now on */
+static int st_spill(Stamps *s) {
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *dq = NULL;
+    if (collections != NULL)
+        dq = s->maxlen >= 0 ? PyObject_CallMethod(collections, "deque", "()n", s->maxlen)
+                           : PyObject_CallMethod(collections, "deque", NULL);
+    Py_XDECREF(collections);
+    if (dq == NULL) return -1;
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        PyObject *x = PyLong_FromLongLong(st_at(s, i));
+        PyObject *r = x ? PyObject_CallMethod(dq, "append", "O", x) : NULL;
+        Py_XDECREF(x);
         if (r == NULL) {
-            Py_DECREF(slot);
-            return NULL;
+            Py_DECREF(dq);
+            return -1;
         }
-        PyObject *x = mcall(t, s_remove, &slot, 1);
-        Py_DECREF(slot);
-        if (x == NULL) {
-            Py_DECREF(r);
-            return NULL;
-        }
-        Py_DECREF(x);
-        PyObject *v = lm_value(r);
         Py_DECREF(r);
-        return v;
     }
-    Py_XDECREF(slot);
-    int any = lm_extra(live, &extra);
-    if (any < 0) return NULL;
-    if (!any) return Py_NewRef(Py_None);
-    return meth2(extra, s_pop, key, Py_None);
+    big_free(s->v, (size_t)s->cap, sizeof(int64_t));
+    s->v = NULL;
+    s->cap = s->n = s->head = 0;
+    s->spill = dq;
+    return 0;
+}
+
+static PyObject *st_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *names[] = {"maxlen", NULL};
+    PyObject *ml = Py_None;
+    Py_ssize_t maxlen = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:Stamps", names, &ml)) return NULL;
+    if (ml != Py_None) {
+        maxlen = PyLong_AsSsize_t(ml);
+        if (maxlen == -1 && PyErr_Occurred()) return NULL;
+        if (maxlen < 0) {
+            PyErr_SetString(PyExc_ValueError, "maxlen must be non-negative");
+            return NULL;
+        }
+    }
+    Stamps *s = (Stamps *)type->tp_alloc(type, 0);
+    if (s != NULL) s->maxlen = maxlen;
+    return (PyObject *)s;
+}
+/* append(x) on the ring, as a deque with maxlen does */
+static inline int st_append_c(Stamps *s, int64_t x) {
+    if (s->maxlen == 0) return 0;
+    if (s->maxlen > 0 && s->n == s->maxlen) st_drop_first(s);
+    return st_push(s, x);
+}
+static int st_traverse(Stamps *s, visitproc visit, void *arg) {
+    Py_VISIT(s->spill);
+    return 0;
+}
+static int st_clear(Stamps *s) {
+    Py_CLEAR(s->spill);
+    return 0;
+}
+static void st_dealloc(Stamps *s) {
+    PyObject_GC_UnTrack(s);
+    st_clear(s);
+    big_free(s->v, (size_t)s->cap, sizeof(int64_t));
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+static PyObject *st_append(Stamps *s, PyObject *x) {
+    if (s->spill == NULL) {
+        if (PyLong_CheckExact(x)) {
+            int o = 0;
+            long long v = PyLong_AsLongLongAndOverflow(x, &o);
+            if (v == -1 && PyErr_Occurred()) return NULL;
+            if (!o) {
+                if (st_append_c(s, v) < 0) return NULL;
+                Py_RETURN_NONE;
+            }
+        }
+        if (st_spill(s) < 0) return NULL;
+    }
+    return PyObject_CallMethod(s->spill, "append", "O", x);
+}
+static PyObject *st_popleft(Stamps *s, PyObject *unused) {
+    if (s->spill != NULL) return PyObject_CallMethod(s->spill, "popleft", NULL);
+    if (s->n == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty deque");
+        return NULL;
+    }
+    int64_t x = st_at(s, 0);
+    st_drop_first(s);
+    return PyLong_FromLongLong(x);
+}
+static Py_ssize_t st_len(Stamps *s) { return s->spill != NULL ? PyObject_Length(s->spill) : s->n; }
+static PyObject *st_item(Stamps *s, Py_ssize_t i) {
+    if (s->spill != NULL) return PySequence_GetItem(s->spill, i);
+    if (i < 0) i += s->n;
+    if (i < 0 || i >= s->n) {
+        PyErr_SetString(PyExc_IndexError, "deque index out of range");
+        return NULL;
+    }
+    return PyLong_FromLongLong(st_at(s, i));
+}
+static PyObject *st_list(Stamps *s) {
+    if (s->spill != NULL) return PySequence_List(s->spill);
+    PyObject *out = PyList_New(s->n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        PyObject *x = PyLong_FromLongLong(st_at(s, i));
+        if (x == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, x);
+    }
+    return out;
+}
+static PyObject *st_iter(Stamps *s) {
+    PyObject *l = st_list(s);
+    if (l == NULL) return NULL;
+    PyObject *it = PyObject_GetIter(l);
+    Py_DECREF(l);
+    return it;
+}
+static PyObject *st_nbytes(Stamps *s, PyObject *unused) {
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(Stamps) + s->cap * (Py_ssize_t)sizeof(int64_t));
+}
+static PyMethodDef st_methods[] = {
+    {"append", (PyCFunction)st_append, METH_O, "append(ts)"},
+    {"popleft", (PyCFunction)st_popleft, METH_NOARGS, "popleft() -> the oldest"},
+    {"nbytes", (PyCFunction)st_nbytes, METH_NOARGS, "bytes held by the ring"},
+    {NULL, NULL, 0, NULL},
+};
+static PySequenceMethods st_sequence = {.sq_length = (lenfunc)st_len, .sq_item = (ssizeargfunc)st_item};
+
+static PyTypeObject Stamps_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tt_memtop._native.phases.Stamps",
+    .tp_basicsize = sizeof(Stamps),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A process's recent allocation times, oldest first: a deque of int64.",
+    .tp_new = st_new,
+    .tp_dealloc = (destructor)st_dealloc,
+    .tp_traverse = (traverseproc)st_traverse,
+    .tp_clear = (inquiry)st_clear,
+    .tp_iter = (getiterfunc)st_iter,
+    .tp_methods = st_methods,
+    .tp_as_sequence = &st_sequence,
+};
+
+/* The per-event path's view of a process's live map: LiveTable slots when the map is a LiveTable
+ * with nothing beside it and the key packs, the map's own methods otherwise. */
+static inline LiveTable *lt_fast(PyObject *live, long long dev, long long bid, int space) {
+    if (Py_TYPE(live) != &LiveTable_Type) return NULL;
+    LiveTable *t = (LiveTable *)live;
+    return !lt_extra_any(t) && lt_packs(dev, bid, space) ? t : NULL;
 }
 static int lm_bool(PyObject *live) {
-    if (Py_TYPE(live) != livemap_type) return PyObject_IsTrue(live);
-    PyObject *t = SLOT(live, lm_t_off), *extra;
-    if (t == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "LiveMap._t");
-        return -1;
+    if (Py_TYPE(live) == &LiveTable_Type) {
+        LiveTable *t = (LiveTable *)live;
+        return t->n > 0 || lt_extra_any(t);
     }
-    Py_ssize_t n = PyObject_Size(t);
-    if (n < 0) return -1;
-    if (n > 0) return 1;
-    return lm_extra(live, &extra);
+    return PyObject_IsTrue(live);
 }
 
 static inline long mesh_width(PyObject *proc) {
@@ -767,9 +1203,8 @@ static int on_alloc(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject
     long btype = PyLong_AsLong(bto);
     int space = btype == CB ? 1 : btype == KERNEL ? 2 : 0;
     int rc = -1;
-    PyObject *key = PyTuple_Pack(3, dev, bid, small_int[space]);
+    PyObject *key = NULL; /* (dev, bid, space), built only where it is stored or a generic map needs it */
     PyObject *old = NULL, *val = NULL, *sig = NULL, *t = NULL;
-    if (key == NULL) return -1;
     int top = 0;
     if (btype == DRAM && size > c->io_max) {
         top = classify(c, dev, bidv, bid, size, sizeo);
@@ -778,13 +1213,46 @@ static int on_alloc(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject
     int is_trace = btype == TRACE || top == 2;
     PyObject *live = PG(proc, P_LIVE);
     if (live == NULL) goto done;
-    old = lm_get(live, key, dev, bid, small_int[space]);
-    if (old == NULL) goto done;
-    val = PyTuple_Pack(3, tso, sizeo, bto);
-    if (val == NULL || lm_set(live, key, dev, bid, small_int[space], val) < 0) goto done;
+    long long devv = PyLong_AsLongLong(dev);
+    if (devv == -1 && PyErr_Occurred()) goto done;
+    LiveTable *lt = lt_fast(live, devv, bidv, space);
+    int had; /* the key was live: the old entry's type is DRAM (old_dram), its size old_size */
+    int old_dram = 0;
+    PyObject *old_size = NULL; /* borrowed from old, or made below */
+    if (lt != NULL) { /* LiveMap's get then set, on the slots */
+        int64_t prev_ts;
+        uint64_t prev_sb;
+        had = lt_put(lt, lt_pack(devv, bidv, space), ts, (uint64_t)size << 8 | (uint64_t)btype, &prev_ts, &prev_sb);
+        if (had == -1) goto done;
+        if (had == -2) lt = NULL; /* a shape the table has no room for: the generic path below */
+        if (had == 1 && (prev_sb & 255) == DRAM) {
+            old_dram = 1;
+            old = PyLong_FromUnsignedLongLong(prev_sb >> 8);
+            if (old == NULL) goto done;
+            old_size = old;
+        }
+    }
+    if (lt == NULL) {
+        key = PyTuple_Pack(3, dev, bid, small_int[space]);
+        if (key == NULL) goto done;
+        old = meth1(live, s_get, key);
+        if (old == NULL) goto done;
+        val = PyTuple_Pack(3, tso, sizeo, bto);
+        if (val == NULL || PyObject_SetItem(live, key, val) < 0) goto done;
+        had = old != Py_None;
+        if (had) {
+            if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
+                PyErr_SetString(PyExc_TypeError, "a live entry is not a 3-tuple");
+                goto done;
+            }
+            old_dram = eq(PyTuple_GET_ITEM(old, 2), small_int[DRAM]);
+            if (old_dram < 0) goto done;
+            old_size = PyTuple_GET_ITEM(old, 1);
+        }
+    }
     PyObject *dev_live = PG(proc, P_DEV_LIVE);
     if (dev_live == NULL) goto done;
-    if (old == Py_None) {
+    if (!had) {
         PyObject *n = PyDict_GetItemWithError(dev_live, dev);
         if (n == NULL && PyErr_Occurred()) goto done;
         PyObject *nv = n == NULL ? Py_NewRef(small_int[1]) : PyNumber_Add(n, small_int[1]);
@@ -796,37 +1264,39 @@ static int on_alloc(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject
             PyObject *args[1] = {proc};
             if (call0(c, s_width, args, 1) < 0) goto done;
         }
-    } else {
-        if (!PyTuple_Check(old) || PyTuple_GET_SIZE(old) != 3) {
-            PyErr_SetString(PyExc_TypeError, "a live entry is not a 3-tuple");
-            goto done;
-        }
-        int d = eq(PyTuple_GET_ITEM(old, 2), small_int[DRAM]);
-        if (d < 0) goto done;
-        if (d) {
-            PyObject *ld = PG(proc, P_LIVE_DRAM);
-            if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Subtract(ld, PyTuple_GET_ITEM(old, 1))) < 0) goto done;
-        }
+    } else if (old_dram) {
+        PyObject *ld = PG(proc, P_LIVE_DRAM);
+        if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Subtract(ld, old_size)) < 0) goto done;
     }
     if (btype == DRAM) {
         PyObject *ld = PG(proc, P_LIVE_DRAM);
         if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Add(ld, sizeo)) < 0) goto done;
     }
     PyObject *allocs = PG(proc, P_ALLOCS);
-    if (allocs == NULL || meth1_0(allocs, s_append, tso) < 0) goto done;
+    if (allocs == NULL) goto done;
     long long horizon = ts - c->evwin_ns;
-    for (;;) {
-        PyObject *first = PySequence_GetItem(allocs, 0);
-        long long f;
-        if (first == NULL) goto done;
-        int r = as_ll(first, &f);
-        Py_DECREF(first);
-        if (r < 0) goto done;
-        if (f >= horizon) break;
-        PyObject *x = PyObject_CallMethodNoArgs(allocs, s_popleft);
-        if (x == NULL) goto done;
-        Py_DECREF(x);
+    if (Py_TYPE(allocs) == &Stamps_Type && ((Stamps *)allocs)->spill == NULL) { /* the deque's ops, on the ring */
+        Stamps *sa = (Stamps *)allocs;
+        if (st_append_c(sa, ts) < 0) goto done;
+        while (st_at(sa, 0) < horizon) st_drop_first(sa);
+    } else {
+        if (meth1_0(allocs, s_append, tso) < 0) goto done;
+        for (;;) {
+            PyObject *first = PySequence_GetItem(allocs, 0);
+            long long f;
+            if (first == NULL) goto done;
+            int r = as_ll(first, &f);
+            Py_DECREF(first);
+            if (r < 0) goto done;
+            if (f >= horizon) break;
+            PyObject *x = PyObject_CallMethodNoArgs(allocs, s_popleft);
+            if (x == NULL) goto done;
+            Py_DECREF(x);
+        }
     }
+    if (key == NULL && (is_trace || (btype != CB && btype != KERNEL && size > c->io_max)) &&
+        (key = PyTuple_Pack(3, dev, bid, small_int[space])) == NULL)
+        goto done;
     if (is_trace) {
         PyObject *tk = PG(proc, P_TRACE_KEYS);
         if (tk == NULL || PySet_Add(tk, key) < 0) goto done;
@@ -978,42 +1448,80 @@ done:
     Py_XDECREF(sig);
     Py_XDECREF(val);
     Py_XDECREF(old);
-    Py_DECREF(key);
+    Py_XDECREF(key);
     return rc;
 }
 
-/* EventRules._drop: 0 nothing live under the key, 1 dropped (*got: the (ts, size, type) tuple, *was_trace) */
-static int drop(Ctx *c, PyObject *proc, PyObject *dev, PyObject *bid, int space, PyObject **got, int *was_trace) {
-    PyObject *key = PyTuple_Pack(3, dev, bid, small_int[space]);
-    if (key == NULL) return -1;
+/* EventRules._drop: 0 nothing live under the key, 1 dropped (*born, *size, *btype of the entry, *borno its
+ * timestamp as an int (new ref), *got the entry when it came from a generic map (new ref, else NULL), *was_trace) */
+typedef struct {
+    long long born, size, btype;
+    PyObject *borno, *got;
+    int was_trace;
+} Dropped;
+
+static int drop(Ctx *c, PyObject *proc, PyObject *dev, PyObject *bid, int space, Dropped *out) {
+    PyObject *key = NULL;
     int rc = -1;
+    out->borno = out->got = NULL;
+    out->was_trace = 0;
     PyObject *live = PG(proc, P_LIVE);
-    PyObject *g = live ? lm_pop(live, key, dev, bid, small_int[space]) : NULL;
-    if (g == NULL) goto done;
-    if (g == Py_None) {
-        Py_DECREF(g);
-        rc = 0;
-        goto done;
+    if (live == NULL) return -1;
+    long long devv = PyLong_AsLongLong(dev), bidv = PyLong_AsLongLong(bid);
+    if (PyErr_Occurred()) return -1;
+    LiveTable *lt = lt_fast(live, devv, bidv, space);
+    int is_dram;
+    PyObject *sizeo = NULL; /* the entry's size as an int, for live_dram (borrowed or owned below) */
+    PyObject *own = NULL;
+    if (lt != NULL) {
+        Py_ssize_t i = lt_find(lt, lt_pack(devv, bidv, space));
+        if (i < 0) return 0;
+        lt_slot e = lt->s[i];
+        uint64_t sb = lt_sb(lt, &e);
+        lt_remove_at(lt, i);
+        out->born = e.ts;
+        out->size = (long long)(sb >> 8);
+        out->btype = (long long)(sb & 255);
+        out->borno = PyLong_FromLongLong(e.ts);
+        if (out->borno == NULL) return -1;
+        is_dram = out->btype == DRAM;
+        if (is_dram && (sizeo = own = PyLong_FromLongLong(out->size)) == NULL) goto fail;
+    } else {
+        key = PyTuple_Pack(3, dev, bid, small_int[space]);
+        if (key == NULL) return -1;
+        PyObject *g = meth2(live, s_pop, key, Py_None);
+        if (g == NULL) goto done;
+        if (g == Py_None) {
+            Py_DECREF(g);
+            rc = 0;
+            goto done;
+        }
+        if (!PyTuple_Check(g) || PyTuple_GET_SIZE(g) != 3) {
+            Py_DECREF(g);
+            PyErr_SetString(PyExc_TypeError, "a live entry is not a 3-tuple");
+            goto done;
+        }
+        out->got = g;
+        out->borno = Py_NewRef(PyTuple_GET_ITEM(g, 0));
+        is_dram = eq(PyTuple_GET_ITEM(g, 2), small_int[DRAM]);
+        if (is_dram < 0) goto fail;
+        sizeo = PyTuple_GET_ITEM(g, 1);
     }
-    if (!PyTuple_Check(g) || PyTuple_GET_SIZE(g) != 3) {
-        Py_DECREF(g);
-        PyErr_SetString(PyExc_TypeError, "a live entry is not a 3-tuple");
-        goto done;
-    }
-    *got = g;
-    int d = eq(PyTuple_GET_ITEM(g, 2), small_int[DRAM]);
-    if (d < 0) goto fail;
-    if (d) {
+    if (is_dram) {
         PyObject *ld = PG(proc, P_LIVE_DRAM);
-        if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Subtract(ld, PyTuple_GET_ITEM(g, 1))) < 0) goto fail;
+        if (ld == NULL || PS(proc, P_LIVE_DRAM, PyNumber_Subtract(ld, sizeo)) < 0) goto fail;
     }
     PyObject *tk = PG(proc, P_TRACE_KEYS);
     if (tk == NULL) goto fail;
-    int wt = PySet_Contains(tk, key);
-    if (wt < 0) goto fail;
-    *was_trace = wt;
+    int wt = 0;
+    if (!PyAnySet_CheckExact(tk) || PySet_GET_SIZE(tk) > 0) { /* key in proc.trace_keys */
+        if (key == NULL && (key = PyTuple_Pack(3, dev, bid, small_int[space])) == NULL) goto fail;
+        wt = PySequence_Contains(tk, key);
+        if (wt < 0) goto fail;
+    }
+    out->was_trace = wt;
     if (wt) {
-        if (PySet_Discard(tk, key) < 0) goto fail;
+        if (meth1_0(tk, s_discard, key) < 0) goto fail;
         PyObject *tr = PG(proc, P_TRACE);
         PyObject *tkey = PyTuple_Pack(2, dev, bid);
         if (tr == NULL || tkey == NULL) {
@@ -1043,9 +1551,11 @@ static int drop(Ctx *c, PyObject *proc, PyObject *dev, PyObject *bid, int space,
     rc = 1;
     goto done;
 fail:
-    Py_CLEAR(*got);
+    Py_CLEAR(out->got);
+    Py_CLEAR(out->borno);
 done:
-    Py_DECREF(key);
+    Py_XDECREF(own);
+    Py_XDECREF(key);
     return rc;
 }
 
@@ -1054,28 +1564,31 @@ static int on_free(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject 
     PyObject *dev = SLOT(ev, ev_off[E_DEV]), *bid = SLOT(ev, ev_off[E_BID]);
     long btype_ev = PyLong_AsLong(SLOT(ev, ev_off[E_BT]));
     int space = btype_ev == CB ? 1 : btype_ev == KERNEL ? 2 : 0;
-    PyObject *got = NULL, *sig = NULL;
-    int was_trace = 0, rc = -1;
-    int r = drop(c, proc, dev, bid, space, &got, &was_trace);
+    PyObject *sig = NULL;
+    int rc = -1;
+    Dropped g = {0};
+    int r = drop(c, proc, dev, bid, space, &g);
     if (r <= 0) return r;
-    PyObject *borno = PyTuple_GET_ITEM(got, 0);
-    long long born, size, btype;
-    if (was_trace) {
+    PyObject *borno = g.borno;
+    long long born = g.born, size = g.size, btype = g.btype;
+    if (g.was_trace) {
         PyObject *args[3] = {proc, tso, borno};
         if (call0(c, s_on_trace_free, args, 3) < 0) goto done;
     } else {
-        if (as_ll(borno, &born) < 0 || as_ll(PyTuple_GET_ITEM(got, 1), &size) < 0 ||
-            as_ll(PyTuple_GET_ITEM(got, 2), &btype) < 0)
+        if (g.got != NULL && (as_ll(borno, &born) < 0 || as_ll(PyTuple_GET_ITEM(g.got, 1), &size) < 0 ||
+                              as_ll(PyTuple_GET_ITEM(g.got, 2), &btype) < 0))
             goto done;
         if (size > c->io_max && btype != CB && btype != KERNEL) {
             long long age = ts - born;
             if (size < SIZE_LIM && btype >= 0 && btype < 256) {
                 sig = PyLong_FromLongLong(size << 8 | btype);
+            } else if (g.got == NULL) { /* a LiveTable holds sizes below 2^56 */
+                sig = PyLong_FromUnsignedLongLong((unsigned long long)size << 8 | (unsigned long long)btype);
             } else { /* a size only the Python path stored: the same int, computed as Python does */
                 PyObject *eight = PyLong_FromLong(8);
-                PyObject *sh = eight ? PyNumber_Lshift(PyTuple_GET_ITEM(got, 1), eight) : NULL;
+                PyObject *sh = eight ? PyNumber_Lshift(PyTuple_GET_ITEM(g.got, 1), eight) : NULL;
                 Py_XDECREF(eight);
-                sig = sh ? PyNumber_Or(sh, PyTuple_GET_ITEM(got, 2)) : NULL;
+                sig = sh ? PyNumber_Or(sh, PyTuple_GET_ITEM(g.got, 2)) : NULL;
                 Py_XDECREF(sh);
             }
             if (sig == NULL) goto done;
@@ -1130,7 +1643,8 @@ static int on_free(Ctx *c, PyObject *proc, PyObject *ev, long long ts, PyObject 
     rc = 0;
 done:
     Py_XDECREF(sig);
-    Py_DECREF(got);
+    Py_XDECREF(g.got);
+    Py_XDECREF(g.borno);
     return rc;
 }
 
@@ -1165,6 +1679,43 @@ static int in_range(PyObject *ev) {
 }
 
 /* PhaseTracker.observe, compiled, for an event ``takes`` accepted */
+/* Deadlines._check_quiet(proc, now) where it can change nothing but the pending activation and quiet_at
+ * (a loading, replaying or idle process whose latest activation is still held, or was freed: every
+ * event of a load of L1 buffers after the hold passed). 1 done here, 0 the Python reference must run
+ * it (it may change the phase; or a map or value this does not read), -1 error. */
+static int check_quiet_c(Ctx *c, PyObject *proc, long long now) {
+    if (PG(proc, P_PHASE) == NULL) return -1;
+    int loading = is_phase(proc, PH_LOADING), replay = is_phase(proc, PH_REPLAY), idle = is_phase(proc, PH_IDLE);
+    if (!(loading || replay || idle || is_phase(proc, PH_RELEASED) || is_phase(proc, PH_TEARDOWN) ||
+          is_phase(proc, PH_EXITED)))
+        return 0; /* warm-up, capture: their time rules are Python's */
+    long long last_busy;
+    if (pg_ll(proc, P_LAST_BUSY, &last_busy) < 0) return -1;
+    if (loading && now - last_busy >= c->idle_ns) return 0; /* idle (or replay): a transition */
+    PyObject *pending = PG(proc, P_PENDING_L1);
+    if (pending == NULL) return -1;
+    if (pending == Py_None || !(loading || replay || idle)) return 1; /* nothing else applies */
+    if (!PyTuple_CheckExact(pending) || PyTuple_GET_SIZE(pending) != 2 || !PyLong_CheckExact(PyTuple_GET_ITEM(pending, 0)))
+        return 0;
+    long long at;
+    if (as_ll(PyTuple_GET_ITEM(pending, 0), &at) < 0) return -1;
+    PyObject *live = PG(proc, P_LIVE);
+    if (live == NULL) return -1;
+    if (Py_TYPE(live) != &LiveTable_Type || lt_extra_any((LiveTable *)live)) return 0;
+    uint64_t k;
+    int p = lt_key_of(PyTuple_GET_ITEM(pending, 1), &k);
+    if (p < 0) return -1;
+    Py_ssize_t i = p ? lt_find((LiveTable *)live, k) : -1;
+    if (i < 0 || ((LiveTable *)live)->s[i].ts != at) /* freed (or replaced) since */
+        return PS(proc, P_PENDING_L1, Py_NewRef(Py_None)) < 0 ? -1 : 1;
+    if (now - at >= c->hold_ns && last_busy - at <= 2000000) return 0; /* the first op compiling: warm-up */
+    if (last_busy - at > 2000000) /* the stream went on: not a compile pause */
+        return PS(proc, P_PENDING_L1, Py_NewRef(Py_None)) < 0 ? -1 : 1;
+    long long q;
+    if (pg_ll(proc, P_QUIET_AT, &q) < 0) return -1;
+    return ps_ll(proc, P_QUIET_AT, q < at + c->hold_ns ? q : at + c->hold_ns) < 0 ? -1 : 1;
+}
+
 static int observe_c(Ctx *c, PyObject *ev) {
     PyObject *tso = SLOT(ev, ev_off[E_TS]);
     long long ts = PyLong_AsLongLong(tso);
@@ -1195,12 +1746,19 @@ static int observe_c(Ctx *c, PyObject *ev) {
         long long quiet_at;
         if (pg_ll(proc, P_QUIET_AT, &quiet_at) < 0) goto fail;
         if (ts >= quiet_at) {
+            int r = check_quiet_c(c, proc, ts);
+            if (r < 0) goto fail;
             PyObject *args[2] = {proc, tso};
-            if (call0(c, s_check_quiet, args, 2) < 0) goto fail;
+            if (r == 0 && call0(c, s_check_quiet, args, 2) < 0) goto fail;
         }
     }
     PyObject *recent = PG(proc, P_RECENT), *segd = PG(proc, P_SEG_DEVICES);
-    if (recent == NULL || segd == NULL || meth1_0(recent, s_append, tso) < 0) goto fail;
+    if (recent == NULL || segd == NULL) goto fail;
+    if (Py_TYPE(recent) == &Stamps_Type && ((Stamps *)recent)->spill == NULL) {
+        if (st_append_c((Stamps *)recent, ts) < 0) goto fail;
+    } else if (meth1_0(recent, s_append, tso) < 0) {
+        goto fail;
+    }
     if (PySet_Check(segd) ? PySet_Add(segd, SLOT(ev, ev_off[E_DEV])) < 0
                           : meth1_0(segd, s_add, SLOT(ev, ev_off[E_DEV])) < 0)
         goto fail;
@@ -1358,7 +1916,7 @@ fail:
 }
 
 static PyMethodDef methods[] = {
-    {"setup", setup, METH_VARARGS, "setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind, LiveMap)"},
+    {"setup", setup, METH_VARARGS, "setup(Proc, Window, TopDown, Event, phases, alloc_kind, free_kind)"},
     {"observe_batch", (PyCFunction)(void (*)(void))observe_batch, METH_FASTCALL,
      "observe_batch(tracker, events) -> the live phase of each event's process right after it"},
     {NULL, NULL, 0, NULL},
@@ -1409,9 +1967,13 @@ PyMODINIT_FUNC PyInit_phases(void) {
     INTERN(s_application, "Application");
     INTERN(s_APPLICATION, "APPLICATION");
     INTERN(s_empty, "");
-    INTERN(s_lookup, "lookup");
-    INTERN(s_find, "find");
-    INTERN(s_row, "row");
-    INTERN(s_remove, "remove");
-    return PyModule_Create(&moddef);
+    if (PyType_Ready(&LiveTable_Type) < 0 || PyType_Ready(&Stamps_Type) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "LiveTable", (PyObject *)&LiveTable_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Stamps", (PyObject *)&Stamps_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

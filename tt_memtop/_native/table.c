@@ -16,6 +16,9 @@
  *   buckets are moved to the new one per add()/remove(); lookups look in both meanwhile (moved
  *   entries leave a tombstone in the old array so its probe chains stay whole). The old array is
  *   fully drained long before the next doubling (2 buckets per insert would do).
+ *
+ * Besides the methods: pools() (what a peak capture needs, one pass over the rows) and a C API for
+ * mirror.c in the capsule `api` (find / get / add / remove / set_refs on C values).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -53,6 +56,7 @@ typedef struct {
     Owner *owners;
     uint32_t nowners, capowners, freeowner; /* free list threaded through .head */
     PyObject *owner_ix;                     /* dict pid -> owner index; NULL in a copy */
+    uint32_t last_owner;                    /* the owner index last looked up (a live one), NIL: none */
     uint32_t frozen;                        /* open Frozen views: rows stay where they are */
     uint32_t *ohash;                        /* the previous hash array while it is drained, else NULL */
     uint32_t ohcap, omig;                   /* its size; buckets [0, omig) are moved already */
@@ -323,12 +327,16 @@ static void hash_delete(Table *t, uint32_t i) {
 
 /* ------------------------------------------------------------------ owners */
 static Owner *owner_get(Table *t, int32_t pid, int create) {
+    /* the rows of a batch mostly have one owner: the last one looked up, without the dict */
+    if (t->last_owner != NIL && t->owners[t->last_owner].pid == pid) return &t->owners[t->last_owner];
     PyObject *key = PyLong_FromLong(pid);
     if (key == NULL) return NULL;
     PyObject *ix = PyDict_GetItemWithError(t->owner_ix, key);
     if (ix != NULL) {
         Py_DECREF(key);
-        return &t->owners[PyLong_AsSize_t(ix)];
+        size_t o = PyLong_AsSize_t(ix);
+        t->last_owner = (uint32_t)o;
+        return &t->owners[o];
     }
     if (PyErr_Occurred() || !create) {
         Py_DECREF(key);
@@ -366,6 +374,7 @@ static Owner *owner_get(Table *t, int32_t pid, int create) {
     ow->pid = pid;
     ow->head = ow->tail = NIL;
     ow->count = 0;
+    t->last_owner = o;
     return ow;
 }
 
@@ -385,6 +394,7 @@ static void owner_unlink(Table *t, uint32_t slot) {
         Py_XDECREF(key);
         ow->head = t->freeowner;
         t->freeowner = o;
+        if (t->last_owner == o) t->last_owner = NIL;
     }
 }
 
@@ -500,6 +510,47 @@ static PyObject *Table_lookup(Table *t, PyObject *const *args, Py_ssize_t nargs)
     return row_tuple(&t->rows[s]);
 }
 
+/* add(): the row's slot, or -1 with an exception set (the table full, the key already in it, no memory). */
+static int64_t add_row(Table *t, Row r, int strings) {
+    migrate_step(t, t->hash_step);
+    compact_step(t, t->compact_step); /* before the new row: it must not be moved once its slot is returned */
+    if (t->nrows >= NIL - 1) {
+        PyErr_SetString(PyExc_OverflowError, "table full");
+        return -1;
+    }
+    if (grow_hash(t, t->live + 1) < 0) return -1;
+    uint32_t pos;
+    if (find_pos(t, space_of(r.type), r.device, r.bid, &pos) >= 0) {
+        PyErr_SetString(PyExc_KeyError, "key is already in the table");
+        return -1;
+    }
+    if (t->nrows == t->caprows) {
+        /* +1/8: little slack at a million rows; a big block grows in place (mremap), so no copying */
+        uint64_t cap = t->caprows < 512 ? 512 : (uint64_t)t->caprows + t->caprows / 8;
+        if (cap > NIL - 1) cap = NIL - 1;
+        Row *rows = PyMem_Realloc(t->rows, (size_t)cap * sizeof(Row));
+        if (rows == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->rows = rows;
+        t->caprows = (uint32_t)cap;
+    }
+    Owner *ow = owner_get(t, r.pid, 1);
+    if (ow == NULL) return -1;
+    uint32_t slot = t->nrows++;
+    r.flags = (uint8_t)(F_ALIVE | (strings ? F_STRINGS : 0));
+    r.onext = NIL;
+    r.oprev = ow->tail;
+    t->rows[slot] = r;
+    if (ow->tail != NIL) t->rows[ow->tail].onext = slot; else ow->head = slot;
+    ow->tail = slot;
+    ow->count++;
+    t->hash[pos] = slot + 1;
+    t->live++;
+    return slot;
+}
+
 static PyObject *Table_add(Table *t, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 9) {
         PyErr_SetString(PyExc_TypeError, "add(device, buffer_id, type, size, pid, refs, ts, seq, strings)");
@@ -512,53 +563,18 @@ static PyObject *Table_add(Table *t, PyObject *const *args, Py_ssize_t nargs) {
         get_u64(args[3], &r.size) < 0 || get_i32(args[4], &r.pid) < 0 || get_u32(args[5], &r.refs) < 0 ||
         get_i64(args[6], &r.ts) < 0 || get_u64(args[7], &r.seq) < 0)
         return NULL;
-    migrate_step(t, t->hash_step);
-    compact_step(t, t->compact_step); /* before the new row: it must not be moved once its slot is returned */
-    if (t->nrows >= NIL - 1) {
-        PyErr_SetString(PyExc_OverflowError, "table full");
-        return NULL;
-    }
-    if (grow_hash(t, t->live + 1) < 0) return NULL;
-    uint32_t pos;
-    if (find_pos(t, space_of(r.type), r.device, r.bid, &pos) >= 0) {
-        PyErr_SetString(PyExc_KeyError, "key is already in the table");
-        return NULL;
-    }
-    if (t->nrows == t->caprows) {
-        /* +1/8: little slack at a million rows; a big block grows in place (mremap), so no copying */
-        uint64_t cap = t->caprows < 512 ? 512 : (uint64_t)t->caprows + t->caprows / 8;
-        if (cap > NIL - 1) cap = NIL - 1;
-        Row *rows = PyMem_Realloc(t->rows, (size_t)cap * sizeof(Row));
-        if (rows == NULL) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        t->rows = rows;
-        t->caprows = (uint32_t)cap;
-    }
-    Owner *ow = owner_get(t, r.pid, 1);
-    if (ow == NULL) return NULL;
-    uint32_t slot = t->nrows++;
-    r.flags = (uint8_t)(F_ALIVE | (strings ? F_STRINGS : 0));
-    r.onext = NIL;
-    r.oprev = ow->tail;
-    t->rows[slot] = r;
-    if (ow->tail != NIL) t->rows[ow->tail].onext = slot; else ow->head = slot;
-    ow->tail = slot;
-    ow->count++;
-    t->hash[pos] = slot + 1;
-    t->live++;
-    return PyLong_FromUnsignedLong(slot);
+    int64_t slot = add_row(t, r, strings);
+    return slot < 0 ? NULL : PyLong_FromLongLong(slot);
 }
 
-static PyObject *Table_remove(Table *t, PyObject *arg) {
-    uint32_t slot, pos;
+/* remove() of a live slot: 0, or -1 with an exception set. */
+static int remove_slot(Table *t, uint32_t slot) {
+    uint32_t pos;
     int in_old;
-    if (need_index(t) == NULL || check_slot(t, arg, &slot) < 0) return NULL;
     Row *r = &t->rows[slot];
     if (find_pos2(t, space_of(r->type), r->device, r->bid, &pos, &in_old) != (int64_t)slot) {
         PyErr_SetString(PyExc_SystemError, "table index out of step");
-        return NULL;
+        return -1;
     }
     if (in_old) t->ohash[pos] = TOMB; /* keeps the old array's probe chains whole */
     else hash_delete(t, pos);
@@ -568,6 +584,12 @@ static PyObject *Table_remove(Table *t, PyObject *arg) {
     t->live--;
     migrate_step(t, t->hash_step);
     after_remove(t, slot);
+    return 0;
+}
+
+static PyObject *Table_remove(Table *t, PyObject *arg) {
+    uint32_t slot;
+    if (need_index(t) == NULL || check_slot(t, arg, &slot) < 0 || remove_slot(t, slot) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -708,6 +730,166 @@ static PyObject *Table_encode(Table *t, PyObject *const *args, Py_ssize_t nargs)
     return view_encode(&v, args, nargs);
 }
 
+/* ------------------------------------------------------------------ pools(): what a pool holds, no object per row */
+#define POOLS_MAX 256 /* pools per call (the caller passes (device, type) pairs that rose: a few) */
+#define TOP_MAX 64    /* largest rows kept per pool */
+
+typedef struct {
+    uint64_t lo, hi; /* a sum of u64 sizes: 128 bits, no overflow for 2^64 rows */
+} U128;
+
+static inline void u128_add(U128 *a, uint64_t v) {
+    uint64_t lo = a->lo + v;
+    a->hi += lo < a->lo;
+    a->lo = lo;
+}
+
+static PyObject *u128_long(U128 a) {
+    if (!a.hi) return PyLong_FromUnsignedLongLong(a.lo);
+    PyObject *hi = PyLong_FromUnsignedLongLong(a.hi), *lo = PyLong_FromUnsignedLongLong(a.lo);
+    PyObject *sh = PyLong_FromLong(64), *x = NULL, *out = NULL;
+    if (hi && lo && sh && (x = PyNumber_Lshift(hi, sh)) != NULL) out = PyNumber_Or(x, lo);
+    Py_XDECREF(hi);
+    Py_XDECREF(lo);
+    Py_XDECREF(sh);
+    Py_XDECREF(x);
+    return out;
+}
+
+typedef struct {
+    int32_t device;
+    uint8_t type;
+    int valid;           /* a (device, type) a row can have */
+    U128 bytes;
+    uint32_t ntop, top[TOP_MAX]; /* slots, largest size first, ties in slot order */
+    PyObject *by_pid;    /* pid -> bytes, in the order of each pid's first row */
+    int32_t run_pid;     /* the run of consecutive rows of one pid not yet added to by_pid */
+    int run;
+    U128 run_bytes;
+} Pool;
+
+/* Add the pending run of one pid's bytes to its by_pid entry (rows of one owner come in runs: one dict
+ * operation per run, not per row). */
+static int pool_flush_run(Pool *p) {
+    if (!p->run) return 0;
+    p->run = 0;
+    PyObject *k = PyLong_FromLong(p->run_pid), *add = u128_long(p->run_bytes), *nv = NULL;
+    int r = -1;
+    if (k == NULL || add == NULL) goto out;
+    PyObject *old = PyDict_GetItemWithError(p->by_pid, k);
+    if (old == NULL && PyErr_Occurred()) goto out;
+    nv = old == NULL ? Py_NewRef(add) : PyNumber_Add(old, add);
+    if (nv != NULL) r = PyDict_SetItem(p->by_pid, k, nv);
+out:
+    Py_XDECREF(k);
+    Py_XDECREF(add);
+    Py_XDECREF(nv);
+    return r;
+}
+
+/* pools(keys, top_n): for each (device, type) of ``keys``, what the live rows of that pool hold, in one
+ * pass over the rows: (bytes, the top_n largest rows as row tuples, largest first, ties in row order;
+ * {pid: bytes} in the order of each pid's first row). A list, in the order of ``keys``. */
+static PyObject *Table_pools(Table *t, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "pools(keys, top_n)");
+        return NULL;
+    }
+    Py_ssize_t top_n = PyLong_AsSsize_t(args[1]);
+    if (top_n == -1 && PyErr_Occurred()) return NULL;
+    if (top_n < 0 || top_n > TOP_MAX) {
+        PyErr_Format(PyExc_ValueError, "top_n must be 0..%d", TOP_MAX);
+        return NULL;
+    }
+    PyObject *keys = PySequence_Fast(args[0], "keys must be a sequence of (device, type)");
+    if (keys == NULL) return NULL;
+    Py_ssize_t np = PySequence_Fast_GET_SIZE(keys);
+    if (np > POOLS_MAX) {
+        Py_DECREF(keys);
+        PyErr_Format(PyExc_ValueError, "at most %d pools", POOLS_MAX);
+        return NULL;
+    }
+    Pool *pools = PyMem_Calloc(np ? (size_t)np : 1, sizeof(Pool));
+    PyObject *out = NULL;
+    if (pools == NULL) {
+        Py_DECREF(keys);
+        return PyErr_NoMemory();
+    }
+    uint8_t want[256] = {0}; /* type t: some pool has it (a quick test per row) */
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *k = PySequence_Fast_GET_ITEM(keys, i);
+        if (!PyTuple_Check(k) || PyTuple_GET_SIZE(k) != 2) {
+            PyErr_SetString(PyExc_TypeError, "keys must be a sequence of (device, type)");
+            goto done;
+        }
+        int o1 = 0, o2 = 0;
+        long long d = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(k, 0), &o1);
+        if (d == -1 && PyErr_Occurred()) goto done;
+        long long ty = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(k, 1), &o2);
+        if (ty == -1 && PyErr_Occurred()) goto done;
+        Pool *p = &pools[i];
+        p->valid = !o1 && !o2 && d >= INT32_MIN && d <= INT32_MAX && ty >= 0 && ty < 256;
+        p->device = (int32_t)d;
+        p->type = (uint8_t)ty;
+        if (p->valid) want[ty] = 1;
+        if ((p->by_pid = PyDict_New()) == NULL) goto done;
+    }
+    for (uint32_t s = 0; s < t->nrows; s++) {
+        const Row *r = &t->rows[s];
+        if (!(r->flags & F_ALIVE) || !want[r->type]) continue;
+        for (Py_ssize_t i = 0; i < np; i++) {
+            Pool *p = &pools[i];
+            if (!p->valid || p->type != r->type || p->device != r->device) continue;
+            u128_add(&p->bytes, r->size);
+            if (p->run && p->run_pid != r->pid && pool_flush_run(p) < 0) goto done;
+            if (!p->run) {
+                p->run = 1;
+                p->run_pid = r->pid;
+                p->run_bytes.lo = p->run_bytes.hi = 0;
+            }
+            u128_add(&p->run_bytes, r->size);
+            /* the top: a row enters if larger than the smallest kept (an equal one came first and stays) */
+            uint32_t j = p->ntop;
+            if (j < (uint32_t)top_n || (j && r->size > t->rows[p->top[j - 1]].size)) {
+                if (j == (uint32_t)top_n) j--;
+                while (j > 0 && t->rows[p->top[j - 1]].size < r->size) {
+                    p->top[j] = p->top[j - 1];
+                    j--;
+                }
+                p->top[j] = s;
+                if (p->ntop < (uint32_t)top_n) p->ntop++;
+            }
+        }
+    }
+    out = PyList_New(np);
+    if (out == NULL) goto done;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        Pool *p = &pools[i];
+        if (pool_flush_run(p) < 0) goto fail;
+        PyObject *top = PyList_New(p->ntop);
+        if (top == NULL) goto fail;
+        for (uint32_t j = 0; j < p->ntop; j++) {
+            PyObject *row = row_tuple(&t->rows[p->top[j]]);
+            if (row == NULL) {
+                Py_DECREF(top);
+                goto fail;
+            }
+            PyList_SET_ITEM(top, j, row);
+        }
+        PyObject *item = Py_BuildValue("(NNO)", u128_long(p->bytes), top, p->by_pid);
+        if (item == NULL) goto fail;
+        PyList_SET_ITEM(out, i, item);
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    for (Py_ssize_t i = 0; i < np; i++) Py_XDECREF(pools[i].by_pid);
+    PyMem_Free(pools);
+    Py_DECREF(keys);
+    return out;
+}
+
 static PyObject *Table_owned(Table *t, PyObject *const *args, Py_ssize_t nargs) {
     int32_t pid;
     Py_ssize_t limit = PY_SSIZE_T_MAX;
@@ -774,7 +956,7 @@ static void table_free(Table *t) {
     t->owners = NULL;
     t->nrows = t->caprows = t->live = t->hcap = t->nowners = t->capowners = 0;
     t->ohcap = t->omig = t->compacting = t->cwr = t->crd = 0;
-    t->freeowner = t->hole_lo = NIL;
+    t->freeowner = t->hole_lo = t->last_owner = NIL;
 }
 
 static int table_init_empty(Table *t) {
@@ -818,7 +1000,7 @@ static PyObject *Table_copy(Table *t, PyObject *Py_UNUSED(ignored)) {
     c->hash_step = HASH_STEP;
     c->views = NULL;
     c->nowners = c->capowners = c->hcap = 0;
-    c->freeowner = NIL;
+    c->freeowner = c->last_owner = NIL;
     c->nrows = c->caprows = c->live = 0;
     if (t->live) {
         c->rows = PyMem_Malloc((size_t)t->live * sizeof(Row));
@@ -1116,6 +1298,8 @@ static PyMethodDef Table_methods[] = {
     {"row", (PyCFunction)Table_row, METH_O, "row(slot) -> (device, bid, type, size, pid, refs, ts, seq, strings)"},
     {"rows", (PyCFunction)(void (*)(void))Table_rows, METH_FASTCALL, "rows(start, n, space) -> (rows, slots, next)"},
     {"encode", (PyCFunction)(void (*)(void))Table_encode, METH_FASTCALL, "encode(start, n) -> (bytes, next, special)"},
+    {"pools", (PyCFunction)(void (*)(void))Table_pools, METH_FASTCALL,
+     "pools(keys, top_n) -> [(bytes, top rows, {pid: bytes})] per (device, type) of keys"},
     {"owned", (PyCFunction)(void (*)(void))Table_owned, METH_FASTCALL,
      "owned(pid[, limit]) -> the first (up to limit) slots of pid, in insertion order"},
     {"owned_count", (PyCFunction)Table_owned_count, METH_O, "owned_count(pid) -> int"},
@@ -1149,6 +1333,94 @@ static PyTypeObject TableType = {
     .tp_new = Table_new,
 };
 
+/* ------------------------------------------------------------------ C API, for mirror.c
+ * The same operations as find / row / add / remove / set_refs without a Python call or a row tuple: a
+ * capsule "tt_memtop._native.table.api" holds this struct (mirror.c has the same definitions and checks
+ * version and sizes before using it). */
+#define TABLE_API_VERSION 1
+typedef struct {
+    uint64_t bid, size, seq;
+    int64_t ts;
+    int32_t device, pid;
+    uint32_t refs;
+    uint8_t type, strings;
+} ApiRow;
+
+typedef struct {
+    int version;
+    size_t row_size;
+    PyTypeObject *type;
+    int64_t (*find)(PyObject *t, unsigned space, int32_t device, uint64_t bid); /* slot, -1: none, -2: error */
+    int (*get)(PyObject *t, uint32_t slot, ApiRow *out);                        /* 0, -1: error (no live row) */
+    int64_t (*add)(PyObject *t, const ApiRow *r);                               /* slot, -1: error */
+    int (*remove)(PyObject *t, uint32_t slot);                                  /* 0, -1: error */
+    int (*set_refs)(PyObject *t, uint32_t slot, uint32_t refs);                 /* 0, -1: error */
+} TableApi;
+
+static int api_live(Table *t, uint32_t slot) {
+    if (slot >= t->nrows || !(t->rows[slot].flags & F_ALIVE)) {
+        PyErr_Format(PyExc_IndexError, "no live row at slot %u", slot);
+        return -1;
+    }
+    return 0;
+}
+
+static int64_t api_find(PyObject *o, unsigned space, int32_t device, uint64_t bid) {
+    Table *t = (Table *)o;
+    if (need_index(t) == NULL) return -2;
+    if (space > 2) return -1;
+    uint32_t pos;
+    return find_pos(t, space, device, bid, &pos);
+}
+
+static int api_get(PyObject *o, uint32_t slot, ApiRow *out) {
+    Table *t = (Table *)o;
+    if (api_live(t, slot) < 0) return -1;
+    const Row *r = &t->rows[slot];
+    out->bid = r->bid;
+    out->size = r->size;
+    out->seq = r->seq;
+    out->ts = r->ts;
+    out->device = r->device;
+    out->pid = r->pid;
+    out->refs = r->refs;
+    out->type = r->type;
+    out->strings = (r->flags & F_STRINGS) != 0;
+    return 0;
+}
+
+static int64_t api_add(PyObject *o, const ApiRow *a) {
+    Table *t = (Table *)o;
+    if (need_index(t) == NULL) return -1;
+    Row r;
+    r.bid = a->bid;
+    r.size = a->size;
+    r.seq = a->seq;
+    r.ts = a->ts;
+    r.device = a->device;
+    r.pid = a->pid;
+    r.refs = a->refs;
+    r.type = a->type;
+    return add_row(t, r, a->strings);
+}
+
+static int api_remove(PyObject *o, uint32_t slot) {
+    Table *t = (Table *)o;
+    if (need_index(t) == NULL || api_live(t, slot) < 0) return -1;
+    return remove_slot(t, slot);
+}
+
+static int api_set_refs(PyObject *o, uint32_t slot, uint32_t refs) {
+    Table *t = (Table *)o;
+    if (api_live(t, slot) < 0) return -1;
+    if (t->views != NULL) save_for_views(t, slot);
+    t->rows[slot].refs = refs;
+    return 0;
+}
+
+static TableApi table_api = {TABLE_API_VERSION, sizeof(ApiRow), &TableType, api_find, api_get, api_add,
+                             api_remove, api_set_refs};
+
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "table", "Compiled registry table.", -1, NULL};
 
 PyMODINIT_FUNC PyInit_table(void) {
@@ -1158,6 +1430,12 @@ PyMODINIT_FUNC PyInit_table(void) {
     Py_INCREF(&TableType);
     if (PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
         Py_DECREF(&TableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *cap = PyCapsule_New(&table_api, "tt_memtop._native.table.api", NULL);
+    if (cap == NULL || PyModule_AddObject(m, "api", cap) < 0) {
+        Py_XDECREF(cap);
         Py_DECREF(m);
         return NULL;
     }

@@ -20,7 +20,6 @@ allocator) and SYSTEM_MEMORY (host) have no place in a bank and are left out of 
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from dataclasses import dataclass
 
@@ -123,7 +122,9 @@ class Insight:
         self._events_since_capture = 0
         self._last_capture_ns = -CAPTURE_MIN_GAP_NS
         self._pending_capture: set[tuple[int, int]] = set()
-        self._pending: dict[int, int] = {}  # buffer_id << 8 | device -> size << 3 | type (alloc), -1 - type (free)
+        # buffer_id << 8 | device -> size << 3 | type (alloc), -1 - type (free), in first-store order: a dict, or
+        # the compiled twin of one that holds C integers (insight.c's Pending: no int objects per store)
+        self._pending = _new_pending()
         self._last_alloc: dict[int, int] = {}  # device << 3 | type -> the batch's last allocation size
         self._cb_pending: list[tuple[int, int, int]] = []  # (device, address, +size alloc / -size free)
         self._region_pending: list[tuple[int, int, int]] = []  # (device, address, type) of TRACE / L1_SMALL allocs
@@ -190,7 +191,6 @@ class Insight:
         phases = state.phases if state is not None else None
         self._state = state
         peaks = self.peaks
-        rose = peaks.rose
         dev_rows: dict = {}
         pid_rows: dict = {}
         args = (events, peaks, dev_rows, pid_rows, self._pending, self._last_alloc, self._cb_pending,
@@ -207,38 +207,16 @@ class Insight:
             for p, r in pid_rows.items():
                 r[0][:] = reg.pid_totals(p)
         ts_end = events[-1].ts_ns
-        for rows, is_dev in ((dev_rows, True), (pid_rows, False)):
-            for key, r in rows.items():
-                cur, peak, at = r[0], r[1], r[2]
-                for t in (_CB, _KERNEL):
-                    if cur[t] > peak[t]:
-                        peak[t] = cur[t]
-                        at[t] = ts_end
-                        if is_dev:
-                            rose.add((key, t))
-                            r[3][t] = max(r[3][t], cur[t])
-                if is_dev:  # the bars with the batch's final CB / KERNEL
-                    peaks.raise_bars(key, cur, ts_end)
+        ts = ts_end or self.last_ts_ns
+        (_native_end or _end_pass)(dev_rows, pid_rows, peaks, ts_end, self._recorded, self.history.record, ts)
         if len(pend) > PENDING_LIMIT:
             self._flush()
         self.leaks.observe(events, phases.phase if phases is not None else None,
                            self._phase_before_exit if phases is not None else None,
-                           phases.segments if phases is not None else None)
-        ts = events[-1].ts_ns or self.last_ts_ns
+                           phases.segments if phases is not None else None,
+                           state.registry if state is not None else None)
         self.last_ts_ns = max(self.last_ts_ns, ts)
-        # history: one point per series that changed in the batch: its max within the batch and its last value
-        recorded = self._recorded
-        taken = peaks.take_rose()
-        for d, (cur, _peak, _at, bmax, *_bars) in dev_rows.items():
-            last = recorded.get(d)
-            if last is None:
-                last = recorded[d] = [-1] * NTYPES
-            for t in range(NTYPES):
-                v = cur[t]
-                if v != last[t] or bmax[t] > v:
-                    last[t] = v
-                    self.history.record((d, t), ts, max(bmax[t], v), v)
-        self._pending_capture |= taken
+        self._pending_capture |= peaks.take_rose()
         self._events_since_capture += len(events)
         if state is not None and self._pending_capture:
             self._maybe_capture(state, ts)
@@ -273,7 +251,7 @@ class Insight:
             self._region_pending = []
         if not self._pending:
             return
-        pend, self._pending = self._pending, {}
+        pend, self._pending = self._pending, _new_pending()
         devices = self._devices
         for key, val in pend.items():
             d = key & 255
@@ -307,29 +285,25 @@ class Insight:
             return
         self._events_since_capture = 0
         self._last_capture_ns = ts
-        groups: dict[tuple[int, int], list] = {k: [] for k in keys}
-        for b in registry.buffer_list() if n else ():
-            g = groups.get((b.device, b.buffer_type))
-            if g is not None:
-                g.append(b)
+        keys = list(keys)
         phase_of = state.phase_of
-        for key, bufs in groups.items():
+        # one pass over the registry's rows for all the pools, a Buffer only for each pool's top entries
+        for key, (nbytes, top, by_pid) in zip(keys, registry.pools(keys, TOP_N), strict=True):
             d, t = key
-            cap = PeakCapture(d, t, sum(b.size for b in bufs), ts)
-            for b in heapq.nlargest(TOP_N, bufs, key=lambda b: b.size):
+            cap = PeakCapture(d, t, nbytes, ts)
+            for b in top:
                 cap.top_buffers.append({"buffer_id": b.buffer_id, "size": b.size, "pid": b.owner_pid, "name": b.name})
-            for b in bufs:
-                cap.by_pid[b.owner_pid] = cap.by_pid.get(b.owner_pid, 0) + b.size
-            for pid, nbytes in cap.by_pid.items():
+            cap.by_pid = by_pid
+            for pid, nb in by_pid.items():
                 ph = phase_of(pid) or "unknown"
-                cap.by_phase[ph] = cap.by_phase.get(ph, 0) + nbytes
+                cap.by_phase[ph] = cap.by_phase.get(ph, 0) + nb
             self.captures[key] = cap
 
     def load(self, registry, inventory, ts_ns: int) -> None:
         """Start over from a snapshot of the registry (attaching to a running server, a replay seek)."""
         self._inventory = inventory
         self._devices = {}
-        self._pending = {}
+        self._pending = _new_pending()
         self._last_alloc = {}
         self._cb_pending = []
         self._region_pending = []
@@ -563,6 +537,35 @@ def _observe_pass(events, peaks, dev_rows: dict, pid_rows: dict, pend: dict, las
                 cbs.append((d, bid, size))
 
 
+def _end_pass(dev_rows: dict, pid_rows: dict, peaks, ts_end: int, recorded: dict, record, ts: int) -> None:
+    """The end of :meth:`Insight.observe`'s batch, after the registry's totals replaced the running counters:
+    CB / KERNEL peaks from those totals, the bars with the batch's final CB / KERNEL, and one usage-history
+    point per series that changed in the batch (its max within the batch, its last value). The reference
+    of the compiled end_pass (tt_memtop/_native/insight.c)."""
+    rose = peaks.rose
+    for rows, is_dev in ((dev_rows, True), (pid_rows, False)):
+        for key, r in rows.items():
+            cur, peak, at = r[0], r[1], r[2]
+            for t in (_CB, _KERNEL):
+                if cur[t] > peak[t]:
+                    peak[t] = cur[t]
+                    at[t] = ts_end
+                    if is_dev:
+                        rose.add((key, t))
+                        r[3][t] = max(r[3][t], cur[t])
+            if is_dev:
+                peaks.raise_bars(key, cur, ts_end)
+    for d, (cur, _peak, _at, bmax, *_bars) in dev_rows.items():
+        last = recorded.get(d)
+        if last is None:
+            last = recorded[d] = [-1] * NTYPES
+        for t in range(NTYPES):
+            v = cur[t]
+            if v != last[t] or bmax[t] > v:
+                last[t] = v
+                record((d, t), ts, max(bmax[t], v), v)
+
+
 def _load_native_pass():
     """The compiled pass, set up for this module; None without it (or with MEMTOP_PURE_PYTHON=1)."""
     from .._native import load
@@ -577,4 +580,24 @@ def _load_native_pass():
     return mod.observe_pass
 
 
+def _load_native_end():
+    """The compiled end of a batch (it takes KERNEL as the type after CB); None without it."""
+    from .._native import load
+
+    mod = load("insight") if _native_pass is not None and _KERNEL == _CB + 1 else None
+    return getattr(mod, "end_pass", None)
+
+
 _native_pass = _load_native_pass()
+
+
+def _load_pending_class():
+    """What holds the pending buffer changes: insight.c's Pending with the compiled pass, else a dict."""
+    from .._native import load
+
+    mod = load("insight") if _native_pass is not None else None
+    return getattr(mod, "Pending", dict)
+
+
+_new_pending = _load_pending_class()
+_native_end = _load_native_end()

@@ -113,7 +113,7 @@ def render_lines(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
 
     ``items`` are lines (str, taken as they are) or events of buffers (not CB / KERNEL: those lines
     need the registry at the time of the event, so the caller formats them then), formatted as
-    :func:`event_line` does. The compiled ``wire.render_lines`` does the same (see :func:`line_renderer`).
+    :func:`event_line` does. The compiled ``ingest.render_lines`` does the same (see :func:`line_renderer`).
     """
     out = []
     add = out.append
@@ -146,17 +146,17 @@ def render_lines(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
 
 
 def line_renderer() -> Callable[[list, bool], tuple[bytes, int]]:
-    """:func:`render_lines`, compiled (``tt_memtop._native.wire``) when it is built and not turned off.
+    """:func:`render_lines`, compiled (``tt_memtop._native.ingest``) when it is built and not turned off.
 
     The compiled one hands back what it cannot render exactly as :func:`render_lines` does (a value
     out of range, a str that is not UTF-8): then this one renders the chunk.
     """
     from .. import _native
 
-    wire = _native.load("wire")
-    if wire is None:
+    ingest = _native.load("ingest")
+    if ingest is None:
         return render_lines
-    fast = wire.render_lines
+    fast = ingest.render_lines
 
     def render(items: list, hex_ids: bool = True) -> tuple[bytes, int]:
         out = fast(items, hex_ids)

@@ -93,14 +93,48 @@ def _history_pass(events: list[Event], labels: list[str], history: dict[int, lis
     return bad
 
 
-def _load_native_history():
+def _labels(phases: list, names: dict) -> list[str]:
+    """The display name of each phase (KeyError for one not named yet). Reference of history.c's labels_of."""
+    return list(map(names.__getitem__, phases))
+
+
+def _has_kind(events, kind) -> bool:
+    """Whether any event of the batch is of ``kind`` (a C-level scan). Reference of history.c's has_kind."""
+    return kind in map(_kind_of, events)
+
+
+def _trim_oldest(d: dict, keep: int) -> None:
+    """Delete the first ``len(d) - keep`` keys of ``d`` (the least recently touched). Reference of history.c's."""
+    excess = len(d) - keep
+    if excess > 0:
+        for key in list(islice(d, excess)):
+            del d[key]
+
+
+def _load_native_module():
     from .._native import load
 
     mod = load("history")
-    return mod.history_pass if mod is not None else None
+    if mod is None:
+        return None
+    try:
+        mod.setup(Event)
+    except (TypeError, AttributeError):  # Event changed shape: the pure helpers
+        return None
+    return mod
+
+
+_native_mod = _load_native_module()
+
+
+def _load_native_history():
+    return _native_mod.history_pass if _native_mod is not None else None
 
 
 _native_history = _load_native_history()
+_labels_of = _native_mod.labels_of if _native_mod is not None else _labels
+_any_kind = _native_mod.has_kind if _native_mod is not None else _has_kind
+_trim = _native_mod.trim_oldest if _native_mod is not None else _trim_oldest
 
 
 def _name(ph) -> str:
@@ -336,7 +370,7 @@ class MonitorState:
             return
         phases = self.phases
         observe_batch = getattr(phases, "observe_batch", None) if phases is not None else None
-        if (observe_batch is None and phases is not None) or _TOTALS in map(_kind_of, events):  # C-level scan
+        if (observe_batch is None and phases is not None) or _any_kind(events, _TOTALS):
             self._apply_one_by_one(events)
             return
         gaps = self.registry.apply_batch(events)
@@ -345,13 +379,14 @@ class MonitorState:
         else:
             names = self._phase_names
             phs = observe_batch(events)
+            labels_of = _labels_of if type(phs) is list else _labels
             try:
-                labels = list(map(names.__getitem__, phs))
+                labels = labels_of(phs, names)
             except KeyError:  # a phase not named yet
                 for ph in phs:
                     if ph not in names:
                         names[ph] = _name(ph)
-                labels = list(map(names.__getitem__, phs))
+                labels = labels_of(phs, names)
         self.feed.extend(events)
         self.feed_phases.extend(labels)
         if not isinstance(events, list):
@@ -361,11 +396,8 @@ class MonitorState:
         self._end_batch(events, gaps, 0)
 
     def _end_batch(self, events: list[Event], gaps: int, totals: int) -> None:
-        history = self.history
-        excess = len(history) - self.history_ids
-        if excess > 0:
-            for key in list(islice(history, excess)):
-                del history[key]
+        if len(self.history) > self.history_ids:
+            _trim(self.history, self.history_ids)
         self.gaps += gaps
         self.events_total += len(events) - totals
         if totals:

@@ -37,7 +37,7 @@ import sys
 from collections.abc import Iterable, Iterator
 
 from .events import Event, EventKind
-from .protocol import AllocMessage, BufferType, KernelType, MsgType
+from .protocol import MAX_DEVICES, MAX_SIZE, WIRE_CLASSES, AllocMessage, BufferType, KernelType, MsgType
 from .table import table_class
 
 NTYPES = len(BufferType)
@@ -471,6 +471,20 @@ class Registry:
         """
         return _rank(self._t, self._strings, self._counts, limit, order, smallest, devices, types, pids, where)
 
+    def pools(self, keys, top_n: int) -> list[tuple[int, list[Buffer], dict[int, int]]]:
+        """For each (device, buffer_type) of ``keys``: (live bytes, its ``top_n`` largest entries, largest first
+        and ties in :meth:`buffers` order, {owner pid: bytes} in the order of each pid's first entry): one
+        pass over the table's rows, a Buffer only for the top entries (what a peak capture needs)."""
+        strings = self._strings
+        out = []
+        for nbytes, rows, by_pid in self._t.pools(keys, top_n):
+            top = []
+            for dev, bid, bt, size, pid, refs, ts, seq, has in rows:
+                name, trace = strings.get((_space(bt), dev, bid), ("", "")) if has else ("", "")
+                top.append(Buffer(dev, bid, bt, size, pid, refs, ts, seq, name, trace))
+            out.append((nbytes, top, by_pid))
+        return out
+
     def __len__(self) -> int:
         return len(self._t)
 
@@ -813,3 +827,159 @@ def _load_native_mirror():
 
 
 _native_mirror = _load_native_mirror()
+
+
+# ------------------------------------------------------------------ the server's run of ALLOC / FREE messages
+_WIRE_TYPES = frozenset(WIRE_CLASSES.values())
+_TYPE_LABELS = ("DRAM", "L1", "SYSTEM_MEMORY", "L1_SMALL", "TRACE")
+_EV_ALLOC, _EV_REF_INC, _EV_REF_DEC, _EV_FREE, _EV_FREE_UNKNOWN = 1, 2, 3, 4, 5
+#: alloc_ok_pid for "checked, but no PID settled yet": no int32 PID equals it
+NO_PID = 1 << 40
+
+
+def apply_wire(reg: Registry, msgs: list, start: int, ts: int, pre_s5: bool, cap: int, alloc_ok_pid: int | None,
+               frees_ok: bool, inv_len: int, encode: bool, lines: int) -> tuple[int, bytes | None, bytes | None, int]:
+    """:meth:`Registry.apply` each of ``msgs[start:]`` in turn while it is an ordinary ALLOC / FREE (the bulk
+    of a server's traffic), the events and log lines made as bytes, no Event object. Returns ``(next,
+    events, lines, nlines)``: ``msgs[start:next]`` were applied, ``msgs[next]`` is left to the caller's
+    general rules. ``encode``: the events as EVENT records (eventcodec), else None; ``lines``: 0 none,
+    1 hex ids, 2 decimal ids (the original's lines, UTF-8; else None). The compiled twin
+    (tt_memtop/_native/ingest.c, :func:`wire_applier`) gives the same results.
+
+    The run stops at (leaves to the caller) the first message that is not a WireMessage ALLOC / FREE of
+    the buffer space; an ALLOC the original of the layout drops (``pre_s5``: the 72/112-byte rules, else
+    also a size outside (0, MAX_SIZE]); an ALLOC while ``cap`` (> 0) entries are live; with peer checks
+    (``alloc_ok_pid`` not None) an ALLOC of another PID, or a FREE unless ``frees_ok``; a device at or
+    beyond ``inv_len`` (>= 0); an entry of a type past TRACE in the way, or a named one a FREE would
+    remove. Each message taken is what :meth:`Registry.apply` does, event for event.
+    """
+    if _EVENT_PACK is None:
+        _init_event_pack()
+    tb = reg._t
+    find, row_of, set_refs, add, remove = tb.find, tb.row, tb.set_refs, tb.add, tb.remove
+    account = reg._account
+    counts = reg._counts
+    pack = _EVENT_PACK
+    wire = _WIRE_TYPES
+    evs: list[bytes] = []
+    text: list[str] = []
+    add_ev, add_text = evs.append, text.append
+    hex_ids = lines == 1
+    checked = alloc_ok_pid is not None
+    live = len(tb) if cap > 0 else 0
+    seq = reg.seq
+    applied = unknown = unstorable = 0
+    n = len(msgs)
+    i = start
+    try:
+        while i < n:
+            m = msgs[i]
+            if m.__class__ not in wire:
+                break
+            t, dev, size, bt, pid, bid = m[:6]
+            if t == 1:
+                if not (0 <= dev < MAX_DEVICES and bt <= 4 and (pre_s5 or 0 < size <= MAX_SIZE)):
+                    break
+                if cap > 0 and live >= cap:
+                    break
+                if checked and pid != alloc_ok_pid:
+                    break
+            elif t == 2:
+                if bt == 5 or bt == 6 or (checked and not frees_ok):
+                    break
+            else:
+                break
+            if inv_len >= 0 and dev >= inv_len:
+                break
+            s = find(0, dev, bid)
+            if t == 1:
+                if s >= 0:
+                    row = row_of(s)
+                    ebt = row[2]
+                    if not 0 <= ebt <= 4:
+                        break
+                    refs = min(row[5] + 1, _U32)
+                    set_refs(s, refs)
+                    kind = _EV_REF_INC
+                else:
+                    kind, ebt, refs = _EV_ALLOC, bt, 1
+                    try:
+                        add(dev, bid, bt, size, pid, 1, ts, seq + 1, False)
+                    except (OverflowError, TypeError):
+                        unstorable += 1
+                    else:
+                        counts[0] += 1
+                        account(dev, bt, size, pid, +1)
+                        live += 1
+            elif s < 0:
+                kind, ebt, refs = _EV_FREE_UNKNOWN, 0, 0
+                unknown += 1
+            else:
+                row = row_of(s)
+                dev, bid, ebt, size, pid, refs, _ts, _seq, has = row
+                refs -= 1
+                if not 0 <= ebt <= 4 or (has and refs <= 0):
+                    break
+                if refs > 0:
+                    set_refs(s, refs)
+                    kind = _EV_REF_DEC
+                else:
+                    remove(s)
+                    counts[0] -= 1
+                    account(dev, ebt, size, pid, -1)
+                    live -= 1
+                    kind, refs = _EV_FREE, 0
+            seq += 1
+            applied += 1
+            i += 1
+            if encode:
+                add_ev(pack(seq, ts, kind, pid, dev, ebt, bid, size, refs, 0, 0, 0))
+            if lines:
+                ids = f"0x{bid:x}" if hex_ids else str(bid)
+                if kind <= _EV_REF_INC:
+                    add_text(f"✓ [PID {pid}] Allocated {size} bytes of {_TYPE_LABELS[ebt]} on device {dev} "
+                             f"(buffer_id={ids}{f', ref_count={refs}' if kind == _EV_REF_INC else ''})")
+                elif kind != _EV_FREE_UNKNOWN:
+                    add_text(f"✗ [PID {pid}] Freed buffer {ids} on device {dev} ({size} bytes, "
+                             f"{f'ref_count={refs} remaining' if refs > 0 else 'FINAL'})")
+                else:
+                    add_text(f"⚠ [PID {pid}] Deallocation for unknown buffer {ids} on device {dev} "
+                             f"(allocated before tracking started)")
+    finally:
+        reg.seq = seq
+        reg.messages += applied
+        reg.unknown_frees += unknown
+        reg.unstorable += unstorable
+    return (i, b"".join(evs) if encode else None,
+            ("\n".join(text) + "\n").encode("utf-8") if text else (b"" if lines else None), len(text))
+
+
+_EVENT_PACK = None
+
+
+def _init_event_pack() -> None:
+    """eventcodec's EVENT packer (imported on first use: eventcodec imports this module)."""
+    global _EVENT_PACK
+    from .eventcodec import EVENT
+
+    _EVENT_PACK = EVENT.pack
+
+
+def wire_applier():
+    """:func:`apply_wire`, compiled (tt_memtop/_native/ingest.c) when built and not turned off."""
+    return native_wire_applier() or apply_wire
+
+
+def native_wire_applier():
+    """The compiled twin of :func:`apply_wire`, or None (not built, or MEMTOP_PURE_PYTHON)."""
+    from .._native import load
+    from .eventcodec import EVENT
+
+    mod = load("ingest")
+    if mod is None:
+        return None
+    try:
+        mod.setup(_DeviceUsage, tuple(WIRE_CLASSES.values()), EVENT.format, MAX_DEVICES, MAX_SIZE)
+    except (TypeError, ValueError, AttributeError):  # the classes changed shape: the reference only
+        return None
+    return mod.apply_wire

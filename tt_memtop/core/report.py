@@ -220,7 +220,7 @@ class ReportBuilder:
             self._phases.observe(ev)
         if kind == _ALLOC or kind == _FREE or kind == _CLEANUP:
             self._leaks.observe((ev,), self._phase_of, self._before_exit,
-                                self._phases.segments if self._phases is not None else None)
+                                self._phases.segments if self._phases is not None else None, self.registry)
 
     def _record(self, rec: Record) -> None:
         if isinstance(rec, DumpReport):

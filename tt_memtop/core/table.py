@@ -305,6 +305,47 @@ class PyTable:
             s += 1
         return b"".join(parts), s, -1
 
+    def pools(self, keys, top_n: int) -> list[tuple[int, list[tuple], dict[int, int]]]:
+        """For each (device, type) of ``keys``, what its live rows hold, in one pass over the rows (no object
+        per row): (bytes, the ``top_n`` largest rows as row tuples, largest first, ties in row order,
+        {pid: bytes} in the order of each pid's first row). What a peak capture needs (core/insight.py)."""
+        if not isinstance(top_n, int):
+            raise TypeError("an int is required")
+        if not 0 <= top_n <= 64:
+            raise ValueError("top_n must be 0..64")
+        keys = list(keys)
+        if len(keys) > 256:
+            raise ValueError("at most 256 pools")
+        index: dict[tuple[int, int], list[int]] = {}  # (device, type) -> the positions of that pool in keys
+        for i, k in enumerate(keys):
+            if not isinstance(k, tuple) or len(k) != 2:
+                raise TypeError("keys must be a sequence of (device, type)")
+            d, t = k
+            if not (isinstance(d, int) and isinstance(t, int)):
+                raise TypeError("an int is required")
+            index.setdefault((d, t), []).append(i)
+        sums = [0] * len(keys)
+        tops: list[list[tuple[int, int]]] = [[] for _ in keys]  # (-size, slot): sorts largest first, then row order
+        by_pid: list[dict[int, int]] = [{} for _ in keys]
+        flags, typ, dev, size, pid = self._flags, self._typ, self._dev, self._size, self._pid
+        for s in range(len(flags)):
+            if not flags[s] & _ALIVE:
+                continue
+            where = index.get((dev[s], typ[s]))
+            if where is None:
+                continue
+            n, p = size[s], pid[s]
+            for i in where:
+                sums[i] += n
+                bp = by_pid[i]
+                bp[p] = bp.get(p, 0) + n
+                top = tops[i]
+                if len(top) < top_n or (top_n and n > -top[-1][0]):
+                    top.append((-n, s))
+                    top.sort()
+                    del top[top_n:]
+        return [(sums[i], [self.row(s) for _n, s in tops[i]], by_pid[i]) for i in range(len(keys))]
+
     def owned(self, pid: int, limit: int | None = None) -> list[int]:
         self._need_index()
         if not isinstance(pid, int) or limit is not None and not isinstance(limit, int):

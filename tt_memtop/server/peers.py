@@ -93,10 +93,18 @@ class Ownership:
         self.refused_frees = 0
         #: the owners' UIDs: while there is only one, no FREE can be foreign (the fast path)
         self._uids: set[int] = set()
+        #: bumped by every change of the owners or their UIDs: a decision taken at one version holds while
+        #: it stays (producers.py lets a connection's ALLOCs of a PID already checked skip the check)
+        self.version = 0
 
     @property
     def several_uids(self) -> bool:
         return len(self._uids) > 1
+
+    def only_uid(self, uid: int) -> bool:
+        """Is ``uid`` the only owners' UID so far, or is there none yet? (then no FREE by it can be foreign)"""
+        uids = self._uids
+        return not uids or (len(uids) == 1 and uid in uids)
 
     @property
     def sole_uid(self) -> int | None:
@@ -107,12 +115,14 @@ class Ownership:
         return self._owners
 
     def restore(self, pid: int, uid: int | None, host_pids) -> None:
+        self.version += 1
         self._owners[pid] = Owner(uid, set(host_pids))
         if uid is not None:
             self._uids.add(uid)
 
     def forget(self, pid: int) -> None:
         """``pid`` was cleaned up: its claims end (the number may be reused)."""
+        self.version += 1
         self._owners.pop(pid, None)
 
     # ------------------------------------------------------------------ decisions
@@ -122,6 +132,7 @@ class Ownership:
             return False, False
         if peer.uid not in self._uids:
             self._uids.add(peer.uid)
+            self.version += 1
         o = self._owners.get(reported)
         new = False
         if o is None:
@@ -133,6 +144,8 @@ class Ownership:
         if reported != peer.pid and reported in peer.ns_pids and peer.pid not in o.host_pids:
             o.host_pids.add(peer.pid)
             new = True
+        if new:
+            self.version += 1
         return new, not peer.knows_as(reported)
 
     def observe_share(self, key: tuple[int, int, int], owner_pid: int, peer: PeerCred | None) -> None:

@@ -46,6 +46,7 @@ from ..core.protocol import (
     encode,
     validate,
 )
+from ..core.registry import NO_PID, wire_applier
 from .framing import FrameReader, FrameResult
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ _S5_ONLY_TYPES = frozenset({MsgType.CB_ALLOC, MsgType.CB_FREE, MsgType.KERNEL_LO
                             MsgType.DUMP_KERNELS})
 _PRE_S5_LAYOUTS = frozenset({Layout.V72, Layout.V112, Layout.V648})
 _ALLOC_TYPES = frozenset({MsgType.ALLOC, MsgType.CB_ALLOC, MsgType.KERNEL_LOAD})
+_U64 = (1 << 64) - 1
 #: protocol.validate's reason for a type byte no version knows
 _UNKNOWN_TYPE = re.compile(r"unknown message type (\d+)")
 
@@ -194,6 +196,10 @@ class ProducerIngest:
     """The ingest path of :class:`~tt_memtop.server.server.AllocationServer` (a mixin: it uses the server's
     registry, stats, config, ownership, log and publishing; see server.py)."""
 
+    #: applies runs of ordinary ALLOC / FREE messages (registry.apply_wire, compiled when built); None:
+    #: every message through the general loop of _ingest (the reference: tests compare the two)
+    _apply_runs = staticmethod(wire_applier())
+
     async def _serve_connection(self, stream: anyio.abc.ByteStream, conn: _Conn) -> None:
         """Read the connection from the loop's reader callback (ProducerReader); a subscription goes on here."""
         sock = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
@@ -266,11 +272,52 @@ class ProducerIngest:
                     return
 
     def _ingest(self, conn: _Conn, res) -> tuple[bytes, MsgType | None]:
-        """Apply one chunk of frames. Returns (reply bytes, SUBSCRIBE if the connection subscribed)."""
+        """Apply one chunk of frames. Returns (reply bytes, SUBSCRIBE if the connection subscribed).
+
+        The common chunk, only ordinary ALLOC / FREE messages, is one call of registry.apply_wire (the
+        same decisions as :meth:`_ingest_all`, which takes anything else: see there)."""
         ts = self._clock()
+        msgs = res.messages
+        fast = self._apply_runs
+        cfg = self.config
+        if fast is None or res.bad or not msgs or cfg.strict:
+            return self._ingest_all(conn, res, ts)
+        peer = conn.peer
+        if peer is None:
+            ok_pid = None
+            frees_ok = False
+        else:
+            own = self.ownership
+            ok = conn.alloc_ok
+            ok_pid = ok[0] if ok is not None and ok[1] == own.version else NO_PID
+            frees_ok = own.only_uid(peer.uid)
+        quiet = cfg.quiet
+        layout = conn.reader.layout
+        nxt, blob, text, nlines = fast(
+            self.registry, msgs, 0, ts, layout is None or layout in _PRE_S5_LAYOUTS, self._max_buffers, ok_pid,
+            frees_ok, len(cfg.inventory) if cfg.grow_inventory else -1,
+            bool(self._subs) or self._recorder is not None or self._journal is not None,
+            0 if quiet else 1 if self._id_format == "hex" else 2)
+        if nxt < len(msgs):  # something else in the chunk: the general loop goes on from there
+            return self._ingest_all(conn, res, ts, nxt, [blob] if blob else [],
+                                    None if quiet else [(text, nlines)] if nlines else [])
+        self.stats.messages += nxt
+        if nlines:
+            self._logw.write_bytes(text, nlines)
+        if blob:
+            self._publish([blob])
+        return b"", None
+
+    def _ingest_all(self, conn: _Conn, res, ts: int, start: int = -1, events: list | None = None,
+                    lines: list | None = None) -> tuple[bytes, MsgType | None]:
+        """:meth:`_ingest` for any chunk: each message by the rules of its type, runs of ordinary ALLOC / FREE
+        messages by registry.apply_wire. ``start`` >= 0: a run stopped there (the chunk has no bad
+        frames); the messages before it were applied, with these ``events`` and ``lines``."""
         reg = self.registry
-        events: list[Event] = []
-        lines: list[str] | None = None if self.config.quiet else []
+        cfg = self.config
+        stopped = start
+        if start < 0:
+            start, events, lines = 0, [], None if cfg.quiet else []
         replies: list[bytes] = []
         subscribe = None
         layout = conn.reader.layout or Layout.V72
@@ -286,24 +333,58 @@ class ProducerIngest:
             self._once("bad:" + _kind(bad.reason), [f"⚠️  Bad frame on connection {conn.cid}: {bad.reason} "
                                                     f"({bad.nbytes} bytes skipped at offset {bad.offset})"])
         pre_s5 = layout in _PRE_S5_LAYOUTS
-        ext_on = self.config.extensions
+        ext_on = cfg.extensions
         cap = self._max_buffers
-        strict = self.config.strict
-        grow = self.config.grow_inventory
-        checked = conn.peer is not None  # peer credentials to check (_permitted)
+        strict = cfg.strict
+        grow = cfg.grow_inventory
+        peer = conn.peer
+        checked = peer is not None  # peer credentials to check (_permitted)
         own = self.ownership
-        # What _permitted would decide without looking, for the whole chunk (no other connection runs
-        # meanwhile, and this one can only add its own UID): a FREE while this sender's UID is the only
-        # one; an ALLOC of a PID whose first ALLOC in this chunk was checked, while there is one UID.
-        frees_ok = checked and not own.several_uids and own.sole_uid in (None, conn.peer.uid)
+        # What _permitted would decide without looking: for the whole chunk (no other connection runs
+        # meanwhile, and this one can only add its own UID), a FREE while this sender's UID is the only
+        # one; an ALLOC of the PID whose last ALLOC on this connection was checked, while there is one
+        # UID and the owners are as they were then (Ownership.version).
+        frees_ok = checked and own.only_uid(peer.uid)
         alloc_ok_pid: int | None = None
+        ok = conn.alloc_ok
+        if ok is not None and ok[1] == own.version:
+            alloc_ok_pid = ok[0]
         apply = reg.apply
         add_event = events.append
         add_line = lines.append if lines is not None else None
-        taken = 0
-        for m in res.messages:
+        # Runs of ordinary ALLOC / FREE messages go to registry.apply_wire (compiled when built): the same
+        # changes, events and lines as the loop below makes of them, as bytes. It leaves anything else to
+        # the loop, then takes over again.
+        fast = self._apply_runs if not strict else None
+        encode = bool(self._subs) or self._recorder is not None or self._journal is not None
+        line_mode = 0 if lines is None else 1 if self._id_format == "hex" else 2
+        inv_len = len(cfg.inventory) if grow else -1
+        misses = 0
+        msgs = res.messages
+        n = len(msgs)
+        i = start
+        while i < n:
+            m = msgs[i]
             t = m.type
-            taken += 1
+            if fast is not None and (t == 1 or t == 2) and i != stopped:
+                if checked:
+                    ok_pid = NO_PID if alloc_ok_pid is None or conn.alloc_ok[1] != own.version else alloc_ok_pid
+                else:
+                    ok_pid = None
+                nxt, blob, text, nlines = fast(reg, msgs, i, ts, pre_s5, cap, ok_pid, frees_ok, inv_len, encode,
+                                               line_mode)
+                if nxt > i:
+                    misses = 0
+                    if blob:
+                        add_event(blob)
+                    if nlines:
+                        add_line((text, nlines))  # written in order with the chunk's other lines (_flush)
+                    i = nxt
+                    continue
+                misses += 1
+                if misses >= 2:  # two unusual messages in a row: the rest of this chunk goes the general way
+                    fast = None
+            i += 1
             if t == 1 or t == 2:
                 # ALLOC / FREE, the bulk of the traffic: the checks of the general case below, inline.
                 # A FREE is never invalid as the originals see it; an ALLOC is when _original_reason says so.
@@ -324,13 +405,15 @@ class ProducerIngest:
                     if t == 2:
                         if not frees_ok and not self._permitted(conn, m, ts, events):
                             continue
-                    elif m.process_id != alloc_ok_pid:
+                    elif m.process_id != alloc_ok_pid or conn.alloc_ok[1] != own.version:
                         if not self._permitted(conn, m, ts, events):
                             continue
                         if not own.several_uids:
                             alloc_ok_pid = m.process_id
+                            conn.alloc_ok = (alloc_ok_pid, own.version)
                 if grow and m.device_id >= len(self.config.inventory):
                     self._grow_inventory(m.device_id)
+                    inv_len = len(self.config.inventory)
                 ev = apply(m, ts)
                 add_event(ev)
                 if add_line is not None:
@@ -354,6 +437,7 @@ class ProducerIngest:
                     continue
                 if grow and m.device_id >= len(self.config.inventory):
                     self._grow_inventory(m.device_id)
+                    inv_len = len(self.config.inventory)
                 ev = apply(m, ts)
                 add_event(ev)
                 if add_line is not None:
@@ -385,9 +469,10 @@ class ProducerIngest:
                 break  # the rest of this connection is a subscription stream
             else:
                 self._warn(f"type:{t}", lf.unknown_type_line(t))
-        self.stats.messages += taken
-        self._flush(lines, events)
-        return b"".join(replies), subscribe
+        self.stats.messages += i
+        if lines or events:
+            self._flush(lines, events)
+        return b"".join(replies) if replies else b"", subscribe
 
     def _replaces(self, m: AllocMessage) -> bool:
         """Does this ALLOC-like message hit a live entry (a ref-count bump or a CB/kernel overwrite)?"""
@@ -410,15 +495,43 @@ class ProducerIngest:
         """Write pending per-event lines and publish pending events (keeps log and stream in order).
 
         ``lines`` holds the chunk's log lines so far: text, or the Event of a buffer's line, formatted
-        here for the whole chunk at once (logformat.render_lines; compiled when available).
+        here for the whole chunk at once (logformat.render_lines; compiled when available), or
+        ``(UTF-8 bytes, number of lines)`` of a run of lines already rendered (registry.apply_wire).
         """
         if lines:
-            data, n = self._render(lines, self._id_format == "hex")
+            first = lines[0]
+            if len(lines) == 1 and first.__class__ is tuple:
+                data, n = first
+            else:
+                data, n = self._render_mixed(lines)
             self._logw.write_bytes(data, n)
             lines.clear()
         if events:
             self._publish(events)
             events.clear()
+
+    def _render_mixed(self, lines: list) -> tuple[bytes, int]:
+        """:meth:`_flush`'s lines as one piece of UTF-8: pieces already rendered as they are, the rest rendered."""
+        hex_ids = self._id_format == "hex"
+        parts: list[bytes] = []
+        total = 0
+        run: list = []
+        for item in lines:
+            if item.__class__ is tuple:
+                if run:
+                    data, n = self._render(run, hex_ids)
+                    parts.append(data)
+                    total += n
+                    run = []
+                parts.append(item[0])
+                total += item[1]
+            else:
+                run.append(item)
+        if run:
+            data, n = self._render(run, hex_ids)
+            parts.append(data)
+            total += n
+        return b"".join(parts), total
 
     def _invalid(self, m: AllocMessage, reason: str, ts: int, events: list[Event], pre_s5: bool = False) -> None:
         self.stats.invalid_messages += 1
@@ -519,7 +632,8 @@ class ProducerIngest:
 
     # ================================================================== replies
     def _response(self, m: AllocMessage, layout: Layout) -> bytes:
-        dram, l1, l1s, trace, cb, kern = self.registry.wire_totals(m.device_id)
+        # modulo 2**64 as the original's uint64 counters: sizes the 72/112-byte rules accept can sum past it
+        dram, l1, l1s, trace, cb, kern = (x & _U64 for x in self.registry.wire_totals(m.device_id))
         r = AllocMessage(type=MsgType.RESPONSE, device_id=m.device_id, dram_allocated=dram, l1_allocated=l1,
                          l1_small_allocated=l1s, trace_allocated=trace, cb_allocated=cb, kernel_allocated=kern)
         if m.buffer_id == PROBE_REQUEST and self.config.extensions:  # tt-memtop's silent probe (EXTENSION.md)

@@ -241,7 +241,7 @@ class _Subscriber:
 
 
 class _Conn:
-    __slots__ = ("cid", "reader", "peer", "pid_noted", "refusal_noted", "refused")
+    __slots__ = ("cid", "reader", "peer", "pid_noted", "refusal_noted", "refused", "alloc_ok")
 
     def __init__(self, cid: int, reader: FrameReader, peer: PeerCred | None = None) -> None:
         self.cid = cid
@@ -250,6 +250,8 @@ class _Conn:
         self.pid_noted = False  # the reported-vs-real PID line was logged for this connection
         self.refusal_noted = False
         self.refused = 0  # ALLOCs refused by --max-buffers
+        #: (PID, Ownership.version): this connection's ALLOCs of PID need no peer check while the version holds
+        self.alloc_ok: tuple[int, int] | None = None
 
 
 class AllocationServer(ProducerIngest):
@@ -678,32 +680,35 @@ class AllocationServer(ProducerIngest):
         self._out(lf.stats_block(self.registry))
 
     # ================================================================== events
-    def _publish(self, events: list[Event]) -> None:
-        """Encode ``events`` once; queue the bytes for every subscriber and the recording."""
+    def _publish(self, events: list) -> None:
+        """Encode ``events`` once; queue the bytes for every subscriber and the recording.
+
+        ``events``: Events, and runs of events already encoded (bytes of EVENT records, from
+        Registry.apply_wire), in order."""
         if not events or not (self._subs or self._recorder is not None or self._journal is not None):
             return
-        n = len(events)
-        if n <= _MAX_EVENTS_PER_RECORD:
-            records = [codec.encode_events(events)]
-        else:
-            records = [codec.encode_events(events[i:i + _MAX_EVENTS_PER_RECORD])
-                       for i in range(0, n, _MAX_EVENTS_PER_RECORD)]
+        records = _records(events)
         if self._subs:
-            chunk = b"".join(map(codec.frame, records))
+            if len(records) == 1:
+                rec0, n = records[0]
+                chunk = _U32.pack(len(rec0)) + rec0
+            else:
+                chunk = b"".join(codec.frame(r) for r, _ in records)
+                n = sum(k for _, k in records)
             for sub in self._subs:
                 sub.push(chunk, n)
         rec = self._recorder
         if rec is not None:
             try:
-                for i, r in enumerate(records):
-                    rec.write_record(r, min(_MAX_EVENTS_PER_RECORD, n - i * _MAX_EVENTS_PER_RECORD))
+                for r, k in records:
+                    rec.write_record(r, k)
             except (OSError, ValueError) as exc:
                 self._recording_failed(exc)
         jr = self._journal
         if jr is not None:
             try:
-                for i, r in enumerate(records):
-                    jr.write_record(r, min(_MAX_EVENTS_PER_RECORD, n - i * _MAX_EVENTS_PER_RECORD))
+                for r, k in records:
+                    jr.write_record(r, k)
                 self._journal_sync_due = True
             except (OSError, ValueError) as exc:
                 self._journal_failed(exc)
@@ -917,6 +922,46 @@ class AllocationServer(ProducerIngest):
         except Exception:  # noqa: BLE001 - EndOfStream, broken pipe...: the monitor has gone
             pass
         scope.cancel()
+
+
+_EVENTS_KIND = bytes((codec.RecordKind.EVENTS,))
+_EVENT_SIZE = codec.EVENT.size
+_U32 = codec.U32
+
+
+def _records(events: list) -> list[tuple[bytes, int]]:
+    """(EVENTS record, events in it) for ``events`` (Events and bytes of encoded ones, see _publish), at
+    most _MAX_EVENTS_PER_RECORD each: the records eventcodec.encode_events makes of the same events."""
+    first = events[0]
+    if len(events) == 1 and first.__class__ is bytes and len(first) <= _MAX_EVENTS_PER_RECORD * _EVENT_SIZE:
+        n = len(first) // _EVENT_SIZE
+        return [(b"".join((_EVENTS_KIND, _U32.pack(n), first)), n)]
+    out: list[tuple[bytes, int]] = []
+    parts: list[bytes] = []
+    count = 0
+    encode = codec.encode_event
+    for item in events:
+        if item.__class__ is bytes:  # a run of encoded events (fixed size: no strings)
+            pos, end = 0, len(item)
+            while pos < end:
+                take = min(_MAX_EVENTS_PER_RECORD - count, (end - pos) // _EVENT_SIZE)
+                if take <= 0:
+                    raise ValueError("a run of encoded events that is not whole EVENT records")
+                parts.append(item[pos:pos + take * _EVENT_SIZE])
+                pos += take * _EVENT_SIZE
+                count += take
+                if count == _MAX_EVENTS_PER_RECORD:
+                    out.append((_EVENTS_KIND + codec.U32.pack(count) + b"".join(parts), count))
+                    parts, count = [], 0
+        else:
+            parts.append(encode(item))
+            count += 1
+            if count == _MAX_EVENTS_PER_RECORD:
+                out.append((_EVENTS_KIND + codec.U32.pack(count) + b"".join(parts), count))
+                parts, count = [], 0
+    if count:
+        out.append((_EVENTS_KIND + codec.U32.pack(count) + b"".join(parts), count))
+    return out
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -10,11 +10,12 @@ recording before reading it all (:func:`check_log`). The sources over these file
 
 from __future__ import annotations
 
-import gzip
 import os
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
+
+from ..gzseek import GzipIndex, open_gzip
 
 __all__ = ["CHUNK", "SNIFF_BYTES", "NotALogError", "check_log", "is_recording", "open_log", "read_chunk",
            "read_line_chunks"]
@@ -49,8 +50,9 @@ def read_chunk(f: BinaryIO, size: int) -> bytes:
                       f"gunzip what is left of it (zcat FILE > LOG) to read the lines before the damage") from None
 
 
-def open_log(path: str) -> BinaryIO:
-    """A log for reading; a gzipped log (sniffed, whatever its name) is decompressed on the fly (seekable, slowly)."""
+def open_log(path: str, index: GzipIndex | None = None) -> BinaryIO:
+    """A log for reading; a gzipped log (sniffed, whatever its name) is decompressed on the fly, seekable
+    through ``index`` (pass the same one to every opening of the file: :mod:`tt_memtop.gzseek`)."""
     f = open(path, "rb")  # noqa: SIM115 - returned to the caller
     try:
         gzipped = f.read(2) == b"\x1f\x8b"
@@ -60,7 +62,7 @@ def open_log(path: str) -> BinaryIO:
         raise
     if gzipped:
         f.close()
-        return gzip.open(path, "rb")  # noqa: SIM115
+        return open_gzip(path, index)
     return f
 
 

@@ -19,6 +19,7 @@ from ..core.devices import Inventory
 from ..core.events import Event, EventKind
 from ..core.logparse import LogParser
 from ..core.registry import Registry
+from ..gzseek import GzipIndex
 from .base import stamp
 from .logfile import CHUNK, open_log, read_chunk, read_line_chunks
 
@@ -111,8 +112,9 @@ class LogTimeline:
         self.path = path
         self.rate = rate
         self.assumed = Inventory.uniform(1, arch) if arch else None  # --arch: capacities the log does not say
-        self.total = self._count_lines(path)
-        self.f: BinaryIO = open_log(path)
+        self.gz_index = GzipIndex()  # a gzipped log: the count's pass leaves resume points for the seeks
+        self.total = self._count_lines(path, self.gz_index)
+        self.f: BinaryIO = open_log(path, self.gz_index)
         self.parser = LogParser(cb_kernel_totals=True)
         self._pending: list[bytes] = []
         self._pending_at = 0
@@ -121,10 +123,10 @@ class LogTimeline:
         self.ckpt = Checkpoints(checkpoint_every)
 
     @staticmethod
-    def _count_lines(path: str) -> int:
+    def _count_lines(path: str, index: GzipIndex | None = None) -> int:
         n = 0
         last = b"\n"
-        with open_log(path) as f:
+        with open_log(path, index) as f:
             while chunk := read_chunk(f, CHUNK):
                 n += chunk.count(b"\n")
                 last = chunk[-1:]
@@ -318,6 +320,7 @@ class RecordingTimeline:
         tl.path = self.path
         tl._reader = RecordingReader(self.path)
         tl._reader.time_index = self._reader.time_index
+        tl._reader.gz_index = self._reader.gz_index
         tl.header, tl.total, tl.t0, tl.t1, tl.torn_note = self.header, self.total, self.t0, self.t1, None
         tl.ckpt = self.ckpt
         tl._restart(self.ckpt.items[-1] if self.ckpt.items else None)

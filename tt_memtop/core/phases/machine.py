@@ -33,14 +33,13 @@ _TS_LIM, _SIZE_LIM, _BID_LIM = 1 << 61, 1 << 48, 1 << 62
 
 def _load_native():
     from ..._native import load
-    from ..table import LiveMap
     from .evidence import TopDown, Window
 
     mod = load("phases")
     if mod is None:
         return None
     try:
-        mod.setup(Proc, Window, TopDown, Event, tuple(Phase), EventKind.ALLOC, EventKind.FREE, LiveMap)
+        mod.setup(Proc, Window, TopDown, Event, tuple(Phase), EventKind.ALLOC, EventKind.FREE)
     except (TypeError, ValueError, AttributeError):  # the classes changed shape: the reference only
         return None
     return mod

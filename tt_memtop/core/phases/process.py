@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from ..._native import load
 from ..table import LiveMap
 from . import evidence as ev_
 from .types import Phase, PhaseConfig, Segment
@@ -12,6 +13,18 @@ __all__ = ["NEVER", "Proc", "live_key"]
 
 NEVER = 1 << 62
 _SEQ_MAX = 20_000  # allocation signatures kept per process for the capture search (the last ones)
+
+
+def _compact_classes():
+    """A process's live map and recent allocation times, compiled when built (tt_memtop/_native/phases.c):
+    ``LiveTable`` (16-byte slots, ~22 B a live buffer; else LiveMap, table rows, core/table.py), a
+    dict ``key -> (ts, size, type)``; ``Stamps`` (a ring of int64, 8 B a time; else a deque of ints,
+    ~40 B), a deque of times."""
+    mod = load("phases")
+    return getattr(mod, "LiveTable", None) or LiveMap, getattr(mod, "Stamps", None) or deque
+
+
+LiveTable, Stamps = _compact_classes()
 
 
 class Proc:
@@ -36,8 +49,8 @@ class Proc:
         self.prev_phase = phase  # the phase before the current one (the live view's hold)
         self.seg_devices: set[int] = set()
         self.closed: list[Segment] = []
-        # key -> (alloc ts, size, type), in columns (a dict of tuples was ~200 B per live buffer)
-        self.live = LiveMap()
+        # key -> (alloc ts, size, type), compact (a dict of tuples was ~200 B per live buffer)
+        self.live = LiveTable()
         self.live_dram = 0
         self.dev_live: dict[int, int] = {}
         self.trace: dict[tuple[int, int], int] = {}  # (device, buffer_id) -> size of resident trace buffers
@@ -66,8 +79,8 @@ class Proc:
         self.after_release = False
         self.hints: dict[int, int] = {}  # capture segment start -> where its capture run began
         self.exit_hint: tuple[int, int] | None = None  # (exited segment start, probable death)
-        self.recent: deque[int] = deque(maxlen=8)  # last event times (death dating)
-        self.allocs: deque[int] = deque()
+        self.recent: deque[int] = Stamps(maxlen=8)  # last event times (death dating)
+        self.allocs: deque[int] = Stamps()  # allocation times in the evidence window, oldest first
         self.exit_note = ""
         self.quiet_at = NEVER
         self.show_at = NEVER
