@@ -28,7 +28,8 @@ from ..sources.base import Capability, EventBatch, Heartbeat, Snapshot, Status, 
 from .devices import Inventory
 from .events import Event, EventKind
 from .geometry import GeometryConfig
-from .insight import Insight
+from .heap import give_back_free_heap
+from .insight import TRIM_MIN, Insight
 from .phases import PhaseTracker
 from .protocol import BufferType
 from .registry import Registry
@@ -178,6 +179,9 @@ class MonitorState:
         self.capabilities: frozenset[Capability] = frozenset()
         self.events_total = 0  # events folded since start
         self.gaps = 0  # sequence gaps seen (should stay 0 on our server's subscription)
+        #: registry size at which the free C heap is given back next (core/heap.py): each time it doubles
+        #: past 100k, as after a snapshot, since growing the columns and tables freed their old copies
+        self._trim_at = TRIM_MIN
         self.bad_frames = 0
         self.first_ts_ns = 0  # earliest timestamp seen: the origin of relative times on screen
         self.last_ts_ns = 0
@@ -406,6 +410,9 @@ class MonitorState:
         self._saw_ts(events[-1].ts_ns)
         self.insight.set_inventory(self.inventory)
         self.insight.observe(events, self)
+        if len(self.registry) >= self._trim_at:  # watched growth: its doubling steps freed the old copies
+            self._trim_at = 2 * len(self.registry)
+            give_back_free_heap()
 
     def _apply_one_by_one(self, events: list[Event]) -> None:
         """:meth:`apply_events` event by event (recorded totals samples in the batch, or a tracker
