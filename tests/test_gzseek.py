@@ -9,7 +9,7 @@ import random
 import zlib
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tt_memtop.gzseek import GzipIndex, is_gzip_stream, open_gzip
@@ -42,6 +42,8 @@ def _write(path, data: bytes, members: int = 1, padding: int = 0) -> None:
 @given(seed=st.integers(0, 1 << 30), size=st.integers(0, 1_500_000), members=st.integers(1, 3),
        padding=st.sampled_from([0, 0, 7, 70_000]),
        seeks=st.lists(st.tuples(st.floats(0, 1.1), st.integers(0, 300_000)), min_size=1, max_size=12))
+# a member that ends in a call cut by the output limit keeps an unconsumed tail beside its unused data
+@example(seed=156463, size=1_500_000, members=2, padding=0, seeks=[(0.1332, 30)])
 def test_reads_after_seeks_match_the_data(tmp_path, seed, size, members, padding, seeks):
     data = _payload(seed, size)
     path = tmp_path / "d.gz"

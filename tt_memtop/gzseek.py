@@ -91,10 +91,8 @@ class _IndexedGzipRaw(io.RawIOBase):
     def _fill(self) -> bool:
         """Decompress some more into ``_buf`` (drained); False at the end of the data."""
         d = self._d
-        if d.unconsumed_tail:  # the copy keeps its unconsumed input: resuming reads the file from _raw on
-            self._index.add(self._pos, self._raw, d)
-            self._buf = d.decompress(d.unconsumed_tail, _OUT_MAX)
-        elif d.eof:  # the end of a member: another one, zero padding, or the end of the file
+        if d.eof:  # the end of a member: another one, zero padding, or the end of the file (checked first:
+            # a member that ends in a call cut by _OUT_MAX can keep a tail too, which unused_data also holds)
             rest = d.unused_data.lstrip(b"\0")
             while not rest:
                 piece = self._f.read(_IN_CHUNK)
@@ -105,6 +103,9 @@ class _IndexedGzipRaw(io.RawIOBase):
                 rest = piece.lstrip(b"\0")
             self._d = d = zlib.decompressobj(_GZIP)
             self._buf = d.decompress(rest, _OUT_MAX)
+        elif d.unconsumed_tail:  # the copy keeps its unconsumed input: resuming reads the file from _raw on
+            self._index.add(self._pos, self._raw, d)
+            self._buf = d.decompress(d.unconsumed_tail, _OUT_MAX)
         else:
             self._index.add(self._pos, self._raw, d)  # everything before _raw consumed, everything before _pos returned
             data = self._f.read(_IN_CHUNK)
