@@ -176,3 +176,18 @@ def test_cleanup_in_slices_gives_the_same_events_as_one_call(pure):
         [key(e) for e in want if e.kind == EventKind.PROCESS_EXIT]  # each PID's total, once, at its end
     assert [e.seq for e in got] == list(range(got[0].seq, got[0].seq + len(got)))
     sliced.check_invariants()
+
+
+@pure_and_native
+def test_a_process_exit_past_two_to_the_64_saturates_and_still_encodes(pure):
+    """72/112-byte clients may send any u64 size: the sum reclaimed from a dead PID can pass 2**64."""
+    from tt_memtop.core import eventcodec
+
+    r = Registry(pure)
+    big = (1 << 64) - 1
+    r.apply(alloc(0, 1, big, pid=9), 1)
+    r.apply(alloc(1, 1, big, pid=9), 2)
+    evs = r.cleanup([9], 10)
+    assert evs[-1].kind is EventKind.PROCESS_EXIT and evs[-1].size == big and evs[-1].ref_count == 2
+    assert eventcodec.decode_events_body(eventcodec.encode_events(evs)[1:])[-1].size == big
+    assert len(r) == 0

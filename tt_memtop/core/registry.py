@@ -47,6 +47,7 @@ _KERNEL_NAMES = {int(k): k.name.title() for k in KernelType}
 _ALLOC, _REF_INC, _REF_DEC, _FREE = EventKind.ALLOC, EventKind.REF_INC, EventKind.REF_DEC, EventKind.FREE
 _FREE_UNKNOWN, _CLEANUP = EventKind.FREE_UNKNOWN, EventKind.CLEANUP
 _U32 = 0xFFFFFFFF
+_U64_MAX = (1 << 64) - 1
 #: rows fetched from the table per call when iterating
 _CHUNK = 4096
 
@@ -701,7 +702,9 @@ class Registry:
             if partial:
                 self._exiting[pid] = (total, count)
                 break
-            out.append(self._stamp(Event(EventKind.PROCESS_EXIT, ts_ns=ts_ns, pid=pid, size=total, ref_count=count)))
+            # the sum of sizes a 72/112-byte client may send can pass 2**64: the event's u64 field saturates
+            out.append(self._stamp(Event(EventKind.PROCESS_EXIT, ts_ns=ts_ns, pid=pid, size=min(total, _U64_MAX),
+                                         ref_count=min(count, _U32))))
         return out
 
     def evict(self, device: int, buffer_id: int, buffer_type: int, ts_ns: int, text: str = "") -> Event | None:
