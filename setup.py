@@ -21,7 +21,8 @@ HERE = Path(__file__).resolve().parent
 def _extensions() -> list[Extension]:
     if os.environ.get("MEMTOP_NO_NATIVE"):
         return []
-    return [Extension(f"tt_memtop._native.{c.stem}", [str(c.relative_to(HERE))],
+    headers = [str(h.relative_to(HERE)) for h in sorted((HERE / "tt_memtop" / "_native").glob("*.h"))]
+    return [Extension(f"tt_memtop._native.{c.stem}", [str(c.relative_to(HERE))], depends=headers,
                       extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wno-unused-function"])
             for c in sorted((HERE / "tt_memtop" / "_native").glob("*.c"))]
 

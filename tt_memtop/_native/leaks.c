@@ -23,35 +23,7 @@
 
 static PyObject *s_kind, *s_bt, *s_pid, *s_dev, *s_bid, *s_size, *s_ts, *s_pop;
 
-/* Large arrays straight from the OS: a table that grows by rehashing into a new array frees the old
- * one, and glibc keeps a freed chunk of the heap's middle resident (the growth steps of a million-entry
- * table were ~27 MB of RSS nobody used). Below the threshold (or without mmap), the Python allocator. */
-#if defined(__unix__) || defined(__APPLE__)
-#include <sys/mman.h>
-#define BIG_MMAP 1
-#endif
-#define BIG_MIN ((size_t)256 * 1024)
-
-static void *big_calloc(size_t n, size_t size) {
-    size_t bytes = n * size;
-#ifdef BIG_MMAP
-    if (bytes >= BIG_MIN) {
-        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return p == MAP_FAILED ? NULL : p; /* zero-filled */
-    }
-#endif
-    return PyMem_Calloc(n, size);
-}
-static void big_free(void *p, size_t n, size_t size) {
-    if (p == NULL) return;
-#ifdef BIG_MMAP
-    if (n * size >= BIG_MIN) {
-        munmap(p, n * size);
-        return;
-    }
-#endif
-    PyMem_Free(p);
-}
+#include "bigalloc.h"
 
 /* ---------------------------------------------------------------- WarmSet */
 typedef struct {
