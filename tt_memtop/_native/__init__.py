@@ -28,3 +28,16 @@ def load(name: str) -> ModuleType | None:
         return importlib.import_module(f"{__name__}.{name}")
     except ImportError:
         return None
+
+
+def load_set_up(name: str, *args) -> ModuleType | None:
+    """:func:`load`, then the module's ``setup(*args)`` (the classes and constants it reads objects
+    through); None when it is not there or refuses them (they changed shape: the pure reference runs)."""
+    mod = load(name)
+    if mod is None:
+        return None
+    try:
+        mod.setup(*args)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return mod

@@ -171,16 +171,10 @@ def _decode_events_body(buf, off: int = 0) -> list[Event]:
 
 def _native_decoder():
     """The compiled batch decoder (tt_memtop/_native/events.c), set up for this module; None without it."""
-    from .._native import load
+    from .._native import load_set_up
 
-    mod = load("events")
-    if mod is None:
-        return None
-    try:
-        mod.setup(Event, dict(_EVENT_KINDS), CodecError, tuple(_ENTRY_KINDS), _NTYPES, _MAX_DEVICES)
-    except (TypeError, ValueError, AttributeError):
-        return None
-    return mod.decode_events_body
+    mod = load_set_up("events", Event, dict(_EVENT_KINDS), CodecError, tuple(_ENTRY_KINDS), _NTYPES, _MAX_DEVICES)
+    return mod.decode_events_body if mod is not None else None
 
 
 #: ``decode_events_body(body, off=0) -> list[Event]``: the events of an EVENTS record body, all at once.

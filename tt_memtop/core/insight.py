@@ -568,16 +568,10 @@ def _end_pass(dev_rows: dict, pid_rows: dict, peaks, ts_end: int, recorded: dict
 
 def _load_native_pass():
     """The compiled pass, set up for this module; None without it (or with MEMTOP_PURE_PYTHON=1)."""
-    from .._native import load
+    from .._native import load_set_up
 
-    mod = load("insight")
-    if mod is None:
-        return None
-    try:
-        mod.setup(Event, _ALLOC, _FREE, _CLEANUP, NTYPES, _CB, TRACE, L1_SMALL, tuple(_MAPPED), _BARS)
-    except (TypeError, ValueError, AttributeError):
-        return None
-    return mod.observe_pass
+    mod = load_set_up("insight", Event, _ALLOC, _FREE, _CLEANUP, NTYPES, _CB, TRACE, L1_SMALL, tuple(_MAPPED), _BARS)
+    return mod.observe_pass if mod is not None else None
 
 
 def _load_native_end():

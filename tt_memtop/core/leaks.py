@@ -185,17 +185,10 @@ def _hold_pass(events, held: dict) -> None:
 
 
 def _load_native():
-    from .._native import load
+    from .._native import load_set_up
     from .events import Event
 
-    mod = load("leaks")
-    if mod is None:
-        return None
-    try:
-        mod.setup(Event)
-    except (TypeError, AttributeError):  # Event changed shape: the reference only
-        return None
-    return mod
+    return load_set_up("leaks", Event)
 
 
 def _load_native_pass():

@@ -113,16 +113,9 @@ def _trim_oldest(d: dict, keep: int) -> None:
 
 
 def _load_native_module():
-    from .._native import load
+    from .._native import load_set_up
 
-    mod = load("history")
-    if mod is None:
-        return None
-    try:
-        mod.setup(Event)
-    except (TypeError, AttributeError):  # Event changed shape: the pure helpers
-        return None
-    return mod
+    return load_set_up("history", Event)
 
 
 _native_mod = _load_native_module()

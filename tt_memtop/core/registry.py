@@ -817,16 +817,9 @@ class Registry:
 
 
 def _load_native_mirror():
-    from .._native import load
+    from .._native import load_set_up
 
-    mod = load("mirror")
-    if mod is None:
-        return None
-    try:
-        mod.setup(Event, _DeviceUsage, (_ALLOC, _REF_INC, _REF_DEC, _FREE, _FREE_UNKNOWN, _CLEANUP))
-    except (TypeError, ValueError, AttributeError):  # the classes changed shape: the reference only
-        return None
-    return mod
+    return load_set_up("mirror", Event, _DeviceUsage, (_ALLOC, _REF_INC, _REF_DEC, _FREE, _FREE_UNKNOWN, _CLEANUP))
 
 
 _native_mirror = _load_native_mirror()
@@ -975,14 +968,8 @@ def wire_applier():
 
 def native_wire_applier():
     """The compiled twin of :func:`apply_wire`, or None (not built, or MEMTOP_PURE_PYTHON)."""
-    from .._native import load
+    from .._native import load_set_up
     from .eventcodec import EVENT
 
-    mod = load("ingest")
-    if mod is None:
-        return None
-    try:
-        mod.setup(_DeviceUsage, tuple(WIRE_CLASSES.values()), EVENT.format, MAX_DEVICES, MAX_SIZE)
-    except (TypeError, ValueError, AttributeError):  # the classes changed shape: the reference only
-        return None
-    return mod.apply_wire
+    mod = load_set_up("ingest", _DeviceUsage, tuple(WIRE_CLASSES.values()), EVENT.format, MAX_DEVICES, MAX_SIZE)
+    return mod.apply_wire if mod is not None else None

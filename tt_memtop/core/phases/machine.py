@@ -32,17 +32,10 @@ _TS_LIM, _SIZE_LIM, _BID_LIM = 1 << 61, 1 << 48, 1 << 62
 
 
 def _load_native():
-    from ..._native import load
+    from ..._native import load_set_up
     from .evidence import TopDown, Window
 
-    mod = load("phases")
-    if mod is None:
-        return None
-    try:
-        mod.setup(Proc, Window, TopDown, Event, tuple(Phase), EventKind.ALLOC, EventKind.FREE)
-    except (TypeError, ValueError, AttributeError):  # the classes changed shape: the reference only
-        return None
-    return mod
+    return load_set_up("phases", Proc, Window, TopDown, Event, tuple(Phase), EventKind.ALLOC, EventKind.FREE)
 
 
 _native = _load_native()
