@@ -193,3 +193,35 @@ def _check_pid_again(cfg: dict, path) -> None:
     chunk(0x4000, 0x5000)
     assert checks == [0x1000, 0x4000] and 100 in srv.ownership.owners()
     assert len(srv.registry) == 5
+
+
+@pytest.mark.skipif(NATIVE is None or registry_mod.Registry(False).native is False, reason="no compiled ingest/table")
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from([1, 1, 1, 2, 2]), st.sampled_from([0, 1, 3]),
+                          st.sampled_from([64, 4096, 1 << 20, 1 << 40]), st.sampled_from([0, 1, 2, 3, 4]),
+                          st.sampled_from([100, 101]), st.integers(0, 12)), min_size=1, max_size=120),
+       st.sampled_from([0, 5]), st.integers(0, 2))
+def test_compiled_ingest_is_the_same_on_either_table(ops, cap, lines):
+    """The compiled apply_wire reaches the compiled Table through its C API (table_api.h) and any other table
+    through its methods: on the same messages both registries end the same, with the same events and lines."""
+    from tt_memtop.core.protocol import decode_frames
+
+    msgs = [AllocMessage(type=t, device_id=d, size=sz, buffer_type=bt, process_id=pid, buffer_id=0x1000 + 64 * b)
+            for t, d, sz, bt, pid, b in ops]
+    wire = decode_frames(b"".join(encode(m, 144) for m in msgs), 144, len(msgs))
+    out = []
+    for pure_table in (True, False):
+        reg = registry_mod.Registry(pure_table)
+        got, start = [], 0
+        while start < len(wire):
+            nxt, evs, lns, n = NATIVE(reg, wire, start, 5_000 + start, False, cap, None, True, -1, True, lines)
+            got.append((nxt, evs, lns, n))
+            if nxt == start:
+                reg.apply(msgs[start], ts_ns=5_000 + start)  # the caller's general rules take it
+                nxt += 1
+            start = nxt
+        reg.check_invariants()
+        out.append((got, sorted(map(repr, reg.snapshot())), reg.seq, reg.messages, reg.unknown_frees, len(reg),
+                    [(d, reg.device_totals(d), reg.device_count(d)) for d in reg.devices()],
+                    [(p, reg.pid_totals(p), reg.pid_device_totals(p), reg.pid_count(p)) for p in reg.pids()]))
+    assert out[0] == out[1]

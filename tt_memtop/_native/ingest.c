@@ -4,7 +4,7 @@
  * of ProducerIngest._ingest, Registry.apply making an Event per message, the event encoded again for
  * subscribers, its log line formatted from the Event. Here a run of ordinary ALLOC / FREE messages is
  * applied in one call, with the same calls on the same objects as the pure path (the registry's table
- * through its own methods, its per-space counts list, its per-device _DeviceUsage objects through their
+ * through table.c's C API when it is the compiled Table (table_api.h), else its own methods; its per-space counts list, its per-device _DeviceUsage objects through their
  * slots), and the chunk's events come out already encoded (eventcodec.EVENT records, no Event object)
  * and its log lines already rendered.
  *
@@ -34,6 +34,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <structmember.h>
+
+#include "table_api.h"
 
 #define NTYPES 7
 #define U32MAX 0xFFFFFFFFLL
@@ -269,6 +271,7 @@ static PyObject *small[2], *minus_one;
 static PyObject *s_t, *s_counts, *s_usage, *s_seq, *s_messages, *s_unknown, *s_unstorable, *s_find, *s_row, *s_add,
     *s_remove, *s_set_refs;
 static int ready = 0;
+static const TableApi *table_api = NULL; /* table_api.h; NULL: every table through its methods */
 
 #define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
 
@@ -306,13 +309,16 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     Py_XSETREF(wire_classes, Py_NewRef(classes));
     max_devices = mdev;
     max_size = msize;
+    table_api = load_table_api();
     ready = 1;
     Py_RETURN_NONE;
 }
 
 typedef struct {
     PyObject *table, *counts, *usage;
+    int fast; /* the table is the compiled Table: its operations through table_api */
 } Ctx;
+
 
 /* table.<name>(*args), no bound method made */
 static inline PyObject *tcall(Ctx *c, PyObject *name, PyObject *const *args, size_t n) {
@@ -467,6 +473,99 @@ static int row_plain(PyObject *row, long long *dev, unsigned long long *bid, lon
            *refs >= 0 && *refs <= U32MAX;
 }
 
+/* A live row as the loop reads it: from the C API, or from the row tuple (kept for its objects) */
+typedef struct {
+    long long dev, bt, pid, refs;
+    unsigned long long bid, size;
+    int has;
+    PyObject *tuple; /* the pure path's row tuple (owned), NULL through the C API */
+} RowView;
+
+/* The table operations of the loop, through the C API when c->fast, else the table's methods. A slot is
+ * held both as a C integer and (methods only) as the int object the table gave, passed back as it was. */
+
+/* find(0, dev, bid): the slot, -1: none, -2: error; *so: the slot's int (methods, a live slot), else NULL */
+static long long t_find(Ctx *c, PyObject *o_dev, PyObject *o_bid, long long dev, unsigned long long bid,
+                        PyObject **so) {
+    *so = NULL;
+    if (c->fast) return table_api->find(c->table, 0, (int32_t)dev, (uint64_t)bid);
+    PyObject *fa[3] = {small[0], o_dev, o_bid};
+    PyObject *r = tcall(c, s_find, fa, 3);
+    long long s = slot_of(r);
+    if (s >= 0)
+        *so = r;
+    else
+        Py_XDECREF(r);
+    return s;
+}
+
+/* row(slot): 1 a row the loop takes, 0 one it leaves to the reference, -1 error */
+static int t_row(Ctx *c, long long s, PyObject *so, RowView *v) {
+    v->tuple = NULL;
+    if (c->fast) {
+        ApiRow r;
+        if (table_api->get(c->table, (uint32_t)s, &r) < 0) return -1;
+        v->dev = r.device;
+        v->bid = r.bid;
+        v->bt = r.type;
+        v->size = r.size;
+        v->pid = r.pid;
+        v->refs = r.refs;
+        v->has = r.strings;
+        return v->bt <= 4;
+    }
+    PyObject *row = tcall(c, s_row, &so, 1);
+    if (row == NULL) return -1;
+    int plain = row_plain(row, &v->dev, &v->bid, &v->bt, &v->size, &v->pid, &v->refs, &v->has);
+    if (!plain) {
+        Py_DECREF(row);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    v->tuple = row;
+    return 1;
+}
+
+static int t_set_refs(Ctx *c, long long s, PyObject *so, long long refs) {
+    if (c->fast) return table_api->set_refs(c->table, (uint32_t)s, (uint32_t)refs);
+    PyObject *ro = PyLong_FromLongLong(refs);
+    PyObject *sa[2] = {so, ro};
+    PyObject *x = ro ? tcall(c, s_set_refs, sa, 2) : NULL;
+    Py_XDECREF(ro);
+    Py_XDECREF(x);
+    return x == NULL ? -1 : 0;
+}
+
+static int t_remove(Ctx *c, long long s, PyObject *so) {
+    if (c->fast) return table_api->remove(c->table, (uint32_t)s);
+    PyObject *x = tcall(c, s_remove, &so, 1);
+    Py_XDECREF(x);
+    return x == NULL ? -1 : 0;
+}
+
+/* add(dev, bid, bt, size, pid, 1, ts, seq, False): 0 added, 1 a value the table cannot hold, -1 error */
+static int t_add(Ctx *c, PyObject *const o[5], long long dev, unsigned long long bid, long long bt,
+                 unsigned long long size, long long pid, PyObject *ts_obj, long long ts, unsigned long long seq) {
+    int rc;
+    if (c->fast) {
+        ApiRow r = {(uint64_t)bid, (uint64_t)size, (uint64_t)seq, (int64_t)ts, (int32_t)dev, (int32_t)pid, 1,
+                    (uint8_t)bt, 0};
+        rc = table_api->add(c->table, &r) < 0 ? -1 : 0;
+    } else {
+        PyObject *sq = PyLong_FromUnsignedLongLong(seq);
+        if (sq == NULL) return -1;
+        PyObject *aa[9] = {o[0], o[1], o[2], o[3], o[4], small[1], ts_obj, sq, Py_False};
+        PyObject *x = tcall(c, s_add, aa, 9);
+        Py_DECREF(sq);
+        rc = x == NULL ? -1 : 0;
+        Py_XDECREF(x);
+    }
+    if (rc < 0 && (PyErr_ExceptionMatches(PyExc_OverflowError) || PyErr_ExceptionMatches(PyExc_TypeError))) {
+        PyErr_Clear();
+        return 1;
+    }
+    return rc;
+}
+
 static int is_wire(PyObject *m) {
     PyObject *t = (PyObject *)Py_TYPE(m);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(wire_classes); i++)
@@ -537,6 +636,7 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     seq0 = seq;
     c.table = PyObject_GetAttr(reg, s_t);
+    c.fast = c.table != NULL && table_api != NULL && Py_TYPE(c.table) == table_api->type;
     c.counts = c.table ? PyObject_GetAttr(reg, s_counts) : NULL;
     c.usage = c.counts ? PyObject_GetAttr(reg, s_usage) : NULL;
     if (c.usage == NULL) goto out;
@@ -575,112 +675,84 @@ static PyObject *apply_wire(PyObject *self, PyObject *const *args, Py_ssize_t na
         }
         if (inv_len >= 0 && dev >= inv_len) break;
 
-        PyObject *fa[3] = {small[0], o_dev, o_bid};
-        PyObject *so = tcall(&c, s_find, fa, 3);
-        long long s = slot_of(so);
-        if (s == -2) {
-            Py_XDECREF(so);
-            goto out;
-        }
+        PyObject *so; /* the slot's int (methods only) */
+        long long s = t_find(&c, o_dev, o_bid, dev, bid, &so);
+        if (s == -2) goto out;
         int kind;
         long long e_pid = pid, e_dev = dev, e_bt = bt, refs = 0;
         unsigned long long e_bid = bid, e_size = size;
         if (t == 1) {
             if (s >= 0) {
-                PyObject *row = tcall(&c, s_row, &so, 1);
-                long long rdev, rbt, rpid, rrefs;
-                unsigned long long rbid, rsize;
-                int has;
-                if (row == NULL) {
-                    Py_DECREF(so);
-                    goto out;
-                }
-                int plain = row_plain(row, &rdev, &rbid, &rbt, &rsize, &rpid, &rrefs, &has);
-                Py_DECREF(row);
-                if (!plain) {
-                    Py_DECREF(so);
-                    if (PyErr_Occurred()) goto out;
+                RowView v;
+                int plain = t_row(&c, s, so, &v);
+                Py_XDECREF(v.tuple);
+                if (plain <= 0) {
+                    Py_XDECREF(so);
+                    if (plain < 0) goto out;
                     break;
                 }
-                refs = rrefs + 1 < U32MAX ? rrefs + 1 : U32MAX;
-                PyObject *ro = PyLong_FromLongLong(refs);
-                PyObject *sa[2] = {so, ro};
-                PyObject *x = ro ? tcall(&c, s_set_refs, sa, 2) : NULL;
-                Py_XDECREF(ro);
-                Py_DECREF(so);
-                if (x == NULL) goto out;
-                Py_DECREF(x);
+                refs = v.refs + 1 < U32MAX ? v.refs + 1 : U32MAX;
+                int x = t_set_refs(&c, s, so, refs);
+                Py_XDECREF(so);
+                if (x < 0) goto out;
                 kind = K_REF_INC;
-                e_bt = rbt;
+                e_bt = v.bt;
             } else {
-                Py_DECREF(so);
                 kind = K_ALLOC;
                 refs = 1;
-                PyObject *sq = PyLong_FromUnsignedLongLong(seq + 1);
-                if (sq == NULL) goto out;
-                PyObject *aa[9] = {o_dev, o_bid, o_bt, o_size, o_pid, small[1], ts_obj, sq, Py_False};
-                PyObject *x = tcall(&c, s_add, aa, 9);
-                Py_DECREF(sq);
-                if (x == NULL) {
-                    if (!PyErr_ExceptionMatches(PyExc_OverflowError) && !PyErr_ExceptionMatches(PyExc_TypeError))
-                        goto out;
-                    PyErr_Clear();
+                PyObject *const ao[5] = {o_dev, o_bid, o_bt, o_size, o_pid};
+                int x = t_add(&c, ao, dev, bid, bt, size, pid, ts_obj, ts, seq + 1);
+                if (x < 0) goto out;
+                if (x > 0) {
                     unstorable++;
                 } else {
-                    Py_DECREF(x);
                     if (item_add(c.counts, 0, small[1]) < 0 || account(&c, o_dev, (long)bt, o_size, o_pid, +1) < 0)
                         goto out;
                     live++;
                 }
             }
         } else if (s < 0) {
-            Py_DECREF(so);
             kind = K_FREE_UNKNOWN;
             e_bt = 0;
             unknown++;
         } else {
-            PyObject *row = tcall(&c, s_row, &so, 1);
-            long long rdev, rbt, rpid, rrefs;
-            unsigned long long rbid, rsize;
-            int has;
-            if (row == NULL) {
-                Py_DECREF(so);
-                goto out;
-            }
-            int plain = row_plain(row, &rdev, &rbid, &rbt, &rsize, &rpid, &rrefs, &has);
-            if (!plain || (has && rrefs - 1 <= 0)) { /* a named entry's FREE carries its name: the reference's */
-                Py_DECREF(row);
-                Py_DECREF(so);
-                if (PyErr_Occurred()) goto out;
+            RowView v;
+            int plain = t_row(&c, s, so, &v);
+            if (plain <= 0 || (v.has && v.refs - 1 <= 0)) { /* a named entry's FREE carries its name: the reference's */
+                if (plain > 0) Py_XDECREF(v.tuple);
+                Py_XDECREF(so);
+                if (plain < 0) goto out;
                 break;
             }
-            refs = rrefs - 1;
-            PyObject *x;
+            refs = v.refs - 1;
+            int x;
             if (refs > 0) {
-                PyObject *ro = PyLong_FromLongLong(refs);
-                PyObject *sa[2] = {so, ro};
-                x = ro ? tcall(&c, s_set_refs, sa, 2) : NULL;
-                Py_XDECREF(ro);
+                x = t_set_refs(&c, s, so, refs);
                 kind = K_REF_DEC;
             } else {
-                x = tcall(&c, s_remove, &so, 1);
-                if (x != NULL && (item_add(c.counts, 0, minus_one) < 0 ||
-                                  account(&c, PyTuple_GET_ITEM(row, 0), (long)rbt, PyTuple_GET_ITEM(row, 3),
-                                          PyTuple_GET_ITEM(row, 4), -1) < 0))
-                    Py_CLEAR(x);
+                /* the row's own objects for the accounting (the pure path's), new ints through the C API */
+                PyObject *r_dev = v.tuple ? Py_NewRef(PyTuple_GET_ITEM(v.tuple, 0)) : PyLong_FromLongLong(v.dev);
+                PyObject *r_size = v.tuple ? Py_NewRef(PyTuple_GET_ITEM(v.tuple, 3)) : PyLong_FromUnsignedLongLong(v.size);
+                PyObject *r_pid = v.tuple ? Py_NewRef(PyTuple_GET_ITEM(v.tuple, 4)) : PyLong_FromLongLong(v.pid);
+                x = r_dev && r_size && r_pid ? t_remove(&c, s, so) : -1;
+                if (x == 0 && (item_add(c.counts, 0, minus_one) < 0 ||
+                               account(&c, r_dev, (long)v.bt, r_size, r_pid, -1) < 0))
+                    x = -1;
+                Py_XDECREF(r_dev);
+                Py_XDECREF(r_size);
+                Py_XDECREF(r_pid);
                 refs = 0;
                 kind = K_FREE;
                 live--;
             }
-            Py_DECREF(row);
-            Py_DECREF(so);
-            if (x == NULL) goto out;
-            Py_DECREF(x);
-            e_pid = rpid;
-            e_dev = rdev;
-            e_bt = rbt;
-            e_bid = rbid;
-            e_size = rsize;
+            Py_XDECREF(v.tuple);
+            Py_XDECREF(so);
+            if (x < 0) goto out;
+            e_pid = v.pid;
+            e_dev = v.dev;
+            e_bt = v.bt;
+            e_bid = v.bid;
+            e_size = v.size;
         }
         seq++;
         applied++;

@@ -27,6 +27,8 @@
 #include <string.h>
 #include <structmember.h>
 
+#include "table_api.h"
+
 #define NTYPES 7
 #define CB 5
 #define KERNEL 6
@@ -47,42 +49,7 @@ static PyObject *s_t, *s_strings, *s_counts, *s_usage, *s_seq, *s_unknown, *s_un
     *s_row, *s_add, *s_remove, *s_set_refs;
 static int ready = 0;
 
-/* table.c's C API (its capsule "tt_memtop._native.table.api"; the same definitions as there): when the
- * registry holds the compiled Table, the same operations without a method call or a row tuple. */
-#define TABLE_API_VERSION 1
-typedef struct {
-    uint64_t bid, size, seq;
-    int64_t ts;
-    int32_t device, pid;
-    uint32_t refs;
-    uint8_t type, strings;
-} ApiRow;
-
-typedef struct {
-    int version;
-    size_t row_size;
-    PyTypeObject *type;
-    int64_t (*find)(PyObject *t, unsigned space, int32_t device, uint64_t bid); /* slot, -1: none, -2: error */
-    int (*get)(PyObject *t, uint32_t slot, ApiRow *out);                        /* 0, -1: error (no live row) */
-    int64_t (*add)(PyObject *t, const ApiRow *r);                               /* slot, -1: error */
-    int (*remove)(PyObject *t, uint32_t slot);                                  /* 0, -1: error */
-    int (*set_refs)(PyObject *t, uint32_t slot, uint32_t refs);                 /* 0, -1: error */
-} TableApi;
-
-static const TableApi *table_api = NULL;
-
-static const TableApi *load_table_api(void) {
-    PyObject *mod = PyImport_ImportModule("tt_memtop._native.table");
-    PyObject *cap = mod ? PyObject_GetAttrString(mod, "api") : NULL;
-    const TableApi *api = cap ? PyCapsule_GetPointer(cap, "tt_memtop._native.table.api") : NULL;
-    Py_XDECREF(mod);
-    Py_XDECREF(cap);
-    if (api == NULL) {
-        PyErr_Clear(); /* no compiled table: every table goes through its methods */
-        return NULL;
-    }
-    return api->version == TABLE_API_VERSION && api->row_size == sizeof(ApiRow) ? api : NULL;
-}
+static const TableApi *table_api = NULL; /* table_api.h; NULL: every table through its methods */
 
 #define SLOT(o, off) (*(PyObject **)((char *)(o) + (off)))
 

@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "table_api.h"
+
 #define NIL 0xFFFFFFFFu
 #define F_ALIVE 1u
 #define F_STRINGS 2u
@@ -1333,30 +1335,8 @@ static PyTypeObject TableType = {
     .tp_new = Table_new,
 };
 
-/* ------------------------------------------------------------------ C API, for mirror.c
- * The same operations as find / row / add / remove / set_refs without a Python call or a row tuple: a
- * capsule "tt_memtop._native.table.api" holds this struct (mirror.c has the same definitions and checks
- * version and sizes before using it). */
-#define TABLE_API_VERSION 1
-typedef struct {
-    uint64_t bid, size, seq;
-    int64_t ts;
-    int32_t device, pid;
-    uint32_t refs;
-    uint8_t type, strings;
-} ApiRow;
-
-typedef struct {
-    int version;
-    size_t row_size;
-    PyTypeObject *type;
-    int64_t (*find)(PyObject *t, unsigned space, int32_t device, uint64_t bid); /* slot, -1: none, -2: error */
-    int (*get)(PyObject *t, uint32_t slot, ApiRow *out);                        /* 0, -1: error (no live row) */
-    int64_t (*add)(PyObject *t, const ApiRow *r);                               /* slot, -1: error */
-    int (*remove)(PyObject *t, uint32_t slot);                                  /* 0, -1: error */
-    int (*set_refs)(PyObject *t, uint32_t slot, uint32_t refs);                 /* 0, -1: error */
-} TableApi;
-
+/* ------------------------------------------------------------------ C API (table_api.h), for mirror.c and ingest.c
+ * The same operations as find / row / add / remove / set_refs without a Python call or a row tuple. */
 static int api_live(Table *t, uint32_t slot) {
     if (slot >= t->nrows || !(t->rows[slot].flags & F_ALIVE)) {
         PyErr_Format(PyExc_IndexError, "no live row at slot %u", slot);
@@ -1433,7 +1413,7 @@ PyMODINIT_FUNC PyInit_table(void) {
         Py_DECREF(m);
         return NULL;
     }
-    PyObject *cap = PyCapsule_New(&table_api, "tt_memtop._native.table.api", NULL);
+    PyObject *cap = PyCapsule_New(&table_api, TABLE_API_CAPSULE, NULL);
     if (cap == NULL || PyModule_AddObject(m, "api", cap) < 0) {
         Py_XDECREF(cap);
         Py_DECREF(m);
